@@ -1,0 +1,177 @@
+"""Loading and exporting DiffTalk weights: strict, shape-checked, ``weights_only`` unless the user opts in."""
+
+from __future__ import annotations
+
+import logging
+import pickle
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+log = logging.getLogger(__name__)
+
+FIRST_STAGE_PREFIX = "first_stage_model."
+IGNORED_FIRST_STAGE_PREFIXES = ("loss.",)  # perceptual loss + discriminator of the released VQ checkpoint
+_MAX_LISTED = 25
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint is missing, unreadable, or does not match the model."""
+
+
+def load_checkpoint_file(path: str | Path, trust_checkpoint: bool = False) -> dict[str, Any]:
+    """Read a ``.ckpt``/``.pt``/``.pth`` (torch) or ``.safetensors`` file into a dict.
+
+    Torch files are read with ``weights_only=True``; a file that needs full unpickling is refused unless
+    ``trust_checkpoint=True`` (which can run arbitrary code from the file: only for files you trust).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint not found: {path}")
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        return load_file(str(path))
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=not trust_checkpoint)
+    except pickle.UnpicklingError as err:
+        raise CheckpointError(
+            f"{path} holds Python objects beyond plain tensors and containers, so it was not loaded with "
+            f"weights_only=True ({str(err).splitlines()[0]}). If you trust this file (it can run code when "
+            "unpickled), pass trust_checkpoint=True (CLI: --trust-checkpoint), or re-export it to safetensors."
+        ) from None
+    except Exception as err:  # noqa: BLE001 - any other failure: name the file
+        raise CheckpointError(f"could not read checkpoint {path}: {err}") from err
+    if not isinstance(obj, Mapping):
+        raise CheckpointError(f"{path} does not hold a dict of weights (found {type(obj).__name__})")
+    return dict(obj)
+
+
+def extract_state_dict(checkpoint: Mapping[str, Any]) -> dict[str, torch.Tensor]:
+    """The ``state_dict`` of a Lightning checkpoint, or the mapping itself when it is already one."""
+    sd = checkpoint.get("state_dict", checkpoint)
+    if not isinstance(sd, Mapping):
+        raise CheckpointError("checkpoint 'state_dict' entry is not a mapping")
+    return {k.replace("_orig_mod.", ""): v for k, v in sd.items() if isinstance(v, torch.Tensor)}
+
+
+def _listing(title: str, keys: list[str]) -> str:
+    shown = "\n    ".join(keys[:_MAX_LISTED])
+    more = f"\n    ... and {len(keys) - _MAX_LISTED} more" if len(keys) > _MAX_LISTED else ""
+    return f"  {title} ({len(keys)}):\n    {shown}{more}"
+
+
+def check_state_dict(module: nn.Module, state_dict: Mapping[str, torch.Tensor], source: str = "checkpoint") -> None:
+    """Raise ``CheckpointError`` listing missing, unexpected and mis-shaped keys; silent when they all match."""
+    expected = module.state_dict()
+    missing = sorted(set(expected) - set(state_dict))
+    unexpected = sorted(set(state_dict) - set(expected))
+    mismatched = sorted(
+        f"{k}: checkpoint {tuple(state_dict[k].shape)} vs model {tuple(expected[k].shape)}"
+        for k in set(expected) & set(state_dict)
+        if tuple(state_dict[k].shape) != tuple(expected[k].shape)
+    )
+    if missing or unexpected or mismatched:
+        parts = [f"{source} does not match the model ({type(module).__name__}):"]
+        if missing:
+            parts.append(_listing("missing keys", missing))
+        if unexpected:
+            parts.append(_listing("unexpected keys", unexpected))
+        if mismatched:
+            parts.append(_listing("shape mismatches", mismatched))
+        parts.append("Check that the config matches the one the checkpoint was trained with.")
+        raise CheckpointError("\n".join(parts))
+
+
+def load_state_dict_strict(
+    module: nn.Module, state_dict: Mapping[str, torch.Tensor], source: str = "checkpoint"
+) -> None:
+    """Shape-checked strict load; dtypes are converted to the module's."""
+    check_state_dict(module, state_dict, source)
+    module.load_state_dict(state_dict, strict=True)
+
+
+def first_stage_state_dict(checkpoint: Mapping[str, Any]) -> dict[str, torch.Tensor]:
+    """VQ weights from a released first-stage file (keys without prefix, ``loss.*`` dropped) or from a DiffTalk
+    checkpoint (keys under ``first_stage_model.``)."""
+    sd = extract_state_dict(checkpoint)
+    if any(k.startswith(FIRST_STAGE_PREFIX) for k in sd):
+        return {k[len(FIRST_STAGE_PREFIX) :]: v for k, v in sd.items() if k.startswith(FIRST_STAGE_PREFIX)}
+    return {k: v for k, v in sd.items() if not k.startswith(IGNORED_FIRST_STAGE_PREFIXES)}
+
+
+def load_first_stage(model: nn.Module, path: str | Path, trust_checkpoint: bool = False) -> None:
+    """Initialise ``model.first_stage_model`` from a VQ checkpoint (e.g. ``models/model.ckpt``)."""
+    sd = first_stage_state_dict(load_checkpoint_file(path, trust_checkpoint))
+    load_state_dict_strict(model.first_stage_model, sd, source=f"first-stage checkpoint {path}")
+    log.info("loaded first stage from %s", path)
+
+
+def has_first_stage(state_dict: Mapping[str, torch.Tensor]) -> bool:
+    return any(k.startswith(FIRST_STAGE_PREFIX) for k in state_dict)
+
+
+def load_difftalk_checkpoint(
+    model: nn.Module,
+    path: str | Path,
+    trust_checkpoint: bool = False,
+    first_stage_ckpt: str | Path | None = None,
+) -> dict[str, Any]:
+    """Strictly load a DiffTalk checkpoint (reference format, our trainer's, or a safetensors export).
+
+    A checkpoint without ``first_stage_model.*`` keys (a slim export) needs ``first_stage_ckpt``.
+    Returns the raw checkpoint dict (for its metadata).
+    """
+    ckpt = load_checkpoint_file(path, trust_checkpoint)
+    sd = extract_state_dict(ckpt)
+    if not has_first_stage(sd):
+        # a slim export (EMA UNet + encoders): complete it from the VQ file and the config
+        if first_stage_ckpt is None:
+            raise CheckpointError(
+                f"{path} holds no first-stage weights (first_stage_model.*): give the VQ checkpoint too "
+                "(first_stage_ckpt=..., default models/model.ckpt)"
+            )
+        load_first_stage(model, first_stage_ckpt, trust_checkpoint)
+        sd.update({FIRST_STAGE_PREFIX + k: v for k, v in model.first_stage_model.state_dict().items()})
+        if getattr(model, "use_ema", False) and not any(k.startswith("model_ema.") for k in sd):
+            # the export's UNet weights are the EMA weights: the shadow is the same tensors
+            for name, s_name in model.model_ema.m_name2s_name.items():
+                if "model." + name in sd:
+                    sd["model_ema." + s_name] = sd["model." + name]
+            sd.setdefault("model_ema.decay", model.model_ema.decay.clone())
+            sd.setdefault("model_ema.num_updates", model.model_ema.num_updates.clone())
+        for name, buf in model.named_buffers():
+            if "." not in name:  # schedule buffers: recomputed from the config
+                sd.setdefault(name, buf)
+    load_state_dict_strict(model, sd, source=str(path))
+    return ckpt
+
+
+def export_safetensors(
+    model: nn.Module, path: str | Path, slim: bool = True, metadata: Mapping[str, str] | None = None
+) -> Path:
+    """Write weights to safetensors. ``slim``: EMA UNet + condition encoders only (inference use); the
+    first stage then comes from ``models/model.ckpt``. Otherwise the full state dict."""
+    from safetensors.torch import save_file
+
+    path = Path(path)
+    if slim:
+        sd: dict[str, torch.Tensor] = {}
+        ema = getattr(model, "model_ema", None) if getattr(model, "use_ema", False) else None
+        ema_buffers = dict(ema.named_buffers()) if ema is not None else {}
+        for name, p in model.model.named_parameters():
+            sd["model." + name] = ema_buffers[ema.m_name2s_name[name]] if ema is not None else p
+        for prefix in ("cond_stage_model_for_audio", "cond_stage_model_for_audio_smooth", "cond_stage_model_for_ldm"):
+            for name, t in getattr(model, prefix).state_dict().items():
+                sd[f"{prefix}.{name}"] = t
+    else:
+        sd = dict(model.state_dict())
+    sd = {k: v.detach().contiguous().cpu() for k, v in sd.items()}
+    tmp = path.with_name(path.name + ".tmp")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    save_file(sd, str(tmp), metadata=dict(metadata or {}))
+    tmp.replace(path)
+    return path

@@ -1,0 +1,221 @@
+"""Typed configuration of DiffTalk: one schema for the trainer, the loader and inference.
+
+YAML files are merged onto these dataclasses with OmegaConf, so a misspelled or unknown key is an error that
+names the key and the file. Magic numbers of the architecture (16x29 audio windows, 8-window smoothing,
+39 landmarks) are named fields here.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+REPO_ROOT = Path(__file__).resolve().parents[4]
+CONFIG_DIR = REPO_ROOT / "configs" / "latent-diffusion"
+
+
+class ConfigError(ValueError):
+    """A configuration file or override is invalid."""
+
+
+@dataclass
+class DiffusionConfig:
+    timesteps: int = 1000
+    beta_schedule: str = "linear"  # betas = linspace(sqrt(linear_start), sqrt(linear_end)) ** 2
+    linear_start: float = 0.0015
+    linear_end: float = 0.0195
+    parameterization: str = "eps"
+    scale_factor: float = 1.0
+    loss_type: str = "l2"
+    l_simple_weight: float = 1.0
+    original_elbo_weight: float = 0.0
+    use_ema: bool = True
+    ema_decay: float = 0.9999
+
+
+@dataclass
+class UNetConfig:
+    image_size: int = 64
+    in_channels: int = 9  # noisy latent + masked-image latent + reference latent, 3 channels each
+    out_channels: int = 3
+    model_channels: int = 256
+    attention_resolutions: list[int] = field(default_factory=lambda: [8, 4, 2])
+    num_res_blocks: int = 2
+    channel_mult: list[int] = field(default_factory=lambda: [1, 2, 3, 4])
+    num_head_channels: int = 32
+    transformer_depth: int = 1
+    context_dim: int = 128  # audio embedding + landmark embedding
+    dropout: float = 0.0
+    gradient_checkpointing: bool = False
+
+
+@dataclass
+class FirstStageConfig:
+    """The frozen VQ autoencoder (latent-diffusion ``vq-f4``)."""
+
+    ckpt_path: str | None = "models/model.ckpt"
+    embed_dim: int = 3
+    n_embed: int = 8192
+    z_channels: int = 3
+    resolution: int = 256
+    in_channels: int = 3
+    out_ch: int = 3
+    ch: int = 128
+    ch_mult: list[int] = field(default_factory=lambda: [1, 2, 4])
+    num_res_blocks: int = 2
+    attn_resolutions: list[int] = field(default_factory=list)
+    dropout: float = 0.0
+
+
+@dataclass
+class ConditioningConfig:
+    # Which audio features the model consumes (e.g. "deepspeech", "logmel29"). null: taken from the dataset
+    # when training starts and stored in the checkpoint; inference refuses audio of another kind.
+    audio_feature_kind: str | None = None
+    audio_feature_dim: int = 29  # channels per 50 Hz feature frame (DeepSpeech: 29 character logits)
+    audio_window: int = 16  # feature frames per 25 fps video frame
+    audio_smooth_windows: int = 8  # neighbouring windows attended over
+    audio_dim: int = 64  # AudioNet output
+    audio_attention_dim: int = 32  # channels AudioAttNet scores from
+    landmark_count: int = 39  # rows 0-3 and 13-47 of the 68-point layout
+    landmark_dim: int = 64  # LdmNet output
+
+
+@dataclass
+class ModelConfig:
+    base_learning_rate: float = 1.0e-6
+    scale_lr: bool = True  # lr = base_learning_rate * gpus * batch_size * accumulate_grad_batches
+    monitor: str = "val/loss_simple_ema"
+    first_stage_key: str = "image"
+    diffusion: DiffusionConfig = field(default_factory=DiffusionConfig)
+    unet: UNetConfig = field(default_factory=UNetConfig)
+    first_stage: FirstStageConfig = field(default_factory=FirstStageConfig)
+    conditioning: ConditioningConfig = field(default_factory=ConditioningConfig)
+
+
+@dataclass
+class DataConfig:
+    root: str = "data/HDTF"
+    train_list: str = "data/data_train.txt"
+    val_list: str = "data/data_test.txt"
+    batch_size: int = 8
+    num_workers: int = 12
+    image_size: int = 256
+    reference_min_distance: int = 60
+    latent_cache: str | None = None
+    seed: int = 0
+
+
+@dataclass
+class TrainConfig:
+    max_epochs: int | None = None
+    max_steps: int = -1
+    precision: str = "32-true"
+    accumulate_grad_batches: int = 1
+    gradient_clip_val: float = 0.1
+    benchmark: bool = True
+    log_every_n_steps: int = 50
+    val_check_interval: float | None = None
+    check_val_every_n_epoch: int | None = 1
+    limit_val_batches: float | None = None
+    checkpoint_every_n_steps: int = 5000
+    image_log_every_n_steps: int = 5000
+    image_log_max_images: int = 8
+    image_log_ddim_steps: int = 50
+    compile: bool = False
+    channels_last: bool = False
+    seed: int = 23
+
+
+@dataclass
+class DiffTalkConfig:
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+
+def _schema() -> DictConfig:
+    cfg = OmegaConf.structured(DiffTalkConfig)
+    OmegaConf.set_struct(cfg, True)
+    return cfg
+
+
+def load_config(
+    source: str | Path | dict[str, Any] | DictConfig | DiffTalkConfig | None = None,
+    overrides: list[str] | None = None,
+) -> DiffTalkConfig:
+    """Build a validated config from a YAML path, a dict, or nothing (paper defaults), plus dotlist overrides.
+
+    Overrides look like ``model.unet.model_channels=64``. Unknown keys and wrong types raise ``ConfigError``.
+    """
+    cfg = _schema()
+    origin = "defaults"
+    try:
+        if isinstance(source, (str, Path)):
+            origin = str(source)
+            path = Path(source)
+            if not path.is_file():
+                raise ConfigError(f"config file not found: {path}")
+            cfg = OmegaConf.merge(cfg, OmegaConf.load(path))
+        elif isinstance(source, DiffTalkConfig):
+            cfg = OmegaConf.merge(cfg, OmegaConf.structured(source))
+        elif source is not None:
+            origin = "dict"
+            cfg = OmegaConf.merge(cfg, source)
+        if overrides:
+            origin = f"{origin} + overrides {overrides}"
+            cfg = OmegaConf.merge(cfg, OmegaConf.from_dotlist(list(overrides)))
+    except OmegaConfBaseException as err:
+        raise ConfigError(f"invalid config ({origin}): {err}") from None
+    config = OmegaConf.to_object(cfg)
+    assert isinstance(config, DiffTalkConfig)
+    validate_config(config, origin)
+    return config
+
+
+def validate_config(config: DiffTalkConfig, origin: str = "config") -> None:
+    """Cross-field checks that the schema types cannot express."""
+    m = config.model
+    problems = []
+    if m.diffusion.parameterization != "eps":
+        problems.append("model.diffusion.parameterization: only 'eps' is supported (as in DiffTalk)")
+    if m.diffusion.beta_schedule != "linear":
+        problems.append("model.diffusion.beta_schedule: only 'linear' (linear in sqrt(beta)) is supported")
+    if m.diffusion.loss_type not in ("l2", "l1"):
+        problems.append("model.diffusion.loss_type must be 'l2' or 'l1'")
+    if m.unet.in_channels != 3 * m.first_stage.embed_dim:
+        problems.append("model.unet.in_channels must be 3 x first_stage.embed_dim (noisy, masked, reference latents)")
+    if m.unet.out_channels != m.first_stage.embed_dim:
+        problems.append("model.unet.out_channels must equal model.first_stage.embed_dim")
+    if m.unet.context_dim != m.conditioning.audio_dim + m.conditioning.landmark_dim:
+        problems.append("model.unet.context_dim must equal conditioning.audio_dim + conditioning.landmark_dim")
+    if m.conditioning.audio_attention_dim > m.conditioning.audio_dim:
+        problems.append("model.conditioning.audio_attention_dim must be <= audio_dim")
+    if m.unet.model_channels % 32:
+        problems.append("model.unet.model_channels must be a multiple of 32 (GroupNorm with 32 groups)")
+    latent = m.first_stage.resolution // 2 ** (len(m.first_stage.ch_mult) - 1)
+    if latent != m.unet.image_size:
+        problems.append(
+            f"model.unet.image_size ({m.unet.image_size}) must equal the first-stage latent size ({latent})"
+        )
+    if problems:
+        raise ConfigError(f"invalid config ({origin}):\n  - " + "\n  - ".join(problems))
+
+
+def config_to_dict(config: DiffTalkConfig) -> dict[str, Any]:
+    """Plain-Python dict (safe for ``torch.load(weights_only=True)`` and YAML)."""
+    out = OmegaConf.to_container(OmegaConf.structured(config), resolve=True)
+    assert isinstance(out, dict)
+    return out
+
+
+def save_config(config: DiffTalkConfig, path: str | Path) -> None:
+    Path(path).write_text(OmegaConf.to_yaml(OmegaConf.structured(config)))
+
+
+def default_config_path(name: str = "talking-inference.yaml") -> Path:
+    return CONFIG_DIR / name

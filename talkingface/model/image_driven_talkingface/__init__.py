@@ -1,0 +1,1 @@
+"""Talking-face models driven by a reference image."""
