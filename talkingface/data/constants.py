@@ -1,0 +1,52 @@
+"""Named constants shared by preprocessing, the dataset and validation."""
+
+from __future__ import annotations
+
+#: Video frame rate of every dataset (frames per second).
+FPS = 25
+#: Audio sample rate fed to every feature backend (Hz).
+SAMPLE_RATE = 16_000
+#: Rate of the per-feature-frame audio features (Hz): two feature frames per video frame.
+FEATURE_RATE_HZ = 50
+#: Feature frames per video frame.
+FEATURES_PER_FRAME = FEATURE_RATE_HZ // FPS
+#: Feature dimension (DeepSpeech's 29 symbols, or 29 log-mel bands).
+FEATURE_DIM = 29
+#: Feature frames in one per-video-frame window (AD-NeRF ``aud.npy``: 16 x 29).
+AUDIO_WINDOW = 16
+#: Neighbouring windows stacked for smoothing (AD-NeRF ``smo_size``).
+SMOOTH_WINDOWS = 8
+#: Shape of one ``audio_smooth/<v>_<f>.npy`` file.
+AUDIO_SMOOTH_SHAPE = (SMOOTH_WINDOWS, AUDIO_WINDOW, FEATURE_DIM)
+
+#: Points in the iBUG 68-point layout.
+N_LANDMARKS = 68
+#: Rows of the 68 that the model consumes: 0-3 then 13-47 (39 rows), as the reference loader selects them.
+MODEL_LANDMARK_ROWS = tuple(range(0, 4)) + tuple(range(13, 48))
+N_MODEL_LANDMARKS = len(MODEL_LANDMARK_ROWS)
+#: Landmark whose y coordinate starts the masked (generated) lower half in training (nose tip).
+TRAIN_MASK_LANDMARK = 30
+#: Jaw points 2..14 plus the nose bottom (33) outline the region generated at inference.
+INFERENCE_MASK_ROWS = tuple(range(2, 15)) + (33,)
+
+#: Default side of the saved square frames (pixels).
+DEFAULT_IMAGE_SIZE = 512
+#: Side of the images the model sees (pixels).
+MODEL_IMAGE_SIZE = 256
+#: Side of the first-stage latent the inference mask is built for.
+LATENT_SIZE = 64
+#: Minimum distance (frames) between a frame and its reference frame.
+REFERENCE_MIN_DISTANCE = 60
+
+#: File names of the layout.
+IMAGES_DIR = "images"
+LANDMARKS_DIR = "landmarks"
+AUDIO_SMOOTH_DIR = "audio_smooth"
+DATA_TXT = "data.txt"
+META_JSON = "meta.json"
+TRAIN_LIST = "data_train.txt"
+TEST_LIST = "data_test.txt"
+#: Working directories inside the dataset root (never read by the trainer).
+TMP_DIR = ".tmp"
+DONE_DIR = ".done"
+META_VERSION = 1

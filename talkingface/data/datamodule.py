@@ -1,0 +1,112 @@
+"""LightningDataModule over the preprocessed layout (train / validation split lists)."""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+import pytorch_lightning as pl
+import torch
+from torch.utils.data import DataLoader
+
+from talkingface.data.constants import IMAGES_DIR, MODEL_IMAGE_SIZE, REFERENCE_MIN_DISTANCE
+from talkingface.data.dataset import TalkDataset, read_split
+from talkingface.data.meta import DatasetMetaError, check_feature_kind, read_data_txt, read_dataset_meta
+
+log = logging.getLogger(__name__)
+
+
+class TalkDataModule(pl.LightningDataModule):
+    """Train/val loaders of :class:`TalkDataset`; :meth:`check` runs at ``setup`` and fails early and clearly.
+
+    ``expected_audio_feature``: the feature kind the model was built for (``"logmel29"``, ``"deepspeech29"``,
+    ``"wav2vec2-ctc29"`` or a dict); ``None`` checks only the dimensions. ``latent_cache`` is reserved for
+    precomputed first-stage latents (later issue): only ``None`` is accepted for now.
+    """
+
+    def __init__(
+        self,
+        root: str | os.PathLike,
+        train_list: str | os.PathLike,
+        val_list: str | os.PathLike,
+        batch_size: int,
+        num_workers: int,
+        image_size: int = MODEL_IMAGE_SIZE,
+        reference_min_distance: int = REFERENCE_MIN_DISTANCE,
+        expected_audio_feature: str | dict[str, Any] | None = None,
+        latent_cache: str | os.PathLike | None = None,
+        seed: int = 0,
+    ) -> None:
+        super().__init__()
+        if latent_cache is not None:
+            raise NotImplementedError("latent_cache is not implemented yet; pass None")
+        self.root = Path(root)
+        self.train_list = Path(train_list)
+        self.val_list = Path(val_list)
+        self.batch_size = batch_size
+        self.num_workers = num_workers
+        self.image_size = image_size
+        self.reference_min_distance = reference_min_distance
+        self.expected_audio_feature = expected_audio_feature
+        self.latent_cache = latent_cache
+        self.seed = seed
+        self.meta: dict[str, Any] | None = None
+        self.train_set: TalkDataset | None = None
+        self.val_set: TalkDataset | None = None
+
+    def check(self) -> dict[str, Any]:
+        """Meta present, feature kind and dims as expected, split lists present and naming existing frames."""
+        meta = read_dataset_meta(self.root)
+        check_feature_kind(meta, self.expected_audio_feature)
+        counts = read_data_txt(self.root)
+        images = self.root / IMAGES_DIR
+        if not images.is_dir():
+            raise DatasetMetaError(f"{images}: missing")
+        present = {entry.name for entry in os.scandir(images)}
+        for split in (self.train_list, self.val_list):
+            videos, frames = read_split(split)
+            if len(videos) == 0:
+                raise DatasetMetaError(f"{split}: empty split list")
+            for v, f in zip(videos.tolist(), frames.tolist()):
+                if not 1 <= v <= len(counts) or f >= counts[v - 1] or f"{v}_{f}.jpg" not in present:
+                    raise DatasetMetaError(f"{split}: names {v}_{f}, which is not in {self.root} (run validate)")
+        del present
+        return meta
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.meta is None:
+            self.meta = self.check()
+        kwargs = {
+            "image_size": self.image_size,
+            "reference_min_distance": self.reference_min_distance,
+            "latent_cache": self.latent_cache,
+        }
+        if stage in (None, "fit") and self.train_set is None:
+            self.train_set = TalkDataset(self.root, self.train_list, seed=self.seed, **kwargs)
+        if stage in (None, "fit", "validate") and self.val_set is None:
+            self.val_set = TalkDataset(self.root, self.val_list, seed=self.seed + 1, **kwargs)
+
+    def _loader(self, dataset: TalkDataset, train: bool) -> DataLoader:
+        generator = torch.Generator().manual_seed(self.seed)
+        return DataLoader(
+            dataset,
+            batch_size=self.batch_size,
+            shuffle=train,
+            drop_last=train,
+            num_workers=self.num_workers,
+            persistent_workers=self.num_workers > 0,
+            pin_memory=torch.cuda.is_available(),
+            generator=generator if train else None,
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        if self.train_set is None:
+            self.setup("fit")
+        return self._loader(self.train_set, train=True)
+
+    def val_dataloader(self) -> DataLoader:
+        if self.val_set is None:
+            self.setup("validate")
+        return self._loader(self.val_set, train=False)

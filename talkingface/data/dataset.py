@@ -1,0 +1,189 @@
+"""The DiffTalk training dataset over the preprocessed layout, with the reference loader's semantics.
+
+Memory stays flat as the dataset grows: items are two int32 arrays (video, frame) plus one int32 array of
+frame counts; paths are formatted on demand, nothing per frame is a Python object.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from torch.utils.data import Dataset, get_worker_info
+
+from talkingface.data.constants import (
+    AUDIO_SMOOTH_DIR,
+    AUDIO_SMOOTH_SHAPE,
+    IMAGES_DIR,
+    LANDMARKS_DIR,
+    MODEL_IMAGE_SIZE,
+    MODEL_LANDMARK_ROWS,
+    N_LANDMARKS,
+    REFERENCE_MIN_DISTANCE,
+)
+from talkingface.data.masks import training_mask
+from talkingface.data.meta import DatasetMetaError, parse_name, read_data_txt
+
+log = logging.getLogger(__name__)
+
+#: Smallest frame a reference can be (the reference draws from ``range(1, frame_count)``).
+FIRST_REFERENCE_FRAME = 1
+
+
+def read_split(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray]:
+    """``<v>_<f>`` lines -> ``(videos int32, frames int32)``; raises DatasetMetaError naming the line."""
+    path = Path(path)
+    if not path.is_file():
+        raise DatasetMetaError(f"{path}: split list missing")
+    videos, frames = [], []
+    with open(path, encoding="utf-8") as f:
+        for lineno, line in enumerate(f, 1):
+            line = line.strip()
+            if not line:
+                continue
+            try:
+                v, fr = parse_name(line)
+            except ValueError as e:
+                raise DatasetMetaError(f"{path}:{lineno}: {e}") from None
+            videos.append(v)
+            frames.append(fr)
+    return np.asarray(videos, dtype=np.int32), np.asarray(frames, dtype=np.int32)
+
+
+def draw_reference(frame: int, count: int, min_distance: int, rng: np.random.Generator) -> int:
+    """A frame of the same video far from ``frame``, uniform over the reference loader's candidates.
+
+    Candidates are ``range(1, count)`` minus ``range(frame - d, frame + d)`` (so ``|r - frame| >= d``). When a
+    video is too short to have any, the farthest frame in ``range(1, count)`` is used instead (frame 0 when
+    ``count == 1``).
+    """
+    last = count - 1
+    low_n = max(0, min(last, frame - min_distance - 1) - FIRST_REFERENCE_FRAME + 1)  # 1 .. frame-d-1
+    high_lo = max(FIRST_REFERENCE_FRAME, frame + min_distance)
+    high_n = max(0, last - high_lo + 1)  # frame+d .. count-1
+    if low_n + high_n == 0:
+        if last < FIRST_REFERENCE_FRAME:
+            return 0
+        return FIRST_REFERENCE_FRAME if frame - FIRST_REFERENCE_FRAME >= last - frame else last
+    k = int(rng.integers(low_n + high_n))
+    return FIRST_REFERENCE_FRAME + k if k < low_n else high_lo + (k - low_n)
+
+
+def _load_rgb_resized(path: str, size: int) -> tuple[np.ndarray, int]:
+    """Image as uint8 RGB resized to ``size`` with PIL bicubic (as the reference), plus its original width."""
+    from PIL import Image
+
+    with Image.open(path) as image:
+        image = image.convert("RGB") if image.mode != "RGB" else image
+        width = image.size[0]  # the reference calls this "h": PIL's size is (w, h); frames are square
+        resized = image.resize((size, size), resample=Image.BICUBIC)
+        return np.asarray(resized, dtype=np.uint8), width
+
+
+def _to_unit(image: np.ndarray) -> np.ndarray:
+    return (image / 127.5 - 1.0).astype(np.float32)
+
+
+class TalkDataset(Dataset):
+    """Items of ``split_file`` (``<v>_<f>`` lines) read from ``root`` (``images/``, ``landmarks/``, ...).
+
+    Each item is a dict: ``image``, ``reference_img``, ``image_mask`` (float32 ``(S, S, 3)`` in [-1, 1], channels
+    last), ``landmarks`` (float32 ``(39, 2)``: rows 0-3 and 13-47 in ``S``-pixel units), ``audio_smooth`` (float32
+    ``(8, 16, 29)``), ``name`` and ``reference_name`` (``<v>_<f>``); ``S = image_size``. Images are resized with PIL
+    bicubic, like the reference.
+
+    Unlike the reference (one reference frame per item drawn at construction), the reference frame is drawn
+    in every ``__getitem__`` from a generator seeded with ``(seed, worker id)``, so runs are reproducible and
+    epochs see different references.
+
+    ``latent_cache``: reserved for precomputed first-stage latents (a later issue); only ``None`` is accepted.
+    """
+
+    def __init__(
+        self,
+        root: str | os.PathLike,
+        split_file: str | os.PathLike,
+        image_size: int = MODEL_IMAGE_SIZE,
+        reference_min_distance: int = REFERENCE_MIN_DISTANCE,
+        seed: int = 0,
+        latent_cache: str | os.PathLike | None = None,
+    ) -> None:
+        if latent_cache is not None:
+            raise NotImplementedError("latent_cache is not implemented yet; pass None")
+        self.root = str(Path(root))
+        self.image_size = int(image_size)
+        self.reference_min_distance = int(reference_min_distance)
+        self.seed = int(seed)
+        self.counts = np.asarray(read_data_txt(root), dtype=np.int32)
+        self.videos, self.frames = read_split(split_file)
+        bad = (self.videos < 1) | (self.videos > len(self.counts))
+        if not bad.any():
+            bad = self.frames >= self.counts[self.videos - 1]
+        if bad.any():
+            i = int(np.flatnonzero(bad)[0])
+            raise DatasetMetaError(
+                f"{split_file}: {int(bad.sum())} item(s) name frames that data.txt does not have, "
+                f"first {self.videos[i]}_{self.frames[i]}"
+            )
+        self._rng: np.random.Generator | None = None
+        self._rng_worker: int | None = None
+        self._warned_short = False
+
+    def __len__(self) -> int:
+        return len(self.videos)
+
+    def _generator(self) -> np.random.Generator:
+        info = get_worker_info()
+        worker = info.id if info is not None else -1
+        if self._rng is None or self._rng_worker != worker:
+            self._rng = np.random.default_rng([self.seed, worker + 1])
+            self._rng_worker = worker
+        return self._rng
+
+    def path(self, folder: str, name: str, ext: str) -> str:
+        return os.path.join(self.root, folder, name + ext)
+
+    def reference_frame(self, index: int, rng: np.random.Generator | None = None) -> int:
+        v, f = int(self.videos[index]), int(self.frames[index])
+        count = int(self.counts[v - 1])
+        if count - 1 - FIRST_REFERENCE_FRAME < self.reference_min_distance and not self._warned_short:
+            self._warned_short = True
+            log.warning(
+                "video %d has %d frames: some frames have no reference %d frames away; the farthest is used",
+                v,
+                count,
+                self.reference_min_distance,
+            )
+        return draw_reference(f, count, self.reference_min_distance, rng or self._generator())
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        v, f = int(self.videos[index]), int(self.frames[index])
+        name = f"{v}_{f}"
+        size = self.image_size
+        image, width = _load_rgb_resized(self.path(IMAGES_DIR, name, ".jpg"), size)
+        scaler = width / size
+
+        landmarks = np.loadtxt(self.path(LANDMARKS_DIR, name, ".lms"), dtype=np.float32)
+        if landmarks.shape != (N_LANDMARKS, 2):
+            raise DatasetMetaError(f"{self.path(LANDMARKS_DIR, name, '.lms')}: shape {landmarks.shape}")
+        mask = training_mask(landmarks, scaler, size)
+        image_mask = (image * mask).astype(np.uint8)
+
+        audio = np.load(self.path(AUDIO_SMOOTH_DIR, name, ".npy")).astype(np.float32)
+        if audio.shape != AUDIO_SMOOTH_SHAPE:
+            raise DatasetMetaError(f"{self.path(AUDIO_SMOOTH_DIR, name, '.npy')}: shape {audio.shape}")
+
+        ref_name = f"{v}_{self.reference_frame(index)}"
+        reference, _ = _load_rgb_resized(self.path(IMAGES_DIR, ref_name, ".jpg"), size)
+        return {
+            "image": _to_unit(image),
+            "reference_img": _to_unit(reference),
+            "image_mask": _to_unit(image_mask),
+            "landmarks": (landmarks[list(MODEL_LANDMARK_ROWS)] / scaler).astype(np.float32),
+            "audio_smooth": audio,
+            "name": name,
+            "reference_name": ref_name,
+        }

@@ -1,0 +1,182 @@
+"""Decoding with PyAV: video frames resampled to a constant rate, audio as 16 kHz mono float32."""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Iterator
+from dataclasses import dataclass
+from math import gcd
+from pathlib import Path
+
+import numpy as np
+
+from talkingface.data.constants import FPS, SAMPLE_RATE
+from talkingface.data.preprocess.errors import PreprocessError
+
+log = logging.getLogger(__name__)
+
+#: Tolerance (seconds) when comparing frame timestamps.
+TIME_EPS = 1e-6
+VIDEO_EXTENSIONS = (".mp4", ".mov", ".mkv", ".avi", ".webm", ".flv", ".m4v", ".mpg", ".mpeg", ".ts", ".wmv")
+
+
+def _open(path: Path):
+    import av
+
+    if not Path(path).is_file():
+        raise PreprocessError(path, "no such file")
+    try:
+        return av.open(str(path))
+    except (av.error.FFmpegError, OSError, UnicodeDecodeError) as e:
+        raise PreprocessError(path, f"cannot open as a media file ({e})") from e
+
+
+@dataclass(frozen=True)
+class VideoProbe:
+    """What the container says about its first video stream."""
+
+    width: int
+    height: int
+    start_s: float
+    has_audio: bool
+
+
+def probe_video(path: str | Path) -> VideoProbe:
+    """Stream facts needed before decoding; raises PreprocessError when there is no video stream."""
+    path = Path(path)
+    with _open(path) as container:
+        if not container.streams.video:
+            raise PreprocessError(path, "no video stream")
+        stream = container.streams.video[0]
+        start = float(stream.start_time * stream.time_base) if stream.start_time is not None else 0.0
+        return VideoProbe(
+            width=stream.codec_context.width,
+            height=stream.codec_context.height,
+            start_s=start,
+            has_audio=bool(container.streams.audio),
+        )
+
+
+def iter_frames(path: str | Path, fps: float = FPS) -> Iterator[np.ndarray]:
+    """Yield RGB uint8 ``(H, W, 3)`` frames resampled to ``fps``.
+
+    Output frame ``k`` shows the source frame on screen at ``t0 + k / fps`` (``t0``: first frame's time);
+    the output ends where the last source frame's display ends (like ffmpeg's ``fps`` filter with
+    rounding down). Source frames are duplicated or dropped as needed.
+    """
+    import av
+
+    path = Path(path)
+    with _open(path) as container:
+        if not container.streams.video:
+            raise PreprocessError(path, "no video stream")
+        stream = container.streams.video[0]
+        stream.thread_type = "AUTO"
+        rate = stream.average_rate or stream.guessed_rate or fps
+        default_duration = 1.0 / float(rate)
+        prev, prev_rgb, prev_t, t0, k, index = None, None, 0.0, None, 0, 0
+        try:
+            for frame in container.decode(stream):
+                t = frame.time if frame.time is not None else index * default_duration
+                index += 1
+                if t0 is None:
+                    t0 = t
+                if prev is not None:
+                    while t0 + k / fps < t - TIME_EPS:
+                        if prev_rgb is None:
+                            prev_rgb = prev.to_ndarray(format="rgb24")
+                        yield prev_rgb
+                        k += 1
+                prev, prev_rgb, prev_t = frame, None, t
+        except av.error.FFmpegError as e:
+            raise PreprocessError(path, f"video decoding failed after {index} frames ({e})") from e
+        if prev is None:
+            raise PreprocessError(path, "the video stream has no decodable frames")
+        duration = float(prev.duration * prev.time_base) if prev.duration and prev.time_base else default_duration
+        end = prev_t + duration
+        while t0 + k / fps < end - TIME_EPS:
+            if prev_rgb is None:
+                prev_rgb = prev.to_ndarray(format="rgb24")
+            yield prev_rgb
+            k += 1
+
+
+def count_frames(path: str | Path, fps: float = FPS) -> int:
+    return sum(1 for _ in iter_frames(path, fps))
+
+
+def resample_audio(audio: np.ndarray, rate_in: int, rate_out: int = SAMPLE_RATE) -> np.ndarray:
+    """Band-limited polyphase resampling (scipy ``resample_poly``) of a mono signal."""
+    if rate_in == rate_out:
+        return audio.astype(np.float32)
+    from scipy.signal import resample_poly
+
+    g = gcd(int(rate_in), int(rate_out))
+    return resample_poly(audio.astype(np.float64), rate_out // g, rate_in // g).astype(np.float32)
+
+
+@dataclass
+class Audio:
+    """Mono float32 samples at ``sample_rate``; ``start_s`` is the stream start in the container."""
+
+    samples: np.ndarray
+    sample_rate: int
+    start_s: float
+    source_rate: int
+    source_channels: int
+
+    @property
+    def seconds(self) -> float:
+        return len(self.samples) / self.sample_rate
+
+
+def load_audio(path: str | Path, sample_rate: int = SAMPLE_RATE) -> Audio:
+    """Decode the first audio stream of any container (wav, mp3, aac in mp4, ...), downmix, resample.
+
+    Raises:
+        PreprocessError: when the file has no audio stream or cannot be decoded.
+    """
+    import av
+
+    path = Path(path)
+    with _open(path) as container:
+        if not container.streams.audio:
+            raise PreprocessError(path, "no audio stream (give a separate audio file with --audio)")
+        stream = container.streams.audio[0]
+        start = float(stream.start_time * stream.time_base) if stream.start_time is not None else 0.0
+        resampler = av.AudioResampler(format="fltp")
+        chunks: list[np.ndarray] = []
+        rate, channels = stream.codec_context.sample_rate, stream.codec_context.channels
+        try:
+            for frame in container.decode(stream):
+                rate = frame.sample_rate
+                for out in resampler.resample(frame):
+                    chunks.append(out.to_ndarray())
+            for out in resampler.resample(None):
+                chunks.append(out.to_ndarray())
+        except av.error.FFmpegError as e:
+            raise PreprocessError(path, f"audio decoding failed ({e})") from e
+    if not chunks:
+        raise PreprocessError(path, "the audio stream has no decodable samples")
+    channels = chunks[0].shape[0]
+    planar = np.concatenate(chunks, axis=1)
+    mono = planar.mean(axis=0) if planar.shape[0] > 1 else planar[0]
+    if not rate or rate <= 0:
+        raise PreprocessError(path, "audio stream has no sample rate")
+    return Audio(resample_audio(mono, int(rate), sample_rate), sample_rate, start, int(rate), int(channels))
+
+
+def align_audio(audio: Audio, video_start_s: float) -> np.ndarray:
+    """Samples aligned so that sample 0 plays with video frame 0 (zero-pad or trim the head)."""
+    offset = int(round((audio.start_s - video_start_s) * audio.sample_rate))
+    if offset > 0:
+        return np.concatenate([np.zeros(offset, dtype=np.float32), audio.samples])
+    if offset < 0:
+        return audio.samples[-offset:]
+    return audio.samples
+
+
+def frames_for_seconds(seconds: float, fps: float = FPS) -> int:
+    """Whole video frames fully covered by ``seconds`` of audio."""
+    return int(math.floor(seconds * fps + TIME_EPS))

@@ -1,0 +1,586 @@
+"""Build the DiffTalk dataset layout from videos: numbering, atomic per-video writes, resume, shards, workers.
+
+Layout under ``out`` (see README "Data"): ``images/<v>_<f>.jpg``, ``landmarks/<v>_<f>.lms``,
+``audio_smooth/<v>_<f>.npy``, ``data.txt``, ``meta.json``; split lists in ``split_dir``.
+Videos ``v`` are numbered from 1, frames ``f`` from 0; working files live in ``out/.tmp`` and ``out/.done``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import multiprocessing
+import os
+import shutil
+import time
+from collections.abc import Sequence
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from tqdm import tqdm
+
+from talkingface.data.constants import (
+    AUDIO_SMOOTH_DIR,
+    DATA_TXT,
+    DEFAULT_IMAGE_SIZE,
+    DONE_DIR,
+    FPS,
+    IMAGES_DIR,
+    LANDMARKS_DIR,
+    META_JSON,
+    META_VERSION,
+    SAMPLE_RATE,
+    TEST_LIST,
+    TMP_DIR,
+    TRAIN_LIST,
+)
+from talkingface.data.meta import (
+    atomic_write_text,
+    audio_feature_spec,
+    default_split_dir,
+    format_data_txt,
+    write_json,
+)
+from talkingface.data.preprocess.crop import CropConfig
+from talkingface.data.preprocess.errors import PreprocessError
+from talkingface.data.preprocess.extract import DEFAULT_MAX_AV_GAP_S, DEFAULT_MAX_MISSING, analyse_video, iter_crops
+from talkingface.data.preprocess.features import BACKEND_KINDS, AudioFeatureBackend, DeepSpeechNpyBackend, make_backend
+from talkingface.data.preprocess.landmarks import shared_detector
+from talkingface.data.preprocess.media import VIDEO_EXTENSIONS
+from talkingface.data.preprocess.windows import smooth_window
+
+log = logging.getLogger(__name__)
+
+DEFAULT_JPEG_QUALITY = 95
+DEFAULT_TEST_RATIO = 0.1
+#: First frame listed in split files: the reference lists start at 1 (frame 0 is stored but not listed).
+FIRST_LISTED_FRAME = 1
+LANDMARK_FMT = "%.3f"
+_MARKER_FIELDS = ("source", "path", "audio", "frames", "missed_faces", "audio_seconds")
+
+
+@dataclass(frozen=True)
+class BuildOptions:
+    """Everything that determines the content of one video's files."""
+
+    fps: float = FPS
+    size: int = DEFAULT_IMAGE_SIZE
+    audio_features: str = "mel"
+    wav2vec2_model: str | None = None
+    deepspeech_npy: str | None = None
+    device: str = "cpu"
+    crop: CropConfig = field(default_factory=CropConfig)
+    max_missing: float = DEFAULT_MAX_MISSING
+    max_av_gap_s: float = DEFAULT_MAX_AV_GAP_S
+    allow_silent: bool = False
+    jpeg_quality: int = DEFAULT_JPEG_QUALITY
+    upsample: int = 0
+
+    @property
+    def kind(self) -> str:
+        if self.audio_features not in BACKEND_KINDS:
+            raise PreprocessError("--audio-features", f"unknown backend {self.audio_features!r}")
+        return BACKEND_KINDS[self.audio_features]
+
+    def settings(self) -> dict[str, Any]:
+        """The dataset-wide settings recorded in ``meta.json`` (a dataset never mixes two of them)."""
+        fps = int(self.fps) if float(self.fps).is_integer() else float(self.fps)
+        return {"fps": fps, "image_size": int(self.size), "audio_feature": audio_feature_spec(self.kind)}
+
+
+@dataclass(frozen=True)
+class SplitOptions:
+    """How to split videos into train and test lists."""
+
+    split_dir: Path | None = None
+    test_ratio: float = DEFAULT_TEST_RATIO
+    seed: int = 0
+    test_videos: tuple[str, ...] | None = None
+    train_videos: tuple[str, ...] | None = None
+
+
+@dataclass
+class VideoJob:
+    number: int
+    video: Path
+    audio: Path | None = None
+
+
+@dataclass
+class VideoResult:
+    number: int
+    source: str
+    status: str  # "done" | "skipped" | "failed"
+    frames: int = 0
+    missed_faces: int = 0
+    audio_seconds: float = 0.0
+    error: str | None = None
+    warnings: list[str] = field(default_factory=list)
+
+
+@dataclass
+class BuildSummary:
+    done: int = 0
+    skipped: int = 0
+    failed: int = 0
+    frames: int = 0
+    missed_faces: int = 0
+    audio_seconds: float = 0.0
+    seconds: float = 0.0
+    failures: dict[str, str] = field(default_factory=dict)
+
+
+# --------------------------------------------------------------------------------------------- inputs
+
+
+def find_videos(inputs: Sequence[str | os.PathLike]) -> list[Path]:
+    """Expand files and directories (videos directly inside, sorted) into a list of video files."""
+    videos: list[Path] = []
+    for item in inputs:
+        path = Path(item)
+        if path.is_dir():
+            found = sorted(p for p in path.iterdir() if p.is_file() and p.suffix.lower() in VIDEO_EXTENSIONS)
+            if not found:
+                raise PreprocessError(path, f"directory contains no videos ({', '.join(VIDEO_EXTENSIONS)})")
+            videos.extend(found)
+        elif path.is_file():
+            videos.append(path)
+        else:
+            raise PreprocessError(path, "no such file or directory")
+    names: dict[str, Path] = {}
+    for v in videos:
+        if v.name in names and names[v.name].resolve() != v.resolve():
+            raise PreprocessError(v, f"same file name as {names[v.name]}; video numbers are keyed by file name")
+        names[v.name] = v
+    return list(dict.fromkeys(videos))
+
+
+def audio_for(video: Path, audio: Path | None, n_videos: int) -> Path | None:
+    """Separate audio for ``video``: a file (single video) or ``<dir>/<stem>.<any audio ext>``."""
+    if audio is None:
+        return None
+    if audio.is_file():
+        if n_videos > 1:
+            raise PreprocessError(audio, "--audio FILE works with one video; give a directory of <stem>.wav files")
+        return audio
+    if audio.is_dir():
+        matches = sorted(p for p in audio.iterdir() if p.stem == video.stem and p.is_file())
+        if not matches:
+            raise PreprocessError(video, f"no audio file named {video.stem}.* in {audio}")
+        return matches[0]
+    raise PreprocessError(audio, "no such file or directory")
+
+
+# --------------------------------------------------------------------------------------------- bookkeeping
+
+
+def _read_json(path: Path) -> dict[str, Any] | None:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError):
+        return None
+
+
+def read_done_markers(out: Path) -> dict[int, dict[str, Any]]:
+    """Completed videos: ``{number: marker}`` from ``out/.done/<v>.json``."""
+    done: dict[int, dict[str, Any]] = {}
+    folder = out / DONE_DIR
+    if folder.is_dir():
+        for path in folder.glob("*.json"):
+            if path.stem.isdigit() and (marker := _read_json(path)) is not None:
+                done[int(path.stem)] = marker
+    return done
+
+
+def check_settings(out: Path, options: BuildOptions) -> None:
+    """Refuse to add videos with other settings (feature kind, size, fps) to an existing dataset."""
+    meta = _read_json(out / META_JSON)
+    sources = [(out / META_JSON, meta)] if meta else []
+    sources += [(out / DONE_DIR / f"{v}.json", m) for v, m in sorted(read_done_markers(out).items())[:1]]
+    wanted = options.settings()
+    for path, existing in sources:
+        for key, value in wanted.items():
+            have = existing.get(key)
+            if key == "audio_feature" and isinstance(have, dict):
+                have = {k: have.get(k) for k in value}
+            if have is not None and have != value:
+                raise PreprocessError(
+                    path, f"dataset was built with {key}={have!r}, this run asks for {value!r}; use another --out"
+                )
+
+
+def assign_numbers(out: Path, videos: Sequence[Path]) -> dict[Path, int]:
+    """Stable 1-based video numbers keyed by file name: known names keep theirs, new ones follow in input order."""
+    known: dict[str, int] = {}
+    meta = _read_json(out / META_JSON) or {}
+    for v, entry in (meta.get("videos") or {}).items():
+        if isinstance(entry, dict) and entry.get("source") and str(v).isdigit():
+            known[entry["source"]] = int(v)
+    for v, marker in read_done_markers(out).items():
+        if marker.get("source"):
+            known.setdefault(marker["source"], v)
+    next_number = max(known.values(), default=0) + 1
+    numbers: dict[Path, int] = {}
+    for video in videos:
+        if video.name not in known:
+            known[video.name] = next_number
+            next_number += 1
+        numbers[video] = known[video.name]
+    return numbers
+
+
+def parse_shard(text: str | None) -> tuple[int, int]:
+    """``"i/n"`` (0-based i) -> ``(i, n)``."""
+    if not text:
+        return 0, 1
+    try:
+        i, n = (int(x) for x in text.split("/"))
+    except ValueError:
+        raise PreprocessError("--shard", f"expected i/n such as 0/4, got {text!r}") from None
+    if n < 1 or not 0 <= i < n:
+        raise PreprocessError("--shard", f"need 0 <= i < n, got {text!r}")
+    return i, n
+
+
+# --------------------------------------------------------------------------------------------- one video
+
+
+_BACKENDS: dict[tuple, AudioFeatureBackend] = {}
+
+
+def _backend(options: BuildOptions) -> AudioFeatureBackend:
+    key = (options.audio_features, options.wav2vec2_model, options.deepspeech_npy, options.device)
+    if key not in _BACKENDS:
+        _BACKENDS[key] = make_backend(
+            options.audio_features,
+            {
+                "wav2vec2_model": options.wav2vec2_model,
+                "deepspeech_npy": options.deepspeech_npy,
+                "device": options.device,
+            },
+        )
+    return _BACKENDS[key]
+
+
+def _final_dirs(out: Path) -> dict[str, tuple[Path, str]]:
+    return {
+        IMAGES_DIR: (out / IMAGES_DIR, ".jpg"),
+        LANDMARKS_DIR: (out / LANDMARKS_DIR, ".lms"),
+        AUDIO_SMOOTH_DIR: (out / AUDIO_SMOOTH_DIR, ".npy"),
+    }
+
+
+def _remove_video_files(out: Path, number: int) -> None:
+    """Delete files of video ``number`` left in the final folders by a move that was interrupted."""
+    for folder, ext in _final_dirs(out).values():
+        if folder.is_dir():
+            for path in folder.glob(f"{number}_*{ext}"):
+                path.unlink(missing_ok=True)
+
+
+def _write_frames(job: VideoJob, tmp: Path, options: BuildOptions, progress: bool) -> VideoResult:
+    import cv2
+
+    backend = _backend(options)
+    precomputed = backend.load(job.video) if isinstance(backend, DeepSpeechNpyBackend) else None
+    n_limit = None if precomputed is None else len(precomputed)
+    analysis = analyse_video(
+        job.video,
+        fps=options.fps,
+        detector=shared_detector(upsample=options.upsample),
+        crop=options.crop,
+        audio=job.audio if job.audio is not None else backend.needs_audio,
+        max_missing=options.max_missing,
+        max_av_gap_s=options.max_av_gap_s,
+        allow_silent=options.allow_silent,
+        n_frames_limit=n_limit,
+        progress=progress,
+    )
+    n = analysis.n_frames
+    if precomputed is not None:
+        windows = precomputed[:n]
+    else:
+        windows = backend.frame_windows(analysis.audio, n, job.video)
+    dirs = {name: tmp / name for name in (IMAGES_DIR, LANDMARKS_DIR, AUDIO_SMOOTH_DIR)}
+    for folder in dirs.values():
+        folder.mkdir(parents=True, exist_ok=True)
+    params = [cv2.IMWRITE_JPEG_QUALITY, options.jpeg_quality]
+    for i, image, lms in iter_crops(analysis, options.size, progress):
+        name = f"{job.number}_{i}"
+        if not cv2.imwrite(str(dirs[IMAGES_DIR] / f"{name}.jpg"), cv2.cvtColor(image, cv2.COLOR_RGB2BGR), params):
+            raise OSError(f"cannot write {dirs[IMAGES_DIR] / name}.jpg")
+        np.savetxt(dirs[LANDMARKS_DIR] / f"{name}.lms", lms, fmt=LANDMARK_FMT)
+        np.save(dirs[AUDIO_SMOOTH_DIR] / f"{name}.npy", smooth_window(windows, i))
+    audio_seconds = len(analysis.audio) / SAMPLE_RATE if analysis.audio is not None else n / options.fps
+    return VideoResult(
+        number=job.number,
+        source=job.video.name,
+        status="done",
+        frames=n,
+        missed_faces=analysis.n_missing,
+        audio_seconds=round(audio_seconds, 3),
+        warnings=analysis.warnings,
+    )
+
+
+def _commit(out: Path, tmp: Path, job: VideoJob, result: VideoResult, options: BuildOptions) -> None:
+    """Move a finished video's files into place, then write its done marker (the commit point)."""
+    done_dir = out / DONE_DIR
+    done_dir.mkdir(parents=True, exist_ok=True)
+    moving = done_dir / f"{job.number}.moving"
+    moving.touch()
+    for name, (folder, _ext) in _final_dirs(out).items():
+        folder.mkdir(parents=True, exist_ok=True)
+        with os.scandir(tmp / name) as entries:
+            for entry in entries:
+                os.replace(entry.path, folder / entry.name)
+    marker = {
+        "source": job.video.name,
+        "path": str(job.video.resolve()),
+        "audio": str(job.audio.resolve()) if job.audio else None,
+        "frames": result.frames,
+        "missed_faces": result.missed_faces,
+        "audio_seconds": result.audio_seconds,
+        **options.settings(),
+    }
+    write_json(done_dir / f"{job.number}.json", marker)
+    moving.unlink(missing_ok=True)
+
+
+def process_video(job: VideoJob, out: str | Path, options: BuildOptions, progress: bool = False) -> VideoResult:
+    """Write one video into the dataset at ``out`` atomically; never raises for bad input (returns 'failed')."""
+    out = Path(out)
+    start = time.monotonic()
+    if (out / DONE_DIR / f"{job.number}.json").is_file():
+        return VideoResult(job.number, job.video.name, "skipped")
+    tmp = out / TMP_DIR / str(job.number)
+    shutil.rmtree(tmp, ignore_errors=True)
+    if (out / DONE_DIR / f"{job.number}.moving").exists():
+        _remove_video_files(out, job.number)
+    try:
+        result = _write_frames(job, tmp, options, progress)
+        _commit(out, tmp, job, result, options)
+    except PreprocessError as e:
+        return VideoResult(job.number, job.video.name, "failed", error=str(e))
+    except Exception as e:  # a crash on one video must not stop the others
+        log.debug("unexpected error on %s", job.video, exc_info=True)
+        return VideoResult(job.number, job.video.name, "failed", error=f"{job.video}: {type(e).__name__}: {e}")
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    log.debug("%s: %d frames in %.1f s", job.video, result.frames, time.monotonic() - start)
+    return result
+
+
+def _worker_init() -> None:
+    import cv2
+
+    cv2.setNumThreads(1)
+
+
+# --------------------------------------------------------------------------------------------- index + splits
+
+
+def _select_videos(spec: Sequence[str], sources: dict[int, str]) -> set[int]:
+    """Video numbers named by numbers, file names or stems; a single ``@file`` reads one name per line."""
+    items: list[str] = []
+    for s in spec:
+        if s.startswith("@"):
+            path = Path(s[1:])
+            if not path.is_file():
+                raise PreprocessError(path, "video list file does not exist")
+            items += [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+        else:
+            items += [x for x in s.split(",") if x]
+    by_name = {name: v for v, name in sources.items()} | {Path(name).stem: v for v, name in sources.items()}
+    chosen: set[int] = set()
+    for item in items:
+        if item.isdigit() and int(item) in sources:
+            chosen.add(int(item))
+        elif Path(item).name in by_name:
+            chosen.add(by_name[Path(item).name])
+        else:
+            raise PreprocessError("--test-videos/--train-videos", f"unknown video {item!r}")
+    return chosen
+
+
+def split_videos(
+    sources: dict[int, str], split: SplitOptions, known: dict[int, str] | None = None
+) -> tuple[list[int], list[int]]:
+    """``(train, test)`` video numbers.
+
+    ``sources``: the finished videos; ``known``: all videos named so far (lists may name unfinished ones).
+    With lists: the given test videos, and the given train videos (default: all others). Otherwise each video
+    goes to test when ``sha256(f"{seed}:{file name}")`` maps below ``test_ratio`` - a per-video decision, so adding
+    videos later never moves existing ones - with at least one test video when there are two or more videos and
+    ``test_ratio > 0``.
+    """
+    numbers = sorted(sources)
+    if split.test_videos is not None or split.train_videos is not None:
+        known = {**(known or {}), **sources}
+        test = _select_videos(split.test_videos or (), known) & set(numbers)
+        train = set(numbers) - test
+        if split.train_videos is not None:
+            train = _select_videos(split.train_videos, known) & set(numbers)
+        return sorted(train), sorted(test)
+
+    def score(v: int) -> float:
+        digest = hashlib.sha256(f"{split.seed}:{sources[v]}".encode()).digest()
+        return int.from_bytes(digest[:8], "big") / 2**64
+
+    test = {v for v in numbers if score(v) < split.test_ratio}
+    if not test and split.test_ratio > 0 and len(numbers) >= 2:
+        test = {min(numbers, key=score)}
+    if len(test) == len(numbers) and len(numbers) >= 2:
+        test.discard(max(numbers, key=score))
+    return [v for v in numbers if v not in test], sorted(test)
+
+
+def _frame_list(videos: Sequence[int], counts: dict[int, int]) -> str:
+    return "".join(f"{v}_{f}\n" for v in videos for f in range(FIRST_LISTED_FRAME, counts[v]))
+
+
+def finalize(
+    out: str | Path,
+    split: SplitOptions = SplitOptions(),
+    failures: dict[int, str] | None = None,
+    sources: dict[int, str] | None = None,
+    settings: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """(Re)write ``meta.json``, ``data.txt`` and the split lists from the done markers. Returns the meta."""
+    out = Path(out)
+    markers = read_done_markers(out)
+    meta = _read_json(out / META_JSON) or {}
+    videos: dict[str, dict[str, Any]] = dict(meta.get("videos") or {})
+    for v, name in (sources or {}).items():
+        videos.setdefault(str(v), {"source": name, "status": "pending"})
+    for v, error in (failures or {}).items():
+        videos[str(v)] = {**videos.get(str(v), {}), "status": "failed", "error": error}
+    settings = dict(settings or {})
+    for v, marker in markers.items():
+        entry = {k: marker[k] for k in _MARKER_FIELDS if k in marker}
+        videos[str(v)] = {**entry, "status": "done"}
+        for key in ("fps", "image_size", "audio_feature"):
+            settings.setdefault(key, marker[key])
+    for key in ("fps", "image_size", "audio_feature"):
+        if key not in settings and key in meta:
+            settings[key] = meta[key]
+    max_v = max((int(v) for v in videos), default=0)
+    counts = {v: int(markers[v]["frames"]) if v in markers else 0 for v in range(1, max_v + 1)}
+    meta = {
+        "version": META_VERSION,
+        **settings,
+        "frame_numbering": "videos 1-based, frames 0-based; data.txt 'v n' means frames 0..n-1 exist",
+        "videos": {str(k): videos[str(k)] for k in sorted(int(v) for v in videos)},
+    }
+    if settings:
+        write_json(out / META_JSON, meta)
+        atomic_write_text(out / DATA_TXT, format_data_txt(counts[v] for v in range(1, max_v + 1)))
+    done_sources = {v: markers[v]["source"] for v in sorted(markers)}
+    if done_sources:
+        known = {int(v): e["source"] for v, e in videos.items() if isinstance(e, dict) and e.get("source")}
+        train, test = split_videos(done_sources, split, known)
+        split_dir = Path(split.split_dir) if split.split_dir else default_split_dir(out)
+        atomic_write_text(split_dir / TRAIN_LIST, _frame_list(train, counts))
+        atomic_write_text(split_dir / TEST_LIST, _frame_list(test, counts))
+        log.info("split: %d train videos %s, %d test videos %s -> %s", len(train), train, len(test), test, split_dir)
+    return meta
+
+
+# --------------------------------------------------------------------------------------------- whole run
+
+
+def build_dataset(
+    inputs: Sequence[str | os.PathLike],
+    out: str | os.PathLike,
+    options: BuildOptions = BuildOptions(),
+    *,
+    audio: str | os.PathLike | None = None,
+    workers: int = 1,
+    shard: str | None = None,
+    split: SplitOptions = SplitOptions(),
+    progress: bool = True,
+) -> BuildSummary:
+    """Preprocess videos into the dataset at ``out`` (resumable; finished videos are skipped).
+
+    Raises:
+        PreprocessError: for problems with the command as a whole (missing inputs, settings that differ from the
+            existing dataset's). Problems with single videos are reported in the summary instead.
+    """
+    started = time.monotonic()
+    out = Path(out)
+    videos = find_videos(inputs)
+    audio_path = Path(audio) if audio is not None else None
+    check_settings(out, options)
+    make_backend_check = _backend(options)  # fail early on a bad backend setup (missing model, transformers)
+    del make_backend_check
+    numbers = assign_numbers(out, videos)
+    shard_i, shard_n = parse_shard(shard)
+    jobs = [
+        VideoJob(numbers[v], v, audio_for(v, audio_path, len(videos)))
+        for v in videos
+        if (numbers[v] - 1) % shard_n == shard_i
+    ]
+    out.mkdir(parents=True, exist_ok=True)
+    sources = {numbers[v]: v.name for v in videos}
+    finalize(out, split, sources=sources, settings=options.settings())  # records the numbering before any work
+    summary = BuildSummary()
+    failures: dict[int, str] = {}
+
+    def account(result: VideoResult) -> None:
+        for message in result.warnings:
+            log.warning(message)
+        if result.status == "failed":
+            summary.failed += 1
+            summary.failures[result.source] = result.error or "?"
+            failures[result.number] = result.error or "?"
+            log.error("FAILED %s", result.error)
+            return
+        if result.status == "skipped":
+            summary.skipped += 1
+            return
+        summary.done += 1
+        summary.frames += result.frames
+        summary.missed_faces += result.missed_faces
+        summary.audio_seconds += result.audio_seconds
+
+    bar = tqdm(total=len(jobs), desc="videos", unit="video", disable=not progress)
+    with bar:
+        if workers <= 1:
+            for job in jobs:
+                account(process_video(job, out, options, progress=progress))
+                bar.update(1)
+        else:
+            ctx = multiprocessing.get_context("spawn")
+            with ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_worker_init) as pool:
+                futures = [pool.submit(process_video, job, out, options) for job in jobs]
+                for future in as_completed(futures):
+                    account(future.result())
+                    bar.update(1)
+    finalize(out, split, failures=failures, sources=sources, settings=options.settings())
+    try:
+        (out / TMP_DIR).rmdir()  # only when empty: other shards may still be working
+    except OSError:
+        pass
+    summary.seconds = time.monotonic() - started
+    log.info(
+        "summary: %d videos written, %d skipped (already done), %d failed; %d frames, %d frames without a face "
+        "(filled), %.1f s of audio; %.1f s",
+        summary.done,
+        summary.skipped,
+        summary.failed,
+        summary.frames,
+        summary.missed_faces,
+        summary.audio_seconds,
+        summary.seconds,
+    )
+    for source, error in summary.failures.items():
+        log.error("failed: %s -> %s", source, error)
+    return summary
+
+
+def summary_dict(summary: BuildSummary) -> dict[str, Any]:
+    return asdict(summary)

@@ -1,0 +1,137 @@
+"""Synthetic talking-face media for the data tests: a real face photo with motion plus a generated audio track."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+#: Source crop of skimage's astronaut photo that holds the face (~90 px wide, found by dlib at upsample 0).
+FACE_WINDOW = (10, 40, 288, 288)  # y0, x0, h, w in the 512 x 512 photo
+#: Peak horizontal / vertical motion (pixels) of the face over the clip.
+MOTION_PX = (10.0, 6.0)
+#: Saved frame side in the end-to-end tests (small for speed).
+SIZE = 128
+
+
+def tone_track(seconds: float, rate: int, channels: int = 1, silent: bool = False) -> np.ndarray:
+    """``(channels, n)`` float32: a sum of tones under a 3 Hz syllable-like envelope."""
+    t = np.arange(int(round(seconds * rate))) / rate
+    if silent:
+        return np.zeros((channels, len(t)), dtype=np.float32)
+    envelope = 0.5 * (1 - np.cos(2 * np.pi * 3.0 * t))
+    signal = sum(a * np.sin(2 * np.pi * f * t) for f, a in ((220, 0.3), (440, 0.2), (1250, 0.1), (2600, 0.05)))
+    mono = (envelope * signal).astype(np.float32)
+    return np.stack([mono * (1.0 - 0.3 * c) for c in range(channels)])
+
+
+def face_frames(seconds: float, fps: int, face: bool = True) -> np.ndarray:
+    """``(N, 288, 288, 3)`` uint8 frames: the astronaut's face moving slowly (or a face-free background)."""
+    import skimage.data
+
+    photo = skimage.data.astronaut()
+    y0, x0, h, w = FACE_WINDOW
+    n = int(round(seconds * fps))
+    frames = np.empty((n, h, w, 3), dtype=np.uint8)
+    for i in range(n):
+        phase = 2 * np.pi * i / max(n, 1)
+        dx, dy = (int(round(MOTION_PX[0] * np.sin(phase))), int(round(MOTION_PX[1] * np.sin(2 * phase))))
+        if face:
+            frames[i] = photo[y0 + 20 + dy : y0 + 20 + dy + h, x0 + 20 + dx : x0 + 20 + dx + w]
+        else:  # the lower-right background (flag, no face)
+            frames[i] = photo[200 + dy : 200 + dy + h, 200 + dx : 200 + dx + w]
+    return frames
+
+
+def write_video(
+    path: Path,
+    seconds: float = 2.4,
+    fps: int = 30,
+    *,
+    audio: str | None = "tones",
+    audio_seconds: float | None = None,
+    rate: int = 48_000,
+    channels: int = 1,
+    face: bool = True,
+) -> Path:
+    """Encode an h264 (+ aac) clip with PyAV. ``audio``: "tones", "silent" or None (no audio stream)."""
+    import av
+
+    frames = face_frames(seconds, fps, face)
+    with av.open(str(path), "w") as container:
+        vstream = container.add_stream("libx264", rate=fps)
+        vstream.width, vstream.height = frames.shape[2], frames.shape[1]
+        vstream.pix_fmt = "yuv420p"
+        vstream.options = {"preset": "ultrafast", "crf": "18"}
+        astream = None
+        if audio is not None:
+            astream = container.add_stream("aac", rate=rate)
+            astream.layout = "stereo" if channels == 2 else "mono"
+        for rgb in frames:
+            for packet in vstream.encode(av.VideoFrame.from_ndarray(rgb, format="rgb24")):
+                container.mux(packet)
+        for packet in vstream.encode():
+            container.mux(packet)
+        if astream is not None:
+            track = tone_track(seconds if audio_seconds is None else audio_seconds, rate, channels, audio == "silent")
+            step = 1024
+            for start in range(0, track.shape[1], step):
+                chunk = np.ascontiguousarray(track[:, start : start + step])
+                frame = av.AudioFrame.from_ndarray(chunk, format="fltp", layout=astream.layout.name)
+                frame.sample_rate = rate
+                frame.pts = start
+                for packet in astream.encode(frame):
+                    container.mux(packet)
+            for packet in astream.encode():
+                container.mux(packet)
+    return path
+
+
+def write_wav(path: Path, seconds: float, rate: int = 16_000, channels: int = 1) -> Path:
+    """A PCM wav with the tone track (for --audio)."""
+    import av
+
+    track = tone_track(seconds, rate, channels)
+    with av.open(str(path), "w", format="wav") as container:
+        stream = container.add_stream("pcm_s16le", rate=rate)
+        stream.layout = "stereo" if channels == 2 else "mono"
+        pcm = (np.clip(track, -1, 1) * 32767).astype(np.int16)
+        interleaved = pcm.T.reshape(1, -1)
+        frame = av.AudioFrame.from_ndarray(interleaved, format="s16", layout=stream.layout.name)
+        frame.sample_rate = rate
+        frame.pts = 0
+        for packet in stream.encode(frame):
+            container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+    return path
+
+
+@pytest.fixture(scope="session")
+def media(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """Two clips: 30 fps with 48 kHz mono aac, and 25 fps .mov with 44.1 kHz stereo aac."""
+    d = tmp_path_factory.mktemp("media")
+    return {
+        "face": write_video(d / "face.mp4", seconds=2.4, fps=30),  # 30 fps source -> 60 frames at 25 fps
+        "stereo": write_video(d / "stereo44k.mov", seconds=2.0, fps=25, rate=44_100, channels=2),
+    }
+
+
+@pytest.fixture(scope="session")
+def built(media: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """``data/HDTF`` built from both clips with the CLI (read-only for tests: copy before changing it)."""
+    from talkingface.preprocess import main
+
+    root = tmp_path_factory.mktemp("built") / "data" / "HDTF"
+    argv = ["run", str(media["face"]), str(media["stereo"]), "--out", str(root), "--size", str(SIZE), "--no-progress"]
+    assert main(argv) == 0
+    return root
+
+
+def copy_dataset(root: Path, tmp_path: Path) -> Path:
+    """Copy ``<parent>/HDTF`` with its split lists to ``tmp_path/data/HDTF``."""
+    dst = tmp_path / "data" / "HDTF"
+    shutil.copytree(root.parent, dst.parent)
+    return dst
