@@ -188,10 +188,11 @@ class VectorQuantizer(nn.Module):
     def indices(self, z: torch.Tensor) -> torch.Tensor:
         """Codebook index of every latent pixel: (B, C, H, W) -> (B, H, W)."""
         b, c, h, w = z.shape
-        flat = z.permute(0, 2, 3, 1).reshape(-1, c)
-        codebook = self.embedding.weight.to(flat.dtype)
-        dist = flat.pow(2).sum(1, keepdim=True) + codebook.pow(2).sum(1) - 2 * flat @ codebook.t()
-        return dist.argmin(dim=1).view(b, h, w)
+        with torch.autocast(device_type=z.device.type, enabled=False):  # bf16 distances would pick wrong codes
+            flat = z.permute(0, 2, 3, 1).reshape(-1, c).float()
+            codebook = self.embedding.weight.float()
+            dist = flat.pow(2).sum(1, keepdim=True) + codebook.pow(2).sum(1) - 2 * flat @ codebook.t()
+            return dist.argmin(dim=1).view(b, h, w)
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         return self.embedding(self.indices(z)).permute(0, 3, 1, 2).to(z.dtype).contiguous()

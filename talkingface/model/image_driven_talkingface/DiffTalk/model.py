@@ -249,10 +249,13 @@ class DiffTalkModel(nn.Module):
             shape = (b, self.channels, self.image_size, self.image_size)
             gen_device = generator.device if generator is not None else self.device
             x_T = torch.randn(shape, generator=generator, device=gen_device).to(self.device)
-        x_T = x_T.to(conditions.reference.dtype)
+        # the sampler state stays in float32 even when the UNet runs under bf16 autocast
+        x_T = x_T.to(self.device, torch.float32)
+        x0 = x0.float() if x0 is not None else None
+        mask = mask.to(x_T.device, torch.float32) if mask is not None else None
 
         def eps_fn(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-            return self.predict_eps(x, t, conditions)
+            return self.predict_eps(x, t, conditions).float()
 
         if sampler == "ddim":
             return ddim_sample(eps_fn, self.alphas_cumprod, x_T, steps, eta, x0, mask, generator, progress)
