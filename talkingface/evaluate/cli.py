@@ -1,0 +1,100 @@
+"""``python -m talkingface.evaluate``: compare predicted frames with ground truth and write a report."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from talkingface.evaluate.errors import EvaluationError
+from talkingface.evaluate.harness import ALL_METRICS, CHEAP_METRICS, CROPS, EvalOptions, evaluate
+from talkingface.evaluate.landmarks import load_landmarks
+
+log = logging.getLogger("talkingface.evaluate")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m talkingface.evaluate",
+        description="PSNR, SSIM (face and mouth), LMD and, given their weight files, LPIPS, FID and SyncNet "
+        "LSE-C/LSE-D of a predicted talking-face video against the ground truth. Nothing is downloaded.",
+    )
+    p.add_argument("--pred", required=True, help="predicted video file or directory of frames (png/jpg)")
+    p.add_argument("--gt", required=True, help="ground-truth video file or directory of frames")
+    p.add_argument(
+        "--metrics",
+        nargs="+",
+        metavar="M",
+        help=f"any of {', '.join(ALL_METRICS)} (comma or space "
+        f"separated; default: {', '.join(CHEAP_METRICS)} plus every metric whose weights are given)",
+    )
+    p.add_argument("--out", type=Path, help="report.json to write; report.md and report.png go beside it")
+    p.add_argument("--no-plot", action="store_true", help="do not draw the PNG chart")
+    p.add_argument(
+        "--crop",
+        choices=CROPS,
+        default="face",
+        help="face: box of the gt landmarks (default); full: whole frames (inputs already face crops)",
+    )
+    p.add_argument("--face-margin", type=float, default=0.1, help="face box growth per side, fraction of its size")
+    p.add_argument("--mouth-margin", type=float, default=0.25, help="mouth box growth per side, fraction of its size")
+    p.add_argument("--pred-landmarks", type=Path, help="precomputed (N,68,2) .npy or directory of .lms files")
+    p.add_argument("--gt-landmarks", type=Path, help="precomputed (N,68,2) .npy or directory of .lms files")
+    p.add_argument("--lpips-net", choices=("alex", "vgg"), default="alex", help="LPIPS backbone")
+    p.add_argument(
+        "--lpips-backbone",
+        type=Path,
+        help="torchvision AlexNet/VGG16 state dict, e.g. alexnet-owt-7be5be79.pth / vgg16-397923af.pth",
+    )
+    p.add_argument("--lpips-linear", type=Path, help="LPIPS v0.1 linear layers, e.g. weights/v0.1/alex.pth")
+    p.add_argument("--fid-features", type=Path, help="TorchScript feature extractor, e.g. inception-2015-12-05.pt")
+    p.add_argument("--syncnet", type=Path, help="SyncNet weights (syncnet_v2.model) or a TorchScript SyncNet")
+    p.add_argument("--audio", type=Path, help="speech for LSE (default: the audio stream of --pred)")
+    p.add_argument("--device", default="cpu", help="torch device for the network metrics (cpu, cuda)")
+    p.add_argument("-v", "--verbose", action="store_true", help="log progress")
+    return p
+
+
+def options_from_args(args: argparse.Namespace) -> EvalOptions:
+    metrics = None
+    if args.metrics:
+        metrics = [m.strip() for item in args.metrics for m in item.split(",") if m.strip()]
+    return EvalOptions(
+        metrics=metrics,
+        crop=args.crop,
+        face_margin=args.face_margin,
+        mouth_margin=args.mouth_margin,
+        pred_landmarks=load_landmarks(args.pred_landmarks) if args.pred_landmarks else None,
+        gt_landmarks=load_landmarks(args.gt_landmarks) if args.gt_landmarks else None,
+        lpips_net=args.lpips_net,
+        lpips_backbone=args.lpips_backbone,
+        lpips_linear=args.lpips_linear,
+        fid_features=args.fid_features,
+        syncnet=args.syncnet,
+        audio=args.audio,
+        device=args.device,
+    )
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(message)s")
+    from talkingface.evaluate.report import summary_table, write_json, write_markdown, write_plot
+
+    try:
+        result = evaluate(args.pred, args.gt, options_from_args(args))
+    except EvaluationError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print(summary_table(result))
+    for note in result.notes:
+        print(f"note: {note}")
+    if args.out:
+        out = args.out if args.out.suffix == ".json" else args.out.with_suffix(".json")
+        plot = None if args.no_plot else write_plot(result, out.with_suffix(".png"))
+        write_json(result, out)
+        md = write_markdown(result, out.with_suffix(".md"), plot, out)
+        print(f"wrote {out}, {md}" + (f", {plot}" if plot else ""))
+    return 0
