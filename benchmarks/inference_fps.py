@@ -1,0 +1,131 @@
+"""End-to-end lip-sync speed at 256x256: reference-like settings vs our fast defaults, in one run.
+
+    python benchmarks/inference_fps.py                                  # GPU: paper config, random weights
+    python benchmarks/inference_fps.py --tiny --frames 4 --steps 2      # CPU smoke run (tiny model)
+
+A synthetic portrait video (a face photo moving slowly) and a speech-like track of ``--frames`` frames are
+made in a temporary folder. Preprocessing (face detection, landmarks, audio features) is timed once and shown
+excluded and included. Generation covers sampling, first-stage decode, paste-back and H.264/AAC encoding.
+Random weights are fine: the cost does not depend on the weights.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import logging
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "tests"))  # the synthetic face clip of the data tests
+
+from data_fixtures import write_video, write_wav  # noqa: E402
+
+from talkingface.data.constants import FPS, SAMPLE_RATE  # noqa: E402
+from talkingface.inference import LipSyncOptions, LipSyncPipeline, Speech  # noqa: E402
+from talkingface.inference.sampling import resolve_precision  # noqa: E402
+from talkingface.model.image_driven_talkingface.DiffTalk import LatentDiffusion, load_config  # noqa: E402
+from talkingface.model.image_driven_talkingface.DiffTalk.config import default_config_path  # noqa: E402
+
+TINY_CONFIG = ROOT / "configs" / "latent-diffusion" / "talking-tiny.yaml"
+FEATURES = "mel"
+
+
+def settings(args: argparse.Namespace) -> list[LipSyncOptions]:
+    """Reference-like settings (DDIM 200, fp32, batch 20), our fast defaults, optionally compiled."""
+    base = {"crop_size": args.crop_size, "seed": 0}
+    out = [
+        LipSyncOptions(sampler="ddim", steps=args.steps or 200, precision="fp32", batch_size=20, **base),
+        LipSyncOptions(sampler="dpm++", steps=args.steps or 25, precision="auto", batch_size=args.batch_size, **base),
+    ]
+    if args.compile:
+        out.append(dataclasses.replace(out[1], compile=True))
+    return out
+
+
+def describe(options: LipSyncOptions, device: torch.device) -> str:
+    kind = "reference-like" if options.sampler == "ddim" else "fast default"
+    dtype = resolve_precision(options.precision, device)
+    precision = "fp32" if dtype is None else "bf16 UNet"
+    compiled = ", torch.compile" if options.compile else ""
+    return f"{kind}: {options.sampler} {options.steps} steps, {precision}, batch {options.batch_size}{compiled}"
+
+
+def build_model(tiny: bool, device: torch.device) -> LatentDiffusion:
+    path = TINY_CONFIG if tiny else default_config_path()
+    overrides = ["model.first_stage.ckpt_path=null", f"model.conditioning.audio_feature_kind={FEATURES}"]
+    model = LatentDiffusion(load_config(path, overrides).model)
+    return model.eval().requires_grad_(False).to(device)
+
+
+def first_frames(speech: Speech, n: int) -> Speech:
+    """The first ``n`` frames of ``speech`` (for warm-up runs)."""
+    k = round(n / speech.fps * SAMPLE_RATE)
+    m = round(n / speech.fps * speech.mux_rate)
+    return dataclasses.replace(
+        speech, samples=speech.samples[:k], windows=speech.windows[:n], mux_samples=speech.mux_samples[:m]
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--tiny", action="store_true", help="tiny model (CPU smoke runs) instead of the paper config")
+    p.add_argument("--frames", type=int, default=100, help="output frames (= video frames = speech frames)")
+    p.add_argument("--steps", type=int, default=None, help="override the steps of every setting (smoke runs)")
+    p.add_argument("--batch-size", type=int, default=LipSyncOptions().batch_size, help="batch of the fast setting")
+    p.add_argument("--crop-size", type=int, default=LipSyncOptions().crop_size, help="face crop side")
+    p.add_argument("--compile", action="store_true", help="also time the fast setting with torch.compile")
+    p.add_argument("--warmup", type=int, default=None, help="warm-up frames per setting (default: a batch on GPU)")
+    p.add_argument("--device", default=None, help="default: cuda when available, else cpu")
+    args = p.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(message)s")
+    device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    torch.manual_seed(0)
+
+    model = build_model(args.tiny, device)
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU ({torch.get_num_threads()} threads)"
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        video = write_video(tmp / "person.mp4", seconds=args.frames / FPS, fps=int(FPS))
+        wav = write_wav(tmp / "speech.wav", seconds=args.frames / FPS)
+        pipe = LipSyncPipeline(model, audio_features=FEATURES)
+        t0 = time.perf_counter()
+        speech = pipe.prepare_speech(wav)
+        prepared = pipe.prepare_video(video)
+        pre_s = time.perf_counter() - t0
+
+        print(
+            f"device: {name}; model: {'tiny' if args.tiny else 'paper'} config, random weights; "
+            f"{speech.n_frames} frames at 256x256 (crop {args.crop_size}); preprocess {pre_s:.2f} s "
+            f"({speech.n_frames / pre_s:.1f} frames/s)"
+        )
+        print("| setting | frames/s (preprocess excluded) | frames/s (preprocess included) |")
+        print("| --- | ---: | ---: |")
+        for options in settings(args):
+            label = describe(options, device)
+            pipe.options = options
+            warm = args.warmup if args.warmup is not None else (options.batch_size if device.type == "cuda" else 0)
+            if warm:
+                pipe.run(
+                    prepared,
+                    first_frames(speech, min(warm, speech.n_frames)),
+                    tmp / "warmup.mp4",
+                    overwrite=True,
+                    progress=False,
+                )
+            if device.type == "cuda":
+                torch.cuda.synchronize(device)
+            result = pipe.run(prepared, speech, tmp / "out.mp4", overwrite=True, progress=False)
+            total = pre_s + result.generate_s
+            print(f"| {label} | {result.fps_generate:.2f} | {result.n_frames / total:.2f} |")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

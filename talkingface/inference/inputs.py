@@ -1,0 +1,75 @@
+"""Model inputs of one frame, as the reference inference loader (``talk_data_ref_smooth_inference.py``) builds them.
+
+From a saved-resolution crop ``(S, S)`` and its 68 landmarks (crop pixels):
+
+* ``image``: the crop resized to 256 with PIL bicubic; its first-stage latent is ``x0``, the kept region;
+* ``masked``: ``image`` with every row from landmark **33** (nose bottom) down set to black (the training loader
+  uses landmark 30; the inference loader 33);
+* ``landmarks``: rows 0-3 and 13-47 divided by ``S / 256``;
+* ``mask``: 0 inside the polygon of jaw points 2..14 and landmark 33 drawn at ``S x S``, resized to 64 x 64
+  (1 = keep ``x0``, 0 = generate).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+
+import numpy as np
+
+from talkingface.data.constants import LATENT_SIZE, MODEL_IMAGE_SIZE, MODEL_LANDMARK_ROWS
+from talkingface.data.masks import inference_mask
+
+#: Landmark whose row starts the blacked-out lower face of the masked image at inference (nose bottom).
+INFERENCE_MASKED_IMAGE_LANDMARK = 33
+
+
+@dataclass
+class FrameInputs:
+    """Inputs of a batch of ``B`` frames (numpy, channels last for images)."""
+
+    image: np.ndarray  # (B, 256, 256, 3) uint8
+    masked: np.ndarray  # (B, 256, 256, 3) uint8
+    landmarks: np.ndarray  # (B, 39, 2) float32, 256-pixel units
+    mask: np.ndarray  # (B, 64, 64) float32, 1 = keep
+
+    @staticmethod
+    def stack(items: list[FrameInputs]) -> FrameInputs:
+        return FrameInputs(*(np.concatenate([getattr(i, f.name) for i in items]) for f in fields(FrameInputs)))
+
+    def take(self, rows: np.ndarray) -> FrameInputs:
+        return FrameInputs(*(getattr(self, f.name)[rows] for f in fields(self)))
+
+
+def resize_bicubic(image: np.ndarray, size: int) -> np.ndarray:
+    """uint8 RGB resized to ``size x size`` with PIL bicubic (the reference loader's resampling)."""
+    from PIL import Image
+
+    if image.shape[0] == size and image.shape[1] == size:
+        return image
+    return np.asarray(Image.fromarray(image).resize((size, size), resample=Image.BICUBIC), dtype=np.uint8)
+
+
+def masked_image(image: np.ndarray, landmarks68: np.ndarray, scaler: float) -> np.ndarray:
+    """``image`` (256-px) with rows from ``int(landmark 33 y / scaler)`` down zeroed (clamped at row 0)."""
+    row = max(int(landmarks68[INFERENCE_MASKED_IMAGE_LANDMARK, 1] / scaler), 0)
+    out = image.copy()
+    out[row:] = 0
+    return out
+
+
+def frame_inputs(crop: np.ndarray, landmarks68: np.ndarray, size: int = MODEL_IMAGE_SIZE) -> FrameInputs:
+    """Inputs of one frame from its ``(S, S, 3)`` uint8 crop and ``(68, 2)`` landmarks in crop pixels."""
+    side = crop.shape[1]  # the reference's "h" is PIL's width; crops are square
+    scaler = side / size
+    image = resize_bicubic(crop, size)
+    return FrameInputs(
+        image=image[None],
+        masked=masked_image(image, landmarks68, scaler)[None],
+        landmarks=(landmarks68[list(MODEL_LANDMARK_ROWS)] / scaler).astype(np.float32)[None],
+        mask=inference_mask(landmarks68, size=LATENT_SIZE, canvas=side)[None],
+    )
+
+
+def to_unit(images: np.ndarray) -> np.ndarray:
+    """uint8 ``(B, H, W, 3)`` -> float32 ``(B, 3, H, W)`` in [-1, 1] (the loader's ``x / 127.5 - 1``)."""
+    return np.ascontiguousarray((images / 127.5 - 1.0).astype(np.float32).transpose(0, 3, 1, 2))

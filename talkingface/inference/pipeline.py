@@ -1,0 +1,320 @@
+"""``LipSyncPipeline``: portrait video + speech in, lip-synced video out (DiffTalk masked-inpainting inference).
+
+Semantics follow the reference inference (``scripts/inference.py`` with ``talk_data_ref_smooth_inference.py``):
+per output frame, the face crop of the (ping-ponged) source frame gives the kept region ``x0`` and the masked
+image, the speech gives the audio window, one reference frame of the video (frame 1 by default) the identity;
+the sampler generates the jaw/mouth polygon, the first stage decodes, and the crop is pasted back.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from talkingface.data.constants import DEFAULT_IMAGE_SIZE, FPS, MODEL_IMAGE_SIZE
+from talkingface.data.preprocess.extract import DEFAULT_MAX_MISSING
+from talkingface.data.preprocess.landmarks import LandmarkDetector
+from talkingface.inference.blend import DEFAULT_FEATHER, mouth_alpha, paste_back
+from talkingface.inference.errors import InferenceError
+from talkingface.inference.features import resolve_feature_backend
+from talkingface.inference.inputs import FrameInputs, frame_inputs, resize_bicubic, to_unit
+from talkingface.inference.sampling import UNetRunner, check_steps, resolve_precision
+from talkingface.inference.speech import Speech, prepare_speech
+from talkingface.inference.timeline import pingpong_indices
+from talkingface.inference.video import PreparedVideo, prepare_video
+from talkingface.inference.writer import DEFAULT_CRF, FramesDirWriter, VideoWriter, check_output
+from talkingface.model.image_driven_talkingface.DiffTalk import DiffTalkModel
+
+log = logging.getLogger(__name__)
+
+#: The reference inference takes ``<video>_1.jpg`` (the second frame) as the reference image.
+DEFAULT_REFERENCE_FRAME = 1
+#: Source-frame latents are cached (on the model's device, ~100 kB a frame) for videos up to this many frames.
+LATENT_CACHE_FRAMES = 4096
+
+
+@dataclass
+class LipSyncOptions:
+    """Sampling and preprocessing settings (the defaults are the fast ones the demo uses)."""
+
+    steps: int = 25
+    sampler: str = "dpm++"  # "ddim" (reference-exact) or "dpm++"
+    batch_size: int = 16
+    precision: str = "auto"  # "auto" (bf16 on CUDA), "fp32", "bf16" (autocast around the UNet only)
+    compile: bool = False  # torch.compile the UNet
+    seed: int = 0
+    eta: float = 0.0  # DDIM only
+    reference_frame: int | None = None  # None: frame 1 (frame 0 for a one-frame video)
+    crop_size: int = DEFAULT_IMAGE_SIZE  # face crop side the masks are drawn at (as the saved dataset frames)
+    feather: float = DEFAULT_FEATHER  # paste-back feather, fraction of the crop side
+    max_missing: float = DEFAULT_MAX_MISSING  # fail when more video frames than this have no face
+    crf: int = DEFAULT_CRF  # H.264 quality
+
+
+@dataclass
+class LipSyncResult:
+    """What ``run`` produced, with its timings."""
+
+    out: Path | None
+    frames_dir: Path | None
+    n_frames: int
+    fps: float
+    source_indices: np.ndarray  # (n_frames,) source video frame of each output frame
+    reference_frame: int
+    preprocess_s: float
+    generate_s: float  # sampling, decoding, paste-back and encoding
+    timings: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def seconds(self) -> float:
+        return self.n_frames / self.fps
+
+    @property
+    def fps_generate(self) -> float:
+        """Frames per second without preprocessing."""
+        return self.n_frames / max(self.generate_s, 1e-9)
+
+    @property
+    def fps_total(self) -> float:
+        """Frames per second including preprocessing."""
+        return self.n_frames / max(self.preprocess_s + self.generate_s, 1e-9)
+
+
+class LipSyncPipeline:
+    """Lip-sync a portrait video to speech with a DiffTalk model.
+
+    Example::
+
+        model = get_difftalk_inference(ckpt="checkpoints/DiffTalk/model.ckpt")
+        pipe = LipSyncPipeline(model)
+        result = pipe.run("person.mp4", "speech.wav", "result.mp4")
+
+    Args:
+        model: a DiffTalk model in eval mode (e.g. from ``get_difftalk_inference``).
+        audio_features: ``--audio-features`` backend name or kind; required when the model records none,
+            checked against the recorded kind otherwise.
+        feature_options: backend options (``wav2vec2_model``, ``deepspeech_npy``, ``device``).
+        options: sampling and preprocessing settings.
+        detector: a landmark detector to reuse (default: the shared dlib one).
+        model_source: the checkpoint path, for messages.
+    """
+
+    def __init__(
+        self,
+        model: DiffTalkModel,
+        *,
+        audio_features: str | None = None,
+        feature_options: dict[str, Any] | None = None,
+        options: LipSyncOptions | None = None,
+        detector: LandmarkDetector | None = None,
+        model_source: str = "model",
+    ) -> None:
+        self.model = model
+        self.options = options or LipSyncOptions()
+        self.detector = detector
+        self.backend = resolve_feature_backend(
+            model.config.conditioning.audio_feature_kind, audio_features, feature_options, model_source
+        )
+        self._runners: dict[tuple[torch.dtype | None, bool], UNetRunner] = {}
+
+    # ------------------------------------------------------------------ inputs
+    def prepare_video(self, video: str | Path, progress: bool = False) -> PreparedVideo:
+        """Decode the video at 25 fps and find the face in every frame."""
+        return prepare_video(
+            video,
+            crop_size=self.options.crop_size,
+            detector=self.detector,
+            max_missing=self.options.max_missing,
+            progress=progress,
+        )
+
+    def prepare_speech(self, audio: str | Path, from_video: bool = False) -> Speech:
+        """Decode the speech and compute the model's audio windows (one per output frame)."""
+        return prepare_speech(audio, self.backend, from_video=from_video, fps=FPS)
+
+    def _check_options(self) -> None:
+        o = self.options
+        check_steps(o.sampler, o.steps, self.model.num_timesteps)
+        resolve_precision(o.precision, self.model.device)
+        if o.batch_size < 1:
+            raise InferenceError("--batch-size", f"must be at least 1, got {o.batch_size}")
+        if o.crop_size < MODEL_IMAGE_SIZE // 4:
+            raise InferenceError("--crop-size", f"too small ({o.crop_size}); use e.g. {DEFAULT_IMAGE_SIZE}")
+
+    def reference_index(self, video: PreparedVideo) -> int:
+        r = self.options.reference_frame
+        if r is None:
+            return min(DEFAULT_REFERENCE_FRAME, video.n_frames - 1)
+        if not 0 <= r < video.n_frames:
+            raise InferenceError(
+                video.path,
+                f"--reference-frame {r} is outside its frames 0..{video.n_frames - 1} (at {video.fps:g} fps)",
+            )
+        return r
+
+    def _runner(self) -> UNetRunner:
+        key = (resolve_precision(self.options.precision, self.model.device), self.options.compile)
+        if key not in self._runners:
+            self._runners[key] = UNetRunner(self.model, *key)
+        return self._runners[key]
+
+    def _to_device(self, array: np.ndarray) -> torch.Tensor:
+        return torch.from_numpy(np.ascontiguousarray(array)).to(self.model.device)
+
+    # -------------------------------------------------------------- generation
+    @torch.no_grad()
+    def reference_latent(self, video: PreparedVideo) -> torch.Tensor:
+        """First-stage latent ``(1, C, 64, 64)`` of the reference frame (encoded once per video)."""
+        crop, _ = video.crop(self.reference_index(video))
+        image = to_unit(resize_bicubic(crop, MODEL_IMAGE_SIZE)[None])
+        return self.model.encode_first_stage(self._to_device(image))
+
+    @torch.no_grad()
+    def _target_latents(
+        self, src: np.ndarray, inputs: FrameInputs, cache: dict[int, tuple[torch.Tensor, torch.Tensor]] | None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """First-stage latents of the target frames (``x0``) and of their masked images, one batched encode."""
+        todo = [j for j, i in enumerate(src) if cache is None or int(i) not in cache]
+        if todo:
+            images = np.concatenate([inputs.image[todo], inputs.masked[todo]])
+            z = self.model.encode_first_stage(self._to_device(to_unit(images)))
+            fresh = {j: (z[k], z[k + len(todo)]) for k, j in enumerate(todo)}
+            if cache is not None:
+                cache.update({int(src[j]): pair for j, pair in fresh.items()})
+        else:
+            fresh = {}
+        pairs = [fresh[j] if j in fresh else cache[int(i)] for j, i in enumerate(src)]
+        return torch.stack([p[0] for p in pairs]), torch.stack([p[1] for p in pairs])
+
+    @torch.no_grad()
+    def generate(self, video: PreparedVideo, speech: Speech, progress: bool = False) -> Iterator[np.ndarray]:
+        """Yield the ``speech.n_frames`` output frames (RGB uint8, the source video's size) in order."""
+        self._check_options()
+        o, model = self.options, self.model
+        indices = pingpong_indices(speech.n_frames, video.n_frames)
+        ref = self.reference_latent(video)
+        runner = self._runner()
+        generator = torch.Generator().manual_seed(o.seed)
+        latent_shape = (model.channels, model.image_size, model.image_size)
+        # the ping-pong shows source frames again: keep their latents when the speech outlasts the video
+        cache: dict[int, tuple[torch.Tensor, torch.Tensor]] | None = (
+            {} if len(indices) > video.n_frames and video.n_frames <= LATENT_CACHE_FRAMES else None
+        )
+        bar = tqdm(total=len(indices), desc="lip-sync", unit="frame", disable=not progress, leave=False)
+        with bar:
+            for start in range(0, len(indices), o.batch_size):
+                src = indices[start : start + o.batch_size]
+                crops = [video.crop(int(i)) for i in src]
+                inputs = FrameInputs.stack([frame_inputs(c, lm) for c, lm in crops])
+                n = len(src)
+                rows = np.arange(n)
+                if o.compile and n < o.batch_size:  # one static shape for the compiled UNet: repeat the last frame
+                    rows = np.r_[rows, np.full(o.batch_size - n, n - 1)]
+                inputs = inputs.take(rows)
+                audio = speech.windows[start : start + n][rows]
+                b = len(rows)
+                x0, masked = self._target_latents(src[rows], inputs, cache)
+                conditions = model.encode_conditions(
+                    self._to_device(audio),
+                    self._to_device(inputs.landmarks),
+                    reference_latent=ref.expand(b, -1, -1, -1),
+                    masked_latent=masked,
+                )
+                x_T = torch.randn((b, *latent_shape), generator=generator).to(model.device)
+                mask = self._to_device(inputs.mask[:, None])
+                latents = runner.sample(
+                    conditions, x_T, x0, mask, sampler=o.sampler, steps=o.steps, eta=o.eta, generator=generator
+                )
+                pixels = model.decode_first_stage(latents[:n].float())
+                faces = (torch.clamp((pixels + 1.0) / 2.0, 0.0, 1.0) * 255.0).to(torch.uint8)  # as the reference
+                faces = faces.permute(0, 2, 3, 1).cpu().numpy()
+                for j, i in enumerate(src):
+                    alpha = mouth_alpha(crops[j][1], video.crop_size, o.feather)
+                    yield paste_back(video.frames[i], faces[j], alpha, video.boxes[i])
+                    bar.update(1)
+
+    def run(
+        self,
+        video: str | Path | PreparedVideo,
+        audio: str | Path | Speech | None = None,
+        out: str | Path | None = None,
+        *,
+        frames_dir: str | Path | None = None,
+        overwrite: bool = False,
+        progress: bool = True,
+    ) -> LipSyncResult:
+        """Lip-sync ``video`` to ``audio`` (default: the video's own track) and write ``out`` (mp4 with the speech).
+
+        Inputs may be paths or already prepared (``prepare_video`` / ``prepare_speech``) to reuse preprocessing.
+        ``frames_dir`` also writes the frames as PNG. Nothing is left at ``out`` / ``frames_dir`` unless complete.
+
+        Raises:
+            InferenceError, PreprocessError: a bad input, naming the file and the problem.
+        """
+        if out is None and frames_dir is None:
+            raise InferenceError("out", "give an output video path, a frames folder, or both")
+        out = check_output(out, overwrite) if out is not None else None
+        frames_dir = check_output(frames_dir, overwrite, directory=True) if frames_dir is not None else None
+        self._check_options()
+        t0 = time.perf_counter()
+        if not isinstance(audio, Speech):
+            source = audio if audio is not None else (video.path if isinstance(video, PreparedVideo) else video)
+            audio = self.prepare_speech(source, from_video=audio is None)
+        t_speech = time.perf_counter()
+        if not isinstance(video, PreparedVideo):
+            video = self.prepare_video(video, progress=progress)
+        t_video = time.perf_counter()
+        indices = pingpong_indices(audio.n_frames, video.n_frames)
+        if audio.n_frames > video.n_frames:
+            log.info(
+                "speech (%d frames) is longer than the video (%d): playing the video back and forth",
+                audio.n_frames,
+                video.n_frames,
+            )
+        ref_index = self.reference_index(video)
+        writers: list[VideoWriter | FramesDirWriter] = []
+        if out is not None:
+            writers.append(
+                VideoWriter(
+                    out, video.fps, audio.mux_samples, audio.mux_rate, overwrite=overwrite, crf=self.options.crf
+                )
+            )
+        if frames_dir is not None:
+            writers.append(FramesDirWriter(frames_dir, overwrite=overwrite))
+        t1 = time.perf_counter()
+        with contextlib.ExitStack() as stack:
+            for w in writers:
+                stack.enter_context(w)
+            for frame in self.generate(video, audio, progress=progress):
+                for w in writers:
+                    w.write(frame)
+        t2 = time.perf_counter()
+        result = LipSyncResult(
+            out=out,
+            frames_dir=frames_dir,
+            n_frames=audio.n_frames,
+            fps=video.fps,
+            source_indices=indices,
+            reference_frame=ref_index,
+            preprocess_s=t_video - t0,
+            generate_s=t2 - t1,
+            timings={"speech_s": t_speech - t0, "video_s": t_video - t_speech, "generate_s": t2 - t1},
+        )
+        log.info(
+            "%d frames (%.2f s) in %.1f s: %.2f frames/s generating, %.2f frames/s including preprocessing",
+            result.n_frames,
+            result.seconds,
+            result.preprocess_s + result.generate_s,
+            result.fps_generate,
+            result.fps_total,
+        )
+        return result

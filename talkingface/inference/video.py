@@ -1,0 +1,97 @@
+"""The source video in memory (or in a temporary memory map when large): frames, smoothed face boxes, landmarks."""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from talkingface.data.constants import DEFAULT_IMAGE_SIZE, FPS
+from talkingface.data.preprocess.crop import CropConfig, crop_square, landmarks_to_crop
+from talkingface.data.preprocess.errors import PreprocessError
+from talkingface.data.preprocess.extract import DEFAULT_MAX_MISSING, analyse_video
+from talkingface.data.preprocess.landmarks import LandmarkDetector
+from talkingface.data.preprocess.media import iter_frames
+
+log = logging.getLogger(__name__)
+
+#: Decoded frames above this size go to a memory-mapped temporary file instead of RAM.
+IN_MEMORY_LIMIT_BYTES = 1 << 30
+
+
+@dataclass
+class PreparedVideo:
+    """A preprocessed source video: 25 fps frames, crop boxes and 68-point landmarks (source pixels)."""
+
+    path: Path
+    frames: np.ndarray  # (N, H, W, 3) uint8 RGB (possibly a np.memmap)
+    boxes: np.ndarray  # (N, 3) int32 (x0, y0, side), smoothed over time
+    landmarks: np.ndarray  # (N, 68, 2) float32 in source pixels, gaps filled
+    missing: np.ndarray  # (N,) bool: no face detected in that frame
+    crop_size: int = DEFAULT_IMAGE_SIZE
+    fps: float = FPS
+
+    @property
+    def n_frames(self) -> int:
+        return len(self.frames)
+
+    @property
+    def width(self) -> int:
+        return int(self.frames.shape[2])
+
+    @property
+    def height(self) -> int:
+        return int(self.frames.shape[1])
+
+    def crop(self, index: int) -> tuple[np.ndarray, np.ndarray]:
+        """``(crop (S, S, 3) uint8, landmarks (68, 2) float32 in crop pixels)`` of frame ``index`` (S: crop_size)."""
+        box = self.boxes[index]
+        return (
+            crop_square(np.asarray(self.frames[index]), box, self.crop_size),
+            landmarks_to_crop(self.landmarks[index], box, self.crop_size),
+        )
+
+
+def _frame_buffer(shape: tuple[int, ...]) -> np.ndarray:
+    if int(np.prod(shape)) <= IN_MEMORY_LIMIT_BYTES:
+        return np.empty(shape, dtype=np.uint8)
+    log.info("video frames take %.1f GiB: keeping them in a temporary memory-mapped file", np.prod(shape) / 2**30)
+    return np.memmap(tempfile.TemporaryFile(), dtype=np.uint8, mode="w+", shape=shape)
+
+
+def prepare_video(
+    path: str | Path,
+    *,
+    crop_size: int = DEFAULT_IMAGE_SIZE,
+    fps: float = FPS,
+    detector: LandmarkDetector | None = None,
+    crop: CropConfig | None = None,
+    max_missing: float = DEFAULT_MAX_MISSING,
+    progress: bool = False,
+) -> PreparedVideo:
+    """Detect the face in every 25 fps frame (as the dataset builder does) and keep the decoded frames.
+
+    Raises:
+        PreprocessError: unreadable file, no video stream, no face (in more than ``max_missing`` of the frames).
+    """
+    path = Path(path)
+    analysis = analyse_video(
+        path, fps=fps, detector=detector, crop=crop, audio=False, max_missing=max_missing, progress=progress
+    )
+    for message in analysis.warnings:
+        log.warning(message)
+    frames: np.ndarray | None = None
+    count = 0
+    for i, rgb in enumerate(iter_frames(path, fps)):
+        if i >= analysis.n_frames:
+            break
+        if frames is None:
+            frames = _frame_buffer((analysis.n_frames, *rgb.shape))
+        frames[i] = rgb
+        count += 1
+    if frames is None or count < analysis.n_frames:
+        raise PreprocessError(path, f"only {count} of {analysis.n_frames} frames on the second decoding pass")
+    return PreparedVideo(path, frames, analysis.boxes, analysis.landmarks, analysis.missing, crop_size, fps)

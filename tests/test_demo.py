@@ -1,0 +1,145 @@
+"""demo.py end to end on a tiny model with deterministic weights, and one test per bad input."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from data_fixtures import write_video, write_wav
+from golden import TINY_CONFIG, fill_deterministic
+
+import demo
+from talkingface.data.preprocess.media import iter_frames
+from talkingface.model.image_driven_talkingface.DiffTalk import LatentDiffusion, load_config
+
+ROOT = Path(__file__).resolve().parents[1]
+FAST = ["--steps", "2", "--crop-size", "128", "--batch-size", "3", "--no-progress", "--config", str(TINY_CONFIG)]
+VIDEO_FRAMES = 3  # 0.12 s at 25 fps
+SPEECH_FRAMES = 5  # longer than the video: exercises the ping-pong
+
+
+@pytest.fixture(scope="module")
+def assets(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    d = tmp_path_factory.mktemp("demo")
+    model = LatentDiffusion(load_config(TINY_CONFIG).model).eval()
+    fill_deterministic(model)
+    sd = model.state_dict()
+    torch.save({"state_dict": sd, "audio_feature_kind": "logmel29"}, d / "tiny.ckpt")
+    torch.save({"state_dict": sd}, d / "reference_format.ckpt")  # records no feature kind
+    return {
+        "ckpt": d / "tiny.ckpt",
+        "ref_ckpt": d / "reference_format.ckpt",
+        "video": write_video(d / "person.mp4", seconds=VIDEO_FRAMES / 25, fps=25),
+        "speech": write_wav(d / "speech.wav", seconds=SPEECH_FRAMES / 25),
+    }
+
+
+def run_demo(assets: dict[str, Path], out: Path, *extra: str, **paths: Path) -> int:
+    video, speech, ckpt = (paths.get(k, assets[k]) for k in ("video", "speech", "ckpt"))
+    argv = ["--video", str(video), "--audio", str(speech), "--out", str(out), "--ckpt", str(ckpt), *FAST, *extra]
+    return demo.main(argv)
+
+
+def error_line(capsys: pytest.CaptureFixture[str]) -> str:
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    lines = [line for line in err.splitlines() if line.startswith("error:")]
+    assert len(lines) == 1, err
+    return lines[0]
+
+
+def no_leftovers(folder: Path, allowed: set[str]) -> None:
+    assert {p.name for p in folder.iterdir()} == allowed
+
+
+def test_demo_writes_lipsynced_video(assets: dict[str, Path], tmp_path: Path) -> None:
+    out, frames_dir = tmp_path / "result.mp4", tmp_path / "frames"
+    out.write_bytes(b"an older result")  # replaced thanks to --overwrite
+    assert run_demo(assets, out, "--overwrite", "--frames-dir", str(frames_dir)) == 0
+    no_leftovers(tmp_path, {"result.mp4", "frames"})
+    assert sorted(p.name for p in frames_dir.iterdir()) == [f"{k:06d}.png" for k in range(SPEECH_FRAMES)]
+
+    import av
+
+    with av.open(str(out)) as c:
+        assert c.streams.video[0].codec_context.name == "h264"
+        assert len(c.streams.audio) == 1 and c.streams.audio[0].codec_context.name == "aac"
+        assert c.duration / 1e6 == pytest.approx(SPEECH_FRAMES / 25, abs=0.03)
+    got = list(iter_frames(out))
+    src = list(iter_frames(assets["video"]))
+    assert len(got) == SPEECH_FRAMES and got[0].shape == src[0].shape
+    # ping-pong: 0 1 2 1 0. Above the nose and below the chin the frame is the source's, up to codec loss;
+    # the mouth (random weights: noise) is not.
+    for k, i in enumerate([0, 1, 2, 1, 0]):
+        diff = np.abs(got[k].astype(np.int16) - src[i].astype(np.int16))
+        assert diff[:70].mean() < 4.0 and diff[190:].mean() < 4.0
+        assert diff[110:140, 120:160].mean() > 15.0
+
+
+def test_refuses_existing_output_without_overwrite(assets: dict[str, Path], tmp_path: Path) -> None:
+    out = tmp_path / "result.mp4"
+    out.write_bytes(b"keep me")
+    cmd = [sys.executable, str(ROOT / "demo.py"), "--video", str(assets["video"]), "--out", str(out)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=tmp_path, timeout=120)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert proc.stderr.strip().splitlines() == [
+        f"error: {out}: already exists; pass --overwrite (overwrite=True) to replace it"
+    ]
+    assert out.read_bytes() == b"keep me"
+
+
+def test_no_face(assets: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    video = write_video(tmp_path / "flag.mp4", seconds=0.12, fps=25, face=False)
+    assert run_demo(assets, tmp_path / "out.mp4", video=video) == 2
+    line = error_line(capsys)
+    assert str(video) in line and "no face" in line
+    no_leftovers(tmp_path, {"flag.mp4"})
+
+
+def test_audio_shorter_than_one_frame(assets: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    speech = write_wav(tmp_path / "blip.wav", seconds=0.02)
+    assert run_demo(assets, tmp_path / "out.mp4", speech=speech) == 2
+    line = error_line(capsys)
+    assert str(speech) in line and "shorter than one video frame" in line
+    no_leftovers(tmp_path, {"blip.wav"})
+
+
+@pytest.mark.parametrize("which", ["video", "speech"])
+def test_unreadable_media(assets: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture, which: str) -> None:
+    broken = tmp_path / ("broken.mp4" if which == "video" else "broken.wav")
+    broken.write_bytes(np.random.default_rng(0).bytes(4096))
+    assert run_demo(assets, tmp_path / "out.mp4", **{which: broken}) == 2
+    line = error_line(capsys)
+    assert str(broken) in line and "cannot open as a media file" in line
+    no_leftovers(tmp_path, {broken.name})
+
+
+def test_speech_without_audio_stream(assets: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    mute = write_video(tmp_path / "mute.mp4", seconds=0.12, fps=25, audio=None)
+    assert run_demo(assets, tmp_path / "out.mp4", speech=mute) == 2
+    line = error_line(capsys)
+    assert str(mute) in line and "no audio stream" in line
+
+
+def test_unsupported_output_format(assets: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    assert run_demo(assets, tmp_path / "out.gif") == 2
+    assert "unsupported output format '.gif'" in error_line(capsys)
+
+
+def test_feature_kind_mismatch(assets: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    assert run_demo(assets, tmp_path / "out.mp4", "--audio-features", "wav2vec2") == 2
+    line = error_line(capsys)
+    assert str(assets["ckpt"]) in line and "'logmel29'" in line and "'wav2vec2-ctc29'" in line
+    no_leftovers(tmp_path, set())
+
+
+def test_unrecorded_feature_kind_needs_option(
+    assets: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    assert run_demo(assets, tmp_path / "out.mp4", ckpt=assets["ref_ckpt"]) == 2
+    line = error_line(capsys)
+    assert str(assets["ref_ckpt"]) in line and "--audio-features" in line
