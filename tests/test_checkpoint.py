@@ -138,3 +138,20 @@ def test_feature_kind_is_carried_and_checked(tiny: LatentDiffusion, tmp_path: Pa
     cfg = load_config(TINY_CONFIG, ["model.conditioning.audio_feature_kind=deepspeech"])
     with pytest.raises(CheckpointError, match="logmel29"):
         get_difftalk_inference(cfg, path, device="cpu")
+
+
+def test_safetensors_metadata_carries_config_and_feature_kind(tiny: LatentDiffusion, tmp_path: Path) -> None:
+    """A slim export made for another architecture is rebuilt from its own metadata, with no config given."""
+    import json
+
+    from talkingface.model.image_driven_talkingface.DiffTalk.config import config_to_dict
+
+    cfg = load_config(TINY_CONFIG, ["model.unet.num_res_blocks=1"])
+    other = LatentDiffusion(cfg.model)
+    meta = {"difftalk_config": json.dumps(config_to_dict(cfg)), "audio_feature_kind": "logmel29"}
+    path = export_safetensors(other, tmp_path / "slim.safetensors", slim=True, metadata=meta)
+    vq = tmp_path / "vq.ckpt"
+    torch.save({"state_dict": other.first_stage_model.state_dict()}, vq)
+    loaded = get_difftalk_inference(None, path, first_stage_ckpt=vq, device="cpu")
+    assert loaded.config.unet.num_res_blocks == 1
+    assert loaded.config.conditioning.audio_feature_kind == "logmel29"

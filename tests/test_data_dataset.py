@@ -158,5 +158,5 @@ def test_datamodule_check_fails_early(layout: Path, tmp_path: Path) -> None:
         TalkDataModule(layout, tmp_path / "none.txt", test, 2, 0).setup("fit")
     with pytest.raises(DatasetMetaError, match="meta.json"):
         read_dataset_meta(tmp_path)
-    with pytest.raises(NotImplementedError):
-        TalkDataModule(layout, train, test, 2, 0, latent_cache="x")
+    with pytest.raises(DatasetMetaError, match="meta.json"):  # a latent cache folder that is not one
+        TalkDataModule(layout, train, test, 2, 0, latent_cache=tmp_path / "x").setup("fit")

@@ -18,12 +18,20 @@ from talkingface.data.meta import DatasetMetaError, check_feature_kind, read_dat
 log = logging.getLogger(__name__)
 
 
+def _ignore_sigint(worker_id: int) -> None:
+    """Workers ignore Ctrl-C: the trainer finishes its step and checkpoints, then shuts the workers down."""
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
 class TalkDataModule(pl.LightningDataModule):
     """Train/val loaders of :class:`TalkDataset`; :meth:`check` runs at ``setup`` and fails early and clearly.
 
     ``expected_audio_feature``: the feature kind the model was built for (``"logmel29"``, ``"deepspeech29"``,
-    ``"wav2vec2-ctc29"`` or a dict); ``None`` checks only the dimensions. ``latent_cache`` is reserved for
-    precomputed first-stage latents (later issue): only ``None`` is accepted for now.
+    ``"wav2vec2-ctc29"`` or a dict); ``None`` checks only the dimensions. ``latent_cache``: a folder of
+    precomputed first-stage latents (``python -m talkingface.data.latent_cache build``); items then carry latents
+    instead of images.
     """
 
     def __init__(
@@ -40,8 +48,6 @@ class TalkDataModule(pl.LightningDataModule):
         seed: int = 0,
     ) -> None:
         super().__init__()
-        if latent_cache is not None:
-            raise NotImplementedError("latent_cache is not implemented yet; pass None")
         self.root = Path(root)
         self.train_list = Path(train_list)
         self.val_list = Path(val_list)
@@ -73,6 +79,10 @@ class TalkDataModule(pl.LightningDataModule):
                 if not 1 <= v <= len(counts) or f >= counts[v - 1] or f"{v}_{f}.jpg" not in present:
                     raise DatasetMetaError(f"{split}: names {v}_{f}, which is not in {self.root} (run validate)")
         del present
+        if self.latent_cache is not None:
+            from talkingface.data.latent_cache import LatentCache
+
+            LatentCache(self.latent_cache, expected_counts=counts)  # raises LatentCacheError (a DatasetMetaError)
         return meta
 
     def setup(self, stage: str | None = None) -> None:
@@ -99,6 +109,7 @@ class TalkDataModule(pl.LightningDataModule):
             persistent_workers=self.num_workers > 0,
             pin_memory=torch.cuda.is_available(),
             generator=generator if train else None,
+            worker_init_fn=_ignore_sigint,
         )
 
     def train_dataloader(self) -> DataLoader:

@@ -87,6 +87,27 @@ def _to_unit(image: np.ndarray) -> np.ndarray:
     return (image / 127.5 - 1.0).astype(np.float32)
 
 
+def load_landmarks(root: str, name: str) -> np.ndarray:
+    """``landmarks/<name>.lms`` as float32 ``(68, 2)`` in saved-frame pixels."""
+    path = os.path.join(root, LANDMARKS_DIR, name + ".lms")
+    landmarks = np.loadtxt(path, dtype=np.float32)
+    if landmarks.shape != (N_LANDMARKS, 2):
+        raise DatasetMetaError(f"{path}: shape {landmarks.shape}")
+    return landmarks
+
+
+def load_frame(root: str, name: str, size: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, float]:
+    """A frame and its masked version (uint8 ``(size, size, 3)``), its 68 landmarks and ``scaler = saved / size``.
+
+    Shared by :class:`TalkDataset` and the latent cache builder, so cached latents encode exactly these pixels.
+    """
+    image, width = _load_rgb_resized(os.path.join(root, IMAGES_DIR, name + ".jpg"), size)
+    scaler = width / size
+    landmarks = load_landmarks(root, name)
+    mask = training_mask(landmarks, scaler, size)
+    return image, (image * mask).astype(np.uint8), landmarks, scaler
+
+
 class TalkDataset(Dataset):
     """Items of ``split_file`` (``<v>_<f>`` lines) read from ``root`` (``images/``, ``landmarks/``, ...).
 
@@ -99,7 +120,9 @@ class TalkDataset(Dataset):
     in every ``__getitem__`` from a generator seeded with ``(seed, worker id)``, so runs are reproducible and
     epochs see different references.
 
-    ``latent_cache``: reserved for precomputed first-stage latents (a later issue); only ``None`` is accepted.
+    ``latent_cache``: a folder built by ``python -m talkingface.data.latent_cache build``. Items then hold
+    ``latent``, ``reference_latent`` and ``masked_latent`` (float32 ``(C, h, w)`` first-stage latents) instead of
+    the three images, and no JPEG is decoded.
     """
 
     def __init__(
@@ -111,9 +134,12 @@ class TalkDataset(Dataset):
         seed: int = 0,
         latent_cache: str | os.PathLike | None = None,
     ) -> None:
-        if latent_cache is not None:
-            raise NotImplementedError("latent_cache is not implemented yet; pass None")
         self.root = str(Path(root))
+        self.latent_cache = None
+        if latent_cache is not None:
+            from talkingface.data.latent_cache import LatentCache
+
+            self.latent_cache = LatentCache(latent_cache, expected_counts=read_data_txt(root))
         self.image_size = int(image_size)
         self.reference_min_distance = int(reference_min_distance)
         self.seed = int(seed)
@@ -162,20 +188,11 @@ class TalkDataset(Dataset):
     def __getitem__(self, index: int) -> dict[str, Any]:
         v, f = int(self.videos[index]), int(self.frames[index])
         name = f"{v}_{f}"
+        if self.latent_cache is not None:
+            return self._cached_item(index, v, f)
         size = self.image_size
-        image, width = _load_rgb_resized(self.path(IMAGES_DIR, name, ".jpg"), size)
-        scaler = width / size
-
-        landmarks = np.loadtxt(self.path(LANDMARKS_DIR, name, ".lms"), dtype=np.float32)
-        if landmarks.shape != (N_LANDMARKS, 2):
-            raise DatasetMetaError(f"{self.path(LANDMARKS_DIR, name, '.lms')}: shape {landmarks.shape}")
-        mask = training_mask(landmarks, scaler, size)
-        image_mask = (image * mask).astype(np.uint8)
-
-        audio = np.load(self.path(AUDIO_SMOOTH_DIR, name, ".npy")).astype(np.float32)
-        if audio.shape != AUDIO_SMOOTH_SHAPE:
-            raise DatasetMetaError(f"{self.path(AUDIO_SMOOTH_DIR, name, '.npy')}: shape {audio.shape}")
-
+        image, image_mask, landmarks, scaler = load_frame(self.root, name, size)
+        audio = self._audio(name)
         ref_name = f"{v}_{self.reference_frame(index)}"
         reference, _ = _load_rgb_resized(self.path(IMAGES_DIR, ref_name, ".jpg"), size)
         return {
@@ -186,4 +203,28 @@ class TalkDataset(Dataset):
             "audio_smooth": audio,
             "name": name,
             "reference_name": ref_name,
+        }
+
+    def _audio(self, name: str) -> np.ndarray:
+        audio = np.load(self.path(AUDIO_SMOOTH_DIR, name, ".npy")).astype(np.float32)
+        if audio.shape != AUDIO_SMOOTH_SHAPE:
+            raise DatasetMetaError(f"{self.path(AUDIO_SMOOTH_DIR, name, '.npy')}: shape {audio.shape}")
+        return audio
+
+    def _cached_item(self, index: int, v: int, f: int) -> dict[str, Any]:
+        """The item from the latent cache: no image is decoded (landmarks scaled by the cache's frame size)."""
+        cache = self.latent_cache
+        assert cache is not None
+        name = f"{v}_{f}"
+        landmarks = load_landmarks(self.root, name)
+        scaler = cache.frame_size / self.image_size
+        ref = self.reference_frame(index)
+        return {
+            "latent": cache.latent(v, f),
+            "reference_latent": cache.latent(v, ref),
+            "masked_latent": cache.masked_latent(v, f),
+            "landmarks": (landmarks[list(MODEL_LANDMARK_ROWS)] / scaler).astype(np.float32),
+            "audio_smooth": self._audio(name),
+            "name": name,
+            "reference_name": f"{v}_{ref}",
         }

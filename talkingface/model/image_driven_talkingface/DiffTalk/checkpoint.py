@@ -32,9 +32,7 @@ def load_checkpoint_file(path: str | Path, trust_checkpoint: bool = False) -> di
     if not path.is_file():
         raise CheckpointError(f"checkpoint not found: {path}")
     if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
-
-        return load_file(str(path))
+        return _load_safetensors(path)
     try:
         obj = torch.load(path, map_location="cpu", weights_only=not trust_checkpoint)
     except pickle.UnpicklingError as err:
@@ -48,6 +46,30 @@ def load_checkpoint_file(path: str | Path, trust_checkpoint: bool = False) -> di
     if not isinstance(obj, Mapping):
         raise CheckpointError(f"{path} does not hold a dict of weights (found {type(obj).__name__})")
     return dict(obj)
+
+
+def _load_safetensors(path: Path) -> dict[str, Any]:
+    """Tensors of a safetensors file, plus its JSON metadata entries (``difftalk_config``, ``audio_feature_kind``)
+    as top-level values, like the plain entries of a trainer checkpoint."""
+    import json
+
+    from safetensors import safe_open
+    from safetensors.torch import load_file
+
+    try:
+        out: dict[str, Any] = dict(load_file(str(path)))
+        with safe_open(str(path), framework="pt") as f:
+            metadata = f.metadata() or {}
+    except Exception as err:  # noqa: BLE001 - name the file
+        raise CheckpointError(f"could not read safetensors file {path}: {err}") from err
+    for key, value in metadata.items():
+        if key in out:
+            continue
+        try:
+            out[key] = json.loads(value) if key == "difftalk_config" else value
+        except json.JSONDecodeError:
+            raise CheckpointError(f"{path}: metadata entry {key!r} is not valid JSON") from None
+    return out
 
 
 def extract_state_dict(checkpoint: Mapping[str, Any]) -> dict[str, torch.Tensor]:

@@ -126,9 +126,18 @@ class TrainConfig:
     image_log_every_n_steps: int = 5000
     image_log_max_images: int = 8
     image_log_ddim_steps: int = 50
-    compile: bool = False
+    compile: bool = False  # torch.compile the UNet (in place: checkpoint keys are unchanged)
     channels_last: bool = False
     seed: int = 23
+    num_sanity_val_steps: int = 2
+    fused_optimizer: bool = True  # fused CUDA AdamW (same maths); ignored on CPU
+    tf32: bool = False  # TF32 matmuls/convs on Ampere+ GPUs (false: PyTorch's defaults, as the reference)
+    ddp_timeout_s: int = 1800  # collective timeout: a stuck rank fails instead of hanging forever
+    find_unused_parameters: bool = False
+    export_slim_on_end: bool = True  # write checkpoints/difftalk_ema.safetensors when training ends
+    validation_seed: int = 1234  # validation noise/timesteps are fixed, so val losses are comparable
+    val_metrics_batches: int = 1  # validation batches per epoch sampled for PSNR/SSIM (0: off)
+    val_metrics_steps: int = 10  # DPM-Solver++ steps of those samples
 
 
 @dataclass

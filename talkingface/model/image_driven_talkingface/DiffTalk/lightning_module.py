@@ -1,7 +1,15 @@
-"""``LatentDiffusion``: the DiffTalk model as a Lightning module (training orchestration only)."""
+"""``LatentDiffusion``: the DiffTalk model as a Lightning module (training orchestration only).
+
+Semantics follow the reference trainer (``sstzal/DiffTalk`` ``ddpm_talking.py``): AdamW over the UNet and the
+three condition encoders (the VQ first stage stays frozen), the simple eps loss, the EMA of the UNet updated after
+every optimizer step, validation loss with and without EMA. Checkpoints carry two plain top-level entries next to
+Lightning's: ``difftalk_config`` (the whole config as a dict) and ``audio_feature_kind`` (str), so that they load
+with ``torch.load(..., weights_only=True)`` and ``get_difftalk_inference`` rebuilds the right model.
+"""
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import pytorch_lightning as pl
@@ -12,47 +20,92 @@ from .conditions import DiffTalkConditions
 from .config import ModelConfig
 from .model import DiffTalkModel
 
+log = logging.getLogger(__name__)
+
 # batch keys written by the dataset (channels-last images in [-1, 1], as the reference dataset yields them)
 IMAGE_KEY, REFERENCE_KEY, MASKED_KEY = "image", "reference_img", "image_mask"
 LANDMARKS_KEY, AUDIO_KEY = "landmarks", "audio_smooth"
-# optional keys of a precomputed first-stage latent cache
+# optional keys of a precomputed first-stage latent cache (unscaled first-stage latents)
 LATENT_KEY, REFERENCE_LATENT_KEY, MASKED_LATENT_KEY = "latent", "reference_latent", "masked_latent"
+# the nose tip (iBUG 30) among the model's 39 landmarks (rows 0-3, then 13-47): the training mask hides the
+# rows from it down, which is the region the model has to generate
+NOSE_TIP_ROW = 4 + (30 - 13)
+# plain top-level checkpoint entries (read by inference.get_difftalk_inference)
+CONFIG_CKPT_KEY, FEATURE_KIND_CKPT_KEY = "difftalk_config", "audio_feature_kind"
 
 
 class LatentDiffusion(DiffTalkModel, pl.LightningModule):
-    """DiffTalk with Lightning steps: AdamW over UNet + condition encoders, EMA after every step."""
+    """DiffTalk with Lightning steps: AdamW over UNet + condition encoders, EMA after every optimizer step.
 
-    def __init__(self, config: ModelConfig | None = None, learning_rate: float | None = None) -> None:
+    Args:
+        config: the model section of the config.
+        learning_rate: the (already scaled) AdamW learning rate; default ``config.base_learning_rate``.
+        run_config: the whole config as a plain dict (``config_to_dict``), stored in every checkpoint.
+        channels_last: keep UNet activations and weights in channels-last memory format (faster convs on GPU).
+        fused_optimizer: use the fused CUDA AdamW kernel when the parameters are on a GPU.
+        validation_seed: validation noise and timesteps are drawn from a generator seeded with
+            ``validation_seed + batch_idx``, so validation losses are comparable across epochs.
+        val_metrics_batches: on this many validation batches per epoch, sample frames with the EMA weights
+            (DPM-Solver++, ``val_metrics_steps`` steps), decode them and log PSNR/SSIM against the target frame,
+            on the whole frame and on the generated region (``val/psnr``, ``val/region_ssim``, ...). 0: off.
+    """
+
+    def __init__(
+        self,
+        config: ModelConfig | None = None,
+        learning_rate: float | None = None,
+        run_config: dict[str, Any] | None = None,
+        channels_last: bool = False,
+        fused_optimizer: bool = True,
+        validation_seed: int = 1234,
+        val_metrics_batches: int = 1,
+        val_metrics_steps: int = 10,
+    ) -> None:
         super().__init__(config)
         self.learning_rate = self.config.base_learning_rate if learning_rate is None else learning_rate
+        self.run_config = run_config
+        self.channels_last = channels_last
+        self.fused_optimizer = fused_optimizer
+        self.validation_seed = validation_seed
+        self.val_metrics_batches = val_metrics_batches
+        self.val_metrics_steps = val_metrics_steps
+        if channels_last:
+            self.model.to(memory_format=torch.channels_last)
 
     # ------------------------------------------------------------------ batches
     def _images(self, batch: dict[str, Any], key: str) -> torch.Tensor:
         x = batch[key]
-        if x.shape[-1] == 3 and x.shape[1] != 3:
+        if x.ndim == 4 and x.shape[-1] == 3 and x.shape[1] != 3:
             x = rearrange(x, "b h w c -> b c h w")
         return x.to(self.device, memory_format=torch.contiguous_format).float()
 
+    def _latent(self, batch: dict[str, Any], image_key: str, latent_key: str) -> torch.Tensor:
+        if latent_key in batch:
+            z = batch[latent_key].to(self.device, non_blocking=True).float() * self.scale_factor
+        else:
+            z = self.encode_first_stage(self._images(batch, image_key))
+        return z.contiguous(memory_format=torch.channels_last) if self.channels_last else z
+
     def get_input(self, batch: dict[str, Any]) -> tuple[torch.Tensor, DiffTalkConditions]:
-        """Latents of the target frame and its encoded conditions from a dataset batch."""
+        """Latents of the target frame and its encoded conditions from a dataset batch.
 
-        def latent(image_key: str, latent_key: str) -> torch.Tensor:
-            if latent_key in batch:
-                return batch[latent_key].to(self.device).float() * self.scale_factor
-            return self.encode_first_stage(self._images(batch, image_key))
-
-        z = latent(IMAGE_KEY, LATENT_KEY)
+        Uses the cached latents (``latent``, ``reference_latent``, ``masked_latent``) when the batch has them,
+        otherwise encodes the images with the frozen first stage.
+        """
+        z = self._latent(batch, IMAGE_KEY, LATENT_KEY)
         cond = self.encode_conditions(
-            batch[AUDIO_KEY].to(self.device).float(),
-            batch[LANDMARKS_KEY].to(self.device).float(),
-            reference_latent=latent(REFERENCE_KEY, REFERENCE_LATENT_KEY),
-            masked_latent=latent(MASKED_KEY, MASKED_LATENT_KEY),
+            batch[AUDIO_KEY].to(self.device, non_blocking=True).float(),
+            batch[LANDMARKS_KEY].to(self.device, non_blocking=True).float(),
+            reference_latent=self._latent(batch, REFERENCE_KEY, REFERENCE_LATENT_KEY),
+            masked_latent=self._latent(batch, MASKED_KEY, MASKED_LATENT_KEY),
         )
         return z, cond
 
-    def shared_step(self, batch: dict[str, Any]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    def shared_step(
+        self, batch: dict[str, Any], t: torch.Tensor | None = None, noise: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         z, cond = self.get_input(batch)
-        return self.training_loss(z, cond)
+        return self.training_loss(z, cond, t=t, noise=noise)
 
     # -------------------------------------------------------------------- steps
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
@@ -63,19 +116,109 @@ class LatentDiffusion(DiffTalkModel, pl.LightningModule):
 
     @torch.no_grad()
     def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
+        """Validation loss with the training weights and with the EMA weights, on the same noise and timesteps."""
         bs = batch[AUDIO_KEY].shape[0]
-        _, parts = self.shared_step(batch)
+        z, cond = self.get_input(batch)
+        gen = torch.Generator(device=self.device).manual_seed(self.validation_seed + batch_idx)
+        t = torch.randint(0, self.num_timesteps, (bs,), device=self.device, generator=gen)
+        noise = torch.randn(z.shape, device=self.device, generator=gen, dtype=z.dtype)
+        _, parts = self.training_loss(z, cond, t=t, noise=noise)
         self.log_dict({f"val/{k}": v for k, v in parts.items()}, on_epoch=True, batch_size=bs, sync_dist=True)
         if self.use_ema:
             with self.ema_scope():
-                _, parts_ema = self.shared_step(batch)
+                _, parts_ema = self.training_loss(z, cond, t=t, noise=noise)
             self.log_dict(
                 {f"val/{k}_ema": v for k, v in parts_ema.items()}, on_epoch=True, batch_size=bs, sync_dist=True
             )
 
-    def on_train_batch_end(self, *args: Any, **kwargs: Any) -> None:
+        if batch_idx < self.val_metrics_batches:
+            metrics = self.sample_metrics(batch, batch_idx)
+            self.log_dict({f"val/{k}": v for k, v in metrics.items()}, on_epoch=True, batch_size=bs, sync_dist=True)
+
+    @torch.no_grad()
+    def sample_metrics(self, batch: dict[str, Any], batch_idx: int = 0) -> dict[str, float]:
+        """PSNR/SSIM of frames sampled with the EMA weights against the batch's target frames (whole frame, and
+        ``region_*`` on the rows from the nose tip down, which the masked input hides)."""
+        from talkingface.evaluate.metrics import batch_metrics
+
+        z, cond = self.get_input(batch)
+        gen = torch.Generator(device=self.device).manual_seed(self.validation_seed + 100_000 + batch_idx)
+        with self.ema_scope():
+            latents = self.sample(cond, steps=self.val_metrics_steps, sampler="dpm++", generator=gen)
+        pred = self.decode_first_stage(latents)
+        target = self._images(batch, IMAGE_KEY) if IMAGE_KEY in batch else self.decode_first_stage(z)
+        b, _, h, w = target.shape
+        region = torch.zeros(b, h, w, device=target.device)
+        scale = h / float(self.config.first_stage.resolution)  # landmarks are in model-image pixels
+        for i, y in enumerate(batch[LANDMARKS_KEY][:, NOSE_TIP_ROW, 1].tolist()):
+            region[i, min(max(int(y * scale), 0), h - 1) :] = 1
+        return batch_metrics(pred.float(), target, region=region)
+
+    def optimizer_step(self, *args: Any, **kwargs: Any) -> None:
+        """The optimizer step, then the EMA update (once per optimizer step, before any callback sees the batch
+        end, so checkpoints written at a batch end hold the EMA of that step). The reference updates after every
+        batch; without gradient accumulation that is the same."""
+        super().optimizer_step(*args, **kwargs)
         if self.use_ema:
             self.model_ema(self.model)
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
-        return torch.optim.AdamW(self.trainable_parameters(), lr=self.learning_rate)
+        params = [p for p in self.trainable_parameters() if p.requires_grad]
+        fused = self.fused_optimizer and all(p.is_cuda for p in params)
+        return torch.optim.AdamW(params, lr=self.learning_rate, fused=fused or None)
+
+    # -------------------------------------------------------------- checkpoints
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Add the config and feature kind as plain Python values (``weights_only``-loadable)."""
+        checkpoint.pop("hyper_parameters", None)
+        if self.run_config is not None:
+            checkpoint[CONFIG_CKPT_KEY] = self.run_config
+        kind = self.config.conditioning.audio_feature_kind
+        if kind is not None:
+            checkpoint[FEATURE_KIND_CKPT_KEY] = str(kind)
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        stored = checkpoint.get(FEATURE_KIND_CKPT_KEY)
+        kind = self.config.conditioning.audio_feature_kind
+        if isinstance(stored, str) and kind is not None and stored != kind:
+            raise ValueError(
+                f"the checkpoint was trained on '{stored}' audio features but this run's config says '{kind}'"
+            )
+
+    # -------------------------------------------------------------------- images
+    @torch.no_grad()
+    def log_images(
+        self,
+        batch: dict[str, Any],
+        max_images: int = 8,
+        ddim_steps: int = 50,
+        ddim_eta: float = 1.0,
+        generator: torch.Generator | None = None,
+    ) -> dict[str, torch.Tensor]:
+        """Images for a sample grid, (N, 3, H, W) in [-1, 1]: ``inputs``, ``reference``, ``masked`` and
+        ``samples`` (DDIM with the EMA weights, decoded), like the reference's ``log_images``.
+
+        When the batch holds cached latents instead of images, the first three are decoded from the latents.
+        """
+        n = min(max_images, batch[AUDIO_KEY].shape[0])
+        small = {k: v[:n] for k, v in batch.items() if isinstance(v, torch.Tensor)}
+        z, cond = self.get_input(small)
+        out: dict[str, torch.Tensor] = {}
+        for name, image_key, latent in (
+            ("inputs", IMAGE_KEY, z),
+            ("reference", REFERENCE_KEY, cond.reference),
+            ("masked", MASKED_KEY, cond.masked),
+        ):
+            if image_key in small:
+                out[name] = self._images(small, image_key)
+            else:
+                out[name] = self.decode_first_stage(latent.float())
+        was_training = self.training
+        self.eval()
+        try:
+            with self.ema_scope():
+                samples = self.sample(cond, steps=ddim_steps, eta=ddim_eta, generator=generator)
+        finally:
+            self.train(was_training)
+        out["samples"] = self.decode_first_stage(samples.float())
+        return {k: v.float().clamp(-1.0, 1.0) for k, v in out.items()}

@@ -1,0 +1,4 @@
+"""Training DiffTalk: the command line (``trainer/DiffTalkTrainer.py``), run folders, resume, callbacks.
+
+Entry point: :func:`talkingface.training.cli.main`.
+"""

@@ -1,0 +1,84 @@
+"""Dataset sanity checks at trainer start and the datamodule built from the config."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+from talkingface.data.meta import DatasetMetaError, check_feature_kind
+from talkingface.model.image_driven_talkingface.DiffTalk.config import DiffTalkConfig
+
+log = logging.getLogger(__name__)
+
+
+class DataCheckError(ValueError):
+    """The dataset does not fit the config (or is broken): raised before any process or worker starts."""
+
+
+def expected_audio_feature(cfg: DiffTalkConfig) -> dict[str, Any]:
+    """What the model consumes, in the form of ``meta.json``'s ``audio_feature`` entry."""
+    c = cfg.model.conditioning
+    expected: dict[str, Any] = {"dim": c.audio_feature_dim, "window": c.audio_window, "smooth": c.audio_smooth_windows}
+    if c.audio_feature_kind is not None:
+        expected["kind"] = c.audio_feature_kind
+    return expected
+
+
+def build_datamodule(cfg: DiffTalkConfig, meta: dict[str, Any] | None = None) -> Any:
+    """``TalkDataModule`` for ``cfg.data``; pass the ``meta`` of :func:`check_dataset` to skip re-checking."""
+    from talkingface.data.datamodule import TalkDataModule
+
+    d = cfg.data
+    dm = TalkDataModule(
+        root=d.root,
+        train_list=d.train_list,
+        val_list=d.val_list,
+        batch_size=d.batch_size,
+        num_workers=d.num_workers,
+        image_size=d.image_size,
+        reference_min_distance=d.reference_min_distance,
+        expected_audio_feature=expected_audio_feature(cfg),
+        latent_cache=d.latent_cache,
+        seed=d.seed,
+    )
+    if meta is not None:
+        dm.meta = meta
+    return dm
+
+
+def check_dataset(cfg: DiffTalkConfig) -> dict[str, Any]:
+    """Check meta.json, the audio feature kind and dimensions against the config, the split lists (and the latent
+    cache when configured). Records the dataset's feature kind in ``cfg.model.conditioning.audio_feature_kind``.
+
+    Raises:
+        DataCheckError: naming the file and the problem.
+    """
+    d = cfg.data
+    root = Path(d.root)
+    if not root.is_dir():
+        raise DataCheckError(
+            f"data.root {root}: not a folder. Build the dataset with `python -m talkingface.preprocess run ...` "
+            "or set data.root=... on the command line."
+        )
+    if d.image_size != cfg.model.first_stage.resolution:
+        raise DataCheckError(
+            f"data.image_size ({d.image_size}) must equal model.first_stage.resolution "
+            f"({cfg.model.first_stage.resolution})"
+        )
+    try:
+        meta = build_datamodule(cfg).check()
+        check_feature_kind(meta, expected_audio_feature(cfg))
+    except DatasetMetaError as err:
+        raise DataCheckError(f"dataset check failed: {err}") from None
+    kind = meta["audio_feature"]["kind"]
+    cfg.model.conditioning.audio_feature_kind = kind
+    if d.latent_cache is not None:
+        from talkingface.data.latent_cache import LatentCacheError, check_latent_cache
+
+        try:
+            check_latent_cache(d.latent_cache, root, cfg.model)
+        except LatentCacheError as err:
+            raise DataCheckError(f"latent cache check failed: {err}") from None
+    log.info("dataset %s: audio features %s, splits %s / %s", root, meta["audio_feature"], d.train_list, d.val_list)
+    return meta

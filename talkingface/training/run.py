@@ -1,0 +1,183 @@
+"""Wiring of one training run: config, data checks, run folder, model, Lightning trainer, fit."""
+
+from __future__ import annotations
+
+import logging
+import os
+import warnings
+from pathlib import Path
+from typing import Any
+
+import pytorch_lightning as pl
+from pytorch_lightning.callbacks import LearningRateMonitor, ModelCheckpoint
+from pytorch_lightning.loggers import TensorBoardLogger
+from pytorch_lightning.utilities import rank_zero_only
+
+from talkingface.model.image_driven_talkingface.DiffTalk.checkpoint import load_first_stage
+from talkingface.model.image_driven_talkingface.DiffTalk.config import REPO_ROOT, DiffTalkConfig, config_to_dict
+from talkingface.model.image_driven_talkingface.DiffTalk.lightning_module import LatentDiffusion
+from talkingface.training.callbacks import ImageLogger, LastCheckpoint, SlimExport, ThroughputMonitor
+from talkingface.training.checkpoint_io import AtomicCheckpointIO
+from talkingface.training.cli import exit_status, merge_configs
+from talkingface.training.data import DataCheckError, build_datamodule, check_dataset
+from talkingface.training.devices import DeviceSpec, build_strategy, device_spec
+from talkingface.training.lr import scaled_learning_rate
+from talkingface.training.run_dir import RUN_DIR_ENV, RunPaths, new_run_name, resolve_resume, write_snapshot
+from talkingface.training.speed import compile_unet, set_tf32
+
+log = logging.getLogger("talkingface.training")
+
+
+def resolve_path(path: str | Path) -> Path:
+    """Relative paths: the working directory first, then the repository root."""
+    path = Path(path)
+    if path.is_absolute() or path.exists():
+        return path
+    alt = REPO_ROOT / path
+    return alt if alt.exists() else path
+
+
+def build_module(cfg: DiffTalkConfig, learning_rate: float, load_vq: bool = True) -> LatentDiffusion:
+    """The Lightning module, with the frozen first stage loaded from ``model.first_stage.ckpt_path``."""
+    t = cfg.train
+    module = LatentDiffusion(
+        cfg.model,
+        learning_rate=learning_rate,
+        run_config=config_to_dict(cfg),
+        channels_last=t.channels_last,
+        fused_optimizer=t.fused_optimizer,
+        validation_seed=t.validation_seed,
+        val_metrics_batches=t.val_metrics_batches,
+        val_metrics_steps=t.val_metrics_steps,
+    )
+    ckpt = cfg.model.first_stage.ckpt_path
+    if ckpt and load_vq:
+        path = resolve_path(ckpt)
+        if not path.is_file():
+            raise FileNotFoundError(
+                f"first-stage checkpoint not found: {ckpt} (model.first_stage.ckpt_path). Download the "
+                "latent-diffusion vq-f4 model to models/model.ckpt, or set model.first_stage.ckpt_path=..."
+            )
+        load_first_stage(module, path)
+    elif not ckpt:
+        log.warning("model.first_stage.ckpt_path is null: the first stage is randomly initialised (tests only)")
+    if t.compile:
+        compile_unet(module)
+    return module
+
+
+def build_trainer(
+    cfg: DiffTalkConfig, spec: DeviceSpec, paths: RunPaths, extra_callbacks: list[Any]
+) -> tuple[pl.Trainer, LastCheckpoint]:
+    t = cfg.train
+    stopper = LastCheckpoint(paths.last_ckpt, t.checkpoint_every_n_steps)
+    callbacks: list[Any] = [
+        ModelCheckpoint(
+            dirpath=paths.ckpt_dir,
+            filename="step-{step:09d}",
+            auto_insert_metric_name=False,
+            every_n_train_steps=t.checkpoint_every_n_steps,
+            save_top_k=-1,
+            save_last=False,  # last.ckpt belongs to LastCheckpoint
+        ),
+        LearningRateMonitor(logging_interval="step"),
+        ThroughputMonitor(),
+        ImageLogger(paths.image_dir, t.image_log_every_n_steps, t.image_log_max_images, t.image_log_ddim_steps),
+        stopper,
+        *extra_callbacks,
+    ]
+    if t.export_slim_on_end:
+        callbacks.append(SlimExport(paths.slim_export))
+    trainer = pl.Trainer(
+        accelerator=spec.accelerator,
+        devices=spec.devices,
+        num_nodes=spec.num_nodes,
+        strategy=build_strategy(spec, t.ddp_timeout_s, t.find_unused_parameters),
+        precision=t.precision,
+        max_epochs=t.max_epochs,
+        max_steps=t.max_steps,
+        accumulate_grad_batches=t.accumulate_grad_batches,
+        gradient_clip_val=t.gradient_clip_val,
+        benchmark=t.benchmark if spec.accelerator == "gpu" else None,
+        log_every_n_steps=t.log_every_n_steps,
+        val_check_interval=t.val_check_interval,
+        check_val_every_n_epoch=t.check_val_every_n_epoch,
+        limit_val_batches=t.limit_val_batches,
+        num_sanity_val_steps=t.num_sanity_val_steps,
+        logger=TensorBoardLogger(save_dir=str(paths.root), name="tensorboard", version=""),
+        callbacks=callbacks,
+        plugins=[AtomicCheckpointIO()],
+        default_root_dir=str(paths.root),
+    )
+    return trainer, stopper
+
+
+def run_training(args: Any, overrides: list[str], argv: list[str], extra_callbacks: list[Any]) -> int:
+    """Everything after argument parsing (see ``cli.main``)."""
+    resume_ckpt: Path | None = None
+    base = list(args.base)
+    if args.resume:
+        paths, resume_ckpt = resolve_resume(args.resume)
+        base = [str(paths.config_snapshot), *base]
+    cfg = merge_configs(base, overrides)
+    if args.seed is not None:
+        cfg.train.seed = args.seed
+    if args.scale_lr is not None:
+        cfg.model.scale_lr = args.scale_lr
+
+    meta = check_dataset(cfg)  # fails early; records the feature kind in the config
+    spec = device_spec(args.gpus, args.devices, args.num_nodes, args.strategy)
+    lr = scaled_learning_rate(
+        cfg.model.base_learning_rate,
+        spec.world_size,
+        cfg.data.batch_size,
+        cfg.train.accumulate_grad_batches,
+        cfg.model.scale_lr,
+    )
+    if not args.train:
+        log.info(
+            "config and dataset are fine (%s, %d process(es), lr %.2e); pass -t to train", spec, spec.world_size, lr
+        )
+        return 0
+
+    if not args.resume:
+        root = (
+            args.run_dir
+            or os.environ.get(RUN_DIR_ENV)
+            or Path(args.logdir) / new_run_name(args.base, args.name, args.postfix)
+        )
+        paths = RunPaths(Path(root))
+    if rank_zero_only.rank == 0:
+        write_snapshot(paths, cfg, ["trainer/DiffTalkTrainer.py", *argv])
+        log.info("run folder %s", paths.root)
+
+    # the frozen first stage is in eval mode on purpose
+    warnings.filterwarnings("ignore", message=r".*module\(s\) in eval mode.*")
+    pl.seed_everything(cfg.train.seed, workers=True)
+    set_tf32(cfg.train.tf32)
+    module = build_module(cfg, lr, load_vq=resume_ckpt is None)
+    if cfg.data.latent_cache and cfg.model.first_stage.ckpt_path and resume_ckpt is None:
+        from talkingface.data.latent_cache import LatentCacheError, check_latent_cache
+
+        try:  # the cache must come from these very first-stage weights
+            check_latent_cache(cfg.data.latent_cache, cfg.data.root, cfg.model, module.first_stage_model)
+        except LatentCacheError as err:
+            raise DataCheckError(f"latent cache check failed: {err}") from None
+    datamodule = build_datamodule(cfg, meta)
+    trainer, stopper = build_trainer(cfg, spec, paths, extra_callbacks)
+
+    previous = os.environ.get(RUN_DIR_ENV)
+    os.environ[RUN_DIR_ENV] = str(paths.root)  # DDP processes started by Lightning reuse this run folder
+    try:
+        ckpt_path = str(resume_ckpt) if resume_ckpt else None
+        trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
+    finally:
+        if previous is None:
+            os.environ.pop(RUN_DIR_ENV, None)
+        else:
+            os.environ[RUN_DIR_ENV] = previous
+    if stopper.received is not None:
+        log.warning("stopped by a signal; continue with --resume %s", paths.root)
+    else:
+        log.info("training finished at step %d; checkpoints in %s", trainer.global_step, paths.ckpt_dir)
+    return exit_status(stopper.received)

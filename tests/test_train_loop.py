@@ -1,0 +1,184 @@
+"""The DiffTalk trainer end to end on CPU with a tiny model: learning, checkpoints, resume, samples, export."""
+
+from __future__ import annotations
+
+import signal
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import pytorch_lightning as pl
+import torch
+from test_train_support import FEATURE_KIND, TINY_CONFIG, tiny_overrides, write_dataset
+
+from talkingface.model.image_driven_talkingface.DiffTalk import get_difftalk_inference
+from talkingface.model.image_driven_talkingface.DiffTalk.config import load_config
+from talkingface.model.image_driven_talkingface.DiffTalk.lightning_module import LatentDiffusion
+from talkingface.training.cli import main
+
+
+@pytest.fixture(scope="module")
+def data_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return write_dataset(tmp_path_factory.mktemp("train_data"))
+
+
+def _run_dir(logdir: Path) -> Path:
+    (run,) = [p for p in logdir.iterdir() if p.is_dir()]
+    return run
+
+
+def _ema(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    return {k: v.clone() for k, v in state_dict.items() if k.startswith("model_ema.")}
+
+
+def test_training_steps_lower_the_loss_on_a_fixed_batch(data_root: Path) -> None:
+    """AdamW + clip 0.1 through Lightning on one repeated batch: the loss at fixed (t, noise) goes down."""
+    cfg = load_config(TINY_CONFIG, tiny_overrides(data_root))
+    module = LatentDiffusion(cfg.model, learning_rate=1e-3)
+    g = torch.Generator().manual_seed(0)
+    batch = {
+        "latent": torch.randn(2, 3, 16, 16, generator=g),
+        "reference_latent": torch.randn(2, 3, 16, 16, generator=g),
+        "masked_latent": torch.randn(2, 3, 16, 16, generator=g),
+        "landmarks": torch.rand(2, 39, 2, generator=g) * 64,
+        "audio_smooth": torch.randn(2, 8, 16, 29, generator=g),
+    }
+    t = torch.tensor([100, 600])
+    noise = torch.randn(2, 3, 16, 16, generator=g)
+
+    def fixed_loss() -> float:
+        with torch.no_grad():
+            return float(module.shared_step(batch, t=t, noise=noise)[0])
+
+    class Repeat(torch.utils.data.Dataset):
+        def __len__(self) -> int:
+            return 64
+
+        def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
+            return {k: v[i % 2] for k, v in batch.items()}
+
+    before = fixed_loss()
+    trainer = pl.Trainer(
+        accelerator="cpu",
+        max_steps=12,
+        gradient_clip_val=0.1,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+    )
+    trainer.fit(module, torch.utils.data.DataLoader(Repeat(), batch_size=2, shuffle=False))
+    after = fixed_loss()
+    assert after < 0.8 * before, (before, after)
+    assert int(module.model_ema.num_updates) == 12  # one EMA update per optimizer step
+
+
+class _InterruptAt(pl.Callback):
+    """Sends SIGINT to this process at the start of a given step (as Ctrl-C would)."""
+
+    def __init__(self, step: int) -> None:
+        self.step = step
+
+    def on_train_batch_start(self, trainer: pl.Trainer, *args: Any) -> None:
+        if trainer.global_step == self.step:
+            signal.raise_signal(signal.SIGINT)
+
+
+class _Record(pl.Callback):
+    def __init__(self) -> None:
+        self.start_step: int | None = None
+        self.start_ema: dict[str, torch.Tensor] = {}
+        self.steps: list[int] = []
+
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self.start_step = trainer.global_step
+        self.start_ema = _ema(pl_module.state_dict())
+
+    def on_train_batch_end(self, trainer: pl.Trainer, *args: Any) -> None:
+        self.steps.append(trainer.global_step)
+
+
+def test_interrupt_writes_checkpoint_and_resume_continues(data_root: Path, tmp_path: Path) -> None:
+    logdir = tmp_path / "logs"
+    base = ["--base", str(TINY_CONFIG), "-t", "-l", str(logdir)]
+    rc = main([*base, *tiny_overrides(data_root, **{"train.max_steps": 6})], extra_callbacks=[_InterruptAt(2)])
+    assert rc == 128 + signal.SIGINT
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # handlers restored
+    run = _run_dir(logdir)
+    last = run / "checkpoints" / "last.ckpt"
+    ckpt = torch.load(last, map_location="cpu", weights_only=True)  # plain tensors and containers only
+    assert ckpt["global_step"] == 3  # the interrupted step finished, then the run stopped
+    saved_ema = _ema(ckpt["state_dict"])
+    assert int(saved_ema["model_ema.num_updates"]) == 3
+    assert ckpt["audio_feature_kind"] == FEATURE_KIND
+    assert ckpt["difftalk_config"]["model"]["conditioning"]["audio_feature_kind"] == FEATURE_KIND
+    assert "hyper_parameters" not in ckpt
+    assert len(ckpt["optimizer_states"]) == 1 and ckpt["optimizer_states"][0]["state"]
+
+    record = _Record()
+    assert main(["--resume", str(run), "-t"], extra_callbacks=[record]) == 0
+    assert record.start_step == 3
+    assert record.steps == [4, 5, 6]
+    assert record.start_ema.keys() == saved_ema.keys()
+    for k, v in saved_ema.items():
+        assert torch.equal(record.start_ema[k], v), k
+    final = torch.load(last, map_location="cpu", weights_only=True)
+    assert final["global_step"] == 6 and int(final["state_dict"]["model_ema.num_updates"]) == 6
+    assert (run / "configs" / "command.txt").read_text().count("DiffTalkTrainer.py") == 2
+    assert list((run / "tensorboard").glob("events.out.tfevents.*"))
+
+
+def test_checkpoint_loads_for_inference_and_grids_and_export(data_root: Path, tmp_path: Path) -> None:
+    logdir = tmp_path / "logs"
+    extra = {
+        "train.max_steps": 2,
+        "train.image_log_every_n_steps": 2,
+        "train.image_log_ddim_steps": 2,
+        "train.export_slim_on_end": True,
+        "train.channels_last": True,
+    }
+    assert main(["--base", str(TINY_CONFIG), "-t", "-l", str(logdir), *tiny_overrides(data_root, **extra)]) == 0
+    run = _run_dir(logdir)
+    ckpts = run / "checkpoints"
+    assert sorted(p.name for p in ckpts.iterdir()) == ["difftalk_ema.safetensors", "difftalk_ema.yaml", "last.ckpt"]
+
+    model = get_difftalk_inference(ckpt=ckpts / "last.ckpt", device="cpu")  # config and kind from the checkpoint
+    assert model.config.conditioning.audio_feature_kind == FEATURE_KIND
+    assert model.config.unet.image_size == 16
+
+    import cv2
+
+    (grid_path,) = (run / "images" / "train").glob("step-*.png")
+    grid = cv2.imread(str(grid_path))
+    assert grid.shape == (2 + 2 * (64 + 2), 2 + 4 * (64 + 2), 3)  # 2 samples x (input, reference, masked, sample)
+
+    # the slim export (EMA UNet + encoders) gives the same model as the full checkpoint with EMA weights
+    vq = tmp_path / "vq.ckpt"
+    torch.save({"state_dict": model.first_stage_model.state_dict()}, vq)
+    slim = get_difftalk_inference(
+        config=ckpts / "difftalk_ema.yaml", ckpt=ckpts / "difftalk_ema.safetensors", first_stage_ckpt=vq, device="cpu"
+    )
+    for k, v in model.model.state_dict().items():
+        assert torch.equal(v, slim.model.state_dict()[k]), k
+
+
+def test_data_check_fails_early_with_a_clear_message(data_root: Path, tmp_path: Path, caplog: Any) -> None:
+    base = ["--base", str(TINY_CONFIG), "-l", str(tmp_path / "logs")]
+    overrides = tiny_overrides(data_root, **{"model.conditioning.audio_feature_kind": "deepspeech29"})
+    assert main([*base, "-t", *overrides]) == 2
+    assert "deepspeech29" in caplog.text and "logmel29" in caplog.text
+    assert not (tmp_path / "logs").exists()  # nothing started
+    assert main([*base, *tiny_overrides(data_root, **{"data.train_list": tmp_path / "nope.txt"})]) == 2
+    assert "nope.txt" in caplog.text
+    # without -t: checks only
+    assert main([*base, *tiny_overrides(data_root)]) == 0
+    assert not (tmp_path / "logs").exists()
+
+
+def test_bf16_mixed_precision_step_runs(data_root: Path, tmp_path: Path) -> None:
+    extra = {"train.max_steps": 1, "train.precision": "bf16-mixed"}
+    assert main(["--base", str(TINY_CONFIG), "-t", "-l", str(tmp_path), *tiny_overrides(data_root, **extra)]) == 0
+    ckpt = torch.load(_run_dir(tmp_path) / "checkpoints" / "last.ckpt", weights_only=True)
+    assert all(torch.isfinite(v).all() for v in ckpt["state_dict"].values() if v.is_floating_point())
+    assert np.isfinite(1.0)

@@ -1,0 +1,73 @@
+"""Helpers of the trainer tests (no tests here): a tiny on-disk dataset and tiny-model overrides."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from talkingface.data.meta import audio_feature_spec
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY_CONFIG = ROOT / "configs" / "latent-diffusion" / "talking-tiny.yaml"
+TRAINER = ROOT / "trainer" / "DiffTalkTrainer.py"
+SAVED = 64  # saved frame side = model image side in the tests (64 px -> 16 x 16 latents)
+COUNTS = (12, 10)
+FEATURE_KIND = "logmel29"
+
+
+def write_dataset(parent: Path, counts: tuple[int, ...] = COUNTS, kind: str = FEATURE_KIND) -> Path:
+    """``parent/HDTF`` in the preprocessed layout (random JPEGs, .lms, .npy, data.txt, meta.json) and the split
+    lists ``parent/data_train.txt`` (video 1) and ``parent/data_test.txt`` (video 2)."""
+    root = parent / "HDTF"
+    for sub in ("images", "landmarks", "audio_smooth"):
+        (root / sub).mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(0)
+    rows = np.arange(68, dtype=np.float32)
+    videos = {}
+    for v, n in enumerate(counts, 1):
+        for f in range(n):
+            image = rng.integers(0, 256, (SAVED, SAVED, 3), dtype=np.uint8)
+            cv2.imwrite(str(root / "images" / f"{v}_{f}.jpg"), image)
+            lms = np.stack([4 + rows * 0.8 + 0.1 * f, 10 + rows * 0.6], axis=1)  # landmark 30 at y = 28
+            np.savetxt(root / "landmarks" / f"{v}_{f}.lms", lms, fmt="%.3f")
+            np.save(root / "audio_smooth" / f"{v}_{f}.npy", rng.normal(size=(8, 16, 29)).astype(np.float32))
+        videos[str(v)] = {"source": f"v{v}.mp4", "frames": n, "status": "done"}
+    meta = {"audio_feature": audio_feature_spec(kind), "fps": 25, "image_size": SAVED, "videos": videos}
+    (root / "meta.json").write_text(json.dumps(meta))
+    (root / "data.txt").write_text("".join(f"{v} {n}\n" for v, n in enumerate(counts, 1)))
+    (parent / "data_train.txt").write_text("".join(f"1_{f}\n" for f in range(1, counts[0])))
+    (parent / "data_test.txt").write_text("".join(f"2_{f}\n" for f in range(1, counts[1])))
+    return root
+
+
+def tiny_overrides(data_root: Path, **extra: object) -> list[str]:
+    """Dotlist for a very small, fast model on 64 px images, reading the dataset of :func:`write_dataset`."""
+    parent = data_root.parent
+    values: dict[str, object] = {
+        "model.first_stage.resolution": SAVED,
+        "model.unet.image_size": SAVED // 4,
+        "model.unet.channel_mult": "[1,2]",
+        "model.unet.attention_resolutions": "[2]",
+        "model.unet.num_res_blocks": 1,
+        "model.first_stage.num_res_blocks": 1,
+        "model.first_stage.ch": 32,
+        "model.base_learning_rate": 1e-4,
+        "data.root": data_root,
+        "data.train_list": parent / "data_train.txt",
+        "data.val_list": parent / "data_test.txt",
+        "data.image_size": SAVED,
+        "data.batch_size": 2,
+        "data.num_workers": 0,
+        "data.reference_min_distance": 4,
+        "train.num_sanity_val_steps": 0,
+        "train.log_every_n_steps": 1,
+        "train.image_log_every_n_steps": 0,
+        "train.limit_val_batches": 1,
+        "train.checkpoint_every_n_steps": 1000,
+        "train.export_slim_on_end": False,
+    }
+    values.update(extra)
+    return [f"{k}={v}" for k, v in values.items()]

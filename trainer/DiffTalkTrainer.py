@@ -1,0 +1,15 @@
+"""Train DiffTalk (thin entry point; the implementation is ``talkingface.training``).
+
+    python trainer/DiffTalkTrainer.py --base configs/latent-diffusion/talking.yaml -t --gpus 0,1,2,3,4,5,6,7,
+
+Run ``python trainer/DiffTalkTrainer.py --help`` for the options; ``key.sub=value`` arguments override the config.
+"""
+
+from __future__ import annotations
+
+import sys
+
+from talkingface.training.cli import main
+
+if __name__ == "__main__":
+    sys.exit(main())
