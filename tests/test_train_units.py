@@ -130,3 +130,17 @@ def test_validation_logs_loss_with_and_without_ema(tmp_path: Path) -> None:
     assert {"val/loss_simple", "val/loss", "val/loss_simple_ema", "val/loss_ema"} <= set(first)
     assert first["val/loss_simple"] != first["val/loss_simple_ema"]
     assert first == again  # fixed validation noise and timesteps
+
+
+def test_count_or_fraction_reads_whole_numbers_as_batch_counts() -> None:
+    """``train.limit_val_batches=1`` arrives as 1.0 and must mean one batch, not Lightning's 100 %."""
+    from talkingface.training.run import count_or_fraction
+
+    assert count_or_fraction(None) is None
+    assert count_or_fraction(0.25) == 0.25
+    assert count_or_fraction(1.0) == 1 and isinstance(count_or_fraction(1.0), int)
+    assert count_or_fraction(4.0) == 4
+    import pytest
+
+    with pytest.raises(ValueError, match="whole number"):
+        count_or_fraction(2.5)

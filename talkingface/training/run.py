@@ -28,6 +28,16 @@ from talkingface.training.speed import compile_unet, set_tf32
 log = logging.getLogger("talkingface.training")
 
 
+def count_or_fraction(value: float | None) -> int | float | None:
+    """Config values such as ``train.limit_val_batches``: below 1 a fraction of the epoch, from 1 up a count of
+    batches (YAML and dotlist overrides give floats, so ``1`` must not mean Lightning's "100 %")."""
+    if value is None or value < 1:
+        return value
+    if not float(value).is_integer():
+        raise ValueError(f"expected a fraction below 1 or a whole number of batches, got {value}")
+    return int(value)
+
+
 def resolve_path(path: str | Path) -> Path:
     """Relative paths: the working directory first, then the repository root."""
     path = Path(path)
@@ -100,9 +110,9 @@ def build_trainer(
         gradient_clip_val=t.gradient_clip_val,
         benchmark=t.benchmark if spec.accelerator == "gpu" else None,
         log_every_n_steps=t.log_every_n_steps,
-        val_check_interval=t.val_check_interval,
+        val_check_interval=count_or_fraction(t.val_check_interval),
         check_val_every_n_epoch=t.check_val_every_n_epoch,
-        limit_val_batches=t.limit_val_batches,
+        limit_val_batches=count_or_fraction(t.limit_val_batches),
         num_sanity_val_steps=t.num_sanity_val_steps,
         logger=TensorBoardLogger(save_dir=str(paths.root), name="tensorboard", version=""),
         callbacks=callbacks,

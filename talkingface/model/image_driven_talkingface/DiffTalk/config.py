@@ -119,9 +119,9 @@ class TrainConfig:
     gradient_clip_val: float = 0.1
     benchmark: bool = True
     log_every_n_steps: int = 50
-    val_check_interval: float | None = None
+    val_check_interval: float | None = None  # < 1: fraction of an epoch; >= 1: every N training batches
     check_val_every_n_epoch: int | None = 1
-    limit_val_batches: float | None = None
+    limit_val_batches: float | None = None  # < 1: fraction of the validation set; >= 1: number of batches
     checkpoint_every_n_steps: int = 5000
     image_log_every_n_steps: int = 5000
     image_log_max_images: int = 8
