@@ -17,7 +17,7 @@ TINY_CONFIG = Path(__file__).resolve().parents[1] / "configs" / "latent-diffusio
 
 
 def rule_tensor(name: str, shape: torch.Size) -> torch.Tensor:
-    """The fill rule of the reference fixtures (../shared/reference/README.md, 'Deterministic weights')."""
+    """The fill rule of the reference fixtures (reference data README, section 'Deterministic weights')."""
     g = torch.Generator().manual_seed(zlib.crc32(name.encode()))
     if len(shape) >= 2:
         return torch.randn(shape, generator=g) / math.sqrt(math.prod(shape[1:]))

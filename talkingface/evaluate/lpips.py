@@ -113,7 +113,9 @@ class LPIPS(nn.Module):
         model.features.load_state_dict(_pick(bstate, wanted, backbone))
         lstate = _load(linear, "--lpips-linear", f"LPIPS v0.1 linear weights ({net}.pth)")
         lins = {k: v for k, v in model.state_dict().items() if k.startswith("lin")}
-        model.load_state_dict(_pick(lstate, lins, linear, keep_prefix=True), strict=False)
+        full = {f"features.{k}": v for k, v in model.features.state_dict().items()}
+        full.update(_pick(lstate, lins, linear, keep_prefix=True))
+        model.load_state_dict(full)  # strict: every backbone and linear weight accounted for
         return model
 
     def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
