@@ -14,7 +14,8 @@ from pytorch_lightning.loggers import TensorBoardLogger
 from pytorch_lightning.utilities import rank_zero_only
 
 from talkingface.model.image_driven_talkingface.DiffTalk.checkpoint import load_first_stage
-from talkingface.model.image_driven_talkingface.DiffTalk.config import REPO_ROOT, DiffTalkConfig, config_to_dict
+from talkingface.model.image_driven_talkingface.DiffTalk.config import DiffTalkConfig, config_to_dict
+from talkingface.model.image_driven_talkingface.DiffTalk.inference import resolve_path
 from talkingface.model.image_driven_talkingface.DiffTalk.lightning_module import LatentDiffusion
 from talkingface.training.callbacks import ImageLogger, LastCheckpoint, SlimExport, ThroughputMonitor
 from talkingface.training.checkpoint_io import AtomicCheckpointIO
@@ -36,15 +37,6 @@ def count_or_fraction(value: float | None) -> int | float | None:
     if not float(value).is_integer():
         raise ValueError(f"expected a fraction below 1 or a whole number of batches, got {value}")
     return int(value)
-
-
-def resolve_path(path: str | Path) -> Path:
-    """Relative paths: the working directory first, then the repository root."""
-    path = Path(path)
-    if path.is_absolute() or path.exists():
-        return path
-    alt = REPO_ROOT / path
-    return alt if alt.exists() else path
 
 
 def build_module(cfg: DiffTalkConfig, learning_rate: float, load_vq: bool = True) -> LatentDiffusion:

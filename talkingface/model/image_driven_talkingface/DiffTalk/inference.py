@@ -26,7 +26,7 @@ CONFIG_KEY = "difftalk_config"  # where our trainer stores the config (a plain d
 FEATURE_KIND_KEY = "audio_feature_kind"
 
 
-def _resolve(path: str | Path) -> Path:
+def resolve_path(path: str | Path) -> Path:
     """A relative path is looked up in the working directory first, then in the repository root."""
     path = Path(path)
     if path.is_absolute() or path.exists():
@@ -61,7 +61,7 @@ def get_difftalk_inference(
         use_ema: put the EMA weights into the UNet.
         trust_checkpoint: allow full unpickling of a checkpoint that is not plain tensors (trusted files only).
     """
-    ckpt_path = _resolve(ckpt if ckpt is not None else DEFAULT_CKPT)
+    ckpt_path = resolve_path(ckpt if ckpt is not None else DEFAULT_CKPT)
     if not ckpt_path.is_file():
         raise CheckpointError(
             f"DiffTalk checkpoint not found: {ckpt_path}. Put a trained checkpoint at {DEFAULT_CKPT} "
@@ -85,7 +85,7 @@ def get_difftalk_inference(
     model = LatentDiffusion(cfg.model)
     fs_path = None
     if not has_first_stage(extract_state_dict(raw)):
-        fs_path = _resolve(first_stage_ckpt if first_stage_ckpt is not None else DEFAULT_FIRST_STAGE)
+        fs_path = resolve_path(first_stage_ckpt if first_stage_ckpt is not None else DEFAULT_FIRST_STAGE)
         if not fs_path.is_file():
             raise CheckpointError(
                 f"{ckpt_path} holds no first-stage weights and the VQ first stage was not found at {fs_path}. "
