@@ -1,6 +1,7 @@
 """Lip-sync demo: portrait video + speech in, lip-synced mp4 out.
 
     python demo.py --video person.mp4 --audio speech.wav --out result.mp4
+    python demo.py          # no arguments: the shipped synthetic demo model on a generated face (CPU, offline)
 
 Bad inputs (no face, audio shorter than one frame, unreadable media, a checkpoint trained on other audio features,
 an existing output) end with exit code 2 and one line naming the file and the problem.
@@ -29,9 +30,13 @@ DEFAULTS = LipSyncOptions()
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     io = p.add_argument_group("input / output")
-    io.add_argument("--video", required=True, help="portrait video (any container FFmpeg reads)")
+    io.add_argument(
+        "--video", default=None, help="portrait video (any container FFmpeg reads); omit for the synthetic demo"
+    )
     io.add_argument("--audio", default=None, help="driving speech (wav, mp3, m4a, a video, ...); default: the video's")
-    io.add_argument("--out", required=True, help="output video (.mp4, .mov or .mkv): H.264 + AAC speech")
+    io.add_argument(
+        "--out", default=None, help="output video (.mp4, .mov or .mkv): H.264 + AAC speech (required with --video)"
+    )
     io.add_argument("--frames-dir", default=None, help="also write the frames as PNG into this folder")
     io.add_argument("--overwrite", action="store_true", help="replace --out / --frames-dir when they exist")
     model = p.add_argument_group("model")
@@ -121,11 +126,26 @@ def run(args: argparse.Namespace) -> None:
     )
 
 
+def run_synthetic(args: argparse.Namespace) -> None:
+    """No --video: the shipped synthetic demo model on a generated face (talkingface/synthetic/assets)."""
+    from talkingface.synthetic.demo import DEFAULT_OUT, run_synthetic_demo
+
+    run_synthetic_demo(
+        args.out or DEFAULT_OUT, device=args.device, progress=not args.no_progress, overwrite=args.overwrite
+    )
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.video is not None and args.out is None:
+        parser.error("the following arguments are required: --out")
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
     try:
-        run(args)
+        if args.video is None:
+            run_synthetic(args)
+        else:
+            run(args)
     except (InferenceError, PreprocessError, CheckpointError, ConfigError) as err:
         print(f"error: {' '.join(str(err).split())}", file=sys.stderr)
         return EXIT_BAD_INPUT

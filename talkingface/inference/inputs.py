@@ -57,8 +57,13 @@ def masked_image(image: np.ndarray, landmarks68: np.ndarray, scaler: float) -> n
     return out
 
 
-def frame_inputs(crop: np.ndarray, landmarks68: np.ndarray, size: int = MODEL_IMAGE_SIZE) -> FrameInputs:
-    """Inputs of one frame from its ``(S, S, 3)`` uint8 crop and ``(68, 2)`` landmarks in crop pixels."""
+def frame_inputs(
+    crop: np.ndarray, landmarks68: np.ndarray, size: int = MODEL_IMAGE_SIZE, latent_size: int = LATENT_SIZE
+) -> FrameInputs:
+    """Inputs of one frame from its ``(S, S, 3)`` uint8 crop and ``(68, 2)`` landmarks in crop pixels.
+
+    ``size`` / ``latent_size``: the model's image and latent sides (256 / 64 for DiffTalk; smaller models, e.g. the
+    synthetic demo model, use their first stage's resolution and latent size)."""
     side = crop.shape[1]  # the reference's "h" is PIL's width; crops are square
     scaler = side / size
     image = resize_bicubic(crop, size)
@@ -66,7 +71,7 @@ def frame_inputs(crop: np.ndarray, landmarks68: np.ndarray, size: int = MODEL_IM
         image=image[None],
         masked=masked_image(image, landmarks68, scaler)[None],
         landmarks=(landmarks68[list(MODEL_LANDMARK_ROWS)] / scaler).astype(np.float32)[None],
-        mask=inference_mask(landmarks68, size=LATENT_SIZE, canvas=side)[None],
+        mask=inference_mask(landmarks68, size=latent_size, canvas=side)[None],
     )
 
 

@@ -126,6 +126,12 @@ class LipSyncPipeline:
         )
         self._runners: dict[tuple[torch.dtype | None, bool], UNetRunner] = {}
 
+    @property
+    def model_image_size(self) -> int:
+        """Side of the images the model sees: its first stage's resolution (256 for DiffTalk)."""
+        first_stage = getattr(getattr(self.model, "config", None), "first_stage", None)
+        return int(getattr(first_stage, "resolution", MODEL_IMAGE_SIZE))
+
     # ------------------------------------------------------------------ inputs
     def prepare_video(self, video: str | Path, progress: bool = False) -> PreparedVideo:
         """Decode the video at 25 fps and find the face in every frame."""
@@ -173,9 +179,9 @@ class LipSyncPipeline:
     # -------------------------------------------------------------- generation
     @torch.no_grad()
     def reference_latent(self, video: PreparedVideo) -> torch.Tensor:
-        """First-stage latent ``(1, C, 64, 64)`` of the reference frame (encoded once per video)."""
+        """First-stage latent ``(1, C, h, w)`` of the reference frame (encoded once per video; 64 x 64 for DiffTalk)."""
         crop, _ = video.crop(self.reference_index(video))
-        image = to_unit(resize_bicubic(crop, MODEL_IMAGE_SIZE)[None])
+        image = to_unit(resize_bicubic(crop, self.model_image_size)[None])
         return self.model.encode_first_stage(self._to_device(image))
 
     @torch.no_grad()
@@ -214,7 +220,8 @@ class LipSyncPipeline:
             for start in range(0, len(indices), o.batch_size):
                 src = indices[start : start + o.batch_size]
                 crops = [video.crop(int(i)) for i in src]
-                inputs = FrameInputs.stack([frame_inputs(c, lm) for c, lm in crops])
+                size, latent = self.model_image_size, model.image_size
+                inputs = FrameInputs.stack([frame_inputs(c, lm, size, latent) for c, lm in crops])
                 n = len(src)
                 rows = np.arange(n)
                 if o.compile and n < o.batch_size:  # one static shape for the compiled UNet: repeat the last frame

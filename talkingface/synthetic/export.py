@@ -1,0 +1,58 @@
+"""The shipped synthetic demo model: slim DiffTalk weights + its small first stage + config, in fp16."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from talkingface.model.image_driven_talkingface.DiffTalk.checkpoint import export_safetensors
+from talkingface.model.image_driven_talkingface.DiffTalk.config import save_config
+
+log = logging.getLogger(__name__)
+
+ASSETS_DIR = Path(__file__).resolve().parent / "assets"
+MODEL_FILE = "model.safetensors"
+FIRST_STAGE_FILE = "first_stage.pt"
+CONFIG_FILE = "config.yaml"
+METRICS_FILE = "metrics.json"
+
+
+def _to_half_safetensors(path: Path) -> None:
+    sd = {k: (v.half() if v.is_floating_point() else v).contiguous() for k, v in load_file(str(path)).items()}
+    save_file(sd, str(path), metadata={"format": "pt", "note": "synthetic demo model (fp16 storage)"})
+    path.chmod(0o644)
+
+
+def export_demo_model(model: torch.nn.Module, first_stage_path: Path, folder: Path, metrics: dict[str, Any]) -> Path:
+    """Write ``model.safetensors`` (EMA UNet + encoders), ``first_stage.pt``, ``config.yaml`` and ``metrics.json``."""
+    from talkingface.model.image_driven_talkingface.DiffTalk.config import load_config
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    export_safetensors(model, folder / MODEL_FILE, slim=True)
+    _to_half_safetensors(folder / MODEL_FILE)
+    fs = torch.load(first_stage_path, map_location="cpu", weights_only=True)
+    torch.save({"state_dict": {k: v.half() for k, v in fs["state_dict"].items()}}, folder / FIRST_STAGE_FILE)
+    cfg = load_config({"model": json.loads(json.dumps(_model_dict(model)))})
+    cfg.model.first_stage.ckpt_path = FIRST_STAGE_FILE
+    save_config(cfg, folder / CONFIG_FILE)
+    keep = {k: v for k, v in metrics.items() if not isinstance(v, list) or k == "correlation_per_video"}
+    (folder / METRICS_FILE).write_text(json.dumps(keep, indent=2) + "\n")
+    log.info("exported the synthetic demo model to %s", folder)
+    return folder
+
+
+def _model_dict(model: torch.nn.Module) -> dict[str, Any]:
+    from omegaconf import OmegaConf
+
+    return OmegaConf.to_container(OmegaConf.structured(model.config), resolve=True)  # type: ignore[return-value]
+
+
+def demo_model_paths(folder: Path = ASSETS_DIR) -> tuple[Path, Path, Path]:
+    """``(config, checkpoint, first stage)`` of the shipped synthetic model."""
+    return folder / CONFIG_FILE, folder / MODEL_FILE, folder / FIRST_STAGE_FILE

@@ -1,0 +1,128 @@
+"""A small first stage for the synthetic model: the DiffTalk ``VQModel`` trained on synthetic frames.
+
+The released latent-diffusion ``vq-f4`` weights are not available offline and a random first stage does not
+reconstruct images, so the synthetic demo model brings its own: encoder and decoder are trained as a continuous
+autoencoder (L1 + L2, latents perturbed by a little noise so the decoder tolerates sampling error), then the
+codebook is set by k-means of encoder outputs, so ``decode(quantize=True)`` works like the released model's.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+
+from talkingface.model.image_driven_talkingface.DiffTalk.autoencoder import VQModel
+from talkingface.model.image_driven_talkingface.DiffTalk.config import FirstStageConfig
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class FirstStageResult:
+    model: VQModel
+    latent_std: float  # std of encoder outputs: 1 / scale_factor for the diffusion model
+    recon_l1: float  # mean |x - decode(encode(x))| (quantized) on the training images, in [-1, 1] units
+    seconds: float
+
+
+def build_vq(cfg: FirstStageConfig) -> VQModel:
+    return VQModel(
+        embed_dim=cfg.embed_dim,
+        n_embed=cfg.n_embed,
+        z_channels=cfg.z_channels,
+        resolution=cfg.resolution,
+        in_channels=cfg.in_channels,
+        out_ch=cfg.out_ch,
+        ch=cfg.ch,
+        ch_mult=cfg.ch_mult,
+        num_res_blocks=cfg.num_res_blocks,
+        attn_resolutions=cfg.attn_resolutions,
+        dropout=cfg.dropout,
+    )
+
+
+def kmeans(x: torch.Tensor, k: int, iters: int, generator: torch.Generator) -> torch.Tensor:
+    """Plain Lloyd k-means of ``(N, D)`` points; empty clusters are re-seeded from random points."""
+    centres = x[torch.randperm(len(x), generator=generator)[:k]].clone()
+    if len(centres) < k:  # fewer points than codes: repeat with jitter
+        extra = centres[torch.randint(len(centres), (k - len(centres),), generator=generator)]
+        centres = torch.cat([centres, extra + 1e-3 * torch.randn(extra.shape, generator=generator)])
+    for _ in range(iters):
+        assign = torch.cdist(x, centres).argmin(dim=1)
+        sums = torch.zeros_like(centres).index_add_(0, assign, x)
+        counts = torch.bincount(assign, minlength=k).to(x.dtype)
+        empty = counts == 0
+        centres = torch.where(empty[:, None], centres, sums / counts.clamp(min=1)[:, None])
+        if empty.any():
+            centres[empty] = x[torch.randint(len(x), (int(empty.sum()),), generator=generator)]
+    return centres
+
+
+def train_first_stage(
+    images: torch.Tensor,
+    cfg: FirstStageConfig,
+    steps: int = 1500,
+    batch_size: int = 32,
+    lr: float = 1e-3,
+    latent_noise: float = 0.1,
+    kmeans_points: int = 20_000,
+    seed: int = 0,
+    progress: bool = True,
+) -> FirstStageResult:
+    """Train a ``VQModel`` on ``images`` ((N, 3, R, R) in [-1, 1], e.g. frames and their masked versions).
+
+    Returns the model in eval mode with its codebook set, and the latent std (use ``scale_factor = 1 / std``).
+    """
+    t0 = time.perf_counter()
+    torch.manual_seed(seed)
+    gen = torch.Generator().manual_seed(seed)
+    vq = build_vq(cfg)
+    params = [p for n, p in vq.named_parameters() if not n.startswith("quantize.")]
+    opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=max(steps, 1), pct_start=0.1)
+    vq.train()
+    bar = tqdm(range(steps), desc="first stage", unit="step", disable=not progress)
+    for _ in bar:
+        x = images[torch.randint(len(images), (batch_size,), generator=gen)]
+        z = vq.encode(x)
+        z_noisy = z + latent_noise * z.detach().std() * torch.randn(z.shape, generator=gen)
+        rec = vq.decode(z_noisy, quantize=False)
+        loss = F.l1_loss(rec, x) + F.mse_loss(rec, x)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        sched.step()
+        bar.set_postfix(loss=f"{loss.item():.4f}")
+    vq.eval()
+    with torch.no_grad():
+        zs = torch.cat([vq.encode(images[i : i + 256]) for i in range(0, len(images), 256)])
+        flat = zs.permute(0, 2, 3, 1).reshape(-1, zs.shape[1])
+        pick = flat[torch.randperm(len(flat), generator=gen)[:kmeans_points]]
+        vq.quantize.embedding.weight.copy_(kmeans(pick, cfg.n_embed, 10, gen))
+        n = min(len(images), 512)
+        rec = torch.cat([vq.decode(zs[i : i + 128]) for i in range(0, n, 128)])[:n]
+        recon = float((rec - images[:n]).abs().mean())
+    vq.requires_grad_(False)
+    result = FirstStageResult(vq, float(zs.std()), recon, time.perf_counter() - t0)
+    log.info(
+        "first stage: %d steps in %.0f s, quantized L1 %.4f, latent std %.3f",
+        steps,
+        result.seconds,
+        recon,
+        result.latent_std,
+    )
+    return result
+
+
+def save_first_stage(vq: VQModel, path: str | Path) -> Path:
+    """Save as ``{"state_dict": <VQ keys without prefix>}`` (what ``load_first_stage`` reads)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save({"state_dict": {k: v.detach().cpu().contiguous() for k, v in vq.state_dict().items()}}, path)
+    return path

@@ -1,0 +1,178 @@
+"""Render synthetic talking-face clips and write them as mp4 (+ landmark sidecar) and/or the training layout."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+from tqdm.auto import tqdm
+
+from talkingface.data.constants import (
+    AUDIO_SMOOTH_DIR,
+    DATA_TXT,
+    FPS,
+    IMAGES_DIR,
+    LANDMARKS_DIR,
+    META_JSON,
+    META_VERSION,
+    TEST_LIST,
+    TRAIN_LIST,
+)
+from talkingface.data.meta import atomic_write_text, audio_feature_spec, format_data_txt, write_json
+from talkingface.data.preprocess.crop import crop_square, landmarks_to_crop, plan_crops
+from talkingface.data.preprocess.features import make_backend
+from talkingface.data.preprocess.windows import smooth_windows
+from talkingface.synthetic.face import (
+    FaceIdentity,
+    draw_face,
+    face_landmarks,
+    face_landmarks_local,
+    head_pose,
+    to_frame,
+)
+from talkingface.synthetic.speech import SpeechTrack, synthesize_speech
+
+log = logging.getLogger(__name__)
+
+DEFAULT_FRAME_SIZE = 160
+DEFAULT_CROP_SIZE = 128
+JPEG_QUALITY = 95
+LANDMARK_FMT = "%.3f"
+SIDECAR_SUFFIX = ".landmarks.npy"
+#: Extra per-clip arrays next to the mp4: mouth opening / width per frame (ground truth for benchmarks).
+MOUTH_SUFFIX = ".mouth.npy"
+#: Layout folder of the per-video ground truth (``mouth/<v>.npy``: opening, width per frame); not read by training.
+MOUTH_DIR = "mouth"
+
+
+@dataclass
+class Clip:
+    """One synthetic video: frames (RGB uint8), landmarks in frame pixels, the speech and the mouth state."""
+
+    identity: FaceIdentity
+    frames: np.ndarray  # (N, S, S, 3) uint8
+    landmarks: np.ndarray  # (N, 68, 2) float32, frame pixels
+    speech: SpeechTrack
+
+    @property
+    def n_frames(self) -> int:
+        return len(self.frames)
+
+
+def clip_rng(seed: int, index: int) -> np.random.Generator:
+    """The generator of clip ``index`` (1-based) of a set made with ``seed``: clips are independent of each other."""
+    return np.random.default_rng([int(seed), int(index)])
+
+
+def render_clip(
+    rng: np.random.Generator, seconds: float, frame_size: int = DEFAULT_FRAME_SIZE, identity: FaceIdentity | None = None
+) -> Clip:
+    """Render ``seconds`` of one identity talking (a new random identity unless one is given)."""
+    from talkingface.synthetic.face import sample_identity
+
+    identity = identity or sample_identity(rng)
+    speech = synthesize_speech(seconds, rng)
+    frames = np.empty((speech.n_frames, frame_size, frame_size, 3), dtype=np.uint8)
+    landmarks = np.empty((speech.n_frames, 68, 2), dtype=np.float32)
+    for i in range(speech.n_frames):
+        pose = head_pose(identity, i / FPS, frame_size)
+        local = face_landmarks_local(identity, float(speech.opening[i]), float(speech.width[i]))
+        frames[i] = draw_face(identity, local, pose, frame_size)
+        landmarks[i] = to_frame(local, pose)
+    return Clip(identity, frames, landmarks, speech)
+
+
+def iter_clips(
+    n: int, seconds: float, seed: int, frame_size: int = DEFAULT_FRAME_SIZE, progress: bool = True
+) -> Iterator[tuple[int, Clip]]:
+    """Clips ``1..n`` of the set made with ``seed`` (deterministic)."""
+    for v in tqdm(range(1, n + 1), desc="synthetic clips", unit="clip", disable=not progress):
+        yield v, render_clip(clip_rng(seed, v), seconds, frame_size)
+
+
+def write_clip_video(clip: Clip, path: str | Path, overwrite: bool = True) -> Path:
+    """H.264 + AAC mp4 of the clip, plus ``<stem>.landmarks.npy`` (N, 68, 2) and ``<stem>.mouth.npy`` (N, 2)."""
+    from talkingface.inference.writer import VideoWriter
+
+    path = Path(path)
+    with VideoWriter(path, FPS, clip.speech.audio, clip.speech.sample_rate, overwrite=overwrite, crf=18) as w:
+        for frame in clip.frames:
+            w.write(frame)
+    np.save(sidecar_path(path), clip.landmarks)
+    np.save(path.with_name(path.stem + MOUTH_SUFFIX), np.column_stack([clip.speech.opening, clip.speech.width]))
+    return path
+
+
+def sidecar_path(video: str | Path) -> Path:
+    """``clip.mp4`` -> ``clip.landmarks.npy``."""
+    video = Path(video)
+    return video.with_name(video.stem + SIDECAR_SUFFIX)
+
+
+def clip_crops(clip: Clip, size: int) -> tuple[np.ndarray, np.ndarray]:
+    """Face crops as the preprocessing makes them (smoothed boxes, 1.8 x landmark box) and landmarks in crop pixels."""
+    boxes = plan_crops(clip.landmarks)
+    crops = np.stack([crop_square(f, b, size) for f, b in zip(clip.frames, boxes, strict=True)])
+    lms = np.stack([landmarks_to_crop(lm, b, size) for lm, b in zip(clip.landmarks, boxes, strict=True)])
+    return crops, lms
+
+
+def clip_audio_windows(clip: Clip, backend_name: str = "mel") -> np.ndarray:
+    """``(N, 8, 16, 29)`` audio_smooth windows of the clip's speech (the project's feature backend)."""
+    backend = make_backend(backend_name)
+    return smooth_windows(backend.frame_windows(clip.speech.audio, clip.n_frames, Path("synthetic")))
+
+
+def write_layout_video(root: Path, number: int, clip: Clip, size: int, backend_name: str = "mel") -> None:
+    """Write one clip's frames into the training layout (``images/``, ``landmarks/``, ``audio_smooth/``)."""
+    crops, lms = clip_crops(clip, size)
+    windows = clip_audio_windows(clip, backend_name)
+    for folder in (IMAGES_DIR, LANDMARKS_DIR, AUDIO_SMOOTH_DIR):
+        (root / folder).mkdir(parents=True, exist_ok=True)
+    params = [cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY]
+    for i in range(clip.n_frames):
+        name = f"{number}_{i}"
+        if not cv2.imwrite(str(root / IMAGES_DIR / f"{name}.jpg"), cv2.cvtColor(crops[i], cv2.COLOR_RGB2BGR), params):
+            raise OSError(f"cannot write {root / IMAGES_DIR / name}.jpg")
+        np.savetxt(root / LANDMARKS_DIR / f"{name}.lms", lms[i], fmt=LANDMARK_FMT)
+        np.save(root / AUDIO_SMOOTH_DIR / f"{name}.npy", windows[i])
+    (root / MOUTH_DIR).mkdir(parents=True, exist_ok=True)
+    np.save(root / MOUTH_DIR / f"{number}.npy", np.column_stack([clip.speech.opening, clip.speech.width]))
+
+
+def write_layout_meta(
+    root: Path, counts: list[int], size: int, test_videos: list[int], backend_kind: str, split_dir: Path
+) -> None:
+    """``meta.json``, ``data.txt`` and the split lists (frames from 1, split by video)."""
+    meta = {
+        "version": META_VERSION,
+        "fps": FPS,
+        "image_size": int(size),
+        "audio_feature": audio_feature_spec(backend_kind),
+        "frame_numbering": "videos 1-based, frames 0-based; data.txt 'v n' means frames 0..n-1 exist",
+        "source": "talkingface.synthetic",
+        "videos": {
+            str(v): {"source": f"synthetic_{v:03d}", "status": "done", "frames": n} for v, n in enumerate(counts, 1)
+        },
+    }
+    write_json(root / META_JSON, meta)
+    atomic_write_text(root / DATA_TXT, format_data_txt(counts))
+    train = [f"{v}_{f}" for v, n in enumerate(counts, 1) if v not in test_videos for f in range(1, n)]
+    test = [f"{v}_{f}" for v, n in enumerate(counts, 1) if v in test_videos for f in range(1, n)]
+    atomic_write_text(split_dir / TRAIN_LIST, "".join(s + "\n" for s in train))
+    atomic_write_text(split_dir / TEST_LIST, "".join(s + "\n" for s in test))
+
+
+def mouth_truth(root: Path, video: int) -> np.ndarray:
+    """``(N, 2)`` ground-truth mouth opening (0..1) and width factor per frame of a layout video."""
+    return np.load(Path(root) / MOUTH_DIR / f"{video}.npy")
+
+
+def landmarks_for(clip: Clip, frame: int, frame_size: int) -> np.ndarray:
+    """Landmarks of frame ``frame`` recomputed from the face model (test helper)."""
+    pose = head_pose(clip.identity, frame / FPS, frame_size)
+    return face_landmarks(clip.identity, float(clip.speech.opening[frame]), float(clip.speech.width[frame]), pose)

@@ -1,0 +1,136 @@
+"""Synthetic talking faces: landmarks match the drawing, determinism, mp4 + training layout, benchmark smoke, demo."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import av
+import cv2
+import numpy as np
+import pytest
+
+from talkingface.data.dataset import TalkDataset
+from talkingface.data.validate import validate_dataset
+from talkingface.synthetic.face import (
+    MOUTH_INTERIOR,
+    draw_face,
+    face_landmarks,
+    face_landmarks_local,
+    head_pose,
+    mouth_darkness,
+    sample_identity,
+)
+from talkingface.synthetic.generate import clip_rng, render_clip
+
+ROOT = Path(__file__).resolve().parents[1]
+SIZE = 160
+
+
+def _dark_mask(img: np.ndarray) -> np.ndarray:
+    """Pixels close to the mouth-interior colour."""
+    return np.abs(img.astype(int) - np.array(MOUTH_INTERIOR)).max(axis=2) < 12
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_mouth_interior_lies_inside_inner_lip_polygon(seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    identity = sample_identity(rng)
+    for opening, width in ((0.4, 1.0), (0.8, 0.8), (1.0, 1.15)):
+        pose = head_pose(identity, 0.7 * seed, SIZE)
+        img = draw_face(identity, face_landmarks_local(identity, opening, width), pose, SIZE)
+        lm = face_landmarks(identity, opening, width, pose)
+        inner = np.zeros((SIZE, SIZE), np.uint8)
+        cv2.fillPoly(inner, [np.round(lm[60:68]).astype(np.int32)], 1)
+        inner = cv2.dilate(inner, np.ones((3, 3), np.uint8))  # anti-aliased edges
+        dark = _dark_mask(img)
+        assert dark.sum() > 5, "an open mouth shows its dark interior"
+        assert (dark & (inner == 0)).sum() == 0, "dark interior pixels outside the inner-lip polygon"
+        # and the polygon is mostly dark (the drawing fills it)
+        core = cv2.erode(inner, np.ones((3, 3), np.uint8), iterations=2).astype(bool)
+        assert dark[core].mean() > 0.75  # the upper inner lip line is drawn over its top edge
+
+
+def test_pixel_opening_tracks_landmark_opening() -> None:
+    clip = render_clip(clip_rng(0, 1), seconds=4.0, frame_size=SIZE)
+    gap = clip.landmarks[:, 66, 1] - clip.landmarks[:, 62, 1]  # inner-lip gap in pixels
+    measured = np.array([mouth_darkness(f, lm) for f, lm in zip(clip.frames, clip.landmarks, strict=True)])
+    assert clip.speech.opening.max() > 0.5 and (clip.speech.opening < 0.02).any(), "speech has loud and silent parts"
+    assert np.corrcoef(gap, clip.speech.opening)[0, 1] > 0.99
+    assert np.corrcoef(measured, gap)[0, 1] > 0.95
+
+
+def test_generation_is_deterministic() -> None:
+    a = render_clip(clip_rng(7, 3), seconds=0.5, frame_size=96)
+    b = render_clip(clip_rng(7, 3), seconds=0.5, frame_size=96)
+    c = render_clip(clip_rng(7, 4), seconds=0.5, frame_size=96)
+    assert np.array_equal(a.frames, b.frames) and np.array_equal(a.speech.audio, b.speech.audio)
+    assert not np.array_equal(a.frames, c.frames)
+
+
+def test_cli_writes_videos_and_a_valid_layout(tmp_path: Path) -> None:
+    from talkingface.synthetic.__main__ import main
+
+    out = tmp_path / "syn"
+    argv = ["--out", str(out), "--identities", "2", "--seconds", "1.2", "--seed", "3", "--layout", "--no-progress"]
+    argv += ["--test-identities", "1"]
+    assert main(argv) == 0
+    video = out / "videos" / "synthetic_001.mp4"
+    with av.open(str(video)) as c:
+        assert c.streams.video[0].codec_context.name == "h264" and c.streams.audio
+    lms = np.load(out / "videos" / "synthetic_001.landmarks.npy")
+    assert lms.shape == (30, 68, 2)
+    assert validate_dataset(out / "dataset", progress=False) == []
+    item = TalkDataset(out / "dataset", out / "data_train.txt", image_size=64)[0]
+    assert item["image"].shape == (64, 64, 3) and item["landmarks"].shape == (39, 2)
+    assert item["audio_smooth"].shape == (8, 16, 29)
+    assert 0 < item["landmarks"].min() and item["landmarks"].max() < 64
+    assert (out / "data_test.txt").read_text().startswith("2_1\n")
+
+
+def test_learnability_benchmark_smoke(tmp_path: Path) -> None:
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    import learnability
+
+    report = learnability.run(
+        learnability.build_parser().parse_args(
+            [
+                "--out",
+                str(tmp_path / "run"),
+                "--smoke",
+                "--no-progress",
+                "--threads",
+                "1",
+                "--export",
+                str(tmp_path / "export"),
+            ]
+        )
+    )
+    for variant in ("real", "control"):
+        v = report["variants"][variant]
+        assert -1.0 <= v["correlation"] <= 1.0 and np.isfinite(v["mouth_psnr"])
+        assert v["eval_frames"] == 4
+    assert (tmp_path / "export" / "model.safetensors").is_file()
+    assert (tmp_path / "run" / "report.json").is_file()
+
+
+def test_no_argument_demo_writes_an_mp4(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from talkingface.synthetic.export import demo_model_paths
+
+    if not demo_model_paths()[1].is_file():
+        pytest.fail("the shipped synthetic demo model is missing (talkingface/synthetic/assets)")
+    monkeypatch.setenv("TALKINGFACE_DEMO_SECONDS", "0.8")
+    monkeypatch.setenv("TALKINGFACE_DEMO_STEPS", "2")
+    monkeypatch.chdir(tmp_path)
+    sys.path.insert(0, str(ROOT))
+    import demo
+
+    assert demo.main(["--no-progress"]) == 0
+    out = tmp_path / "synthetic_demo.mp4"
+    with av.open(str(out)) as c:
+        assert c.streams.video[0].codec_context.name == "h264"
+        assert c.streams.audio[0].codec_context.name == "aac"
+        frames = [f.to_ndarray(format="rgb24") for f in c.decode(video=0)]
+    assert len(frames) == 20 and frames[0].shape == (160, 160, 3)
+    assert demo.main(["--no-progress"]) == 2  # an existing output is refused ...
+    assert demo.main(["--no-progress", "--overwrite"]) == 0  # ... unless --overwrite
