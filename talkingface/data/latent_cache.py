@@ -177,22 +177,9 @@ class _FrameImages:
 
 def build_first_stage(first_stage_cfg: Any) -> Any:
     """The VQ first stage alone (no UNet) from the ``model.first_stage`` config."""
-    from talkingface.model.image_driven_talkingface.DiffTalk.autoencoder import VQModel
+    from talkingface.model.image_driven_talkingface.DiffTalk.model import build_first_stage as build
 
-    f = first_stage_cfg
-    return VQModel(
-        embed_dim=f.embed_dim,
-        n_embed=f.n_embed,
-        z_channels=f.z_channels,
-        resolution=f.resolution,
-        in_channels=f.in_channels,
-        out_ch=f.out_ch,
-        ch=f.ch,
-        ch_mult=f.ch_mult,
-        num_res_blocks=f.num_res_blocks,
-        attn_resolutions=f.attn_resolutions,
-        dropout=f.dropout,
-    )
+    return build(first_stage_cfg)
 
 
 def build_latent_cache(

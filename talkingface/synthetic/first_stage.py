@@ -19,6 +19,7 @@ from tqdm.auto import tqdm
 
 from talkingface.model.image_driven_talkingface.DiffTalk.autoencoder import VQModel
 from talkingface.model.image_driven_talkingface.DiffTalk.config import FirstStageConfig
+from talkingface.model.image_driven_talkingface.DiffTalk.model import build_first_stage
 
 log = logging.getLogger(__name__)
 
@@ -32,19 +33,8 @@ class FirstStageResult:
 
 
 def build_vq(cfg: FirstStageConfig) -> VQModel:
-    return VQModel(
-        embed_dim=cfg.embed_dim,
-        n_embed=cfg.n_embed,
-        z_channels=cfg.z_channels,
-        resolution=cfg.resolution,
-        in_channels=cfg.in_channels,
-        out_ch=cfg.out_ch,
-        ch=cfg.ch,
-        ch_mult=cfg.ch_mult,
-        num_res_blocks=cfg.num_res_blocks,
-        attn_resolutions=cfg.attn_resolutions,
-        dropout=cfg.dropout,
-    )
+    """An untrained VQ first stage of the config's size."""
+    return build_first_stage(cfg)
 
 
 def kmeans(x: torch.Tensor, k: int, iters: int, generator: torch.Generator) -> torch.Tensor:

@@ -17,7 +17,7 @@ from torch import nn
 
 from .autoencoder import VQModel
 from .conditions import DiffTalkConditions
-from .config import ModelConfig
+from .config import FirstStageConfig, ModelConfig
 from .ema import LitEma
 from .encoders import AudioAttNet, AudioNet, LdmNet
 from .samplers import ddim_sample, dpm_solver_pp_sample
@@ -25,6 +25,23 @@ from .schedule import extract, linear_sqrt_betas, schedule_buffers
 from .unet import UNetModel
 
 log = logging.getLogger(__name__)
+
+
+def build_first_stage(cfg: FirstStageConfig) -> VQModel:
+    """The VQ first stage (untrained) from the ``model.first_stage`` config."""
+    return VQModel(
+        embed_dim=cfg.embed_dim,
+        n_embed=cfg.n_embed,
+        z_channels=cfg.z_channels,
+        resolution=cfg.resolution,
+        in_channels=cfg.in_channels,
+        out_ch=cfg.out_ch,
+        ch=cfg.ch,
+        ch_mult=cfg.ch_mult,
+        num_res_blocks=cfg.num_res_blocks,
+        attn_resolutions=cfg.attn_resolutions,
+        dropout=cfg.dropout,
+    )
 
 
 class DiffusionWrapper(nn.Module):
@@ -76,19 +93,7 @@ class DiffTalkModel(nn.Module):
         ).items():
             self.register_buffer(name, value)
 
-        self.first_stage_model = VQModel(
-            embed_dim=fcfg.embed_dim,
-            n_embed=fcfg.n_embed,
-            z_channels=fcfg.z_channels,
-            resolution=fcfg.resolution,
-            in_channels=fcfg.in_channels,
-            out_ch=fcfg.out_ch,
-            ch=fcfg.ch,
-            ch_mult=fcfg.ch_mult,
-            num_res_blocks=fcfg.num_res_blocks,
-            attn_resolutions=fcfg.attn_resolutions,
-            dropout=fcfg.dropout,
-        )
+        self.first_stage_model = build_first_stage(fcfg)
         self.first_stage_model.eval()
         self.first_stage_model.requires_grad_(False)
 
