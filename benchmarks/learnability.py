@@ -13,6 +13,7 @@ generated and the true mouth opening over time, and PSNR/SSIM of the mouth box.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import logging
 import sys
@@ -47,19 +48,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="run folder (report.json, first_stage.pt, model exports)")
     p.add_argument("--data", default=None, help="synthetic set made by talkingface.synthetic (default OUT/data)")
     p.add_argument("--config", default=str(default_config_path("synthetic.yaml")))
-    p.add_argument("--identities", type=int, default=16)
-    p.add_argument("--seconds", type=float, default=12.0)
-    p.add_argument("--test-identities", type=int, default=3)
+    p.add_argument("--identities", type=int, default=64)
+    p.add_argument("--seconds", type=float, default=5.0)
+    p.add_argument("--test-identities", type=int, default=4)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--first-stage", default=None, help="reuse a first stage saved by an earlier run")
-    p.add_argument("--first-stage-steps", type=int, default=600)
-    p.add_argument("--first-stage-batch", type=int, default=8)
-    p.add_argument("--steps", type=int, default=3000, help="diffusion training steps per variant")
+    p.add_argument("--first-stage-steps", type=int, default=2500)
+    p.add_argument("--first-stage-batch", type=int, default=16)
+    p.add_argument("--steps", type=int, default=20000, help="diffusion training steps per variant")
     p.add_argument("--batch-size", type=int, default=None, help="default: the config's data.batch_size")
     p.add_argument("--lr", type=float, default=None, help="default: the config's base_learning_rate")
     p.add_argument("--variants", default="real,control", help="comma list of real, control")
     p.add_argument("--eval-frames", type=int, default=100, help="held-out frames per identity")
     p.add_argument("--sample-steps", type=int, default=20, help="DPM-Solver++ steps")
+    p.add_argument("--eval-every", type=int, default=4000, help="also evaluate (learning curve) every N steps")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     p.add_argument("--device", default="cpu")
     p.add_argument("--export", default=None, help="write the real model as the demo model into this folder")
@@ -116,11 +118,7 @@ def run(args: argparse.Namespace) -> dict:
         holder = torch.nn.Module()
         holder.first_stage_model = vq
         load_first_stage(holder, fs_path)
-        with torch.no_grad():
-            std = float(
-                torch.cat([vq.encode(train.images[i : i + 256]) for i in range(0, len(train.images), 256)]).std()
-            )
-        report["first_stage"] = {"path": str(fs_path), "latent_std": std, "reused": True}
+        report["first_stage"] = {"path": str(fs_path), "reused": True}
     else:
         fs = train_first_stage(
             torch.cat([train.images, train.masked]),
@@ -130,21 +128,29 @@ def run(args: argparse.Namespace) -> dict:
             seed=args.seed,
             progress=progress,
         )
-        vq, std = fs.model, fs.latent_std
+        vq = fs.model
         save_first_stage(vq, fs_path)
         report["first_stage"] = {
             "path": str(fs_path),
-            "latent_std": std,
             "recon_l1": fs.recon_l1,
             "seconds": round(fs.seconds, 1),
             "steps": args.first_stage_steps,
         }
+    # scale_factor = 1 / std of the training frames' latents, the same whether the first stage was trained now or reused
+    with torch.no_grad():
+        std = float(torch.cat([vq.encode(train.images[i : i + 256]) for i in range(0, len(train.images), 256)]).std())
+    report["first_stage"]["latent_std"] = std
     batch = args.batch_size or cfg.data.batch_size
     lr = args.lr or cfg.model.base_learning_rate
     for variant in [v.strip() for v in args.variants.split(",") if v.strip()]:
         if variant not in ("real", "control"):
             raise SystemExit(f"error: unknown variant {variant!r} (real, control)")
         model = build_model(load_config(args.config), vq, 1.0 / max(std, 1e-6)).to(args.device)
+        entry: dict = {"train_steps": args.steps, "batch_size": batch, "lr": lr, "curve": []}
+        report["variants"][variant] = entry
+        checkpoint = functools.partial(
+            _checkpoint, model=model, variant=variant, entry=entry, report=report, args=args, fs_path=fs_path
+        )
         stats = train_diffusion(
             model,
             train,
@@ -156,41 +162,73 @@ def run(args: argparse.Namespace) -> dict:
             min_distance=cfg.data.reference_min_distance,
             seed=args.seed,
             progress=progress,
+            every=args.eval_every,
+            on_checkpoint=checkpoint,
         )
-        t0 = time.perf_counter()
-        res = evaluate_heldout(
-            model, root, data / "data_test.txt", args.eval_frames, args.sample_steps, seed=args.seed, progress=progress
-        )
-        tail = stats.losses[-200:]
-        report["variants"][variant] = {
+        entry["train_seconds"] = round(stats.seconds, 1)
+        log.info("%s: trained %d steps in %.0f s", variant, args.steps, stats.seconds)
+        if variant == "real" and args.export:
+            export_demo_model(model, fs_path, Path(args.export), metrics=entry)
+        (out / "report.json").write_text(json.dumps(report, indent=2) + "\n")
+    return report
+
+
+def _checkpoint(
+    step: int,
+    losses: list[float],
+    *,
+    model: torch.nn.Module,
+    variant: str,
+    entry: dict,
+    report: dict,
+    args: argparse.Namespace,
+    fs_path: Path,
+) -> None:
+    """Evaluate on the held-out identities (a point of the learning curve), save the model so far to OUT/<variant>
+    (loadable with ``get_difftalk_inference``) and rewrite OUT/report.json."""
+    out, data = Path(args.out), Path(report["data"])
+    root = data / DATASET_DIR
+    t0 = time.perf_counter()
+    res = evaluate_heldout(
+        model, root, data / "data_test.txt", args.eval_frames, args.sample_steps, seed=args.seed, progress=False
+    )
+    point = {
+        "step": step,
+        "correlation": res.correlation,
+        "correlation_per_video": res.correlation_per_video,
+        "mouth_psnr": res.mouth_psnr,
+        "mouth_ssim": res.mouth_ssim,
+        "loss": sum(losses[-200:]) / max(len(losses[-200:]), 1),
+    }
+    entry["curve"].append(point)
+    entry.update(
+        {
             "correlation": res.correlation,
             "correlation_per_video": res.correlation_per_video,
             "correlation_measure_on_ground_truth": res.correlation_gt_pixels,
+            "correlation_measure_through_first_stage": res.correlation_first_stage,
             "mouth_psnr": res.mouth_psnr,
             "mouth_ssim": res.mouth_ssim,
             "eval_frames": res.frames,
-            "train_steps": args.steps,
-            "batch_size": batch,
-            "lr": lr,
-            "train_seconds": round(stats.seconds, 1),
+            "steps_done": step,
             "eval_seconds": round(time.perf_counter() - t0, 1),
-            "final_loss": sum(tail) / max(len(tail), 1),
+            "final_loss": point["loss"],
             "opening_true": res.opening_true,
             "opening_generated": res.opening_generated,
         }
-        log.info(
-            "%s: r = %.3f (per video %s), mouth PSNR %.2f dB, SSIM %.3f, trained %.0f s",
-            variant,
-            res.correlation,
-            [round(r, 3) for r in res.correlation_per_video],
-            res.mouth_psnr,
-            res.mouth_ssim,
-            stats.seconds,
-        )
-        if variant == "real" and args.export:
-            export_demo_model(model, fs_path, Path(args.export), metrics=report["variants"][variant])
-        (out / "report.json").write_text(json.dumps(report, indent=2) + "\n")
-    return report
+    )
+    log.info(
+        "%s @ %d steps: r = %.3f (per video %s), mouth PSNR %.2f dB, SSIM %.3f",
+        variant,
+        step,
+        res.correlation,
+        [round(r, 3) for r in res.correlation_per_video],
+        res.mouth_psnr,
+        res.mouth_ssim,
+    )
+    # the model so far, loadable with get_difftalk_inference (config.yaml + model.safetensors + first stage)
+    export_demo_model(model, fs_path, out / variant, metrics=entry)
+    (out / "report.json").write_text(json.dumps(report, indent=2) + "\n")
 
 
 def main(argv: list[str] | None = None) -> int:

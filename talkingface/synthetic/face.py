@@ -223,19 +223,33 @@ def draw_face(
     return img
 
 
-def mouth_darkness(image: np.ndarray, landmarks: np.ndarray, margin: float = 0.15) -> float:
-    """Pixel statistic of the mouth opening: mean darkness in the box of mouth landmarks 48-67.
-
-    Darkness of a pixel is ``clip((0.3 - Y) / 0.3, 0, 1)`` with Y its luminance in [0, 1]: the mouth interior
-    (Y ~ 0.1) counts, lips and skin (Y > 0.35) do not. ``image``: RGB uint8 or float in [0, 1].
-    """
+def darkness(image: np.ndarray) -> np.ndarray:
+    """Per-pixel darkness ``clip((0.3 - Y) / 0.3, 0, 1)`` of an RGB image (uint8, or float in [0, 1]), Y its
+    luminance: the mouth interior (Y ~ 0.1) counts, lips and skin (Y > 0.35) do not."""
     img = image.astype(np.float32) / 255.0 if image.dtype == np.uint8 else image.astype(np.float32)
-    pts = np.asarray(landmarks)[48:68]
-    lo, hi = pts.min(axis=0), pts.max(axis=0)
-    pad = margin * (hi - lo).max()
-    h, w = img.shape[:2]
-    x0, y0 = int(max(np.floor(lo[0] - pad), 0)), int(max(np.floor(lo[1] - pad), 0))
-    x1, y1 = int(min(np.ceil(hi[0] + pad) + 1, w)), int(min(np.ceil(hi[1] + pad) + 1, h))
-    box = img[y0:y1, x0:x1]
-    lum = 0.299 * box[..., 0] + 0.587 * box[..., 1] + 0.114 * box[..., 2]
-    return float(np.clip((0.3 - lum) / 0.3, 0.0, 1.0).sum() / max((pts.max(0) - pts.min(0)).prod(), 1.0))
+    lum = 0.299 * img[..., 0] + 0.587 * img[..., 1] + 0.114 * img[..., 2]
+    return np.clip((0.3 - lum) / 0.3, 0.0, 1.0)
+
+
+def video_mouth_width(landmarks: np.ndarray) -> float:
+    """Median mouth-corner distance (landmarks 48-54) over the frames ``(N, 68, 2)`` of one video: the fixed
+    scale of :func:`mouth_opening_px` for that video."""
+    lm = np.asarray(landmarks, dtype=np.float64).reshape(-1, 68, 2)
+    return float(np.median(np.linalg.norm(lm[:, 54] - lm[:, 48], axis=1)))
+
+
+def mouth_opening_px(image: np.ndarray, nose_tip: np.ndarray, mouth_width: float) -> float:
+    """Mouth opening measured on pixels only: the dark mass in a box below the nose tip (landmark 33) divided by
+    the video's mouth width, in pixels (the dark area over the mouth width; proportional to the inner-lip gap,
+    about 0.4 x the gap for the lens-shaped inner lips of :func:`face_landmarks_local`).
+
+    The box (``±0.75`` widths across, ``0.1``-``1.3`` widths below the nose tip) is placed by a landmark that does
+    not move with speech and sized by a per-video constant (:func:`video_mouth_width`), so the measure of a
+    generated frame depends on its pixels alone, not on the true mouth landmarks of that frame.
+    """
+    cx, cy = float(nose_tip[0]), float(nose_tip[1])
+    w = float(mouth_width)
+    h, wd = image.shape[:2]
+    x0, x1 = max(int(round(cx - 0.75 * w)), 0), min(int(round(cx + 0.75 * w)), wd)
+    y0, y1 = max(int(round(cy + 0.1 * w)), 0), min(int(round(cy + 1.3 * w)), h)
+    return float(darkness(image[y0:y1, x0:x1]).sum() / max(w, 1.0))

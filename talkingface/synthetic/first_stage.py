@@ -23,6 +23,9 @@ from talkingface.model.image_driven_talkingface.DiffTalk.model import build_firs
 
 log = logging.getLogger(__name__)
 
+#: The six orders of the RGB channels (colour augmentation of the first-stage training images).
+_CHANNEL_ORDERS = torch.tensor([[0, 1, 2], [0, 2, 1], [1, 0, 2], [1, 2, 0], [2, 0, 1], [2, 1, 0]])
+
 
 @dataclass
 class FirstStageResult:
@@ -61,6 +64,7 @@ def train_first_stage(
     batch_size: int = 32,
     lr: float = 1e-3,
     latent_noise: float = 0.1,
+    colour_augment: bool = True,
     kmeans_points: int = 20_000,
     seed: int = 0,
     progress: bool = True,
@@ -68,6 +72,9 @@ def train_first_stage(
     """Train a ``VQModel`` on ``images`` ((N, 3, R, R) in [-1, 1], e.g. frames and their masked versions).
 
     Returns the model in eval mode with its codebook set, and the latent std (use ``scale_factor = 1 / std``).
+    ``colour_augment`` permutes the RGB channels of each training image at random (6 orders), so the autoencoder
+    meets skin, hair and background colours beyond those of the few training identities and reconstructs held-out
+    identities without snapping their colours to the training palette.
     """
     t0 = time.perf_counter()
     torch.manual_seed(seed)
@@ -80,6 +87,9 @@ def train_first_stage(
     bar = tqdm(range(steps), desc="first stage", unit="step", disable=not progress)
     for _ in bar:
         x = images[torch.randint(len(images), (batch_size,), generator=gen)]
+        if colour_augment:
+            order = _CHANNEL_ORDERS[torch.randint(len(_CHANNEL_ORDERS), (batch_size,), generator=gen)]
+            x = torch.gather(x, 1, order[:, :, None, None].expand_as(x))
         z = vq.encode(x)
         z_noisy = z + latent_noise * z.detach().std() * torch.randn(z.shape, generator=gen)
         rec = vq.decode(z_noisy, quantize=False)
@@ -92,7 +102,12 @@ def train_first_stage(
     vq.eval()
     with torch.no_grad():
         zs = torch.cat([vq.encode(images[i : i + 256]) for i in range(0, len(images), 256)])
-        flat = zs.permute(0, 2, 3, 1).reshape(-1, zs.shape[1])
+        pool = zs
+        if colour_augment:  # the codebook covers the augmented colours too
+            order = _CHANNEL_ORDERS[torch.randint(len(_CHANNEL_ORDERS), (len(images),), generator=gen)]
+            shuffled = torch.gather(images, 1, order[:, :, None, None].expand_as(images))
+            pool = torch.cat([zs, *(vq.encode(shuffled[i : i + 256]) for i in range(0, len(images), 256))])
+        flat = pool.permute(0, 2, 3, 1).reshape(-1, zs.shape[1])
         pick = flat[torch.randperm(len(flat), generator=gen)[:kmeans_points]]
         vq.quantize.embedding.weight.copy_(kmeans(pick, cfg.n_embed, 10, gen))
         n = min(len(images), 512)

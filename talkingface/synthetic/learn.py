@@ -3,14 +3,16 @@
 Plain-PyTorch loop over the public model API (``get_input``-equivalent encoding, ``training_loss``, EMA, ``sample``)
 on first-stage latents cached in memory. The evaluation mirrors the inference pipeline on held-out identities:
 reference = frame 1 of the video, ``x0`` = the frame's latent outside the jaw polygon, masked image black from
-landmark 33 down, DPM-Solver++; it measures the generated mouth opening (dark pixels in the mouth box) against
-the ground-truth opening, and PSNR/SSIM of the mouth box.
+landmark 33 down, DPM-Solver++; it measures the generated mouth opening on pixels alone (mean height of the dark
+mouth interior in a box below the nose tip, :func:`~talkingface.synthetic.face.mouth_opening_px`) against the
+ground-truth opening, and PSNR/SSIM of the mouth box.
 """
 
 from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -19,14 +21,14 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from talkingface.data.constants import IMAGES_DIR, MODEL_LANDMARK_ROWS
+from talkingface.data.constants import IMAGES_DIR
 from talkingface.data.dataset import TalkDataset, draw_reference, load_landmarks, read_split
 from talkingface.data.meta import read_data_txt
 from talkingface.evaluate.metrics import batch_metrics
 from talkingface.inference.inputs import frame_inputs, to_unit
 from talkingface.model.image_driven_talkingface.DiffTalk.config import DiffTalkConfig
 from talkingface.model.image_driven_talkingface.DiffTalk.lightning_module import LatentDiffusion
-from talkingface.synthetic.face import mouth_darkness
+from talkingface.synthetic.face import mouth_opening_px, video_mouth_width
 from talkingface.synthetic.generate import mouth_truth
 
 log = logging.getLogger(__name__)
@@ -84,9 +86,13 @@ def train_diffusion(
     min_distance: int = 60,
     seed: int = 0,
     progress: bool = True,
+    every: int = 0,
+    on_checkpoint: Callable[[int, list[float]], None] | None = None,
 ) -> TrainStats:
     """AdamW over UNet + condition encoders, EMA after each step. ``shuffle_audio``: the control — every frame
-    gets the audio of a random other training frame (a fixed permutation), so audio carries no information."""
+    gets the audio of a random other training frame (a fixed permutation), so audio carries no information.
+    ``on_checkpoint(step, losses)`` is called every ``every`` steps and after the last (the model in eval mode; training
+    resumes afterwards): e.g. evaluate the learning curve and save the model so far."""
     t0 = time.perf_counter()
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
@@ -100,7 +106,7 @@ def train_diffusion(
     model.train()
     stats = TrainStats(steps, 0.0)
     bar = tqdm(range(steps), desc="diffusion" + (" (shuffled audio)" if shuffle_audio else ""), disable=not progress)
-    for _ in bar:
+    for step in bar:
         idx = rng.integers(len(z), size=batch_size)
         ref = [
             index.get(
@@ -126,6 +132,13 @@ def train_diffusion(
         stats.losses.append(float(loss.detach()))
         if len(stats.losses) % 50 == 0:
             bar.set_postfix(loss=f"{np.mean(stats.losses[-50:]):.4f}")
+        done = step + 1
+        if on_checkpoint is not None and (done == steps or (every > 0 and done % every == 0)):
+            stats.seconds = time.perf_counter() - t0
+            model.eval()
+            on_checkpoint(done, stats.losses)
+            model.train()
+            t0 = time.perf_counter() - stats.seconds  # checkpoint time is not training time
     model.eval()
     stats.seconds = time.perf_counter() - t0
     return stats
@@ -136,6 +149,7 @@ class EvalResult:
     correlation: float  # Pearson r, generated vs ground-truth opening, pooled over held-out frames
     correlation_per_video: list[float]
     correlation_gt_pixels: float  # the same measure on the ground-truth frames (ceiling of the measure)
+    correlation_first_stage: float  # ... on ground truth passed through the first stage (ceiling of the model)
     mouth_psnr: float
     mouth_ssim: float
     frames: int
@@ -166,7 +180,7 @@ def evaluate_heldout(
     size, latent = model.config.first_stage.resolution, model.image_size
     videos, frames = read_split(split)
     gen = torch.Generator().manual_seed(seed)
-    true_open, gen_open, gt_open, per_video = [], [], [], []
+    true_open, gen_open, gt_open, rec_open, per_video = [], [], [], [], []
     metrics: list[dict[str, float]] = []
     ds = TalkDataset(root, split, image_size=size)
     by_video: dict[int, list[int]] = {}
@@ -182,7 +196,7 @@ def evaluate_heldout(
 
         ref_img, ref_lm = crop(f"{v}_1")
         ref = model.encode_first_stage(torch.from_numpy(to_unit(frame_inputs(ref_img, ref_lm, size, latent).image)))
-        v_true, v_gen = [], []
+        v_true, v_pred, v_img, v_rec, v_lm = [], [], [], [], []
         for start in range(0, len(rows), batch_size):
             chunk = rows[start : start + batch_size]
             names = [f"{v}_{int(frames[i])}" for i in chunk]
@@ -204,12 +218,18 @@ def evaluate_heldout(
             pred = model.decode_first_stage(out).clamp(-1, 1)
             lm68 = np.stack([lm * (size / c.shape[1]) for c, lm in crops])  # landmarks at the model's size
             metrics.append({k: val * b for k, val in batch_metrics(pred, image, landmarks=lm68).items()})
-            pred_u8 = ((pred + 1) * 127.5).round().clamp(0, 255).byte().permute(0, 2, 3, 1).numpy()
-            img_u8 = ((image + 1) * 127.5).round().clamp(0, 255).byte().permute(0, 2, 3, 1).numpy()
-            for j, i in enumerate(chunk):
-                v_true.append(float(truth[int(frames[i])]))
-                v_gen.append(mouth_darkness(pred_u8[j], lm68[j]))
-                gt_open.append(mouth_darkness(img_u8[j], lm68[j]))
+            pred_u8 = to_u8(pred)
+            img_u8, rec_u8 = (to_u8(x) for x in (image, model.decode_first_stage(x0).clamp(-1, 1)))
+            v_true += [float(truth[int(frames[i])]) for i in chunk]
+            v_pred.append(pred_u8)
+            v_img.append(img_u8)
+            v_rec.append(rec_u8)
+            v_lm.append(lm68)
+        lms = np.concatenate(v_lm)
+        width = video_mouth_width(lms)  # fixed per video
+        v_gen = _measure(v_pred, lms, width)
+        gt_open += _measure(v_img, lms, width)
+        rec_open += _measure(v_rec, lms, width)
         per_video.append(_pearson(np.array(v_true), np.array(v_gen)))
         true_open += v_true
         gen_open += v_gen
@@ -218,6 +238,7 @@ def evaluate_heldout(
         correlation=_pearson(np.array(true_open), np.array(gen_open)),
         correlation_per_video=per_video,
         correlation_gt_pixels=_pearson(np.array(true_open), np.array(gt_open)),
+        correlation_first_stage=_pearson(np.array(true_open), np.array(rec_open)),
         mouth_psnr=sum(m["mouth_psnr"] for m in metrics) / n,
         mouth_ssim=sum(m["mouth_ssim"] for m in metrics) / n,
         frames=n,
@@ -226,8 +247,14 @@ def evaluate_heldout(
     )
 
 
-def model_landmark_rows() -> list[int]:
-    return list(MODEL_LANDMARK_ROWS)
+def _measure(images: list[np.ndarray], landmarks: np.ndarray, width: float) -> list[float]:
+    """:func:`mouth_opening_px` of each frame of a video (batches of uint8 RGB, landmarks at the model size)."""
+    return [mouth_opening_px(im, lm[33], width) for im, lm in zip(np.concatenate(images), landmarks, strict=True)]
+
+
+def to_u8(images: torch.Tensor) -> np.ndarray:
+    """``(B, 3, H, W)`` in [-1, 1] -> ``(B, H, W, 3)`` uint8."""
+    return ((images + 1) * 127.5).round().clamp(0, 255).byte().permute(0, 2, 3, 1).numpy()
 
 
 def build_model(cfg: DiffTalkConfig, first_stage: torch.nn.Module, scale_factor: float) -> LatentDiffusion:
