@@ -149,7 +149,7 @@ class EvalResult:
     correlation: float  # Pearson r, generated vs ground-truth opening, pooled over held-out frames
     correlation_per_video: list[float]
     correlation_gt_pixels: float  # the same measure on the ground-truth frames (ceiling of the measure)
-    correlation_first_stage: float  # ... on ground truth passed through the first stage (ceiling of the model)
+    correlation_first_stage: float  # ... on ground truth passed through the first stage (what the model can reach)
     mouth_psnr: float
     mouth_ssim: float
     frames: int
