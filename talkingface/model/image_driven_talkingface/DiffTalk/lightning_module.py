@@ -34,6 +34,11 @@ NOSE_TIP_ROW = 4 + (30 - 13)
 CONFIG_CKPT_KEY, FEATURE_KIND_CKPT_KEY = "difftalk_config", "audio_feature_kind"
 
 
+def fused_adamw_supported(params: list[torch.nn.Parameter]) -> bool:
+    """The fused AdamW kernel is used for parameters on a GPU."""
+    return all(p.is_cuda for p in params)
+
+
 class LatentDiffusion(DiffTalkModel, pl.LightningModule):
     """DiffTalk with Lightning steps: AdamW over UNet + condition encoders, EMA after every optimizer step.
 
@@ -164,8 +169,22 @@ class LatentDiffusion(DiffTalkModel, pl.LightningModule):
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
         params = [p for p in self.trainable_parameters() if p.requires_grad]
-        fused = self.fused_optimizer and all(p.is_cuda for p in params)
+        fused = self.fused_optimizer and fused_adamw_supported(params) and not self._clips_under_amp()
         return torch.optim.AdamW(params, lr=self.learning_rate, fused=fused or None)
+
+    def _clips_under_amp(self) -> bool:
+        """True when Lightning will clip gradients under mixed precision (``16-mixed``/``bf16-mixed``): its AMP
+        plugin refuses to clip for an optimizer that unscales internally, which the fused AdamW does, so the
+        multi-tensor AdamW is used instead (found on an H100: ``train.precision=bf16-mixed`` crashed at step 1)."""
+        trainer = getattr(self, "_trainer", None)
+        if trainer is None or not (trainer.gradient_clip_val or 0) > 0:
+            return False
+        from pytorch_lightning.plugins.precision import MixedPrecision
+
+        if isinstance(trainer.precision_plugin, MixedPrecision):
+            log.info("mixed precision with gradient clipping: using the multi-tensor AdamW instead of the fused one")
+            return True
+        return False
 
     # -------------------------------------------------------------- checkpoints
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
