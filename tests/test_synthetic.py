@@ -127,7 +127,8 @@ def test_learnability_benchmark_smoke(tmp_path: Path) -> None:
     )
     for variant in ("real", "control"):
         v = report["variants"][variant]
-        assert -1.0 <= v["correlation"] <= 1.0 and np.isfinite(v["mouth_psnr"])
+        # a constant prediction (a collapsed model or a broken mouth measure) gives a NaN correlation
+        assert np.isfinite(v["correlation"]) and np.isfinite(v["mouth_psnr"])
         assert v["eval_frames"] == 4
         assert [p["step"] for p in v["curve"]] == [2, 3]  # the learning curve: every 2 steps and the last
     assert (tmp_path / "export" / "model.safetensors").is_file()

@@ -8,8 +8,6 @@ window fits inside the image (skimage crops the filter's border of 5 pixels) and
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -93,10 +91,3 @@ def ssim_image(pred: np.ndarray, gt: np.ndarray, data_range: float | None = None
     """SSIM of two ``(H, W[, C])`` images (float64 arithmetic), equal to skimage's with the settings above."""
     r = default_range(gt) if data_range is None else data_range
     return float(ssim(to_tensor(pred), to_tensor(gt), r)[0])
-
-
-def finite_mean(values: list[float] | np.ndarray) -> float:
-    """Mean ignoring NaN (missing) values; ``nan`` when nothing is left; ``inf`` stays ``inf``."""
-    arr = np.asarray(values, dtype=np.float64)
-    arr = arr[~np.isnan(arr)]
-    return float(arr.mean()) if arr.size else math.nan

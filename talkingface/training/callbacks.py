@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import signal
 import time
@@ -14,6 +13,7 @@ import pytorch_lightning as pl
 import torch
 from pytorch_lightning.utilities import rank_zero_only
 
+from talkingface.training.export import export_slim
 from talkingface.training.images import make_grid, write_png
 
 log = logging.getLogger(__name__)
@@ -166,18 +166,4 @@ class SlimExport(pl.Callback):
 
     @rank_zero_only
     def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        from talkingface.training.export import export_slim
-
         export_slim(pl_module, self.path)
-
-
-def slim_metadata(pl_module: Any) -> dict[str, str]:
-    """safetensors metadata (str -> str) for a module with ``run_config`` / ``config.conditioning``."""
-    meta: dict[str, str] = {}
-    run_config = getattr(pl_module, "run_config", None)
-    if run_config is not None:
-        meta["difftalk_config"] = json.dumps(run_config, sort_keys=True)
-    kind = pl_module.config.conditioning.audio_feature_kind
-    if kind is not None:
-        meta["audio_feature_kind"] = str(kind)
-    return meta

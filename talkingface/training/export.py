@@ -10,6 +10,7 @@ to it. Load with ``get_difftalk_inference(config="exported/difftalk.yaml", ckpt=
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 from pathlib import Path
 from typing import Any
@@ -30,10 +31,20 @@ from talkingface.model.image_driven_talkingface.DiffTalk.lightning_module import
 log = logging.getLogger(__name__)
 
 
+def slim_metadata(pl_module: Any) -> dict[str, str]:
+    """safetensors metadata (str -> str) for a module with ``run_config`` / ``config.conditioning``."""
+    meta: dict[str, str] = {}
+    run_config = getattr(pl_module, "run_config", None)
+    if run_config is not None:
+        meta["difftalk_config"] = json.dumps(run_config, sort_keys=True)
+    kind = pl_module.config.conditioning.audio_feature_kind
+    if kind is not None:
+        meta["audio_feature_kind"] = str(kind)
+    return meta
+
+
 def export_slim(module: Any, path: str | Path) -> Path:
     """Write ``path`` (safetensors, EMA weights) and the config as ``path`` with suffix ``.yaml``."""
-    from talkingface.training.callbacks import slim_metadata
-
     path = Path(path)
     meta = slim_metadata(module)
     out = export_safetensors(module, path, slim=True, metadata=meta)
