@@ -37,16 +37,3 @@ MODEL_IMAGE_SIZE = 256
 LATENT_SIZE = 64
 #: Minimum distance (frames) between a frame and its reference frame.
 REFERENCE_MIN_DISTANCE = 60
-
-#: File names of the layout.
-IMAGES_DIR = "images"
-LANDMARKS_DIR = "landmarks"
-AUDIO_SMOOTH_DIR = "audio_smooth"
-DATA_TXT = "data.txt"
-META_JSON = "meta.json"
-TRAIN_LIST = "data_train.txt"
-TEST_LIST = "data_test.txt"
-#: Working directories inside the dataset root (never read by the trainer).
-TMP_DIR = ".tmp"
-DONE_DIR = ".done"
-META_VERSION = 1
