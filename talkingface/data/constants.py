@@ -23,7 +23,6 @@ AUDIO_SMOOTH_SHAPE = (SMOOTH_WINDOWS, AUDIO_WINDOW, FEATURE_DIM)
 N_LANDMARKS = 68
 #: Rows of the 68 that the model consumes: 0-3 then 13-47 (39 rows), as the reference loader selects them.
 MODEL_LANDMARK_ROWS = tuple(range(0, 4)) + tuple(range(13, 48))
-N_MODEL_LANDMARKS = len(MODEL_LANDMARK_ROWS)
 #: Landmark whose y coordinate starts the masked (generated) lower half in training (nose tip).
 TRAIN_MASK_LANDMARK = 30
 #: Jaw points 2..14 plus the nose bottom (33) outline the region generated at inference.

@@ -19,7 +19,6 @@ from talkingface.data.preprocess.windows import smooth_windows
 from talkingface.synthetic.face import (
     FaceIdentity,
     draw_face,
-    face_landmarks,
     face_landmarks_local,
     head_pose,
     to_frame,
@@ -146,9 +145,3 @@ def write_layout_meta(
 def mouth_truth(root: Path, video: int) -> np.ndarray:
     """``(N, 2)`` ground-truth mouth opening (0..1) and width factor per frame of a layout video."""
     return np.load(Path(root) / MOUTH_DIR / f"{video}.npy")
-
-
-def landmarks_for(clip: Clip, frame: int, frame_size: int) -> np.ndarray:
-    """Landmarks of frame ``frame`` recomputed from the face model (test helper)."""
-    pose = head_pose(clip.identity, frame / FPS, frame_size)
-    return face_landmarks(clip.identity, float(clip.speech.opening[frame]), float(clip.speech.width[frame]), pose)

@@ -15,7 +15,7 @@ import shutil
 import time
 from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -536,7 +536,3 @@ def build_dataset(
     for source, error in summary.failures.items():
         log.error("failed: %s -> %s", source, error)
     return summary
-
-
-def summary_dict(summary: BuildSummary) -> dict[str, Any]:
-    return asdict(summary)
