@@ -108,6 +108,25 @@ def test_data_txt_meta_and_splits_round_trip(tmp_path: Path) -> None:
         read_split(layout.train_list)
 
 
+def test_files_are_byte_identical_to_the_writers_before_the_layout(tmp_path: Path) -> None:
+    """Datasets written before the layout module existed keep loading: same bytes for the same content."""
+    import cv2
+
+    layout = DatasetLayout(tmp_path / "new")
+    layout.make_folders()
+    image = _smooth_image()
+    lms = np.random.default_rng(2).uniform(0, 64, (68, 2)).astype(np.float32)
+    windows = np.random.default_rng(3).normal(size=AUDIO_SMOOTH_SHAPE).astype(np.float32)
+    old = tmp_path / "old"
+    old.mkdir()
+    cv2.imwrite(str(old / "1_0.jpg"), cv2.cvtColor(image, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, 95])
+    np.savetxt(old / "1_0.lms", lms, fmt="%.3f")
+    np.save(old / "1_0.npy", windows)
+    assert layout.write_frame(1, 0, image).read_bytes() == (old / "1_0.jpg").read_bytes()
+    assert layout.write_landmarks(1, 0, lms).read_bytes() == (old / "1_0.lms").read_bytes()
+    assert layout.write_audio(1, 0, windows).read_bytes() == (old / "1_0.npy").read_bytes()
+
+
 def test_synthetic_and_preprocessed_datasets_share_one_format(built: Path, tmp_path: Path) -> None:
     """The synthetic generator writes what the preprocessing writes: JPEG quality, landmark text, audio dtype,
     data.txt, meta.json keys and split lists; the layout reads both, and validation passes on both."""
