@@ -26,6 +26,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from talkingface.data.layout import DatasetLayout  # noqa: E402
 from talkingface.model.image_driven_talkingface.DiffTalk.checkpoint import load_first_stage  # noqa: E402
 from talkingface.model.image_driven_talkingface.DiffTalk.config import default_config_path, load_config  # noqa: E402
 from talkingface.synthetic.__main__ import DATASET_DIR  # noqa: E402
@@ -81,7 +82,7 @@ def run(args: argparse.Namespace) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     data = Path(args.data) if args.data else out / "data"
     root = data / DATASET_DIR
-    if not (root / "meta.json").is_file():
+    if not DatasetLayout(root).meta_path.is_file():
         synthetic_main(
             [
                 "--out",

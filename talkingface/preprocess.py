@@ -9,12 +9,12 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from talkingface.data.constants import DEFAULT_IMAGE_SIZE, FPS
+from talkingface.data.layout import JPEG_QUALITY as DEFAULT_JPEG_QUALITY
 from talkingface.data.preprocess.crop import DEFAULT_CROP_SCALE, DEFAULT_CROP_SHIFT_UP, CropConfig
 from talkingface.data.preprocess.errors import PreprocessError
 from talkingface.data.preprocess.extract import DEFAULT_MAX_AV_GAP_S, DEFAULT_MAX_MISSING
 from talkingface.data.preprocess.features import BACKEND_KINDS
 from talkingface.data.preprocess.writer import (
-    DEFAULT_JPEG_QUALITY,
     DEFAULT_TEST_RATIO,
     BuildOptions,
     SplitOptions,

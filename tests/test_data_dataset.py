@@ -2,20 +2,18 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
-import cv2
 import numpy as np
 import pytest
 import torch
 
-from talkingface.data import read_dataset_meta
 from talkingface.data.constants import AUDIO_SMOOTH_SHAPE, MODEL_LANDMARK_ROWS, REFERENCE_MIN_DISTANCE
 from talkingface.data.datamodule import TalkDataModule
 from talkingface.data.dataset import TalkDataset, draw_reference
+from talkingface.data.layout import DatasetLayout, write_split
 from talkingface.data.masks import inference_mask
-from talkingface.data.meta import DatasetMetaError, audio_feature_spec
+from talkingface.data.meta import DatasetMetaError, audio_feature_spec, dataset_meta
 
 SAVED = 128  # saved frame side; the model side is 256, so scaler = 0.5
 COUNTS = (150, 70)
@@ -29,24 +27,22 @@ def _landmarks(v: int, f: int) -> np.ndarray:
 
 @pytest.fixture(scope="module")
 def layout(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    root = tmp_path_factory.mktemp("synthetic") / "HDTF"
-    for sub in ("images", "landmarks", "audio_smooth"):
-        (root / sub).mkdir(parents=True)
+    data = DatasetLayout(tmp_path_factory.mktemp("synthetic") / "HDTF")
+    data.make_folders()
     rng = np.random.default_rng(0)
     videos = {}
     for v, n in enumerate(COUNTS, 1):
         for f in range(n):
-            image = np.full((SAVED, SAVED, 3), (v * 40, f % 256, 128), np.uint8)
-            cv2.imwrite(str(root / "images" / f"{v}_{f}.jpg"), image)
-            np.savetxt(root / "landmarks" / f"{v}_{f}.lms", _landmarks(v, f), fmt="%.3f")
-            np.save(root / "audio_smooth" / f"{v}_{f}.npy", rng.normal(size=AUDIO_SMOOTH_SHAPE).astype(np.float32))
+            data.write_frame(v, f, np.full((SAVED, SAVED, 3), (v * 40, f % 256, 128), np.uint8))
+            data.write_landmarks(v, f, _landmarks(v, f))
+            data.write_audio(v, f, rng.normal(size=AUDIO_SMOOTH_SHAPE).astype(np.float32))
         videos[str(v)] = {"source": f"v{v}.mp4", "frames": n, "status": "done"}
-    meta = {"audio_feature": audio_feature_spec("logmel29"), "fps": 25, "image_size": SAVED, "videos": videos}
-    (root / "meta.json").write_text(json.dumps(meta))
-    (root / "data.txt").write_text("".join(f"{v} {n}\n" for v, n in enumerate(COUNTS, 1)))
-    (root.parent / "data_train.txt").write_text("".join(f"1_{f}\n" for f in range(1, COUNTS[0])))
-    (root.parent / "data_test.txt").write_text("".join(f"2_{f}\n" for f in range(1, COUNTS[1])))
-    return root
+    settings = {"audio_feature": audio_feature_spec("logmel29"), "fps": 25, "image_size": SAVED}
+    data.write_meta(dataset_meta(settings, videos))
+    data.write_data_txt(COUNTS)
+    write_split(data.train_list, [1], COUNTS)
+    write_split(data.test_list, [2], COUNTS)
+    return data.root
 
 
 def test_item_keys_shapes_and_ranges(layout: Path) -> None:
@@ -61,7 +57,7 @@ def test_item_keys_shapes_and_ranges(layout: Path) -> None:
 
 def test_landmark_rows_and_scaling(layout: Path) -> None:
     item = TalkDataset(layout, layout.parent / "data_train.txt")[4]  # 1_5
-    lm = np.loadtxt(layout / "landmarks" / "1_5.lms", dtype=np.float32)
+    lm = DatasetLayout(layout).read_landmarks(1, 5)
     expected = np.concatenate([lm[0:4], lm[13:48]]) * (256 / SAVED)
     np.testing.assert_allclose(item["landmarks"], expected, rtol=1e-6)
     assert list(MODEL_LANDMARK_ROWS) == [0, 1, 2, 3] + list(range(13, 48))
@@ -69,7 +65,7 @@ def test_landmark_rows_and_scaling(layout: Path) -> None:
 
 def test_training_mask_rows(layout: Path) -> None:
     item = TalkDataset(layout, layout.parent / "data_train.txt")[0]  # 1_1
-    lm = np.loadtxt(layout / "landmarks" / "1_1.lms", dtype=np.float32)
+    lm = DatasetLayout(layout).read_landmarks(1, 1)
     row = int(lm[30, 1] / (SAVED / 256))
     assert 0 < row < 256
     assert np.all(item["image_mask"][row:] == -1.0)  # zeroed -> -1 after scaling
@@ -157,6 +153,6 @@ def test_datamodule_check_fails_early(layout: Path, tmp_path: Path) -> None:
     with pytest.raises(DatasetMetaError, match="missing"):
         TalkDataModule(layout, tmp_path / "none.txt", test, 2, 0).setup("fit")
     with pytest.raises(DatasetMetaError, match="meta.json"):
-        read_dataset_meta(tmp_path)
+        DatasetLayout(tmp_path).read_meta()
     with pytest.raises(DatasetMetaError, match="meta.json"):  # a latent cache folder that is not one
         TalkDataModule(layout, train, test, 2, 0, latent_cache=tmp_path / "x").setup("fit")

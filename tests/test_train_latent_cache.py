@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -11,11 +13,11 @@ from torch.utils.data import default_collate
 
 from talkingface.data.dataset import TalkDataset
 from talkingface.data.latent_cache import LatentCacheError, check_latent_cache
-from talkingface.data.latent_cache import main as cache_main
 from talkingface.model.image_driven_talkingface.DiffTalk.checkpoint import load_first_stage
 from talkingface.model.image_driven_talkingface.DiffTalk.config import load_config
 from talkingface.model.image_driven_talkingface.DiffTalk.lightning_module import LatentDiffusion
 from talkingface.training.cli import main as train_main
+from talkingface.training.latent_cache import main as cache_main
 
 
 @pytest.fixture(scope="module")
@@ -72,3 +74,14 @@ def test_cache_is_checked_and_used_by_the_trainer(setup: tuple[Path, Path, Path,
     torch.save({"state_dict": other.first_stage_model.state_dict()}, tmp_path / "other.ckpt")
     argv = ["--base", str(TINY_CONFIG), "-t", "-l", str(tmp_path / "x"), *tiny_overrides(root, **bad)]
     assert train_main(argv) == 2
+
+
+def test_old_command_points_to_the_builder() -> None:
+    """``python -m talkingface.data.latent_cache`` (the reader's module) fails and names the builder's command."""
+    done = subprocess.run(
+        [sys.executable, "-m", "talkingface.data.latent_cache", "build", "data/HDTF"],
+        capture_output=True,
+        text=True,
+        cwd=Path(__file__).resolve().parents[1],
+    )
+    assert done.returncode == 2 and "python -m talkingface.training.latent_cache build" in done.stderr

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
-import cv2
 import numpy as np
 
-from talkingface.data.meta import audio_feature_spec
+from talkingface.data.layout import DatasetLayout, write_split
+from talkingface.data.meta import audio_feature_spec, dataset_meta
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY_CONFIG = ROOT / "configs" / "latent-diffusion" / "talking-tiny.yaml"
@@ -21,26 +20,24 @@ FEATURE_KIND = "logmel29"
 def write_dataset(parent: Path, counts: tuple[int, ...] = COUNTS, kind: str = FEATURE_KIND) -> Path:
     """``parent/HDTF`` in the preprocessed layout (random JPEGs, .lms, .npy, data.txt, meta.json) and the split
     lists ``parent/data_train.txt`` (video 1) and ``parent/data_test.txt`` (video 2)."""
-    root = parent / "HDTF"
-    for sub in ("images", "landmarks", "audio_smooth"):
-        (root / sub).mkdir(parents=True, exist_ok=True)
+    layout = DatasetLayout(parent / "HDTF", split_dir=parent)
+    layout.make_folders()
     rng = np.random.default_rng(0)
     rows = np.arange(68, dtype=np.float32)
     videos = {}
     for v, n in enumerate(counts, 1):
         for f in range(n):
-            image = rng.integers(0, 256, (SAVED, SAVED, 3), dtype=np.uint8)
-            cv2.imwrite(str(root / "images" / f"{v}_{f}.jpg"), image)
+            layout.write_frame(v, f, rng.integers(0, 256, (SAVED, SAVED, 3), dtype=np.uint8))
             lms = np.stack([4 + rows * 0.8 + 0.1 * f, 10 + rows * 0.6], axis=1)  # landmark 30 at y = 28
-            np.savetxt(root / "landmarks" / f"{v}_{f}.lms", lms, fmt="%.3f")
-            np.save(root / "audio_smooth" / f"{v}_{f}.npy", rng.normal(size=(8, 16, 29)).astype(np.float32))
+            layout.write_landmarks(v, f, lms)
+            layout.write_audio(v, f, rng.normal(size=(8, 16, 29)).astype(np.float32))
         videos[str(v)] = {"source": f"v{v}.mp4", "frames": n, "status": "done"}
-    meta = {"audio_feature": audio_feature_spec(kind), "fps": 25, "image_size": SAVED, "videos": videos}
-    (root / "meta.json").write_text(json.dumps(meta))
-    (root / "data.txt").write_text("".join(f"{v} {n}\n" for v, n in enumerate(counts, 1)))
-    (parent / "data_train.txt").write_text("".join(f"1_{f}\n" for f in range(1, counts[0])))
-    (parent / "data_test.txt").write_text("".join(f"2_{f}\n" for f in range(1, counts[1])))
-    return root
+    settings = {"audio_feature": audio_feature_spec(kind), "fps": 25, "image_size": SAVED}
+    layout.write_meta(dataset_meta(settings, videos))
+    layout.write_data_txt(counts)
+    write_split(layout.train_list, [1], counts)
+    write_split(layout.test_list, [2], counts)
+    return layout.root
 
 
 def tiny_overrides(data_root: Path, **extra: object) -> list[str]:

@@ -3,8 +3,10 @@
 Heavy modules (torch, dlib, av) are imported lazily by the submodules that need them:
 ``talkingface.data.dataset`` / ``talkingface.data.datamodule`` for training,
 ``talkingface.data.preprocess`` for building a dataset from videos.
+The on-disk layout (every file's path and format) is owned by ``talkingface.data.layout``.
 """
 
-from talkingface.data.meta import DatasetMetaError, check_feature_kind, read_dataset_meta
+from talkingface.data.layout import DatasetLayout
+from talkingface.data.meta import DatasetMetaError, check_feature_kind
 
-__all__ = ["DatasetMetaError", "check_feature_kind", "read_dataset_meta"]
+__all__ = ["DatasetLayout", "DatasetMetaError", "check_feature_kind"]

@@ -23,7 +23,6 @@ AUDIO_SMOOTH_SHAPE = (SMOOTH_WINDOWS, AUDIO_WINDOW, FEATURE_DIM)
 N_LANDMARKS = 68
 #: Rows of the 68 that the model consumes: 0-3 then 13-47 (39 rows), as the reference loader selects them.
 MODEL_LANDMARK_ROWS = tuple(range(0, 4)) + tuple(range(13, 48))
-N_MODEL_LANDMARKS = len(MODEL_LANDMARK_ROWS)
 #: Landmark whose y coordinate starts the masked (generated) lower half in training (nose tip).
 TRAIN_MASK_LANDMARK = 30
 #: Jaw points 2..14 plus the nose bottom (33) outline the region generated at inference.
@@ -37,16 +36,3 @@ MODEL_IMAGE_SIZE = 256
 LATENT_SIZE = 64
 #: Minimum distance (frames) between a frame and its reference frame.
 REFERENCE_MIN_DISTANCE = 60
-
-#: File names of the layout.
-IMAGES_DIR = "images"
-LANDMARKS_DIR = "landmarks"
-AUDIO_SMOOTH_DIR = "audio_smooth"
-DATA_TXT = "data.txt"
-META_JSON = "meta.json"
-TRAIN_LIST = "data_train.txt"
-TEST_LIST = "data_test.txt"
-#: Working directories inside the dataset root (never read by the trainer).
-TMP_DIR = ".tmp"
-DONE_DIR = ".done"
-META_VERSION = 1

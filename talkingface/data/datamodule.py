@@ -11,9 +11,11 @@ import pytorch_lightning as pl
 import torch
 from torch.utils.data import DataLoader
 
-from talkingface.data.constants import IMAGES_DIR, MODEL_IMAGE_SIZE, REFERENCE_MIN_DISTANCE
-from talkingface.data.dataset import TalkDataset, read_split
-from talkingface.data.meta import DatasetMetaError, check_feature_kind, read_data_txt, read_dataset_meta
+from talkingface.data.constants import MODEL_IMAGE_SIZE, REFERENCE_MIN_DISTANCE
+from talkingface.data.dataset import TalkDataset
+from talkingface.data.latent_cache import LatentCache
+from talkingface.data.layout import IMAGE, DatasetLayout, read_split
+from talkingface.data.meta import DatasetMetaError, check_feature_kind
 
 log = logging.getLogger(__name__)
 
@@ -30,7 +32,7 @@ class TalkDataModule(pl.LightningDataModule):
 
     ``expected_audio_feature``: the feature kind the model was built for (``"logmel29"``, ``"deepspeech29"``,
     ``"wav2vec2-ctc29"`` or a dict); ``None`` checks only the dimensions. ``latent_cache``: a folder of
-    precomputed first-stage latents (``python -m talkingface.data.latent_cache build``); items then carry latents
+    precomputed first-stage latents (``python -m talkingface.training.latent_cache build``); items then carry latents
     instead of images.
     """
 
@@ -64,10 +66,11 @@ class TalkDataModule(pl.LightningDataModule):
 
     def check(self) -> dict[str, Any]:
         """Meta present, feature kind and dims as expected, split lists present and naming existing frames."""
-        meta = read_dataset_meta(self.root)
+        layout = DatasetLayout(self.root)
+        meta = layout.read_meta()
         check_feature_kind(meta, self.expected_audio_feature)
-        counts = read_data_txt(self.root)
-        images = self.root / IMAGES_DIR
+        counts = layout.read_data_txt()
+        images = layout.folder(IMAGE)
         if not images.is_dir():
             raise DatasetMetaError(f"{images}: missing")
         present = {entry.name for entry in os.scandir(images)}
@@ -76,12 +79,10 @@ class TalkDataModule(pl.LightningDataModule):
             if len(videos) == 0:
                 raise DatasetMetaError(f"{split}: empty split list")
             for v, f in zip(videos.tolist(), frames.tolist()):
-                if not 1 <= v <= len(counts) or f >= counts[v - 1] or f"{v}_{f}.jpg" not in present:
+                if not 1 <= v <= len(counts) or f >= counts[v - 1] or IMAGE.name(v, f) not in present:
                     raise DatasetMetaError(f"{split}: names {v}_{f}, which is not in {self.root} (run validate)")
         del present
         if self.latent_cache is not None:
-            from talkingface.data.latent_cache import LatentCache
-
             LatentCache(self.latent_cache, expected_counts=counts)  # raises LatentCacheError (a DatasetMetaError)
         return meta
 

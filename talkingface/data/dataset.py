@@ -14,43 +14,16 @@ from typing import Any
 import numpy as np
 from torch.utils.data import Dataset, get_worker_info
 
-from talkingface.data.constants import (
-    AUDIO_SMOOTH_DIR,
-    AUDIO_SMOOTH_SHAPE,
-    IMAGES_DIR,
-    LANDMARKS_DIR,
-    MODEL_IMAGE_SIZE,
-    MODEL_LANDMARK_ROWS,
-    N_LANDMARKS,
-    REFERENCE_MIN_DISTANCE,
-)
+from talkingface.data.constants import MODEL_IMAGE_SIZE, MODEL_LANDMARK_ROWS, REFERENCE_MIN_DISTANCE
+from talkingface.data.latent_cache import LatentCache
+from talkingface.data.layout import DatasetLayout, frame_name, read_split
 from talkingface.data.masks import training_mask
-from talkingface.data.meta import DatasetMetaError, parse_name, read_data_txt
+from talkingface.data.meta import DatasetMetaError
 
 log = logging.getLogger(__name__)
 
 #: Smallest frame a reference can be (the reference draws from ``range(1, frame_count)``).
 FIRST_REFERENCE_FRAME = 1
-
-
-def read_split(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray]:
-    """``<v>_<f>`` lines -> ``(videos int32, frames int32)``; raises DatasetMetaError naming the line."""
-    path = Path(path)
-    if not path.is_file():
-        raise DatasetMetaError(f"{path}: split list missing")
-    videos, frames = [], []
-    with open(path, encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
-            line = line.strip()
-            if not line:
-                continue
-            try:
-                v, fr = parse_name(line)
-            except ValueError as e:
-                raise DatasetMetaError(f"{path}:{lineno}: {e}") from None
-            videos.append(v)
-            frames.append(fr)
-    return np.asarray(videos, dtype=np.int32), np.asarray(frames, dtype=np.int32)
 
 
 def draw_reference(frame: int, count: int, min_distance: int, rng: np.random.Generator) -> int:
@@ -72,38 +45,21 @@ def draw_reference(frame: int, count: int, min_distance: int, rng: np.random.Gen
     return FIRST_REFERENCE_FRAME + k if k < low_n else high_lo + (k - low_n)
 
 
-def _load_rgb_resized(path: str, size: int) -> tuple[np.ndarray, int]:
-    """Image as uint8 RGB resized to ``size`` with PIL bicubic (as the reference), plus its original width."""
-    from PIL import Image
-
-    with Image.open(path) as image:
-        image = image.convert("RGB") if image.mode != "RGB" else image
-        width = image.size[0]  # the reference calls this "h": PIL's size is (w, h); frames are square
-        resized = image.resize((size, size), resample=Image.BICUBIC)
-        return np.asarray(resized, dtype=np.uint8), width
-
-
-def _to_unit(image: np.ndarray) -> np.ndarray:
+def to_unit(image: np.ndarray) -> np.ndarray:
+    """uint8 pixels -> float32 in [-1, 1]."""
     return (image / 127.5 - 1.0).astype(np.float32)
 
 
-def load_landmarks(root: str, name: str) -> np.ndarray:
-    """``landmarks/<name>.lms`` as float32 ``(68, 2)`` in saved-frame pixels."""
-    path = os.path.join(root, LANDMARKS_DIR, name + ".lms")
-    landmarks = np.loadtxt(path, dtype=np.float32)
-    if landmarks.shape != (N_LANDMARKS, 2):
-        raise DatasetMetaError(f"{path}: shape {landmarks.shape}")
-    return landmarks
-
-
-def load_frame(root: str, name: str, size: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, float]:
+def load_frame(
+    layout: DatasetLayout, video: int, frame: int, size: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, float]:
     """A frame and its masked version (uint8 ``(size, size, 3)``), its 68 landmarks and ``scaler = saved / size``.
 
     Shared by :class:`TalkDataset` and the latent cache builder, so cached latents encode exactly these pixels.
     """
-    image, width = _load_rgb_resized(os.path.join(root, IMAGES_DIR, name + ".jpg"), size)
+    image, width = layout.read_frame_resized(video, frame, size)
     scaler = width / size
-    landmarks = load_landmarks(root, name)
+    landmarks = layout.read_landmarks(video, frame)
     mask = training_mask(landmarks, scaler, size)
     return image, (image * mask).astype(np.uint8), landmarks, scaler
 
@@ -120,7 +76,7 @@ class TalkDataset(Dataset):
     in every ``__getitem__`` from a generator seeded with ``(seed, worker id)``, so runs are reproducible and
     epochs see different references.
 
-    ``latent_cache``: a folder built by ``python -m talkingface.data.latent_cache build``. Items then hold
+    ``latent_cache``: a folder built by ``python -m talkingface.training.latent_cache build``. Items then hold
     ``latent``, ``reference_latent`` and ``masked_latent`` (float32 ``(C, h, w)`` first-stage latents) instead of
     the three images, and no JPEG is decoded.
     """
@@ -135,15 +91,15 @@ class TalkDataset(Dataset):
         latent_cache: str | os.PathLike | None = None,
     ) -> None:
         self.root = str(Path(root))
+        self.layout = DatasetLayout(root)
+        counts = self.layout.read_data_txt()
         self.latent_cache = None
         if latent_cache is not None:
-            from talkingface.data.latent_cache import LatentCache
-
-            self.latent_cache = LatentCache(latent_cache, expected_counts=read_data_txt(root))
+            self.latent_cache = LatentCache(latent_cache, expected_counts=counts)
         self.image_size = int(image_size)
         self.reference_min_distance = int(reference_min_distance)
         self.seed = int(seed)
-        self.counts = np.asarray(read_data_txt(root), dtype=np.int32)
+        self.counts = np.asarray(counts, dtype=np.int32)
         self.videos, self.frames = read_split(split_file)
         bad = (self.videos < 1) | (self.videos > len(self.counts))
         if not bad.any():
@@ -169,9 +125,6 @@ class TalkDataset(Dataset):
             self._rng_worker = worker
         return self._rng
 
-    def path(self, folder: str, name: str, ext: str) -> str:
-        return os.path.join(self.root, folder, name + ext)
-
     def reference_frame(self, index: int, rng: np.random.Generator | None = None) -> int:
         v, f = int(self.videos[index]), int(self.frames[index])
         count = int(self.counts[v - 1])
@@ -187,36 +140,29 @@ class TalkDataset(Dataset):
 
     def __getitem__(self, index: int) -> dict[str, Any]:
         v, f = int(self.videos[index]), int(self.frames[index])
-        name = f"{v}_{f}"
+        name = frame_name(v, f)
         if self.latent_cache is not None:
             return self._cached_item(index, v, f)
         size = self.image_size
-        image, image_mask, landmarks, scaler = load_frame(self.root, name, size)
-        audio = self._audio(name)
-        ref_name = f"{v}_{self.reference_frame(index)}"
-        reference, _ = _load_rgb_resized(self.path(IMAGES_DIR, ref_name, ".jpg"), size)
+        image, image_mask, landmarks, scaler = load_frame(self.layout, v, f, size)
+        ref = self.reference_frame(index)
+        reference, _ = self.layout.read_frame_resized(v, ref, size)
         return {
-            "image": _to_unit(image),
-            "reference_img": _to_unit(reference),
-            "image_mask": _to_unit(image_mask),
+            "image": to_unit(image),
+            "reference_img": to_unit(reference),
+            "image_mask": to_unit(image_mask),
             "landmarks": (landmarks[list(MODEL_LANDMARK_ROWS)] / scaler).astype(np.float32),
-            "audio_smooth": audio,
+            "audio_smooth": self.layout.read_audio(v, f),
             "name": name,
-            "reference_name": ref_name,
+            "reference_name": frame_name(v, ref),
         }
-
-    def _audio(self, name: str) -> np.ndarray:
-        audio = np.load(self.path(AUDIO_SMOOTH_DIR, name, ".npy")).astype(np.float32)
-        if audio.shape != AUDIO_SMOOTH_SHAPE:
-            raise DatasetMetaError(f"{self.path(AUDIO_SMOOTH_DIR, name, '.npy')}: shape {audio.shape}")
-        return audio
 
     def _cached_item(self, index: int, v: int, f: int) -> dict[str, Any]:
         """The item from the latent cache: no image is decoded (landmarks scaled by the cache's frame size)."""
         cache = self.latent_cache
         assert cache is not None
-        name = f"{v}_{f}"
-        landmarks = load_landmarks(self.root, name)
+        name = frame_name(v, f)
+        landmarks = self.layout.read_landmarks(v, f)
         scaler = cache.frame_size / self.image_size
         ref = self.reference_frame(index)
         return {
@@ -224,7 +170,7 @@ class TalkDataset(Dataset):
             "reference_latent": cache.latent(v, ref),
             "masked_latent": cache.masked_latent(v, f),
             "landmarks": (landmarks[list(MODEL_LANDMARK_ROWS)] / scaler).astype(np.float32),
-            "audio_smooth": self._audio(name),
+            "audio_smooth": self.layout.read_audio(v, f),
             "name": name,
-            "reference_name": f"{v}_{ref}",
+            "reference_name": frame_name(v, ref),
         }

@@ -6,29 +6,20 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 from tqdm import tqdm
 
-from talkingface.data.constants import (
-    AUDIO_SMOOTH_DIR,
-    AUDIO_SMOOTH_SHAPE,
-    IMAGES_DIR,
-    LANDMARKS_DIR,
-    N_LANDMARKS,
-    TEST_LIST,
+from talkingface.data.layout import (
+    AUDIO,
+    FRAME_FILES,
+    IMAGE,
+    LANDMARKS,
     TMP_DIR,
-    TRAIN_LIST,
-)
-from talkingface.data.meta import (
-    DatasetMetaError,
-    check_feature_kind,
-    default_split_dir,
+    DatasetLayout,
+    FrameFile,
+    LayoutFileError,
     parse_name,
-    read_data_txt,
-    read_dataset_meta,
 )
-
-_FOLDERS = ((IMAGES_DIR, ".jpg"), (LANDMARKS_DIR, ".lms"), (AUDIO_SMOOTH_DIR, ".npy"))
+from talkingface.data.meta import DatasetMetaError, check_feature_kind
 
 
 @dataclass(frozen=True)
@@ -55,28 +46,19 @@ def _list_names(folder: Path, ext: str, problems: list[Problem]) -> set[str]:
     return names
 
 
-def _check_file(path: Path, ext: str, image_size: int | None, check_images: bool) -> str | None:
+def _check_file(layout: DatasetLayout, kind: FrameFile, v: int, f: int, image_size: int | None) -> str | None:
+    """What is wrong with one per-frame file, read as the loader reads it (None: nothing)."""
     try:
-        if ext == ".lms":
-            lms = np.loadtxt(path, dtype=np.float32)
-            if lms.shape != (N_LANDMARKS, 2):
-                return f"expected {N_LANDMARKS} rows 'x y', got shape {lms.shape}"
-            if not np.isfinite(lms).all():
-                return "non-finite landmark"
-        elif ext == ".npy":
-            arr = np.load(path)
-            if arr.shape != AUDIO_SMOOTH_SHAPE or arr.dtype != np.float32:
-                return f"expected float32 {AUDIO_SMOOTH_SHAPE}, got {arr.dtype} {arr.shape}"
-        elif check_images:
-            import cv2
-
-            image = cv2.imread(str(path), cv2.IMREAD_COLOR)
-            if image is None:
-                return "unreadable image"
+        if kind is LANDMARKS:
+            layout.read_landmarks(v, f)
+        elif kind is AUDIO:
+            layout.read_audio(v, f)
+        elif kind is IMAGE:
+            image = layout.read_frame(v, f)
             if image_size and image.shape[:2] != (image_size, image_size):
                 return f"image is {image.shape[1]}x{image.shape[0]}, meta.json says {image_size}"
-    except (OSError, ValueError) as e:
-        return f"unreadable ({e})"
+    except LayoutFileError as e:
+        return e.problem
     return None
 
 
@@ -93,20 +75,20 @@ def validate_dataset(
     its image, landmarks and audio_smooth file with the right shape, that no extra files exist, that images
     decode at the recorded size, and that the split lists name existing frames.
     """
-    root = Path(root)
+    layout = DatasetLayout(root, split_dir)
     problems: list[Problem] = []
     image_size = None
     try:
-        meta = read_dataset_meta(root)
+        meta = layout.read_meta()
         image_size = int(meta["image_size"])
         check_feature_kind(meta, expected_audio_feature)
     except DatasetMetaError as e:
-        problems.append(Problem(str(root / "meta.json"), str(e)))
+        problems.append(Problem(str(layout.meta_path), str(e)))
         meta = None
     try:
-        counts = read_data_txt(root)
+        counts = layout.read_data_txt()
     except DatasetMetaError as e:
-        problems.append(Problem(str(root / "data.txt"), str(e)))
+        problems.append(Problem(str(layout.data_txt_path), str(e)))
         counts = []
     if meta is not None:
         for v, entry in (meta.get("videos") or {}).items():
@@ -116,29 +98,30 @@ def validate_dataset(
                     have = counts[n - 1] if n <= len(counts) else "nothing"
                     problems.append(
                         Problem(
-                            str(root / "data.txt"),
+                            str(layout.data_txt_path),
                             f"video {n}: meta.json says {entry.get('frames')} frames, data.txt {have}",
                         )
                     )
     expected = {f"{v}_{f}" for v, n in enumerate(counts, 1) for f in range(n)}
-    tmp = root / TMP_DIR
+    tmp = layout.root / TMP_DIR
     if tmp.is_dir() and any(tmp.iterdir()):
         problems.append(Problem(str(tmp), "unfinished video(s) from an interrupted run; rerun `run` to finish them"))
-    for folder, ext in _FOLDERS:
-        present = _list_names(root / folder, ext, problems)
+    for kind in FRAME_FILES:
+        folder = layout.folder(kind)
+        present = _list_names(folder, kind.suffix, problems)
         for name in sorted(expected - present, key=_sort_key):
-            problems.append(Problem(str(root / folder / f"{name}{ext}"), "missing"))
+            problems.append(Problem(str(folder / f"{name}{kind.suffix}"), "missing"))
         for name in sorted(present - expected, key=_sort_key):
-            problems.append(Problem(str(root / folder / f"{name}{ext}"), "extra file: not a frame listed in data.txt"))
+            problems.append(Problem(str(folder / f"{name}{kind.suffix}"), "extra file: not a frame listed in data.txt"))
+        if kind is IMAGE and not check_images:
+            continue
         check = sorted(present & expected, key=_sort_key)
-        for name in tqdm(check, desc=f"check {folder}", unit="file", disable=not progress, leave=False):
-            path = root / folder / f"{name}{ext}"
-            message = _check_file(path, ext, image_size, check_images)
+        for name in tqdm(check, desc=f"check {kind.folder}", unit="file", disable=not progress, leave=False):
+            v, f = parse_name(name)
+            message = _check_file(layout, kind, v, f, image_size)
             if message:
-                problems.append(Problem(str(path), message))
-    split_dir = Path(split_dir) if split_dir else default_split_dir(root)
-    for list_name in (TRAIN_LIST, TEST_LIST):
-        path = split_dir / list_name
+                problems.append(Problem(str(layout.path(kind, v, f)), message))
+    for path in (layout.train_list, layout.test_list):
         if not path.is_file():
             problems.append(Problem(str(path), "split list missing"))
             continue

@@ -7,29 +7,18 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-import cv2
 import numpy as np
 from tqdm.auto import tqdm
 
-from talkingface.data.constants import (
-    AUDIO_SMOOTH_DIR,
-    DATA_TXT,
-    FPS,
-    IMAGES_DIR,
-    LANDMARKS_DIR,
-    META_JSON,
-    META_VERSION,
-    TEST_LIST,
-    TRAIN_LIST,
-)
-from talkingface.data.meta import atomic_write_text, audio_feature_spec, format_data_txt, write_json
+from talkingface.data.constants import FPS
+from talkingface.data.layout import DatasetLayout, write_split
+from talkingface.data.meta import audio_feature_spec, dataset_meta
 from talkingface.data.preprocess.crop import crop_square, landmarks_to_crop, plan_crops
 from talkingface.data.preprocess.features import make_backend
 from talkingface.data.preprocess.windows import smooth_windows
 from talkingface.synthetic.face import (
     FaceIdentity,
     draw_face,
-    face_landmarks,
     face_landmarks_local,
     head_pose,
     to_frame,
@@ -40,8 +29,6 @@ log = logging.getLogger(__name__)
 
 DEFAULT_FRAME_SIZE = 160
 DEFAULT_CROP_SIZE = 128
-JPEG_QUALITY = 95
-LANDMARK_FMT = "%.3f"
 SIDECAR_SUFFIX = ".landmarks.npy"
 #: Extra per-clip arrays next to the mp4: mouth opening / width per frame (ground truth for benchmarks).
 MOUTH_SUFFIX = ".mouth.npy"
@@ -131,15 +118,12 @@ def write_layout_video(root: Path, number: int, clip: Clip, size: int, backend_n
     """Write one clip's frames into the training layout (``images/``, ``landmarks/``, ``audio_smooth/``)."""
     crops, lms = clip_crops(clip, size)
     windows = clip_audio_windows(clip, backend_name)
-    for folder in (IMAGES_DIR, LANDMARKS_DIR, AUDIO_SMOOTH_DIR):
-        (root / folder).mkdir(parents=True, exist_ok=True)
-    params = [cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY]
+    layout = DatasetLayout(root)
+    layout.make_folders()
     for i in range(clip.n_frames):
-        name = f"{number}_{i}"
-        if not cv2.imwrite(str(root / IMAGES_DIR / f"{name}.jpg"), cv2.cvtColor(crops[i], cv2.COLOR_RGB2BGR), params):
-            raise OSError(f"cannot write {root / IMAGES_DIR / name}.jpg")
-        np.savetxt(root / LANDMARKS_DIR / f"{name}.lms", lms[i], fmt=LANDMARK_FMT)
-        np.save(root / AUDIO_SMOOTH_DIR / f"{name}.npy", windows[i])
+        layout.write_frame(number, i, crops[i])
+        layout.write_landmarks(number, i, lms[i])
+        layout.write_audio(number, i, windows[i])
     (root / MOUTH_DIR).mkdir(parents=True, exist_ok=True)
     np.save(root / MOUTH_DIR / f"{number}.npy", np.column_stack([clip.speech.opening, clip.speech.width]))
 
@@ -147,32 +131,17 @@ def write_layout_video(root: Path, number: int, clip: Clip, size: int, backend_n
 def write_layout_meta(
     root: Path, counts: list[int], size: int, test_videos: list[int], backend_kind: str, split_dir: Path
 ) -> None:
-    """``meta.json``, ``data.txt`` and the split lists (frames from 1, split by video)."""
-    meta = {
-        "version": META_VERSION,
-        "fps": FPS,
-        "image_size": int(size),
-        "audio_feature": audio_feature_spec(backend_kind),
-        "frame_numbering": "videos 1-based, frames 0-based; data.txt 'v n' means frames 0..n-1 exist",
-        "source": "talkingface.synthetic",
-        "videos": {
-            str(v): {"source": f"synthetic_{v:03d}", "status": "done", "frames": n} for v, n in enumerate(counts, 1)
-        },
-    }
-    write_json(root / META_JSON, meta)
-    atomic_write_text(root / DATA_TXT, format_data_txt(counts))
-    train = [f"{v}_{f}" for v, n in enumerate(counts, 1) if v not in test_videos for f in range(1, n)]
-    test = [f"{v}_{f}" for v, n in enumerate(counts, 1) if v in test_videos for f in range(1, n)]
-    atomic_write_text(split_dir / TRAIN_LIST, "".join(s + "\n" for s in train))
-    atomic_write_text(split_dir / TEST_LIST, "".join(s + "\n" for s in test))
+    """``meta.json``, ``data.txt`` and the split lists (split by video), as the preprocessing writes them."""
+    layout = DatasetLayout(root, split_dir)
+    settings = {"fps": FPS, "image_size": int(size), "audio_feature": audio_feature_spec(backend_kind)}
+    videos = {str(v): {"source": f"synthetic_{v:03d}", "status": "done", "frames": n} for v, n in enumerate(counts, 1)}
+    layout.write_meta(dataset_meta(settings, videos, source="talkingface.synthetic"))
+    layout.write_data_txt(counts)
+    numbers = range(1, len(counts) + 1)
+    write_split(layout.train_list, [v for v in numbers if v not in test_videos], counts)
+    write_split(layout.test_list, [v for v in numbers if v in test_videos], counts)
 
 
 def mouth_truth(root: Path, video: int) -> np.ndarray:
     """``(N, 2)`` ground-truth mouth opening (0..1) and width factor per frame of a layout video."""
     return np.load(Path(root) / MOUTH_DIR / f"{video}.npy")
-
-
-def landmarks_for(clip: Clip, frame: int, frame_size: int) -> np.ndarray:
-    """Landmarks of frame ``frame`` recomputed from the face model (test helper)."""
-    pose = head_pose(clip.identity, frame / FPS, frame_size)
-    return face_landmarks(clip.identity, float(clip.speech.opening[frame]), float(clip.speech.width[frame]), pose)

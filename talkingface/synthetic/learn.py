@@ -16,14 +16,12 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import cv2
 import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from talkingface.data.constants import IMAGES_DIR
-from talkingface.data.dataset import TalkDataset, draw_reference, load_landmarks, read_split
-from talkingface.data.meta import read_data_txt
+from talkingface.data.dataset import TalkDataset, draw_reference
+from talkingface.data.layout import DatasetLayout, parse_name, read_split
 from talkingface.evaluate.metrics import batch_metrics
 from talkingface.inference.inputs import frame_inputs, to_unit
 from talkingface.model.image_driven_talkingface.DiffTalk.config import DiffTalkConfig
@@ -191,8 +189,8 @@ def evaluate_heldout(
         truth = mouth_truth(root, v)[:, 0]
 
         def crop(name: str) -> tuple[np.ndarray, np.ndarray]:
-            bgr = cv2.imread(str(root / IMAGES_DIR / f"{name}.jpg"))
-            return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB), load_landmarks(str(root), name)
+            video, frame = parse_name(name)
+            return ds.layout.read_frame(video, frame), ds.layout.read_landmarks(video, frame)
 
         ref_img, ref_lm = crop(f"{v}_1")
         ref = model.encode_first_stage(torch.from_numpy(to_unit(frame_inputs(ref_img, ref_lm, size, latent).image)))
@@ -206,7 +204,7 @@ def evaluate_heldout(
             masked = torch.from_numpy(to_unit(np.concatenate([x.masked for x in inputs])))
             lms39 = torch.from_numpy(np.concatenate([x.landmarks for x in inputs]))
             mask = torch.from_numpy(np.concatenate([x.mask for x in inputs]))[:, None]
-            audio = torch.from_numpy(np.stack([ds._audio(n) for n in names]))
+            audio = torch.from_numpy(np.stack([ds.layout.read_audio(*parse_name(n)) for n in names]))
             x0 = model.encode_first_stage(image)
             b = len(chunk)
             cond = model.encode_conditions(
@@ -266,4 +264,4 @@ def build_model(cfg: DiffTalkConfig, first_stage: torch.nn.Module, scale_factor:
 
 
 def video_counts(root: str | Path) -> list[int]:
-    return read_data_txt(root)
+    return DatasetLayout(root).read_data_txt()

@@ -6,6 +6,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
+from talkingface.data.latent_cache import LatentCacheError, check_latent_cache
 from talkingface.data.meta import DatasetMetaError, check_feature_kind
 from talkingface.model.image_driven_talkingface.DiffTalk.config import DiffTalkConfig
 
@@ -74,8 +75,6 @@ def check_dataset(cfg: DiffTalkConfig) -> dict[str, Any]:
     kind = meta["audio_feature"]["kind"]
     cfg.model.conditioning.audio_feature_kind = kind
     if d.latent_cache is not None:
-        from talkingface.data.latent_cache import LatentCacheError, check_latent_cache
-
         try:
             check_latent_cache(d.latent_cache, root, cfg.model)
         except LatentCacheError as err:

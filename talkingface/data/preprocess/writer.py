@@ -1,14 +1,13 @@
 """Build the DiffTalk dataset layout from videos: numbering, atomic per-video writes, resume, shards, workers.
 
-Layout under ``out`` (see README "Data"): ``images/<v>_<f>.jpg``, ``landmarks/<v>_<f>.lms``,
-``audio_smooth/<v>_<f>.npy``, ``data.txt``, ``meta.json``; split lists in ``split_dir``.
-Videos ``v`` are numbered from 1, frames ``f`` from 0; working files live in ``out/.tmp`` and ``out/.done``.
+Every file goes through :class:`talkingface.data.layout.DatasetLayout` (see README "Data"); split lists in
+``split_dir``. Videos ``v`` are numbered from 1, frames ``f`` from 0; working files live in ``out/.tmp`` (a
+per-video layout, moved into place when the video is done) and ``out/.done`` (one marker per finished video).
 """
 
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 import multiprocessing
 import os
@@ -16,35 +15,24 @@ import shutil
 import time
 from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 from tqdm import tqdm
 
-from talkingface.data.constants import (
-    AUDIO_SMOOTH_DIR,
-    DATA_TXT,
-    DEFAULT_IMAGE_SIZE,
+from talkingface.data.constants import DEFAULT_IMAGE_SIZE, FPS, SAMPLE_RATE
+from talkingface.data.layout import (
     DONE_DIR,
-    FPS,
-    IMAGES_DIR,
-    LANDMARKS_DIR,
-    META_JSON,
-    META_VERSION,
-    SAMPLE_RATE,
-    TEST_LIST,
+    FRAME_FILES,
+    JPEG_QUALITY,
     TMP_DIR,
-    TRAIN_LIST,
-)
-from talkingface.data.meta import (
-    atomic_write_text,
-    audio_feature_spec,
-    default_split_dir,
-    format_data_txt,
+    DatasetLayout,
+    read_json,
     write_json,
+    write_split,
 )
+from talkingface.data.meta import audio_feature_spec, dataset_meta
 from talkingface.data.preprocess.crop import CropConfig
 from talkingface.data.preprocess.errors import PreprocessError
 from talkingface.data.preprocess.extract import DEFAULT_MAX_AV_GAP_S, DEFAULT_MAX_MISSING, analyse_video, iter_crops
@@ -55,11 +43,7 @@ from talkingface.data.preprocess.windows import smooth_window
 
 log = logging.getLogger(__name__)
 
-DEFAULT_JPEG_QUALITY = 95
 DEFAULT_TEST_RATIO = 0.1
-#: First frame listed in split files: the reference lists start at 1 (frame 0 is stored but not listed).
-FIRST_LISTED_FRAME = 1
-LANDMARK_FMT = "%.3f"
 _MARKER_FIELDS = ("source", "path", "audio", "frames", "missed_faces", "audio_seconds")
 
 
@@ -77,7 +61,7 @@ class BuildOptions:
     max_missing: float = DEFAULT_MAX_MISSING
     max_av_gap_s: float = DEFAULT_MAX_AV_GAP_S
     allow_silent: bool = False
-    jpeg_quality: int = DEFAULT_JPEG_QUALITY
+    jpeg_quality: int = JPEG_QUALITY
     upsample: int = 0
 
     @property
@@ -178,28 +162,22 @@ def audio_for(video: Path, audio: Path | None, n_videos: int) -> Path | None:
 # --------------------------------------------------------------------------------------------- bookkeeping
 
 
-def _read_json(path: Path) -> dict[str, Any] | None:
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError):
-        return None
-
-
 def read_done_markers(out: Path) -> dict[int, dict[str, Any]]:
     """Completed videos: ``{number: marker}`` from ``out/.done/<v>.json``."""
     done: dict[int, dict[str, Any]] = {}
     folder = out / DONE_DIR
     if folder.is_dir():
         for path in folder.glob("*.json"):
-            if path.stem.isdigit() and (marker := _read_json(path)) is not None:
+            if path.stem.isdigit() and (marker := read_json(path)) is not None:
                 done[int(path.stem)] = marker
     return done
 
 
 def check_settings(out: Path, options: BuildOptions) -> None:
     """Refuse to add videos with other settings (feature kind, size, fps) to an existing dataset."""
-    meta = _read_json(out / META_JSON)
-    sources = [(out / META_JSON, meta)] if meta else []
+    layout = DatasetLayout(out)
+    meta = layout.read_meta_if_any()
+    sources = [(layout.meta_path, meta)] if meta else []
     sources += [(out / DONE_DIR / f"{v}.json", m) for v, m in sorted(read_done_markers(out).items())[:1]]
     wanted = options.settings()
     for path, existing in sources:
@@ -216,7 +194,7 @@ def check_settings(out: Path, options: BuildOptions) -> None:
 def assign_numbers(out: Path, videos: Sequence[Path]) -> dict[Path, int]:
     """Stable 1-based video numbers keyed by file name: known names keep theirs, new ones follow in input order."""
     known: dict[str, int] = {}
-    meta = _read_json(out / META_JSON) or {}
+    meta = DatasetLayout(out).read_meta_if_any()
     for v, entry in (meta.get("videos") or {}).items():
         if isinstance(entry, dict) and entry.get("source") and str(v).isdigit():
             known[entry["source"]] = int(v)
@@ -266,25 +244,13 @@ def _backend(options: BuildOptions) -> AudioFeatureBackend:
     return _BACKENDS[key]
 
 
-def _final_dirs(out: Path) -> dict[str, tuple[Path, str]]:
-    return {
-        IMAGES_DIR: (out / IMAGES_DIR, ".jpg"),
-        LANDMARKS_DIR: (out / LANDMARKS_DIR, ".lms"),
-        AUDIO_SMOOTH_DIR: (out / AUDIO_SMOOTH_DIR, ".npy"),
-    }
-
-
 def _remove_video_files(out: Path, number: int) -> None:
     """Delete files of video ``number`` left in the final folders by a move that was interrupted."""
-    for folder, ext in _final_dirs(out).values():
-        if folder.is_dir():
-            for path in folder.glob(f"{number}_*{ext}"):
-                path.unlink(missing_ok=True)
+    for path in list(DatasetLayout(out).video_files(number)):
+        path.unlink(missing_ok=True)
 
 
 def _write_frames(job: VideoJob, tmp: Path, options: BuildOptions, progress: bool) -> VideoResult:
-    import cv2
-
     backend = _backend(options)
     precomputed = backend.load(job.video) if isinstance(backend, DeepSpeechNpyBackend) else None
     n_limit = None if precomputed is None else len(precomputed)
@@ -305,16 +271,12 @@ def _write_frames(job: VideoJob, tmp: Path, options: BuildOptions, progress: boo
         windows = precomputed[:n]
     else:
         windows = backend.frame_windows(analysis.audio, n, job.video)
-    dirs = {name: tmp / name for name in (IMAGES_DIR, LANDMARKS_DIR, AUDIO_SMOOTH_DIR)}
-    for folder in dirs.values():
-        folder.mkdir(parents=True, exist_ok=True)
-    params = [cv2.IMWRITE_JPEG_QUALITY, options.jpeg_quality]
+    layout = DatasetLayout(tmp)
+    layout.make_folders()
     for i, image, lms in iter_crops(analysis, options.size, progress):
-        name = f"{job.number}_{i}"
-        if not cv2.imwrite(str(dirs[IMAGES_DIR] / f"{name}.jpg"), cv2.cvtColor(image, cv2.COLOR_RGB2BGR), params):
-            raise OSError(f"cannot write {dirs[IMAGES_DIR] / name}.jpg")
-        np.savetxt(dirs[LANDMARKS_DIR] / f"{name}.lms", lms, fmt=LANDMARK_FMT)
-        np.save(dirs[AUDIO_SMOOTH_DIR] / f"{name}.npy", smooth_window(windows, i))
+        layout.write_frame(job.number, i, image, options.jpeg_quality)
+        layout.write_landmarks(job.number, i, lms)
+        layout.write_audio(job.number, i, smooth_window(windows, i))
     audio_seconds = len(analysis.audio) / SAMPLE_RATE if analysis.audio is not None else n / options.fps
     return VideoResult(
         number=job.number,
@@ -333,11 +295,12 @@ def _commit(out: Path, tmp: Path, job: VideoJob, result: VideoResult, options: B
     done_dir.mkdir(parents=True, exist_ok=True)
     moving = done_dir / f"{job.number}.moving"
     moving.touch()
-    for name, (folder, _ext) in _final_dirs(out).items():
-        folder.mkdir(parents=True, exist_ok=True)
-        with os.scandir(tmp / name) as entries:
+    layout, staged = DatasetLayout(out), DatasetLayout(tmp)
+    layout.make_folders()
+    for kind in FRAME_FILES:
+        with os.scandir(staged.folder(kind)) as entries:
             for entry in entries:
-                os.replace(entry.path, folder / entry.name)
+                os.replace(entry.path, layout.folder(kind) / entry.name)
     marker = {
         "source": job.video.name,
         "path": str(job.video.resolve()),
@@ -439,10 +402,6 @@ def split_videos(
     return [v for v in numbers if v not in test], sorted(test)
 
 
-def _frame_list(videos: Sequence[int], counts: dict[int, int]) -> str:
-    return "".join(f"{v}_{f}\n" for v in videos for f in range(FIRST_LISTED_FRAME, counts[v]))
-
-
 def finalize(
     out: str | Path,
     split: SplitOptions = SplitOptions(),
@@ -452,8 +411,9 @@ def finalize(
 ) -> dict[str, Any]:
     """(Re)write ``meta.json``, ``data.txt`` and the split lists from the done markers. Returns the meta."""
     out = Path(out)
+    layout = DatasetLayout(out, split.split_dir)
     markers = read_done_markers(out)
-    meta = _read_json(out / META_JSON) or {}
+    meta = layout.read_meta_if_any()
     videos: dict[str, dict[str, Any]] = dict(meta.get("videos") or {})
     for v, name in (sources or {}).items():
         videos.setdefault(str(v), {"source": name, "status": "pending"})
@@ -470,23 +430,19 @@ def finalize(
             settings[key] = meta[key]
     max_v = max((int(v) for v in videos), default=0)
     counts = {v: int(markers[v]["frames"]) if v in markers else 0 for v in range(1, max_v + 1)}
-    meta = {
-        "version": META_VERSION,
-        **settings,
-        "frame_numbering": "videos 1-based, frames 0-based; data.txt 'v n' means frames 0..n-1 exist",
-        "videos": {str(k): videos[str(k)] for k in sorted(int(v) for v in videos)},
-    }
+    meta = dataset_meta(settings, {str(k): videos[str(k)] for k in sorted(int(v) for v in videos)})
     if settings:
-        write_json(out / META_JSON, meta)
-        atomic_write_text(out / DATA_TXT, format_data_txt(counts[v] for v in range(1, max_v + 1)))
+        layout.write_meta(meta)
+        layout.write_data_txt(counts[v] for v in range(1, max_v + 1))
     done_sources = {v: markers[v]["source"] for v in sorted(markers)}
     if done_sources:
         known = {int(v): e["source"] for v, e in videos.items() if isinstance(e, dict) and e.get("source")}
         train, test = split_videos(done_sources, split, known)
-        split_dir = Path(split.split_dir) if split.split_dir else default_split_dir(out)
-        atomic_write_text(split_dir / TRAIN_LIST, _frame_list(train, counts))
-        atomic_write_text(split_dir / TEST_LIST, _frame_list(test, counts))
-        log.info("split: %d train videos %s, %d test videos %s -> %s", len(train), train, len(test), test, split_dir)
+        write_split(layout.train_list, train, counts)
+        write_split(layout.test_list, test, counts)
+        log.info(
+            "split: %d train videos %s, %d test videos %s -> %s", len(train), train, len(test), test, layout.split_dir
+        )
     return meta
 
 
@@ -580,7 +536,3 @@ def build_dataset(
     for source, error in summary.failures.items():
         log.error("failed: %s -> %s", source, error)
     return summary
-
-
-def summary_dict(summary: BuildSummary) -> dict[str, Any]:
-    return asdict(summary)

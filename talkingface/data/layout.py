@@ -1,0 +1,346 @@
+"""The on-disk dataset layout: the one module that knows where each file lives and how it is written and read.
+
+Under the dataset root (see README "Data")::
+
+    images/<v>_<f>.jpg         RGB face crop, JPEG quality JPEG_QUALITY (square, meta.json "image_size" pixels)
+    landmarks/<v>_<f>.lms      68 rows "x y" (LANDMARK_FMT), pixels of the saved frame (iBUG layout)
+    audio_smooth/<v>_<f>.npy   float32 AUDIO_SMOOTH_SHAPE
+    data.txt                   "v frame_count", line v = video v
+    meta.json                  fps, image_size, audio_feature, videos (its content: talkingface.data.meta)
+
+and the split lists ``data_train.txt`` / ``data_test.txt`` (``<v>_<f>`` lines, frames from ``FIRST_LISTED_FRAME``)
+in the split folder, by default the root's parent. Videos ``v`` are numbered from 1, frames ``f`` from 0.
+``.tmp/`` and ``.done/`` are working folders of the preprocessing writer, never read by training.
+
+Every writer (preprocessing, the synthetic generator, test fixtures) and every reader (dataset, validation, data
+module, latent cache builder) goes through :class:`DatasetLayout` and the split-list functions here.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from talkingface.data.constants import AUDIO_SMOOTH_SHAPE, N_LANDMARKS
+from talkingface.data.meta import DatasetMetaError, check_meta
+
+IMAGES_DIR = "images"
+LANDMARKS_DIR = "landmarks"
+AUDIO_SMOOTH_DIR = "audio_smooth"
+DATA_TXT = "data.txt"
+META_JSON = "meta.json"
+TRAIN_LIST = "data_train.txt"
+TEST_LIST = "data_test.txt"
+#: Working folders of the preprocessing writer inside the root (never read by training).
+TMP_DIR = ".tmp"
+DONE_DIR = ".done"
+
+#: JPEG quality of every saved frame (the preprocessing ``--jpeg-quality`` default).
+JPEG_QUALITY = 95
+#: ``numpy.savetxt`` format of one landmark coordinate.
+LANDMARK_FMT = "%.3f"
+#: First frame listed in split files: the reference lists start at 1 (frame 0 is stored but not listed).
+FIRST_LISTED_FRAME = 1
+
+
+class LayoutFileError(DatasetMetaError):
+    """One file of the layout is unreadable or not in its format: ``path`` and ``problem`` kept apart."""
+
+    def __init__(self, path: str | os.PathLike, problem: str) -> None:
+        super().__init__(f"{path}: {problem}")
+        self.path, self.problem = Path(path), problem
+
+
+@dataclass(frozen=True)
+class FrameFile:
+    """One per-frame file kind: ``<folder>/<v>_<f><suffix>``."""
+
+    folder: str
+    suffix: str
+
+    def name(self, video: int, frame: int) -> str:
+        return f"{frame_name(video, frame)}{self.suffix}"
+
+
+IMAGE = FrameFile(IMAGES_DIR, ".jpg")
+LANDMARKS = FrameFile(LANDMARKS_DIR, ".lms")
+AUDIO = FrameFile(AUDIO_SMOOTH_DIR, ".npy")
+#: Every per-frame file kind: each frame ``0..n-1`` of each video has exactly one of each.
+FRAME_FILES = (IMAGE, LANDMARKS, AUDIO)
+
+
+def frame_name(video: int, frame: int) -> str:
+    """``(v, f) -> "<v>_<f>"``, the name of a frame in file names and split lists."""
+    return f"{int(video)}_{int(frame)}"
+
+
+def parse_name(name: str) -> tuple[int, int]:
+    """``"<v>_<f>" -> (v, f)``; raises ValueError for anything else."""
+    v, sep, f = name.partition("_")
+    if not sep or not v.isdigit() or not f.isdigit():
+        raise ValueError(f"not a '<video>_<frame>' name: {name!r}")
+    return int(v), int(f)
+
+
+def atomic_write_text(path: str | os.PathLike, text: str) -> None:
+    """Write ``text`` to ``path`` so that readers see either the old or the new file, never half of one."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_json(path: str | os.PathLike, obj: Any) -> None:
+    """``obj`` as indented, key-sorted JSON, written atomically."""
+    atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=True) + "\n")
+
+
+def read_json(path: str | os.PathLike) -> dict[str, Any] | None:
+    """A JSON object, or None when the file is absent or not JSON (for files that may not exist yet)."""
+    try:
+        obj = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError):
+        return None
+    return obj if isinstance(obj, dict) else None
+
+
+# --------------------------------------------------------------------------------------------- split lists
+
+
+def default_split_dir(root: str | os.PathLike) -> Path:
+    """Where split lists go by default: the dataset root's parent (``data/`` for ``data/HDTF``)."""
+    return Path(root).resolve().parent
+
+
+def read_split(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray]:
+    """``<v>_<f>`` lines -> ``(videos int32, frames int32)``; raises DatasetMetaError naming the line."""
+    path = Path(path)
+    if not path.is_file():
+        raise DatasetMetaError(f"{path}: split list missing")
+    videos, frames = [], []
+    with open(path, encoding="utf-8") as f:
+        for lineno, line in enumerate(f, 1):
+            line = line.strip()
+            if not line:
+                continue
+            try:
+                v, fr = parse_name(line)
+            except ValueError as e:
+                raise DatasetMetaError(f"{path}:{lineno}: {e}") from None
+            videos.append(v)
+            frames.append(fr)
+    return np.asarray(videos, dtype=np.int32), np.asarray(frames, dtype=np.int32)
+
+
+def write_split(path: str | os.PathLike, videos: Iterable[int], counts: Mapping[int, int] | list[int]) -> None:
+    """The split list of ``videos``: frames ``FIRST_LISTED_FRAME .. n-1`` of each, ``counts`` by video number
+    (a mapping, or a list where element ``v - 1`` is video ``v``'s count as in ``data.txt``)."""
+    count = counts.get if isinstance(counts, Mapping) else (lambda v: counts[v - 1])
+    atomic_write_text(
+        path, "".join(f"{frame_name(v, f)}\n" for v in videos for f in range(FIRST_LISTED_FRAME, count(v)))
+    )
+
+
+# --------------------------------------------------------------------------------------------- the root
+
+
+class DatasetLayout:
+    """Paths and formats of the files under one dataset root. Cheap to build and to pickle (holds only paths).
+
+    ``split_dir``: the folder of ``data_train.txt`` / ``data_test.txt`` (default: the root's parent).
+    """
+
+    def __init__(self, root: str | os.PathLike, split_dir: str | os.PathLike | None = None) -> None:
+        self.root = Path(root)
+        self.split_dir = Path(split_dir) if split_dir is not None else default_split_dir(self.root)
+
+    def __repr__(self) -> str:
+        return f"DatasetLayout({str(self.root)!r})"
+
+    # ------------------------------------------------------------------------------------ paths
+    def folder(self, kind: FrameFile) -> Path:
+        return self.root / kind.folder
+
+    def path(self, kind: FrameFile, video: int, frame: int) -> Path:
+        return self.root / kind.folder / kind.name(video, frame)
+
+    def image_path(self, video: int, frame: int) -> Path:
+        return self.path(IMAGE, video, frame)
+
+    def landmarks_path(self, video: int, frame: int) -> Path:
+        return self.path(LANDMARKS, video, frame)
+
+    def audio_path(self, video: int, frame: int) -> Path:
+        return self.path(AUDIO, video, frame)
+
+    @property
+    def data_txt_path(self) -> Path:
+        return self.root / DATA_TXT
+
+    @property
+    def meta_path(self) -> Path:
+        return self.root / META_JSON
+
+    @property
+    def train_list(self) -> Path:
+        return self.split_dir / TRAIN_LIST
+
+    @property
+    def test_list(self) -> Path:
+        return self.split_dir / TEST_LIST
+
+    def make_folders(self) -> None:
+        for kind in FRAME_FILES:
+            self.folder(kind).mkdir(parents=True, exist_ok=True)
+
+    def video_files(self, video: int) -> Iterator[Path]:
+        """The per-frame files of ``video`` that exist (all kinds)."""
+        for kind in FRAME_FILES:
+            if self.folder(kind).is_dir():
+                yield from self.folder(kind).glob(f"{int(video)}_*{kind.suffix}")
+
+    # ------------------------------------------------------------------------------------ frames
+    def write_frame(self, video: int, frame: int, rgb: np.ndarray, quality: int = JPEG_QUALITY) -> Path:
+        """Save an RGB uint8 ``(S, S, 3)`` frame as JPEG."""
+        import cv2
+
+        path = self.image_path(video, frame)
+        bgr = cv2.cvtColor(np.ascontiguousarray(rgb), cv2.COLOR_RGB2BGR)
+        if not cv2.imwrite(str(path), bgr, [cv2.IMWRITE_JPEG_QUALITY, int(quality)]):
+            raise OSError(f"cannot write {path}")
+        return path
+
+    def read_frame(self, video: int, frame: int) -> np.ndarray:
+        """The saved frame as RGB uint8 ``(S, S, 3)`` (decoded by PIL, as the training loader decodes it)."""
+        return self.read_frame_resized(video, frame, None)[0]
+
+    def read_frame_resized(self, video: int, frame: int, size: int | None) -> tuple[np.ndarray, int]:
+        """The frame as RGB uint8 resized to ``size`` with PIL bicubic (as the reference loader), and its saved
+        width. ``size=None`` keeps the saved size."""
+        from PIL import Image, UnidentifiedImageError
+
+        path = self.image_path(video, frame)
+        try:
+            with Image.open(path) as image:
+                image = image.convert("RGB") if image.mode != "RGB" else image
+                width = image.size[0]  # the reference calls this "h": PIL's size is (w, h); frames are square
+                if size is not None:
+                    image = image.resize((size, size), resample=Image.BICUBIC)
+                return np.asarray(image, dtype=np.uint8), width
+        except FileNotFoundError:
+            raise LayoutFileError(path, "missing") from None
+        except (UnidentifiedImageError, OSError) as e:
+            raise LayoutFileError(path, f"unreadable image ({e})") from None
+
+    # ------------------------------------------------------------------------------------ landmarks
+    def write_landmarks(self, video: int, frame: int, landmarks: np.ndarray) -> Path:
+        """68 rows ``"x y"`` in pixels of the saved frame."""
+        landmarks = np.asarray(landmarks)
+        if landmarks.shape != (N_LANDMARKS, 2):
+            raise ValueError(f"landmarks of shape {landmarks.shape}, expected ({N_LANDMARKS}, 2)")
+        path = self.landmarks_path(video, frame)
+        np.savetxt(path, landmarks, fmt=LANDMARK_FMT)
+        return path
+
+    def read_landmarks(self, video: int, frame: int) -> np.ndarray:
+        """float32 ``(68, 2)`` in saved-frame pixels."""
+        path = self.landmarks_path(video, frame)
+        try:
+            landmarks = np.loadtxt(path, dtype=np.float32)
+        except (OSError, ValueError) as e:
+            raise LayoutFileError(path, f"unreadable ({e})") from None
+        if landmarks.shape != (N_LANDMARKS, 2):
+            raise LayoutFileError(path, f"expected {N_LANDMARKS} rows 'x y', got shape {landmarks.shape}")
+        if not np.isfinite(landmarks).all():
+            raise LayoutFileError(path, "non-finite landmark")
+        return landmarks
+
+    # ------------------------------------------------------------------------------------ audio windows
+    def write_audio(self, video: int, frame: int, windows: np.ndarray) -> Path:
+        """The frame's smoothed audio windows, float32 ``AUDIO_SMOOTH_SHAPE``."""
+        windows = np.asarray(windows)
+        if windows.shape != AUDIO_SMOOTH_SHAPE or windows.dtype != np.float32:
+            raise ValueError(f"audio windows {windows.dtype} {windows.shape}, expected float32 {AUDIO_SMOOTH_SHAPE}")
+        path = self.audio_path(video, frame)
+        np.save(path, windows)
+        return path
+
+    def read_audio(self, video: int, frame: int) -> np.ndarray:
+        """float32 ``AUDIO_SMOOTH_SHAPE``."""
+        path = self.audio_path(video, frame)
+        try:
+            windows = np.load(path)
+        except (OSError, ValueError) as e:
+            raise LayoutFileError(path, f"unreadable ({e})") from None
+        if windows.shape != AUDIO_SMOOTH_SHAPE or windows.dtype != np.float32:
+            raise LayoutFileError(path, f"expected float32 {AUDIO_SMOOTH_SHAPE}, got {windows.dtype} {windows.shape}")
+        return windows
+
+    # ------------------------------------------------------------------------------------ data.txt
+    def write_data_txt(self, counts: Iterable[int]) -> None:
+        """Line ``v`` is ``"v n"``: video ``v`` has frames ``0..n-1`` (``n = 0`` for a failed video)."""
+        atomic_write_text(self.data_txt_path, "".join(f"{v} {int(n)}\n" for v, n in enumerate(counts, 1)))
+
+    def read_data_txt(self) -> list[int]:
+        """Frame counts per video: element ``v - 1`` is video ``v``'s count (as the reference reads it).
+
+        Raises:
+            DatasetMetaError: when the file is missing, a line is malformed, or lines are not ``1..K`` in order.
+        """
+        path = self.data_txt_path
+        if not path.is_file():
+            raise DatasetMetaError(f"{path}: missing")
+        counts: list[int] = []
+        for lineno, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+            if not line.strip():
+                continue
+            parts = line.split()
+            if len(parts) != 2 or not parts[0].isdigit() or not parts[1].isdigit():
+                raise DatasetMetaError(f"{path}:{lineno}: expected 'video frame_count', got {line!r}")
+            v, n = int(parts[0]), int(parts[1])
+            if v != len(counts) + 1:
+                raise DatasetMetaError(
+                    f"{path}:{lineno}: video {v} on line {len(counts) + 1}; the loader indexes data.txt by "
+                    "line (line v holds video v), so videos must be 1..K in order"
+                )
+            counts.append(n)
+        return counts
+
+    # ------------------------------------------------------------------------------------ meta.json
+    def write_meta(self, meta: Mapping[str, Any]) -> None:
+        write_json(self.meta_path, dict(meta))
+
+    def read_meta(self) -> dict[str, Any]:
+        """``meta.json``, checked (:func:`talkingface.data.meta.check_meta`).
+
+        Raises:
+            DatasetMetaError: naming the file, when it is absent, not JSON, or lacks the required keys.
+        """
+        path = self.meta_path
+        if not path.is_file():
+            raise DatasetMetaError(
+                f"{path}: missing. Build the dataset with `python -m talkingface.preprocess run ... --out {self.root}`."
+            )
+        try:
+            meta = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, json.JSONDecodeError) as e:
+            raise DatasetMetaError(f"{path}: unreadable ({e})") from e
+        check_meta(meta, path)
+        return meta
+
+    def read_meta_if_any(self) -> dict[str, Any]:
+        """``meta.json`` as far as it exists, unchecked (``{}`` before the first write): for the writer."""
+        return read_json(self.meta_path) or {}
