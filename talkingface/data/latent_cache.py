@@ -32,6 +32,7 @@ from typing import Any
 
 import numpy as np
 
+from talkingface.cli_support import ArgumentParser, report, split_overrides
 from talkingface.data.meta import DatasetMetaError, read_data_txt
 
 log = logging.getLogger(__name__)
@@ -298,7 +299,7 @@ def _build_command(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m talkingface.data.latent_cache", description=__doc__.split("\n")[0])
+    parser = ArgumentParser(prog="python -m talkingface.data.latent_cache", description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
     b = sub.add_parser("build", help="encode every frame and its masked version with the frozen first stage")
     b.add_argument("root", help="dataset root (images/, landmarks/, data.txt)")
@@ -313,17 +314,14 @@ def main(argv: list[str] | None = None) -> int:
     b.add_argument("--trust-checkpoint", action="store_true", help="allow full unpickling of the VQ checkpoint")
     b.add_argument("--allow-random-first-stage", action="store_true", help=argparse.SUPPRESS)
     parser.epilog = "KEY=VALUE arguments override the config, e.g. model.first_stage.ch=32"
-    args, unknown = parser.parse_known_args(argv)
-    bad = [u for u in unknown if "=" not in u or u.startswith("-")]
-    if bad:
-        parser.error(f"unrecognized arguments: {' '.join(bad)}")
-    args.overrides = unknown
+    overrides, rest = split_overrides(sys.argv[1:] if argv is None else argv)
+    args = parser.parse_args(rest)
+    args.overrides = overrides
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         return _build_command(args)
     except (LatentCacheError, ValueError, RuntimeError) as err:
-        log.error("%s", err)
-        return 1
+        return report(err)
 
 
 def _cuda() -> bool:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import signal
 import time
@@ -159,7 +158,7 @@ class LastCheckpoint(pl.Callback):
 
 class SlimExport(pl.Callback):
     """At the end of training rank 0 writes the EMA UNet + condition encoders as safetensors, with the config and
-    the audio feature kind in the file's metadata (``difftalk_config`` as JSON, ``audio_feature_kind``)."""
+    the audio feature kind in the file's metadata (``difftalk_config`` as JSON, the kind inside it)."""
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
@@ -169,15 +168,3 @@ class SlimExport(pl.Callback):
         from talkingface.training.export import export_slim
 
         export_slim(pl_module, self.path)
-
-
-def slim_metadata(pl_module: Any) -> dict[str, str]:
-    """safetensors metadata (str -> str) for a module with ``run_config`` / ``config.conditioning``."""
-    meta: dict[str, str] = {}
-    run_config = getattr(pl_module, "run_config", None)
-    if run_config is not None:
-        meta["difftalk_config"] = json.dumps(run_config, sort_keys=True)
-    kind = pl_module.config.conditioning.audio_feature_kind
-    if kind is not None:
-        meta["audio_feature_kind"] = str(kind)
-    return meta
