@@ -139,3 +139,15 @@ def test_checkpoint_in_the_old_format_still_loads(tiny: LatentDiffusion, tmp_pat
     model = get_difftalk_inference(None, path, device="cpu", use_ema=False)
     assert model.config.conditioning.audio_feature_kind == "logmel29"
     tiny.on_load_checkpoint(old)  # a model config without a kind accepts any
+
+
+def test_data_constants_come_from_the_config_defaults() -> None:
+    from talkingface.data import constants
+    from talkingface.model.image_driven_talkingface.DiffTalk.config import DiffTalkConfig
+
+    d = DiffTalkConfig()
+    c = d.model.conditioning
+    assert constants.AUDIO_SMOOTH_SHAPE == (c.audio_smooth_windows, c.audio_window, c.audio_feature_dim)
+    assert (constants.MODEL_IMAGE_SIZE, constants.LATENT_SIZE) == (d.data.image_size, d.model.unet.image_size)
+    assert constants.REFERENCE_MIN_DISTANCE == d.data.reference_min_distance
+    assert constants.N_MODEL_LANDMARKS == c.landmark_count  # 39 rows selected from the 68-point layout
