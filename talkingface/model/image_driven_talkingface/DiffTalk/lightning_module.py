@@ -2,7 +2,7 @@
 
 Semantics follow the reference trainer (``sstzal/DiffTalk`` ``ddpm_talking.py``): AdamW over the UNet and the
 three condition encoders (the VQ first stage stays frozen), the simple eps loss, the EMA of the UNet updated after
-every optimizer step, validation loss with and without EMA. Checkpoints carry two plain top-level entries next to
+every optimizer step, validation loss with and without EMA. Checkpoints carry one plain top-level entry next to
 Lightning's: ``difftalk_config`` (the whole config as a dict, audio feature kind included), so that they load
 with ``torch.load(..., weights_only=True)`` and ``get_difftalk_inference`` rebuilds the right model.
 """
