@@ -1,156 +1,18 @@
-"""Lip-sync demo: portrait video + speech in, lip-synced mp4 out.
+"""Lip-sync demo: portrait video + speech in, lip-synced mp4 out (thin entry point of ``talkingface lipsync``).
 
     python demo.py --video person.mp4 --audio speech.wav --out result.mp4
     python demo.py          # no arguments: the shipped synthetic demo model on a generated face (CPU, offline)
 
 Bad inputs (no face, audio shorter than one frame, unreadable media, a checkpoint trained on other audio features,
-an existing output) end with exit code 2 and one line naming the file and the problem.
+an existing output) end with exit code 2 and one line ``error: <file or flag>: <problem>``.
+Run ``python demo.py --help`` for the options.
 """
 
 from __future__ import annotations
 
-import argparse
-import logging
 import sys
-from pathlib import Path
 
-from talkingface.data.preprocess.errors import PreprocessError
-from talkingface.data.preprocess.features import BACKEND_KINDS
-from talkingface.data.preprocess.media import probe_video
-from talkingface.inference import InferenceError, LipSyncOptions, LipSyncPipeline
-from talkingface.inference.sampling import PRECISIONS, SAMPLERS
-from talkingface.inference.writer import check_output
-from talkingface.model.image_driven_talkingface.DiffTalk import CheckpointError, ConfigError, get_difftalk_inference
-from talkingface.model.image_driven_talkingface.DiffTalk.inference import DEFAULT_CKPT
-
-EXIT_BAD_INPUT = 2
-DEFAULTS = LipSyncOptions()
-
-
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    io = p.add_argument_group("input / output")
-    io.add_argument(
-        "--video", default=None, help="portrait video (any container FFmpeg reads); omit for the synthetic demo"
-    )
-    io.add_argument("--audio", default=None, help="driving speech (wav, mp3, m4a, a video, ...); default: the video's")
-    io.add_argument(
-        "--out", default=None, help="output video (.mp4, .mov or .mkv): H.264 + AAC speech (required with --video)"
-    )
-    io.add_argument("--frames-dir", default=None, help="also write the frames as PNG into this folder")
-    io.add_argument("--overwrite", action="store_true", help="replace --out / --frames-dir when they exist")
-    model = p.add_argument_group("model")
-    model.add_argument("--ckpt", default=None, help=f"DiffTalk checkpoint (default {DEFAULT_CKPT})")
-    model.add_argument("--config", default=None, help="model config (default: the checkpoint's own, else inference)")
-    model.add_argument("--first-stage-ckpt", default=None, help="VQ first stage, for checkpoints without one")
-    model.add_argument("--trust-checkpoint", action="store_true", help="allow full unpickling (trusted files only)")
-    model.add_argument("--raw-weights", action="store_true", help="use the raw UNet weights instead of the EMA")
-    model.add_argument(
-        "--audio-features",
-        choices=sorted(BACKEND_KINDS),
-        default=None,
-        help="feature backend; default: the kind recorded in the checkpoint (required when it records none)",
-    )
-    model.add_argument("--wav2vec2-model", default=None, help="local wav2vec2 CTC model folder (wav2vec2 features)")
-    model.add_argument("--deepspeech-npy", default=None, help="AD-NeRF aud.npy of the speech (deepspeech features)")
-    s = p.add_argument_group("sampling")
-    s.add_argument("--sampler", choices=SAMPLERS, default=DEFAULTS.sampler, help="ddim: reference-exact")
-    s.add_argument("--steps", type=int, default=DEFAULTS.steps, help="sampler steps (reference: ddim 200)")
-    s.add_argument("--eta", type=float, default=DEFAULTS.eta, help="DDIM eta (0: deterministic)")
-    s.add_argument("--batch-size", type=int, default=DEFAULTS.batch_size, help="frames sampled together")
-    s.add_argument("--precision", choices=PRECISIONS, default=DEFAULTS.precision, help="auto: bf16 UNet on CUDA")
-    s.add_argument("--compile", action="store_true", help="torch.compile the UNet (slow first batch)")
-    s.add_argument("--seed", type=int, default=DEFAULTS.seed)
-    s.add_argument("--device", default=None, help="default: cuda when available, else cpu")
-    f = p.add_argument_group("face")
-    f.add_argument("--reference-frame", type=int, default=None, help="video frame giving the identity (default 1)")
-    f.add_argument("--crop-size", type=int, default=DEFAULTS.crop_size, help="face crop side the masks are drawn at")
-    f.add_argument("--feather", type=float, default=DEFAULTS.feather, help="paste-back feather (fraction of crop)")
-    f.add_argument("--max-missing", type=float, default=DEFAULTS.max_missing, help="max fraction of faceless frames")
-    p.add_argument("--no-progress", action="store_true", help="no progress bars")
-    return p
-
-
-def _check_input(path: str, what: str) -> None:
-    if not Path(path).is_file():
-        raise InferenceError(path, f"{what} not found")
-
-
-def run(args: argparse.Namespace) -> None:
-    options = LipSyncOptions(
-        steps=args.steps,
-        sampler=args.sampler,
-        batch_size=args.batch_size,
-        precision=args.precision,
-        compile=args.compile,
-        seed=args.seed,
-        eta=args.eta,
-        reference_frame=args.reference_frame,
-        crop_size=args.crop_size,
-        feather=args.feather,
-        max_missing=args.max_missing,
-    )
-    # cheap checks first: nothing is loaded when the output exists or an input is missing or unreadable
-    check_output(args.out, args.overwrite)
-    if args.frames_dir:
-        check_output(args.frames_dir, args.overwrite, directory=True)
-    _check_input(args.video, "video")
-    probe_video(args.video)
-    if args.audio is not None:
-        _check_input(args.audio, "audio")
-    model = get_difftalk_inference(
-        args.config,
-        args.ckpt,
-        args.first_stage_ckpt,
-        device=args.device,
-        use_ema=not args.raw_weights,
-        trust_checkpoint=args.trust_checkpoint,
-    )
-    feature_options = {"wav2vec2_model": args.wav2vec2_model, "deepspeech_npy": args.deepspeech_npy}
-    if args.device:
-        feature_options["device"] = args.device
-    pipe = LipSyncPipeline(
-        model,
-        audio_features=args.audio_features,
-        feature_options=feature_options,
-        options=options,
-        model_source=str(args.ckpt or DEFAULT_CKPT),
-    )
-    pipe.run(
-        args.video,
-        args.audio,
-        args.out,
-        frames_dir=args.frames_dir,
-        overwrite=args.overwrite,
-        progress=not args.no_progress,
-    )
-
-
-def run_synthetic(args: argparse.Namespace) -> None:
-    """No --video: the shipped synthetic demo model on a generated face (talkingface/synthetic/assets)."""
-    from talkingface.synthetic.demo import DEFAULT_OUT, run_synthetic_demo
-
-    run_synthetic_demo(
-        args.out or DEFAULT_OUT, device=args.device, progress=not args.no_progress, overwrite=args.overwrite
-    )
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    if args.video is not None and args.out is None:
-        parser.error("the following arguments are required: --out")
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
-    try:
-        if args.video is None:
-            run_synthetic(args)
-        else:
-            run(args)
-    except (InferenceError, PreprocessError, CheckpointError, ConfigError) as err:
-        print(f"error: {' '.join(str(err).split())}", file=sys.stderr)
-        return EXIT_BAD_INPUT
-    return 0
-
+from talkingface.inference.cli import main
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -29,8 +29,8 @@ if str(ROOT) not in sys.path:
 from talkingface.data.layout import DatasetLayout  # noqa: E402
 from talkingface.model.image_driven_talkingface.DiffTalk.checkpoint import load_first_stage  # noqa: E402
 from talkingface.model.image_driven_talkingface.DiffTalk.config import default_config_path, load_config  # noqa: E402
-from talkingface.synthetic.__main__ import DATASET_DIR  # noqa: E402
-from talkingface.synthetic.__main__ import main as synthetic_main  # noqa: E402
+from talkingface.synthetic.cli import DATASET_DIR  # noqa: E402
+from talkingface.synthetic.cli import main as synthetic_main  # noqa: E402
 from talkingface.synthetic.export import export_demo_model  # noqa: E402
 from talkingface.synthetic.first_stage import build_vq, save_first_stage, train_first_stage  # noqa: E402
 from talkingface.synthetic.learn import (  # noqa: E402

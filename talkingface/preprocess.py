@@ -1,4 +1,5 @@
-"""Command line: ``python -m talkingface.preprocess {run,validate,finalize} ...`` (see README "Data")."""
+"""Command line: ``talkingface preprocess {run,validate,finalize} ...``, also ``python -m talkingface.preprocess``
+(see README "Data"). Exit status: 0 fine, 1 the command ran and found problems, 2 bad input."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from talkingface.cli_support import EXIT_OK, EXIT_PROBLEMS, ArgumentParser, fail, report
 from talkingface.data.constants import DEFAULT_IMAGE_SIZE, FPS
 from talkingface.data.layout import JPEG_QUALITY as DEFAULT_JPEG_QUALITY
 from talkingface.data.preprocess.crop import DEFAULT_CROP_SCALE, DEFAULT_CROP_SHIFT_UP, CropConfig
@@ -23,8 +25,6 @@ from talkingface.data.preprocess.writer import (
 )
 
 log = logging.getLogger("talkingface.preprocess")
-
-EXIT_OK, EXIT_PROBLEMS, EXIT_USAGE = 0, 1, 2
 
 
 def _add_split_options(p: argparse.ArgumentParser) -> None:
@@ -48,8 +48,8 @@ def _split(args: argparse.Namespace) -> SplitOptions:
     )
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m talkingface.preprocess", description=__doc__)
+def build_parser() -> ArgumentParser:
+    parser = ArgumentParser(prog="python -m talkingface.preprocess", description=__doc__)
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", required=True)
 
@@ -116,6 +116,8 @@ def _run(args: argparse.Namespace) -> int:
 def _validate(args: argparse.Namespace) -> int:
     from talkingface.data.validate import validate_dataset
 
+    if not args.root.is_dir():
+        return fail(args.root, "dataset root not found (not a folder)")
     problems = validate_dataset(args.root, split_dir=args.split_dir, check_images=not args.no_images)
     for problem in problems[: args.max_report]:
         print(problem)
@@ -138,8 +140,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         finalize(args.root, _split(args))
         return EXIT_OK
     except PreprocessError as e:
-        log.error("%s", e)
-        return EXIT_USAGE
+        return report(e)
 
 
 if __name__ == "__main__":

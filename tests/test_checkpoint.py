@@ -88,7 +88,7 @@ def test_shape_mismatch_is_reported(tmp_path: Path) -> None:
 
 def test_pickled_objects_need_trust(tiny: LatentDiffusion, tmp_path: Path) -> None:
     path = reference_style_ckpt(tiny, tmp_path / "pickled.ckpt", {"hyper_parameters": argparse.Namespace(a=1)})
-    with pytest.raises(CheckpointError, match="trust_checkpoint=True"):
+    with pytest.raises(CheckpointError, match="--trust-checkpoint"):
         get_difftalk_inference(TINY_CONFIG, path, device="cpu")
     loaded = get_difftalk_inference(TINY_CONFIG, path, device="cpu", use_ema=False, trust_checkpoint=True)
     assert same_weights(loaded, tiny)
@@ -120,7 +120,7 @@ def test_slim_safetensors_export_round_trip(tiny: LatentDiffusion, tmp_path: Pat
     slim = export_safetensors(tiny, tmp_path / "difftalk.safetensors", slim=True)
     vq = tmp_path / "vq.ckpt"
     torch.save({"state_dict": tiny.first_stage_model.state_dict()}, vq)
-    with pytest.raises(CheckpointError, match="first_stage_ckpt"):
+    with pytest.raises(CheckpointError, match="--first-stage-ckpt"):
         get_difftalk_inference(TINY_CONFIG, slim, first_stage_ckpt=tmp_path / "none.ckpt", device="cpu")
     loaded = get_difftalk_inference(TINY_CONFIG, slim, first_stage_ckpt=vq, device="cpu", use_ema=True)
     with tiny.ema_scope():

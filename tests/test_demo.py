@@ -86,9 +86,7 @@ def test_refuses_existing_output_without_overwrite(assets: dict[str, Path], tmp_
     cmd = [sys.executable, str(ROOT / "demo.py"), "--video", str(assets["video"]), "--out", str(out)]
     proc = subprocess.run(cmd, capture_output=True, text=True, cwd=tmp_path, timeout=120)
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
-    assert proc.stderr.strip().splitlines() == [
-        f"error: {out}: already exists; pass --overwrite (overwrite=True) to replace it"
-    ]
+    assert proc.stderr.strip().splitlines() == [f"error: {out}: already exists; pass --overwrite to replace it"]
     assert out.read_bytes() == b"keep me"
 
 

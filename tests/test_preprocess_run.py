@@ -148,13 +148,15 @@ def test_bad_video_never_destroys_existing(built: Path, tmp_path: Path) -> None:
     assert validate_dataset(root) == []
 
 
-def test_missing_input_and_mismatched_settings(built: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+def test_missing_input_and_mismatched_settings(built: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    capsys.readouterr()
     assert main(["run", str(tmp_path / "nope.mp4"), "--out", str(tmp_path / "o"), "--no-progress"]) == 2
-    assert any("nope.mp4: no such file" in r.getMessage() for r in caplog.records)
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: ") and "nope.mp4: no such file" in err[0]
     root = copy_dataset(built, tmp_path)
     video = json.loads((root / "meta.json").read_text())["videos"]["1"]["path"]
     assert main(["run", video, "--out", str(root), "--size", "256", "--no-progress"]) == 2
-    assert any("image_size=128" in r.getMessage() for r in caplog.records)
+    assert "image_size=128" in capsys.readouterr().err
 
 
 def test_interrupted_run_resumes(media: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

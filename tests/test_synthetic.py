@@ -86,7 +86,7 @@ def test_generation_is_deterministic() -> None:
 
 
 def test_cli_writes_videos_and_a_valid_layout(tmp_path: Path) -> None:
-    from talkingface.synthetic.__main__ import main
+    from talkingface.synthetic.cli import main
 
     out = tmp_path / "syn"
     argv = ["--out", str(out), "--identities", "2", "--seconds", "1.2", "--seed", "3", "--layout", "--no-progress"]
@@ -169,7 +169,7 @@ def test_shipped_model_mouth_follows_unseen_speech(tmp_path: Path) -> None:
     import torch
 
     from talkingface.model.image_driven_talkingface.DiffTalk import get_difftalk_inference
-    from talkingface.synthetic.__main__ import main as synthetic_main
+    from talkingface.synthetic.cli import main as synthetic_main
     from talkingface.synthetic.export import demo_model_paths
     from talkingface.synthetic.learn import evaluate_heldout
 

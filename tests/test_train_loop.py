@@ -110,7 +110,7 @@ def test_interrupt_writes_checkpoint_and_resume_continues(data_root: Path, tmp_p
     assert ckpt["global_step"] == 3  # the interrupted step finished, then the run stopped
     saved_ema = _ema(ckpt["state_dict"])
     assert int(saved_ema["model_ema.num_updates"]) == 3
-    assert ckpt["audio_feature_kind"] == FEATURE_KIND
+    assert "audio_feature_kind" not in ckpt  # stored once, inside difftalk_config
     assert ckpt["difftalk_config"]["model"]["conditioning"]["audio_feature_kind"] == FEATURE_KIND
     assert "hyper_parameters" not in ckpt
     assert len(ckpt["optimizer_states"]) == 1 and ckpt["optimizer_states"][0]["state"]
@@ -162,14 +162,16 @@ def test_checkpoint_loads_for_inference_and_grids_and_export(data_root: Path, tm
         assert torch.equal(v, slim.model.state_dict()[k]), k
 
 
-def test_data_check_fails_early_with_a_clear_message(data_root: Path, tmp_path: Path, caplog: Any) -> None:
+def test_data_check_fails_early_with_a_clear_message(data_root: Path, tmp_path: Path, capsys: Any) -> None:
     base = ["--base", str(TINY_CONFIG), "-l", str(tmp_path / "logs")]
     overrides = tiny_overrides(data_root, **{"model.conditioning.audio_feature_kind": "deepspeech29"})
+    capsys.readouterr()
     assert main([*base, "-t", *overrides]) == 2
-    assert "deepspeech29" in caplog.text and "logmel29" in caplog.text
+    err = capsys.readouterr().err
+    assert "deepspeech29" in err and "logmel29" in err and err.count("error:") == 1
     assert not (tmp_path / "logs").exists()  # nothing started
     assert main([*base, *tiny_overrides(data_root, **{"data.train_list": tmp_path / "nope.txt"})]) == 2
-    assert "nope.txt" in caplog.text
+    assert "nope.txt" in capsys.readouterr().err
     # without -t: checks only
     assert main([*base, *tiny_overrides(data_root)]) == 0
     assert not (tmp_path / "logs").exists()

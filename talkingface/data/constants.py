@@ -1,6 +1,15 @@
-"""Named constants shared by preprocessing, the dataset and validation."""
+"""Named constants shared by preprocessing, the dataset and validation.
+
+Values that are also DiffTalk config fields are taken from the config schema's defaults (one source): the audio
+window shape (``model.conditioning``), the model image and latent sides and the reference distance (``data``,
+``model.unet``).
+"""
 
 from __future__ import annotations
+
+from talkingface.model.image_driven_talkingface.DiffTalk.config import ConditioningConfig, DataConfig, UNetConfig
+
+_CONDITIONING, _DATA, _UNET = ConditioningConfig(), DataConfig(), UNetConfig()
 
 #: Video frame rate of every dataset (frames per second).
 FPS = 25
@@ -11,11 +20,11 @@ FEATURE_RATE_HZ = 50
 #: Feature frames per video frame.
 FEATURES_PER_FRAME = FEATURE_RATE_HZ // FPS
 #: Feature dimension (DeepSpeech's 29 symbols, or 29 log-mel bands).
-FEATURE_DIM = 29
+FEATURE_DIM = _CONDITIONING.audio_feature_dim
 #: Feature frames in one per-video-frame window (AD-NeRF ``aud.npy``: 16 x 29).
-AUDIO_WINDOW = 16
+AUDIO_WINDOW = _CONDITIONING.audio_window
 #: Neighbouring windows stacked for smoothing (AD-NeRF ``smo_size``).
-SMOOTH_WINDOWS = 8
+SMOOTH_WINDOWS = _CONDITIONING.audio_smooth_windows
 #: Shape of one ``audio_smooth/<v>_<f>.npy`` file.
 AUDIO_SMOOTH_SHAPE = (SMOOTH_WINDOWS, AUDIO_WINDOW, FEATURE_DIM)
 
@@ -31,8 +40,8 @@ INFERENCE_MASK_ROWS = tuple(range(2, 15)) + (33,)
 #: Default side of the saved square frames (pixels).
 DEFAULT_IMAGE_SIZE = 512
 #: Side of the images the model sees (pixels).
-MODEL_IMAGE_SIZE = 256
+MODEL_IMAGE_SIZE = _DATA.image_size
 #: Side of the first-stage latent the inference mask is built for.
-LATENT_SIZE = 64
+LATENT_SIZE = _UNET.image_size
 #: Minimum distance (frames) between a frame and its reference frame.
-REFERENCE_MIN_DISTANCE = 60
+REFERENCE_MIN_DISTANCE = _DATA.reference_min_distance

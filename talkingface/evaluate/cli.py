@@ -1,13 +1,14 @@
-"""``python -m talkingface.evaluate``: compare predicted frames with ground truth and write a report."""
+"""``talkingface evaluate`` (also ``python -m talkingface.evaluate``): compare predicted frames with ground truth and
+write a report."""
 
 from __future__ import annotations
 
 import argparse
 import logging
-import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from talkingface.cli_support import EXIT_OK, ArgumentParser, report
 from talkingface.evaluate.errors import EvaluationError
 from talkingface.evaluate.harness import ALL_METRICS, CHEAP_METRICS, CROPS, EvalOptions, evaluate
 from talkingface.evaluate.landmarks import load_landmarks
@@ -15,8 +16,8 @@ from talkingface.evaluate.landmarks import load_landmarks
 log = logging.getLogger("talkingface.evaluate")
 
 
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+def build_parser() -> ArgumentParser:
+    p = ArgumentParser(
         prog="python -m talkingface.evaluate",
         description="PSNR, SSIM (face and mouth), LMD and, given their weight files, LPIPS, FID and SyncNet "
         "LSE-C/LSE-D of a predicted talking-face video against the ground truth. Nothing is downloaded.",
@@ -86,8 +87,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         result = evaluate(args.pred, args.gt, options_from_args(args))
     except EvaluationError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+        return report(e)
     print(summary_table(result))
     for note in result.notes:
         print(f"note: {note}")
@@ -97,4 +97,4 @@ def main(argv: Sequence[str] | None = None) -> int:
         write_json(result, out)
         md = write_markdown(result, out.with_suffix(".md"), plot, out)
         print(f"wrote {out}, {md}" + (f", {plot}" if plot else ""))
-    return 0
+    return EXIT_OK

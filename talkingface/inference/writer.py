@@ -40,7 +40,7 @@ def check_output(path: str | Path, overwrite: bool = False, *, directory: bool =
         raise InferenceError(path, f"the folder {path.parent} does not exist")
     if path.exists() or path.is_symlink():
         if not overwrite:
-            raise InferenceError(path, "already exists; pass --overwrite (overwrite=True) to replace it")
+            raise InferenceError(path, "already exists; pass --overwrite to replace it")
         if directory and not path.is_dir():
             raise InferenceError(path, "exists and is not a folder")
         if not directory and path.is_dir():

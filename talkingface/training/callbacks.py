@@ -159,7 +159,7 @@ class LastCheckpoint(pl.Callback):
 
 class SlimExport(pl.Callback):
     """At the end of training rank 0 writes the EMA UNet + condition encoders as safetensors, with the config and
-    the audio feature kind in the file's metadata (``difftalk_config`` as JSON, ``audio_feature_kind``)."""
+    the audio feature kind in the file's metadata (``difftalk_config`` as JSON, the kind inside it)."""
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)

@@ -50,7 +50,8 @@ def build_datamodule(cfg: DiffTalkConfig, meta: dict[str, Any] | None = None) ->
 
 def check_dataset(cfg: DiffTalkConfig) -> dict[str, Any]:
     """Check meta.json, the audio feature kind and dimensions against the config, the split lists (and the latent
-    cache when configured). Records the dataset's feature kind in ``cfg.model.conditioning.audio_feature_kind``.
+    cache when configured). ``cfg`` is not changed; the dataset's feature kind is in the returned meta
+    (``meta["audio_feature"]["kind"]``).
 
     Raises:
         DataCheckError: naming the file and the problem.
@@ -59,8 +60,8 @@ def check_dataset(cfg: DiffTalkConfig) -> dict[str, Any]:
     root = Path(d.root)
     if not root.is_dir():
         raise DataCheckError(
-            f"data.root {root}: not a folder. Build the dataset with `python -m talkingface.preprocess run ...` "
-            "or set data.root=... on the command line."
+            f"{root}: dataset folder not found (data.root). Build the dataset with `talkingface preprocess run ...` "
+            "or set data.root=PATH on the command line."
         )
     if d.image_size != cfg.model.first_stage.resolution:
         raise DataCheckError(
@@ -72,8 +73,6 @@ def check_dataset(cfg: DiffTalkConfig) -> dict[str, Any]:
         check_feature_kind(meta, expected_audio_feature(cfg))
     except DatasetMetaError as err:
         raise DataCheckError(f"dataset check failed: {err}") from None
-    kind = meta["audio_feature"]["kind"]
-    cfg.model.conditioning.audio_feature_kind = kind
     if d.latent_cache is not None:
         try:
             check_latent_cache(d.latent_cache, root, cfg.model)

@@ -30,27 +30,27 @@ def parse_gpus(gpus: str) -> list[int]:
     """``"0,1,2,"`` -> ``[0, 1, 2]``; ``"0,"`` -> ``[0]``. A trailing comma is allowed, as in the reference."""
     parts = [p.strip() for p in str(gpus).split(",") if p.strip()]
     if not parts:
-        raise DeviceSpecError(f"--gpus {gpus!r}: give GPU indices like '0,' or '0,1,2,3,'")
+        raise DeviceSpecError(f"--gpus: {gpus!r}: give GPU indices like '0,' or '0,1,2,3,'")
     try:
         ids = [int(p) for p in parts]
     except ValueError:
-        raise DeviceSpecError(f"--gpus {gpus!r}: GPU indices must be integers, e.g. '0,1,'") from None
+        raise DeviceSpecError(f"--gpus: {gpus!r}: GPU indices must be integers, e.g. '0,1,'") from None
     if len(set(ids)) != len(ids) or min(ids) < 0:
-        raise DeviceSpecError(f"--gpus {gpus!r}: indices must be distinct and >= 0")
+        raise DeviceSpecError(f"--gpus: {gpus!r}: indices must be distinct and >= 0")
     return ids
 
 
 def device_spec(gpus: str | None, cpu_devices: int = 1, num_nodes: int = 1, strategy: str | None = None) -> DeviceSpec:
     """GPUs when ``gpus`` is given, else ``cpu_devices`` CPU processes. DDP whenever there is more than one process."""
     if num_nodes < 1 or cpu_devices < 1:
-        raise DeviceSpecError("--num_nodes and --devices must be >= 1")
+        raise DeviceSpecError("--num-nodes / --devices: must be >= 1")
     if gpus:
         spec = DeviceSpec("gpu", parse_gpus(gpus), num_nodes)
     else:
         spec = DeviceSpec("cpu", cpu_devices, num_nodes)
     name = strategy or ("ddp" if spec.world_size > 1 else "auto")
     if name not in ("ddp", "ddp_spawn", "auto"):
-        raise DeviceSpecError(f"--strategy {name!r}: use ddp, ddp_spawn or auto")
+        raise DeviceSpecError(f"--strategy: {name!r}: use ddp, ddp_spawn or auto")
     return DeviceSpec(spec.accelerator, spec.devices, num_nodes, name)
 
 

@@ -1,5 +1,6 @@
 """Slim export for inference-only use: EMA UNet + condition encoders + config, as safetensors.
 
+    talkingface export logs/<run>/checkpoints/last.ckpt exported/difftalk.safetensors
     python -m talkingface.training.export logs/<run>/checkpoints/last.ckpt exported/difftalk.safetensors
 
 Writes ``difftalk.safetensors`` (config and feature kind in its metadata) and ``difftalk.yaml`` (the config) next
@@ -15,18 +16,24 @@ import logging
 from pathlib import Path
 from typing import Any
 
+from talkingface.cli_support import EXIT_OK, ArgumentParser, fail, report
 from talkingface.model.image_driven_talkingface.DiffTalk.checkpoint import (
     CheckpointError,
     export_safetensors,
     load_checkpoint_file,
     load_difftalk_checkpoint,
 )
-from talkingface.model.image_driven_talkingface.DiffTalk.config import config_to_dict, load_config, save_config
-from talkingface.model.image_driven_talkingface.DiffTalk.lightning_module import (
+from talkingface.model.image_driven_talkingface.DiffTalk.config import (
     CONFIG_CKPT_KEY,
-    FEATURE_KIND_CKPT_KEY,
-    LatentDiffusion,
+    ConfigError,
+    checkpoint_config,
+    checkpoint_feature_kind,
+    config_to_dict,
+    load_config,
+    save_config,
+    with_audio_feature_kind,
 )
+from talkingface.model.image_driven_talkingface.DiffTalk.lightning_module import LatentDiffusion
 
 log = logging.getLogger(__name__)
 
@@ -37,9 +44,6 @@ def slim_metadata(pl_module: Any) -> dict[str, str]:
     run_config = getattr(pl_module, "run_config", None)
     if run_config is not None:
         meta["difftalk_config"] = json.dumps(run_config, sort_keys=True)
-    kind = pl_module.config.conditioning.audio_feature_kind
-    if kind is not None:
-        meta["audio_feature_kind"] = str(kind)
     return meta
 
 
@@ -59,13 +63,13 @@ def export_slim(module: Any, path: str | Path) -> Path:
 def export_checkpoint(ckpt: str | Path, out: str | Path) -> Path:
     """Slim-export a trainer checkpoint (it must hold ``difftalk_config``, as every trainer checkpoint does)."""
     raw = load_checkpoint_file(ckpt)
-    stored = raw.get(CONFIG_CKPT_KEY)
-    if not isinstance(stored, dict):
-        raise CheckpointError(f"{ckpt} has no '{CONFIG_CKPT_KEY}' entry: it was not written by the DiffTalk trainer")
+    stored = checkpoint_config(raw)
+    if stored is None:
+        raise CheckpointError(f"{ckpt}: no '{CONFIG_CKPT_KEY}' entry: it was not written by the DiffTalk trainer")
     cfg = load_config(stored)
-    kind = raw.get(FEATURE_KIND_CKPT_KEY)
-    if isinstance(kind, str):
-        cfg.model.conditioning.audio_feature_kind = kind
+    kind = checkpoint_feature_kind(raw)  # older checkpoints also carry it at the top level
+    if kind is not None:
+        cfg = with_audio_feature_kind(cfg, kind)
     del raw
     model = LatentDiffusion(cfg.model, run_config=config_to_dict(cfg))
     load_difftalk_checkpoint(model, ckpt)
@@ -73,17 +77,22 @@ def export_checkpoint(ckpt: str | Path, out: str | Path) -> Path:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = ArgumentParser(
+        prog="python -m talkingface.training.export",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("ckpt", help="trainer checkpoint (.ckpt)")
     parser.add_argument("out", help="output .safetensors path")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    if not Path(args.ckpt).is_file():
+        return fail(args.ckpt, "checkpoint not found")
     try:
         export_checkpoint(args.ckpt, args.out)
-    except CheckpointError as err:
-        log.error("%s", err)
-        return 1
-    return 0
+    except (CheckpointError, ConfigError) as err:
+        return report(err)
+    return EXIT_OK
 
 
 if __name__ == "__main__":

@@ -22,6 +22,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
+from talkingface.cli_support import ArgumentParser, report, split_overrides
 from talkingface.data.dataset import load_frame, to_unit
 from talkingface.data.latent_cache import (
     CACHE_VERSION,
@@ -142,10 +143,10 @@ def _build_command(args: argparse.Namespace) -> int:
         load_checkpoint_file,
         load_state_dict_strict,
     )
-    from talkingface.model.image_driven_talkingface.DiffTalk.config import load_config
+    from talkingface.model.image_driven_talkingface.DiffTalk.config import default_config_path, load_config
     from talkingface.model.image_driven_talkingface.DiffTalk.model import build_first_stage
 
-    cfg = load_config(args.config, args.overrides)
+    cfg = load_config(args.config or default_config_path("talking.yaml"), args.overrides)
     ckpt = args.first_stage or cfg.model.first_stage.ckpt_path
     first_stage = build_first_stage(cfg.model.first_stage)
     if ckpt:
@@ -171,7 +172,7 @@ def _build_command(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         prog="python -m talkingface.training.latent_cache",
         description="Precompute the first-stage latents of every frame of a dataset.",
     )
@@ -179,7 +180,7 @@ def main(argv: list[str] | None = None) -> int:
     b = sub.add_parser("build", help="encode every frame and its masked version with the frozen first stage")
     b.add_argument("root", help="dataset root (images/, landmarks/, data.txt)")
     b.add_argument("--out", help="cache folder (default <root>/latents)")
-    b.add_argument("--config", default="configs/latent-diffusion/talking.yaml", help="DiffTalk config YAML")
+    b.add_argument("--config", default=None, help="DiffTalk config YAML (default: the packaged talking.yaml)")
     b.add_argument("--first-stage", help="VQ checkpoint (default: model.first_stage.ckpt_path of the config)")
     b.add_argument("--device", default="cuda" if _cuda() else "cpu")
     b.add_argument("--batch-size", type=int, default=32)
@@ -189,17 +190,14 @@ def main(argv: list[str] | None = None) -> int:
     b.add_argument("--trust-checkpoint", action="store_true", help="allow full unpickling of the VQ checkpoint")
     b.add_argument("--allow-random-first-stage", action="store_true", help=argparse.SUPPRESS)
     parser.epilog = "KEY=VALUE arguments override the config, e.g. model.first_stage.ch=32"
-    args, unknown = parser.parse_known_args(argv)
-    bad = [u for u in unknown if "=" not in u or u.startswith("-")]
-    if bad:
-        parser.error(f"unrecognized arguments: {' '.join(bad)}")
-    args.overrides = unknown
+    overrides, rest = split_overrides(sys.argv[1:] if argv is None else argv)
+    args = parser.parse_args(rest)
+    args.overrides = overrides
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         return _build_command(args)
     except (LatentCacheError, ValueError, RuntimeError) as err:
-        log.error("%s", err)
-        return 1
+        return report(err)
 
 
 def _cuda() -> bool:

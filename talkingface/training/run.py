@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 import warnings
 from pathlib import Path
 from typing import Any
@@ -14,12 +15,16 @@ from pytorch_lightning.loggers import TensorBoardLogger
 from pytorch_lightning.utilities import rank_zero_only
 
 from talkingface.model.image_driven_talkingface.DiffTalk.checkpoint import load_first_stage
-from talkingface.model.image_driven_talkingface.DiffTalk.config import DiffTalkConfig, config_to_dict
+from talkingface.model.image_driven_talkingface.DiffTalk.config import (
+    DiffTalkConfig,
+    config_to_dict,
+    load_config,
+    with_audio_feature_kind,
+)
 from talkingface.model.image_driven_talkingface.DiffTalk.inference import resolve_path
 from talkingface.model.image_driven_talkingface.DiffTalk.lightning_module import LatentDiffusion
 from talkingface.training.callbacks import ImageLogger, LastCheckpoint, SlimExport, ThroughputMonitor
 from talkingface.training.checkpoint_io import AtomicCheckpointIO
-from talkingface.training.cli import exit_status, merge_configs
 from talkingface.training.data import DataCheckError, build_datamodule, check_dataset
 from talkingface.training.devices import DeviceSpec, build_strategy, device_spec
 from talkingface.training.lr import scaled_learning_rate
@@ -27,6 +32,11 @@ from talkingface.training.run_dir import RUN_DIR_ENV, RunPaths, new_run_name, re
 from talkingface.training.speed import compile_unet, set_tf32
 
 log = logging.getLogger("talkingface.training")
+
+
+def exit_status(stopped_by: int | None) -> int:
+    """0 when training ended by itself, 128 + the signal number when a signal stopped it (shell convention)."""
+    return 0 if stopped_by is None else 128 + int(signal.Signals(stopped_by))
 
 
 def count_or_fraction(value: float | None) -> int | float | None:
@@ -115,20 +125,19 @@ def build_trainer(
 
 
 def run_training(args: Any, overrides: list[str], argv: list[str], extra_callbacks: list[Any]) -> int:
-    """Everything after argument parsing (see ``cli.main``)."""
+    """Everything after argument parsing (see ``talkingface.training.cli.main``)."""
     resume_ckpt: Path | None = None
     base = list(args.base)
     if args.resume:
         paths, resume_ckpt = resolve_resume(args.resume)
         base = [str(paths.config_snapshot), *base]
-    cfg = merge_configs(base, overrides)
-    if args.seed is not None:
-        cfg.train.seed = args.seed
-    if args.scale_lr is not None:
-        cfg.model.scale_lr = args.scale_lr
+    flags = [] if args.seed is None else [f"train.seed={args.seed}"]
+    flags += [] if args.scale_lr is None else [f"model.scale_lr={str(args.scale_lr).lower()}"]
+    cfg = load_config(base, [*overrides, *flags])
 
-    meta = check_dataset(cfg)  # fails early; records the feature kind in the config
     spec = device_spec(args.gpus, args.devices, args.num_nodes, args.strategy)
+    meta = check_dataset(cfg)  # fails early
+    cfg = with_audio_feature_kind(cfg, meta["audio_feature"]["kind"])  # the checkpoint records what the model eats
     lr = scaled_learning_rate(
         cfg.model.base_learning_rate,
         spec.world_size,

@@ -39,7 +39,7 @@ def load_checkpoint_file(path: str | Path, trust_checkpoint: bool = False) -> di
         raise CheckpointError(
             f"{path} holds Python objects beyond plain tensors and containers, so it was not loaded with "
             f"weights_only=True ({str(err).splitlines()[0]}). If you trust this file (it can run code when "
-            "unpickled), pass trust_checkpoint=True (CLI: --trust-checkpoint), or re-export it to safetensors."
+            "unpickled), pass --trust-checkpoint, or re-export it to safetensors."
         ) from None
     except Exception as err:  # noqa: BLE001 - any other failure: name the file
         raise CheckpointError(f"could not read checkpoint {path}: {err}") from err
@@ -154,7 +154,7 @@ def load_difftalk_checkpoint(
         if first_stage_ckpt is None:
             raise CheckpointError(
                 f"{path} holds no first-stage weights (first_stage_model.*): give the VQ checkpoint too "
-                "(first_stage_ckpt=..., default models/model.ckpt)"
+                "(--first-stage-ckpt, default models/model.ckpt)"
             )
         load_first_stage(model, first_stage_ckpt, trust_checkpoint)
         sd.update({FIRST_STAGE_PREFIX + k: v for k, v in model.first_stage_model.state_dict().items()})

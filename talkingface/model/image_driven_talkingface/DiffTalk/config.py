@@ -7,15 +7,28 @@ names the key and the file. Magic numbers of the architecture (16x29 audio windo
 
 from __future__ import annotations
 
+import json
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from importlib.resources import files
 from pathlib import Path
-from typing import Any
+from typing import Any, Union
 
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
+#: The repository root of a source checkout; only a fallback for relative model/checkpoint paths
+#: (``resolve_path``), never needed for the packaged default configs.
 REPO_ROOT = Path(__file__).resolve().parents[4]
-CONFIG_DIR = REPO_ROOT / "configs" / "latent-diffusion"
+#: Package that ships the default YAMLs (``talkingface/configs/latent-diffusion/*.yaml``, package data); the
+#: top-level ``configs/`` of the repository holds identical copies (tests/test_cli.py checks they stay identical).
+CONFIG_PACKAGE = "talkingface.configs"
+CONFIG_SUBDIR = "latent-diffusion"
+#: Plain top-level entry of trainer checkpoints (and safetensors metadata) that holds the whole config as a dict.
+#: The audio feature kind lives inside it (``model.conditioning.audio_feature_kind``), and only there.
+CONFIG_CKPT_KEY = "difftalk_config"
+#: Top-level copy of the feature kind written by older checkpoints (and reference-format ones): read, never written.
+LEGACY_FEATURE_KIND_CKPT_KEY = "audio_feature_kind"
 
 
 class ConfigError(ValueError):
@@ -153,36 +166,54 @@ def _schema() -> DictConfig:
     return cfg
 
 
-def load_config(
-    source: str | Path | dict[str, Any] | DictConfig | DiffTalkConfig | None = None,
-    overrides: list[str] | None = None,
-) -> DiffTalkConfig:
-    """Build a validated config from a YAML path, a dict, or nothing (paper defaults), plus dotlist overrides.
+ConfigSource = Union[str, Path, Mapping[str, Any], DictConfig, "DiffTalkConfig"]
 
-    Overrides look like ``model.unet.model_channels=64``. Unknown keys and wrong types raise ``ConfigError``.
-    """
-    cfg = _schema()
-    origin = "defaults"
+
+def _merge_one(cfg: DictConfig, source: ConfigSource) -> DictConfig:
+    if isinstance(source, (str, Path)):
+        path = Path(source)
+        if not path.is_file():
+            raise ConfigError(f"{path}: config file not found")
+        try:
+            return OmegaConf.merge(cfg, OmegaConf.load(path))
+        except OmegaConfBaseException as err:
+            raise ConfigError(f"{path}: invalid config: {' '.join(str(err).split())}") from None
+    if isinstance(source, DiffTalkConfig):
+        return OmegaConf.merge(cfg, OmegaConf.structured(source))
     try:
-        if isinstance(source, (str, Path)):
-            origin = str(source)
-            path = Path(source)
-            if not path.is_file():
-                raise ConfigError(f"config file not found: {path}")
-            cfg = OmegaConf.merge(cfg, OmegaConf.load(path))
-        elif isinstance(source, DiffTalkConfig):
-            cfg = OmegaConf.merge(cfg, OmegaConf.structured(source))
-        elif source is not None:
-            origin = "dict"
-            cfg = OmegaConf.merge(cfg, source)
-        if overrides:
-            origin = f"{origin} + overrides {overrides}"
-            cfg = OmegaConf.merge(cfg, OmegaConf.from_dotlist(list(overrides)))
+        return OmegaConf.merge(cfg, source)
     except OmegaConfBaseException as err:
-        raise ConfigError(f"invalid config ({origin}): {err}") from None
+        raise ConfigError(f"invalid config (dict): {' '.join(str(err).split())}") from None
+
+
+def load_config(
+    source: ConfigSource | Sequence[ConfigSource] | None = None,
+    overrides: Sequence[str] | None = None,
+) -> DiffTalkConfig:
+    """The one config loader: YAML paths, dicts or configs merged left to right onto the schema (nothing: the paper
+    defaults), then ``key.sub=value`` overrides (OmegaConf dotlist), e.g. ``model.unet.model_channels=64``.
+
+    Returns a new ``DiffTalkConfig``; nothing passed in is changed. Unknown keys and wrong types raise
+    ``ConfigError`` naming the file or the override.
+    """
+    if source is None:
+        sources: list[ConfigSource] = []
+    elif isinstance(source, (str, Path, Mapping, DictConfig, DiffTalkConfig)):
+        sources = [source]
+    else:
+        sources = list(source)
+    cfg = _schema()
+    for item in sources:
+        cfg = _merge_one(cfg, item)
+    if overrides:
+        try:
+            cfg = OmegaConf.merge(cfg, OmegaConf.from_dotlist(list(overrides)))
+        except OmegaConfBaseException as err:
+            raise ConfigError(f"override {' '.join(overrides)}: {' '.join(str(err).split())}") from None
     config = OmegaConf.to_object(cfg)
     assert isinstance(config, DiffTalkConfig)
-    validate_config(config, origin)
+    names = [str(s) if isinstance(s, (str, Path)) else type(s).__name__ for s in sources]
+    validate_config(config, " + ".join(names + (["overrides"] if overrides else [])) or "defaults")
     return config
 
 
@@ -212,7 +243,7 @@ def validate_config(config: DiffTalkConfig, origin: str = "config") -> None:
             f"model.unet.image_size ({m.unet.image_size}) must equal the first-stage latent size ({latent})"
         )
     if problems:
-        raise ConfigError(f"invalid config ({origin}):\n  - " + "\n  - ".join(problems))
+        raise ConfigError(f"{origin}: invalid config: " + "; ".join(problems))
 
 
 def config_to_dict(config: DiffTalkConfig) -> dict[str, Any]:
@@ -227,4 +258,40 @@ def save_config(config: DiffTalkConfig, path: str | Path) -> None:
 
 
 def default_config_path(name: str = "talking-inference.yaml") -> Path:
-    return CONFIG_DIR / name
+    """A default config shipped inside the package (found the same way in a checkout and in an installed wheel)."""
+    path = Path(str(files(CONFIG_PACKAGE).joinpath(CONFIG_SUBDIR, name)))
+    if not path.is_file():
+        raise ConfigError(f"{name}: no such packaged config (in {path.parent})")
+    return path
+
+
+def with_audio_feature_kind(config: DiffTalkConfig, kind: str) -> DiffTalkConfig:
+    """A copy of ``config`` whose ``model.conditioning.audio_feature_kind`` is ``kind``; raises ``ConfigError`` when
+    the config already names another kind. ``config`` itself is left unchanged."""
+    current = config.model.conditioning.audio_feature_kind
+    if current not in (None, kind):
+        raise ConfigError(f"model.conditioning.audio_feature_kind: the config says '{current}', but found '{kind}'")
+    return load_config(config, [f"model.conditioning.audio_feature_kind={kind}"])
+
+
+def checkpoint_config(checkpoint: Mapping[str, Any]) -> dict[str, Any] | None:
+    """The config a trainer checkpoint (or slim safetensors export) stores under ``difftalk_config``, if any."""
+    stored = checkpoint.get(CONFIG_CKPT_KEY)
+    if isinstance(stored, str):  # safetensors metadata not yet decoded
+        try:
+            stored = json.loads(stored)
+        except json.JSONDecodeError:
+            return None
+    return stored if isinstance(stored, dict) else None
+
+
+def checkpoint_feature_kind(checkpoint: Mapping[str, Any]) -> str | None:
+    """The audio feature kind a checkpoint was trained on: from its stored config, else (checkpoints written
+    before the kind was stored only there, and reference-format ones given a kind) the top-level entry."""
+    stored = checkpoint_config(checkpoint)
+    if stored is not None:
+        kind = stored.get("model", {}).get("conditioning", {}).get("audio_feature_kind")
+        if isinstance(kind, str):
+            return kind
+    legacy = checkpoint.get(LEGACY_FEATURE_KIND_CKPT_KEY)
+    return legacy if isinstance(legacy, str) else None

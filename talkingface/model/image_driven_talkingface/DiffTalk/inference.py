@@ -15,15 +15,21 @@ from .checkpoint import (
     load_checkpoint_file,
     load_difftalk_checkpoint,
 )
-from .config import REPO_ROOT, DiffTalkConfig, default_config_path, load_config
+from .config import (
+    REPO_ROOT,
+    DiffTalkConfig,
+    checkpoint_config,
+    checkpoint_feature_kind,
+    default_config_path,
+    load_config,
+    with_audio_feature_kind,
+)
 from .lightning_module import LatentDiffusion
 
 log = logging.getLogger(__name__)
 
 DEFAULT_CKPT = Path("checkpoints/DiffTalk/model.ckpt")
 DEFAULT_FIRST_STAGE = Path("models/model.ckpt")
-CONFIG_KEY = "difftalk_config"  # where our trainer stores the config (a plain dict) in its checkpoints
-FEATURE_KIND_KEY = "audio_feature_kind"
 
 
 def resolve_path(path: str | Path) -> Path:
@@ -65,22 +71,22 @@ def get_difftalk_inference(
     if not ckpt_path.is_file():
         raise CheckpointError(
             f"DiffTalk checkpoint not found: {ckpt_path}. Put a trained checkpoint at {DEFAULT_CKPT} "
-            "(train one with trainer/DiffTalkTrainer.py) or pass ckpt=..."
+            "(train one with `talkingface train`) or pass --ckpt PATH"
         )
     raw = load_checkpoint_file(ckpt_path, trust_checkpoint)
     if config is None:
-        stored = raw.get(CONFIG_KEY) if isinstance(raw.get(CONFIG_KEY), dict) else None
+        stored = checkpoint_config(raw)
         cfg = load_config(stored) if stored is not None else load_config(default_config_path())
     else:
         cfg = load_config(config)
-    stored_kind = raw.get(FEATURE_KIND_KEY)
+    stored_kind = checkpoint_feature_kind(raw)
     if isinstance(stored_kind, str):
         if cfg.model.conditioning.audio_feature_kind not in (None, stored_kind):
             raise CheckpointError(
                 f"{ckpt_path} was trained on '{stored_kind}' audio features but the config says "
                 f"'{cfg.model.conditioning.audio_feature_kind}'"
             )
-        cfg.model.conditioning.audio_feature_kind = stored_kind
+        cfg = with_audio_feature_kind(cfg, stored_kind)
 
     model = LatentDiffusion(cfg.model)
     fs_path = None
@@ -89,13 +95,15 @@ def get_difftalk_inference(
         if not fs_path.is_file():
             raise CheckpointError(
                 f"{ckpt_path} holds no first-stage weights and the VQ first stage was not found at {fs_path}. "
-                f"Put the latent-diffusion vq-f4 checkpoint at {DEFAULT_FIRST_STAGE} or pass first_stage_ckpt=..."
+                f"Put the latent-diffusion vq-f4 checkpoint at {DEFAULT_FIRST_STAGE} or pass --first-stage-ckpt PATH"
             )
     del raw
     load_difftalk_checkpoint(model, ckpt_path, trust_checkpoint, fs_path)
     if use_ema:
         if not model.use_ema:
-            raise CheckpointError("use_ema=True but the model config has diffusion.use_ema false")
+            raise CheckpointError(
+                "the EMA weights were asked for but model.diffusion.use_ema is false (use --raw-weights)"
+            )
         model.model_ema.copy_to(model.model)
     model.eval().requires_grad_(False)
     model.to(pick_device(device))

@@ -2,8 +2,8 @@
 
 Semantics follow the reference trainer (``sstzal/DiffTalk`` ``ddpm_talking.py``): AdamW over the UNet and the
 three condition encoders (the VQ first stage stays frozen), the simple eps loss, the EMA of the UNet updated after
-every optimizer step, validation loss with and without EMA. Checkpoints carry two plain top-level entries next to
-Lightning's: ``difftalk_config`` (the whole config as a dict) and ``audio_feature_kind`` (str), so that they load
+every optimizer step, validation loss with and without EMA. Checkpoints carry one plain top-level entry next to
+Lightning's: ``difftalk_config`` (the whole config as a dict, audio feature kind included), so that they load
 with ``torch.load(..., weights_only=True)`` and ``get_difftalk_inference`` rebuilds the right model.
 """
 
@@ -17,7 +17,7 @@ import torch
 from einops import rearrange
 
 from .conditions import DiffTalkConditions
-from .config import ModelConfig
+from .config import CONFIG_CKPT_KEY, ModelConfig, checkpoint_feature_kind
 from .model import DiffTalkModel
 
 log = logging.getLogger(__name__)
@@ -30,8 +30,6 @@ LATENT_KEY, REFERENCE_LATENT_KEY, MASKED_LATENT_KEY = "latent", "reference_laten
 # the nose tip (iBUG 30) among the model's 39 landmarks (rows 0-3, then 13-47): the training mask hides the
 # rows from it down, which is the region the model has to generate
 NOSE_TIP_ROW = 4 + (30 - 13)
-# plain top-level checkpoint entries (read by inference.get_difftalk_inference)
-CONFIG_CKPT_KEY, FEATURE_KIND_CKPT_KEY = "difftalk_config", "audio_feature_kind"
 
 
 def fused_adamw_supported(params: list[torch.nn.Parameter]) -> bool:
@@ -191,13 +189,10 @@ class LatentDiffusion(DiffTalkModel, pl.LightningModule):
         """Add the config and feature kind as plain Python values (``weights_only``-loadable)."""
         checkpoint.pop("hyper_parameters", None)
         if self.run_config is not None:
-            checkpoint[CONFIG_CKPT_KEY] = self.run_config
-        kind = self.config.conditioning.audio_feature_kind
-        if kind is not None:
-            checkpoint[FEATURE_KIND_CKPT_KEY] = str(kind)
+            checkpoint[CONFIG_CKPT_KEY] = self.run_config  # holds the feature kind (model.conditioning)
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        stored = checkpoint.get(FEATURE_KIND_CKPT_KEY)
+        stored = checkpoint_feature_kind(checkpoint)
         kind = self.config.conditioning.audio_feature_kind
         if isinstance(stored, str) and kind is not None and stored != kind:
             raise ValueError(

@@ -1,0 +1,92 @@
+"""``talkingface synthetic --out DIR --identities N --seconds S --seed K [--layout]``
+(also ``python -m talkingface.synthetic ...``)
+
+Writes ``DIR/videos/synthetic_<v>.mp4`` (H.264 + AAC) with ``.landmarks.npy`` (N, 68, 2) and ``.mouth.npy``
+(opening, width per frame) sidecars; with ``--layout`` also the training layout ``DIR/dataset/`` (images,
+landmarks, audio_smooth, data.txt, meta.json, ``mouth/<v>.npy``) and the split lists ``DIR/data_{train,test}.txt``
+(the last ``--test-identities`` identities are held out).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from pathlib import Path
+
+from talkingface.cli_support import EXIT_OK, ArgumentParser, fail, report
+from talkingface.data.preprocess.features import BACKEND_KINDS
+from talkingface.synthetic.generate import (
+    DEFAULT_CROP_SIZE,
+    DEFAULT_FRAME_SIZE,
+    iter_clips,
+    write_clip_video,
+    write_layout_meta,
+    write_layout_video,
+)
+
+log = logging.getLogger("talkingface.synthetic")
+DATASET_DIR = "dataset"
+VIDEOS_DIR = "videos"
+
+
+def build_parser() -> ArgumentParser:
+    p = ArgumentParser(
+        prog="python -m talkingface.synthetic",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--identities", type=int, default=8, help="number of identities (one clip each)")
+    p.add_argument("--seconds", type=float, default=10.0, help="length of each clip")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--layout", action="store_true", help="also write the training layout to OUT/dataset")
+    p.add_argument("--no-videos", action="store_true", help="skip the mp4 files (layout only)")
+    p.add_argument("--size", type=int, default=DEFAULT_CROP_SIZE, help="saved face-crop side of the layout")
+    p.add_argument("--frame-size", type=int, default=DEFAULT_FRAME_SIZE, help="video frame side")
+    p.add_argument("--test-identities", type=int, default=2, help="identities held out in data_test.txt")
+    p.add_argument("--no-progress", action="store_true")
+    return p
+
+
+def check_args(args: argparse.Namespace) -> tuple[str, str] | None:
+    """``(flag, problem)`` of the first bad option, or None."""
+    if args.identities < 1:
+        return "--identities", "must be >= 1"
+    if args.seconds <= 0:
+        return "--seconds", "must be > 0"
+    if not args.layout and args.no_videos:
+        return "--no-videos", "nothing to write without --layout"
+    if args.layout and not 0 <= args.test_identities < args.identities:
+        return "--test-identities", "must be in [0, --identities)"
+    return None
+
+
+def generate(args: argparse.Namespace) -> Path:
+    out = Path(args.out)
+    root = out / DATASET_DIR
+    counts: list[int] = []
+    for v, clip in iter_clips(args.identities, args.seconds, args.seed, args.frame_size, not args.no_progress):
+        if not args.no_videos:
+            (out / VIDEOS_DIR).mkdir(parents=True, exist_ok=True)
+            write_clip_video(clip, out / VIDEOS_DIR / f"synthetic_{v:03d}.mp4")
+        if args.layout:
+            write_layout_video(root, v, clip, args.size)
+        counts.append(clip.n_frames)
+    if args.layout:
+        test = list(range(args.identities - args.test_identities + 1, args.identities + 1))
+        write_layout_meta(root, counts, args.size, test, BACKEND_KINDS["mel"], out)
+    log.info("wrote %d clips (%d frames) to %s", len(counts), sum(counts), out)
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
+    args = build_parser().parse_args(argv)
+    problem = check_args(args)
+    if problem is not None:
+        return fail(*problem)
+    try:
+        generate(args)
+    except OSError as err:
+        return report(err)
+    return EXIT_OK
