@@ -11,10 +11,11 @@ import pytorch_lightning as pl
 import torch
 from test_train_support import FEATURE_KIND, TINY_CONFIG, tiny_overrides, write_dataset
 
-from talkingface.model.image_driven_talkingface.DiffTalk import get_difftalk_inference, lightning_module
+from talkingface.model.image_driven_talkingface.DiffTalk import get_difftalk_inference
 from talkingface.model.image_driven_talkingface.DiffTalk.config import load_config
-from talkingface.model.image_driven_talkingface.DiffTalk.lightning_module import LatentDiffusion
+from talkingface.training import module as lightning_module
 from talkingface.training.cli import main
+from talkingface.training.module import LatentDiffusion
 
 
 @pytest.fixture(scope="module")

@@ -21,11 +21,7 @@ from talkingface.model.image_driven_talkingface.DiffTalk.checkpoint import (
     load_difftalk_checkpoint,
 )
 from talkingface.model.image_driven_talkingface.DiffTalk.config import config_to_dict, load_config, save_config
-from talkingface.model.image_driven_talkingface.DiffTalk.lightning_module import (
-    CONFIG_CKPT_KEY,
-    FEATURE_KIND_CKPT_KEY,
-    LatentDiffusion,
-)
+from talkingface.training.module import CONFIG_CKPT_KEY, FEATURE_KIND_CKPT_KEY, LatentDiffusion
 
 log = logging.getLogger(__name__)
 
