@@ -44,7 +44,7 @@ sys.path.insert(0, str(ROOT / "tests"))
 
 from talkingface.inference.sampling import UNetRunner  # noqa: E402
 from talkingface.model.image_driven_talkingface.DiffTalk import DiffTalkConditions, load_config  # noqa: E402
-from talkingface.model.image_driven_talkingface.DiffTalk.lightning_module import LatentDiffusion  # noqa: E402
+from talkingface.training.module import LatentDiffusion  # noqa: E402
 
 log = logging.getLogger("device_check")
 

@@ -34,7 +34,7 @@ from talkingface.data.preprocess.media import iter_frames  # noqa: E402
 from talkingface.inference import LipSyncOptions, LipSyncPipeline, Speech  # noqa: E402
 from talkingface.inference.sampling import resolve_precision  # noqa: E402
 from talkingface.inference.video import PreparedVideo  # noqa: E402
-from talkingface.model.image_driven_talkingface.DiffTalk import LatentDiffusion, load_config  # noqa: E402
+from talkingface.model.image_driven_talkingface.DiffTalk import DiffTalkModel, load_config  # noqa: E402
 from talkingface.model.image_driven_talkingface.DiffTalk.config import default_config_path  # noqa: E402
 
 TINY_CONFIG = ROOT / "configs" / "latent-diffusion" / "talking-tiny.yaml"
@@ -61,10 +61,10 @@ def describe(options: LipSyncOptions, device: torch.device) -> str:
     return f"{kind}: {options.sampler} {options.steps} steps, {precision}, batch {options.batch_size}{compiled}"
 
 
-def build_model(tiny: bool, device: torch.device) -> LatentDiffusion:
+def build_model(tiny: bool, device: torch.device) -> DiffTalkModel:
     path = TINY_CONFIG if tiny else default_config_path()
     overrides = ["model.first_stage.ckpt_path=null", f"model.conditioning.audio_feature_kind={FEATURES}"]
-    model = LatentDiffusion(load_config(path, overrides).model)
+    model = DiffTalkModel(load_config(path, overrides).model)
     return model.eval().requires_grad_(False).to(device)
 
 

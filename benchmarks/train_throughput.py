@@ -35,7 +35,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from talkingface.model.image_driven_talkingface.DiffTalk.config import load_config  # noqa: E402
-from talkingface.model.image_driven_talkingface.DiffTalk.lightning_module import LatentDiffusion  # noqa: E402
+from talkingface.training.module import LatentDiffusion  # noqa: E402
 
 PAPER_CONFIG = ROOT / "configs" / "latent-diffusion" / "talking.yaml"
 TINY_CONFIG = ROOT / "configs" / "latent-diffusion" / "talking-tiny.yaml"

@@ -11,7 +11,7 @@ from golden import TINY_CONFIG, fill_deterministic, load_golden
 
 from talkingface.model.image_driven_talkingface.DiffTalk import (
     CheckpointError,
-    LatentDiffusion,
+    DiffTalkModel,
     export_safetensors,
     get_difftalk_inference,
     load_config,
@@ -20,13 +20,13 @@ from talkingface.model.image_driven_talkingface.DiffTalk import (
 
 
 @pytest.fixture(scope="module")
-def tiny() -> LatentDiffusion:
-    m = LatentDiffusion(load_config(TINY_CONFIG).model).eval()
+def tiny() -> DiffTalkModel:
+    m = DiffTalkModel(load_config(TINY_CONFIG).model).eval()
     fill_deterministic(m)
     return m
 
 
-def reference_style_ckpt(model: LatentDiffusion, path: Path, extra: dict | None = None) -> Path:
+def reference_style_ckpt(model: DiffTalkModel, path: Path, extra: dict | None = None) -> Path:
     """A Lightning file shaped like the reference trainer's: state_dict plus bookkeeping entries."""
     torch.save(
         {
@@ -46,14 +46,14 @@ def same_weights(a: torch.nn.Module, b: torch.nn.Module) -> bool:
     return sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)
 
 
-def test_reference_format_loads_strictly(tiny: LatentDiffusion, tmp_path: Path) -> None:
+def test_reference_format_loads_strictly(tiny: DiffTalkModel, tmp_path: Path) -> None:
     path = reference_style_ckpt(tiny, tmp_path / "model.ckpt")
     loaded = get_difftalk_inference(TINY_CONFIG, path, device="cpu", use_ema=False)
     assert same_weights(loaded, tiny)
     assert not loaded.training and not any(p.requires_grad for p in loaded.parameters())
 
 
-def test_use_ema_puts_ema_weights_in_unet(tiny: LatentDiffusion, tmp_path: Path) -> None:
+def test_use_ema_puts_ema_weights_in_unet(tiny: DiffTalkModel, tmp_path: Path) -> None:
     path = reference_style_ckpt(tiny, tmp_path / "model.ckpt")
     loaded = get_difftalk_inference(TINY_CONFIG, path, device="cpu", use_ema=True)
     g = load_golden()
@@ -66,7 +66,7 @@ def test_use_ema_puts_ema_weights_in_unet(tiny: LatentDiffusion, tmp_path: Path)
     assert float((eps - o["eps_ema"]).abs().max() / o["eps_ema"].abs().max()) < 1e-4
 
 
-def test_missing_and_unexpected_keys_are_listed(tiny: LatentDiffusion, tmp_path: Path) -> None:
+def test_missing_and_unexpected_keys_are_listed(tiny: DiffTalkModel, tmp_path: Path) -> None:
     sd = dict(tiny.state_dict())
     sd.pop("cond_stage_model_for_ldm.encoder_fc1.0.weight")
     sd["model.diffusion_model.extra.weight"] = torch.zeros(1)
@@ -80,13 +80,13 @@ def test_missing_and_unexpected_keys_are_listed(tiny: LatentDiffusion, tmp_path:
 
 
 def test_shape_mismatch_is_reported(tmp_path: Path) -> None:
-    other = LatentDiffusion(load_config(TINY_CONFIG, ["model.unet.model_channels=64"]).model)
+    other = DiffTalkModel(load_config(TINY_CONFIG, ["model.unet.model_channels=64"]).model)
     path = reference_style_ckpt(other, tmp_path / "wide.ckpt")
     with pytest.raises(CheckpointError, match="shape mismatches"):
         get_difftalk_inference(TINY_CONFIG, path, device="cpu")
 
 
-def test_pickled_objects_need_trust(tiny: LatentDiffusion, tmp_path: Path) -> None:
+def test_pickled_objects_need_trust(tiny: DiffTalkModel, tmp_path: Path) -> None:
     path = reference_style_ckpt(tiny, tmp_path / "pickled.ckpt", {"hyper_parameters": argparse.Namespace(a=1)})
     with pytest.raises(CheckpointError, match="--trust-checkpoint"):
         get_difftalk_inference(TINY_CONFIG, path, device="cpu")
@@ -100,14 +100,14 @@ def test_missing_checkpoint_says_where_to_put_it(tmp_path: Path, monkeypatch: py
         get_difftalk_inference(TINY_CONFIG, tmp_path / "absent.ckpt", device="cpu")
 
 
-def test_released_first_stage_file_initialises_vq(tiny: LatentDiffusion, tmp_path: Path) -> None:
+def test_released_first_stage_file_initialises_vq(tiny: DiffTalkModel, tmp_path: Path) -> None:
     """models/model.ckpt: VQ keys without prefix plus loss.* entries, which are ignored."""
     vq = {k: v.clone() for k, v in tiny.first_stage_model.state_dict().items()}
     vq["loss.discriminator.main.0.weight"] = torch.zeros(2, 2)
     vq["loss.logvar"] = torch.zeros(())
     path = tmp_path / "vq.ckpt"
     torch.save({"state_dict": vq}, path)
-    fresh = LatentDiffusion(load_config(TINY_CONFIG).model)
+    fresh = DiffTalkModel(load_config(TINY_CONFIG).model)
     load_first_stage(fresh, path)
     assert same_weights(fresh.first_stage_model, tiny.first_stage_model)
     vq.pop("quant_conv.bias")
@@ -116,7 +116,7 @@ def test_released_first_stage_file_initialises_vq(tiny: LatentDiffusion, tmp_pat
         load_first_stage(fresh, path)
 
 
-def test_slim_safetensors_export_round_trip(tiny: LatentDiffusion, tmp_path: Path) -> None:
+def test_slim_safetensors_export_round_trip(tiny: DiffTalkModel, tmp_path: Path) -> None:
     slim = export_safetensors(tiny, tmp_path / "difftalk.safetensors", slim=True)
     vq = tmp_path / "vq.ckpt"
     torch.save({"state_dict": tiny.first_stage_model.state_dict()}, vq)
@@ -131,7 +131,7 @@ def test_slim_safetensors_export_round_trip(tiny: LatentDiffusion, tmp_path: Pat
     assert same_weights(get_difftalk_inference(TINY_CONFIG, full, device="cpu", use_ema=False), tiny)
 
 
-def test_feature_kind_is_carried_and_checked(tiny: LatentDiffusion, tmp_path: Path) -> None:
+def test_feature_kind_is_carried_and_checked(tiny: DiffTalkModel, tmp_path: Path) -> None:
     path = reference_style_ckpt(tiny, tmp_path / "m.ckpt", {"audio_feature_kind": "logmel29"})
     model = get_difftalk_inference(TINY_CONFIG, path, device="cpu")
     assert model.config.conditioning.audio_feature_kind == "logmel29"
@@ -140,14 +140,14 @@ def test_feature_kind_is_carried_and_checked(tiny: LatentDiffusion, tmp_path: Pa
         get_difftalk_inference(cfg, path, device="cpu")
 
 
-def test_safetensors_metadata_carries_config_and_feature_kind(tiny: LatentDiffusion, tmp_path: Path) -> None:
+def test_safetensors_metadata_carries_config_and_feature_kind(tiny: DiffTalkModel, tmp_path: Path) -> None:
     """A slim export made for another architecture is rebuilt from its own metadata, with no config given."""
     import json
 
     from talkingface.model.image_driven_talkingface.DiffTalk.config import config_to_dict
 
     cfg = load_config(TINY_CONFIG, ["model.unet.num_res_blocks=1"])
-    other = LatentDiffusion(cfg.model)
+    other = DiffTalkModel(cfg.model)
     meta = {"difftalk_config": json.dumps(config_to_dict(cfg)), "audio_feature_kind": "logmel29"}
     path = export_safetensors(other, tmp_path / "slim.safetensors", slim=True, metadata=meta)
     vq = tmp_path / "vq.ckpt"

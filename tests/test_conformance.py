@@ -11,7 +11,7 @@ import pytest
 import torch
 from golden import TINY_CONFIG, fill_deterministic, load_golden
 
-from talkingface.model.image_driven_talkingface.DiffTalk import DiffTalkConditions, LatentDiffusion, load_config
+from talkingface.model.image_driven_talkingface.DiffTalk import DiffTalkConditions, DiffTalkModel, load_config
 
 TOL = 1e-4
 
@@ -30,14 +30,14 @@ def golden() -> dict:
 
 
 @pytest.fixture(scope="module")
-def model() -> LatentDiffusion:
-    m = LatentDiffusion(load_config(TINY_CONFIG).model).eval()
+def model() -> DiffTalkModel:
+    m = DiffTalkModel(load_config(TINY_CONFIG).model).eval()
     fill_deterministic(m)
     return m
 
 
 @pytest.fixture(scope="module")
-def chained(model: LatentDiffusion, golden: dict) -> dict[str, torch.Tensor]:
+def chained(model: DiffTalkModel, golden: dict) -> dict[str, torch.Tensor]:
     """Every output computed from the raw inputs alone, through the public API."""
     i, steps, eta = golden["inputs"], golden["ddim_steps"], golden["ddim_eta"]
     out: dict[str, torch.Tensor] = {}
@@ -68,7 +68,7 @@ def test_golden_fixture_has_every_output(golden: dict) -> None:
     assert expected | {"ddim_latent", "ddim_image"} == set(golden["outputs"])
 
 
-def test_stagewise_outputs_match_reference(model: LatentDiffusion, golden: dict) -> None:
+def test_stagewise_outputs_match_reference(model: DiffTalkModel, golden: dict) -> None:
     """Each output from the golden inputs of its own stage: all within 1e-4."""
     i, o = golden["inputs"], golden["outputs"]
     cond = golden_conditions(o)
@@ -107,7 +107,7 @@ def test_ema_weights_differ_from_raw(golden: dict, chained: dict) -> None:
     assert rel_err(chained["eps_ema"], golden["outputs"]["eps"]) > 1e-2
 
 
-def test_condition_order_is_defined_once(model: LatentDiffusion, golden: dict) -> None:
+def test_condition_order_is_defined_once(model: DiffTalkModel, golden: dict) -> None:
     """Swapping masked and reference latents (or audio and landmarks) changes the prediction."""
     o, i = golden["outputs"], golden["inputs"]
     cond = golden_conditions(o)

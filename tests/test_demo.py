@@ -14,7 +14,7 @@ from golden import TINY_CONFIG, fill_deterministic
 
 import demo
 from talkingface.data.preprocess.media import iter_frames
-from talkingface.model.image_driven_talkingface.DiffTalk import LatentDiffusion, load_config
+from talkingface.model.image_driven_talkingface.DiffTalk import DiffTalkModel, load_config
 
 ROOT = Path(__file__).resolve().parents[1]
 FAST = ["--steps", "2", "--crop-size", "128", "--batch-size", "3", "--no-progress", "--config", str(TINY_CONFIG)]
@@ -25,7 +25,7 @@ SPEECH_FRAMES = 5  # longer than the video: exercises the ping-pong
 @pytest.fixture(scope="module")
 def assets(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     d = tmp_path_factory.mktemp("demo")
-    model = LatentDiffusion(load_config(TINY_CONFIG).model).eval()
+    model = DiffTalkModel(load_config(TINY_CONFIG).model).eval()
     fill_deterministic(model)
     sd = model.state_dict()
     torch.save({"state_dict": sd, "audio_feature_kind": "logmel29"}, d / "tiny.ckpt")

@@ -47,10 +47,10 @@ def test_untrained_unet_is_perturbed_so_comparisons_mean_something() -> None:
 
 def test_fused_adamw_check_compares_the_optimisers_on_the_same_gradients(monkeypatch: pytest.MonkeyPatch) -> None:
     """The CUDA-only check, run with the CPU fused kernel (torch >= 2.4) by pretending the device is a GPU."""
-    from talkingface.model.image_driven_talkingface.DiffTalk import lightning_module
+    from talkingface.training import module as training_module
 
     dc = _device_check()
-    monkeypatch.setattr(lightning_module, "fused_adamw_supported", lambda params: True)
+    monkeypatch.setattr(training_module, "fused_adamw_supported", lambda params: True)
     cpu = torch.device("cpu")
     make, batch = dc._model, dc._train_batch
     monkeypatch.setattr(dc, "_model", lambda config, device: make(config, cpu))

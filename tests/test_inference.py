@@ -20,12 +20,12 @@ from talkingface.inference.inputs import frame_inputs
 from talkingface.inference.sampling import UNetRunner, check_steps
 from talkingface.inference.timeline import n_output_frames, pingpong_indices
 from talkingface.inference.writer import FramesDirWriter, VideoWriter
-from talkingface.model.image_driven_talkingface.DiffTalk import LatentDiffusion, load_config
+from talkingface.model.image_driven_talkingface.DiffTalk import DiffTalkModel, load_config
 
 
 @pytest.fixture(scope="module")
-def tiny() -> LatentDiffusion:
-    model = LatentDiffusion(load_config(TINY_CONFIG).model).eval().requires_grad_(False)
+def tiny() -> DiffTalkModel:
+    model = DiffTalkModel(load_config(TINY_CONFIG).model).eval().requires_grad_(False)
     fill_deterministic(model)
     return model
 
@@ -112,7 +112,7 @@ def test_writers_leave_nothing_when_interrupted(tmp_path: Path) -> None:
     assert [p.name for p in tmp_path.iterdir()] == ["a.mp4"]
 
 
-def test_bf16_autocast_around_the_unet(tiny: LatentDiffusion) -> None:
+def test_bf16_autocast_around_the_unet(tiny: DiffTalkModel) -> None:
     g = torch.Generator().manual_seed(0)
     z = torch.randn(2, 3, 64, 64, generator=g)
     cond = tiny.encode_conditions(
@@ -128,7 +128,7 @@ def test_bf16_autocast_around_the_unet(tiny: LatentDiffusion) -> None:
     assert float((half - full).norm() / full.norm()) < 0.05
 
 
-def test_pipeline_api(tiny: LatentDiffusion, tmp_path: Path) -> None:
+def test_pipeline_api(tiny: DiffTalkModel, tmp_path: Path) -> None:
     video = write_video(tmp_path / "person.mp4", seconds=0.12, fps=25)  # 3 frames
     speech = write_wav(tmp_path / "speech.wav", seconds=0.08)  # 2 frames
     options = LipSyncOptions(sampler="ddim", steps=2, batch_size=2, precision="bf16", crop_size=128, seed=3)

@@ -5,11 +5,11 @@ from __future__ import annotations
 import torch
 from golden import TINY_CONFIG, fill_deterministic
 
-from talkingface.model.image_driven_talkingface.DiffTalk import LatentDiffusion, load_config
+from talkingface.model.image_driven_talkingface.DiffTalk import DiffTalkModel, load_config
 
 
 def test_bf16_autocast_training_step_and_sampling() -> None:
-    model = LatentDiffusion(load_config(TINY_CONFIG).model)
+    model = DiffTalkModel(load_config(TINY_CONFIG).model)
     fill_deterministic(model)
     g = torch.Generator().manual_seed(0)
     images = torch.rand(2, 3, 256, 256, generator=g) * 2 - 1
@@ -27,7 +27,7 @@ def test_bf16_autocast_training_step_and_sampling() -> None:
 
 
 def test_codebook_lookup_ignores_autocast() -> None:
-    model = LatentDiffusion(load_config(TINY_CONFIG).model)
+    model = DiffTalkModel(load_config(TINY_CONFIG).model)
     fill_deterministic(model)
     z = torch.randn(2, 3, 64, 64, generator=torch.Generator().manual_seed(2))
     vq = model.first_stage_model.quantize

@@ -29,7 +29,7 @@ def test_ddim_grid_is_the_reference_one() -> None:
     assert ddim_timesteps(10).tolist() == list(range(1, 1000, 100))
     assert ddim_timesteps(200)[:3].tolist() == [1, 6, 11]
     for bad in (0, 1000):
-        with pytest.raises(ValueError, match="DDIM steps"):
+        with pytest.raises(ValueError, match="DDIM takes 1..500 steps"):
             ddim_timesteps(bad)
 
 

@@ -15,9 +15,9 @@ from talkingface.data.dataset import TalkDataset
 from talkingface.data.latent_cache import LatentCacheError, check_latent_cache
 from talkingface.model.image_driven_talkingface.DiffTalk.checkpoint import load_first_stage
 from talkingface.model.image_driven_talkingface.DiffTalk.config import load_config
-from talkingface.model.image_driven_talkingface.DiffTalk.lightning_module import LatentDiffusion
 from talkingface.training.cli import main as train_main
 from talkingface.training.latent_cache import main as cache_main
+from talkingface.training.module import LatentDiffusion
 
 
 @pytest.fixture(scope="module")

@@ -11,10 +11,11 @@ import pytorch_lightning as pl
 import torch
 from test_train_support import FEATURE_KIND, TINY_CONFIG, tiny_overrides, write_dataset
 
-from talkingface.model.image_driven_talkingface.DiffTalk import get_difftalk_inference, lightning_module
+from talkingface.model.image_driven_talkingface.DiffTalk import get_difftalk_inference
 from talkingface.model.image_driven_talkingface.DiffTalk.config import load_config
-from talkingface.model.image_driven_talkingface.DiffTalk.lightning_module import LatentDiffusion
+from talkingface.training import module as training_module
 from talkingface.training.cli import main
+from talkingface.training.module import LatentDiffusion
 
 
 @pytest.fixture(scope="module")
@@ -182,7 +183,7 @@ def test_bf16_mixed_precision_step_runs(data_root: Path, tmp_path: Path, monkeyp
     # fused=True: the optimiser the trainer builds on a GPU. Lightning's AMP plugin refuses to clip gradients for
     # the fused AdamW; on an H100 `train.precision=bf16-mixed` crashed at the first step. The fused kernel also
     # exists on CPU, so pretending the parameters qualify reproduces that crash here.
-    monkeypatch.setattr(lightning_module, "fused_adamw_supported", lambda params: fused)
+    monkeypatch.setattr(training_module, "fused_adamw_supported", lambda params: fused)
     extra = {"train.max_steps": 2, "train.precision": "bf16-mixed"}
     assert main(["--base", str(TINY_CONFIG), "-t", "-l", str(tmp_path), *tiny_overrides(data_root, **extra)]) == 0
     ckpt = torch.load(_run_dir(tmp_path) / "checkpoints" / "last.ckpt", weights_only=True)

@@ -12,12 +12,12 @@ import torch
 from test_train_support import TINY_CONFIG, tiny_overrides
 
 from talkingface.model.image_driven_talkingface.DiffTalk.config import ConfigError, load_config
-from talkingface.model.image_driven_talkingface.DiffTalk.lightning_module import LatentDiffusion
 from talkingface.training.checkpoint_io import AtomicCheckpointIO
 from talkingface.training.cli import parse_args
 from talkingface.training.devices import DeviceSpecError, device_spec, parse_gpus
 from talkingface.training.images import make_grid, write_png
 from talkingface.training.lr import scaled_learning_rate
+from talkingface.training.module import LatentDiffusion
 from talkingface.training.run_dir import RunDirError, RunPaths, resolve_resume
 
 

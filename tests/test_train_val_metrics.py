@@ -7,7 +7,8 @@ import math
 import torch
 from golden import TINY_CONFIG, fill_deterministic
 
-from talkingface.model.image_driven_talkingface.DiffTalk import LatentDiffusion, load_config
+from talkingface.model.image_driven_talkingface.DiffTalk import load_config
+from talkingface.training.module import LatentDiffusion
 
 
 def fake_batch(b: int = 2, size: int = 256) -> dict[str, torch.Tensor]:

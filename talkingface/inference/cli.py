@@ -21,7 +21,7 @@ from talkingface.inference import InferenceError, LipSyncOptions, LipSyncPipelin
 from talkingface.inference.sampling import PRECISIONS, SAMPLERS
 from talkingface.inference.writer import check_output
 from talkingface.model.image_driven_talkingface.DiffTalk import CheckpointError, ConfigError, get_difftalk_inference
-from talkingface.model.image_driven_talkingface.DiffTalk.inference import DEFAULT_CKPT
+from talkingface.model.image_driven_talkingface.DiffTalk.loader import DEFAULT_CKPT
 
 DEFAULTS = LipSyncOptions()
 

@@ -3,7 +3,10 @@
 Semantics follow the reference inference (``scripts/inference.py`` with ``talk_data_ref_smooth_inference.py``):
 per output frame, the face crop of the (ping-ponged) source frame gives the kept region ``x0`` and the masked
 image, the speech gives the audio window, one reference frame of the video (frame 1 by default) the identity;
-the sampler generates the jaw/mouth polygon, the first stage decodes, and the crop is pasted back.
+the engine (``DiffTalkModel.inpaint``) generates the jaw/mouth polygon and decodes, and the crop is pasted back.
+
+:func:`reference_latent`, :func:`inpaint_frames` and :func:`to_uint8` are the frame-input path shared with the
+learnability benchmark (``talkingface.synthetic.learn``), so its evidence describes this pipeline.
 """
 
 from __future__ import annotations
@@ -33,6 +36,7 @@ from talkingface.inference.timeline import pingpong_indices
 from talkingface.inference.video import PreparedVideo, prepare_video
 from talkingface.inference.writer import DEFAULT_CRF, FramesDirWriter, VideoWriter, check_output
 from talkingface.model.image_driven_talkingface.DiffTalk import DiffTalkModel
+from talkingface.model.image_driven_talkingface.DiffTalk.model import EpsWrapper
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +44,71 @@ log = logging.getLogger(__name__)
 DEFAULT_REFERENCE_FRAME = 1
 #: Source-frame latents are cached (on the model's device, ~100 kB a frame) for videos up to this many frames.
 LATENT_CACHE_FRAMES = 4096
+
+
+def default_reference_frame(n_frames: int) -> int:
+    """The reference frame the reference inference takes: frame 1 (frame 0 for a one-frame video)."""
+    return min(DEFAULT_REFERENCE_FRAME, n_frames - 1)
+
+
+def _to_device(model: DiffTalkModel, array: np.ndarray) -> torch.Tensor:
+    return torch.from_numpy(np.ascontiguousarray(array)).to(model.device)
+
+
+@torch.no_grad()
+def reference_latent(model: DiffTalkModel, crop: np.ndarray) -> torch.Tensor:
+    """First-stage latent ``(1, C, h, w)`` of a reference crop (uint8 ``(S, S, 3)``), resized as the loader does."""
+    image = to_unit(resize_bicubic(crop, model.config.first_stage.resolution)[None])
+    return model.encode_first_stage(_to_device(model, image))
+
+
+@torch.no_grad()
+def encode_frames(model: DiffTalkModel, inputs: FrameInputs) -> tuple[torch.Tensor, torch.Tensor]:
+    """First-stage latents of the frames (``x0``) and of their masked images (the engine's one batched encode)."""
+    return model.encode_frames(_to_device(model, to_unit(inputs.image)), _to_device(model, to_unit(inputs.masked)))
+
+
+@torch.no_grad()
+def inpaint_frames(
+    model: DiffTalkModel,
+    inputs: FrameInputs,
+    audio: np.ndarray,
+    reference: torch.Tensor,
+    noise: torch.Tensor,
+    latents: tuple[torch.Tensor, torch.Tensor] | None = None,
+    *,
+    sampler: str = "dpm++",
+    steps: int = 25,
+    eta: float = 0.0,
+    generator: torch.Generator | None = None,
+    eps_wrapper: EpsWrapper | None = None,
+) -> torch.Tensor:
+    """Generated frames ``(B, 3, R, R)`` in [-1, 1] from a batch of frame inputs and audio windows ``(B, 8, 16, 29)``.
+
+    ``reference``: the reference latent (:func:`reference_latent`); ``noise``: ``x_T``; ``latents``: the frames'
+    and masked images' latents when already encoded (:func:`encode_frames`), else they are encoded here.
+    """
+    image_latent, masked_latent = latents if latents is not None else encode_frames(model, inputs)
+    return model.inpaint(
+        audio=_to_device(model, audio),
+        landmarks=_to_device(model, inputs.landmarks),
+        reference_latent=reference,
+        noise=noise,
+        image_latent=image_latent,
+        masked_latent=masked_latent,
+        mask=_to_device(model, inputs.mask[:, None]),
+        sampler=sampler,
+        steps=steps,
+        eta=eta,
+        generator=generator,
+        eps_wrapper=eps_wrapper,
+    )
+
+
+def to_uint8(frames: torch.Tensor) -> np.ndarray:
+    """``(B, 3, H, W)`` frames in [-1, 1] -> ``(B, H, W, 3)`` uint8 RGB, truncating as the reference inference."""
+    faces = (torch.clamp((frames + 1.0) / 2.0, 0.0, 1.0) * 255.0).to(torch.uint8)
+    return faces.permute(0, 2, 3, 1).cpu().numpy()
 
 
 @dataclass
@@ -149,7 +218,7 @@ class LipSyncPipeline:
 
     def _check_options(self) -> None:
         o = self.options
-        check_steps(o.sampler, o.steps, self.model.num_timesteps)
+        check_steps(o.sampler, o.steps, self.model.num_timesteps, o.eta)
         resolve_precision(o.precision, self.model.device)
         if o.batch_size < 1:
             raise InferenceError("--batch-size", f"must be at least 1, got {o.batch_size}")
@@ -159,7 +228,7 @@ class LipSyncPipeline:
     def reference_index(self, video: PreparedVideo) -> int:
         r = self.options.reference_frame
         if r is None:
-            return min(DEFAULT_REFERENCE_FRAME, video.n_frames - 1)
+            return default_reference_frame(video.n_frames)
         if not 0 <= r < video.n_frames:
             raise InferenceError(
                 video.path,
@@ -173,16 +242,12 @@ class LipSyncPipeline:
             self._runners[key] = UNetRunner(self.model, *key)
         return self._runners[key]
 
-    def _to_device(self, array: np.ndarray) -> torch.Tensor:
-        return torch.from_numpy(np.ascontiguousarray(array)).to(self.model.device)
-
     # -------------------------------------------------------------- generation
     @torch.no_grad()
     def reference_latent(self, video: PreparedVideo) -> torch.Tensor:
         """First-stage latent ``(1, C, h, w)`` of the reference frame (encoded once per video; 64 x 64 for DiffTalk)."""
         crop, _ = video.crop(self.reference_index(video))
-        image = to_unit(resize_bicubic(crop, self.model_image_size)[None])
-        return self.model.encode_first_stage(self._to_device(image))
+        return reference_latent(self.model, crop)
 
     @torch.no_grad()
     def _target_latents(
@@ -191,9 +256,8 @@ class LipSyncPipeline:
         """First-stage latents of the target frames (``x0``) and of their masked images, one batched encode."""
         todo = [j for j, i in enumerate(src) if cache is None or int(i) not in cache]
         if todo:
-            images = np.concatenate([inputs.image[todo], inputs.masked[todo]])
-            z = self.model.encode_first_stage(self._to_device(to_unit(images)))
-            fresh = {j: (z[k], z[k + len(todo)]) for k, j in enumerate(todo)}
+            z, zm = encode_frames(self.model, inputs.take(np.asarray(todo)))
+            fresh = {j: (z[k], zm[k]) for k, j in enumerate(todo)}
             if cache is not None:
                 cache.update({int(src[j]): pair for j, pair in fresh.items()})
         else:
@@ -202,15 +266,16 @@ class LipSyncPipeline:
         return torch.stack([p[0] for p in pairs]), torch.stack([p[1] for p in pairs])
 
     @torch.no_grad()
-    def generate(self, video: PreparedVideo, speech: Speech, progress: bool = False) -> Iterator[np.ndarray]:
-        """Yield the ``speech.n_frames`` output frames (RGB uint8, the source video's size) in order."""
+    def _batches(
+        self, video: PreparedVideo, speech: Speech, progress: bool
+    ) -> Iterator[tuple[np.ndarray, list[tuple[np.ndarray, np.ndarray]], np.ndarray]]:
+        """Per batch: the source frame indices, their ``(crop, landmarks)`` and the generated faces (uint8)."""
         self._check_options()
         o, model = self.options, self.model
         indices = pingpong_indices(speech.n_frames, video.n_frames)
         ref = self.reference_latent(video)
         runner = self._runner()
         generator = torch.Generator().manual_seed(o.seed)
-        latent_shape = (model.channels, model.image_size, model.image_size)
         # the ping-pong shows source frames again: keep their latents when the speech outlasts the video
         cache: dict[int, tuple[torch.Tensor, torch.Tensor]] | None = (
             {} if len(indices) > video.n_frames and video.n_frames <= LATENT_CACHE_FRAMES else None
@@ -228,26 +293,38 @@ class LipSyncPipeline:
                     rows = np.r_[rows, np.full(o.batch_size - n, n - 1)]
                 inputs = inputs.take(rows)
                 audio = speech.windows[start : start + n][rows]
-                b = len(rows)
-                x0, masked = self._target_latents(src[rows], inputs, cache)
-                conditions = model.encode_conditions(
-                    self._to_device(audio),
-                    self._to_device(inputs.landmarks),
-                    reference_latent=ref.expand(b, -1, -1, -1),
-                    masked_latent=masked,
+                latents = self._target_latents(src[rows], inputs, cache)
+                noise = model.initial_noise(len(rows), generator)
+                pixels = inpaint_frames(
+                    model,
+                    inputs,
+                    audio,
+                    ref,
+                    noise,
+                    latents,
+                    sampler=o.sampler,
+                    steps=o.steps,
+                    eta=o.eta,
+                    generator=generator,
+                    eps_wrapper=runner,
                 )
-                x_T = torch.randn((b, *latent_shape), generator=generator).to(model.device)
-                mask = self._to_device(inputs.mask[:, None])
-                latents = runner.sample(
-                    conditions, x_T, x0, mask, sampler=o.sampler, steps=o.steps, eta=o.eta, generator=generator
-                )
-                pixels = model.decode_first_stage(latents[:n].float())
-                faces = (torch.clamp((pixels + 1.0) / 2.0, 0.0, 1.0) * 255.0).to(torch.uint8)  # as the reference
-                faces = faces.permute(0, 2, 3, 1).cpu().numpy()
-                for j, i in enumerate(src):
-                    alpha = mouth_alpha(crops[j][1], video.crop_size, o.feather)
-                    yield paste_back(video.frames[i], faces[j], alpha, video.boxes[i])
-                    bar.update(1)
+                yield src, crops, to_uint8(pixels[:n])
+                bar.update(n)
+
+    @torch.no_grad()
+    def faces(self, video: PreparedVideo, speech: Speech, progress: bool = False) -> Iterator[np.ndarray]:
+        """Yield the ``speech.n_frames`` generated face crops (RGB uint8 at the model's image size), in order."""
+        for _, _, faces in self._batches(video, speech, progress):
+            yield from faces
+
+    @torch.no_grad()
+    def generate(self, video: PreparedVideo, speech: Speech, progress: bool = False) -> Iterator[np.ndarray]:
+        """Yield the ``speech.n_frames`` output frames (RGB uint8, the source video's size) in order."""
+        feather = self.options.feather
+        for src, crops, faces in self._batches(video, speech, progress):
+            for j, i in enumerate(src):
+                alpha = mouth_alpha(crops[j][1], video.crop_size, feather)
+                yield paste_back(video.frames[i], faces[j], alpha, video.boxes[i])
 
     def run(
         self,

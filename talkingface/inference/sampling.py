@@ -1,28 +1,26 @@
-"""Masked-inpainting sampling of a batch: DDIM or DPM-Solver++, optional bf16 autocast and torch.compile.
+"""Sampling options of the lip-sync pipeline: sampler/step checks that name the flags, the UNet precision, and
+``UNetRunner``, the engine's ``eps_wrapper`` for bf16 autocast and ``torch.compile``.
 
 Autocast wraps the UNet calls only: the conditions, the sampler arithmetic and the first stage stay in float32.
+The sampler itself is the engine's (``DiffTalkModel.sample`` / ``inpaint``); nothing here picks one by name.
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import Callable
 
 import torch
-from torch import nn
 
 from talkingface.inference.errors import InferenceError
 from talkingface.model.image_driven_talkingface.DiffTalk import DiffTalkConditions, DiffTalkModel
-from talkingface.model.image_driven_talkingface.DiffTalk.samplers import (
-    ddim_sample,
-    ddim_timesteps,
-    dpm_solver_pp_sample,
-)
+from talkingface.model.image_driven_talkingface.DiffTalk.model import NoisePredictor
+from talkingface.model.image_driven_talkingface.DiffTalk.samplers import SAMPLERS, EpsFn, SamplerError, check_sampler
 
 log = logging.getLogger(__name__)
 
-SAMPLERS = ("ddim", "dpm++")
+__all__ = ["PRECISIONS", "SAMPLERS", "UNetRunner", "check_steps", "resolve_precision"]
+
 PRECISIONS = ("auto", "fp32", "bf16")
 
 
@@ -38,62 +36,45 @@ def resolve_precision(precision: str, device: torch.device) -> torch.dtype | Non
     return torch.bfloat16
 
 
-def check_steps(sampler: str, steps: int, num_timesteps: int) -> None:
-    """Fail with a message naming the option when the sampler cannot take ``steps``."""
-    if sampler not in SAMPLERS:
-        raise InferenceError("--sampler", f"unknown sampler {sampler!r}; choose one of {', '.join(SAMPLERS)}")
-    if sampler == "dpm++":
-        if not 0 < steps < num_timesteps:
-            raise InferenceError("--steps", f"DPM-Solver++ takes 1..{num_timesteps - 1} steps, got {steps}")
-        return
+def check_steps(sampler: str, steps: int, num_timesteps: int, eta: float = 0.0) -> None:
+    """The engine's sampler check, with its message naming the flag (``--sampler``, ``--steps``, ``--eta``)."""
     try:
-        ddim_timesteps(steps, num_timesteps)
-    except ValueError as e:
-        raise InferenceError("--steps", str(e)) from None
+        check_sampler(sampler, steps, eta, num_timesteps)
+    except SamplerError as err:
+        raise InferenceError(f"--{err.option}", str(err)) from None
 
 
 class UNetRunner:
-    """Calls the model's noise predictor (optionally compiled) under autocast; returns float32 noise."""
+    """An ``eps_wrapper`` for ``DiffTalkModel.sample`` / ``inpaint``: runs the noise predictor (compiled with
+    ``torch.compile`` when asked, once per predictor) under autocast and returns float32 noise."""
 
     def __init__(self, model: DiffTalkModel, autocast_dtype: torch.dtype | None = None, compile: bool = False):
         self.model = model
         self.autocast_dtype = autocast_dtype
-        self.net: nn.Module | Callable = model.model
-        if compile:
-            log.info("compiling the UNet with torch.compile (the first batch is slow)")
-            self.net = torch.compile(model.model, dynamic=False)
+        self.compile = compile
+        self._compiled: tuple[NoisePredictor, NoisePredictor] | None = None
 
-    def _autocast(self) -> contextlib.AbstractContextManager:
+    def _autocast(self, device_type: str) -> contextlib.AbstractContextManager:
         if self.autocast_dtype is None:
             return contextlib.nullcontext()
-        return torch.autocast(self.model.device.type, dtype=self.autocast_dtype)
+        return torch.autocast(device_type, dtype=self.autocast_dtype)
 
-    def eps_fn(self, conditions: DiffTalkConditions) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
-        def eps(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-            with self._autocast():
-                out = self.net(x, t, conditions)
+    def _compiled_net(self, predict: NoisePredictor) -> NoisePredictor:
+        if self._compiled is None or self._compiled[0] is not predict:
+            log.info("compiling the UNet with torch.compile (the first batch is slow)")
+            self._compiled = (predict, torch.compile(predict, dynamic=False))
+        return self._compiled[1]
+
+    def __call__(self, predict: NoisePredictor) -> NoisePredictor:
+        net = self._compiled_net(predict) if self.compile else predict
+
+        def wrapped(x: torch.Tensor, t: torch.Tensor, conditions: DiffTalkConditions) -> torch.Tensor:
+            with self._autocast(x.device.type):
+                out = net(x, t, conditions)
             return out.float()
 
-        return eps
+        return wrapped
 
-    @torch.no_grad()
-    def sample(
-        self,
-        conditions: DiffTalkConditions,
-        x_T: torch.Tensor,
-        x0: torch.Tensor,
-        mask: torch.Tensor,
-        *,
-        sampler: str = "dpm++",
-        steps: int = 25,
-        eta: float = 0.0,
-        generator: torch.Generator | None = None,
-    ) -> torch.Tensor:
-        """Latents where ``mask`` is 0 generated, where 1 kept from ``x0`` (re-noised at every step)."""
-        ac = self.model.alphas_cumprod
-        eps = self.eps_fn(conditions)
-        if sampler == "ddim":
-            return ddim_sample(eps, ac, x_T, steps, eta, x0, mask, generator)
-        if eta:
-            raise InferenceError("--eta", "the DPM-Solver++ sampler is deterministic: eta must be 0")
-        return dpm_solver_pp_sample(eps, ac, x_T, steps, x0, mask, generator)
+    def eps_fn(self, conditions: DiffTalkConditions) -> EpsFn:
+        """The samplers' ``eps_fn(x, t)`` on ``conditions`` through this wrapper (for checks and benchmarks)."""
+        return self.model.eps_fn(conditions, eps_wrapper=self)

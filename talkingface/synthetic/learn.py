@@ -1,18 +1,20 @@
 """Train and evaluate the synthetic DiffTalk: does the audio drive the mouth?
 
-Plain-PyTorch loop over the public model API (``get_input``-equivalent encoding, ``training_loss``, EMA, ``sample``)
-on first-stage latents cached in memory. The evaluation mirrors the inference pipeline on held-out identities:
-reference = frame 1 of the video, ``x0`` = the frame's latent outside the jaw polygon, masked image black from
-landmark 33 down, DPM-Solver++; it measures the generated mouth opening on pixels alone (mean height of the dark
-mouth interior in a box below the nose tip, :func:`~talkingface.synthetic.face.mouth_opening_px`) against the
-ground-truth opening, and PSNR/SSIM of the mouth box.
+Plain-PyTorch loop over the engine's API (``encode_conditions``, ``training_loss``, EMA) on first-stage latents
+cached in memory. The evaluation generates held-out frames through the inference pipeline's own frame-input path
+(:func:`~talkingface.inference.pipeline.inpaint_frames`: the pipeline's reference frame, ``x0`` = the frame's
+latent outside the jaw polygon, masked image black from landmark 33 down, DPM-Solver++, the pipeline's uint8
+conversion), so a test can show both give the same frames. It measures the generated mouth opening on pixels alone
+(mean height of the dark mouth interior in a box below the nose tip,
+:func:`~talkingface.synthetic.face.mouth_opening_px`) against the ground-truth opening, and PSNR/SSIM of the mouth
+box.
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -21,11 +23,18 @@ import torch
 from tqdm.auto import tqdm
 
 from talkingface.data.dataset import TalkDataset, draw_reference
-from talkingface.data.layout import DatasetLayout, parse_name, read_split
+from talkingface.data.layout import DatasetLayout, parse_name
 from talkingface.evaluate.metrics import batch_metrics
-from talkingface.inference.inputs import frame_inputs, to_unit
+from talkingface.inference.inputs import FrameInputs, frame_inputs, to_unit
+from talkingface.inference.pipeline import (
+    default_reference_frame,
+    encode_frames,
+    inpaint_frames,
+    reference_latent,
+    to_uint8,
+)
 from talkingface.model.image_driven_talkingface.DiffTalk.config import DiffTalkConfig
-from talkingface.model.image_driven_talkingface.DiffTalk.lightning_module import LatentDiffusion
+from talkingface.model.image_driven_talkingface.DiffTalk.model import DiffTalkModel
 from talkingface.synthetic.face import mouth_opening_px, video_mouth_width
 from talkingface.synthetic.generate import mouth_truth
 
@@ -62,7 +71,7 @@ def load_train_frames(root: str | Path, split: str | Path, size: int, progress: 
 
 
 @torch.no_grad()
-def encode_all(model: LatentDiffusion, images: torch.Tensor, batch: int = 128) -> torch.Tensor:
+def encode_all(model: DiffTalkModel, images: torch.Tensor, batch: int = 128) -> torch.Tensor:
     return torch.cat([model.encode_first_stage(images[i : i + batch]) for i in range(0, len(images), batch)])
 
 
@@ -74,7 +83,7 @@ class TrainStats:
 
 
 def train_diffusion(
-    model: LatentDiffusion,
+    model: DiffTalkModel,
     data: TrainFrames,
     counts: list[int],
     steps: int,
@@ -162,9 +171,58 @@ def _pearson(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.corrcoef(a, b)[0, 1])
 
 
+@dataclass
+class HeldoutBatch:
+    """One batch of generated held-out frames of a video."""
+
+    rows: list[int]  # dataset items
+    inputs: FrameInputs  # the pipeline's frame inputs (``image``: the ground-truth frames, uint8)
+    landmarks: np.ndarray  # (B, 68, 2) landmarks at the model's image size
+    image_latent: torch.Tensor  # first-stage latents of the ground-truth frames
+    frames: torch.Tensor  # (B, 3, R, R) generated frames in [-1, 1]
+
+
+def read_crop(ds: TalkDataset, name: str) -> tuple[np.ndarray, np.ndarray]:
+    """A saved frame (uint8 RGB crop) and its 68 landmarks in crop pixels."""
+    video, frame = parse_name(name)
+    return ds.layout.read_frame(video, frame), ds.layout.read_landmarks(video, frame)
+
+
+@torch.no_grad()
+def generate_heldout(
+    model: DiffTalkModel,
+    ds: TalkDataset,
+    rows: list[int],
+    generator: torch.Generator,
+    sample_steps: int = 20,
+    batch_size: int = 50,
+) -> Iterator[HeldoutBatch]:
+    """Generate the dataset items ``rows`` (frames of one video) as the lip-sync pipeline does: its reference
+    frame, its frame inputs from the saved crops, the dataset's audio windows, ``x_T`` drawn per batch from
+    ``generator``, DPM-Solver++ with ``sample_steps`` steps and the model's current weights."""
+    size, latent = model.config.first_stage.resolution, model.image_size
+    v = int(ds.videos[rows[0]])
+    if any(int(ds.videos[i]) != v for i in rows):
+        raise ValueError("generate_heldout takes the frames of one video")
+    ref_crop, _ = read_crop(ds, f"{v}_{default_reference_frame(int(ds.counts[v - 1]))}")
+    ref = reference_latent(model, ref_crop)
+    for start in range(0, len(rows), batch_size):
+        chunk = rows[start : start + batch_size]
+        crops = [read_crop(ds, f"{v}_{int(ds.frames[i])}") for i in chunk]
+        inputs = FrameInputs.stack([frame_inputs(c, lm, size, latent) for c, lm in crops])
+        audio = np.stack([ds[i]["audio_smooth"] for i in chunk])
+        latents = encode_frames(model, inputs)
+        noise = model.initial_noise(len(chunk), generator)
+        frames = inpaint_frames(
+            model, inputs, audio, ref, noise, latents, sampler="dpm++", steps=sample_steps, generator=generator
+        )
+        landmarks = np.stack([lm * (size / c.shape[1]) for c, lm in crops])
+        yield HeldoutBatch(list(chunk), inputs, landmarks, latents[0], frames)
+
+
 @torch.no_grad()
 def evaluate_heldout(
-    model: LatentDiffusion,
+    model: DiffTalkModel,
     root: str | Path,
     split: str | Path,
     max_frames_per_video: int = 100,
@@ -173,64 +231,40 @@ def evaluate_heldout(
     seed: int = 0,
     progress: bool = True,
 ) -> EvalResult:
-    """Generate the mouths of held-out frames as the inference pipeline does and compare with the truth."""
+    """Generate the mouths of held-out frames as the inference pipeline does (EMA weights) and compare with the
+    truth."""
     root = Path(root)
-    size, latent = model.config.first_stage.resolution, model.image_size
-    videos, frames = read_split(split)
+    size = model.config.first_stage.resolution
     gen = torch.Generator().manual_seed(seed)
     true_open, gen_open, gt_open, rec_open, per_video = [], [], [], [], []
     metrics: list[dict[str, float]] = []
     ds = TalkDataset(root, split, image_size=size)
     by_video: dict[int, list[int]] = {}
-    for i, v in enumerate(videos):
+    for i, v in enumerate(ds.videos):
         by_video.setdefault(int(v), []).append(i)
-    for v, rows in tqdm(by_video.items(), desc="evaluate", disable=not progress, leave=False):
-        rows = rows[:max_frames_per_video]
-        truth = mouth_truth(root, v)[:, 0]
-
-        def crop(name: str) -> tuple[np.ndarray, np.ndarray]:
-            video, frame = parse_name(name)
-            return ds.layout.read_frame(video, frame), ds.layout.read_landmarks(video, frame)
-
-        ref_img, ref_lm = crop(f"{v}_1")
-        ref = model.encode_first_stage(torch.from_numpy(to_unit(frame_inputs(ref_img, ref_lm, size, latent).image)))
-        v_true, v_pred, v_img, v_rec, v_lm = [], [], [], [], []
-        for start in range(0, len(rows), batch_size):
-            chunk = rows[start : start + batch_size]
-            names = [f"{v}_{int(frames[i])}" for i in chunk]
-            crops = [crop(n) for n in names]
-            inputs = [frame_inputs(c, lm, size, latent) for c, lm in crops]
-            image = torch.from_numpy(to_unit(np.concatenate([x.image for x in inputs])))
-            masked = torch.from_numpy(to_unit(np.concatenate([x.masked for x in inputs])))
-            lms39 = torch.from_numpy(np.concatenate([x.landmarks for x in inputs]))
-            mask = torch.from_numpy(np.concatenate([x.mask for x in inputs]))[:, None]
-            audio = torch.from_numpy(np.stack([ds.layout.read_audio(*parse_name(n)) for n in names]))
-            x0 = model.encode_first_stage(image)
-            b = len(chunk)
-            cond = model.encode_conditions(
-                audio, lms39, reference_latent=ref.expand(b, -1, -1, -1), masked_latent=model.encode_first_stage(masked)
-            )
-            x_t = torch.randn(x0.shape, generator=gen)
-            with model.ema_scope():
-                out = model.sample(cond, steps=sample_steps, x_T=x_t, x0=x0, mask=mask, sampler="dpm++", generator=gen)
-            pred = model.decode_first_stage(out).clamp(-1, 1)
-            lm68 = np.stack([lm * (size / c.shape[1]) for c, lm in crops])  # landmarks at the model's size
-            metrics.append({k: val * b for k, val in batch_metrics(pred, image, landmarks=lm68).items()})
-            pred_u8 = to_u8(pred)
-            img_u8, rec_u8 = (to_u8(x) for x in (image, model.decode_first_stage(x0).clamp(-1, 1)))
-            v_true += [float(truth[int(frames[i])]) for i in chunk]
-            v_pred.append(pred_u8)
-            v_img.append(img_u8)
-            v_rec.append(rec_u8)
-            v_lm.append(lm68)
-        lms = np.concatenate(v_lm)
-        width = video_mouth_width(lms)  # fixed per video
-        v_gen = _measure(v_pred, lms, width)
-        gt_open += _measure(v_img, lms, width)
-        rec_open += _measure(v_rec, lms, width)
-        per_video.append(_pearson(np.array(v_true), np.array(v_gen)))
-        true_open += v_true
-        gen_open += v_gen
+    with model.ema_scope():
+        for v, rows in tqdm(by_video.items(), desc="evaluate", disable=not progress, leave=False):
+            rows = rows[:max_frames_per_video]
+            truth = mouth_truth(root, v)[:, 0]
+            v_true, v_pred, v_img, v_rec, v_lm = [], [], [], [], []
+            for batch in generate_heldout(model, ds, rows, gen, sample_steps, batch_size):
+                b = len(batch.rows)
+                image = torch.from_numpy(to_unit(batch.inputs.image))
+                pred = batch.frames.cpu()
+                metrics.append({k: val * b for k, val in batch_metrics(pred, image, landmarks=batch.landmarks).items()})
+                v_true += [float(truth[int(ds.frames[i])]) for i in batch.rows]
+                v_pred.append(to_uint8(pred))
+                v_img.append(batch.inputs.image)
+                v_rec.append(to_uint8(model.decode_first_stage(batch.image_latent).clamp(-1, 1)))
+                v_lm.append(batch.landmarks)
+            lms = np.concatenate(v_lm)
+            width = video_mouth_width(lms)  # fixed per video
+            v_gen = _measure(v_pred, lms, width)
+            gt_open += _measure(v_img, lms, width)
+            rec_open += _measure(v_rec, lms, width)
+            per_video.append(_pearson(np.array(v_true), np.array(v_gen)))
+            true_open += v_true
+            gen_open += v_gen
     n = len(true_open)
     return EvalResult(
         correlation=_pearson(np.array(true_open), np.array(gen_open)),
@@ -250,15 +284,10 @@ def _measure(images: list[np.ndarray], landmarks: np.ndarray, width: float) -> l
     return [mouth_opening_px(im, lm[33], width) for im, lm in zip(np.concatenate(images), landmarks, strict=True)]
 
 
-def to_u8(images: torch.Tensor) -> np.ndarray:
-    """``(B, 3, H, W)`` in [-1, 1] -> ``(B, H, W, 3)`` uint8."""
-    return ((images + 1) * 127.5).round().clamp(0, 255).byte().permute(0, 2, 3, 1).numpy()
-
-
-def build_model(cfg: DiffTalkConfig, first_stage: torch.nn.Module, scale_factor: float) -> LatentDiffusion:
+def build_model(cfg: DiffTalkConfig, first_stage: torch.nn.Module, scale_factor: float) -> DiffTalkModel:
     """A fresh DiffTalk for ``cfg`` with the given trained first stage and latent scale."""
     cfg.model.diffusion.scale_factor = float(scale_factor)
-    model = LatentDiffusion(cfg.model)
+    model = DiffTalkModel(cfg.model)
     model.first_stage_model.load_state_dict(first_stage.state_dict())
     return model
 

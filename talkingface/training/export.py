@@ -33,7 +33,7 @@ from talkingface.model.image_driven_talkingface.DiffTalk.config import (
     save_config,
     with_audio_feature_kind,
 )
-from talkingface.model.image_driven_talkingface.DiffTalk.lightning_module import LatentDiffusion
+from talkingface.training.module import LatentDiffusion
 
 log = logging.getLogger(__name__)
 

@@ -21,13 +21,13 @@ from talkingface.model.image_driven_talkingface.DiffTalk.config import (
     load_config,
     with_audio_feature_kind,
 )
-from talkingface.model.image_driven_talkingface.DiffTalk.inference import resolve_path
-from talkingface.model.image_driven_talkingface.DiffTalk.lightning_module import LatentDiffusion
+from talkingface.model.image_driven_talkingface.DiffTalk.loader import resolve_path
 from talkingface.training.callbacks import ImageLogger, LastCheckpoint, SlimExport, ThroughputMonitor
 from talkingface.training.checkpoint_io import AtomicCheckpointIO
 from talkingface.training.data import DataCheckError, build_datamodule, check_dataset
 from talkingface.training.devices import DeviceSpec, build_strategy, device_spec
 from talkingface.training.lr import scaled_learning_rate
+from talkingface.training.module import LatentDiffusion
 from talkingface.training.run_dir import RUN_DIR_ENV, RunPaths, new_run_name, resolve_resume, write_snapshot
 from talkingface.training.speed import compile_unet, set_tf32
 

@@ -11,15 +11,25 @@ from typing import Any
 import torch
 from torch import nn
 
+from .config import CONFIG_CKPT_KEY
+
 log = logging.getLogger(__name__)
 
 FIRST_STAGE_PREFIX = "first_stage_model."
+#: Plain top-level entries of our trainer's checkpoints (and metadata of safetensors exports): the whole config as
+#: a dict, and the audio feature kind the model was trained on.
 IGNORED_FIRST_STAGE_PREFIXES = ("loss.",)  # perceptual loss + discriminator of the released VQ checkpoint
 _MAX_LISTED = 25
 
 
 class CheckpointError(RuntimeError):
     """A checkpoint is missing, unreadable, or does not match the model."""
+
+
+def check_feature_kind(stored: object, configured: str | None, source: str = "the checkpoint") -> None:
+    """Raise ``CheckpointError`` when a checkpoint's recorded audio feature kind differs from the config's."""
+    if isinstance(stored, str) and configured is not None and stored != configured:
+        raise CheckpointError(f"{source} was trained on '{stored}' audio features but the config says '{configured}'")
 
 
 def load_checkpoint_file(path: str | Path, trust_checkpoint: bool = False) -> dict[str, Any]:
@@ -66,7 +76,7 @@ def _load_safetensors(path: Path) -> dict[str, Any]:
         if key in out:
             continue
         try:
-            out[key] = json.loads(value) if key == "difftalk_config" else value
+            out[key] = json.loads(value) if key == CONFIG_CKPT_KEY else value
         except json.JSONDecodeError:
             raise CheckpointError(f"{path}: metadata entry {key!r} is not valid JSON") from None
     return out

@@ -1,4 +1,7 @@
-"""DiffTalk as a plain ``nn.Module``: encode conditions, predict noise, training loss, sampling.
+"""DiffTalk as a plain ``nn.Module``: encode conditions, predict noise, training loss, sampling, inpainting.
+
+This is the one engine: the lip-sync pipeline, validation sampling and the learnability benchmark all go through
+:meth:`DiffTalkModel.inpaint` / :meth:`DiffTalkModel.sample`; none re-implements encode, condition, sample, decode.
 
 Attribute names are the reference's (``model.diffusion_model``, ``first_stage_model``,
 ``cond_stage_model_for_audio``, ``cond_stage_model_for_audio_smooth``, ``cond_stage_model_for_ldm``,
@@ -8,7 +11,7 @@ Attribute names are the reference's (``model.diffusion_model``, ``first_stage_mo
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 import torch
@@ -20,11 +23,17 @@ from .conditions import DiffTalkConditions
 from .config import FirstStageConfig, ModelConfig
 from .ema import LitEma
 from .encoders import AudioAttNet, AudioNet, LdmNet
-from .samplers import ddim_sample, dpm_solver_pp_sample
+from .samplers import EpsFn, run_sampler
 from .schedule import extract, linear_sqrt_betas, schedule_buffers
 from .unet import UNetModel
 
 log = logging.getLogger(__name__)
+
+#: The noise predictor the samplers wrap: ``(x_t, t, conditions) -> eps`` (the UNet with its conditions).
+NoisePredictor = Callable[[torch.Tensor, torch.Tensor, DiffTalkConditions], torch.Tensor]
+#: An optional wrapper around the noise predictor, e.g. bf16 autocast and/or ``torch.compile``
+#: (``talkingface.inference.sampling.UNetRunner``); it must keep the predictor's signature.
+EpsWrapper = Callable[[NoisePredictor], NoisePredictor]
 
 
 def build_first_stage(cfg: FirstStageConfig) -> VQModel:
@@ -56,7 +65,8 @@ class DiffusionWrapper(nn.Module):
 
 
 class DiffTalkModel(nn.Module):
-    """The DiffTalk latent diffusion model (no training loop; see ``LatentDiffusion`` for Lightning)."""
+    """The DiffTalk latent diffusion model (no training loop; ``talkingface.training.module.LatentDiffusion`` adds
+    the Lightning steps)."""
 
     def __init__(self, config: ModelConfig | None = None) -> None:
         super().__init__()
@@ -129,6 +139,16 @@ class DiffTalkModel(nn.Module):
         """Latents -> images (raw decoder output, roughly [-1, 1], not clamped); quantizes first."""
         return self.first_stage_model.decode(latents / self.scale_factor)
 
+    def scale_latents(self, unscaled: torch.Tensor) -> torch.Tensor:
+        """Unscaled first-stage latents (e.g. from a latent cache) -> the latents the diffusion model sees."""
+        return unscaled * self.scale_factor
+
+    @torch.no_grad()
+    def encode_frames(self, image: torch.Tensor, masked: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Latents of target frames (``x0``) and of their masked images, encoded in one batch."""
+        z = self.encode_first_stage(torch.cat([image, masked]))
+        return z[: len(image)], z[len(image) :]
+
     # ------------------------------------------------------------- conditions
     def encode_audio(self, audio: torch.Tensor) -> torch.Tensor:
         """(B, smooth, window, dim) audio features, e.g. (B, 8, 16, 29) -> (B, audio_dim)."""
@@ -186,12 +206,6 @@ class DiffTalkModel(nn.Module):
             + extract(self.sqrt_one_minus_alphas_cumprod, t, latents.ndim) * noise
         )
 
-    def predict_x0(self, x_t: torch.Tensor, t: torch.Tensor, eps: torch.Tensor) -> torch.Tensor:
-        return (
-            extract(self.sqrt_recip_alphas_cumprod, t, x_t.ndim) * x_t
-            - extract(self.sqrt_recipm1_alphas_cumprod, t, x_t.ndim) * eps
-        )
-
     def training_loss(
         self,
         latents: torch.Tensor,
@@ -232,6 +246,22 @@ class DiffTalkModel(nn.Module):
         return w
 
     # ----------------------------------------------------------------- sampling
+    def eps_fn(self, conditions: DiffTalkConditions, eps_wrapper: EpsWrapper | None = None) -> EpsFn:
+        """The samplers' ``eps_fn(x, t)``: the UNet on ``conditions``, optionally wrapped (autocast, compile),
+        returning float32 noise so the sampler state stays float32."""
+        predict: NoisePredictor = self.model if eps_wrapper is None else eps_wrapper(self.model)
+
+        def eps(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+            return predict(x, t, conditions).float()
+
+        return eps
+
+    def initial_noise(self, batch_size: int, generator: torch.Generator | None = None) -> torch.Tensor:
+        """``x_T`` for a batch: standard normal latents drawn on the generator's device, moved to the model's."""
+        shape = (batch_size, self.channels, self.image_size, self.image_size)
+        gen_device = generator.device if generator is not None else self.device
+        return torch.randn(shape, generator=generator, device=gen_device).to(self.device)
+
     @torch.no_grad()
     def sample(
         self,
@@ -244,31 +274,86 @@ class DiffTalkModel(nn.Module):
         generator: torch.Generator | None = None,
         sampler: str = "ddim",
         progress: bool = False,
+        eps_wrapper: EpsWrapper | None = None,
     ) -> torch.Tensor:
         """Sample latents. ``mask`` (B or 1, 1, h, w): 1 keeps ``x0``'s region (re-noised each step), 0 generates.
 
-        ``sampler`` is ``"ddim"`` (reference-exact) or ``"dpm++"`` (DPM-Solver++ 2M, fewer steps).
+        ``sampler`` is one of ``samplers.SAMPLERS``: ``"ddim"`` (reference-exact) or ``"dpm++"`` (DPM-Solver++
+        2M, fewer steps). A bad name, step count or ``eta`` raises ``samplers.SamplerError`` (a ``ValueError``).
+        ``eps_wrapper`` wraps the noise predictor (e.g. bf16 autocast, ``torch.compile``).
         """
-        b = conditions.batch_size
         if x_T is None:
-            shape = (b, self.channels, self.image_size, self.image_size)
-            gen_device = generator.device if generator is not None else self.device
-            x_T = torch.randn(shape, generator=generator, device=gen_device).to(self.device)
+            x_T = self.initial_noise(conditions.batch_size, generator)
         # the sampler state stays in float32 even when the UNet runs under bf16 autocast
         x_T = x_T.to(self.device, torch.float32)
         x0 = x0.float() if x0 is not None else None
         mask = mask.to(x_T.device, torch.float32) if mask is not None else None
+        eps = self.eps_fn(conditions, eps_wrapper)
+        return run_sampler(sampler, eps, self.alphas_cumprod, x_T, steps, eta, x0, mask, generator, progress)
 
-        def eps_fn(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-            return self.predict_eps(x, t, conditions).float()
+    @torch.no_grad()
+    def inpaint(
+        self,
+        *,
+        audio: torch.Tensor,
+        landmarks: torch.Tensor,
+        reference_latent: torch.Tensor,
+        noise: torch.Tensor,
+        masked: torch.Tensor | None = None,
+        masked_latent: torch.Tensor | None = None,
+        image: torch.Tensor | None = None,
+        image_latent: torch.Tensor | None = None,
+        mask: torch.Tensor | None = None,
+        sampler: str = "dpm++",
+        steps: int = 25,
+        eta: float = 0.0,
+        generator: torch.Generator | None = None,
+        eps_wrapper: EpsWrapper | None = None,
+    ) -> torch.Tensor:
+        """Frame inputs -> decoded frames: encode, condition, sample, decode (DiffTalk's masked inpainting).
 
-        if sampler == "ddim":
-            return ddim_sample(eps_fn, self.alphas_cumprod, x_T, steps, eta, x0, mask, generator, progress)
-        if sampler in ("dpm++", "dpmpp", "dpm-solver++"):
-            if eta:
-                raise ValueError("the DPM-Solver++ sampler is deterministic: eta must be 0")
-            return dpm_solver_pp_sample(eps_fn, self.alphas_cumprod, x_T, steps, x0, mask, generator, progress)
-        raise ValueError(f"unknown sampler {sampler!r}: use 'ddim' or 'dpm++'")
+        Args:
+            audio: (B, 8, 16, 29) audio windows.  landmarks: (B, 39, 2) in model-image pixels.
+            reference_latent: (B or 1, C, h, w) first-stage latent of the reference frame.
+            noise: (B, C, h, w) ``x_T`` (e.g. :meth:`initial_noise`).
+            masked / masked_latent: the masked frames, (B, 3, H, W) images in [-1, 1] or their latents.
+            image / image_latent: the target frames (or their latents); where ``mask`` is 1 their latent is kept.
+            mask: (B, 1, h, w), 1 = keep ``image``'s latent (re-noised each step), 0 = generate; None generates
+                the whole latent (``image`` is then not needed).
+            sampler, steps, eta, generator, eps_wrapper: as :meth:`sample`.
+
+        Returns:
+            (B, 3, H, W) float32 frames in [-1, 1] (decoder output clamped).
+        """
+        if (masked is None) == (masked_latent is None):
+            raise ValueError("give exactly one of masked / masked_latent")
+        if image is not None and image_latent is not None:
+            raise ValueError("give at most one of image / image_latent")
+        if mask is not None and image is None and image_latent is None:
+            raise ValueError("a mask needs the frames whose region it keeps: give image or image_latent")
+        if image is not None and masked is not None:
+            image_latent, masked_latent = self.encode_frames(image, masked)
+        else:
+            if image is not None:
+                image_latent = self.encode_first_stage(image)
+            if masked is not None:
+                masked_latent = self.encode_first_stage(masked)
+        b = noise.shape[0]
+        conditions = self.encode_conditions(
+            audio, landmarks, reference_latent=reference_latent.expand(b, -1, -1, -1), masked_latent=masked_latent
+        )
+        latents = self.sample(
+            conditions,
+            steps=steps,
+            eta=eta,
+            x_T=noise,
+            x0=image_latent if mask is not None else None,
+            mask=mask,
+            generator=generator,
+            sampler=sampler,
+            eps_wrapper=eps_wrapper,
+        )
+        return self.decode_first_stage(latents.float()).float().clamp(-1.0, 1.0)
 
     # ---------------------------------------------------------------------- EMA
     @contextmanager

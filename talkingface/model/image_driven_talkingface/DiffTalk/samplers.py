@@ -18,6 +18,18 @@ from tqdm.auto import tqdm
 EpsFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 log = logging.getLogger(__name__)
 
+#: The sampler names every caller accepts: ``ddim`` (reference-exact) and ``dpm++`` (DPM-Solver++ 2M).
+SAMPLERS = ("ddim", "dpm++")
+
+
+class SamplerError(ValueError):
+    """A sampler name, step count or ``eta`` the samplers cannot take; ``option`` names which one
+    (``"sampler"``, ``"steps"`` or ``"eta"``), so a command line can name its flag."""
+
+    def __init__(self, option: str, message: str) -> None:
+        super().__init__(message)
+        self.option = option
+
 
 def _randn(shape: torch.Size, like: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
     gen_device = generator.device if generator is not None else like.device
@@ -26,9 +38,16 @@ def _randn(shape: torch.Size, like: torch.Tensor, generator: torch.Generator | N
 
 def ddim_timesteps(num_steps: int, num_train_timesteps: int = 1000) -> np.ndarray:
     """latent-diffusion's uniform DDIM grid: ``range(0, T, T // S) + 1`` (e.g. 1, 101, ..., 901 for S=10)."""
-    grid = np.arange(0, num_train_timesteps, num_train_timesteps // max(num_steps, 1)) + 1
-    if not 0 < num_steps or grid[-1] >= num_train_timesteps:
-        raise ValueError(f"DDIM steps must be in 1..{num_train_timesteps // 2}, got {num_steps}")
+    if not 0 < num_steps <= num_train_timesteps // 2:
+        raise SamplerError("steps", f"DDIM takes 1..{num_train_timesteps // 2} steps, got {num_steps}")
+    stride = num_train_timesteps // num_steps
+    grid = np.arange(0, num_train_timesteps, stride) + 1
+    if grid[-1] >= num_train_timesteps:
+        raise SamplerError(
+            "steps",
+            f"DDIM cannot take {num_steps} steps: the reference grid (every {stride}th timestep from 1) reaches "
+            f"timestep {grid[-1]}, past the last one ({num_train_timesteps - 1}); choose another step count",
+        )
     return grid
 
 
@@ -90,7 +109,7 @@ def dpm_solver_timesteps(num_steps: int, alphas_cumprod: torch.Tensor) -> np.nda
     ``h`` and the multistep extrapolation stays stable; duplicates after rounding are dropped."""
     num_train = alphas_cumprod.shape[0]
     if not 0 < num_steps < num_train:
-        raise ValueError(f"steps must be in 1..{num_train - 1}, got {num_steps}")
+        raise SamplerError("steps", f"DPM-Solver++ takes 1..{num_train - 1} steps, got {num_steps}")
     ac = alphas_cumprod.double().cpu().numpy()
     lam = 0.5 * (np.log(ac) - np.log1p(-ac))  # increasing as t decreases
     targets = np.linspace(lam[-1], lam[0], num_steps + 1)
@@ -140,3 +159,36 @@ def dpm_solver_pp_sample(
         x = float(sigma[t_next] / sigma[s]) * x - float(alpha[t_next]) * math.expm1(-h) * d
         prev_x0, prev_h = data, h
     return x
+
+
+def check_sampler(sampler: str, steps: int, eta: float, num_train_timesteps: int) -> None:
+    """Raise :class:`SamplerError` unless ``sampler`` is one of :data:`SAMPLERS` and can take ``steps``/``eta``."""
+    if sampler not in SAMPLERS:
+        raise SamplerError("sampler", f"unknown sampler {sampler!r}; choose one of {', '.join(SAMPLERS)}")
+    if sampler == "ddim":
+        ddim_timesteps(steps, num_train_timesteps)
+        return
+    if not 0 < steps < num_train_timesteps:
+        raise SamplerError("steps", f"DPM-Solver++ takes 1..{num_train_timesteps - 1} steps, got {steps}")
+    if eta:
+        raise SamplerError("eta", "the DPM-Solver++ sampler is deterministic: eta must be 0")
+
+
+@torch.no_grad()
+def run_sampler(
+    sampler: str,
+    eps_fn: EpsFn,
+    alphas_cumprod: torch.Tensor,
+    x_T: torch.Tensor,
+    steps: int,
+    eta: float = 0.0,
+    x0: torch.Tensor | None = None,
+    mask: torch.Tensor | None = None,
+    generator: torch.Generator | None = None,
+    progress: bool = False,
+) -> torch.Tensor:
+    """The one dispatch from a sampler name to its function (checked with :func:`check_sampler` first)."""
+    check_sampler(sampler, steps, eta, alphas_cumprod.shape[0])
+    if sampler == "ddim":
+        return ddim_sample(eps_fn, alphas_cumprod, x_T, steps, eta, x0, mask, generator, progress)
+    return dpm_solver_pp_sample(eps_fn, alphas_cumprod, x_T, steps, x0, mask, generator, progress)

@@ -1,4 +1,5 @@
-"""The diffusion schedule: betas and the derived buffers (latent-diffusion names), q_sample, eps <-> x0."""
+"""The diffusion schedule: betas, the derived buffers (latent-diffusion names) and ``extract`` (per-timestep
+lookup; ``DiffTalkModel.q_sample`` is built on it)."""
 
 from __future__ import annotations
 
@@ -52,10 +53,3 @@ def schedule_buffers(betas: np.ndarray) -> dict[str, torch.Tensor]:
 def extract(a: torch.Tensor, t: torch.Tensor, ndim: int) -> torch.Tensor:
     """``a[t]`` shaped (B, 1, 1, ...) to broadcast over a tensor of ``ndim`` dims."""
     return a.gather(-1, t).reshape(t.shape[0], *((1,) * (ndim - 1)))
-
-
-def q_sample(
-    sqrt_ac: torch.Tensor, sqrt_1m_ac: torch.Tensor, x0: torch.Tensor, t: torch.Tensor, noise: torch.Tensor
-) -> torch.Tensor:
-    """Sample q(x_t | x_0) = sqrt(abar_t) x0 + sqrt(1 - abar_t) noise."""
-    return extract(sqrt_ac, t, x0.ndim) * x0 + extract(sqrt_1m_ac, t, x0.ndim) * noise

@@ -1,4 +1,5 @@
-"""``get_difftalk_inference``: a DiffTalk model ready for inference (EMA weights, eval mode, chosen device)."""
+"""Loader of a trained DiffTalk: ``get_difftalk_inference`` returns the engine (``DiffTalkModel``, EMA weights,
+eval mode, chosen device). Imports no training framework."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import torch
 
 from .checkpoint import (
     CheckpointError,
+    check_feature_kind,
     extract_state_dict,
     has_first_stage,
     load_checkpoint_file,
@@ -24,7 +26,7 @@ from .config import (
     load_config,
     with_audio_feature_kind,
 )
-from .lightning_module import LatentDiffusion
+from .model import DiffTalkModel
 
 log = logging.getLogger(__name__)
 
@@ -54,8 +56,8 @@ def get_difftalk_inference(
     device: str | torch.device | None = None,
     use_ema: bool = True,
     trust_checkpoint: bool = False,
-) -> LatentDiffusion:
-    """Build DiffTalk, load a trained checkpoint strictly and return it in eval mode.
+) -> DiffTalkModel:
+    """Build DiffTalk, load a trained checkpoint strictly and return the engine in eval mode.
 
     Args:
         config: YAML path, dict or ``DiffTalkConfig``. Default: the config stored in the checkpoint by our
@@ -80,15 +82,11 @@ def get_difftalk_inference(
     else:
         cfg = load_config(config)
     stored_kind = checkpoint_feature_kind(raw)
-    if isinstance(stored_kind, str):
-        if cfg.model.conditioning.audio_feature_kind not in (None, stored_kind):
-            raise CheckpointError(
-                f"{ckpt_path} was trained on '{stored_kind}' audio features but the config says "
-                f"'{cfg.model.conditioning.audio_feature_kind}'"
-            )
+    check_feature_kind(stored_kind, cfg.model.conditioning.audio_feature_kind, str(ckpt_path))
+    if stored_kind is not None:
         cfg = with_audio_feature_kind(cfg, stored_kind)
 
-    model = LatentDiffusion(cfg.model)
+    model = DiffTalkModel(cfg.model)
     fs_path = None
     if not has_first_stage(extract_state_dict(raw)):
         fs_path = resolve_path(first_stage_ckpt if first_stage_ckpt is not None else DEFAULT_FIRST_STAGE)
