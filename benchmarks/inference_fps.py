@@ -30,10 +30,10 @@ sys.path.insert(0, str(ROOT / "tests"))  # the synthetic face clip of the data t
 from data_fixtures import write_video, write_wav  # noqa: E402
 
 from talkingface.data.constants import FPS, SAMPLE_RATE  # noqa: E402
-from talkingface.data.preprocess.media import iter_frames  # noqa: E402
 from talkingface.inference import LipSyncOptions, LipSyncPipeline, Speech  # noqa: E402
 from talkingface.inference.sampling import resolve_precision  # noqa: E402
 from talkingface.inference.video import PreparedVideo  # noqa: E402
+from talkingface.media.decode import iter_frames  # noqa: E402
 from talkingface.model.image_driven_talkingface.DiffTalk import DiffTalkModel, load_config  # noqa: E402
 from talkingface.model.image_driven_talkingface.DiffTalk.config import default_config_path  # noqa: E402
 

@@ -29,10 +29,11 @@ if str(ROOT) not in sys.path:
 from talkingface.data.layout import DatasetLayout  # noqa: E402
 from talkingface.model.image_driven_talkingface.DiffTalk.checkpoint import load_first_stage  # noqa: E402
 from talkingface.model.image_driven_talkingface.DiffTalk.config import default_config_path, load_config  # noqa: E402
+from talkingface.model.image_driven_talkingface.DiffTalk.model import build_first_stage  # noqa: E402
 from talkingface.synthetic.cli import DATASET_DIR  # noqa: E402
 from talkingface.synthetic.cli import main as synthetic_main  # noqa: E402
 from talkingface.synthetic.export import export_demo_model  # noqa: E402
-from talkingface.synthetic.first_stage import build_vq, save_first_stage, train_first_stage  # noqa: E402
+from talkingface.synthetic.first_stage import save_first_stage, train_first_stage  # noqa: E402
 from talkingface.synthetic.learn import (  # noqa: E402
     build_model,
     evaluate_heldout,
@@ -115,7 +116,7 @@ def run(args: argparse.Namespace) -> dict:
 
     fs_path = Path(args.first_stage) if args.first_stage else out / "first_stage.pt"
     if args.first_stage and fs_path.is_file():
-        vq = build_vq(cfg.model.first_stage)
+        vq = build_first_stage(cfg.model.first_stage)
         holder = torch.nn.Module()
         holder.first_stage_model = vq
         load_first_stage(holder, fs_path)

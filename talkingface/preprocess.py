@@ -12,17 +12,17 @@ from pathlib import Path
 from talkingface.cli_support import EXIT_OK, EXIT_PROBLEMS, ArgumentParser, fail, report
 from talkingface.data.constants import DEFAULT_IMAGE_SIZE, FPS
 from talkingface.data.layout import JPEG_QUALITY as DEFAULT_JPEG_QUALITY
-from talkingface.data.preprocess.crop import DEFAULT_CROP_SCALE, DEFAULT_CROP_SHIFT_UP, CropConfig
-from talkingface.data.preprocess.errors import PreprocessError
-from talkingface.data.preprocess.extract import DEFAULT_MAX_AV_GAP_S, DEFAULT_MAX_MISSING
-from talkingface.data.preprocess.features import BACKEND_KINDS
-from talkingface.data.preprocess.writer import (
+from talkingface.data.writer import (
     DEFAULT_TEST_RATIO,
     BuildOptions,
     SplitOptions,
     build_dataset,
     finalize,
 )
+from talkingface.media.crop import DEFAULT_CROP_SCALE, DEFAULT_CROP_SHIFT_UP, CropConfig
+from talkingface.media.errors import PreprocessError
+from talkingface.media.extract import DEFAULT_MAX_AV_GAP_S, DEFAULT_MAX_MISSING
+from talkingface.media.features import BACKEND_KINDS
 
 log = logging.getLogger("talkingface.preprocess")
 

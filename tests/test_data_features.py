@@ -10,8 +10,9 @@ import pytest
 
 from talkingface.data.constants import FEATURE_DIM, SAMPLE_RATE
 from talkingface.data.meta import DatasetMetaError, audio_feature_spec, check_feature_kind
-from talkingface.data.preprocess.errors import PreprocessError
-from talkingface.data.preprocess.features import (
+from talkingface.media.decode import resample_audio
+from talkingface.media.errors import PreprocessError
+from talkingface.media.features import (
     DEEPSPEECH_ALPHABET,
     DeepSpeechNpyBackend,
     LogMelBackend,
@@ -22,7 +23,6 @@ from talkingface.data.preprocess.features import (
     posteriors_to_deepspeech,
     resample_feature_rate,
 )
-from talkingface.data.preprocess.media import resample_audio
 
 
 def _tone(freq: float, seconds: float = 2.0, rate: int = SAMPLE_RATE) -> np.ndarray:

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from talkingface.data.constants import AUDIO_SMOOTH_SHAPE, AUDIO_WINDOW, FEATURE_DIM, SMOOTH_WINDOWS
-from talkingface.data.preprocess.windows import frame_windows, n_feature_frames, smooth_window, smooth_windows
+from talkingface.media.windows import frame_windows, n_feature_frames, smooth_window, smooth_windows
 
 
 def _ramp(m: int) -> np.ndarray:

@@ -13,7 +13,7 @@ from data_fixtures import write_video, write_wav
 from golden import TINY_CONFIG, fill_deterministic
 
 import demo
-from talkingface.data.preprocess.media import iter_frames
+from talkingface.media.decode import iter_frames
 from talkingface.model.image_driven_talkingface.DiffTalk import DiffTalkModel, load_config
 
 ROOT = Path(__file__).resolve().parents[1]

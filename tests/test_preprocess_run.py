@@ -13,11 +13,11 @@ import numpy as np
 import pytest
 from data_fixtures import FACE_WINDOW, MOTION_PX, SIZE, built, copy_dataset, media, write_video, write_wav  # noqa: F401
 
-from talkingface.data.preprocess import writer
-from talkingface.data.preprocess.extract import extract_video
-from talkingface.data.preprocess.landmarks import LandmarkDetector
-from talkingface.data.preprocess.media import count_frames
+from talkingface.data import writer
 from talkingface.data.validate import validate_dataset
+from talkingface.media.decode import count_frames
+from talkingface.media.extract import extract_video
+from talkingface.media.landmarks import LandmarkDetector
 from talkingface.preprocess import main
 
 

@@ -10,6 +10,7 @@ import cv2
 import numpy as np
 import pytest
 
+from talkingface.data.constants import NOSE_BOTTOM
 from talkingface.data.dataset import TalkDataset
 from talkingface.data.validate import validate_dataset
 from talkingface.synthetic.face import (
@@ -56,7 +57,9 @@ def test_pixel_opening_tracks_landmark_opening() -> None:
     clip = render_clip(clip_rng(0, 1), seconds=4.0, frame_size=SIZE)
     gap = clip.landmarks[:, 66, 1] - clip.landmarks[:, 62, 1]  # inner-lip gap in pixels
     width = video_mouth_width(clip.landmarks)
-    measured = np.array([mouth_opening_px(f, lm[33], width) for f, lm in zip(clip.frames, clip.landmarks, strict=True)])
+    measured = np.array(
+        [mouth_opening_px(f, lm[NOSE_BOTTOM], width) for f, lm in zip(clip.frames, clip.landmarks, strict=True)]
+    )
     assert clip.speech.opening.max() > 0.5 and (clip.speech.opening < 0.02).any(), "speech has loud and silent parts"
     assert np.corrcoef(gap, clip.speech.opening)[0, 1] > 0.99
     assert np.corrcoef(measured, gap)[0, 1] > 0.98
@@ -72,8 +75,8 @@ def test_pixel_opening_ignores_the_true_mouth_landmarks() -> None:
     width = video_mouth_width(clip.landmarks)
     closed = int(np.argmin(clip.speech.opening))
     wide = int(np.argmax(clip.speech.opening))
-    assert mouth_opening_px(clip.frames[closed], clip.landmarks[wide][33], width) < 0.2 * mouth_opening_px(
-        clip.frames[wide], clip.landmarks[wide][33], width
+    assert mouth_opening_px(clip.frames[closed], clip.landmarks[wide][NOSE_BOTTOM], width) < 0.2 * mouth_opening_px(
+        clip.frames[wide], clip.landmarks[wide][NOSE_BOTTOM], width
     )
 
 

@@ -45,6 +45,11 @@ def test_sample_metrics_region_follows_the_nose_tip() -> None:
     model.decode_first_stage = lambda latents: target.clone()  # "perfect" generator
     m = model.sample_metrics(batch)
     assert m["psnr"] == float("inf") and m["region_psnr"] == float("inf")
-    target[:, :, 150:, :] = 0.0  # now the prediction differs from the batch image below row 150
+    original = target.clone()
+    target[:, :, :130, :] = 0.0  # the prediction now differs above the nose tip (row 140) only
+    m = model.sample_metrics(batch)
+    assert math.isfinite(m["psnr"]) and m["region_psnr"] == float("inf")  # the region starts at the nose tip
+    target.copy_(original)
+    target[:, :, 150:, :] = 0.0  # and now below it
     m = model.sample_metrics(batch)
     assert math.isfinite(m["region_psnr"]) and math.isfinite(m["psnr"])

@@ -2,7 +2,7 @@
 
 Heavy modules (torch, dlib, av) are imported lazily by the submodules that need them:
 ``talkingface.data.dataset`` / ``talkingface.data.datamodule`` for training,
-``talkingface.data.preprocess`` for building a dataset from videos.
+``talkingface.data.writer`` for building a dataset from videos (with the face/audio library ``talkingface.media``).
 The on-disk layout (every file's path and format) is owned by ``talkingface.data.layout``.
 """
 

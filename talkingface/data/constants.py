@@ -32,10 +32,14 @@ AUDIO_SMOOTH_SHAPE = (SMOOTH_WINDOWS, AUDIO_WINDOW, FEATURE_DIM)
 N_LANDMARKS = 68
 #: Rows of the 68 that the model consumes: 0-3 then 13-47 (39 rows), as the reference loader selects them.
 MODEL_LANDMARK_ROWS = tuple(range(0, 4)) + tuple(range(13, 48))
-#: Landmark whose y coordinate starts the masked (generated) lower half in training (nose tip).
-TRAIN_MASK_LANDMARK = 30
-#: Jaw points 2..14 plus the nose bottom (33) outline the region generated at inference.
-INFERENCE_MASK_ROWS = tuple(range(2, 15)) + (33,)
+#: iBUG 68-point names (0-based), used alike in code and README: landmark 30 is the nose tip; landmark 33 is the
+#: nose bottom (the base of the nose between the nostrils), which does not move with speech.
+NOSE_TIP = 30
+NOSE_BOTTOM = 33
+#: Landmark whose y coordinate starts the masked (generated) lower half in training.
+TRAIN_MASK_LANDMARK = NOSE_TIP
+#: Jaw points 2..14 plus the nose bottom outline the region generated at inference.
+INFERENCE_MASK_ROWS = tuple(range(2, 15)) + (NOSE_BOTTOM,)
 
 #: Default side of the saved square frames (pixels).
 DEFAULT_IMAGE_SIZE = 512

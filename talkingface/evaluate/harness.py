@@ -44,7 +44,7 @@ class EvalOptions:
     mouth_margin: float = 0.25
     pred_landmarks: np.ndarray | None = None  # (N, 68, 2) precomputed, instead of running the detector
     gt_landmarks: np.ndarray | None = None
-    detector: Detector | None = None  # default: talkingface.data.preprocess.landmarks (dlib)
+    detector: Detector | None = None  # default: talkingface.media.landmarks (dlib)
     lpips_net: str = "alex"
     lpips_backbone: str | Path | None = None  # torchvision-format AlexNet/VGG16 state dict (.pth)
     lpips_linear: str | Path | None = None  # LPIPS v0.1 linear layers (alex.pth / vgg.pth)

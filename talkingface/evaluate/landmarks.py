@@ -30,13 +30,11 @@ EYE_LEFT, EYE_RIGHT = 36, 45
 
 #: A landmark detector: RGB uint8 (H, W, 3) -> (68, 2) float32 (x, y) pixels, or None when no face is found.
 Detector = Callable[[np.ndarray], "np.ndarray | None"]
-#: Precomputed landmarks (N, 68, 2) or a detector to run on each frame.
-LandmarkSource = "np.ndarray | Detector"
 
 
 def default_detector() -> Detector:
-    """The project's dlib detector (``talkingface.data.preprocess.landmarks``), imported lazily."""
-    from talkingface.data.preprocess.landmarks import shared_detector
+    """The project's dlib detector (``talkingface.media.landmarks``), imported lazily."""
+    from talkingface.media.landmarks import shared_detector
 
     return shared_detector()
 

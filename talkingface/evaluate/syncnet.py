@@ -234,7 +234,7 @@ def lse_from_frames(
     vshift: int = DEFAULT_VSHIFT,
 ) -> LSEResult:
     """LSE of 224x224 BGR SyncNet crops (see ``syncnet_crop``) against the speech in ``audio`` (any container)."""
-    from talkingface.data.preprocess.media import load_audio
+    from talkingface.media.decode import load_audio
 
     model = load_syncnet(weights, device)
     try:

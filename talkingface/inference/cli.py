@@ -14,12 +14,12 @@ import logging
 from pathlib import Path
 
 from talkingface.cli_support import EXIT_OK, ArgumentParser, report
-from talkingface.data.preprocess.errors import PreprocessError
-from talkingface.data.preprocess.features import BACKEND_KINDS
-from talkingface.data.preprocess.media import probe_video
 from talkingface.inference import InferenceError, LipSyncOptions, LipSyncPipeline
 from talkingface.inference.sampling import PRECISIONS, SAMPLERS
 from talkingface.inference.writer import check_output
+from talkingface.media.decode import probe_video
+from talkingface.media.errors import PreprocessError
+from talkingface.media.features import BACKEND_KINDS
 from talkingface.model.image_driven_talkingface.DiffTalk import CheckpointError, ConfigError, get_difftalk_inference
 from talkingface.model.image_driven_talkingface.DiffTalk.loader import DEFAULT_CKPT
 

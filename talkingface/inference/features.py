@@ -5,8 +5,8 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from talkingface.data.preprocess.features import BACKEND_KINDS, AudioFeatureBackend, make_backend
 from talkingface.inference.errors import InferenceError
+from talkingface.media.features import BACKEND_KINDS, AudioFeatureBackend, make_backend
 
 log = logging.getLogger(__name__)
 

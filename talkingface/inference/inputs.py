@@ -16,11 +16,11 @@ from dataclasses import dataclass, fields
 
 import numpy as np
 
-from talkingface.data.constants import LATENT_SIZE, MODEL_IMAGE_SIZE, MODEL_LANDMARK_ROWS
+from talkingface.data.constants import LATENT_SIZE, MODEL_IMAGE_SIZE, MODEL_LANDMARK_ROWS, NOSE_BOTTOM
 from talkingface.data.masks import inference_mask
 
-#: Landmark whose row starts the blacked-out lower face of the masked image at inference (nose bottom).
-INFERENCE_MASKED_IMAGE_LANDMARK = 33
+#: Landmark whose row starts the blacked-out lower face of the masked image at inference.
+INFERENCE_MASKED_IMAGE_LANDMARK = NOSE_BOTTOM
 
 
 @dataclass

@@ -24,8 +24,6 @@ import torch
 from tqdm.auto import tqdm
 
 from talkingface.data.constants import DEFAULT_IMAGE_SIZE, FPS, MODEL_IMAGE_SIZE
-from talkingface.data.preprocess.extract import DEFAULT_MAX_MISSING
-from talkingface.data.preprocess.landmarks import LandmarkDetector
 from talkingface.inference.blend import DEFAULT_FEATHER, mouth_alpha, paste_back
 from talkingface.inference.errors import InferenceError
 from talkingface.inference.features import resolve_feature_backend
@@ -35,6 +33,8 @@ from talkingface.inference.speech import Speech, prepare_speech
 from talkingface.inference.timeline import pingpong_indices
 from talkingface.inference.video import PreparedVideo, prepare_video
 from talkingface.inference.writer import DEFAULT_CRF, FramesDirWriter, VideoWriter, check_output
+from talkingface.media.extract import DEFAULT_MAX_MISSING
+from talkingface.media.landmarks import LandmarkDetector
 from talkingface.model.image_driven_talkingface.DiffTalk import DiffTalkModel
 from talkingface.model.image_driven_talkingface.DiffTalk.model import EpsWrapper
 

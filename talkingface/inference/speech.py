@@ -9,12 +9,12 @@ from pathlib import Path
 import numpy as np
 
 from talkingface.data.constants import FPS, SAMPLE_RATE
-from talkingface.data.preprocess.extract import SILENCE_PEAK
-from talkingface.data.preprocess.features import AudioFeatureBackend
-from talkingface.data.preprocess.media import align_audio, load_audio, probe_video
-from talkingface.data.preprocess.windows import smooth_windows
 from talkingface.inference.errors import InferenceError
 from talkingface.inference.timeline import n_output_frames
+from talkingface.media.decode import align_audio, load_audio, probe_video
+from talkingface.media.extract import SILENCE_PEAK
+from talkingface.media.features import AudioFeatureBackend
+from talkingface.media.windows import smooth_windows
 
 log = logging.getLogger(__name__)
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from talkingface.data.constants import FPS, SAMPLE_RATE
-from talkingface.data.preprocess.media import frames_for_seconds
+from talkingface.media.decode import frames_for_seconds
 
 
 def n_output_frames(n_samples: int, sample_rate: int = SAMPLE_RATE, fps: float = FPS) -> int:

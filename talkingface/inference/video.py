@@ -10,11 +10,11 @@ from pathlib import Path
 import numpy as np
 
 from talkingface.data.constants import DEFAULT_IMAGE_SIZE, FPS
-from talkingface.data.preprocess.crop import CropConfig, crop_square, landmarks_to_crop
-from talkingface.data.preprocess.errors import PreprocessError
-from talkingface.data.preprocess.extract import DEFAULT_MAX_MISSING, analyse_video
-from talkingface.data.preprocess.landmarks import LandmarkDetector
-from talkingface.data.preprocess.media import iter_frames
+from talkingface.media.crop import CropConfig, crop_square, landmarks_to_crop
+from talkingface.media.decode import iter_frames
+from talkingface.media.errors import PreprocessError
+from talkingface.media.extract import DEFAULT_MAX_MISSING, analyse_video
+from talkingface.media.landmarks import LandmarkDetector
 
 log = logging.getLogger(__name__)
 

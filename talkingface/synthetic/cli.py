@@ -14,7 +14,7 @@ import logging
 from pathlib import Path
 
 from talkingface.cli_support import EXIT_OK, ArgumentParser, fail, report
-from talkingface.data.preprocess.features import BACKEND_KINDS
+from talkingface.media.features import BACKEND_KINDS
 from talkingface.synthetic.generate import (
     DEFAULT_CROP_SIZE,
     DEFAULT_FRAME_SIZE,

@@ -238,16 +238,16 @@ def video_mouth_width(landmarks: np.ndarray) -> float:
     return float(np.median(np.linalg.norm(lm[:, 54] - lm[:, 48], axis=1)))
 
 
-def mouth_opening_px(image: np.ndarray, nose_tip: np.ndarray, mouth_width: float) -> float:
-    """Mouth opening measured on pixels only: the dark mass in a box below the nose tip (landmark 33) divided by
+def mouth_opening_px(image: np.ndarray, nose_bottom: np.ndarray, mouth_width: float) -> float:
+    """Mouth opening measured on pixels only: the dark mass in a box below the nose bottom (landmark 33) divided by
     the video's mouth width, in pixels (the dark area over the mouth width; proportional to the inner-lip gap,
     about 0.4 x the gap for the lens-shaped inner lips of :func:`face_landmarks_local`).
 
-    The box (``±0.75`` widths across, ``0.1``-``1.3`` widths below the nose tip) is placed by a landmark that does
+    The box (``±0.75`` widths across, ``0.1``-``1.3`` widths below the nose bottom) is placed by a landmark that does
     not move with speech and sized by a per-video constant (:func:`video_mouth_width`), so the measure of a
     generated frame depends on its pixels alone, not on the true mouth landmarks of that frame.
     """
-    cx, cy = float(nose_tip[0]), float(nose_tip[1])
+    cx, cy = float(nose_bottom[0]), float(nose_bottom[1])
     w = float(mouth_width)
     h, wd = image.shape[:2]
     x0, x1 = max(int(round(cx - 0.75 * w)), 0), min(int(round(cx + 0.75 * w)), wd)

@@ -35,11 +35,6 @@ class FirstStageResult:
     seconds: float
 
 
-def build_vq(cfg: FirstStageConfig) -> VQModel:
-    """An untrained VQ first stage of the config's size."""
-    return build_first_stage(cfg)
-
-
 def kmeans(x: torch.Tensor, k: int, iters: int, generator: torch.Generator) -> torch.Tensor:
     """Plain Lloyd k-means of ``(N, D)`` points; empty clusters are re-seeded from random points."""
     centres = x[torch.randperm(len(x), generator=generator)[:k]].clone()
@@ -79,7 +74,7 @@ def train_first_stage(
     t0 = time.perf_counter()
     torch.manual_seed(seed)
     gen = torch.Generator().manual_seed(seed)
-    vq = build_vq(cfg)
+    vq = build_first_stage(cfg)
     params = [p for n, p in vq.named_parameters() if not n.startswith("quantize.")]
     opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=max(steps, 1), pct_start=0.1)

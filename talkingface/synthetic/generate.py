@@ -13,9 +13,9 @@ from tqdm.auto import tqdm
 from talkingface.data.constants import FPS
 from talkingface.data.layout import DatasetLayout, write_split
 from talkingface.data.meta import audio_feature_spec, dataset_meta
-from talkingface.data.preprocess.crop import crop_square, landmarks_to_crop, plan_crops
-from talkingface.data.preprocess.features import make_backend
-from talkingface.data.preprocess.windows import smooth_windows
+from talkingface.media.crop import crop_square, landmarks_to_crop, plan_crops
+from talkingface.media.features import make_backend
+from talkingface.media.windows import smooth_windows
 from talkingface.synthetic.face import (
     FaceIdentity,
     draw_face,

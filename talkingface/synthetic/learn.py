@@ -5,7 +5,7 @@ cached in memory. The evaluation generates held-out frames through the inference
 (:func:`~talkingface.inference.pipeline.inpaint_frames`: the pipeline's reference frame, ``x0`` = the frame's
 latent outside the jaw polygon, masked image black from landmark 33 down, DPM-Solver++, the pipeline's uint8
 conversion), so a test can show both give the same frames. It measures the generated mouth opening on pixels alone
-(mean height of the dark mouth interior in a box below the nose tip,
+(mean height of the dark mouth interior in a box below the nose bottom,
 :func:`~talkingface.synthetic.face.mouth_opening_px`) against the ground-truth opening, and PSNR/SSIM of the mouth
 box.
 """
@@ -22,6 +22,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from talkingface.data.constants import NOSE_BOTTOM
 from talkingface.data.dataset import TalkDataset, draw_reference
 from talkingface.data.layout import DatasetLayout, parse_name
 from talkingface.evaluate.metrics import batch_metrics
@@ -281,7 +282,9 @@ def evaluate_heldout(
 
 def _measure(images: list[np.ndarray], landmarks: np.ndarray, width: float) -> list[float]:
     """:func:`mouth_opening_px` of each frame of a video (batches of uint8 RGB, landmarks at the model size)."""
-    return [mouth_opening_px(im, lm[33], width) for im, lm in zip(np.concatenate(images), landmarks, strict=True)]
+    return [
+        mouth_opening_px(im, lm[NOSE_BOTTOM], width) for im, lm in zip(np.concatenate(images), landmarks, strict=True)
+    ]
 
 
 def build_model(cfg: DiffTalkConfig, first_stage: torch.nn.Module, scale_factor: float) -> DiffTalkModel:

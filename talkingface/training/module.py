@@ -21,6 +21,7 @@ import pytorch_lightning as pl
 import torch
 from einops import rearrange
 
+from talkingface.data.constants import MODEL_LANDMARK_ROWS, NOSE_TIP
 from talkingface.evaluate.metrics import batch_metrics
 from talkingface.model.image_driven_talkingface.DiffTalk.checkpoint import CheckpointError, check_feature_kind
 from talkingface.model.image_driven_talkingface.DiffTalk.conditions import DiffTalkConditions
@@ -40,7 +41,7 @@ LANDMARKS_KEY, AUDIO_KEY = "landmarks", "audio_smooth"
 LATENT_KEY, REFERENCE_LATENT_KEY, MASKED_LATENT_KEY = "latent", "reference_latent", "masked_latent"
 # the nose tip (iBUG 30) among the model's 39 landmarks (rows 0-3, then 13-47): the training mask hides the
 # rows from it down, which is the region the model has to generate
-NOSE_TIP_ROW = 4 + (30 - 13)
+NOSE_TIP_ROW = MODEL_LANDMARK_ROWS.index(NOSE_TIP)
 
 
 def fused_adamw_supported(params: list[torch.nn.Parameter]) -> bool:

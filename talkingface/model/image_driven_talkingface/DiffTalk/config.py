@@ -102,6 +102,8 @@ class ConditioningConfig:
 class ModelConfig:
     base_learning_rate: float = 1.0e-6
     scale_lr: bool = True  # lr = base_learning_rate * gpus * batch_size * accumulate_grad_batches
+    # accepted so that the reference's YAMLs load unchanged; read by nothing (the trainer keeps last.ckpt and the
+    # EMA export, and the batch's image key is always "image")
     monitor: str = "val/loss_simple_ema"
     first_stage_key: str = "image"
     diffusion: DiffusionConfig = field(default_factory=DiffusionConfig)

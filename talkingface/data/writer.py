@@ -33,13 +33,13 @@ from talkingface.data.layout import (
     write_split,
 )
 from talkingface.data.meta import audio_feature_spec, dataset_meta
-from talkingface.data.preprocess.crop import CropConfig
-from talkingface.data.preprocess.errors import PreprocessError
-from talkingface.data.preprocess.extract import DEFAULT_MAX_AV_GAP_S, DEFAULT_MAX_MISSING, analyse_video, iter_crops
-from talkingface.data.preprocess.features import BACKEND_KINDS, AudioFeatureBackend, DeepSpeechNpyBackend, make_backend
-from talkingface.data.preprocess.landmarks import shared_detector
-from talkingface.data.preprocess.media import VIDEO_EXTENSIONS
-from talkingface.data.preprocess.windows import smooth_window
+from talkingface.media.crop import CropConfig
+from talkingface.media.decode import VIDEO_EXTENSIONS
+from talkingface.media.errors import PreprocessError
+from talkingface.media.extract import DEFAULT_MAX_AV_GAP_S, DEFAULT_MAX_MISSING, analyse_video, iter_crops
+from talkingface.media.features import BACKEND_KINDS, AudioFeatureBackend, DeepSpeechNpyBackend, make_backend
+from talkingface.media.landmarks import shared_detector
+from talkingface.media.windows import smooth_window
 
 log = logging.getLogger(__name__)
 

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from talkingface.data.constants import FPS, SAMPLE_RATE
-from talkingface.data.preprocess.errors import PreprocessError
+from talkingface.media.errors import PreprocessError
 
 log = logging.getLogger(__name__)
 

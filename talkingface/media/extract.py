@@ -16,10 +16,10 @@ import numpy as np
 from tqdm import tqdm
 
 from talkingface.data.constants import DEFAULT_IMAGE_SIZE, FPS, N_LANDMARKS, SAMPLE_RATE
-from talkingface.data.preprocess.crop import CropConfig, crop_square, fill_missing, landmarks_to_crop, plan_crops
-from talkingface.data.preprocess.errors import PreprocessError
-from talkingface.data.preprocess.landmarks import LandmarkDetector, shared_detector
-from talkingface.data.preprocess.media import align_audio, frames_for_seconds, iter_frames, load_audio, probe_video
+from talkingface.media.crop import CropConfig, crop_square, fill_missing, landmarks_to_crop, plan_crops
+from talkingface.media.decode import align_audio, frames_for_seconds, iter_frames, load_audio, probe_video
+from talkingface.media.errors import PreprocessError
+from talkingface.media.landmarks import LandmarkDetector, shared_detector
 
 log = logging.getLogger(__name__)
 

@@ -18,8 +18,8 @@ from typing import Any
 import numpy as np
 
 from talkingface.data.constants import AUDIO_WINDOW, FEATURE_DIM, FEATURE_RATE_HZ, SAMPLE_RATE
-from talkingface.data.preprocess.errors import PreprocessError
-from talkingface.data.preprocess.windows import frame_windows, n_feature_frames
+from talkingface.media.errors import PreprocessError
+from talkingface.media.windows import frame_windows, n_feature_frames
 
 log = logging.getLogger(__name__)
 
