@@ -3,8 +3,12 @@
     talkingface lipsync --video person.mp4 --audio speech.wav --out result.mp4
     talkingface lipsync     # no arguments: the shipped synthetic demo model on a generated face (CPU, offline)
 
-Bad inputs (no face, audio shorter than one frame, unreadable media, a checkpoint trained on other audio features,
-an existing output) end with exit code 2 and one line naming the file and the problem.
+The face is found with dlib, or given with --landmarks (landmarks tracked by another tool, or the synthetic
+generator's sidecar): ``--landmarks person.landmarks.npy``.
+
+Bad inputs (no face, audio shorter than one frame, unreadable media, a landmarks file that does not fit the video,
+a checkpoint trained on other audio features, an existing output) end with exit code 2 and one line naming the file
+and the problem.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ from pathlib import Path
 
 from talkingface.cli_support import EXIT_OK, ArgumentParser, report
 from talkingface.inference import InferenceError, LipSyncOptions, LipSyncPipeline
+from talkingface.inference.landmark_file import read_landmarks
 from talkingface.inference.sampling import PRECISIONS, SAMPLERS
 from talkingface.inference.writer import check_output
 from talkingface.media.decode import probe_video
@@ -68,6 +73,14 @@ def build_parser() -> ArgumentParser:
     f.add_argument("--crop-size", type=int, default=DEFAULTS.crop_size, help="face crop side the masks are drawn at")
     f.add_argument("--feather", type=float, default=DEFAULTS.feather, help="paste-back feather (fraction of crop)")
     f.add_argument("--max-missing", type=float, default=DEFAULTS.max_missing, help="max fraction of faceless frames")
+    f.add_argument(
+        "--landmarks",
+        default=None,
+        metavar="FILE",
+        help="the video's 68 landmarks from a file instead of dlib: an (N, 68, 2) .npy in video pixels (e.g. the "
+        "synthetic generator's <clip>.landmarks.npy), or a folder of <frame>.lms files (68 rows 'x y'; 0.lms, "
+        "1.lms, ...); one entry per frame at the video's own frame rate, frames counted from 0; NaN: no face",
+    )
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     return p
 
@@ -99,6 +112,7 @@ def run(args: argparse.Namespace) -> None:
     probe_video(args.video)
     if args.audio is not None:
         _check_input(args.audio, "audio")
+    landmarks = read_landmarks(args.landmarks) if args.landmarks is not None else None
     model = get_difftalk_inference(
         args.config,
         args.ckpt,
@@ -124,6 +138,7 @@ def run(args: argparse.Namespace) -> None:
         frames_dir=args.frames_dir,
         overwrite=args.overwrite,
         progress=not args.no_progress,
+        landmarks=landmarks,
     )
 
 
@@ -141,6 +156,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.video is not None and args.out is None:
         parser.error("argument --out: required with --video")
+    if args.video is None and args.landmarks is not None:
+        parser.error("argument --landmarks: needs --video")
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
     try:
         if args.video is None:

@@ -28,6 +28,7 @@ from talkingface.inference.blend import DEFAULT_FEATHER, mouth_alpha, paste_back
 from talkingface.inference.errors import InferenceError
 from talkingface.inference.features import resolve_feature_backend
 from talkingface.inference.inputs import FrameInputs, frame_inputs, resize_bicubic, to_unit
+from talkingface.inference.landmark_file import SourceLandmarks
 from talkingface.inference.sampling import UNetRunner, check_steps, resolve_precision
 from talkingface.inference.speech import Speech, prepare_speech
 from talkingface.inference.timeline import pingpong_indices
@@ -202,13 +203,20 @@ class LipSyncPipeline:
         return int(getattr(first_stage, "resolution", MODEL_IMAGE_SIZE))
 
     # ------------------------------------------------------------------ inputs
-    def prepare_video(self, video: str | Path, progress: bool = False) -> PreparedVideo:
-        """Decode the video at 25 fps and find the face in every frame."""
+    def prepare_video(
+        self, video: str | Path, progress: bool = False, landmarks: str | Path | SourceLandmarks | None = None
+    ) -> PreparedVideo:
+        """Decode the video at 25 fps and find the face in every frame (dlib), or take it from ``landmarks``.
+
+        ``landmarks``: an ``(N, 68, 2)`` ``.npy`` or a folder of ``<frame>.lms`` files in video pixels, one per
+        frame at the video's own rate (see :mod:`talkingface.inference.landmark_file`); dlib is then not used.
+        """
         return prepare_video(
             video,
             crop_size=self.options.crop_size,
             detector=self.detector,
             max_missing=self.options.max_missing,
+            landmarks=landmarks,
             progress=progress,
         )
 
@@ -335,11 +343,13 @@ class LipSyncPipeline:
         frames_dir: str | Path | None = None,
         overwrite: bool = False,
         progress: bool = True,
+        landmarks: str | Path | SourceLandmarks | None = None,
     ) -> LipSyncResult:
         """Lip-sync ``video`` to ``audio`` (default: the video's own track) and write ``out`` (mp4 with the speech).
 
         Inputs may be paths or already prepared (``prepare_video`` / ``prepare_speech``) to reuse preprocessing.
         ``frames_dir`` also writes the frames as PNG. Nothing is left at ``out`` / ``frames_dir`` unless complete.
+        ``landmarks``: the video's landmarks from a file instead of dlib (see :meth:`prepare_video`).
 
         Raises:
             InferenceError, PreprocessError: a bad input, naming the file and the problem.
@@ -349,13 +359,15 @@ class LipSyncPipeline:
         out = check_output(out, overwrite) if out is not None else None
         frames_dir = check_output(frames_dir, overwrite, directory=True) if frames_dir is not None else None
         self._check_options()
+        if landmarks is not None and isinstance(video, PreparedVideo):
+            raise InferenceError(landmarks, "give the landmarks to prepare_video, not with an already prepared video")
         t0 = time.perf_counter()
         if not isinstance(audio, Speech):
             source = audio if audio is not None else (video.path if isinstance(video, PreparedVideo) else video)
             audio = self.prepare_speech(source, from_video=audio is None)
         t_speech = time.perf_counter()
         if not isinstance(video, PreparedVideo):
-            video = self.prepare_video(video, progress=progress)
+            video = self.prepare_video(video, progress=progress, landmarks=landmarks)
         t_video = time.perf_counter()
         indices = pingpong_indices(audio.n_frames, video.n_frames)
         if audio.n_frames > video.n_frames:

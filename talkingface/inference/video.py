@@ -10,10 +10,11 @@ from pathlib import Path
 import numpy as np
 
 from talkingface.data.constants import DEFAULT_IMAGE_SIZE, FPS
+from talkingface.inference.landmark_file import SourceLandmarks, landmarks_at_fps, read_landmarks
 from talkingface.media.crop import CropConfig, crop_square, landmarks_to_crop
 from talkingface.media.decode import iter_frames
 from talkingface.media.errors import PreprocessError
-from talkingface.media.extract import DEFAULT_MAX_MISSING, analyse_video
+from talkingface.media.extract import DEFAULT_MAX_MISSING, analyse_landmarks, analyse_video
 from talkingface.media.landmarks import LandmarkDetector
 
 log = logging.getLogger(__name__)
@@ -30,7 +31,7 @@ class PreparedVideo:
     frames: np.ndarray  # (N, H, W, 3) uint8 RGB (possibly a np.memmap)
     boxes: np.ndarray  # (N, 3) int32 (x0, y0, side), smoothed over time
     landmarks: np.ndarray  # (N, 68, 2) float32 in source pixels, gaps filled
-    missing: np.ndarray  # (N,) bool: no face detected in that frame
+    missing: np.ndarray  # (N,) bool: no face detected (or no landmarks given) in that frame
     crop_size: int = DEFAULT_IMAGE_SIZE
     fps: float = FPS
 
@@ -70,17 +71,29 @@ def prepare_video(
     detector: LandmarkDetector | None = None,
     crop: CropConfig | None = None,
     max_missing: float = DEFAULT_MAX_MISSING,
+    landmarks: str | Path | SourceLandmarks | None = None,
     progress: bool = False,
 ) -> PreparedVideo:
-    """Detect the face in every 25 fps frame (as the dataset builder does) and keep the decoded frames.
+    """Find the face in every 25 fps frame (as the dataset builder does) and keep the decoded frames.
+
+    ``landmarks``: landmarks of every frame at the video's own rate (a ``--landmarks`` file or folder, see
+    :mod:`talkingface.inference.landmark_file`) used instead of the dlib detector, which is then never built;
+    the crop boxes come from them exactly as from detections.
 
     Raises:
         PreprocessError: unreadable file, no video stream, no face (in more than ``max_missing`` of the frames).
+        InferenceError: a landmarks file that does not match the video.
     """
     path = Path(path)
-    analysis = analyse_video(
-        path, fps=fps, detector=detector, crop=crop, audio=False, max_missing=max_missing, progress=progress
-    )
+    if landmarks is None:
+        analysis = analyse_video(
+            path, fps=fps, detector=detector, crop=crop, audio=False, max_missing=max_missing, progress=progress
+        )
+    else:
+        if not isinstance(landmarks, SourceLandmarks):
+            landmarks = read_landmarks(landmarks)
+        points = landmarks_at_fps(landmarks, path, fps)
+        analysis = analyse_landmarks(path, points, fps=fps, crop=crop, max_missing=max_missing, source=landmarks.path)
     for message in analysis.warnings:
         log.warning(message)
     frames: np.ndarray | None = None

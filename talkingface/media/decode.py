@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from math import gcd
 from pathlib import Path
+from typing import Any, TypeVar
 
 import numpy as np
 
@@ -15,6 +16,8 @@ from talkingface.data.constants import FPS, SAMPLE_RATE
 from talkingface.media.errors import PreprocessError
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 #: Tolerance (seconds) when comparing frame timestamps.
 TIME_EPS = 1e-6
@@ -58,48 +61,93 @@ def probe_video(path: str | Path) -> VideoProbe:
         )
 
 
-def iter_frames(path: str | Path, fps: float = FPS) -> Iterator[np.ndarray]:
-    """Yield RGB uint8 ``(H, W, 3)`` frames resampled to ``fps``.
-
-    Output frame ``k`` shows the source frame on screen at ``t0 + k / fps`` (``t0``: first frame's time);
-    the output ends where the last source frame's display ends (like ffmpeg's ``fps`` filter with
-    rounding down). Source frames are duplicated or dropped as needed.
-    """
+def _decoded_frames(path: Path, fallback_rate: float = FPS) -> Iterator[tuple[float, float, Any]]:
+    """``(presentation time, display duration, frame)`` in seconds for each decoded frame of the first video stream."""
     import av
 
-    path = Path(path)
     with _open(path) as container:
         if not container.streams.video:
             raise PreprocessError(path, "no video stream")
         stream = container.streams.video[0]
         stream.thread_type = "AUTO"
-        rate = stream.average_rate or stream.guessed_rate or fps
+        rate = stream.average_rate or stream.guessed_rate or fallback_rate
         default_duration = 1.0 / float(rate)
-        prev, prev_rgb, prev_t, t0, k, index = None, None, 0.0, None, 0, 0
+        index = 0
         try:
             for frame in container.decode(stream):
                 t = frame.time if frame.time is not None else index * default_duration
+                has_duration = frame.duration and frame.time_base
+                duration = float(frame.duration * frame.time_base) if has_duration else default_duration
                 index += 1
-                if t0 is None:
-                    t0 = t
-                if prev is not None:
-                    while t0 + k / fps < t - TIME_EPS:
-                        if prev_rgb is None:
-                            prev_rgb = prev.to_ndarray(format="rgb24")
-                        yield prev_rgb
-                        k += 1
-                prev, prev_rgb, prev_t = frame, None, t
+                yield t, duration, frame
         except av.error.FFmpegError as e:
             raise PreprocessError(path, f"video decoding failed after {index} frames ({e})") from e
-        if prev is None:
+        if index == 0:
             raise PreprocessError(path, "the video stream has no decodable frames")
-        duration = float(prev.duration * prev.time_base) if prev.duration and prev.time_base else default_duration
-        end = prev_t + duration
+
+
+def _resample(timed: Iterable[tuple[float, float, T]], fps: float) -> Iterator[tuple[int, T]]:
+    """The one frame-rate conversion rule: ``(source index, item)`` for each output frame ``k``.
+
+    Output frame ``k`` shows the source item on screen at ``t0 + k / fps`` (``t0``: the first item's time); the
+    output ends where the last item's display ends (like ffmpeg's ``fps`` filter with rounding down).
+    """
+    t0: float | None = None
+    k, index, end = 0, -1, 0.0
+    prev: T | None = None
+    for index, (t, duration, item) in enumerate(timed):
+        if t0 is None:
+            t0 = t
+        if index > 0:
+            while t0 + k / fps < t - TIME_EPS:
+                yield index - 1, prev
+                k += 1
+        prev, end = item, t + duration
+    if t0 is not None:
         while t0 + k / fps < end - TIME_EPS:
-            if prev_rgb is None:
-                prev_rgb = prev.to_ndarray(format="rgb24")
-            yield prev_rgb
+            yield index, prev
             k += 1
+
+
+def iter_frames(path: str | Path, fps: float = FPS) -> Iterator[np.ndarray]:
+    """Yield RGB uint8 ``(H, W, 3)`` frames resampled to ``fps``.
+
+    Output frame ``k`` shows the source frame on screen at ``t0 + k / fps`` (``t0``: first frame's time);
+    the output ends where the last source frame's display ends (like ffmpeg's ``fps`` filter with
+    rounding down). Source frames are duplicated or dropped as needed (:func:`map_frames` says which).
+    """
+    last, rgb = -1, None
+    for index, frame in _resample(_decoded_frames(Path(path), fps), fps):
+        if index != last:
+            last, rgb = index, frame.to_ndarray(format="rgb24")
+        yield rgb
+
+
+@dataclass(frozen=True)
+class FrameMap:
+    """Which source frame each frame of :func:`iter_frames` shows."""
+
+    source: np.ndarray  # (K,) int64: the source frame shown as output frame k (frames counted from 0 as decoded)
+    n_source: int  # frames in the video stream
+    source_fps: float  # the stream's average frame rate (0 when the container records none)
+
+
+def map_frames(path: str | Path, fps: float = FPS) -> FrameMap:
+    """Decode the video (without converting the frames) and map the ``fps`` output frames to source frames.
+
+    Uses the same rule as :func:`iter_frames`, so ``iter_frames(path, fps)`` yields source frame ``source[k]``
+    as its frame ``k``: per-source-frame data (e.g. landmarks tracked at the video's own rate) becomes
+    per-output-frame data by indexing with ``source``.
+    """
+    path = Path(path)
+    probe_rate = 0.0
+    with _open(path) as container:
+        if container.streams.video:
+            stream = container.streams.video[0]
+            probe_rate = float(stream.average_rate or stream.guessed_rate or 0.0)
+    timings = [(t, duration, None) for t, duration, _ in _decoded_frames(path, fps)]
+    source = np.array([index for index, _ in _resample(timings, fps)], dtype=np.int64)
+    return FrameMap(source, len(timings), probe_rate)
 
 
 def count_frames(path: str | Path, fps: float = FPS) -> int:

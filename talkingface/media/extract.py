@@ -163,6 +163,58 @@ def analyse_video(
     )
 
 
+def analyse_landmarks(
+    path: str | Path,
+    landmarks: np.ndarray,
+    *,
+    fps: float = FPS,
+    crop: CropConfig | None = None,
+    max_missing: float = DEFAULT_MAX_MISSING,
+    source: str | Path | None = None,
+) -> VideoAnalysis:
+    """The detection pass's result from landmarks found elsewhere (no dlib): ``landmarks (N, 68, 2)`` in source
+    pixels, one row per ``fps`` frame of the video ``path``, NaN rows where there is no face.
+
+    Gap filling, the ``max_missing`` check and the crop planning are those of :func:`analyse_video` (no audio).
+    ``source`` (default ``path``) is the file errors name.
+
+    Raises:
+        PreprocessError: too many frames without landmarks.
+    """
+    path = Path(path)
+    source = Path(source) if source is not None else path
+    probe = probe_video(path)
+    n = len(landmarks)
+    try:
+        filled, missing = fill_missing(landmarks)
+    except ValueError:
+        raise PreprocessError(source, f"no landmarks in any of its {n} frames") from None
+    n_missing = int(missing.sum())
+    if n_missing > max_missing * n:
+        raise PreprocessError(
+            source,
+            f"no landmarks in {n_missing} of {n} frames ({100 * n_missing / n:.0f}% > --max-missing "
+            f"{100 * max_missing:.0f}%); first misses at frames {np.flatnonzero(missing)[:10].tolist()}",
+        )
+    warnings = []
+    if n_missing:
+        warnings.append(
+            f"{source}: no landmarks in {n_missing} of {n} frames (filled from neighbours): "
+            f"{np.flatnonzero(missing)[:20].tolist()}{' ...' if n_missing > 20 else ''}"
+        )
+    return VideoAnalysis(
+        path=path,
+        n_frames=n,
+        landmarks=filled,
+        missing=missing,
+        boxes=plan_crops(filled, crop or CropConfig()),
+        audio=None,
+        source_size=(probe.width, probe.height),
+        fps=fps,
+        warnings=warnings,
+    )
+
+
 def iter_crops(
     analysis: VideoAnalysis, size: int = DEFAULT_IMAGE_SIZE, progress: bool = False
 ) -> Iterator[tuple[int, np.ndarray, np.ndarray]]:
