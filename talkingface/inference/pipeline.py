@@ -360,7 +360,8 @@ class LipSyncPipeline:
         frames_dir = check_output(frames_dir, overwrite, directory=True) if frames_dir is not None else None
         self._check_options()
         if landmarks is not None and isinstance(video, PreparedVideo):
-            raise InferenceError(landmarks, "give the landmarks to prepare_video, not with an already prepared video")
+            name = landmarks.path if isinstance(landmarks, SourceLandmarks) else landmarks
+            raise InferenceError(name, "give the landmarks to prepare_video, not with an already prepared video")
         t0 = time.perf_counter()
         if not isinstance(audio, Speech):
             source = audio if audio is not None else (video.path if isinstance(video, PreparedVideo) else video)
