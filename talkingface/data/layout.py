@@ -279,7 +279,7 @@ class DatasetLayout:
         return path
 
     def read_audio(self, video: int, frame: int) -> np.ndarray:
-        """float32 ``AUDIO_SMOOTH_SHAPE``."""
+        """float32 ``AUDIO_SMOOTH_SHAPE``, all finite."""
         path = self.audio_path(video, frame)
         try:
             windows = np.load(path)
@@ -287,6 +287,8 @@ class DatasetLayout:
             raise LayoutFileError(path, f"unreadable ({e})") from None
         if windows.shape != AUDIO_SMOOTH_SHAPE or windows.dtype != np.float32:
             raise LayoutFileError(path, f"expected float32 {AUDIO_SMOOTH_SHAPE}, got {windows.dtype} {windows.shape}")
+        if not np.isfinite(windows).all():
+            raise LayoutFileError(path, f"{int((~np.isfinite(windows)).sum())} non-finite value(s) (NaN or inf)")
         return windows
 
     # ------------------------------------------------------------------------------------ data.txt
