@@ -223,3 +223,14 @@ def test_deepspeech_npy_features_are_used_as_they_are(media: dict[str, Path], tm
     np.testing.assert_array_equal(np.load(root / "audio_smooth" / "1_10.npy"), aud[6:14])
     assert json.loads((root / "meta.json").read_text())["audio_feature"]["kind"] == "deepspeech29"
     assert main([*args]) == 2  # mel features into a deepspeech dataset: refused
+
+
+def test_finalize_refuses_a_folder_without_a_dataset(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    for root, words in ((tmp_path / "missing", "not found"), (empty, "no dataset here")):
+        capsys.readouterr()
+        assert main(["finalize", str(root)]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and err[0].startswith(f"error: {root}: ") and words in err[0], err
+    assert not (tmp_path / "missing").exists() and not list(empty.iterdir())
