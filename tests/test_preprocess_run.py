@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import subprocess
 import sys
 from pathlib import Path
@@ -234,3 +235,20 @@ def test_finalize_refuses_a_folder_without_a_dataset(tmp_path: Path, capsys: pyt
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and err[0].startswith(f"error: {root}: ") and words in err[0], err
     assert not (tmp_path / "missing").exists() and not list(empty.iterdir())
+
+
+def test_too_short_videos_are_failed_or_warned_and_counted(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """A 1-frame video contributes no listed frame (lists start at frame 1): it fails with the reason. A video
+    shorter than the reference distance is kept, with a warning, and counted in the summary."""
+    one = write_video(tmp_path / "one.mp4", seconds=0.04, fps=25)
+    short = write_video(tmp_path / "short.mp4", seconds=0.8, fps=25)
+    caplog.set_level(logging.INFO, logger="talkingface.data.writer")
+    root = tmp_path / "data" / "HDTF"
+    s = writer.build_dataset([one, short], root, writer.BuildOptions(size=64), progress=False)
+    assert (s.done, s.failed, s.short) == (1, 1, 1)
+    assert "1 frame" in s.failures["one.mp4"] and "at least 2" in s.failures["one.mp4"]
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert any("short.mp4" in w and "20 frames" in w and "reference" in w for w in warnings), warnings
+    summary = [r.getMessage() for r in caplog.records if r.getMessage().startswith("summary:")]
+    assert "1 shorter than the reference distance" in summary[0], summary
+    assert (root / "data.txt").read_text() == "1 0\n2 20\n"

@@ -21,9 +21,10 @@ from typing import Any
 
 from tqdm import tqdm
 
-from talkingface.data.constants import DEFAULT_IMAGE_SIZE, FPS, SAMPLE_RATE
+from talkingface.data.constants import DEFAULT_IMAGE_SIZE, FPS, REFERENCE_MIN_DISTANCE, SAMPLE_RATE
 from talkingface.data.layout import (
     DONE_DIR,
+    FIRST_LISTED_FRAME,
     FRAME_FILES,
     JPEG_QUALITY,
     TMP_DIR,
@@ -45,6 +46,11 @@ log = logging.getLogger(__name__)
 
 DEFAULT_TEST_RATIO = 0.1
 _MARKER_FIELDS = ("source", "path", "audio", "frames", "missed_faces", "audio_seconds")
+#: Fewest frames a video needs to contribute one training item (the split lists start at FIRST_LISTED_FRAME).
+MIN_FRAMES = FIRST_LISTED_FRAME + 1
+#: Below this many frames some frames have no reference frame REFERENCE_MIN_DISTANCE away (the dataset then
+#: uses the farthest one): such videos are kept, with a warning, and counted in the summary.
+SHORT_FRAMES = REFERENCE_MIN_DISTANCE + FIRST_LISTED_FRAME + 1
 
 
 @dataclass(frozen=True)
@@ -104,6 +110,7 @@ class VideoResult:
     audio_seconds: float = 0.0
     error: str | None = None
     warnings: list[str] = field(default_factory=list)
+    short: bool = False  # fewer than SHORT_FRAMES frames
 
 
 @dataclass
@@ -111,6 +118,7 @@ class BuildSummary:
     done: int = 0
     skipped: int = 0
     failed: int = 0
+    short: int = 0  # written videos shorter than the reference distance
     frames: int = 0
     missed_faces: int = 0
     audio_seconds: float = 0.0
@@ -267,6 +275,16 @@ def _write_frames(job: VideoJob, tmp: Path, options: BuildOptions, progress: boo
         progress=progress,
     )
     n = analysis.n_frames
+    if n < MIN_FRAMES:
+        raise PreprocessError(
+            job.video, f"{n} frame(s) at {options.fps:g} fps: needs at least {MIN_FRAMES} (frame 0 is never listed)"
+        )
+    warnings = list(analysis.warnings)
+    if n < SHORT_FRAMES:
+        warnings.append(
+            f"{job.video}: only {n} frames: frames have no reference frame {REFERENCE_MIN_DISTANCE} frames away "
+            f"(needs {SHORT_FRAMES}); the farthest frame is used"
+        )
     if precomputed is not None:
         windows = precomputed[:n]
     else:
@@ -285,7 +303,8 @@ def _write_frames(job: VideoJob, tmp: Path, options: BuildOptions, progress: boo
         frames=n,
         missed_faces=analysis.n_missing,
         audio_seconds=round(audio_seconds, 3),
-        warnings=analysis.warnings,
+        warnings=warnings,
+        short=n < SHORT_FRAMES,
     )
 
 
@@ -499,6 +518,7 @@ def build_dataset(
             summary.skipped += 1
             return
         summary.done += 1
+        summary.short += result.short
         summary.frames += result.frames
         summary.missed_faces += result.missed_faces
         summary.audio_seconds += result.audio_seconds
@@ -524,13 +544,15 @@ def build_dataset(
     summary.seconds = time.monotonic() - started
     log.info(
         "summary: %d videos written, %d skipped (already done), %d failed; %d frames, %d frames without a face "
-        "(filled), %.1f s of audio; %.1f s",
+        "(filled), %.1f s of audio; %d shorter than the reference distance (%d frames); %.1f s",
         summary.done,
         summary.skipped,
         summary.failed,
         summary.frames,
         summary.missed_faces,
         summary.audio_seconds,
+        summary.short,
+        SHORT_FRAMES,
         summary.seconds,
     )
     for source, error in summary.failures.items():
