@@ -252,3 +252,20 @@ def test_too_short_videos_are_failed_or_warned_and_counted(tmp_path: Path, caplo
     summary = [r.getMessage() for r in caplog.records if r.getMessage().startswith("summary:")]
     assert "1 shorter than the reference distance" in summary[0], summary
     assert (root / "data.txt").read_text() == "1 0\n2 20\n"
+
+
+def test_a_different_file_with_a_finished_name_is_redone(
+    built: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Done markers record the source's size and mtime: another face.mp4 is not skipped as done, it replaces
+    video 1 (with a warning); the unchanged file is still skipped."""
+    root = copy_dataset(built, tmp_path)
+    other = write_video(tmp_path / "face.mp4", seconds=1.2, fps=25)
+    s = writer.build_dataset([other], root, writer.BuildOptions(size=SIZE), progress=False)
+    assert (s.done, s.skipped, s.failed) == (1, 0, 0)
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert any(str(other) in w and "not the file video 1 was made from" in w for w in warnings), warnings
+    assert (root / "data.txt").read_text() == "1 30\n2 50\n"
+    assert validate_dataset(root, progress=False) == []
+    s = writer.build_dataset([other], root, writer.BuildOptions(size=SIZE), progress=False)
+    assert (s.done, s.skipped) == (0, 1)

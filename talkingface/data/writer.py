@@ -45,7 +45,7 @@ from talkingface.media.windows import smooth_window
 log = logging.getLogger(__name__)
 
 DEFAULT_TEST_RATIO = 0.1
-_MARKER_FIELDS = ("source", "path", "audio", "frames", "missed_faces", "audio_seconds")
+_MARKER_FIELDS = ("source", "path", "audio", "frames", "missed_faces", "audio_seconds", "size", "mtime_ns")
 #: Fewest frames a video needs to contribute one training item (the split lists start at FIRST_LISTED_FRAME).
 MIN_FRAMES = FIRST_LISTED_FRAME + 1
 #: Below this many frames some frames have no reference frame REFERENCE_MIN_DISTANCE away (the dataset then
@@ -308,12 +308,30 @@ def _write_frames(job: VideoJob, tmp: Path, options: BuildOptions, progress: boo
     )
 
 
-def _commit(out: Path, tmp: Path, job: VideoJob, result: VideoResult, options: BuildOptions) -> None:
-    """Move a finished video's files into place, then write its done marker (the commit point)."""
+def source_stamp(video: Path) -> dict[str, int]:
+    """What a done marker records of its source file, to tell another file of the same name from it."""
+    st = video.stat()
+    return {"size": st.st_size, "mtime_ns": st.st_mtime_ns}
+
+
+def stale_marker(marker: dict[str, Any], video: Path) -> str | None:
+    """Why the finished video of ``marker`` was not made from ``video`` (None: it was, or the marker cannot tell)."""
+    stamp = source_stamp(video)
+    changed = [f"{k} {marker[k]} -> {v}" for k, v in stamp.items() if k in marker and marker[k] != v]
+    return ", ".join(changed) or None
+
+
+def _commit(
+    out: Path, tmp: Path, job: VideoJob, result: VideoResult, options: BuildOptions, replace: bool = False
+) -> None:
+    """Move a finished video's files into place (``replace``: first delete an older version's), then write its
+    done marker (the commit point)."""
     done_dir = out / DONE_DIR
     done_dir.mkdir(parents=True, exist_ok=True)
     moving = done_dir / f"{job.number}.moving"
     moving.touch()
+    if replace:
+        _remove_video_files(out, job.number)
     layout, staged = DatasetLayout(out), DatasetLayout(tmp)
     layout.make_folders()
     for kind in FRAME_FILES:
@@ -324,6 +342,7 @@ def _commit(out: Path, tmp: Path, job: VideoJob, result: VideoResult, options: B
         "source": job.video.name,
         "path": str(job.video.resolve()),
         "audio": str(job.audio.resolve()) if job.audio else None,
+        **source_stamp(job.video),
         "frames": result.frames,
         "missed_faces": result.missed_faces,
         "audio_seconds": result.audio_seconds,
@@ -337,17 +356,24 @@ def process_video(job: VideoJob, out: str | Path, options: BuildOptions, progres
     """Write one video into the dataset at ``out`` atomically; never raises for bad input (returns 'failed')."""
     out = Path(out)
     start = time.monotonic()
-    if (out / DONE_DIR / f"{job.number}.json").is_file():
-        return VideoResult(job.number, job.video.name, "skipped")
+    redo = None
+    marker = read_json(out / DONE_DIR / f"{job.number}.json")
+    if marker is not None:
+        changed = stale_marker(marker, job.video)
+        if changed is None:
+            return VideoResult(job.number, job.video.name, "skipped")
+        redo = f"{job.video}: not the file video {job.number} was made from ({changed}); redoing video {job.number}"
     tmp = out / TMP_DIR / str(job.number)
     shutil.rmtree(tmp, ignore_errors=True)
     if (out / DONE_DIR / f"{job.number}.moving").exists():
         _remove_video_files(out, job.number)
     try:
         result = _write_frames(job, tmp, options, progress)
-        _commit(out, tmp, job, result, options)
+        _commit(out, tmp, job, result, options, replace=redo is not None)
+        if redo:
+            result.warnings.insert(0, redo)
     except PreprocessError as e:
-        return VideoResult(job.number, job.video.name, "failed", error=str(e))
+        return VideoResult(job.number, job.video.name, "failed", error=str(e), warnings=[redo] if redo else [])
     except Exception as e:  # a crash on one video must not stop the others
         log.debug("unexpected error on %s", job.video, exc_info=True)
         return VideoResult(job.number, job.video.name, "failed", error=f"{job.video}: {type(e).__name__}: {e}")
