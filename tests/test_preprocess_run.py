@@ -269,3 +269,28 @@ def test_a_different_file_with_a_finished_name_is_redone(
     assert validate_dataset(root, progress=False) == []
     s = writer.build_dataset([other], root, writer.BuildOptions(size=SIZE), progress=False)
     assert (s.done, s.skipped) == (0, 1)
+
+
+def test_two_datasets_never_share_split_lists(
+    built: Path, media: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A second dataset in the same parent folder used to overwrite the first one's data_train.txt/data_test.txt
+    while validate of the first still said OK."""
+    root = copy_dataset(built, tmp_path)
+    lists = {p: p.read_bytes() for p in (root.parent / "data_train.txt", root.parent / "data_test.txt")}
+    other = root.parent / "Other"
+    args = ["run", str(media["stereo"]), "--out", str(other), "--size", "64", "--no-progress"]
+    capsys.readouterr()
+    assert main(args) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "data_train.txt" in err[0] and "--split-dir" in err[0], err
+    assert {p: p.read_bytes() for p in lists} == lists and not (other / "images").exists()
+    # with its own split folder it builds; its lists copied over the first dataset's are detected
+    assert main([*args, "--split-dir", str(tmp_path / "other_lists")]) == 0
+    assert validate_dataset(other, split_dir=tmp_path / "other_lists", progress=False) == []
+    assert validate_dataset(root, progress=False) == []
+    (root.parent / "data_train.txt").write_bytes((tmp_path / "other_lists" / "data_train.txt").read_bytes())
+    problems = [str(p) for p in validate_dataset(root, progress=False)]
+    assert any("data_train.txt" in p and "not the split list this dataset wrote" in p for p in problems), problems
+    # finalize of the first dataset refuses to overwrite it too (it is not the list the dataset wrote)
+    assert main(["finalize", str(root)]) == 2

@@ -18,6 +18,7 @@ module, latent cache builder) goes through :class:`DatasetLayout` and the split-
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import secrets
@@ -38,6 +39,9 @@ DATA_TXT = "data.txt"
 META_JSON = "meta.json"
 TRAIN_LIST = "data_train.txt"
 TEST_LIST = "data_test.txt"
+#: The ``meta.json`` key recording the split lists the dataset wrote: ``{"train"|"test": {"path", "sha256"}}``,
+#: paths relative to the root. Two datasets in one folder would otherwise overwrite each other's lists unseen.
+SPLIT_LISTS_KEY = "split_lists"
 #: Working folders of the preprocessing writer inside the root (never read by training).
 TMP_DIR = ".tmp"
 DONE_DIR = ".done"
@@ -147,13 +151,20 @@ def read_split(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray]:
     return np.asarray(videos, dtype=np.int32), np.asarray(frames, dtype=np.int32)
 
 
-def write_split(path: str | os.PathLike, videos: Iterable[int], counts: Mapping[int, int] | list[int]) -> None:
+def split_text(videos: Iterable[int], counts: Mapping[int, int] | list[int]) -> str:
     """The split list of ``videos``: frames ``FIRST_LISTED_FRAME .. n-1`` of each, ``counts`` by video number
     (a mapping, or a list where element ``v - 1`` is video ``v``'s count as in ``data.txt``)."""
     count = counts.get if isinstance(counts, Mapping) else (lambda v: counts[v - 1])
-    atomic_write_text(
-        path, "".join(f"{frame_name(v, f)}\n" for v in videos for f in range(FIRST_LISTED_FRAME, count(v)))
-    )
+    return "".join(f"{frame_name(v, f)}\n" for v in videos for f in range(FIRST_LISTED_FRAME, count(v)))
+
+
+def write_split(path: str | os.PathLike, videos: Iterable[int], counts: Mapping[int, int] | list[int]) -> None:
+    """Write :func:`split_text` to ``path``."""
+    atomic_write_text(path, split_text(videos, counts))
+
+
+def text_sha256(text: str) -> str:
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
 # --------------------------------------------------------------------------------------------- the root
@@ -203,6 +214,38 @@ class DatasetLayout:
     @property
     def test_list(self) -> Path:
         return self.split_dir / TEST_LIST
+
+    @property
+    def split_lists(self) -> dict[str, Path]:
+        return {"train": self.train_list, "test": self.test_list}
+
+    def _relative(self, path: Path) -> str:
+        return os.path.relpath(path.resolve(), self.root.resolve())
+
+    def split_record(self, texts: Mapping[str, str]) -> dict[str, dict[str, str]]:
+        """The ``meta.json`` record (:data:`SPLIT_LISTS_KEY`) of split lists written with ``texts`` by key."""
+        return {k: {"path": self._relative(self.split_lists[k]), "sha256": text_sha256(t)} for k, t in texts.items()}
+
+    def foreign_split_list(self, meta: Mapping[str, Any], key: str, new_text: str | None = None) -> str | None:
+        """Why the split list ``key`` ("train"/"test") on disk is not the one this dataset wrote, per ``meta``'s
+        record; None when it is (or equals ``new_text``), when it is absent, or when ``meta`` records nothing (a
+        dataset from before the record, or from another writer)."""
+        path = self.split_lists[key]
+        records = meta.get(SPLIT_LISTS_KEY)
+        if not path.is_file() or (records is None and meta):
+            return None
+        have = hashlib.sha256(path.read_bytes()).hexdigest()
+        entry = (records or {}).get(key)
+        if isinstance(entry, dict) and entry.get("path") == self._relative(path) and entry.get("sha256") == have:
+            return None
+        if new_text is not None and have == text_sha256(new_text):
+            return None
+        if isinstance(entry, dict) and entry.get("path") != self._relative(path):
+            return f"not the split list this dataset wrote (meta.json records it at {entry.get('path')})"
+        return (
+            f"not the split list this dataset wrote ({META_JSON} of {self.root} records another checksum or none): "
+            "another dataset's in the same folder, or edited"
+        )
 
     def make_folders(self) -> None:
         for kind in FRAME_FILES:

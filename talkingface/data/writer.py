@@ -27,11 +27,13 @@ from talkingface.data.layout import (
     FIRST_LISTED_FRAME,
     FRAME_FILES,
     JPEG_QUALITY,
+    SPLIT_LISTS_KEY,
     TMP_DIR,
     DatasetLayout,
+    atomic_write_text,
     read_json,
+    split_text,
     write_json,
-    write_split,
 )
 from talkingface.data.meta import audio_feature_spec, dataset_meta
 from talkingface.media.crop import CropConfig
@@ -475,19 +477,28 @@ def finalize(
             settings[key] = meta[key]
     max_v = max((int(v) for v in videos), default=0)
     counts = {v: int(markers[v]["frames"]) if v in markers else 0 for v in range(1, max_v + 1)}
-    meta = dataset_meta(settings, {str(k): videos[str(k)] for k in sorted(int(v) for v in videos)})
-    if settings:
-        layout.write_meta(meta)
-        layout.write_data_txt(counts[v] for v in range(1, max_v + 1))
     done_sources = {v: markers[v]["source"] for v in sorted(markers)}
+    texts: dict[str, str] = {}
     if done_sources:
         known = {int(v): e["source"] for v, e in videos.items() if isinstance(e, dict) and e.get("source")}
         train, test = split_videos(done_sources, split, known)
-        write_split(layout.train_list, train, counts)
-        write_split(layout.test_list, test, counts)
+        texts = {"train": split_text(train, counts), "test": split_text(test, counts)}
+    for key, path in layout.split_lists.items():  # before writing anything: never overwrite another's lists
+        problem = layout.foreign_split_list(meta, key, texts.get(key))
+        if problem:
+            raise PreprocessError(path, f"{problem}; give this dataset its own --split-dir, or delete the file")
+    for key, text in texts.items():
+        atomic_write_text(layout.split_lists[key], text)
+    if texts:
         log.info(
             "split: %d train videos %s, %d test videos %s -> %s", len(train), train, len(test), test, layout.split_dir
         )
+    record = layout.split_record(texts) if texts else dict(meta.get(SPLIT_LISTS_KEY) or {})
+    videos_sorted = {str(k): videos[str(k)] for k in sorted(int(v) for v in videos)}
+    meta = dataset_meta(settings, videos_sorted, **{SPLIT_LISTS_KEY: record})
+    if settings:
+        layout.write_meta(meta)
+        layout.write_data_txt(counts[v] for v in range(1, max_v + 1))
     return meta
 
 
