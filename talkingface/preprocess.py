@@ -20,6 +20,7 @@ from talkingface.data.writer import (
     build_dataset,
     finalize,
     read_done_markers,
+    run_lock,
 )
 from talkingface.media.crop import DEFAULT_CROP_SCALE, DEFAULT_CROP_SHIFT_UP, CropConfig
 from talkingface.media.errors import PreprocessError
@@ -135,7 +136,8 @@ def _finalize(args: argparse.Namespace) -> int:
         return fail(root, "dataset root not found (not a folder)")
     if not DatasetLayout(root).meta_path.is_file() and not read_done_markers(root):
         return fail(root, "no dataset here (no meta.json, no finished video in .done/); run `preprocess run` first")
-    finalize(root, _split(args))
+    with run_lock(root):
+        finalize(root, _split(args))
     return EXIT_OK
 
 

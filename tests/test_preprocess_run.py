@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -17,6 +18,7 @@ from data_fixtures import FACE_WINDOW, MOTION_PX, SIZE, built, copy_dataset, med
 from talkingface.data import writer
 from talkingface.data.validate import validate_dataset
 from talkingface.media.decode import count_frames
+from talkingface.media.errors import PreprocessError
 from talkingface.media.extract import extract_video
 from talkingface.media.landmarks import LandmarkDetector
 from talkingface.preprocess import main
@@ -294,3 +296,28 @@ def test_two_datasets_never_share_split_lists(
     assert any("data_train.txt" in p and "not the split list this dataset wrote" in p for p in problems), problems
     # finalize of the first dataset refuses to overwrite it too (it is not the list the dataset wrote)
     assert main(["finalize", str(root)]) == 2
+
+
+def test_one_run_per_out_at_a_time(media: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Two concurrent runs on one --out deleted each other's .tmp/<v>: a second run exits 2 at once, naming the
+    lock. Shards of one run may share --out (each shard once); finalize waits for no run."""
+    import fcntl
+
+    root = tmp_path / "data" / "HDTF"
+    root.mkdir(parents=True)
+    fd = os.open(root / ".lock", os.O_RDWR | os.O_CREAT)
+    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # as a run in progress holds it
+    try:
+        capsys.readouterr()
+        assert main(["run", str(media["stereo"]), "--out", str(root), "--size", "64", "--no-progress"]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and str(root / ".lock") in err[0] and "another run" in err[0], err
+        assert not (root / ".tmp").exists() and not (root / ".done").exists()
+    finally:
+        os.close(fd)
+    with writer.run_lock(root, 0, 2), writer.run_lock(root, 1, 2):  # two shards together
+        for shard in ((0, 1), (1, 2)):
+            with pytest.raises(PreprocessError, match="another run"), writer.run_lock(root, *shard):
+                pass
+    with writer.run_lock(root, 0, 1):
+        pass

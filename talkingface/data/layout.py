@@ -10,7 +10,7 @@ Under the dataset root (see README "Data")::
 
 and the split lists ``data_train.txt`` / ``data_test.txt`` (``<v>_<f>`` lines, frames from ``FIRST_LISTED_FRAME``)
 in the split folder, by default the root's parent. Videos ``v`` are numbered from 1, frames ``f`` from 0.
-``.tmp/`` and ``.done/`` are working folders of the preprocessing writer, never read by training.
+``.tmp/``, ``.done/`` and ``.lock*`` are working files of the preprocessing writer, never read by training.
 
 Every writer (preprocessing, the synthetic generator, test fixtures) and every reader (dataset, validation, data
 module, latent cache builder) goes through :class:`DatasetLayout` and the split-list functions here.
@@ -45,6 +45,8 @@ SPLIT_LISTS_KEY = "split_lists"
 #: Working folders of the preprocessing writer inside the root (never read by training).
 TMP_DIR = ".tmp"
 DONE_DIR = ".done"
+#: Lock file of the preprocessing writer inside the root: one run (or the shards of one run) at a time.
+LOCK_FILE = ".lock"
 
 #: JPEG quality of every saved frame (the preprocessing ``--jpeg-quality`` default).
 JPEG_QUALITY = 95

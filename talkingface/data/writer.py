@@ -7,13 +7,15 @@ per-video layout, moved into place when the video is done) and ``out/.done`` (on
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import hashlib
 import logging
 import multiprocessing
 import os
 import shutil
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,6 +29,7 @@ from talkingface.data.layout import (
     FIRST_LISTED_FRAME,
     FRAME_FILES,
     JPEG_QUALITY,
+    LOCK_FILE,
     SPLIT_LISTS_KEY,
     TMP_DIR,
     DatasetLayout,
@@ -232,6 +235,44 @@ def parse_shard(text: str | None) -> tuple[int, int]:
     if n < 1 or not 0 <= i < n:
         raise PreprocessError("--shard", f"need 0 <= i < n, got {text!r}")
     return i, n
+
+
+@contextlib.contextmanager
+def run_lock(out: Path, shard_i: int = 0, shard_n: int = 1) -> Iterator[None]:
+    """Hold the lock of ``out`` for one run (raises PreprocessError naming the lock file at once when another run
+    holds it): exclusive for an unsharded run or ``finalize``; for shard ``i/n``, shared with the other shards and
+    exclusive for that shard. Concurrent runs would delete each other's ``.tmp/<v>``. ``fcntl.flock``: released
+    when the process ends, however it ends."""
+    out.mkdir(parents=True, exist_ok=True)
+    wanted = [(out / LOCK_FILE, fcntl.LOCK_EX if shard_n == 1 else fcntl.LOCK_SH)]
+    if shard_n > 1:
+        wanted.append((out / f"{LOCK_FILE}.shard-{shard_i}-of-{shard_n}", fcntl.LOCK_EX))
+    held: list[int] = []
+    try:
+        for path, mode in wanted:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+            held.append(fd)
+            try:
+                fcntl.flock(fd, mode | fcntl.LOCK_NB)
+            except BlockingIOError:
+                raise PreprocessError(
+                    path, "another run on this --out holds this lock; wait for it to end (or give another --out)"
+                ) from None
+        yield
+    finally:
+        for fd in reversed(held):
+            os.close(fd)
+
+
+@contextlib.contextmanager
+def _finalize_lock(out: Path) -> Iterator[None]:
+    """Serialise the index writes (meta.json, data.txt, split lists) of shards running side by side (blocking)."""
+    fd = os.open(out / f"{LOCK_FILE}.finalize", os.O_RDWR | os.O_CREAT, 0o666)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
 
 
 # --------------------------------------------------------------------------------------------- one video
@@ -529,16 +570,32 @@ def build_dataset(
     check_settings(out, options)
     make_backend_check = _backend(options)  # fail early on a bad backend setup (missing model, transformers)
     del make_backend_check
-    numbers = assign_numbers(out, videos)
     shard_i, shard_n = parse_shard(shard)
+    with run_lock(out, shard_i, shard_n):
+        return _build_locked(videos, out, options, audio_path, workers, shard_i, shard_n, split, progress, started)
+
+
+def _build_locked(
+    videos: list[Path],
+    out: Path,
+    options: BuildOptions,
+    audio_path: Path | None,
+    workers: int,
+    shard_i: int,
+    shard_n: int,
+    split: SplitOptions,
+    progress: bool,
+    started: float,
+) -> BuildSummary:
+    numbers = assign_numbers(out, videos)
     jobs = [
         VideoJob(numbers[v], v, audio_for(v, audio_path, len(videos)))
         for v in videos
         if (numbers[v] - 1) % shard_n == shard_i
     ]
-    out.mkdir(parents=True, exist_ok=True)
     sources = {numbers[v]: v.name for v in videos}
-    finalize(out, split, sources=sources, settings=options.settings())  # records the numbering before any work
+    with _finalize_lock(out):  # records the numbering before any work
+        finalize(out, split, sources=sources, settings=options.settings())
     summary = BuildSummary()
     failures: dict[int, str] = {}
 
@@ -573,7 +630,8 @@ def build_dataset(
                 for future in as_completed(futures):
                     account(future.result())
                     bar.update(1)
-    finalize(out, split, failures=failures, sources=sources, settings=options.settings())
+    with _finalize_lock(out):
+        finalize(out, split, failures=failures, sources=sources, settings=options.settings())
     try:
         (out / TMP_DIR).rmdir()  # only when empty: other shards may still be working
     except OSError:
