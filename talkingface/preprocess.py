@@ -12,12 +12,15 @@ from pathlib import Path
 from talkingface.cli_support import EXIT_OK, EXIT_PROBLEMS, ArgumentParser, fail, report
 from talkingface.data.constants import DEFAULT_IMAGE_SIZE, FPS
 from talkingface.data.layout import JPEG_QUALITY as DEFAULT_JPEG_QUALITY
+from talkingface.data.layout import DatasetLayout
 from talkingface.data.writer import (
     DEFAULT_TEST_RATIO,
     BuildOptions,
     SplitOptions,
     build_dataset,
     finalize,
+    read_done_markers,
+    run_lock,
 )
 from talkingface.media.crop import DEFAULT_CROP_SCALE, DEFAULT_CROP_SHIFT_UP, CropConfig
 from talkingface.media.errors import PreprocessError
@@ -127,6 +130,17 @@ def _validate(args: argparse.Namespace) -> int:
     return EXIT_PROBLEMS if problems else EXIT_OK
 
 
+def _finalize(args: argparse.Namespace) -> int:
+    root = args.root
+    if not root.is_dir():
+        return fail(root, "dataset root not found (not a folder)")
+    if not DatasetLayout(root).meta_path.is_file() and not read_done_markers(root):
+        return fail(root, "no dataset here (no meta.json, no finished video in .done/); run `preprocess run` first")
+    with run_lock(root):
+        finalize(root, _split(args))
+    return EXIT_OK
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(
@@ -137,8 +151,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _run(args)
         if args.command == "validate":
             return _validate(args)
-        finalize(args.root, _split(args))
-        return EXIT_OK
+        return _finalize(args)
     except PreprocessError as e:
         return report(e)
 

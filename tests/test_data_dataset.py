@@ -156,3 +156,26 @@ def test_datamodule_check_fails_early(layout: Path, tmp_path: Path) -> None:
         DatasetLayout(tmp_path).read_meta()
     with pytest.raises(DatasetMetaError, match="meta.json"):  # a latent cache folder that is not one
         TalkDataModule(layout, train, test, 2, 0, latent_cache=tmp_path / "x").setup("fit")
+
+
+@pytest.mark.parametrize("damage", ["truncated_jpeg", "nan_audio"])
+def test_a_damaged_file_is_named_by_the_dataset(layout: Path, tmp_path: Path, damage: str) -> None:
+    """A truncated JPEG (cv2 decodes it, PIL refuses it) or NaN audio fails the item with the file's name."""
+    import shutil
+
+    root = tmp_path / "HDTF"
+    shutil.copytree(layout, root)
+    data = DatasetLayout(root)
+    if damage == "truncated_jpeg":
+        path = data.image_path(1, 5)
+        path.write_bytes(path.read_bytes()[:-100])
+    else:
+        path = data.audio_path(1, 5)
+        windows = np.load(path)
+        windows[0, 0, 0] = np.nan
+        np.save(path, windows)
+    write_split(tmp_path / "list.txt", [1], {1: 6})
+    dataset = TalkDataset(root, tmp_path / "list.txt", reference_min_distance=1)
+    assert dataset.videos[4] == 1 and dataset.frames[4] == 5
+    with pytest.raises(DatasetMetaError, match=str(path)):
+        dataset[4]

@@ -4,7 +4,9 @@
 from __future__ import annotations
 
 import argparse
+import os
 import re
+import stat
 from pathlib import Path
 
 import numpy as np
@@ -178,3 +180,31 @@ def _jpeg_tables(path: Path) -> dict[int, list[int]]:
     """The quantization tables of a JPEG: they fix its quality setting."""
     with Image.open(path) as image:
         return {k: list(v) for k, v in image.quantization.items()}
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o002])
+def test_atomic_writes_follow_the_umask(tmp_path: Path, umask: int) -> None:
+    """meta.json, data.txt, split lists and done markers were 0600 (tempfile); they follow the umask, as images do."""
+    from talkingface.data.layout import write_json
+
+    old = os.umask(umask)
+    try:
+        data = DatasetLayout(tmp_path / "HDTF")
+        data.make_folders()
+        data.write_frame(1, 0, np.zeros((8, 8, 3), np.uint8))
+        data.write_data_txt([1])
+        write_split(data.train_list, [1], [1])
+        write_json(tmp_path / "HDTF" / ".done" / "1.json", {"frames": 1})
+    finally:
+        os.umask(old)
+    expected = 0o666 & ~umask
+    assert stat.S_IMODE(data.image_path(1, 0).stat().st_mode) == expected
+    for path in (data.data_txt_path, data.train_list, tmp_path / "HDTF" / ".done" / "1.json"):
+        assert stat.S_IMODE(path.stat().st_mode) == expected, path
+    assert sorted(p.name for p in (tmp_path / "HDTF").iterdir()) == [
+        ".done",
+        "audio_smooth",
+        "data.txt",
+        "images",
+        "landmarks",
+    ]

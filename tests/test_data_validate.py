@@ -28,6 +28,15 @@ def _damage(root: Path, kind: str) -> tuple[str, str]:
     if kind == "unreadable_image":
         (root / "images" / "2_3.jpg").write_bytes(b"not a jpeg")
         return "images/2_3.jpg", "unreadable image"
+    if kind == "truncated_image":  # cv2 decodes it (with a warning); PIL, like the loader, refuses it
+        path = root / "images" / "2_3.jpg"
+        path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+        return "images/2_3.jpg", "truncated"
+    if kind == "nan_audio":
+        windows = np.load(root / "audio_smooth" / "1_5.npy")
+        windows[2, 3, 4] = np.nan
+        np.save(root / "audio_smooth" / "1_5.npy", windows)
+        return "audio_smooth/1_5.npy", "non-finite"
     if kind == "bad_landmarks":
         np.savetxt(root / "landmarks" / "1_2.lms", np.zeros((67, 2)))
         return "landmarks/1_2.lms", "expected 68 rows"
@@ -63,6 +72,8 @@ KINDS = [
     "extra_file",
     "stray_file",
     "unreadable_image",
+    "truncated_image",
+    "nan_audio",
     "bad_landmarks",
     "bad_audio",
     "count_mismatch",

@@ -4,6 +4,8 @@
 from __future__ import annotations
 
 import json
+import logging
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -16,6 +18,7 @@ from data_fixtures import FACE_WINDOW, MOTION_PX, SIZE, built, copy_dataset, med
 from talkingface.data import writer
 from talkingface.data.validate import validate_dataset
 from talkingface.media.decode import count_frames
+from talkingface.media.errors import PreprocessError
 from talkingface.media.extract import extract_video
 from talkingface.media.landmarks import LandmarkDetector
 from talkingface.preprocess import main
@@ -223,3 +226,98 @@ def test_deepspeech_npy_features_are_used_as_they_are(media: dict[str, Path], tm
     np.testing.assert_array_equal(np.load(root / "audio_smooth" / "1_10.npy"), aud[6:14])
     assert json.loads((root / "meta.json").read_text())["audio_feature"]["kind"] == "deepspeech29"
     assert main([*args]) == 2  # mel features into a deepspeech dataset: refused
+
+
+def test_finalize_refuses_a_folder_without_a_dataset(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    for root, words in ((tmp_path / "missing", "not found"), (empty, "no dataset here")):
+        capsys.readouterr()
+        assert main(["finalize", str(root)]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and err[0].startswith(f"error: {root}: ") and words in err[0], err
+    assert not (tmp_path / "missing").exists() and not list(empty.iterdir())
+
+
+def test_too_short_videos_are_failed_or_warned_and_counted(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """A 1-frame video contributes no listed frame (lists start at frame 1): it fails with the reason. A video
+    shorter than the reference distance is kept, with a warning, and counted in the summary."""
+    one = write_video(tmp_path / "one.mp4", seconds=0.04, fps=25)
+    short = write_video(tmp_path / "short.mp4", seconds=0.8, fps=25)
+    caplog.set_level(logging.INFO, logger="talkingface.data.writer")
+    root = tmp_path / "data" / "HDTF"
+    s = writer.build_dataset([one, short], root, writer.BuildOptions(size=64), progress=False)
+    assert (s.done, s.failed, s.short) == (1, 1, 1)
+    assert "1 frame" in s.failures["one.mp4"] and "at least 2" in s.failures["one.mp4"]
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert any("short.mp4" in w and "20 frames" in w and "reference" in w for w in warnings), warnings
+    summary = [r.getMessage() for r in caplog.records if r.getMessage().startswith("summary:")]
+    assert "1 shorter than the reference distance" in summary[0], summary
+    assert (root / "data.txt").read_text() == "1 0\n2 20\n"
+
+
+def test_a_different_file_with_a_finished_name_is_redone(
+    built: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Done markers record the source's size and mtime: another face.mp4 is not skipped as done, it replaces
+    video 1 (with a warning); the unchanged file is still skipped."""
+    root = copy_dataset(built, tmp_path)
+    other = write_video(tmp_path / "face.mp4", seconds=1.2, fps=25)
+    s = writer.build_dataset([other], root, writer.BuildOptions(size=SIZE), progress=False)
+    assert (s.done, s.skipped, s.failed) == (1, 0, 0)
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert any(str(other) in w and "not the file video 1 was made from" in w for w in warnings), warnings
+    assert (root / "data.txt").read_text() == "1 30\n2 50\n"
+    assert validate_dataset(root, progress=False) == []
+    s = writer.build_dataset([other], root, writer.BuildOptions(size=SIZE), progress=False)
+    assert (s.done, s.skipped) == (0, 1)
+
+
+def test_two_datasets_never_share_split_lists(
+    built: Path, media: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A second dataset in the same parent folder used to overwrite the first one's data_train.txt/data_test.txt
+    while validate of the first still said OK."""
+    root = copy_dataset(built, tmp_path)
+    lists = {p: p.read_bytes() for p in (root.parent / "data_train.txt", root.parent / "data_test.txt")}
+    other = root.parent / "Other"
+    args = ["run", str(media["stereo"]), "--out", str(other), "--size", "64", "--no-progress"]
+    capsys.readouterr()
+    assert main(args) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "data_train.txt" in err[0] and "--split-dir" in err[0], err
+    assert {p: p.read_bytes() for p in lists} == lists and not (other / "images").exists()
+    # with its own split folder it builds; its lists copied over the first dataset's are detected
+    assert main([*args, "--split-dir", str(tmp_path / "other_lists")]) == 0
+    assert validate_dataset(other, split_dir=tmp_path / "other_lists", progress=False) == []
+    assert validate_dataset(root, progress=False) == []
+    (root.parent / "data_train.txt").write_bytes((tmp_path / "other_lists" / "data_train.txt").read_bytes())
+    problems = [str(p) for p in validate_dataset(root, progress=False)]
+    assert any("data_train.txt" in p and "not the split list this dataset wrote" in p for p in problems), problems
+    # finalize of the first dataset refuses to overwrite it too (it is not the list the dataset wrote)
+    assert main(["finalize", str(root)]) == 2
+
+
+def test_one_run_per_out_at_a_time(media: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Two concurrent runs on one --out deleted each other's .tmp/<v>: a second run exits 2 at once, naming the
+    lock. Shards of one run may share --out (each shard once); finalize waits for no run."""
+    import fcntl
+
+    root = tmp_path / "data" / "HDTF"
+    root.mkdir(parents=True)
+    fd = os.open(root / ".lock", os.O_RDWR | os.O_CREAT)
+    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # as a run in progress holds it
+    try:
+        capsys.readouterr()
+        assert main(["run", str(media["stereo"]), "--out", str(root), "--size", "64", "--no-progress"]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and str(root / ".lock") in err[0] and "another run" in err[0], err
+        assert not (root / ".tmp").exists() and not (root / ".done").exists()
+    finally:
+        os.close(fd)
+    with writer.run_lock(root, 0, 2), writer.run_lock(root, 1, 2):  # two shards together
+        for shard in ((0, 1), (1, 2)):
+            with pytest.raises(PreprocessError, match="another run"), writer.run_lock(root, *shard):
+                pass
+    with writer.run_lock(root, 0, 1):
+        pass

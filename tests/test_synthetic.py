@@ -187,3 +187,24 @@ def test_shipped_model_mouth_follows_unseen_speech(tmp_path: Path) -> None:
     assert res.frames == 120 and res.correlation_gt_pixels > 0.9
     # the shipped model scores r = 0.93 here (the benchmark's goal is 0.8)
     assert res.correlation > 0.8, f"generated mouth opening follows the speech with r = {res.correlation:.2f} only"
+
+
+@pytest.mark.parametrize("identities,held_out", [(1, 0), (2, 1), (4, 1), (8, 2), (20, 2)])
+def test_default_test_identities_leave_training_identities(identities: int, held_out: int) -> None:
+    from talkingface.synthetic.cli import build_parser, check_args, held_out_identities
+
+    args = build_parser().parse_args(["--out", "x", "--identities", str(identities), "--layout"])
+    assert check_args(args) is None and held_out_identities(args) == held_out
+
+
+def test_small_layout_with_default_split(tmp_path: Path) -> None:
+    """The original failure: two identities with the default --test-identities (then 2) was refused."""
+    from talkingface.synthetic.cli import main
+
+    out = tmp_path / "D"
+    assert (
+        main(["--out", str(out), "--identities", "2", "--seconds", "2", "--layout", "--no-videos", "--no-progress"])
+        == 0
+    )
+    assert (out / "data_test.txt").read_text().startswith("2_1\n")
+    assert (out / "data_train.txt").read_text().startswith("1_1\n")

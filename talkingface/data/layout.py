@@ -10,7 +10,7 @@ Under the dataset root (see README "Data")::
 
 and the split lists ``data_train.txt`` / ``data_test.txt`` (``<v>_<f>`` lines, frames from ``FIRST_LISTED_FRAME``)
 in the split folder, by default the root's parent. Videos ``v`` are numbered from 1, frames ``f`` from 0.
-``.tmp/`` and ``.done/`` are working folders of the preprocessing writer, never read by training.
+``.tmp/``, ``.done/`` and ``.lock*`` are working files of the preprocessing writer, never read by training.
 
 Every writer (preprocessing, the synthetic generator, test fixtures) and every reader (dataset, validation, data
 module, latent cache builder) goes through :class:`DatasetLayout` and the split-list functions here.
@@ -18,9 +18,10 @@ module, latent cache builder) goes through :class:`DatasetLayout` and the split-
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
-import tempfile
+import secrets
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,9 +39,14 @@ DATA_TXT = "data.txt"
 META_JSON = "meta.json"
 TRAIN_LIST = "data_train.txt"
 TEST_LIST = "data_test.txt"
+#: The ``meta.json`` key recording the split lists the dataset wrote: ``{"train"|"test": {"path", "sha256"}}``,
+#: paths relative to the root. Two datasets in one folder would otherwise overwrite each other's lists unseen.
+SPLIT_LISTS_KEY = "split_lists"
 #: Working folders of the preprocessing writer inside the root (never read by training).
 TMP_DIR = ".tmp"
 DONE_DIR = ".done"
+#: Lock file of the preprocessing writer inside the root: one run (or the shards of one run) at a time.
+LOCK_FILE = ".lock"
 
 #: JPEG quality of every saved frame (the preprocessing ``--jpeg-quality`` default).
 JPEG_QUALITY = 95
@@ -93,13 +99,15 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> None:
     """Write ``text`` to ``path`` so that readers see either the old or the new file, never half of one."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    # not tempfile.mkstemp: its files are 0600; this one gets 0666 minus the umask, like the images
+    tmp = path.parent / f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             f.write(text)
         os.replace(tmp, path)
     except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        tmp.unlink(missing_ok=True)
         raise
 
 
@@ -145,13 +153,20 @@ def read_split(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray]:
     return np.asarray(videos, dtype=np.int32), np.asarray(frames, dtype=np.int32)
 
 
-def write_split(path: str | os.PathLike, videos: Iterable[int], counts: Mapping[int, int] | list[int]) -> None:
+def split_text(videos: Iterable[int], counts: Mapping[int, int] | list[int]) -> str:
     """The split list of ``videos``: frames ``FIRST_LISTED_FRAME .. n-1`` of each, ``counts`` by video number
     (a mapping, or a list where element ``v - 1`` is video ``v``'s count as in ``data.txt``)."""
     count = counts.get if isinstance(counts, Mapping) else (lambda v: counts[v - 1])
-    atomic_write_text(
-        path, "".join(f"{frame_name(v, f)}\n" for v in videos for f in range(FIRST_LISTED_FRAME, count(v)))
-    )
+    return "".join(f"{frame_name(v, f)}\n" for v in videos for f in range(FIRST_LISTED_FRAME, count(v)))
+
+
+def write_split(path: str | os.PathLike, videos: Iterable[int], counts: Mapping[int, int] | list[int]) -> None:
+    """Write :func:`split_text` to ``path``."""
+    atomic_write_text(path, split_text(videos, counts))
+
+
+def text_sha256(text: str) -> str:
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
 # --------------------------------------------------------------------------------------------- the root
@@ -201,6 +216,38 @@ class DatasetLayout:
     @property
     def test_list(self) -> Path:
         return self.split_dir / TEST_LIST
+
+    @property
+    def split_lists(self) -> dict[str, Path]:
+        return {"train": self.train_list, "test": self.test_list}
+
+    def _relative(self, path: Path) -> str:
+        return os.path.relpath(path.resolve(), self.root.resolve())
+
+    def split_record(self, texts: Mapping[str, str]) -> dict[str, dict[str, str]]:
+        """The ``meta.json`` record (:data:`SPLIT_LISTS_KEY`) of split lists written with ``texts`` by key."""
+        return {k: {"path": self._relative(self.split_lists[k]), "sha256": text_sha256(t)} for k, t in texts.items()}
+
+    def foreign_split_list(self, meta: Mapping[str, Any], key: str, new_text: str | None = None) -> str | None:
+        """Why the split list ``key`` ("train"/"test") on disk is not the one this dataset wrote, per ``meta``'s
+        record; None when it is (or equals ``new_text``), when it is absent, or when ``meta`` records nothing (a
+        dataset from before the record, or from another writer)."""
+        path = self.split_lists[key]
+        records = meta.get(SPLIT_LISTS_KEY)
+        if not path.is_file() or (records is None and meta):
+            return None
+        have = hashlib.sha256(path.read_bytes()).hexdigest()
+        entry = (records or {}).get(key)
+        if isinstance(entry, dict) and entry.get("path") == self._relative(path) and entry.get("sha256") == have:
+            return None
+        if new_text is not None and have == text_sha256(new_text):
+            return None
+        if isinstance(entry, dict) and entry.get("path") != self._relative(path):
+            return f"not the split list this dataset wrote (meta.json records it at {entry.get('path')})"
+        return (
+            f"not the split list this dataset wrote ({META_JSON} of {self.root} records another checksum or none): "
+            "another dataset's in the same folder, or edited"
+        )
 
     def make_folders(self) -> None:
         for kind in FRAME_FILES:
@@ -279,7 +326,7 @@ class DatasetLayout:
         return path
 
     def read_audio(self, video: int, frame: int) -> np.ndarray:
-        """float32 ``AUDIO_SMOOTH_SHAPE``."""
+        """float32 ``AUDIO_SMOOTH_SHAPE``, all finite."""
         path = self.audio_path(video, frame)
         try:
             windows = np.load(path)
@@ -287,6 +334,8 @@ class DatasetLayout:
             raise LayoutFileError(path, f"unreadable ({e})") from None
         if windows.shape != AUDIO_SMOOTH_SHAPE or windows.dtype != np.float32:
             raise LayoutFileError(path, f"expected float32 {AUDIO_SMOOTH_SHAPE}, got {windows.dtype} {windows.shape}")
+        if not np.isfinite(windows).all():
+            raise LayoutFileError(path, f"{int((~np.isfinite(windows)).sum())} non-finite value(s) (NaN or inf)")
         return windows
 
     # ------------------------------------------------------------------------------------ data.txt

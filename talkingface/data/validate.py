@@ -71,9 +71,10 @@ def validate_dataset(
 ) -> list[Problem]:
     """All problems found in the dataset at ``root`` (empty list: valid).
 
-    Checks meta.json (and the feature kind when given), data.txt, that every frame ``0..n-1`` of every video has
-    its image, landmarks and audio_smooth file with the right shape, that no extra files exist, that images
-    decode at the recorded size, and that the split lists name existing frames.
+        Checks meta.json (and the feature kind when given), data.txt, that every frame ``0..n-1`` of every video has
+        its image, landmarks and audio_smooth file with the right shape, that no extra files exist, that images
+        decode at the recorded size, and that the split lists name existing frames and are the ones the dataset wrote
+    (when ``meta.json`` records them).
     """
     layout = DatasetLayout(root, split_dir)
     problems: list[Problem] = []
@@ -121,10 +122,13 @@ def validate_dataset(
             message = _check_file(layout, kind, v, f, image_size)
             if message:
                 problems.append(Problem(str(layout.path(kind, v, f)), message))
-    for path in (layout.train_list, layout.test_list):
+    for key, path in layout.split_lists.items():
         if not path.is_file():
             problems.append(Problem(str(path), "split list missing"))
             continue
+        foreign = layout.foreign_split_list(meta, key) if meta is not None else None
+        if foreign:
+            problems.append(Problem(str(path), foreign))
         with open(path, encoding="utf-8") as f:
             for lineno, line in enumerate(f, 1):
                 line = line.strip()

@@ -7,13 +7,15 @@ per-video layout, moved into place when the video is done) and ``out/.done`` (on
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import hashlib
 import logging
 import multiprocessing
 import os
 import shutil
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,16 +23,20 @@ from typing import Any
 
 from tqdm import tqdm
 
-from talkingface.data.constants import DEFAULT_IMAGE_SIZE, FPS, SAMPLE_RATE
+from talkingface.data.constants import DEFAULT_IMAGE_SIZE, FPS, REFERENCE_MIN_DISTANCE, SAMPLE_RATE
 from talkingface.data.layout import (
     DONE_DIR,
+    FIRST_LISTED_FRAME,
     FRAME_FILES,
     JPEG_QUALITY,
+    LOCK_FILE,
+    SPLIT_LISTS_KEY,
     TMP_DIR,
     DatasetLayout,
+    atomic_write_text,
     read_json,
+    split_text,
     write_json,
-    write_split,
 )
 from talkingface.data.meta import audio_feature_spec, dataset_meta
 from talkingface.media.crop import CropConfig
@@ -44,7 +50,12 @@ from talkingface.media.windows import smooth_window
 log = logging.getLogger(__name__)
 
 DEFAULT_TEST_RATIO = 0.1
-_MARKER_FIELDS = ("source", "path", "audio", "frames", "missed_faces", "audio_seconds")
+_MARKER_FIELDS = ("source", "path", "audio", "frames", "missed_faces", "audio_seconds", "size", "mtime_ns")
+#: Fewest frames a video needs to contribute one training item (the split lists start at FIRST_LISTED_FRAME).
+MIN_FRAMES = FIRST_LISTED_FRAME + 1
+#: Below this many frames some frames have no reference frame REFERENCE_MIN_DISTANCE away (the dataset then
+#: uses the farthest one): such videos are kept, with a warning, and counted in the summary.
+SHORT_FRAMES = REFERENCE_MIN_DISTANCE + FIRST_LISTED_FRAME + 1
 
 
 @dataclass(frozen=True)
@@ -104,6 +115,7 @@ class VideoResult:
     audio_seconds: float = 0.0
     error: str | None = None
     warnings: list[str] = field(default_factory=list)
+    short: bool = False  # fewer than SHORT_FRAMES frames
 
 
 @dataclass
@@ -111,6 +123,7 @@ class BuildSummary:
     done: int = 0
     skipped: int = 0
     failed: int = 0
+    short: int = 0  # written videos shorter than the reference distance
     frames: int = 0
     missed_faces: int = 0
     audio_seconds: float = 0.0
@@ -224,6 +237,44 @@ def parse_shard(text: str | None) -> tuple[int, int]:
     return i, n
 
 
+@contextlib.contextmanager
+def run_lock(out: Path, shard_i: int = 0, shard_n: int = 1) -> Iterator[None]:
+    """Hold the lock of ``out`` for one run (raises PreprocessError naming the lock file at once when another run
+    holds it): exclusive for an unsharded run or ``finalize``; for shard ``i/n``, shared with the other shards and
+    exclusive for that shard. Concurrent runs would delete each other's ``.tmp/<v>``. ``fcntl.flock``: released
+    when the process ends, however it ends."""
+    out.mkdir(parents=True, exist_ok=True)
+    wanted = [(out / LOCK_FILE, fcntl.LOCK_EX if shard_n == 1 else fcntl.LOCK_SH)]
+    if shard_n > 1:
+        wanted.append((out / f"{LOCK_FILE}.shard-{shard_i}-of-{shard_n}", fcntl.LOCK_EX))
+    held: list[int] = []
+    try:
+        for path, mode in wanted:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+            held.append(fd)
+            try:
+                fcntl.flock(fd, mode | fcntl.LOCK_NB)
+            except BlockingIOError:
+                raise PreprocessError(
+                    path, "another run on this --out holds this lock; wait for it to end (or give another --out)"
+                ) from None
+        yield
+    finally:
+        for fd in reversed(held):
+            os.close(fd)
+
+
+@contextlib.contextmanager
+def _finalize_lock(out: Path) -> Iterator[None]:
+    """Serialise the index writes (meta.json, data.txt, split lists) of shards running side by side (blocking)."""
+    fd = os.open(out / f"{LOCK_FILE}.finalize", os.O_RDWR | os.O_CREAT, 0o666)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
+
+
 # --------------------------------------------------------------------------------------------- one video
 
 
@@ -267,6 +318,16 @@ def _write_frames(job: VideoJob, tmp: Path, options: BuildOptions, progress: boo
         progress=progress,
     )
     n = analysis.n_frames
+    if n < MIN_FRAMES:
+        raise PreprocessError(
+            job.video, f"{n} frame(s) at {options.fps:g} fps: needs at least {MIN_FRAMES} (frame 0 is never listed)"
+        )
+    warnings = list(analysis.warnings)
+    if n < SHORT_FRAMES:
+        warnings.append(
+            f"{job.video}: only {n} frames: frames have no reference frame {REFERENCE_MIN_DISTANCE} frames away "
+            f"(needs {SHORT_FRAMES}); the farthest frame is used"
+        )
     if precomputed is not None:
         windows = precomputed[:n]
     else:
@@ -285,16 +346,35 @@ def _write_frames(job: VideoJob, tmp: Path, options: BuildOptions, progress: boo
         frames=n,
         missed_faces=analysis.n_missing,
         audio_seconds=round(audio_seconds, 3),
-        warnings=analysis.warnings,
+        warnings=warnings,
+        short=n < SHORT_FRAMES,
     )
 
 
-def _commit(out: Path, tmp: Path, job: VideoJob, result: VideoResult, options: BuildOptions) -> None:
-    """Move a finished video's files into place, then write its done marker (the commit point)."""
+def source_stamp(video: Path) -> dict[str, int]:
+    """What a done marker records of its source file, to tell another file of the same name from it."""
+    st = video.stat()
+    return {"size": st.st_size, "mtime_ns": st.st_mtime_ns}
+
+
+def stale_marker(marker: dict[str, Any], video: Path) -> str | None:
+    """Why the finished video of ``marker`` was not made from ``video`` (None: it was, or the marker cannot tell)."""
+    stamp = source_stamp(video)
+    changed = [f"{k} {marker[k]} -> {v}" for k, v in stamp.items() if k in marker and marker[k] != v]
+    return ", ".join(changed) or None
+
+
+def _commit(
+    out: Path, tmp: Path, job: VideoJob, result: VideoResult, options: BuildOptions, replace: bool = False
+) -> None:
+    """Move a finished video's files into place (``replace``: first delete an older version's), then write its
+    done marker (the commit point)."""
     done_dir = out / DONE_DIR
     done_dir.mkdir(parents=True, exist_ok=True)
     moving = done_dir / f"{job.number}.moving"
     moving.touch()
+    if replace:
+        _remove_video_files(out, job.number)
     layout, staged = DatasetLayout(out), DatasetLayout(tmp)
     layout.make_folders()
     for kind in FRAME_FILES:
@@ -305,6 +385,7 @@ def _commit(out: Path, tmp: Path, job: VideoJob, result: VideoResult, options: B
         "source": job.video.name,
         "path": str(job.video.resolve()),
         "audio": str(job.audio.resolve()) if job.audio else None,
+        **source_stamp(job.video),
         "frames": result.frames,
         "missed_faces": result.missed_faces,
         "audio_seconds": result.audio_seconds,
@@ -318,17 +399,24 @@ def process_video(job: VideoJob, out: str | Path, options: BuildOptions, progres
     """Write one video into the dataset at ``out`` atomically; never raises for bad input (returns 'failed')."""
     out = Path(out)
     start = time.monotonic()
-    if (out / DONE_DIR / f"{job.number}.json").is_file():
-        return VideoResult(job.number, job.video.name, "skipped")
+    redo = None
+    marker = read_json(out / DONE_DIR / f"{job.number}.json")
+    if marker is not None:
+        changed = stale_marker(marker, job.video)
+        if changed is None:
+            return VideoResult(job.number, job.video.name, "skipped")
+        redo = f"{job.video}: not the file video {job.number} was made from ({changed}); redoing video {job.number}"
     tmp = out / TMP_DIR / str(job.number)
     shutil.rmtree(tmp, ignore_errors=True)
     if (out / DONE_DIR / f"{job.number}.moving").exists():
         _remove_video_files(out, job.number)
     try:
         result = _write_frames(job, tmp, options, progress)
-        _commit(out, tmp, job, result, options)
+        _commit(out, tmp, job, result, options, replace=redo is not None)
+        if redo:
+            result.warnings.insert(0, redo)
     except PreprocessError as e:
-        return VideoResult(job.number, job.video.name, "failed", error=str(e))
+        return VideoResult(job.number, job.video.name, "failed", error=str(e), warnings=[redo] if redo else [])
     except Exception as e:  # a crash on one video must not stop the others
         log.debug("unexpected error on %s", job.video, exc_info=True)
         return VideoResult(job.number, job.video.name, "failed", error=f"{job.video}: {type(e).__name__}: {e}")
@@ -430,19 +518,28 @@ def finalize(
             settings[key] = meta[key]
     max_v = max((int(v) for v in videos), default=0)
     counts = {v: int(markers[v]["frames"]) if v in markers else 0 for v in range(1, max_v + 1)}
-    meta = dataset_meta(settings, {str(k): videos[str(k)] for k in sorted(int(v) for v in videos)})
-    if settings:
-        layout.write_meta(meta)
-        layout.write_data_txt(counts[v] for v in range(1, max_v + 1))
     done_sources = {v: markers[v]["source"] for v in sorted(markers)}
+    texts: dict[str, str] = {}
     if done_sources:
         known = {int(v): e["source"] for v, e in videos.items() if isinstance(e, dict) and e.get("source")}
         train, test = split_videos(done_sources, split, known)
-        write_split(layout.train_list, train, counts)
-        write_split(layout.test_list, test, counts)
+        texts = {"train": split_text(train, counts), "test": split_text(test, counts)}
+    for key, path in layout.split_lists.items():  # before writing anything: never overwrite another's lists
+        problem = layout.foreign_split_list(meta, key, texts.get(key))
+        if problem:
+            raise PreprocessError(path, f"{problem}; give this dataset its own --split-dir, or delete the file")
+    for key, text in texts.items():
+        atomic_write_text(layout.split_lists[key], text)
+    if texts:
         log.info(
             "split: %d train videos %s, %d test videos %s -> %s", len(train), train, len(test), test, layout.split_dir
         )
+    record = layout.split_record(texts) if texts else dict(meta.get(SPLIT_LISTS_KEY) or {})
+    videos_sorted = {str(k): videos[str(k)] for k in sorted(int(v) for v in videos)}
+    meta = dataset_meta(settings, videos_sorted, **{SPLIT_LISTS_KEY: record})
+    if settings:
+        layout.write_meta(meta)
+        layout.write_data_txt(counts[v] for v in range(1, max_v + 1))
     return meta
 
 
@@ -473,16 +570,32 @@ def build_dataset(
     check_settings(out, options)
     make_backend_check = _backend(options)  # fail early on a bad backend setup (missing model, transformers)
     del make_backend_check
-    numbers = assign_numbers(out, videos)
     shard_i, shard_n = parse_shard(shard)
+    with run_lock(out, shard_i, shard_n):
+        return _build_locked(videos, out, options, audio_path, workers, shard_i, shard_n, split, progress, started)
+
+
+def _build_locked(
+    videos: list[Path],
+    out: Path,
+    options: BuildOptions,
+    audio_path: Path | None,
+    workers: int,
+    shard_i: int,
+    shard_n: int,
+    split: SplitOptions,
+    progress: bool,
+    started: float,
+) -> BuildSummary:
+    numbers = assign_numbers(out, videos)
     jobs = [
         VideoJob(numbers[v], v, audio_for(v, audio_path, len(videos)))
         for v in videos
         if (numbers[v] - 1) % shard_n == shard_i
     ]
-    out.mkdir(parents=True, exist_ok=True)
     sources = {numbers[v]: v.name for v in videos}
-    finalize(out, split, sources=sources, settings=options.settings())  # records the numbering before any work
+    with _finalize_lock(out):  # records the numbering before any work
+        finalize(out, split, sources=sources, settings=options.settings())
     summary = BuildSummary()
     failures: dict[int, str] = {}
 
@@ -499,6 +612,7 @@ def build_dataset(
             summary.skipped += 1
             return
         summary.done += 1
+        summary.short += result.short
         summary.frames += result.frames
         summary.missed_faces += result.missed_faces
         summary.audio_seconds += result.audio_seconds
@@ -516,7 +630,8 @@ def build_dataset(
                 for future in as_completed(futures):
                     account(future.result())
                     bar.update(1)
-    finalize(out, split, failures=failures, sources=sources, settings=options.settings())
+    with _finalize_lock(out):
+        finalize(out, split, failures=failures, sources=sources, settings=options.settings())
     try:
         (out / TMP_DIR).rmdir()  # only when empty: other shards may still be working
     except OSError:
@@ -524,13 +639,15 @@ def build_dataset(
     summary.seconds = time.monotonic() - started
     log.info(
         "summary: %d videos written, %d skipped (already done), %d failed; %d frames, %d frames without a face "
-        "(filled), %.1f s of audio; %.1f s",
+        "(filled), %.1f s of audio; %d shorter than the reference distance (%d frames); %.1f s",
         summary.done,
         summary.skipped,
         summary.failed,
         summary.frames,
         summary.missed_faces,
         summary.audio_seconds,
+        summary.short,
+        SHORT_FRAMES,
         summary.seconds,
     )
     for source, error in summary.failures.items():

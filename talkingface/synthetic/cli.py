@@ -43,7 +43,12 @@ def build_parser() -> ArgumentParser:
     p.add_argument("--no-videos", action="store_true", help="skip the mp4 files (layout only)")
     p.add_argument("--size", type=int, default=DEFAULT_CROP_SIZE, help="saved face-crop side of the layout")
     p.add_argument("--frame-size", type=int, default=DEFAULT_FRAME_SIZE, help="video frame side")
-    p.add_argument("--test-identities", type=int, default=2, help="identities held out in data_test.txt")
+    p.add_argument(
+        "--test-identities",
+        type=int,
+        help="identities held out in data_test.txt (default: a quarter, at least 1 and at most 2, "
+        "always leaving one for training: 1 of 2, 2 of 8, none of 1)",
+    )
     p.add_argument("--no-progress", action="store_true")
     return p
 
@@ -56,9 +61,16 @@ def check_args(args: argparse.Namespace) -> tuple[str, str] | None:
         return "--seconds", "must be > 0"
     if not args.layout and args.no_videos:
         return "--no-videos", "nothing to write without --layout"
-    if args.layout and not 0 <= args.test_identities < args.identities:
+    if args.layout and not 0 <= held_out_identities(args) < args.identities:
         return "--test-identities", "must be in [0, --identities)"
     return None
+
+
+def held_out_identities(args: argparse.Namespace) -> int:
+    """``--test-identities``, or its default: ``identities // 4`` clipped to [1, 2], leaving one to train on."""
+    if args.test_identities is not None:
+        return args.test_identities
+    return min(2, max(1, args.identities // 4), args.identities - 1)
 
 
 def generate(args: argparse.Namespace) -> Path:
@@ -73,7 +85,7 @@ def generate(args: argparse.Namespace) -> Path:
             write_layout_video(root, v, clip, args.size)
         counts.append(clip.n_frames)
     if args.layout:
-        test = list(range(args.identities - args.test_identities + 1, args.identities + 1))
+        test = list(range(args.identities - held_out_identities(args) + 1, args.identities + 1))
         write_layout_meta(root, counts, args.size, test, BACKEND_KINDS["mel"], out)
     log.info("wrote %d clips (%d frames) to %s", len(counts), sum(counts), out)
     return out
