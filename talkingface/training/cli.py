@@ -72,6 +72,12 @@ def build_parser() -> ArgumentParser:
     p.add_argument("-f", "--postfix", default="", help="suffix of the run folder name")
     p.add_argument("-l", "--logdir", default="logs", help="folder that holds the run folders")
     p.add_argument("--run-dir", "--run_dir", default=None, help="use exactly this run folder (multi-node: same on all)")
+    p.add_argument(
+        "--overwrite-run",
+        "--overwrite_run",
+        action="store_true",
+        help="start a new run in a --run-dir that holds one (its configs/ and checkpoints/ are deleted)",
+    )
     p.add_argument("-r", "--resume", default=None, help="continue a run: its folder or a checkpoint in it")
     p.add_argument("-s", "--seed", type=int, default=None, help="seed (default: train.seed of the config)")
     p.add_argument(
@@ -118,6 +124,8 @@ def parse_args(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
         parser.error(f"unrecognized arguments: {' '.join(unknown)}")
     if args.name and args.resume:
         parser.error("argument -n/--name: cannot be combined with --resume (a resumed run keeps its folder)")
+    if args.overwrite_run and args.resume:
+        parser.error("argument --overwrite-run: cannot be combined with --resume (a resumed run keeps its files)")
     return args, overrides
 
 

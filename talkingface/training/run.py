@@ -28,7 +28,14 @@ from talkingface.training.data import DataCheckError, build_datamodule, check_da
 from talkingface.training.devices import DeviceSpec, build_strategy, device_spec
 from talkingface.training.lr import scaled_learning_rate
 from talkingface.training.module import LatentDiffusion
-from talkingface.training.run_dir import RUN_DIR_ENV, RunPaths, new_run_name, resolve_resume, write_snapshot
+from talkingface.training.run_dir import (
+    RUN_DIR_ENV,
+    RunPaths,
+    claim_run_dir,
+    new_run_name,
+    resolve_resume,
+    write_snapshot,
+)
 from talkingface.training.speed import compile_unet, set_tf32
 
 log = logging.getLogger("talkingface.training")
@@ -158,6 +165,8 @@ def run_training(args: Any, overrides: list[str], argv: list[str], extra_callbac
             or Path(args.logdir) / new_run_name(args.base, args.name, args.postfix)
         )
         paths = RunPaths(Path(root))
+        if rank_zero_only.rank == 0:
+            claim_run_dir(paths, overwrite=args.overwrite_run)
     if rank_zero_only.rank == 0:
         write_snapshot(paths, cfg, ["trainer/DiffTalkTrainer.py", *argv])
         log.info("run folder %s", paths.root)

@@ -1,0 +1,89 @@
+"""The trainer refuses what would lose work or silently do nothing, with one ``error:`` line and exit status 2."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+from test_train_support import TINY_CONFIG, tiny_overrides, write_dataset
+
+from talkingface.training.cli import main
+
+
+@pytest.fixture(scope="module")
+def data_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return write_dataset(tmp_path_factory.mktemp("train_data"))
+
+
+def _fake_run(run: Path) -> dict[Path, bytes]:
+    """A run folder as a previous run leaves it (contents are placeholders)."""
+    files = {
+        run / "configs" / "config.yaml": b"old config\n",
+        run / "configs" / "command.txt": b"old command\n",
+        run / "checkpoints" / "last.ckpt": b"old checkpoint",
+        run / "checkpoints" / "difftalk_ema.safetensors": b"old export",
+    }
+    for path, data in files.items():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(data)
+    return files
+
+
+@pytest.mark.parametrize("flag", ["--run-dir", "--run_dir"])
+def test_new_run_into_an_existing_run_folder_is_refused(
+    data_root: Path, tmp_path: Path, capsys: Any, flag: str
+) -> None:
+    run = tmp_path / "run"
+    files = _fake_run(run)
+    capsys.readouterr()
+    rc = main(["--base", str(TINY_CONFIG), "-t", flag, str(run), *tiny_overrides(data_root, **{"train.max_steps": 1})])
+    err = capsys.readouterr().err
+    assert rc == 2
+    assert err.count("error:") == 1 and len(err.strip().splitlines()) == 1, err
+    assert str(run) in err and "--resume" in err and "--overwrite-run" in err
+    for path, data in files.items():
+        assert path.read_bytes() == data, path  # nothing overwritten
+
+
+def test_overwrite_run_starts_over_in_an_existing_run_folder(data_root: Path, tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    _fake_run(run)
+    (run / "checkpoints" / "step-000000050.ckpt").write_bytes(b"stale")
+    extra = {"train.max_steps": 1}
+    assert (
+        main(
+            [
+                "--base",
+                str(TINY_CONFIG),
+                "-t",
+                "--run-dir",
+                str(run),
+                "--overwrite-run",
+                *tiny_overrides(data_root, **extra),
+            ]
+        )
+        == 0
+    )
+    assert (run / "checkpoints" / "last.ckpt").read_bytes() != b"old checkpoint"
+    assert not (run / "checkpoints" / "step-000000050.ckpt").exists()  # no stale checkpoint of the old run
+    assert "old command" not in (run / "configs" / "command.txt").read_text()
+
+
+def test_an_empty_run_folder_is_fine(data_root: Path, tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    run.mkdir()
+    assert (
+        main(
+            [
+                "--base",
+                str(TINY_CONFIG),
+                "-t",
+                "--run-dir",
+                str(run),
+                *tiny_overrides(data_root, **{"train.max_steps": 1}),
+            ]
+        )
+        == 0
+    )
+    assert (run / "checkpoints" / "last.ckpt").is_file()
