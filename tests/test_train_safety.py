@@ -87,3 +87,24 @@ def test_an_empty_run_folder_is_fine(data_root: Path, tmp_path: Path) -> None:
         == 0
     )
     assert (run / "checkpoints" / "last.ckpt").is_file()
+
+
+@pytest.mark.parametrize(("batch", "devices", "samples"), [(12, 1, "11"), (7, 2, "6")])
+def test_batch_larger_than_the_training_set_is_refused_at_start(
+    data_root: Path, tmp_path: Path, capsys: Any, batch: int, devices: int, samples: str
+) -> None:
+    """11 training samples (frames 1-11 of video 1); the loader drops incomplete batches: no step would ever run."""
+    overrides = tiny_overrides(data_root, **{"train.max_steps": 1, "data.batch_size": batch})
+    capsys.readouterr()
+    rc = main(["--base", str(TINY_CONFIG), "-t", "-l", str(tmp_path / "logs"), "--devices", str(devices), *overrides])
+    err = capsys.readouterr().err
+    assert rc == 2
+    assert err.count("error:") == 1 and "data.batch_size" in err and f"({batch})" in err and "11 training" in err, err
+    assert f"{samples} per process" in err
+    assert not (tmp_path / "logs").exists()  # nothing started
+
+
+def test_a_batch_as_large_as_the_training_set_trains(data_root: Path, tmp_path: Path) -> None:
+    overrides = tiny_overrides(data_root, **{"train.max_steps": 1, "data.batch_size": 11})
+    assert main(["--base", str(TINY_CONFIG), "-t", "--run-dir", str(tmp_path / "run"), *overrides]) == 0
+    assert (tmp_path / "run" / "checkpoints" / "last.ckpt").is_file()

@@ -24,7 +24,7 @@ from talkingface.model.image_driven_talkingface.DiffTalk.config import (
 from talkingface.model.image_driven_talkingface.DiffTalk.loader import resolve_path
 from talkingface.training.callbacks import ImageLogger, LastCheckpoint, SlimExport, ThroughputMonitor
 from talkingface.training.checkpoint_io import AtomicCheckpointIO
-from talkingface.training.data import DataCheckError, build_datamodule, check_dataset
+from talkingface.training.data import DataCheckError, build_datamodule, check_batch_fits, check_dataset
 from talkingface.training.devices import DeviceSpec, build_strategy, device_spec
 from talkingface.training.lr import scaled_learning_rate
 from talkingface.training.module import LatentDiffusion
@@ -144,6 +144,7 @@ def run_training(args: Any, overrides: list[str], argv: list[str], extra_callbac
 
     spec = device_spec(args.gpus, args.devices, args.num_nodes, args.strategy)
     meta = check_dataset(cfg)  # fails early
+    check_batch_fits(cfg, spec.world_size)
     cfg = with_audio_feature_kind(cfg, meta["audio_feature"]["kind"])  # the checkpoint records what the model eats
     lr = scaled_learning_rate(
         cfg.model.base_learning_rate,
