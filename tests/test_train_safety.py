@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import signal
 from pathlib import Path
 from typing import Any
 
 import pytest
+import pytorch_lightning as pl
 from test_train_support import TINY_CONFIG, tiny_overrides, write_dataset
 
 from talkingface.training.cli import main
@@ -108,3 +110,26 @@ def test_a_batch_as_large_as_the_training_set_trains(data_root: Path, tmp_path: 
     overrides = tiny_overrides(data_root, **{"train.max_steps": 1, "data.batch_size": 11})
     assert main(["--base", str(TINY_CONFIG), "-t", "--run-dir", str(tmp_path / "run"), *overrides]) == 0
     assert (tmp_path / "run" / "checkpoints" / "last.ckpt").is_file()
+
+
+class _SignalTwice(pl.Callback):
+    """Sends the signal twice during one step, as an impatient operator or a scheduler's second SIGTERM would."""
+
+    def __init__(self, signum: int) -> None:
+        self.signum = signum
+
+    def on_train_batch_start(self, trainer: pl.Trainer, *args: Any) -> None:
+        if trainer.global_step == 1:
+            signal.raise_signal(self.signum)
+            signal.raise_signal(self.signum)
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+def test_a_second_signal_exits_at_once_with_128_plus_the_signal(data_root: Path, tmp_path: Path, signum: int) -> None:
+    before = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGINT)}
+    overrides = tiny_overrides(data_root, **{"train.max_steps": 5})
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--base", str(TINY_CONFIG), "-t", "--run-dir", str(tmp_path / "run"), *overrides], [_SignalTwice(signum)])
+    assert exit_info.value.code == 128 + signum  # Lightning's SIGTERMException would exit with status 0
+    assert not (tmp_path / "run" / "checkpoints" / "last.ckpt").exists()  # at once: no checkpoint after the step
+    assert {s: signal.getsignal(s) for s in before} == before  # handlers restored
