@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import argparse
+import shutil
 import signal
 from pathlib import Path
 from typing import Any
 
 import pytest
 import pytorch_lightning as pl
+import torch
 from test_train_support import TINY_CONFIG, tiny_overrides, write_dataset
 
 from talkingface.training.cli import main
@@ -133,3 +136,46 @@ def test_a_second_signal_exits_at_once_with_128_plus_the_signal(data_root: Path,
     assert exit_info.value.code == 128 + signum  # Lightning's SIGTERMException would exit with status 0
     assert not (tmp_path / "run" / "checkpoints" / "last.ckpt").exists()  # at once: no checkpoint after the step
     assert {s: signal.getsignal(s) for s in before} == before  # handlers restored
+
+
+@pytest.fixture(scope="module")
+def trained_run(data_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A finished 2-step run with ``step-000000001.ckpt``, ``step-000000002.ckpt`` and ``last.ckpt``."""
+    run = tmp_path_factory.mktemp("trained") / "run"
+    overrides = tiny_overrides(data_root, **{"train.max_steps": 2, "train.checkpoint_every_n_steps": 1})
+    assert main(["--base", str(TINY_CONFIG), "-t", "--run-dir", str(run), *overrides]) == 0
+    return run
+
+
+def _one_error_line(err: str) -> str:
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: "), err
+    return lines[0]
+
+
+def test_resume_from_a_truncated_checkpoint_names_it_and_the_newest_intact_one(
+    trained_run: Path, tmp_path: Path, capsys: Any
+) -> None:
+    run = tmp_path / "run"
+    shutil.copytree(trained_run, run)
+    ckpts = run / "checkpoints"
+    for name in ("last.ckpt", "step-000000002.ckpt"):  # a disk full, a copy cut short
+        data = (ckpts / name).read_bytes()
+        (ckpts / name).write_bytes(data[: len(data) // 2])
+    capsys.readouterr()
+    assert main(["--resume", str(run), "-t"]) == 2
+    line = _one_error_line(capsys.readouterr().err)
+    assert str(ckpts / "last.ckpt") in line and f"--resume {ckpts / 'step-000000001.ckpt'}" in line, line
+
+
+def test_resume_refuses_a_checkpoint_that_needs_full_unpickling_in_one_line(
+    trained_run: Path, tmp_path: Path, capsys: Any
+) -> None:
+    run = tmp_path / "run"
+    shutil.copytree(trained_run, run)
+    evil = run / "checkpoints" / "evil.ckpt"
+    torch.save({"state_dict": {}, "payload": argparse.Namespace(x=1)}, evil)  # not loadable with weights_only=True
+    capsys.readouterr()
+    assert main(["--resume", str(evil), "-t"]) == 2
+    line = _one_error_line(capsys.readouterr().err)
+    assert str(evil) in line and "weights_only" in line, line
