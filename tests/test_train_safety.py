@@ -13,6 +13,7 @@ import pytorch_lightning as pl
 import torch
 from test_train_support import TINY_CONFIG, tiny_overrides, write_dataset
 
+from talkingface.model.image_driven_talkingface.DiffTalk.config import ConfigError, load_config
 from talkingface.training.cli import main
 
 
@@ -179,3 +180,21 @@ def test_resume_refuses_a_checkpoint_that_needs_full_unpickling_in_one_line(
     assert main(["--resume", str(evil), "-t"]) == 2
     line = _one_error_line(capsys.readouterr().err)
     assert str(evil) in line and "weights_only" in line, line
+
+
+@pytest.mark.parametrize("flag", ["--base", "--options"])
+def test_a_yaml_python_tag_is_one_error_line_and_never_runs(tmp_path: Path, capsys: Any, flag: str) -> None:
+    marker = tmp_path / "ran"
+    evil = tmp_path / "evil.yaml"
+    evil.write_text(f'model: !!python/object/apply:os.system ["touch {marker}"]\n')
+    with pytest.raises(ConfigError, match="evil.yaml"):
+        load_config(evil)
+    capsys.readouterr()
+    try:
+        rc = main([flag, str(evil), "-l", str(tmp_path / "logs")])
+    except SystemExit as exit_info:  # argparse's way out (--options)
+        rc = exit_info.code
+    assert rc == 2
+    line = _one_error_line(capsys.readouterr().err)
+    assert str(evil) in line and "python/object/apply" in line, line
+    assert not marker.exists()

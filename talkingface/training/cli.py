@@ -17,11 +17,12 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import yaml
 from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from talkingface.cli_support import ArgumentParser, report, split_overrides
-from talkingface.model.image_driven_talkingface.DiffTalk.config import ConfigError
+from talkingface.model.image_driven_talkingface.DiffTalk.config import ConfigError, yaml_problem
 from talkingface.training.data import DataCheckError
 from talkingface.training.devices import DeviceSpecError
 from talkingface.training.run import run_training
@@ -100,6 +101,8 @@ def _apply_options_file(parser: ArgumentParser, path: str) -> None:
         values = OmegaConf.to_container(OmegaConf.load(path))
     except OmegaConfBaseException as err:
         parser.error(f"argument --options: {path}: {err}")
+    except yaml.YAMLError as err:  # e.g. a !!python tag: refused by the safe loader, never executed
+        parser.error(f"argument --options: {path}: invalid YAML: {yaml_problem(err)}")
     if not isinstance(values, dict):
         parser.error(f"argument --options: {path}: expected a mapping of flag names to values")
     known = {a.dest for a in parser._actions}
