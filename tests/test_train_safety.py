@@ -15,6 +15,7 @@ from test_train_support import TINY_CONFIG, tiny_overrides, write_dataset
 
 from talkingface.model.image_driven_talkingface.DiffTalk.config import ConfigError, load_config
 from talkingface.training.cli import main
+from talkingface.training.export import main as export_main
 
 
 @pytest.fixture(scope="module")
@@ -198,3 +199,20 @@ def test_a_yaml_python_tag_is_one_error_line_and_never_runs(tmp_path: Path, caps
     line = _one_error_line(capsys.readouterr().err)
     assert str(evil) in line and "python/object/apply" in line, line
     assert not marker.exists()
+
+
+def test_export_takes_the_trust_checkpoint_flag_its_refusal_suggests(
+    trained_run: Path, tmp_path: Path, capsys: Any
+) -> None:
+    ckpt = torch.load(trained_run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
+    ckpt["payload"] = argparse.Namespace(x=1)  # needs full unpickling
+    pickled = tmp_path / "pickled.ckpt"
+    torch.save(ckpt, pickled)
+    out = tmp_path / "out" / "difftalk.safetensors"
+    capsys.readouterr()
+    assert export_main([str(pickled), str(out)]) == 2
+    line = _one_error_line(capsys.readouterr().err)
+    assert str(pickled) in line and "--trust-checkpoint" in line, line
+    assert not out.exists()
+    assert export_main([str(pickled), str(out), "--trust-checkpoint"]) == 0
+    assert out.is_file() and out.with_suffix(".yaml").is_file()
