@@ -57,6 +57,8 @@ def test_overwrite_run_starts_over_in_an_existing_run_folder(data_root: Path, tm
     run = tmp_path / "run"
     _fake_run(run)
     (run / "checkpoints" / "step-000000050.ckpt").write_bytes(b"stale")
+    (run / "tensorboard").mkdir()
+    (run / "tensorboard" / "events.out.tfevents.old").write_bytes(b"old curves")
     extra = {"train.max_steps": 1}
     assert (
         main(
@@ -74,6 +76,7 @@ def test_overwrite_run_starts_over_in_an_existing_run_folder(data_root: Path, tm
     )
     assert (run / "checkpoints" / "last.ckpt").read_bytes() != b"old checkpoint"
     assert not (run / "checkpoints" / "step-000000050.ckpt").exists()  # no stale checkpoint of the old run
+    assert not (run / "tensorboard" / "events.out.tfevents.old").exists()
     assert "old command" not in (run / "configs" / "command.txt").read_text()
 
 

@@ -77,7 +77,7 @@ def build_parser() -> ArgumentParser:
         "--overwrite-run",
         "--overwrite_run",
         action="store_true",
-        help="start a new run in a --run-dir that holds one (its configs/ and checkpoints/ are deleted)",
+        help="start a new run in a --run-dir that holds one (the old run's files are deleted)",
     )
     p.add_argument("-r", "--resume", default=None, help="continue a run: its folder or a checkpoint in it")
     p.add_argument("-s", "--seed", type=int, default=None, help="seed (default: train.seed of the config)")

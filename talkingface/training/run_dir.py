@@ -92,8 +92,8 @@ def holds_a_run(paths: RunPaths) -> bool:
 def claim_run_dir(paths: RunPaths, overwrite: bool = False) -> None:
     """Make sure a new run does not silently overwrite another run's files.
 
-    An existing run in ``paths.root`` is refused unless ``overwrite``; then its ``configs/`` and ``checkpoints/``
-    are removed first, so that no checkpoint or command line of the old run is mistaken for the new run's.
+    An existing run in ``paths.root`` is refused unless ``overwrite``; then its ``configs/``, ``checkpoints/``,
+    ``images/`` and ``tensorboard/`` are removed first, so that nothing of the old run is mistaken for the new run's.
 
     Raises:
         RunDirError: the folder holds a run and ``overwrite`` is false.
@@ -103,9 +103,9 @@ def claim_run_dir(paths: RunPaths, overwrite: bool = False) -> None:
     if not overwrite:
         raise RunDirError(
             f"--run-dir {paths.root}: already holds a run (configs/, checkpoints/); continue it with "
-            f"--resume {paths.root}, or pass --overwrite-run to start a new run there (its checkpoints are deleted)"
+            f"--resume {paths.root}, or pass --overwrite-run to start a new run there (the old run's files are deleted)"
         )
-    for folder in (paths.config_dir, paths.ckpt_dir):
+    for folder in (paths.config_dir, paths.ckpt_dir, paths.root / "images", paths.root / "tensorboard"):
         shutil.rmtree(folder, ignore_errors=True)
 
 
