@@ -92,7 +92,8 @@ class ImageLogger(pl.Callback):
 class LastCheckpoint(pl.Callback):
     """Owns ``last.ckpt``: written every ``every_n_steps`` optimizer steps, when training ends, and on SIGTERM /
     SIGINT. A signal lets the current step finish, then ``last.ckpt`` is written and training stops; all ranks stop
-    at the same step (the flag is reduced across processes). A second signal acts as usual (immediate exit).
+    at the same step (the flag is reduced across processes). A second signal exits at once (``SystemExit`` with
+    status 128 + signal; Lightning's own handlers would exit with 0 for SIGTERM and 1 for SIGINT).
     """
 
     SIGNALS = (signal.SIGTERM, signal.SIGINT)
@@ -101,14 +102,18 @@ class LastCheckpoint(pl.Callback):
         self.ckpt_path = Path(ckpt_path)
         self.every_n_steps = every_n_steps
         self.received: int | None = None
+        self._signalled = False  # this process got a signal (``received`` may also come from another rank)
         self._saved_step = -1
         self._previous: dict[int, Any] = {}
 
     def _handler(self, signum: int, frame: FrameType | None) -> None:
-        self.received = signum
         name = signal.Signals(signum).name
+        if self._signalled:  # the second signal: no checkpoint, exit status 128 + signal (as the shell reports it)
+            log.warning("received %s again: exiting now without a checkpoint", name)
+            raise SystemExit(128 + int(signum))
+        self._signalled = True
+        self.received = signum
         log.warning("received %s: saving a checkpoint after this step (send it again to exit now)", name)
-        signal.signal(signum, self._previous.get(signum, signal.SIG_DFL))
 
     def _install(self) -> None:
         for sig in self.SIGNALS:
@@ -131,6 +136,7 @@ class LastCheckpoint(pl.Callback):
 
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self.received = None
+        self._signalled = False
         self._saved_step = trainer.global_step  # a resumed run starts from this very checkpoint
         self._install()
 

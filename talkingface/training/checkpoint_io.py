@@ -1,8 +1,13 @@
-"""Atomic checkpoint writes: a crash or a kill while saving never leaves a truncated ``last.ckpt``."""
+"""Atomic checkpoint writes (a crash or a kill while saving never leaves a truncated ``last.ckpt``) and checkpoint
+reads that fail with one message naming the file."""
 
 from __future__ import annotations
 
 import os
+import pickle
+import re
+import zipfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -10,9 +15,35 @@ import torch
 from lightning_fabric.utilities.cloud_io import _is_local_file_protocol
 from pytorch_lightning.plugins.io import TorchCheckpointIO
 
+from talkingface.training.run_dir import RunDirError
+
+_STEP_CKPT = re.compile(r"^step-(\d+)\.ckpt$")
+
+
+def is_intact(path: Path) -> bool:
+    """A torch checkpoint is a zip archive: a truncated one has lost its central directory (read at the end)."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            return bool(archive.namelist())
+    except (OSError, zipfile.BadZipFile):
+        return False
+
+
+def newest_intact_step_checkpoint(folder: Path, other_than: Path | None = None) -> Path | None:
+    """The ``step-N.ckpt`` in ``folder`` with the largest N that reads as an intact archive."""
+    found = [(int(m.group(1)), p) for p in folder.glob("step-*.ckpt") if (m := _STEP_CKPT.match(p.name))]
+    for _, path in sorted(found, reverse=True):
+        if path != other_than and is_intact(path):
+            return path
+    return None
+
 
 class AtomicCheckpointIO(TorchCheckpointIO):
-    """Writes ``<name>.tmp`` next to the target, fsyncs it, then renames it over the target (same folder)."""
+    """Writes ``<name>.tmp`` next to the target, fsyncs it, then renames it over the target (same folder).
+
+    Reading a checkpoint that is damaged, or that needs full unpickling while ``weights_only=True``, raises
+    :class:`RunDirError` with one line naming the file (and, for a damaged one, the newest intact ``step-N.ckpt``).
+    """
 
     def save_checkpoint(self, checkpoint: dict[str, Any], path: str | os.PathLike, storage_options: Any = None) -> None:
         if storage_options is not None:
@@ -30,3 +61,31 @@ class AtomicCheckpointIO(TorchCheckpointIO):
             os.replace(tmp, path)
         finally:
             tmp.unlink(missing_ok=True)
+
+    def load_checkpoint(
+        self,
+        path: str | os.PathLike,
+        map_location: Callable | None = lambda storage, loc: storage,
+        weights_only: bool | None = None,
+    ) -> dict[str, Any]:
+        try:
+            return super().load_checkpoint(path, map_location=map_location, weights_only=weights_only)
+        except FileNotFoundError:
+            raise
+        except pickle.UnpicklingError as err:
+            found = re.search(r"Unsupported global: GLOBAL (\S+)", str(err))
+            reason = f" (it needs {found.group(1)})" if found else ""
+            raise RunDirError(
+                f"{path}: refused: it holds Python objects beyond tensors and plain containers{reason}, and "
+                "checkpoints are loaded with weights_only=True; resume only from checkpoints this trainer wrote"
+            ) from None
+        except Exception as err:  # noqa: BLE001 - a damaged file: name it and the way out
+            if not _is_local_file_protocol(str(path)):
+                raise
+            reason = str(err).split(". ")[0].rstrip(".") if str(err) else type(err).__name__
+            problem = "truncated or damaged" if not is_intact(Path(path)) else "cannot be read"
+            other = newest_intact_step_checkpoint(Path(path).parent, other_than=Path(path))
+            hint = (
+                f"resume from the newest intact one: --resume {other}" if other else "no intact step-N.ckpt beside it"
+            )
+            raise RunDirError(f"{path}: checkpoint {problem} ({reason}); {hint}") from None

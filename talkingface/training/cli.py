@@ -17,11 +17,12 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import yaml
 from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from talkingface.cli_support import ArgumentParser, report, split_overrides
-from talkingface.model.image_driven_talkingface.DiffTalk.config import ConfigError
+from talkingface.model.image_driven_talkingface.DiffTalk.config import ConfigError, yaml_problem
 from talkingface.training.data import DataCheckError
 from talkingface.training.devices import DeviceSpecError
 from talkingface.training.run import run_training
@@ -72,6 +73,12 @@ def build_parser() -> ArgumentParser:
     p.add_argument("-f", "--postfix", default="", help="suffix of the run folder name")
     p.add_argument("-l", "--logdir", default="logs", help="folder that holds the run folders")
     p.add_argument("--run-dir", "--run_dir", default=None, help="use exactly this run folder (multi-node: same on all)")
+    p.add_argument(
+        "--overwrite-run",
+        "--overwrite_run",
+        action="store_true",
+        help="start a new run in a --run-dir that holds one (the old run's files are deleted)",
+    )
     p.add_argument("-r", "--resume", default=None, help="continue a run: its folder or a checkpoint in it")
     p.add_argument("-s", "--seed", type=int, default=None, help="seed (default: train.seed of the config)")
     p.add_argument(
@@ -94,6 +101,8 @@ def _apply_options_file(parser: ArgumentParser, path: str) -> None:
         values = OmegaConf.to_container(OmegaConf.load(path))
     except OmegaConfBaseException as err:
         parser.error(f"argument --options: {path}: {err}")
+    except yaml.YAMLError as err:  # e.g. a !!python tag: refused by the safe loader, never executed
+        parser.error(f"argument --options: {path}: invalid YAML: {yaml_problem(err)}")
     if not isinstance(values, dict):
         parser.error(f"argument --options: {path}: expected a mapping of flag names to values")
     known = {a.dest for a in parser._actions}
@@ -118,6 +127,8 @@ def parse_args(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
         parser.error(f"unrecognized arguments: {' '.join(unknown)}")
     if args.name and args.resume:
         parser.error("argument -n/--name: cannot be combined with --resume (a resumed run keeps its folder)")
+    if args.overwrite_run and args.resume:
+        parser.error("argument --overwrite-run: cannot be combined with --resume (a resumed run keeps its files)")
     return args, overrides
 
 

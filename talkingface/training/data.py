@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from talkingface.data.latent_cache import LatentCacheError, check_latent_cache
+from talkingface.data.layout import read_split
 from talkingface.data.meta import DatasetMetaError, check_feature_kind
 from talkingface.model.image_driven_talkingface.DiffTalk.config import DiffTalkConfig
 
@@ -80,3 +81,28 @@ def check_dataset(cfg: DiffTalkConfig) -> dict[str, Any]:
             raise DataCheckError(f"latent cache check failed: {err}") from None
     log.info("dataset %s: audio features %s, splits %s / %s", root, meta["audio_feature"], d.train_list, d.val_list)
     return meta
+
+
+def check_batch_fits(cfg: DiffTalkConfig, world_size: int) -> int:
+    """The number of training samples; each process must get at least one full batch of them.
+
+    The training loader drops the last incomplete batch and the distributed sampler gives each of the ``world_size``
+    processes ``ceil(samples / world_size)`` samples, so a larger ``data.batch_size`` would train zero steps.
+
+    Raises:
+        DataCheckError: naming the batch size and the number of samples.
+    """
+    try:
+        samples = len(read_split(cfg.data.train_list)[0])
+    except DatasetMetaError as err:
+        raise DataCheckError(f"dataset check failed: {err}") from None
+    per_process = -(-samples // world_size)
+    batch = cfg.data.batch_size
+    if batch > per_process:
+        spread = f" ({samples} over {world_size} processes)" if world_size > 1 else ""
+        raise DataCheckError(
+            f"data.batch_size ({batch}) is larger than the {samples} training samples of {cfg.data.train_list}: "
+            f"{per_process} per process{spread}; incomplete batches are dropped, so not one step would run. "
+            "Lower data.batch_size or add training data"
+        )
+    return samples

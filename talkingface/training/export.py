@@ -60,9 +60,12 @@ def export_slim(module: Any, path: str | Path) -> Path:
     return out
 
 
-def export_checkpoint(ckpt: str | Path, out: str | Path) -> Path:
-    """Slim-export a trainer checkpoint (it must hold ``difftalk_config``, as every trainer checkpoint does)."""
-    raw = load_checkpoint_file(ckpt)
+def export_checkpoint(ckpt: str | Path, out: str | Path, trust_checkpoint: bool = False) -> Path:
+    """Slim-export a trainer checkpoint (it must hold ``difftalk_config``, as every trainer checkpoint does).
+
+    ``trust_checkpoint``: allow a file that needs full unpickling (it can run code: only for files you trust).
+    """
+    raw = load_checkpoint_file(ckpt, trust_checkpoint)
     stored = checkpoint_config(raw)
     if stored is None:
         raise CheckpointError(f"{ckpt}: no '{CONFIG_CKPT_KEY}' entry: it was not written by the DiffTalk trainer")
@@ -72,7 +75,7 @@ def export_checkpoint(ckpt: str | Path, out: str | Path) -> Path:
         cfg = with_audio_feature_kind(cfg, kind)
     del raw
     model = LatentDiffusion(cfg.model, run_config=config_to_dict(cfg))
-    load_difftalk_checkpoint(model, ckpt)
+    load_difftalk_checkpoint(model, ckpt, trust_checkpoint)
     return export_slim(model, out)
 
 
@@ -84,12 +87,17 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("ckpt", help="trainer checkpoint (.ckpt)")
     parser.add_argument("out", help="output .safetensors path")
+    parser.add_argument(
+        "--trust-checkpoint",
+        action="store_true",
+        help="load a checkpoint that needs full unpickling (it can run code: only for files you trust)",
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     if not Path(args.ckpt).is_file():
         return fail(args.ckpt, "checkpoint not found")
     try:
-        export_checkpoint(args.ckpt, args.out)
+        export_checkpoint(args.ckpt, args.out, trust_checkpoint=args.trust_checkpoint)
     except (CheckpointError, ConfigError) as err:
         return report(err)
     return EXIT_OK

@@ -24,11 +24,18 @@ from talkingface.model.image_driven_talkingface.DiffTalk.config import (
 from talkingface.model.image_driven_talkingface.DiffTalk.loader import resolve_path
 from talkingface.training.callbacks import ImageLogger, LastCheckpoint, SlimExport, ThroughputMonitor
 from talkingface.training.checkpoint_io import AtomicCheckpointIO
-from talkingface.training.data import DataCheckError, build_datamodule, check_dataset
+from talkingface.training.data import DataCheckError, build_datamodule, check_batch_fits, check_dataset
 from talkingface.training.devices import DeviceSpec, build_strategy, device_spec
 from talkingface.training.lr import scaled_learning_rate
 from talkingface.training.module import LatentDiffusion
-from talkingface.training.run_dir import RUN_DIR_ENV, RunPaths, new_run_name, resolve_resume, write_snapshot
+from talkingface.training.run_dir import (
+    RUN_DIR_ENV,
+    RunPaths,
+    claim_run_dir,
+    new_run_name,
+    resolve_resume,
+    write_snapshot,
+)
 from talkingface.training.speed import compile_unet, set_tf32
 
 log = logging.getLogger("talkingface.training")
@@ -137,6 +144,7 @@ def run_training(args: Any, overrides: list[str], argv: list[str], extra_callbac
 
     spec = device_spec(args.gpus, args.devices, args.num_nodes, args.strategy)
     meta = check_dataset(cfg)  # fails early
+    check_batch_fits(cfg, spec.world_size)
     cfg = with_audio_feature_kind(cfg, meta["audio_feature"]["kind"])  # the checkpoint records what the model eats
     lr = scaled_learning_rate(
         cfg.model.base_learning_rate,
@@ -158,6 +166,8 @@ def run_training(args: Any, overrides: list[str], argv: list[str], extra_callbac
             or Path(args.logdir) / new_run_name(args.base, args.name, args.postfix)
         )
         paths = RunPaths(Path(root))
+        if rank_zero_only.rank == 0:
+            claim_run_dir(paths, overwrite=args.overwrite_run)
     if rank_zero_only.rank == 0:
         write_snapshot(paths, cfg, ["trainer/DiffTalkTrainer.py", *argv])
         log.info("run folder %s", paths.root)

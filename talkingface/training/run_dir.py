@@ -8,6 +8,7 @@ from __future__ import annotations
 import datetime
 import os
 import shlex
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -81,6 +82,31 @@ def resolve_resume(resume: str | os.PathLike) -> tuple[RunPaths, Path]:
     if not paths.config_snapshot.is_file():
         raise RunDirError(f"--resume {path}: {paths.config_snapshot} is missing (not a DiffTalk run folder?)")
     return paths, ckpt
+
+
+def holds_a_run(paths: RunPaths) -> bool:
+    """True when ``paths.root`` already holds a run's config snapshot or checkpoints."""
+    return paths.config_snapshot.is_file() or (paths.ckpt_dir.is_dir() and any(paths.ckpt_dir.iterdir()))
+
+
+def claim_run_dir(paths: RunPaths, overwrite: bool = False) -> None:
+    """Make sure a new run does not silently overwrite another run's files.
+
+    An existing run in ``paths.root`` is refused unless ``overwrite``; then its ``configs/``, ``checkpoints/``,
+    ``images/`` and ``tensorboard/`` are removed first, so that nothing of the old run is mistaken for the new run's.
+
+    Raises:
+        RunDirError: the folder holds a run and ``overwrite`` is false.
+    """
+    if not holds_a_run(paths):
+        return
+    if not overwrite:
+        raise RunDirError(
+            f"--run-dir {paths.root}: already holds a run (configs/, checkpoints/); continue it with "
+            f"--resume {paths.root}, or pass --overwrite-run to start a new run there (the old run's files are deleted)"
+        )
+    for folder in (paths.config_dir, paths.ckpt_dir, paths.root / "images", paths.root / "tensorboard"):
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 def write_snapshot(paths: RunPaths, config: DiffTalkConfig, argv: list[str]) -> None:

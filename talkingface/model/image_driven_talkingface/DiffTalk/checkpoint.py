@@ -19,7 +19,7 @@ FIRST_STAGE_PREFIX = "first_stage_model."
 #: Plain top-level entries of our trainer's checkpoints (and metadata of safetensors exports): the whole config as
 #: a dict, and the audio feature kind the model was trained on.
 IGNORED_FIRST_STAGE_PREFIXES = ("loss.",)  # perceptual loss + discriminator of the released VQ checkpoint
-_MAX_LISTED = 25
+_MAX_LISTED = 5  # keys shown per list in a mismatch error (with the counts): a summary, not kilobytes
 
 
 class CheckpointError(RuntimeError):

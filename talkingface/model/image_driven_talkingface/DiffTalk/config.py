@@ -14,6 +14,7 @@ from importlib.resources import files
 from pathlib import Path
 from typing import Any, Union
 
+import yaml
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
@@ -162,6 +163,14 @@ class DiffTalkConfig:
     train: TrainConfig = field(default_factory=TrainConfig)
 
 
+def yaml_problem(err: yaml.YAMLError) -> str:
+    """A YAML error in one line, without the file name (the caller puts it first): problem and position."""
+    problem = getattr(err, "problem", None) or str(err).splitlines()[0]
+    mark = getattr(err, "problem_mark", None)
+    where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark is not None else ""
+    return " ".join(f"{problem}{where}".split())
+
+
 def _schema() -> DictConfig:
     cfg = OmegaConf.structured(DiffTalkConfig)
     OmegaConf.set_struct(cfg, True)
@@ -180,6 +189,8 @@ def _merge_one(cfg: DictConfig, source: ConfigSource) -> DictConfig:
             return OmegaConf.merge(cfg, OmegaConf.load(path))
         except OmegaConfBaseException as err:
             raise ConfigError(f"{path}: invalid config: {' '.join(str(err).split())}") from None
+        except yaml.YAMLError as err:  # e.g. a !!python tag: refused by the safe loader, never executed
+            raise ConfigError(f"{path}: invalid YAML: {yaml_problem(err)}") from None
     if isinstance(source, DiffTalkConfig):
         return OmegaConf.merge(cfg, OmegaConf.structured(source))
     try:
