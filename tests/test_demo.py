@@ -141,3 +141,42 @@ def test_unrecorded_feature_kind_needs_option(
     assert run_demo(assets, tmp_path / "out.mp4", ckpt=assets["ref_ckpt"]) == 2
     line = error_line(capsys)
     assert str(assets["ref_ckpt"]) in line and "--audio-features" in line
+
+
+@pytest.mark.parametrize("overwrite", [False, True])
+@pytest.mark.parametrize("spelling", ["same", "dotdot", "symlink"])
+def test_refuses_output_that_is_an_input(
+    assets: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture, spelling: str, overwrite: bool
+) -> None:
+    """--out resolving to --video (other spelling, symlink) is refused, with --overwrite too: the input stays."""
+    video = tmp_path / "in.mp4"
+    video.write_bytes(assets["video"].read_bytes())
+    original = video.read_bytes()
+    out = {"same": video, "dotdot": tmp_path / "sub" / ".." / "in.mp4", "symlink": tmp_path / "link.mp4"}[spelling]
+    (tmp_path / "sub").mkdir()
+    if spelling == "symlink":
+        out.symlink_to(video)
+    extra = ["--overwrite"] if overwrite else []
+    assert run_demo(assets, out, *extra, video=video) == 2
+    line = error_line(capsys)
+    assert line.startswith(f"error: {out}: ") and "--video" in line and "--overwrite" not in line
+    assert video.read_bytes() == original
+
+
+@pytest.mark.parametrize("flag", ["--audio", "--landmarks"])
+def test_refuses_output_or_frames_dir_that_is_an_input(
+    assets: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture, flag: str
+) -> None:
+    speech = tmp_path / "speech.mp4"
+    speech.write_bytes(assets["video"].read_bytes())
+    lms = tmp_path / "lms"
+    lms.mkdir()
+    (lms / "0.lms").write_text("1 2\n")
+    if flag == "--audio":
+        assert run_demo(assets, speech, "--overwrite", speech=speech) == 2
+        assert flag in error_line(capsys)
+    # --frames-dir resolving to the landmarks folder (or to an input file)
+    assert run_demo(assets, tmp_path / "out.mp4", "--landmarks", str(lms), "--frames-dir", str(lms), "--overwrite") == 2
+    line = error_line(capsys)
+    assert line.startswith(f"error: {lms}: ") and "--landmarks" in line
+    assert (lms / "0.lms").read_text() == "1 2\n" and speech.is_file()

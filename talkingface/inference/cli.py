@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 from pathlib import Path
 
 from talkingface.cli_support import EXIT_OK, ArgumentParser, report
@@ -90,6 +91,27 @@ def _check_input(path: str, what: str) -> None:
         raise InferenceError(path, f"{what} not found")
 
 
+def _same_file(a: Path, b: Path) -> bool:
+    """``a`` and ``b`` name one file or folder (other spellings, symlinks, hard links)."""
+    if a.resolve() == b.resolve():
+        return True
+    try:
+        return a.exists() and b.exists() and os.path.samefile(a, b)
+    except OSError:
+        return False
+
+
+def _check_outputs_are_not_inputs(args: argparse.Namespace) -> None:
+    """--out / --frames-dir must not be an input: with --overwrite the input would be replaced by the result."""
+    inputs = [("--video", args.video), ("--audio", args.audio), ("--landmarks", args.landmarks)]
+    for out in (args.out, args.frames_dir):
+        if out is None:
+            continue
+        for flag, path in inputs:
+            if path is not None and _same_file(Path(out), Path(path)):
+                raise InferenceError(out, f"is the input {flag} {path}; write the result to another path")
+
+
 def run(args: argparse.Namespace) -> None:
     options = LipSyncOptions(
         steps=args.steps,
@@ -105,6 +127,7 @@ def run(args: argparse.Namespace) -> None:
         max_missing=args.max_missing,
     )
     # cheap checks first: nothing is loaded when the output exists or an input is missing or unreadable
+    _check_outputs_are_not_inputs(args)
     check_output(args.out, args.overwrite)
     if args.frames_dir:
         check_output(args.frames_dir, args.overwrite, directory=True)
