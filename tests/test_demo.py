@@ -180,3 +180,50 @@ def test_refuses_output_or_frames_dir_that_is_an_input(
     line = error_line(capsys)
     assert line.startswith(f"error: {lms}: ") and "--landmarks" in line
     assert (lms / "0.lms").read_text() == "1 2\n" and speech.is_file()
+
+
+@pytest.mark.parametrize("which", ["out", "frames-dir", "synthetic"])
+def test_read_only_output_folder_is_refused_up_front(
+    assets: dict[str, Path],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+    which: str,
+) -> None:
+    import os
+
+    import talkingface.inference.cli as cli
+    import talkingface.model.image_driven_talkingface.DiffTalk as DiffTalk
+
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    locked.chmod(0o555)
+    try:
+        if os.access(locked, os.W_OK):  # root writes anyway: simulate the read-only folder
+            real_access = os.access
+
+            def access(path: object, mode: int, **kw: object) -> bool:
+                if Path(str(path)).resolve() == locked.resolve() and mode & os.W_OK:
+                    return False
+                return real_access(path, mode, **kw)  # type: ignore[arg-type]
+
+            monkeypatch.setattr(os, "access", access)
+
+        def no_model(*a: object, **k: object) -> None:
+            raise AssertionError("the model must not load")
+
+        monkeypatch.setattr(cli, "get_difftalk_inference", no_model)
+        monkeypatch.setattr(DiffTalk, "get_difftalk_inference", no_model)  # the synthetic demo's import
+        if which == "synthetic":
+            assert demo.main(["--out", str(locked / "result.mp4"), "--no-progress"]) == 2
+        elif which == "out":
+            out, extra = locked / "result.mp4", []
+        else:
+            out, extra = tmp_path / "result.mp4", ["--frames-dir", str(locked / "frames")]
+        if which != "synthetic":
+            assert run_demo(assets, out, *extra) == 2
+        line = error_line(capsys)
+        assert str(locked) in line and "not writable" in line
+        assert list(locked.iterdir()) == []
+    finally:
+        locked.chmod(0o755)

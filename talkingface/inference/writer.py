@@ -30,7 +30,8 @@ def _partial_path(target: Path) -> Path:
 
 
 def check_output(path: str | Path, overwrite: bool = False, *, directory: bool = False) -> Path:
-    """Fail early when ``path`` exists (unless ``overwrite``), has an unsupported suffix or no parent folder."""
+    """Fail early when ``path`` exists (unless ``overwrite``), has an unsupported suffix, or its folder is missing
+    or not writable."""
     path = Path(path)
     if not directory and path.suffix.lower() not in OUTPUT_SUFFIXES:
         raise InferenceError(
@@ -38,6 +39,8 @@ def check_output(path: str | Path, overwrite: bool = False, *, directory: bool =
         )
     if not path.parent.is_dir():
         raise InferenceError(path, f"the folder {path.parent} does not exist")
+    if not os.access(path.parent, os.W_OK | os.X_OK):  # the result is written next to it, then renamed
+        raise InferenceError(path, f"the folder {path.parent} is not writable")
     if path.exists() or path.is_symlink():
         if not overwrite:
             raise InferenceError(path, "already exists; pass --overwrite to replace it")

@@ -76,8 +76,10 @@ def run_synthetic_demo(
 ) -> Path:
     """Write a lip-synced mp4 with the shipped synthetic model (offline, CPU, about a minute)."""
     from talkingface.inference import LipSyncOptions, LipSyncPipeline
+    from talkingface.inference.writer import check_output
     from talkingface.model.image_driven_talkingface.DiffTalk import CheckpointError, get_difftalk_inference
 
+    check_output(out, overwrite)  # before the model loads and the clip is generated
     seconds = float(os.environ.get(ENV_SECONDS, seconds or DEFAULT_SECONDS))
     steps = int(os.environ.get(ENV_STEPS, steps or DEFAULT_STEPS))
     config, ckpt, first_stage = demo_model_paths()
