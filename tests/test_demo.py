@@ -227,3 +227,20 @@ def test_read_only_output_folder_is_refused_up_front(
         assert list(locked.iterdir()) == []
     finally:
         locked.chmod(0o755)
+
+
+def test_ctrl_c_is_one_line_and_leaves_no_partial_output(
+    assets: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from talkingface.inference.writer import VideoWriter
+
+    real_write = VideoWriter.write
+
+    def write_then_interrupt(self: VideoWriter, rgb: np.ndarray) -> None:
+        real_write(self, rgb)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(VideoWriter, "write", write_then_interrupt)
+    assert run_demo(assets, tmp_path / "out.mp4", "--frames-dir", str(tmp_path / "frames")) == 130
+    assert error_line(capsys) == "error: interrupted"
+    no_leftovers(tmp_path, set())

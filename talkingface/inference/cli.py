@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import sys
 from pathlib import Path
 
 from talkingface.cli_support import EXIT_OK, ArgumentParser, report
@@ -30,6 +31,7 @@ from talkingface.model.image_driven_talkingface.DiffTalk import CheckpointError,
 from talkingface.model.image_driven_talkingface.DiffTalk.loader import DEFAULT_CKPT
 
 DEFAULTS = LipSyncOptions()
+EXIT_INTERRUPTED = 130  # 128 + SIGINT, as a shell reports Ctrl-C
 
 
 def build_parser() -> ArgumentParser:
@@ -189,4 +191,7 @@ def main(argv: list[str] | None = None) -> int:
             run(args)
     except (InferenceError, PreprocessError, CheckpointError, ConfigError) as err:
         return report(err)
+    except KeyboardInterrupt:  # the writers have removed their partial files on the way out
+        print("error: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
     return EXIT_OK
