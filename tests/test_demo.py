@@ -244,3 +244,27 @@ def test_ctrl_c_is_one_line_and_leaves_no_partial_output(
     assert run_demo(assets, tmp_path / "out.mp4", "--frames-dir", str(tmp_path / "frames")) == 130
     assert error_line(capsys) == "error: interrupted"
     no_leftovers(tmp_path, set())
+
+
+@pytest.mark.parametrize(
+    "flag, value, sampler", [("--steps", "0", "dpm++"), ("--steps", "-3", "ddim"), ("--batch-size", "0", "dpm++")]
+)
+def test_bad_steps_or_batch_size_before_the_model_loads(
+    assets: dict[str, Path],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+    flag: str,
+    value: str,
+    sampler: str,
+) -> None:
+    import talkingface.inference.cli as cli
+
+    def no_model(*a: object, **k: object) -> None:
+        raise AssertionError("the model must not load")
+
+    monkeypatch.setattr(cli, "get_difftalk_inference", no_model)
+    assert run_demo(assets, tmp_path / "out.mp4", "--sampler", sampler, flag, value) == 2
+    line = error_line(capsys)
+    assert line.startswith(f"error: {flag}: ") and value in line
+    no_leftovers(tmp_path, set())

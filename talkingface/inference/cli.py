@@ -93,6 +93,13 @@ def _check_input(path: str, what: str) -> None:
         raise InferenceError(path, f"{what} not found")
 
 
+def _check_counts(args: argparse.Namespace) -> None:
+    """The flags checkable without the model (the upper bound of --steps needs its number of timesteps)."""
+    for flag, value in (("--steps", args.steps), ("--batch-size", args.batch_size)):
+        if value < 1:
+            raise InferenceError(flag, f"must be at least 1, got {value}")
+
+
 def _same_file(a: Path, b: Path) -> bool:
     """``a`` and ``b`` name one file or folder (other spellings, symlinks, hard links)."""
     if a.resolve() == b.resolve():
@@ -129,6 +136,7 @@ def run(args: argparse.Namespace) -> None:
         max_missing=args.max_missing,
     )
     # cheap checks first: nothing is loaded when the output exists or an input is missing or unreadable
+    _check_counts(args)
     _check_outputs_are_not_inputs(args)
     check_output(args.out, args.overwrite)
     if args.frames_dir:
