@@ -268,3 +268,42 @@ def test_bad_steps_or_batch_size_before_the_model_loads(
     line = error_line(capsys)
     assert line.startswith(f"error: {flag}: ") and value in line
     no_leftovers(tmp_path, set())
+
+
+@pytest.fixture
+def fake_synthetic_pipeline(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> list[Path]:
+    """The no-argument demo with its real model and media but a pipeline that only checks and touches --out."""
+    import talkingface.inference as inference
+    from talkingface.inference.writer import check_output
+
+    written: list[Path] = []
+
+    class FakePipeline:
+        def __init__(self, *a: object, **k: object) -> None:
+            pass
+
+        def run(self, video: Path, speech: Path, out: Path, overwrite: bool = False, **k: object) -> object:
+            from types import SimpleNamespace
+
+            path = check_output(out, overwrite)
+            path.write_bytes(b"result")
+            written.append(path)
+            return SimpleNamespace(out=path, n_frames=3)
+
+    monkeypatch.setattr(inference, "LipSyncPipeline", FakePipeline)
+    monkeypatch.setenv("TALKINGFACE_DEMO_SECONDS", "0.2")
+    monkeypatch.chdir(tmp_path)
+    return written
+
+
+def test_synthetic_demo_success_line_is_info(
+    fake_synthetic_pipeline: list[Path], caplog: pytest.LogCaptureFixture
+) -> None:
+    import logging
+
+    with caplog.at_level(logging.INFO):
+        assert demo.main(["--no-progress"]) == 0
+    wrote = [
+        r for r in caplog.records if r.name == "talkingface.synthetic.demo" and r.getMessage().startswith("wrote ")
+    ]
+    assert len(wrote) == 1 and wrote[0].levelno == logging.INFO

@@ -100,7 +100,7 @@ def run_synthetic_demo(
             model_source=str(ckpt),
         )
         result = pipe.run(video, speech, out, overwrite=overwrite, progress=progress)
-    log.warning(
+    log.info(
         "wrote %s (%d frames): the synthetic face of portrait.mp4 speaking the audio of another clip",
         result.out,
         result.n_frames,
