@@ -307,3 +307,20 @@ def test_synthetic_demo_success_line_is_info(
         r for r in caplog.records if r.name == "talkingface.synthetic.demo" and r.getMessage().startswith("wrote ")
     ]
     assert len(wrote) == 1 and wrote[0].levelno == logging.INFO
+
+
+def test_second_synthetic_demo_replaces_its_own_output(fake_synthetic_pipeline: list[Path], tmp_path: Path) -> None:
+    assert demo.main(["--no-progress"]) == 0
+    assert demo.main(["--no-progress"]) == 0  # its own previous result does not stop it
+    assert fake_synthetic_pipeline == [Path("synthetic_demo.mp4")] * 2
+    assert demo.main(["--no-progress", "--out", "synthetic_demo.mp4"]) == 2  # an explicit --out needs --overwrite
+    assert demo.main(["--no-progress", "--out", "synthetic_demo.mp4", "--overwrite"]) == 0
+
+
+def test_demo_default_output_is_git_ignored() -> None:
+    from talkingface.synthetic.demo import DEFAULT_OUT
+
+    proc = subprocess.run(["git", "check-ignore", "-q", str(DEFAULT_OUT)], cwd=ROOT, timeout=30)
+    if proc.returncode == 128:
+        pytest.skip("not a git checkout")
+    assert proc.returncode == 0, f"{DEFAULT_OUT} is not in .gitignore"

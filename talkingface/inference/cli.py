@@ -179,8 +179,12 @@ def run_synthetic(args: argparse.Namespace) -> None:
     """No --video: the shipped synthetic demo model on a generated face (talkingface/synthetic/assets)."""
     from talkingface.synthetic.demo import DEFAULT_OUT, run_synthetic_demo
 
+    # without --out the demo replaces its own previous result; an explicit --out still needs --overwrite
     run_synthetic_demo(
-        args.out or DEFAULT_OUT, device=args.device, progress=not args.no_progress, overwrite=args.overwrite
+        args.out or DEFAULT_OUT,
+        device=args.device,
+        progress=not args.no_progress,
+        overwrite=args.overwrite or args.out is None,
     )
 
 
