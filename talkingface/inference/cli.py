@@ -7,8 +7,9 @@ The face is found with dlib, or given with --landmarks (landmarks tracked by ano
 generator's sidecar): ``--landmarks person.landmarks.npy``.
 
 Bad inputs (no face, audio shorter than one frame, unreadable media, a landmarks file that does not fit the video,
-a checkpoint trained on other audio features, an existing output) end with exit code 2 and one line naming the file
-and the problem.
+a checkpoint trained on other audio features, an existing output, an output that is one of the inputs, a read-only
+output folder) end with exit code 2 and one line naming the file and the problem; Ctrl-C ends with one line and
+exit code 130, leaving no partial output.
 """
 
 from __future__ import annotations
