@@ -162,8 +162,9 @@ def test_no_argument_demo_writes_an_mp4(tmp_path: Path, monkeypatch: pytest.Monk
         assert c.streams.audio[0].codec_context.name == "aac"
         frames = [f.to_ndarray(format="rgb24") for f in c.decode(video=0)]
     assert len(frames) == 20 and frames[0].shape == (160, 160, 3)
-    assert demo.main(["--no-progress"]) == 2  # an existing output is refused ...
-    assert demo.main(["--no-progress", "--overwrite"]) == 0  # ... unless --overwrite
+    assert demo.main(["--no-progress"]) == 0  # the no-argument demo replaces its own output
+    assert demo.main(["--no-progress", "--out", str(out)]) == 2  # an explicit --out is refused when it exists ...
+    assert demo.main(["--no-progress", "--out", str(out), "--overwrite"]) == 0  # ... unless --overwrite
 
 
 def test_shipped_model_mouth_follows_unseen_speech(tmp_path: Path) -> None:
