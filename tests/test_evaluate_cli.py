@@ -190,3 +190,45 @@ def test_chart_and_json_helpers() -> None:
         "a": None,
         "b": ["inf", "-inf", 1.5],
     }
+
+
+def _steps(seconds: float, fps: int, step_s: float = 0.2) -> np.ndarray:
+    """Frames whose content changes every ``step_s`` seconds: the same clip at any rate that divides ``step_s``."""
+    palette = _frames(int(round(seconds / step_s)), seed=3)
+    return np.stack([palette[int(i / fps / step_s + 1e-9)] for i in range(int(round(seconds * fps)))])
+
+
+def test_different_frame_rates_are_aligned_by_time(tmp_path: Path) -> None:
+    """D8: a 25 fps prediction of a 30 fps ground truth is compared at equal times, not frame by frame."""
+    pred = _write_mp4(tmp_path / "pred.mp4", _steps(2.0, 25), fps=25)
+    gt = _write_mp4(tmp_path / "gt.mp4", _steps(2.0, 30), fps=30)
+    opts = EvalOptions(metrics=["psnr", "ssim"], crop="full")
+    frame_by_frame = evaluate_frames(load_frames(pred).frames[:50], load_frames(gt).frames[:50], opts)
+    psnr = np.array(frame_by_frame.per_frame["psnr"])
+    assert np.mean(psnr < 30) > 0.5  # the content drifts apart without alignment
+    result = evaluate(pred, gt, opts)
+    assert result.frames == 50 and result.fps == pytest.approx(25)  # both at the pipeline's 25 fps
+    assert result.aggregate["psnr"]["min"] > 45 and result.aggregate["ssim"]["min"] > 0.99
+    assert (result.pred_fps, result.gt_fps) == (pytest.approx(25), pytest.approx(30))
+    assert any("both compared at 25 fps, resampled by time (gt 60 -> 50 frames)" in n for n in result.notes)
+    out = tmp_path / "report.json"
+    argv = ["--pred", str(pred), "--gt", str(gt), "--metrics", "psnr,ssim", "--crop", "full", "--out", str(out)]
+    assert main([*argv, "--no-plot"]) == 0
+    report = json.loads(out.read_text())
+    assert report["pred_fps"] == pytest.approx(25) and report["gt_fps"] == pytest.approx(30)
+    assert "- frame rates: prediction 25 fps, ground truth 30 fps" in out.with_suffix(".md").read_text()
+
+
+def test_resampled_inputs_carry_their_landmarks(tmp_path: Path) -> None:
+    """Per-source-frame landmarks follow their frames through the time alignment."""
+    pred = _write_mp4(tmp_path / "pred.mp4", _steps(0.4, 30), fps=30)
+    gt = _write_mp4(tmp_path / "gt.mp4", _steps(0.4, 24), fps=24)
+    pred_lms = _landmarks(12) + np.arange(12)[:, None, None]  # source frame j shifted by j px
+    gt_lms = _landmarks(10) + np.arange(10)[:, None, None] * 2.0  # by 2 j px
+    opts = EvalOptions(metrics=["lmd"], crop="full", pred_landmarks=pred_lms, gt_landmarks=gt_lms)
+    result = evaluate(pred, gt, opts)
+    # frame k at k/25 s shows pred frame 30k//25 and gt frame 24k//25 (k = 0..9: pred ends at 0.4 s)
+    shift = [30 * k // 25 - 2 * (24 * k // 25) for k in range(10)]
+    assert result.frames == 10 and result.per_frame["lmd"] == pytest.approx([np.hypot(d, d) for d in shift])
+    with pytest.raises(EvaluationError, match="holds 8 frames, 9 are needed"):
+        evaluate(pred, gt, EvalOptions(metrics=["lmd"], crop="full", pred_landmarks=pred_lms, gt_landmarks=gt_lms[:8]))

@@ -8,12 +8,17 @@ per-video layout, moved into place when the video is done) and ``out/.done`` (on
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import ctypes.util
 import fcntl
 import hashlib
 import logging
 import multiprocessing
 import os
 import shutil
+import signal
+import sys
+import threading
 import time
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
@@ -426,7 +431,40 @@ def process_video(job: VideoJob, out: str | Path, options: BuildOptions, progres
     return result
 
 
-def _worker_init() -> None:
+#: ``prctl`` option that delivers a signal to this process when its parent dies (linux/prctl.h).
+PR_SET_PDEATHSIG = 1
+#: Seconds between the watchdog's checks that the parent still lives.
+PARENT_POLL_S = 0.5
+
+
+def _exit_with_parent(parent: int) -> None:
+    """Make this worker die with ``parent`` (a ``kill -9`` of the run must not leave workers writing into --out).
+
+    On Linux the kernel sends SIGKILL when the parent dies (``prctl(PR_SET_PDEATHSIG)``; it fires when the thread
+    that started the worker ends, which is the thread running the pool for the pool's whole life). A daemon thread
+    also exits the worker once it has been re-parented: the fallback elsewhere, and it covers a parent that died
+    before ``prctl`` ran.
+    """
+    if sys.platform.startswith("linux"):
+        try:
+            libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+            libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+        except (OSError, AttributeError):  # no usable libc: the watchdog alone
+            pass
+    if os.getppid() != parent:
+        os._exit(1)
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(PARENT_POLL_S)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="parent-watchdog", daemon=True).start()
+
+
+def _worker_init(parent: int | None = None) -> None:
+    if parent is not None:
+        _exit_with_parent(parent)
     import cv2
 
     cv2.setNumThreads(1)
@@ -625,7 +663,9 @@ def _build_locked(
                 bar.update(1)
         else:
             ctx = multiprocessing.get_context("spawn")
-            with ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_worker_init) as pool:
+            with ProcessPoolExecutor(
+                max_workers=workers, mp_context=ctx, initializer=_worker_init, initargs=(os.getpid(),)
+            ) as pool:
                 futures = [pool.submit(process_video, job, out, options) for job in jobs]
                 for future in as_completed(futures):
                     account(future.result())

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -67,7 +67,9 @@ class EvalResult:
     aggregate: dict[str, dict[str, float]] = field(default_factory=dict)
     scores: dict[str, float] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
-    fps: float | None = None
+    fps: float | None = None  # the rate the frames were compared at (gt's, else pred's)
+    pred_fps: float | None = None  # the inputs' own rates (None: frame directory)
+    gt_fps: float | None = None
 
     def summary(self) -> dict[str, float]:
         """One number per metric: the mean of per-frame metrics, and the set-level scores."""
@@ -249,18 +251,26 @@ def evaluate(pred: str | Path, gt: str | Path, options: EvalOptions | None = Non
     resolve_metrics(options)  # fail on missing weights before decoding anything
     pred_seq, gt_seq = load_frames(pred), load_frames(gt)
     aligned = align(pred_seq, gt_seq)
-    n = len(aligned.gt)
-    for name in ("pred_landmarks", "gt_landmarks"):
+    indices = {"pred_landmarks": aligned.pred_index, "gt_landmarks": aligned.gt_index}
+    for name, index in indices.items():
         arr = getattr(options, name)
-        if arr is not None and len(arr) < n:
-            raise EvaluationError(f"--{name.replace('_', '-')}", f"holds {len(arr)} frames, {n} are evaluated")
+        count = int(index.max()) + 1 if len(index) else 0
+        if arr is None:
+            continue
+        if len(arr) < count:
+            raise EvaluationError(f"--{name.replace('_', '-')}", f"holds {len(arr)} frames, {count} are needed")
+        # per source frame of that input: follow the frames through the time alignment
+        options = replace(options, **{name: np.asarray(arr)[index]})
     result = evaluate_frames(
         aligned.pred, aligned.gt, options, pred_name=str(pred), gt_name=str(gt), notes=aligned.notes
     )
-    result.fps = gt_seq.fps or pred_seq.fps
+    result.fps = aligned.fps
+    result.pred_fps, result.gt_fps = pred_seq.fps, gt_seq.fps
     metrics = resolve_metrics(options)
-    if "lse" in metrics and pred_seq.fps and abs(pred_seq.fps - 25) > 0.01:
-        result.notes.append(f"pred runs at {pred_seq.fps:g} fps; SyncNet assumes 25 fps, so LSE is not comparable")
+    if "lse" in metrics and aligned.fps and abs(aligned.fps - 25) > 0.01:
+        result.notes.append(
+            f"pred frames are evaluated at {aligned.fps:g} fps; SyncNet assumes 25 fps, so LSE is not comparable"
+        )
     return result
 
 
@@ -273,6 +283,8 @@ def result_to_dict(result: EvalResult) -> dict[str, Any]:
         "size": {"height": result.size[0], "width": result.size[1]},
         "crop": result.crop,
         "fps": result.fps,
+        "pred_fps": result.pred_fps,
+        "gt_fps": result.gt_fps,
         "summary": result.summary(),
         "aggregate": result.aggregate,
         "scores": result.scores,

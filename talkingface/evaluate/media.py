@@ -108,17 +108,60 @@ class AlignedFrames:
     pred: list[np.ndarray]
     gt: list[np.ndarray]
     notes: list[str]
+    pred_index: np.ndarray  # (n,) int64: the pred source frame shown as evaluated frame k
+    gt_index: np.ndarray  # (n,) int64: the gt source frame shown as evaluated frame k
+    fps: float | None = None  # the rate of the evaluated frames (None: neither input has one)
+
+
+def _time_map(seq: FrameSequence, fps: float) -> np.ndarray:
+    """Source frame of ``seq`` for each frame at ``fps`` (the rule of :func:`talkingface.media.decode.map_frames`)."""
+    from talkingface.media.decode import map_frames
+    from talkingface.media.errors import PreprocessError
+
+    try:
+        source = map_frames(seq.source, fps).source
+    except PreprocessError as e:
+        raise EvaluationError(seq.source, f"cannot resample to {fps:g} fps ({e})") from e
+    return np.minimum(source, len(seq) - 1)
 
 
 def align(pred: FrameSequence, gt: FrameSequence) -> AlignedFrames:
-    """Truncate to the shorter sequence and resize ``pred`` to ``gt``'s size when they differ (with warnings)."""
+    """Align ``pred`` and ``gt`` by time, truncate to the shorter sequence and resize ``pred`` to ``gt``'s size.
+
+    Videos at different frame rates are both resampled to the pipeline's 25 fps (:data:`~talkingface.data.
+    constants.FPS`, the rate SyncNet expects) with the frame-rate rule of :func:`talkingface.media.decode.iter_frames`
+    (frame ``k`` shows the source frame on screen at ``k / 25`` s). A frame directory has no rate; it is taken to
+    run at the other input's. Every change is noted (and warned).
+    """
     import cv2
 
+    from talkingface.data.constants import FPS
+
     notes: list[str] = []
-    n = min(len(pred), len(gt))
-    if len(pred) != len(gt):
-        notes.append(f"frame counts differ (pred {len(pred)}, gt {len(gt)}): evaluated the first {n}")
-    pred_frames = pred.frames[:n]
+    pred_index = np.arange(len(pred), dtype=np.int64)
+    gt_index = np.arange(len(gt), dtype=np.int64)
+    fps = gt.fps or pred.fps
+    if pred.fps and gt.fps and abs(pred.fps - gt.fps) > 0.01:
+        fps = float(FPS)
+        changed = []
+        if abs(pred.fps - fps) > 0.01:
+            pred_index = _time_map(pred, fps)
+            changed.append(f"pred {len(pred)} -> {len(pred_index)} frames")
+        if abs(gt.fps - fps) > 0.01:
+            gt_index = _time_map(gt, fps)
+            changed.append(f"gt {len(gt)} -> {len(gt_index)} frames")
+        notes.append(
+            f"frame rates differ (pred {pred.fps:g} fps, gt {gt.fps:g} fps): both compared at {fps:g} fps, "
+            f"resampled by time ({', '.join(changed)})"
+        )
+    elif bool(pred.fps) != bool(gt.fps):
+        known, missing = ("pred", "gt") if pred.fps else ("gt", "pred")
+        notes.append(f"{missing} has no frame rate (frame directory): taken to run at {known}'s {fps:g} fps")
+    n = min(len(pred_index), len(gt_index))
+    if len(pred_index) != len(gt_index):
+        notes.append(f"frame counts differ (pred {len(pred_index)}, gt {len(gt_index)}): evaluated the first {n}")
+    pred_index, gt_index = pred_index[:n], gt_index[:n]
+    pred_frames = [pred.frames[i] for i in pred_index]
     (gh, gw), (ph, pw) = gt.size, pred.size
     if (gh, gw) != (ph, pw):
         interp = cv2.INTER_AREA if ph * pw > gh * gw else cv2.INTER_CUBIC
@@ -126,4 +169,4 @@ def align(pred: FrameSequence, gt: FrameSequence) -> AlignedFrames:
         notes.append(f"pred frames resized from {pw}x{ph} to gt's {gw}x{gh}")
     for note in notes:
         log.warning(note)
-    return AlignedFrames(pred_frames, gt.frames[:n], notes)
+    return AlignedFrames(pred_frames, [gt.frames[i] for i in gt_index], notes, pred_index, gt_index, fps)

@@ -112,6 +112,10 @@ def write_plot(result: EvalResult, path: str | Path) -> Path | None:
     return write_chart(path, panels, result.frames, title)
 
 
+def _rate(fps: float | None) -> str:
+    return f"{fps:g} fps" if fps else "none (frame directory)"
+
+
 def markdown(result: EvalResult, plot: str | Path | None = None, json_path: str | Path | None = None) -> str:
     """A short human report: inputs, the summary table, notes, the chart and the worst frames."""
     h, w = result.size
@@ -121,6 +125,7 @@ def markdown(result: EvalResult, plot: str | Path | None = None, json_path: str 
         f"- prediction: `{result.pred}`",
         f"- ground truth: `{result.gt}`",
         f"- {result.frames} frames at {w}x{h}" + (f", {result.fps:g} fps" if result.fps else ""),
+        f"- frame rates: prediction {_rate(result.pred_fps)}, ground truth {_rate(result.gt_fps)}",
         f"- region: {'face crop (box of the ground-truth landmarks)' if result.crop == 'face' else 'full frame'}; "
         "mouth region: box of the ground-truth mouth points 48-67",
         "",
