@@ -88,6 +88,31 @@ def _load_aligned_audio(video: Path, audio_path: Path | None, video_start: float
     return samples
 
 
+def _fill_gaps(
+    raw: np.ndarray, source: Path, max_missing: float, warnings: list[str], failure: str, gap: str
+) -> tuple[np.ndarray, np.ndarray]:
+    """Fill the frames without landmarks (NaN rows) from their neighbours; fail when more than ``max_missing`` of
+    them (or all) have none. ``failure`` / ``gap`` word the error and the warning (e.g. "no face found" / "no face")."""
+    n = len(raw)
+    try:
+        filled, missing = fill_missing(raw)
+    except ValueError:
+        raise PreprocessError(source, f"{failure} in any of its {n} frames") from None
+    n_missing = int(missing.sum())
+    if n_missing > max_missing * n:
+        raise PreprocessError(
+            source,
+            f"{failure} in {n_missing} of {n} frames ({100 * n_missing / n:.0f}% > --max-missing "
+            f"{100 * max_missing:.0f}%); first misses at frames {np.flatnonzero(missing)[:10].tolist()}",
+        )
+    if n_missing:
+        warnings.append(
+            f"{source}: {gap} in {n_missing} of {n} frames (filled from neighbours): "
+            f"{np.flatnonzero(missing)[:20].tolist()}{' ...' if n_missing > 20 else ''}"
+        )
+    return filled, missing
+
+
 def analyse_video(
     path: str | Path,
     *,
@@ -132,22 +157,7 @@ def analyse_video(
     warnings: list[str] = []
     if n < n_video:
         warnings.append(f"{path}: kept {n} of {n_video} frames to match the audio length")
-    try:
-        landmarks, missing = fill_missing(raw)
-    except ValueError:
-        raise PreprocessError(path, f"no face found in any of its {n} frames") from None
-    n_missing = int(missing.sum())
-    if n_missing > max_missing * n:
-        raise PreprocessError(
-            path,
-            f"no face found in {n_missing} of {n} frames ({100 * n_missing / n:.0f}% > --max-missing "
-            f"{100 * max_missing:.0f}%); first misses at frames {np.flatnonzero(missing)[:10].tolist()}",
-        )
-    if n_missing:
-        warnings.append(
-            f"{path}: no face in {n_missing} of {n} frames (filled from neighbours): "
-            f"{np.flatnonzero(missing)[:20].tolist()}{' ...' if n_missing > 20 else ''}"
-        )
+    landmarks, missing = _fill_gaps(raw, path, max_missing, warnings, "no face found", "no face")
     if samples is not None:
         samples = samples[: int(round(n / fps * SAMPLE_RATE))]
     return VideoAnalysis(
@@ -185,23 +195,8 @@ def analyse_landmarks(
     source = Path(source) if source is not None else path
     probe = probe_video(path)
     n = len(landmarks)
-    try:
-        filled, missing = fill_missing(landmarks)
-    except ValueError:
-        raise PreprocessError(source, f"no landmarks in any of its {n} frames") from None
-    n_missing = int(missing.sum())
-    if n_missing > max_missing * n:
-        raise PreprocessError(
-            source,
-            f"no landmarks in {n_missing} of {n} frames ({100 * n_missing / n:.0f}% > --max-missing "
-            f"{100 * max_missing:.0f}%); first misses at frames {np.flatnonzero(missing)[:10].tolist()}",
-        )
-    warnings = []
-    if n_missing:
-        warnings.append(
-            f"{source}: no landmarks in {n_missing} of {n} frames (filled from neighbours): "
-            f"{np.flatnonzero(missing)[:20].tolist()}{' ...' if n_missing > 20 else ''}"
-        )
+    warnings: list[str] = []
+    filled, missing = _fill_gaps(landmarks, source, max_missing, warnings, "no landmarks", "no landmarks")
     return VideoAnalysis(
         path=path,
         n_frames=n,
