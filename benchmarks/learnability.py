@@ -1,24 +1,31 @@
-"""Learnability benchmark: does audio drive the mouth in our DiffTalk pipeline?
+"""Learnability benchmark: does audio drive the mouth when DiffTalk is trained by the product's trainer?
 
 Generates a synthetic talking-face set (python -m talkingface.synthetic) unless --data has one, trains a small first
-stage, then the small DiffTalk (configs/latent-diffusion/synthetic.yaml) twice: with the real audio and with the
-audio shuffled across frames (control). On held-out identities it reports the Pearson correlation between the
-generated and the true mouth opening over time, and PSNR/SSIM of the mouth box.
+stage (no real first stage exists offline), builds the trainer's latent cache with the product's command
+(``python -m talkingface.training.latent_cache build``), then trains the small DiffTalk of
+configs/latent-diffusion/synthetic.yaml with ``trainer/DiffTalkTrainer.py``'s own entry point
+(``talkingface.training.cli.main``: the same LightningModule, optimizer, clipping, EMA and data module) twice: with
+the real audio, and with ``data.shuffle_audio=true`` (control). Every --eval-every steps and at the end it generates
+the held-out identities' mouths through the lip-sync pipeline's frame path and ``DiffTalkModel.inpaint``, and
+writes OUT/report.json: pooled and per-identity Pearson r of the generated vs the true mouth opening, mouth
+PSNR/SSIM, the first stage's reconstruction error, skin luminance and the mouth's residual opening in pauses.
 
     python benchmarks/learnability.py --out runs/learnability                      # CPU, default sizes
     python benchmarks/learnability.py --out runs/smoke --smoke                     # a few steps (tests)
     python benchmarks/learnability.py --out runs/l --variants real --export talkingface/synthetic/assets
+
+Each variant's trainer run is OUT/<variant>/run (checkpoints, config snapshot, TensorBoard); the model so far is
+exported to OUT/<variant>/model at every curve point (loadable with ``get_difftalk_inference``).
 """
 
 from __future__ import annotations
 
 import argparse
-import functools
 import json
 import logging
 import sys
-import time
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -32,56 +39,46 @@ from talkingface.model.image_driven_talkingface.DiffTalk.config import default_c
 from talkingface.model.image_driven_talkingface.DiffTalk.model import build_first_stage  # noqa: E402
 from talkingface.synthetic.cli import DATASET_DIR  # noqa: E402
 from talkingface.synthetic.cli import main as synthetic_main  # noqa: E402
+from talkingface.synthetic.curve import HeldoutCurve  # noqa: E402
 from talkingface.synthetic.export import export_demo_model  # noqa: E402
 from talkingface.synthetic.first_stage import save_first_stage, train_first_stage  # noqa: E402
-from talkingface.synthetic.learn import (  # noqa: E402
-    build_model,
-    evaluate_heldout,
-    load_train_frames,
-    train_diffusion,
-    video_counts,
-)
+from talkingface.synthetic.learn import SILENCE_TOLERANCE, EvalResult, load_first_stage_images  # noqa: E402
+from talkingface.training.cli import main as trainer_main  # noqa: E402
+from talkingface.training.latent_cache import main as latent_cache_main  # noqa: E402
 
 log = logging.getLogger("learnability")
+
+VARIANTS = {"real": "false", "control": "true"}  # variant -> data.shuffle_audio
 
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--out", required=True, help="run folder (report.json, first_stage.pt, model exports)")
+    p.add_argument("--out", required=True, help="run folder (report.json, first_stage.pt, trainer runs, models)")
     p.add_argument("--data", default=None, help="synthetic set made by talkingface.synthetic (default OUT/data)")
     p.add_argument("--config", default=str(default_config_path("synthetic.yaml")))
     p.add_argument("--identities", type=int, default=64)
     p.add_argument("--seconds", type=float, default=5.0)
-    p.add_argument("--test-identities", type=int, default=4)
+    p.add_argument("--test-identities", type=int, default=8)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--first-stage", default=None, help="reuse a first stage saved by an earlier run")
     p.add_argument("--first-stage-steps", type=int, default=2500)
     p.add_argument("--first-stage-batch", type=int, default=16)
-    p.add_argument("--steps", type=int, default=20000, help="diffusion training steps per variant")
+    p.add_argument("--steps", type=int, default=12000, help="diffusion training steps per variant (train.max_steps)")
     p.add_argument("--batch-size", type=int, default=None, help="default: the config's data.batch_size")
-    p.add_argument("--lr", type=float, default=None, help="default: the config's base_learning_rate")
+    p.add_argument("--lr", type=float, default=None, help="default: the config's model.base_learning_rate")
     p.add_argument("--variants", default="real,control", help="comma list of real, control")
     p.add_argument("--eval-frames", type=int, default=100, help="held-out frames per identity")
     p.add_argument("--sample-steps", type=int, default=20, help="DPM-Solver++ steps")
     p.add_argument("--eval-every", type=int, default=4000, help="also evaluate (learning curve) every N steps")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
-    p.add_argument("--device", default="cpu")
+    p.add_argument("--gpus", default=None, help="trainer --gpus (e.g. '0,'); default: CPU")
     p.add_argument("--export", default=None, help="write the real model as the demo model into this folder")
     p.add_argument("--smoke", action="store_true", help="tiny data and a few steps (CI)")
     p.add_argument("--no-progress", action="store_true")
     return p
 
 
-def run(args: argparse.Namespace) -> dict:
-    if args.smoke:
-        args.identities, args.seconds, args.test_identities = 2, 2.6, 1
-        args.first_stage_steps, args.steps, args.eval_frames, args.sample_steps = 2, 3, 4, 2
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    progress = not args.no_progress
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    data = Path(args.data) if args.data else out / "data"
+def prepare_data(args: argparse.Namespace, data: Path, progress: bool) -> Path:
     root = data / DATASET_DIR
     if not DatasetLayout(root).meta_path.is_file():
         synthetic_main(
@@ -101,19 +98,14 @@ def run(args: argparse.Namespace) -> dict:
                 *(["--no-progress"] if not progress else []),
             ]
         )
-    cfg = load_config(args.config)
-    size = cfg.model.first_stage.resolution
-    train = load_train_frames(root, data / "data_train.txt", size, progress)
-    counts = video_counts(root)
-    report: dict = {
-        "config": args.config,
-        "data": str(data),
-        "train_frames": len(train.images),
-        "device": args.device,
-        "threads": torch.get_num_threads(),
-        "variants": {},
-    }
+    return root
 
+
+def prepare_first_stage(args: argparse.Namespace, cfg: Any, data: Path, root: Path, out: Path, report: dict) -> Path:
+    """Train (or reuse) the synthetic first stage; record its latent std (``scale_factor = 1 / std``)."""
+    size = cfg.model.first_stage.resolution
+    progress = not args.no_progress
+    images, masked = load_first_stage_images(root, data / "data_train.txt", size, progress)
     fs_path = Path(args.first_stage) if args.first_stage else out / "first_stage.pt"
     if args.first_stage and fs_path.is_file():
         vq = build_first_stage(cfg.model.first_stage)
@@ -123,7 +115,7 @@ def run(args: argparse.Namespace) -> dict:
         report["first_stage"] = {"path": str(fs_path), "reused": True}
     else:
         fs = train_first_stage(
-            torch.cat([train.images, train.masked]),
+            torch.cat([images, masked]),
             cfg.model.first_stage,
             steps=args.first_stage_steps,
             batch_size=args.first_stage_batch,
@@ -138,99 +130,136 @@ def run(args: argparse.Namespace) -> dict:
             "seconds": round(fs.seconds, 1),
             "steps": args.first_stage_steps,
         }
-    # scale_factor = 1 / std of the training frames' latents, the same whether the first stage was trained now or reused
     with torch.no_grad():
-        std = float(torch.cat([vq.encode(train.images[i : i + 256]) for i in range(0, len(train.images), 256)]).std())
+        std = float(torch.cat([vq.encode(images[i : i + 256]) for i in range(0, len(images), 256)]).std())
     report["first_stage"]["latent_std"] = std
-    batch = args.batch_size or cfg.data.batch_size
-    lr = args.lr or cfg.model.base_learning_rate
-    for variant in [v.strip() for v in args.variants.split(",") if v.strip()]:
-        if variant not in ("real", "control"):
-            raise SystemExit(f"error: unknown variant {variant!r} (real, control)")
-        model = build_model(load_config(args.config), vq, 1.0 / max(std, 1e-6)).to(args.device)
-        entry: dict = {"train_steps": args.steps, "batch_size": batch, "lr": lr, "curve": []}
-        report["variants"][variant] = entry
-        checkpoint = functools.partial(
-            _checkpoint, model=model, variant=variant, entry=entry, report=report, args=args, fs_path=fs_path
-        )
-        stats = train_diffusion(
-            model,
-            train,
-            counts,
-            args.steps,
-            batch,
-            lr,
-            shuffle_audio=variant == "control",
-            min_distance=cfg.data.reference_min_distance,
-            seed=args.seed,
-            progress=progress,
-            every=args.eval_every,
-            on_checkpoint=checkpoint,
-        )
-        entry["train_seconds"] = round(stats.seconds, 1)
-        log.info("%s: trained %d steps in %.0f s", variant, args.steps, stats.seconds)
-        if variant == "real" and args.export:
-            export_demo_model(model, fs_path, Path(args.export), metrics=entry)
+    report["train_frames"] = len(images)
+    return fs_path
+
+
+def run(args: argparse.Namespace) -> dict:
+    if args.smoke:
+        args.identities, args.seconds, args.test_identities = 2, 2.6, 1
+        args.first_stage_steps, args.steps, args.eval_frames, args.sample_steps = 2, 3, 4, 2
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    progress = not args.no_progress
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    data = Path(args.data) if args.data else out / "data"
+    root = prepare_data(args, data, progress)
+    cfg = load_config(args.config)
+    report: dict = {"config": args.config, "data": str(data), "threads": torch.get_num_threads(), "variants": {}}
+    fs_path = prepare_first_stage(args, cfg, data, root, out, report).resolve()
+    scale = 1.0 / max(report["first_stage"]["latent_std"], 1e-6)
+    variants = [v.strip() for v in args.variants.split(",") if v.strip()]
+    for variant in variants:
+        if variant not in VARIANTS:
+            raise SystemExit(f"error: unknown variant {variant!r} ({', '.join(VARIANTS)})")
+    if not variants:
         (out / "report.json").write_text(json.dumps(report, indent=2) + "\n")
+        return report
+
+    overrides = [
+        f"data.root={root}",
+        f"data.train_list={data / 'data_train.txt'}",
+        f"data.val_list={data / 'data_test.txt'}",
+        f"data.latent_cache={data / 'latents'}",
+        f"model.first_stage.ckpt_path={fs_path}",
+        f"model.diffusion.scale_factor={scale!r}",
+        f"train.max_steps={args.steps}",
+    ]
+    overrides += [f"data.batch_size={args.batch_size}"] if args.batch_size else []
+    overrides += [f"model.base_learning_rate={args.lr}"] if args.lr else []
+    if args.smoke:
+        overrides += ["train.num_sanity_val_steps=0", "train.val_metrics_batches=0", "train.limit_val_batches=1"]
+    # the trainer's latent cache, built by the product's command from this very first stage
+    cache = data / "latents"
+    if not (cache / "meta.json").is_file():
+        status = latent_cache_main(
+            [
+                "build",
+                str(root),
+                "--out",
+                str(cache),
+                "--config",
+                args.config,
+                "--first-stage",
+                str(fs_path),
+                "--device",
+                "cpu",
+                "--num-workers",
+                "0",
+                *overrides,
+            ]
+        )
+        if status != 0:
+            raise SystemExit(f"error: building the latent cache failed (exit {status})")
+    report["first_stage"]["scale_factor"] = scale
+    for variant in variants:
+        report["variants"][variant] = train_variant(args, variant, overrides, out, data, fs_path, report)
     return report
 
 
-def _checkpoint(
-    step: int,
-    losses: list[float],
-    *,
-    model: torch.nn.Module,
-    variant: str,
-    entry: dict,
-    report: dict,
-    args: argparse.Namespace,
-    fs_path: Path,
-) -> None:
-    """Evaluate on the held-out identities (a point of the learning curve), save the model so far to OUT/<variant>
-    (loadable with ``get_difftalk_inference``) and rewrite OUT/report.json."""
-    out, data = Path(args.out), Path(report["data"])
-    root = data / DATASET_DIR
-    t0 = time.perf_counter()
-    res = evaluate_heldout(
-        model, root, data / "data_test.txt", args.eval_frames, args.sample_steps, seed=args.seed, progress=False
+def train_variant(
+    args: argparse.Namespace, variant: str, overrides: list[str], out: Path, data: Path, fs_path: Path, report: dict
+) -> dict:
+    """One trainer run (``--run-dir OUT/<variant>/run``) with the held-out learning curve as a callback."""
+    entry: dict = {"train_steps": args.steps, "shuffle_audio": VARIANTS[variant] == "true", "curve": []}
+    report["variants"][variant] = entry
+
+    def on_point(step: int, res: EvalResult, point: dict, module: Any) -> None:
+        entry["curve"].append(point)
+        entry.update(summary(res, point))
+        entry["batch_size"] = int(module.trainer.datamodule.batch_size)
+        entry["lr"] = float(module.learning_rate)
+        export_demo_model(module, fs_path, out / variant / "model", metrics=entry)
+        if variant == "real" and args.export and step >= args.steps:
+            export_demo_model(module, fs_path, Path(args.export), metrics=entry)
+        (out / "report.json").write_text(json.dumps(report, indent=2) + "\n")
+
+    curve = HeldoutCurve(
+        data / DATASET_DIR,
+        data / "data_test.txt",
+        args.eval_every,
+        on_point,
+        eval_frames=args.eval_frames,
+        sample_steps=args.sample_steps,
+        seed=args.seed,
     )
-    point = {
-        "step": step,
+    run_dir = out / variant / "run"
+    argv = ["--base", args.config, "-t", "--run-dir", str(run_dir), "--seed", str(args.seed)]
+    argv += ["--overwrite-run"] if run_dir.exists() else []
+    argv += ["--gpus", args.gpus] if args.gpus else []
+    status = trainer_main([*argv, *overrides, f"data.shuffle_audio={VARIANTS[variant]}"], extra_callbacks=[curve])
+    if status != 0:
+        raise SystemExit(f"error: the trainer exited with status {status} ({variant})")
+    entry["run_dir"] = str(run_dir)
+    log.info("%s: trained %d steps in %.0f s", variant, args.steps, curve.points[-1]["train_seconds"])
+    return entry
+
+
+def summary(res: EvalResult, point: dict) -> dict:
+    """The latest curve point's figures, flattened for report.json and metrics.json."""
+    residuals = [v["silence_residual"] for v in point["videos"] if v["pause_frames"] > 0]
+    return {
+        "steps_done": point["step"],
         "correlation": res.correlation,
         "correlation_per_video": res.correlation_per_video,
+        "correlation_measure_on_ground_truth": res.correlation_gt_pixels,
+        "correlation_measure_through_first_stage": res.correlation_first_stage,
         "mouth_psnr": res.mouth_psnr,
         "mouth_ssim": res.mouth_ssim,
-        "loss": sum(losses[-200:]) / max(len(losses[-200:]), 1),
+        "eval_frames": res.frames,
+        "train_seconds": point["train_seconds"],
+        "eval_seconds": point["eval_seconds"],
+        "final_loss": point["loss"],
+        "silence_residual_max": max(residuals) if residuals else None,
+        "silence_tolerance": SILENCE_TOLERANCE,
+        "videos": point["videos"],
+        "opening_true": res.opening_true,
+        "opening_generated": res.opening_generated,
     }
-    entry["curve"].append(point)
-    entry.update(
-        {
-            "correlation": res.correlation,
-            "correlation_per_video": res.correlation_per_video,
-            "correlation_measure_on_ground_truth": res.correlation_gt_pixels,
-            "correlation_measure_through_first_stage": res.correlation_first_stage,
-            "mouth_psnr": res.mouth_psnr,
-            "mouth_ssim": res.mouth_ssim,
-            "eval_frames": res.frames,
-            "steps_done": step,
-            "eval_seconds": round(time.perf_counter() - t0, 1),
-            "final_loss": point["loss"],
-            "opening_true": res.opening_true,
-            "opening_generated": res.opening_generated,
-        }
-    )
-    log.info(
-        "%s @ %d steps: r = %.3f (per video %s), mouth PSNR %.2f dB, SSIM %.3f",
-        variant,
-        step,
-        res.correlation,
-        [round(r, 3) for r in res.correlation_per_video],
-        res.mouth_psnr,
-        res.mouth_ssim,
-    )
-    # the model so far, loadable with get_difftalk_inference (config.yaml + model.safetensors + first stage)
-    export_demo_model(model, fs_path, out / variant, metrics=entry)
-    (out / "report.json").write_text(json.dumps(report, indent=2) + "\n")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -241,6 +270,13 @@ def main(argv: list[str] | None = None) -> int:
             f"{name:8s} r={v['correlation']:+.3f}  mouth PSNR={v['mouth_psnr']:.2f} dB  SSIM={v['mouth_ssim']:.3f}"
             f"  train {v['train_seconds']:.0f} s ({v['train_steps']} steps)"
         )
+        for e in v["videos"]:
+            print(
+                f"    identity {e['video']:3d}: skin {e['skin_luminance']:.2f}  r={e['correlation']:+.3f} "
+                f"(ceiling {e['correlation_gt_pixels']:+.3f})  mouth PSNR {e['mouth_psnr']:.2f} dB  "
+                f"SSIM {e['mouth_ssim']:.3f}  first stage L1 {e['first_stage_l1']:.3f}  "
+                f"pause residual {e['silence_residual']:+.2f}"
+            )
     return 0
 
 

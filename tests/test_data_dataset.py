@@ -179,3 +179,20 @@ def test_a_damaged_file_is_named_by_the_dataset(layout: Path, tmp_path: Path, da
     assert dataset.videos[4] == 1 and dataset.frames[4] == 5
     with pytest.raises(DatasetMetaError, match=str(path)):
         dataset[4]
+
+
+def test_shuffle_audio_gives_each_item_another_items_audio(layout: Path) -> None:
+    """data.shuffle_audio (the learnability control): a fixed, seeded permutation of the split's audio windows;
+    images, landmarks and names stay the item's own."""
+    split = layout.parent / "data_train.txt"
+    plain = TalkDataset(layout, split, seed=3)
+    shuffled = TalkDataset(layout, split, seed=3, shuffle_audio=True)
+    again = TalkDataset(layout, split, seed=3, shuffle_audio=True)
+    n = len(plain)
+    assert sorted(shuffled.audio_source.tolist()) == list(range(n))  # a permutation: same audio statistics
+    assert (shuffled.audio_source != np.arange(n)).mean() > 0.9
+    assert (shuffled.audio_source == again.audio_source).all()  # seeded
+    for i in (0, 7, n - 1):
+        a, b = plain[i], shuffled[i]
+        assert a["name"] == b["name"] and np.array_equal(a["image"], b["image"])
+        np.testing.assert_array_equal(b["audio_smooth"], plain[int(shuffled.audio_source[i])]["audio_smooth"])

@@ -9,6 +9,8 @@ import av
 import cv2
 import numpy as np
 import pytest
+import torch
+import yaml
 
 from talkingface.data.constants import NOSE_BOTTOM
 from talkingface.data.dataset import TalkDataset
@@ -109,6 +111,8 @@ def test_cli_writes_videos_and_a_valid_layout(tmp_path: Path) -> None:
 
 
 def test_learnability_benchmark_smoke(tmp_path: Path) -> None:
+    """The benchmark trains through the product's trainer (its run folders, checkpoints and config snapshots are
+    the trainer's) and evaluates with the learning-curve callback."""
     sys.path.insert(0, str(ROOT / "benchmarks"))
     import learnability
 
@@ -134,13 +138,20 @@ def test_learnability_benchmark_smoke(tmp_path: Path) -> None:
         assert np.isfinite(v["correlation"]) and np.isfinite(v["mouth_psnr"])
         assert v["eval_frames"] == 4
         assert [p["step"] for p in v["curve"]] == [2, 3]  # the learning curve: every 2 steps and the last
+        assert {"correlation", "mouth_psnr", "first_stage_l1", "skin_luminance", "pause_frames"} <= set(v["videos"][0])
+        run = tmp_path / "run" / variant / "run"
+        ckpt = torch.load(run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
+        assert ckpt["global_step"] == 3  # trained by trainer/DiffTalkTrainer.py's entry point
+        snapshot = yaml.safe_load((run / "configs" / "config.yaml").read_text())
+        assert snapshot["data"]["shuffle_audio"] is (variant == "control")
+        assert snapshot["data"]["latent_cache"] and snapshot["train"]["lr_warmup_steps"] == 200
     assert (tmp_path / "export" / "model.safetensors").is_file()
     assert (tmp_path / "run" / "report.json").is_file()
     # the model saved at each curve point loads for inference
     from talkingface.model.image_driven_talkingface.DiffTalk import get_difftalk_inference
     from talkingface.synthetic.export import demo_model_paths
 
-    model = get_difftalk_inference(*demo_model_paths(tmp_path / "run" / "control"), device="cpu")
+    model = get_difftalk_inference(*demo_model_paths(tmp_path / "run" / "control" / "model"), device="cpu")
     assert not model.training
 
 

@@ -144,3 +144,19 @@ def test_count_or_fraction_reads_whole_numbers_as_batch_counts() -> None:
 
     with pytest.raises(ValueError, match="whole number"):
         count_or_fraction(2.5)
+
+
+def test_lr_warmup_rises_linearly_then_holds(tmp_path: Path) -> None:
+    """train.lr_warmup_steps: the scheduler steps per optimizer step, from lr / warmup up to lr."""
+    cfg = load_config(TINY_CONFIG, tiny_overrides(tmp_path))
+    assert LatentDiffusion(cfg.model).configure_optimizers().__class__.__name__ == "AdamW"  # default: constant
+    module = LatentDiffusion(cfg.model, learning_rate=1e-3, lr_warmup_steps=4)
+    conf = module.configure_optimizers()
+    opt, sched = conf["optimizer"], conf["lr_scheduler"]["scheduler"]
+    assert conf["lr_scheduler"]["interval"] == "step"
+    lrs = []
+    for _ in range(6):
+        lrs.append(opt.param_groups[0]["lr"])
+        opt.step()
+        sched.step()
+    assert lrs == pytest.approx([2.5e-4, 5e-4, 7.5e-4, 1e-3, 1e-3, 1e-3])

@@ -48,6 +48,7 @@ class TalkDataModule(pl.LightningDataModule):
         expected_audio_feature: str | dict[str, Any] | None = None,
         latent_cache: str | os.PathLike | None = None,
         seed: int = 0,
+        shuffle_audio: bool = False,
     ) -> None:
         super().__init__()
         self.root = Path(root)
@@ -60,6 +61,7 @@ class TalkDataModule(pl.LightningDataModule):
         self.expected_audio_feature = expected_audio_feature
         self.latent_cache = latent_cache
         self.seed = seed
+        self.shuffle_audio = shuffle_audio
         self.meta: dict[str, Any] | None = None
         self.train_set: TalkDataset | None = None
         self.val_set: TalkDataset | None = None
@@ -95,7 +97,9 @@ class TalkDataModule(pl.LightningDataModule):
             "latent_cache": self.latent_cache,
         }
         if stage in (None, "fit") and self.train_set is None:
-            self.train_set = TalkDataset(self.root, self.train_list, seed=self.seed, **kwargs)
+            self.train_set = TalkDataset(
+                self.root, self.train_list, seed=self.seed, shuffle_audio=self.shuffle_audio, **kwargs
+            )
         if stage in (None, "fit", "validate") and self.val_set is None:
             self.val_set = TalkDataset(self.root, self.val_list, seed=self.seed + 1, **kwargs)
 

@@ -79,6 +79,10 @@ class TalkDataset(Dataset):
     ``latent_cache``: a folder built by ``python -m talkingface.training.latent_cache build``. Items then hold
     ``latent``, ``reference_latent`` and ``masked_latent`` (float32 ``(C, h, w)`` first-stage latents) instead of
     the three images, and no JPEG is decoded.
+
+    ``shuffle_audio``: the control experiment of the learnability benchmark. Item ``i`` gets the audio window of
+    item ``perm[i]``, a fixed permutation of the split drawn from ``seed``, so the audio carries no information
+    about the mouth while its statistics stay those of the split.
     """
 
     def __init__(
@@ -89,6 +93,7 @@ class TalkDataset(Dataset):
         reference_min_distance: int = REFERENCE_MIN_DISTANCE,
         seed: int = 0,
         latent_cache: str | os.PathLike | None = None,
+        shuffle_audio: bool = False,
     ) -> None:
         self.root = str(Path(root))
         self.layout = DatasetLayout(root)
@@ -110,6 +115,9 @@ class TalkDataset(Dataset):
                 f"{split_file}: {int(bad.sum())} item(s) name frames that data.txt does not have, "
                 f"first {self.videos[i]}_{self.frames[i]}"
             )
+        self.audio_source = np.arange(len(self.videos))
+        if shuffle_audio:
+            self.audio_source = np.random.default_rng([self.seed, 0xA0D10]).permutation(len(self.videos))
         self._rng: np.random.Generator | None = None
         self._rng_worker: int | None = None
         self._warned_short = False
@@ -152,10 +160,15 @@ class TalkDataset(Dataset):
             "reference_img": to_unit(reference),
             "image_mask": to_unit(image_mask),
             "landmarks": (landmarks[list(MODEL_LANDMARK_ROWS)] / scaler).astype(np.float32),
-            "audio_smooth": self.layout.read_audio(v, f),
+            "audio_smooth": self._audio(index),
             "name": name,
             "reference_name": frame_name(v, ref),
         }
+
+    def _audio(self, index: int) -> np.ndarray:
+        """The audio window of item ``index`` (of another item when ``shuffle_audio`` is on)."""
+        j = int(self.audio_source[index])
+        return self.layout.read_audio(int(self.videos[j]), int(self.frames[j]))
 
     def _cached_item(self, index: int, v: int, f: int) -> dict[str, Any]:
         """The item from the latent cache: no image is decoded (landmarks scaled by the cache's frame size)."""
@@ -170,7 +183,7 @@ class TalkDataset(Dataset):
             "reference_latent": cache.latent(v, ref),
             "masked_latent": cache.masked_latent(v, f),
             "landmarks": (landmarks[list(MODEL_LANDMARK_ROWS)] / scaler).astype(np.float32),
-            "audio_smooth": self.layout.read_audio(v, f),
+            "audio_smooth": self._audio(index),
             "name": name,
             "reference_name": frame_name(v, ref),
         }

@@ -1,20 +1,20 @@
-"""Train and evaluate the synthetic DiffTalk: does the audio drive the mouth?
+"""Evaluate the synthetic DiffTalk on held-out identities: does the audio drive the mouth?
 
-Plain-PyTorch loop over the engine's API (``encode_conditions``, ``training_loss``, EMA) on first-stage latents
-cached in memory. The evaluation generates held-out frames through the inference pipeline's own frame-input path
+Training is the product's: ``benchmarks/learnability.py`` runs ``trainer/DiffTalkTrainer.py``'s own entry point
+(``talkingface.training.cli.main``) and evaluates through :class:`~talkingface.synthetic.curve.HeldoutCurve`. The
+evaluation generates held-out frames through the inference pipeline's own frame-input path
 (:func:`~talkingface.inference.pipeline.inpaint_frames`: the pipeline's reference frame, ``x0`` = the frame's
 latent outside the jaw polygon, masked image black from landmark 33 down, DPM-Solver++, the pipeline's uint8
 conversion), so a test can show both give the same frames. It measures the generated mouth opening on pixels alone
-(mean height of the dark mouth interior in a box below the nose bottom,
-:func:`~talkingface.synthetic.face.mouth_opening_px`) against the ground-truth opening, and PSNR/SSIM of the mouth
-box.
+(the dark mouth interior in a box below the nose bottom, :func:`~talkingface.synthetic.face.mouth_opening_px`)
+against the ground-truth opening, PSNR/SSIM of the mouth box, the first stage's reconstruction error, and how far
+the mouth stays open in the pauses of the speech, per held-out identity.
 """
 
 from __future__ import annotations
 
 import logging
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -23,7 +23,7 @@ import torch
 from tqdm.auto import tqdm
 
 from talkingface.data.constants import NOSE_BOTTOM
-from talkingface.data.dataset import TalkDataset, draw_reference
+from talkingface.data.dataset import TalkDataset
 from talkingface.data.layout import DatasetLayout, parse_name
 from talkingface.evaluate.metrics import batch_metrics
 from talkingface.inference.inputs import FrameInputs, frame_inputs, to_unit
@@ -34,7 +34,6 @@ from talkingface.inference.pipeline import (
     reference_latent,
     to_uint8,
 )
-from talkingface.model.image_driven_talkingface.DiffTalk.config import DiffTalkConfig
 from talkingface.model.image_driven_talkingface.DiffTalk.model import DiffTalkModel
 from talkingface.synthetic.face import mouth_opening_px, video_mouth_width
 from talkingface.synthetic.generate import mouth_truth
@@ -42,114 +41,58 @@ from talkingface.synthetic.generate import mouth_truth
 log = logging.getLogger(__name__)
 
 
-@dataclass
-class TrainFrames:
-    """Training items of a split, loaded through ``TalkDataset`` (so masks and scaling are the loader's)."""
-
-    images: torch.Tensor  # (N, 3, R, R) in [-1, 1]
-    masked: torch.Tensor  # (N, 3, R, R) training-masked images
-    landmarks: torch.Tensor  # (N, 39, 2) in R-pixel units
-    audio: torch.Tensor  # (N, 8, 16, 29)
-    videos: np.ndarray  # (N,)
-    frames: np.ndarray  # (N,)
-
-
-def load_train_frames(root: str | Path, split: str | Path, size: int, progress: bool = True) -> TrainFrames:
+def load_first_stage_images(
+    root: str | Path, split: str | Path, size: int, progress: bool = True
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The frames of a split and their training-masked versions, ``(N, 3, R, R)`` in [-1, 1], loaded through
+    ``TalkDataset`` (so masks and scaling are the loader's): the training images of the synthetic first stage."""
     ds = TalkDataset(root, split, image_size=size)
-    items = [ds[i] for i in tqdm(range(len(ds)), desc="load frames", disable=not progress, leave=False)]
-
-    def stack(key: str) -> torch.Tensor:
-        return torch.from_numpy(np.stack([it[key] for it in items]))
-
-    return TrainFrames(
-        images=stack("image").permute(0, 3, 1, 2).contiguous(),
-        masked=stack("image_mask").permute(0, 3, 1, 2).contiguous(),
-        landmarks=stack("landmarks"),
-        audio=stack("audio_smooth"),
-        videos=ds.videos.copy(),
-        frames=ds.frames.copy(),
+    images, masked = [], []
+    for i in tqdm(range(len(ds)), desc="load frames", disable=not progress, leave=False):
+        item = ds[i]
+        images.append(item["image"])
+        masked.append(item["image_mask"])
+    return (
+        torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).contiguous(),
+        torch.from_numpy(np.stack(masked)).permute(0, 3, 1, 2).contiguous(),
     )
 
 
-@torch.no_grad()
-def encode_all(model: DiffTalkModel, images: torch.Tensor, batch: int = 128) -> torch.Tensor:
-    return torch.cat([model.encode_first_stage(images[i : i + batch]) for i in range(0, len(images), batch)])
+#: Ground-truth opening (0..1) below which a frame is a pause, and above which it is speech (silence measure).
+PAUSE_OPENING = 0.05
+SPEECH_OPENING = 0.3
+#: A generated mouth is "closed in silence" when its mean opening in the pauses exceeds the ground truth's by at
+#: most this fraction of the ground truth's mean speech-minus-pause opening (both read by the same pixel measure).
+SILENCE_TOLERANCE = 0.15
 
 
 @dataclass
-class TrainStats:
-    steps: int
-    seconds: float
-    losses: list[float] = field(default_factory=list)
+class VideoEval:
+    """One held-out identity: how well its generated mouth follows the truth, and how well the first stage alone
+    reconstructs its frames (a colour failure of the first stage shows up here before any diffusion)."""
 
+    video: int
+    frames: int
+    correlation: float  # Pearson r, generated vs ground-truth opening
+    correlation_gt_pixels: float  # the measure on the ground-truth frames (its ceiling for this identity)
+    mouth_psnr: float
+    mouth_ssim: float
+    first_stage_l1: float  # mean |x - decode(encode(x))| over the frame, in [0, 1] units
+    first_stage_mouth_psnr: float
+    skin_luminance: float  # median luminance (0..1) of a cheek patch of the ground-truth frames
+    pause_frames: int
+    opening_pause_generated: float  # mean measured opening in the pauses (generated frames)
+    opening_pause_truth: float  # ... on the ground-truth frames
+    opening_speech_truth: float  # mean measured opening of the ground-truth frames in speech
 
-def train_diffusion(
-    model: DiffTalkModel,
-    data: TrainFrames,
-    counts: list[int],
-    steps: int,
-    batch_size: int,
-    lr: float,
-    shuffle_audio: bool = False,
-    min_distance: int = 60,
-    seed: int = 0,
-    progress: bool = True,
-    every: int = 0,
-    on_checkpoint: Callable[[int, list[float]], None] | None = None,
-) -> TrainStats:
-    """AdamW over UNet + condition encoders, EMA after each step. ``shuffle_audio``: the control — every frame
-    gets the audio of a random other training frame (a fixed permutation), so audio carries no information.
-    ``on_checkpoint(step, losses)`` is called every ``every`` steps and after the last (the model in eval mode; training
-    resumes afterwards): e.g. evaluate the learning curve and save the model so far."""
-    t0 = time.perf_counter()
-    torch.manual_seed(seed)
-    rng = np.random.default_rng(seed)
-    z = encode_all(model, data.images)
-    zm = encode_all(model, data.masked)
-    index = {(int(v), int(f)): i for i, (v, f) in enumerate(zip(data.videos, data.frames, strict=True))}
-    audio = data.audio[torch.from_numpy(rng.permutation(len(data.audio)))] if shuffle_audio else data.audio
-    params = [p for p in model.trainable_parameters() if p.requires_grad]
-    opt = torch.optim.AdamW(params, lr=lr)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / 200))
-    model.train()
-    stats = TrainStats(steps, 0.0)
-    bar = tqdm(range(steps), desc="diffusion" + (" (shuffled audio)" if shuffle_audio else ""), disable=not progress)
-    for step in bar:
-        idx = rng.integers(len(z), size=batch_size)
-        ref = [
-            index.get(
-                (
-                    int(data.videos[i]),
-                    draw_reference(int(data.frames[i]), counts[data.videos[i] - 1], min_distance, rng),
-                ),
-                int(i),
-            )
-            for i in idx
-        ]
-        t_idx = torch.from_numpy(idx)
-        cond = model.encode_conditions(
-            audio[t_idx], data.landmarks[t_idx], reference_latent=z[ref], masked_latent=zm[t_idx]
-        )
-        loss, _ = model.training_loss(z[t_idx], cond)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(params, 1.0)
-        opt.step()
-        sched.step()
-        model.model_ema(model.model)
-        stats.losses.append(float(loss.detach()))
-        if len(stats.losses) % 50 == 0:
-            bar.set_postfix(loss=f"{np.mean(stats.losses[-50:]):.4f}")
-        done = step + 1
-        if on_checkpoint is not None and (done == steps or (every > 0 and done % every == 0)):
-            stats.seconds = time.perf_counter() - t0
-            model.eval()
-            on_checkpoint(done, stats.losses)
-            model.train()
-            t0 = time.perf_counter() - stats.seconds  # checkpoint time is not training time
-    model.eval()
-    stats.seconds = time.perf_counter() - t0
-    return stats
+    @property
+    def silence_residual(self) -> float:
+        """How far the generated mouth stays open in pauses, as a fraction of the truth's speech opening (0: as
+        closed as the truth; NaN without pauses)."""
+        span = self.opening_speech_truth - self.opening_pause_truth
+        if self.pause_frames == 0 or span <= 0:
+            return float("nan")
+        return (self.opening_pause_generated - self.opening_pause_truth) / span
 
 
 @dataclass
@@ -163,6 +106,7 @@ class EvalResult:
     frames: int
     opening_true: list[float]
     opening_generated: list[float]
+    videos: list[VideoEval] = field(default_factory=list)
 
 
 def _pearson(a: np.ndarray, b: np.ndarray) -> float:
@@ -233,12 +177,13 @@ def evaluate_heldout(
     progress: bool = True,
 ) -> EvalResult:
     """Generate the mouths of held-out frames as the inference pipeline does (EMA weights) and compare with the
-    truth."""
+    truth, pooled and per identity (see :class:`VideoEval`)."""
     root = Path(root)
     size = model.config.first_stage.resolution
     gen = torch.Generator().manual_seed(seed)
-    true_open, gen_open, gt_open, rec_open, per_video = [], [], [], [], []
+    true_open, gen_open, gt_open, rec_open = [], [], [], []
     metrics: list[dict[str, float]] = []
+    videos: list[VideoEval] = []
     ds = TalkDataset(root, split, image_size=size)
     by_video: dict[int, list[int]] = {}
     for i, v in enumerate(ds.videos):
@@ -248,28 +193,54 @@ def evaluate_heldout(
             rows = rows[:max_frames_per_video]
             truth = mouth_truth(root, v)[:, 0]
             v_true, v_pred, v_img, v_rec, v_lm = [], [], [], [], []
+            v_metrics, v_rec_metrics, v_l1 = [], [], []
             for batch in generate_heldout(model, ds, rows, gen, sample_steps, batch_size):
                 b = len(batch.rows)
                 image = torch.from_numpy(to_unit(batch.inputs.image))
                 pred = batch.frames.cpu()
-                metrics.append({k: val * b for k, val in batch_metrics(pred, image, landmarks=batch.landmarks).items()})
+                rec = model.decode_first_stage(batch.image_latent).clamp(-1, 1).cpu()
+                m = batch_metrics(pred, image, landmarks=batch.landmarks)
+                metrics.append({k: val * b for k, val in m.items()})
+                v_metrics.append({k: val * b for k, val in m.items()})
+                v_rec_metrics.append(batch_metrics(rec, image, landmarks=batch.landmarks)["mouth_psnr"] * b)
+                v_l1.append(float((rec - image).abs().mean()) / 2 * b)
                 v_true += [float(truth[int(ds.frames[i])]) for i in batch.rows]
                 v_pred.append(to_uint8(pred))
                 v_img.append(batch.inputs.image)
-                v_rec.append(to_uint8(model.decode_first_stage(batch.image_latent).clamp(-1, 1)))
+                v_rec.append(to_uint8(rec))
                 v_lm.append(batch.landmarks)
             lms = np.concatenate(v_lm)
             width = video_mouth_width(lms)  # fixed per video
-            v_gen = _measure(v_pred, lms, width)
-            gt_open += _measure(v_img, lms, width)
+            v_gen = np.array(_measure(v_pred, lms, width))
+            v_gt = np.array(_measure(v_img, lms, width))
             rec_open += _measure(v_rec, lms, width)
-            per_video.append(_pearson(np.array(v_true), np.array(v_gen)))
+            t = np.array(v_true)
+            pause, speech = t < PAUSE_OPENING, t > SPEECH_OPENING
+            n = len(t)
+            videos.append(
+                VideoEval(
+                    video=v,
+                    frames=n,
+                    correlation=_pearson(t, v_gen),
+                    correlation_gt_pixels=_pearson(t, v_gt),
+                    mouth_psnr=sum(m["mouth_psnr"] for m in v_metrics) / n,
+                    mouth_ssim=sum(m["mouth_ssim"] for m in v_metrics) / n,
+                    first_stage_l1=sum(v_l1) / n,
+                    first_stage_mouth_psnr=sum(v_rec_metrics) / n,
+                    skin_luminance=_skin_luminance(np.concatenate(v_img), lms),
+                    pause_frames=int(pause.sum()),
+                    opening_pause_generated=float(v_gen[pause].mean()) if pause.any() else float("nan"),
+                    opening_pause_truth=float(v_gt[pause].mean()) if pause.any() else float("nan"),
+                    opening_speech_truth=float(v_gt[speech].mean()) if speech.any() else float("nan"),
+                )
+            )
+            gt_open += v_gt.tolist()
             true_open += v_true
-            gen_open += v_gen
+            gen_open += v_gen.tolist()
     n = len(true_open)
     return EvalResult(
         correlation=_pearson(np.array(true_open), np.array(gen_open)),
-        correlation_per_video=per_video,
+        correlation_per_video=[e.correlation for e in videos],
         correlation_gt_pixels=_pearson(np.array(true_open), np.array(gt_open)),
         correlation_first_stage=_pearson(np.array(true_open), np.array(rec_open)),
         mouth_psnr=sum(m["mouth_psnr"] for m in metrics) / n,
@@ -277,7 +248,23 @@ def evaluate_heldout(
         frames=n,
         opening_true=true_open,
         opening_generated=gen_open,
+        videos=videos,
     )
+
+
+def _skin_luminance(images: np.ndarray, landmarks: np.ndarray) -> float:
+    """Median luminance (0..1) of the cheeks: small boxes halfway between the nose (landmark 31/35) and the jaw
+    (landmarks 3/13), over the frames ``(N, R, R, 3)`` uint8 with their landmarks at that size."""
+    values = []
+    for im, lm in zip(images, landmarks, strict=True):
+        for a, b in ((31, 3), (35, 13)):
+            cx, cy = (lm[a] + lm[b]) / 2
+            r = max(1, int(round(0.04 * im.shape[0])))
+            y0, x0 = max(int(cy) - r, 0), max(int(cx) - r, 0)
+            patch = im[y0 : int(cy) + r + 1, x0 : int(cx) + r + 1].astype(np.float32) / 255.0
+            if patch.size:
+                values.append(np.median(patch @ np.array([0.299, 0.587, 0.114], np.float32)))
+    return float(np.median(values)) if values else float("nan")
 
 
 def _measure(images: list[np.ndarray], landmarks: np.ndarray, width: float) -> list[float]:
@@ -285,14 +272,6 @@ def _measure(images: list[np.ndarray], landmarks: np.ndarray, width: float) -> l
     return [
         mouth_opening_px(im, lm[NOSE_BOTTOM], width) for im, lm in zip(np.concatenate(images), landmarks, strict=True)
     ]
-
-
-def build_model(cfg: DiffTalkConfig, first_stage: torch.nn.Module, scale_factor: float) -> DiffTalkModel:
-    """A fresh DiffTalk for ``cfg`` with the given trained first stage and latent scale."""
-    cfg.model.diffusion.scale_factor = float(scale_factor)
-    model = DiffTalkModel(cfg.model)
-    model.first_stage_model.load_state_dict(first_stage.state_dict())
-    return model
 
 
 def video_counts(root: str | Path) -> list[int]:

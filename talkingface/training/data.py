@@ -43,6 +43,7 @@ def build_datamodule(cfg: DiffTalkConfig, meta: dict[str, Any] | None = None) ->
         expected_audio_feature=expected_audio_feature(cfg),
         latent_cache=d.latent_cache,
         seed=d.seed,
+        shuffle_audio=d.shuffle_audio,
     )
     if meta is not None:
         dm.meta = meta

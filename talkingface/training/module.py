@@ -63,6 +63,8 @@ class LatentDiffusion(DiffTalkModel, pl.LightningModule):
         val_metrics_batches: on this many validation batches per epoch, sample frames with the EMA weights
             (DPM-Solver++, ``val_metrics_steps`` steps), decode them and log PSNR/SSIM against the target frame,
             on the whole frame and on the generated region (``val/psnr``, ``val/region_ssim``, ...). 0: off.
+        lr_warmup_steps: the learning rate rises linearly from ``lr / lr_warmup_steps`` to ``lr`` over this many
+            optimizer steps (0: constant, as the reference).
     """
 
     def __init__(
@@ -75,6 +77,7 @@ class LatentDiffusion(DiffTalkModel, pl.LightningModule):
         validation_seed: int = 1234,
         val_metrics_batches: int = 1,
         val_metrics_steps: int = 10,
+        lr_warmup_steps: int = 0,
     ) -> None:
         super().__init__(config)
         self.learning_rate = self.config.base_learning_rate if learning_rate is None else learning_rate
@@ -84,6 +87,7 @@ class LatentDiffusion(DiffTalkModel, pl.LightningModule):
         self.validation_seed = validation_seed
         self.val_metrics_batches = val_metrics_batches
         self.val_metrics_steps = val_metrics_steps
+        self.lr_warmup_steps = int(lr_warmup_steps)
         if channels_last:
             self.model.to(memory_format=torch.channels_last)
 
@@ -194,10 +198,15 @@ class LatentDiffusion(DiffTalkModel, pl.LightningModule):
         if self.use_ema:
             self.model_ema(self.model)
 
-    def configure_optimizers(self) -> torch.optim.Optimizer:
+    def configure_optimizers(self) -> torch.optim.Optimizer | dict[str, Any]:
         params = [p for p in self.trainable_parameters() if p.requires_grad]
         fused = self.fused_optimizer and fused_adamw_supported(params) and not self._clips_under_amp()
-        return torch.optim.AdamW(params, lr=self.learning_rate, fused=fused or None)
+        optimizer = torch.optim.AdamW(params, lr=self.learning_rate, fused=fused or None)
+        if self.lr_warmup_steps <= 0:
+            return optimizer
+        warmup = self.lr_warmup_steps
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: min(1.0, (step + 1) / warmup))
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 
     def _clips_under_amp(self) -> bool:
         """True when Lightning will clip gradients under mixed precision (``16-mixed``/``bf16-mixed``): its AMP

@@ -68,6 +68,7 @@ def build_module(cfg: DiffTalkConfig, learning_rate: float, load_vq: bool = True
         validation_seed=t.validation_seed,
         val_metrics_batches=t.val_metrics_batches,
         val_metrics_steps=t.val_metrics_steps,
+        lr_warmup_steps=t.lr_warmup_steps,
     )
     ckpt = cfg.model.first_stage.ckpt_path
     if ckpt and load_vq:

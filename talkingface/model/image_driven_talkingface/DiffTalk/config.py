@@ -124,6 +124,8 @@ class DataConfig:
     reference_min_distance: int = 60
     latent_cache: str | None = None
     seed: int = 0
+    # control experiment: training items get the audio of other items (a fixed permutation), so audio is no cue
+    shuffle_audio: bool = False
 
 
 @dataclass
@@ -150,6 +152,7 @@ class TrainConfig:
     tf32: bool = False  # TF32 matmuls/convs on Ampere+ GPUs (false: PyTorch's defaults, as the reference)
     ddp_timeout_s: int = 1800  # collective timeout: a stuck rank fails instead of hanging forever
     find_unused_parameters: bool = False
+    lr_warmup_steps: int = 0  # linear learning-rate warm-up from 0 over this many optimizer steps (0: none)
     export_slim_on_end: bool = True  # write checkpoints/difftalk_ema.safetensors when training ends
     validation_seed: int = 1234  # validation noise/timesteps are fixed, so val losses are comparable
     val_metrics_batches: int = 1  # validation batches per epoch sampled for PSNR/SSIM (0: off)
