@@ -65,9 +65,10 @@ def test_pixel_opening_tracks_landmark_opening() -> None:
     assert clip.speech.opening.max() > 0.5 and (clip.speech.opening < 0.02).any(), "speech has loud and silent parts"
     assert np.corrcoef(gap, clip.speech.opening)[0, 1] > 0.99
     assert np.corrcoef(measured, gap)[0, 1] > 0.98
-    # dark area / mouth width: proportional to the inner-lip gap (the inner lips are a lens, about 0.4 x gap)
+    # dark area / mouth width: proportional to the inner-lip gap (the inner lips are a lens, about 0.6 x gap now
+    # that the interior counts 1 on every skin tone; the former absolute threshold counted it ~0.7, giving ~0.4)
     ratio = measured[clip.speech.opening > 0.3] / gap[clip.speech.opening > 0.3]
-    assert 0.3 < ratio.mean() < 0.5 and ratio.std() < 0.1 * ratio.mean()
+    assert 0.45 < ratio.mean() < 0.75 and ratio.std() < 0.1 * ratio.mean()
 
 
 def test_pixel_opening_ignores_the_true_mouth_landmarks() -> None:

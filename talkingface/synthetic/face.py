@@ -17,10 +17,27 @@ MAX_OPENING = 0.34
 #: Fraction of the inner-lip opening by which the chin (jaw points 5-11) drops.
 JAW_DROP = 0.3
 _JAW_WEIGHTS = np.array([0.25, 0.55, 0.85, 1.0, 0.85, 0.55, 0.25])  # jaw points 5..11
-#: Mouth interior colour (RGB): darker than every skin and lip colour, so pixel statistics measure the opening.
-MOUTH_INTERIOR = (45, 14, 22)
+#: Mouth interior colour (RGB): far darker than every skin, lip and nose colour (luminance 0.04 against >= 0.1 for
+#: the nose line of the darkest skin), so pixel statistics measure the opening on every skin tone.
+MOUTH_INTERIOR = (30, 0, 10)
 _SHIFT = 4  # cv2 sub-pixel bits
-_SKIN = np.array([(255, 224, 196), (241, 194, 125), (224, 172, 105), (198, 134, 66), (141, 85, 36), (232, 190, 172)])
+#: Skin tones light to dark: the 10 steps of the Monk Skin Tone scale (index = tone bin 0..9).
+SKIN_TONES = np.array(
+    [
+        (0xF6, 0xED, 0xE4),
+        (0xF3, 0xE7, 0xDB),
+        (0xF7, 0xEA, 0xD0),
+        (0xEA, 0xDA, 0xBA),
+        (0xD7, 0xBD, 0x96),
+        (0xA0, 0x7E, 0x56),
+        (0x82, 0x5C, 0x43),
+        (0x60, 0x41, 0x34),
+        (0x3A, 0x31, 0x2A),
+        (0x29, 0x24, 0x20),
+    ]
+)
+#: Skin-tone groups of the ceiling report: bins of :data:`SKIN_TONES`.
+TONE_GROUPS = {"light": (0, 1, 2), "medium": (3, 4, 5, 6), "dark": (7, 8, 9)}
 _HAIR = np.array([(20, 16, 14), (60, 40, 25), (110, 70, 35), (180, 140, 80), (200, 200, 195), (140, 40, 20)])
 _EYES = np.array([(60, 90, 140), (70, 110, 60), (80, 50, 30), (40, 30, 20), (100, 120, 130)])
 
@@ -39,6 +56,7 @@ class FaceIdentity:
     mouth_half_width: float
     lip_thickness: float
     skin: tuple[int, int, int]
+    skin_tone: int  # bin of SKIN_TONES (0 lightest .. 9 darkest) the skin colour was jittered from
     hair: tuple[int, int, int]
     hair_volume: float
     lip: tuple[int, int, int]
@@ -54,6 +72,12 @@ def _jitter(rng: np.random.Generator, rgb: np.ndarray, amount: float) -> tuple[i
     return (int(c[0]), int(c[1]), int(c[2]))
 
 
+def luminance(rgb: np.ndarray | tuple[int, int, int]) -> np.ndarray:
+    """Luminance ``Y`` in [0, 1] (Rec. 601 weights) of RGB values (uint8 scale, last axis = channel)."""
+    c = np.asarray(rgb, dtype=np.float32) / 255.0
+    return 0.299 * c[..., 0] + 0.587 * c[..., 1] + 0.114 * c[..., 2]
+
+
 def _lip_colour(skin: tuple[int, int, int], rng: np.random.Generator) -> tuple[int, int, int]:
     """Reddish lip, clearly lighter than the mouth interior (luminance >= 95)."""
     base = np.array(skin, dtype=float) * rng.uniform(0.7, 0.85) + np.array([50.0, -10.0, 0.0])
@@ -64,9 +88,14 @@ def _lip_colour(skin: tuple[int, int, int], rng: np.random.Generator) -> tuple[i
     return (int(c[0]), int(c[1]), int(c[2]))
 
 
-def sample_identity(rng: np.random.Generator) -> FaceIdentity:
-    """A random identity (all randomness from ``rng``)."""
-    skin = _jitter(rng, _SKIN[rng.integers(len(_SKIN))].astype(float), 8.0)
+def sample_identity(rng: np.random.Generator, skin_tone: int | None = None) -> FaceIdentity:
+    """A random identity (all randomness from ``rng``) with the skin tone bin ``skin_tone`` of :data:`SKIN_TONES`
+    (0 lightest .. 9 darkest; random when None). The rest of the identity does not depend on ``skin_tone``."""
+    drawn = int(rng.integers(len(SKIN_TONES)))  # drawn either way, so the other features stay the same
+    tone = drawn if skin_tone is None else int(skin_tone)
+    if not 0 <= tone < len(SKIN_TONES):
+        raise ValueError(f"skin_tone must be in [0, {len(SKIN_TONES)}), got {skin_tone}")
+    skin = _jitter(rng, SKIN_TONES[tone].astype(float), 3.0)
     bg_a = tuple(int(v) for v in rng.integers(30, 230, 3))
     bg_b = tuple(int(v) for v in np.clip(np.array(bg_a) + rng.integers(-60, 60, 3), 0, 255))
     return FaceIdentity(
@@ -80,6 +109,7 @@ def sample_identity(rng: np.random.Generator) -> FaceIdentity:
         mouth_half_width=float(rng.uniform(0.3, 0.38)),
         lip_thickness=float(rng.uniform(0.06, 0.1)),
         skin=skin,
+        skin_tone=tone,
         hair=_jitter(rng, _HAIR[rng.integers(len(_HAIR))].astype(float), 6.0),
         hair_volume=float(rng.uniform(0.05, 0.35)),
         lip=_lip_colour(skin, rng),
@@ -223,9 +253,28 @@ def draw_face(
     return img
 
 
-def darkness(image: np.ndarray) -> np.ndarray:
-    """Per-pixel darkness ``clip((0.3 - Y) / 0.3, 0, 1)`` of an RGB image (uint8, or float in [0, 1]), Y its
-    luminance: the mouth interior (Y ~ 0.1) counts, lips and skin (Y > 0.35) do not."""
+#: Luminance of :data:`MOUTH_INTERIOR`: the dark end of :func:`darkness`.
+INTERIOR_LUMINANCE = float(luminance(MOUTH_INTERIOR))
+
+
+def darkness(image: np.ndarray, skin_luminance: float) -> np.ndarray:
+    """Per-pixel darkness of an RGB image (uint8, or float in [0, 1]) relative to its skin: 1 for the mouth interior,
+    0 from halfway between the interior and the skin luminance ``s`` upwards, so the same on every skin tone:
+
+    ``clip((hi - Y) / (hi - lo), 0, 1)`` with ``lo = i + 0.15 (s - i)``, ``hi = i + 0.5 (s - i)``, ``i`` the interior
+    luminance and ``Y`` the pixel's. Skin, the neck (0.85 s), lips and the nose line (0.7 s) count 0.
+    """
+    img = image.astype(np.float32) / 255.0 if image.dtype == np.uint8 else image.astype(np.float32)
+    lum = 0.299 * img[..., 0] + 0.587 * img[..., 1] + 0.114 * img[..., 2]
+    i = INTERIOR_LUMINANCE
+    span = max(float(skin_luminance) - i, 0.05)  # a skin no lighter than the interior: a fixed small span
+    lo, hi = i + 0.15 * span, i + 0.5 * span
+    return np.clip((hi - lum) / (hi - lo), 0.0, 1.0)
+
+
+def darkness_absolute(image: np.ndarray) -> np.ndarray:
+    """The former per-pixel darkness ``clip((0.3 - Y) / 0.3, 0, 1)`` with a fixed threshold: it counts dark skin
+    (Monk tones 9-10, ``Y`` ~ 0.13-0.2) as mouth interior. Kept to show that failure in the tests."""
     img = image.astype(np.float32) / 255.0 if image.dtype == np.uint8 else image.astype(np.float32)
     lum = 0.299 * img[..., 0] + 0.587 * img[..., 1] + 0.114 * img[..., 2]
     return np.clip((0.3 - lum) / 0.3, 0.0, 1.0)
@@ -238,18 +287,46 @@ def video_mouth_width(landmarks: np.ndarray) -> float:
     return float(np.median(np.linalg.norm(lm[:, 54] - lm[:, 48], axis=1)))
 
 
-def mouth_opening_px(image: np.ndarray, nose_bottom: np.ndarray, mouth_width: float) -> float:
+def _box(image: np.ndarray, cx: float, cy: float, x: tuple[float, float], y: tuple[float, float], w: float):
+    """The pixels of ``image`` in ``[cx + x0 w, cx + x1 w) x [cy + y0 w, cy + y1 w)`` (at least one pixel)."""
+    h, wd = image.shape[:2]
+    x0 = min(max(int(round(cx + x[0] * w)), 0), wd - 1)
+    y0 = min(max(int(round(cy + y[0] * w)), 0), h - 1)
+    x1 = min(max(int(round(cx + x[1] * w)), x0 + 1), wd)
+    y1 = min(max(int(round(cy + y[1] * w)), y0 + 1), h)
+    return image[y0:y1, x0:x1]
+
+
+def skin_luminance_px(image: np.ndarray, nose_bottom: np.ndarray, mouth_width: float) -> float:
+    """The skin luminance of a face image, from its pixels: the median luminance of two cheek patches beside the
+    nose bottom (``0.4``-``0.7`` widths to each side, ``0.35``-``0.05`` widths above landmark 33), clear of the
+    nose, the eyes and the mouth; placed without the frame's mouth landmarks."""
+    cx, cy, w = float(nose_bottom[0]), float(nose_bottom[1]), float(mouth_width)
+    img = image.astype(np.float32) if image.dtype == np.uint8 else image.astype(np.float32) * 255.0
+    cheeks = [_box(img, cx, cy, xs, (-0.35, -0.05), w) for xs in ((-0.7, -0.4), (0.4, 0.7))]
+    return float(np.median(np.concatenate([luminance(c).ravel() for c in cheeks])))
+
+
+def mouth_opening_px(
+    image: np.ndarray, nose_bottom: np.ndarray, mouth_width: float, skin_luminance: float | None = None
+) -> float:
     """Mouth opening measured on pixels only: the dark mass in a box below the nose bottom (landmark 33) divided by
     the video's mouth width, in pixels (the dark area over the mouth width; proportional to the inner-lip gap,
-    about 0.4 x the gap for the lens-shaped inner lips of :func:`face_landmarks_local`).
+    about 0.6 x the gap for the lens-shaped inner lips of :func:`face_landmarks_local`).
 
     The box (``±0.75`` widths across, ``0.1``-``1.3`` widths below the nose bottom) is placed by a landmark that does
     not move with speech and sized by a per-video constant (:func:`video_mouth_width`), so the measure of a
-    generated frame depends on its pixels alone, not on the true mouth landmarks of that frame.
+    generated frame depends on its pixels alone, not on the true mouth landmarks of that frame. Darkness is relative
+    to the skin (:func:`darkness`); its luminance is measured on the same image (:func:`skin_luminance_px`) unless
+    given, so dark skin does not read as an open mouth and the interior counts 1 on every skin tone.
     """
-    cx, cy = float(nose_bottom[0]), float(nose_bottom[1])
     w = float(mouth_width)
-    h, wd = image.shape[:2]
-    x0, x1 = max(int(round(cx - 0.75 * w)), 0), min(int(round(cx + 0.75 * w)), wd)
-    y0, y1 = max(int(round(cy + 0.1 * w)), 0), min(int(round(cy + 1.3 * w)), h)
-    return float(darkness(image[y0:y1, x0:x1]).sum() / max(w, 1.0))
+    if skin_luminance is None:
+        skin_luminance = skin_luminance_px(image, nose_bottom, w)
+    return float(darkness(mouth_box(image, nose_bottom, w), skin_luminance).sum() / max(w, 1.0))
+
+
+def mouth_box(image: np.ndarray, nose_bottom: np.ndarray, mouth_width: float) -> np.ndarray:
+    """The pixels :func:`mouth_opening_px` measures: ``±0.75`` widths across, ``0.1``-``1.3`` widths below the nose
+    bottom (landmark 33)."""
+    return _box(image, float(nose_bottom[0]), float(nose_bottom[1]), (-0.75, 0.75), (0.1, 1.3), float(mouth_width))

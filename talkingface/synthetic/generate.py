@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -10,18 +11,23 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
-from talkingface.data.constants import FPS
+from talkingface.data.constants import FPS, NOSE_BOTTOM
 from talkingface.data.layout import DatasetLayout, write_split
 from talkingface.data.meta import audio_feature_spec, dataset_meta
 from talkingface.media.crop import crop_square, landmarks_to_crop, plan_crops
 from talkingface.media.features import make_backend
 from talkingface.media.windows import smooth_windows
 from talkingface.synthetic.face import (
+    SKIN_TONES,
+    TONE_GROUPS,
     FaceIdentity,
     draw_face,
     face_landmarks_local,
     head_pose,
+    luminance,
+    mouth_opening_px,
     to_frame,
+    video_mouth_width,
 )
 from talkingface.synthetic.speech import SpeechTrack, synthesize_speech
 
@@ -32,7 +38,8 @@ DEFAULT_CROP_SIZE = 128
 SIDECAR_SUFFIX = ".landmarks.npy"
 #: Extra per-clip arrays next to the mp4: mouth opening / width per frame (ground truth for benchmarks).
 MOUTH_SUFFIX = ".mouth.npy"
-#: Layout folder of the per-video ground truth (``mouth/<v>.npy``: opening, width per frame); not read by training.
+#: Layout folder of the per-video ground truth (``mouth/<v>.npy``: opening, width per frame; ``mouth/<v>.json``: skin
+#: tone bin and skin luminance); not read by training.
 MOUTH_DIR = "mouth"
 
 
@@ -55,13 +62,24 @@ def clip_rng(seed: int, index: int) -> np.random.Generator:
     return np.random.default_rng([int(seed), int(index)])
 
 
+def clip_skin_tone(index: int) -> int:
+    """The skin tone bin of clip ``index`` (1-based): clips cycle through the bins light to dark, so any 10
+    consecutive clips (a training set, and a held-out set at the end of a run) cover the whole range."""
+    return (int(index) - 1) % len(SKIN_TONES)
+
+
 def render_clip(
-    rng: np.random.Generator, seconds: float, frame_size: int = DEFAULT_FRAME_SIZE, identity: FaceIdentity | None = None
+    rng: np.random.Generator,
+    seconds: float,
+    frame_size: int = DEFAULT_FRAME_SIZE,
+    identity: FaceIdentity | None = None,
+    skin_tone: int | None = None,
 ) -> Clip:
-    """Render ``seconds`` of one identity talking (a new random identity unless one is given)."""
+    """Render ``seconds`` of one identity talking (a new random identity with skin tone bin ``skin_tone``, random
+    when None, unless an identity is given)."""
     from talkingface.synthetic.face import sample_identity
 
-    identity = identity or sample_identity(rng)
+    identity = identity or sample_identity(rng, skin_tone)
     speech = synthesize_speech(seconds, rng)
     frames = np.empty((speech.n_frames, frame_size, frame_size, 3), dtype=np.uint8)
     landmarks = np.empty((speech.n_frames, 68, 2), dtype=np.float32)
@@ -76,9 +94,9 @@ def render_clip(
 def iter_clips(
     n: int, seconds: float, seed: int, frame_size: int = DEFAULT_FRAME_SIZE, progress: bool = True
 ) -> Iterator[tuple[int, Clip]]:
-    """Clips ``1..n`` of the set made with ``seed`` (deterministic)."""
+    """Clips ``1..n`` of the set made with ``seed`` (deterministic; clip ``v`` has skin tone :func:`clip_skin_tone`)."""
     for v in tqdm(range(1, n + 1), desc="synthetic clips", unit="clip", disable=not progress):
-        yield v, render_clip(clip_rng(seed, v), seconds, frame_size)
+        yield v, render_clip(clip_rng(seed, v), seconds, frame_size, skin_tone=clip_skin_tone(v))
 
 
 def write_clip_video(clip: Clip, path: str | Path, overwrite: bool = True) -> Path:
@@ -126,6 +144,12 @@ def write_layout_video(root: Path, number: int, clip: Clip, size: int, backend_n
         layout.write_audio(number, i, windows[i])
     (root / MOUTH_DIR).mkdir(parents=True, exist_ok=True)
     np.save(root / MOUTH_DIR / f"{number}.npy", np.column_stack([clip.speech.opening, clip.speech.width]))
+    (root / MOUTH_DIR / f"{number}.json").write_text(json.dumps(skin_info(clip.identity)) + "\n")
+
+
+def skin_info(identity: FaceIdentity) -> dict[str, float | int]:
+    """``{"skin_tone": bin 0..9, "skin_luminance": Y in [0, 1]}`` of an identity (per-video metadata)."""
+    return {"skin_tone": identity.skin_tone, "skin_luminance": round(float(luminance(identity.skin)), 4)}
 
 
 def write_layout_meta(
@@ -145,3 +169,33 @@ def write_layout_meta(
 def mouth_truth(root: Path, video: int) -> np.ndarray:
     """``(N, 2)`` ground-truth mouth opening (0..1) and width factor per frame of a layout video."""
     return np.load(Path(root) / MOUTH_DIR / f"{video}.npy")
+
+
+def video_skin(root: Path, video: int) -> dict[str, float | int]:
+    """The :func:`skin_info` of a layout video (``mouth/<v>.json``)."""
+    return json.loads((Path(root) / MOUTH_DIR / f"{video}.json").read_text())
+
+
+def tone_group(skin_tone: int) -> str:
+    """``"light"``, ``"medium"`` or ``"dark"``: the :data:`~talkingface.synthetic.face.TONE_GROUPS` group of a bin."""
+    return next(name for name, bins in TONE_GROUPS.items() if skin_tone in bins)
+
+
+def measure_ceiling_by_tone(
+    seed: int, seconds: float, frame_size: int = DEFAULT_FRAME_SIZE, crop_size: int = DEFAULT_CROP_SIZE
+) -> dict[str, float]:
+    """The ceiling of the pixel measure per skin-tone group: Pearson r between :func:`mouth_opening_px` on
+    ground-truth face crops (as the layout stores them) and the true opening, pooled over the clips of each group.
+
+    Renders clips ``1..10`` of the set made with ``seed`` (one per skin tone bin, as :func:`iter_clips` does).
+    """
+    measured: dict[str, list[float]] = {g: [] for g in TONE_GROUPS}
+    truth: dict[str, list[float]] = {g: [] for g in TONE_GROUPS}
+    for v in range(1, len(SKIN_TONES) + 1):
+        clip = render_clip(clip_rng(seed, v), seconds, frame_size, skin_tone=clip_skin_tone(v))
+        crops, lms = clip_crops(clip, crop_size)
+        width = video_mouth_width(lms)
+        group = tone_group(clip.identity.skin_tone)
+        measured[group] += [mouth_opening_px(c, lm[NOSE_BOTTOM], width) for c, lm in zip(crops, lms, strict=True)]
+        truth[group] += [float(o) for o in clip.speech.opening]
+    return {g: float(np.corrcoef(measured[g], truth[g])[0, 1]) for g in TONE_GROUPS}
