@@ -42,6 +42,7 @@ from talkingface.synthetic.cli import main as synthetic_main  # noqa: E402
 from talkingface.synthetic.curve import HeldoutCurve  # noqa: E402
 from talkingface.synthetic.export import export_demo_model  # noqa: E402
 from talkingface.synthetic.first_stage import save_first_stage, train_first_stage  # noqa: E402
+from talkingface.synthetic.generate import measure_ceiling_by_tone  # noqa: E402
 from talkingface.synthetic.learn import SILENCE_TOLERANCE, EvalResult, load_first_stage_images  # noqa: E402
 from talkingface.training.cli import main as trainer_main  # noqa: E402
 from talkingface.training.latent_cache import main as latent_cache_main  # noqa: E402
@@ -150,6 +151,8 @@ def run(args: argparse.Namespace) -> dict:
     root = prepare_data(args, data, progress)
     cfg = load_config(args.config)
     report: dict = {"config": args.config, "data": str(data), "threads": torch.get_num_threads(), "variants": {}}
+    # the ceiling of the pixel measure on ground-truth frames, per skin-tone group (clips 1-10: every tone bin)
+    report["measure_ceiling_by_tone"] = measure_ceiling_by_tone(args.seed, min(args.seconds, 3.0))
     fs_path = prepare_first_stage(args, cfg, data, root, out, report).resolve()
     scale = 1.0 / max(report["first_stage"]["latent_std"], 1e-6)
     variants = [v.strip() for v in args.variants.split(",") if v.strip()]
@@ -272,7 +275,8 @@ def main(argv: list[str] | None = None) -> int:
         )
         for e in v["videos"]:
             print(
-                f"    identity {e['video']:3d}: skin {e['skin_luminance']:.2f}  r={e['correlation']:+.3f} "
+                f"    identity {e['video']:3d}: tone {e['skin_tone']}, skin {e['skin_luminance']:.2f}  "
+                f"r={e['correlation']:+.3f} "
                 f"(ceiling {e['correlation_gt_pixels']:+.3f})  mouth PSNR {e['mouth_psnr']:.2f} dB  "
                 f"SSIM {e['mouth_ssim']:.3f}  first stage L1 {e['first_stage_l1']:.3f}  "
                 f"pause residual {e['silence_residual']:+.2f}"

@@ -36,7 +36,7 @@ from talkingface.inference.pipeline import (
 )
 from talkingface.model.image_driven_talkingface.DiffTalk.model import DiffTalkModel
 from talkingface.synthetic.face import mouth_opening_px, video_mouth_width
-from talkingface.synthetic.generate import mouth_truth
+from talkingface.synthetic.generate import mouth_truth, video_skin
 
 log = logging.getLogger(__name__)
 
@@ -80,6 +80,7 @@ class VideoEval:
     first_stage_l1: float  # mean |x - decode(encode(x))| over the frame, in [0, 1] units
     first_stage_mouth_psnr: float
     skin_luminance: float  # median luminance (0..1) of a cheek patch of the ground-truth frames
+    skin_tone: int | None  # the generator's Monk skin-tone bin (0 lightest .. 9 darkest), when recorded
     pause_frames: int
     opening_pause_generated: float  # mean measured opening in the pauses (generated frames)
     opening_pause_truth: float  # ... on the ground-truth frames
@@ -228,6 +229,7 @@ def evaluate_heldout(
                     first_stage_l1=sum(v_l1) / n,
                     first_stage_mouth_psnr=sum(v_rec_metrics) / n,
                     skin_luminance=_skin_luminance(np.concatenate(v_img), lms),
+                    skin_tone=_skin_tone(root, v),
                     pause_frames=int(pause.sum()),
                     opening_pause_generated=float(v_gen[pause].mean()) if pause.any() else float("nan"),
                     opening_pause_truth=float(v_gt[pause].mean()) if pause.any() else float("nan"),
@@ -250,6 +252,13 @@ def evaluate_heldout(
         opening_generated=gen_open,
         videos=videos,
     )
+
+
+def _skin_tone(root: Path, video: int) -> int | None:
+    try:
+        return int(video_skin(root, video)["skin_tone"])
+    except (OSError, KeyError, ValueError):
+        return None
 
 
 def _skin_luminance(images: np.ndarray, landmarks: np.ndarray) -> float:
