@@ -3,9 +3,12 @@
     talkingface export logs/<run>/checkpoints/last.ckpt exported/difftalk.safetensors
     python -m talkingface.training.export logs/<run>/checkpoints/last.ckpt exported/difftalk.safetensors
 
-Writes ``difftalk.safetensors`` (config and feature kind in its metadata) and ``difftalk.yaml`` (the config) next
-to it. Load with ``get_difftalk_inference(config="exported/difftalk.yaml", ckpt="exported/difftalk.safetensors")``
-(the VQ first stage then comes from ``models/model.ckpt``).
+Writes ``difftalk.safetensors`` (the whole run config, feature kind included, as JSON in its metadata under
+``difftalk_config``) and ``difftalk.yaml`` (the same config, for reading) next to it. The safetensors file is
+self-contained but for the VQ first stage: ``get_difftalk_inference(ckpt="exported/difftalk.safetensors")`` or
+``python demo.py --ckpt exported/difftalk.safetensors --video V --audio A --out O`` need no config. The first stage
+comes from the config's ``model.first_stage.ckpt_path`` (beside the export when a relative path names a file
+there, else as given: ``models/model.ckpt``), or from ``--first-stage-ckpt``.
 """
 
 from __future__ import annotations
@@ -39,7 +42,7 @@ log = logging.getLogger(__name__)
 
 
 def slim_metadata(pl_module: Any) -> dict[str, str]:
-    """safetensors metadata (str -> str) for a module with ``run_config`` / ``config.conditioning``."""
+    """safetensors metadata (str -> str) for a module with a ``run_config``: the whole config as JSON."""
     meta: dict[str, str] = {}
     run_config = getattr(pl_module, "run_config", None)
     if run_config is not None:
