@@ -1,7 +1,14 @@
 """Lip-sync: portrait video + speech in, lip-synced mp4 out (``talkingface lipsync``, also ``python demo.py``).
 
     talkingface lipsync --video person.mp4 --audio speech.wav --out result.mp4
+    talkingface lipsync --video person.mp4 --audio speech.wav --out result.mp4 --ckpt exported/difftalk.safetensors
     talkingface lipsync     # no arguments: the shipped synthetic demo model on a generated face (CPU, offline)
+
+The model: --ckpt, else checkpoints/DiffTalk/model.ckpt (first stage models/model.ckpt) when it exists, else the
+shipped synthetic demo model (talkingface/synthetic/assets/model.safetensors) with a warning: it was trained on
+synthetic cartoon faces and will not look right on real faces. A checkpoint carries its config (a trainer .ckpt,
+or the metadata of a slim .safetensors export), and a slim export finds its first stage beside it when its config
+names a file there; --config and --first-stage-ckpt override them.
 
 The face is found with dlib, or given with --landmarks (landmarks tracked by another tool, or the synthetic
 generator's sidecar): ``--landmarks person.landmarks.npy``.
@@ -29,10 +36,18 @@ from talkingface.media.decode import probe_video
 from talkingface.media.errors import PreprocessError
 from talkingface.media.features import BACKEND_KINDS
 from talkingface.model.image_driven_talkingface.DiffTalk import CheckpointError, ConfigError, get_difftalk_inference
-from talkingface.model.image_driven_talkingface.DiffTalk.loader import DEFAULT_CKPT
+from talkingface.model.image_driven_talkingface.DiffTalk.loader import DEFAULT_CKPT, resolve_path
+from talkingface.synthetic.export import demo_model_paths
+
+log = logging.getLogger(__name__)
 
 DEFAULTS = LipSyncOptions()
 EXIT_INTERRUPTED = 130  # 128 + SIGINT, as a shell reports Ctrl-C
+TRAIN_COMMAND = "python trainer/DiffTalkTrainer.py --base configs/latent-diffusion/talking.yaml -t ..."
+SYNTHETIC_MODEL_WARNING = (
+    "%s: the bundled synthetic demo model was trained on synthetic cartoon faces and will not look right on real "
+    "faces. To get a real model, train one (`" + TRAIN_COMMAND + "`) and put it at %s, or pass --ckpt PATH."
+)
 
 
 def build_parser() -> ArgumentParser:
@@ -48,11 +63,24 @@ def build_parser() -> ArgumentParser:
     io.add_argument("--frames-dir", default=None, help="also write the frames as PNG into this folder")
     io.add_argument("--overwrite", action="store_true", help="replace --out / --frames-dir when they exist")
     model = p.add_argument_group("model")
-    model.add_argument("--ckpt", default=None, help=f"DiffTalk checkpoint (default {DEFAULT_CKPT})")
     model.add_argument(
-        "--config", default=None, help="model config YAML (default: the checkpoint's own, else talking-inference.yaml)"
+        "--ckpt",
+        default=None,
+        help=f"DiffTalk checkpoint: a trainer .ckpt or a slim .safetensors export (default {DEFAULT_CKPT} when it "
+        "exists, else the bundled synthetic demo model, which only suits synthetic cartoon faces)",
     )
-    model.add_argument("--first-stage-ckpt", default=None, help="VQ first stage, for checkpoints without one")
+    model.add_argument(
+        "--config",
+        default=None,
+        help="model config YAML (default: the one stored in the checkpoint; a reference-format .ckpt that stores "
+        "none gets talking-inference.yaml)",
+    )
+    model.add_argument(
+        "--first-stage-ckpt",
+        default=None,
+        help="VQ first stage, for checkpoints without one (default: the config's model.first_stage.ckpt_path, "
+        "beside the checkpoint when that file is there, else models/model.ckpt)",
+    )
     model.add_argument("--trust-checkpoint", action="store_true", help="allow full unpickling (trusted files only)")
     model.add_argument("--raw-weights", action="store_true", help="use the raw UNet weights instead of the EMA")
     model.add_argument(
@@ -122,6 +150,27 @@ def _check_outputs_are_not_inputs(args: argparse.Namespace) -> None:
                 raise InferenceError(out, f"is the input {flag} {path}; write the result to another path")
 
 
+def _is_bundled_model(path: Path) -> bool:
+    bundled = demo_model_paths()[1]
+    return path.exists() and bundled.exists() and _same_file(path, bundled)
+
+
+def choose_checkpoint(ckpt: str | None) -> Path:
+    """The checkpoint a run with a user video uses: ``--ckpt``, else ``DEFAULT_CKPT`` when it exists, else the
+    bundled synthetic demo model; a warning says when that model is used (chosen or by default)."""
+    if ckpt is not None:
+        path = Path(ckpt)
+        if _is_bundled_model(path):
+            log.warning(SYNTHETIC_MODEL_WARNING, f"--ckpt {ckpt}", DEFAULT_CKPT)
+        return path
+    default = resolve_path(DEFAULT_CKPT)
+    if default.is_file():
+        return default
+    bundled = demo_model_paths()[1]
+    log.warning(SYNTHETIC_MODEL_WARNING, f"no checkpoint at {DEFAULT_CKPT}, using {bundled}", DEFAULT_CKPT)
+    return bundled
+
+
 def run(args: argparse.Namespace) -> None:
     options = LipSyncOptions(
         steps=args.steps,
@@ -147,9 +196,10 @@ def run(args: argparse.Namespace) -> None:
     if args.audio is not None:
         _check_input(args.audio, "audio")
     landmarks = read_landmarks(args.landmarks) if args.landmarks is not None else None
+    ckpt = choose_checkpoint(args.ckpt)
     model = get_difftalk_inference(
         args.config,
-        args.ckpt,
+        ckpt,
         args.first_stage_ckpt,
         device=args.device,
         use_ema=not args.raw_weights,
@@ -163,7 +213,7 @@ def run(args: argparse.Namespace) -> None:
         audio_features=args.audio_features,
         feature_options=feature_options,
         options=options,
-        model_source=str(args.ckpt or DEFAULT_CKPT),
+        model_source=str(ckpt),
     )
     pipe.run(
         args.video,

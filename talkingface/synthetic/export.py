@@ -1,4 +1,10 @@
-"""The shipped synthetic demo model: slim DiffTalk weights + its small first stage + config, in fp16."""
+"""The shipped synthetic demo model: slim DiffTalk weights + its small first stage + config, in fp16.
+
+``model.safetensors`` carries its config in its metadata (``difftalk_config``, JSON) and names ``first_stage.pt``,
+the file beside it, as its first stage; so ``get_difftalk_inference(ckpt=".../assets/model.safetensors")`` and
+``python demo.py --ckpt .../assets/model.safetensors --video V --audio A --out O`` need no other argument.
+``config.yaml`` is the same config, for reading.
+"""
 
 from __future__ import annotations
 
@@ -11,7 +17,13 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from talkingface.model.image_driven_talkingface.DiffTalk.checkpoint import export_safetensors
-from talkingface.model.image_driven_talkingface.DiffTalk.config import save_config
+from talkingface.model.image_driven_talkingface.DiffTalk.config import (
+    CONFIG_CKPT_KEY,
+    DiffTalkConfig,
+    config_to_dict,
+    load_config,
+    save_config,
+)
 
 log = logging.getLogger(__name__)
 
@@ -22,24 +34,32 @@ CONFIG_FILE = "config.yaml"
 METRICS_FILE = "metrics.json"
 
 
-def _to_half_safetensors(path: Path) -> None:
+def demo_metadata(config: DiffTalkConfig) -> dict[str, str]:
+    """safetensors metadata of the demo model: its whole config as JSON, and a note."""
+    return {
+        "format": "pt",
+        "note": "synthetic demo model (fp16 storage)",
+        CONFIG_CKPT_KEY: json.dumps(config_to_dict(config), sort_keys=True),
+    }
+
+
+def _to_half_safetensors(path: Path, metadata: dict[str, str]) -> None:
     sd = {k: (v.half() if v.is_floating_point() else v).contiguous() for k, v in load_file(str(path)).items()}
-    save_file(sd, str(path), metadata={"format": "pt", "note": "synthetic demo model (fp16 storage)"})
+    save_file(sd, str(path), metadata=metadata)
     path.chmod(0o644)
 
 
 def export_demo_model(model: torch.nn.Module, first_stage_path: Path, folder: Path, metrics: dict[str, Any]) -> Path:
-    """Write ``model.safetensors`` (EMA UNet + encoders), ``first_stage.pt``, ``config.yaml`` and ``metrics.json``."""
-    from talkingface.model.image_driven_talkingface.DiffTalk.config import load_config
-
+    """Write ``model.safetensors`` (EMA UNet + encoders, config in its metadata), ``first_stage.pt``, ``config.yaml``
+    and ``metrics.json``."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
+    cfg = load_config({"model": json.loads(json.dumps(_model_dict(model)))})
+    cfg.model.first_stage.ckpt_path = FIRST_STAGE_FILE  # relative: the loader finds it beside model.safetensors
     export_safetensors(model, folder / MODEL_FILE, slim=True)
-    _to_half_safetensors(folder / MODEL_FILE)
+    _to_half_safetensors(folder / MODEL_FILE, demo_metadata(cfg))
     fs = torch.load(first_stage_path, map_location="cpu", weights_only=True)
     torch.save({"state_dict": {k: v.half() for k, v in fs["state_dict"].items()}}, folder / FIRST_STAGE_FILE)
-    cfg = load_config({"model": json.loads(json.dumps(_model_dict(model)))})
-    cfg.model.first_stage.ckpt_path = FIRST_STAGE_FILE
     save_config(cfg, folder / CONFIG_FILE)
     keep = {k: v for k, v in metrics.items() if not isinstance(v, list) or k == "correlation_per_video"}
     (folder / METRICS_FILE).write_text(json.dumps(keep, indent=2) + "\n")

@@ -3,9 +3,12 @@
     talkingface export logs/<run>/checkpoints/last.ckpt exported/difftalk.safetensors
     python -m talkingface.training.export logs/<run>/checkpoints/last.ckpt exported/difftalk.safetensors
 
-Writes ``difftalk.safetensors`` (config and feature kind in its metadata) and ``difftalk.yaml`` (the config) next
-to it. Load with ``get_difftalk_inference(config="exported/difftalk.yaml", ckpt="exported/difftalk.safetensors")``
-(the VQ first stage then comes from ``models/model.ckpt``).
+Writes ``difftalk.safetensors`` (the whole run config, feature kind included, as JSON in its metadata under
+``difftalk_config``) and ``difftalk.yaml`` (the same config, for reading) next to it. The safetensors file is
+self-contained but for the VQ first stage: ``get_difftalk_inference(ckpt="exported/difftalk.safetensors")`` or
+``python demo.py --ckpt exported/difftalk.safetensors --video V --audio A --out O`` need no config. The first stage
+comes from the config's ``model.first_stage.ckpt_path`` (beside the export when a relative path names a file
+there, else as given: ``models/model.ckpt``), or from ``--first-stage-ckpt``.
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ from talkingface.model.image_driven_talkingface.DiffTalk.checkpoint import (
 from talkingface.model.image_driven_talkingface.DiffTalk.config import (
     CONFIG_CKPT_KEY,
     ConfigError,
+    DiffTalkConfig,
     checkpoint_config,
     checkpoint_feature_kind,
     config_to_dict,
@@ -38,24 +42,26 @@ from talkingface.training.module import LatentDiffusion
 log = logging.getLogger(__name__)
 
 
-def slim_metadata(pl_module: Any) -> dict[str, str]:
-    """safetensors metadata (str -> str) for a module with ``run_config`` / ``config.conditioning``."""
-    meta: dict[str, str] = {}
-    run_config = getattr(pl_module, "run_config", None)
+def module_config(module: Any) -> dict[str, Any]:
+    """The whole run config of a module: its ``run_config``, else (a module built without one) its model config
+    under ``model`` with the defaults for the rest."""
+    run_config = getattr(module, "run_config", None)
     if run_config is not None:
-        meta["difftalk_config"] = json.dumps(run_config, sort_keys=True)
-    return meta
+        return run_config
+    return config_to_dict(DiffTalkConfig(model=module.config))
+
+
+def slim_metadata(module: Any) -> dict[str, str]:
+    """safetensors metadata (str -> str): the whole config as JSON under ``difftalk_config``."""
+    return {CONFIG_CKPT_KEY: json.dumps(module_config(module), sort_keys=True)}
 
 
 def export_slim(module: Any, path: str | Path) -> Path:
-    """Write ``path`` (safetensors, EMA weights) and the config as ``path`` with suffix ``.yaml``."""
+    """Write ``path`` (safetensors, EMA weights, config in its metadata) and the config as ``path`` with suffix
+    ``.yaml``."""
     path = Path(path)
-    meta = slim_metadata(module)
-    out = export_safetensors(module, path, slim=True, metadata=meta)
-    run_config = getattr(module, "run_config", None)
-    if run_config is not None:
-        cfg = load_config(run_config)
-        save_config(cfg, path.with_suffix(".yaml"))
+    out = export_safetensors(module, path, slim=True, metadata=slim_metadata(module))
+    save_config(load_config(module_config(module)), path.with_suffix(".yaml"))
     log.info("slim export written to %s", out)
     return out
 

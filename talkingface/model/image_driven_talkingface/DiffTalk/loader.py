@@ -1,5 +1,12 @@
 """Loader of a trained DiffTalk: ``get_difftalk_inference`` returns the engine (``DiffTalkModel``, EMA weights,
-eval mode, chosen device). Imports no training framework."""
+eval mode, chosen device). Imports no training framework.
+
+A checkpoint carries its config: a trainer ``.ckpt`` under ``difftalk_config``, a slim ``.safetensors`` export in
+its metadata (same key, JSON). So ``get_difftalk_inference(ckpt="exported/difftalk.safetensors")`` needs no config.
+A slim export holds no first stage: it comes from ``first_stage_ckpt`` when given, else from the file named by the
+config's ``model.first_stage.ckpt_path`` when it is relative and sits beside the checkpoint (the shipped synthetic
+model's ``first_stage.pt``), else from that path itself (default ``models/model.ckpt``).
+"""
 
 from __future__ import annotations
 
@@ -18,6 +25,7 @@ from .checkpoint import (
     load_difftalk_checkpoint,
 )
 from .config import (
+    CONFIG_CKPT_KEY,
     REPO_ROOT,
     DiffTalkConfig,
     checkpoint_config,
@@ -43,6 +51,19 @@ def resolve_path(path: str | Path) -> Path:
     return alt if alt.exists() else path
 
 
+def first_stage_path(ckpt_path: Path, config: DiffTalkConfig, first_stage_ckpt: str | Path | None = None) -> Path:
+    """Where the VQ first stage of a checkpoint without one is read from: ``first_stage_ckpt`` when given, else the
+    config's ``model.first_stage.ckpt_path`` beside the checkpoint (when relative and present there), else that
+    path as given (working directory, then repository root; default ``models/model.ckpt``)."""
+    if first_stage_ckpt is not None:
+        return resolve_path(first_stage_ckpt)
+    named = Path(config.model.first_stage.ckpt_path or DEFAULT_FIRST_STAGE)
+    beside = ckpt_path.parent / named
+    if not named.is_absolute() and beside.is_file():
+        return beside
+    return resolve_path(named)
+
+
 def pick_device(device: str | torch.device | None = None) -> torch.device:
     if device is not None:
         return torch.device(device)
@@ -60,11 +81,13 @@ def get_difftalk_inference(
     """Build DiffTalk, load a trained checkpoint strictly and return the engine in eval mode.
 
     Args:
-        config: YAML path, dict or ``DiffTalkConfig``. Default: the config stored in the checkpoint by our
-            trainer, else ``configs/latent-diffusion/talking-inference.yaml``.
+        config: YAML path, dict or ``DiffTalkConfig``. Default: the config stored in the checkpoint (by our trainer,
+            or in the metadata of a safetensors export); a reference-format ``.ckpt`` that stores none gets
+            ``configs/latent-diffusion/talking-inference.yaml``; a safetensors file that stores none is an error.
         ckpt: DiffTalk checkpoint (reference Lightning format, ours, or a safetensors export).
             Default ``checkpoints/DiffTalk/model.ckpt``.
-        first_stage_ckpt: VQ first stage, needed only when ``ckpt`` holds none. Default ``models/model.ckpt``.
+        first_stage_ckpt: VQ first stage, needed only when ``ckpt`` holds none. Default: the config's
+            ``model.first_stage.ckpt_path`` beside ``ckpt`` when present there, else that path (``models/model.ckpt``).
         device: default CUDA when available, else CPU.
         use_ema: put the EMA weights into the UNet.
         trust_checkpoint: allow full unpickling of a checkpoint that is not plain tensors (trusted files only).
@@ -78,7 +101,15 @@ def get_difftalk_inference(
     raw = load_checkpoint_file(ckpt_path, trust_checkpoint)
     if config is None:
         stored = checkpoint_config(raw)
-        cfg = load_config(stored) if stored is not None else load_config(default_config_path())
+        if stored is not None:
+            cfg = load_config(stored)
+        elif ckpt_path.suffix == ".safetensors":
+            raise CheckpointError(
+                f"{ckpt_path}: no '{CONFIG_CKPT_KEY}' entry in its metadata, so its config is unknown; "
+                "pass --config PATH (the YAML it was trained with) or re-export it with `talkingface export`"
+            )
+        else:
+            cfg = load_config(default_config_path())
     else:
         cfg = load_config(config)
     stored_kind = checkpoint_feature_kind(raw)
@@ -89,7 +120,7 @@ def get_difftalk_inference(
     model = DiffTalkModel(cfg.model)
     fs_path = None
     if not has_first_stage(extract_state_dict(raw)):
-        fs_path = resolve_path(first_stage_ckpt if first_stage_ckpt is not None else DEFAULT_FIRST_STAGE)
+        fs_path = first_stage_path(ckpt_path, cfg, first_stage_ckpt)
         if not fs_path.is_file():
             raise CheckpointError(
                 f"{ckpt_path} holds no first-stage weights and the VQ first stage was not found at {fs_path}. "

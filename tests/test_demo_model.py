@@ -1,0 +1,207 @@
+"""A checkpoint carries its config: slim safetensors exports load without --config, the shipped synthetic model
+needs no flag at all, and demo.py without --ckpt picks checkpoints/DiffTalk/model.ckpt, else the bundled model
+with a warning."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+from data_fixtures import write_video, write_wav
+from golden import TINY_CONFIG, fill_deterministic
+
+import demo
+import talkingface.inference.cli as cli
+from talkingface.model.image_driven_talkingface.DiffTalk import (
+    CheckpointError,
+    DiffTalkModel,
+    export_safetensors,
+    get_difftalk_inference,
+    load_config,
+)
+from talkingface.model.image_driven_talkingface.DiffTalk.config import (
+    CONFIG_CKPT_KEY,
+    config_to_dict,
+    with_audio_feature_kind,
+)
+from talkingface.synthetic.export import demo_model_paths, export_demo_model
+
+FAST = ["--steps", "2", "--crop-size", "128", "--batch-size", "3", "--no-progress"]
+FRAMES = 3  # 0.12 s at 25 fps
+
+
+def tiny_config(**first_stage: Any):
+    cfg = with_audio_feature_kind(load_config(TINY_CONFIG, ["model.unet.num_res_blocks=1"]), "logmel29")
+    for key, value in first_stage.items():
+        setattr(cfg.model.first_stage, key, value)
+    return cfg
+
+
+def tiny_model(cfg) -> DiffTalkModel:
+    torch.manual_seed(0)
+    model = DiffTalkModel(cfg.model).eval()
+    fill_deterministic(model)
+    return model
+
+
+def save_first_stage(model: DiffTalkModel, path: Path) -> Path:
+    torch.save({"state_dict": model.first_stage_model.state_dict()}, path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def media(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    d = tmp_path_factory.mktemp("media")
+    return {
+        "video": write_video(d / "person.mp4", seconds=FRAMES / 25, fps=25),
+        "audio": write_wav(d / "speech.wav", seconds=FRAMES / 25),
+    }
+
+
+def demo_argv(media: dict[str, Path], out: Path, *extra: str) -> list[str]:
+    return ["--video", str(media["video"]), "--audio", str(media["audio"]), "--out", str(out), *FAST, *extra]
+
+
+def synthetic_warnings(caplog: pytest.LogCaptureFixture) -> list[str]:
+    return [
+        r.getMessage()
+        for r in caplog.records
+        if r.levelno == logging.WARNING and "trained on synthetic cartoon faces" in r.getMessage()
+    ]
+
+
+@pytest.fixture
+def pipeline_spy(monkeypatch: pytest.MonkeyPatch) -> list[dict[str, Any]]:
+    """LipSyncPipeline replaced by one that records the model and its source and writes nothing."""
+    seen: list[dict[str, Any]] = []
+
+    class Spy:
+        def __init__(self, model: DiffTalkModel, **kwargs: Any) -> None:
+            seen.append({"model": model, **kwargs})
+
+        def run(self, *args: Any, **kwargs: Any) -> None:
+            pass
+
+    monkeypatch.setattr(cli, "LipSyncPipeline", Spy)
+    return seen
+
+
+# ---------------------------------------------------------------- loading without a config
+
+
+def test_trainer_slim_export_loads_without_config(tmp_path: Path) -> None:
+    from talkingface.training.export import export_slim
+    from talkingface.training.module import LatentDiffusion
+
+    cfg = tiny_config(ckpt_path="vq.pt")
+    torch.manual_seed(0)
+    module = LatentDiffusion(cfg.model, run_config=config_to_dict(cfg)).eval()
+    path = export_slim(module, tmp_path / "difftalk.safetensors")
+    save_first_stage(module, tmp_path / "vq.pt")  # named by the config, found beside the export
+    loaded = get_difftalk_inference(ckpt=path, device="cpu")
+    assert loaded.config == cfg.model
+    assert all(
+        torch.equal(a, b)
+        for a, b in zip(loaded.first_stage_model.state_dict().values(), module.first_stage_model.state_dict().values())
+    )
+    # explicit arguments win over the stored config and the file beside the export
+    with pytest.raises(CheckpointError, match="elsewhere.pt"):
+        get_difftalk_inference(ckpt=path, first_stage_ckpt=tmp_path / "elsewhere.pt", device="cpu")
+    with pytest.raises(CheckpointError, match="does not match the model"):
+        get_difftalk_inference(TINY_CONFIG, path, first_stage_ckpt=tmp_path / "vq.pt", device="cpu")
+
+
+def test_synthetic_export_is_self_contained(tmp_path: Path) -> None:
+    model = tiny_model(tiny_config())
+    fs = save_first_stage(model, tmp_path / "vq.ckpt")
+    folder = export_demo_model(model, fs, tmp_path / "assets", metrics={"correlation": 0.5})
+    config, ckpt, first_stage = demo_model_paths(folder)
+    loaded = get_difftalk_inference(ckpt=ckpt, device="cpu")  # no config, no first stage given
+    assert loaded.config == load_config(config).model
+    assert loaded.config.first_stage.ckpt_path == first_stage.name
+    expected = {k: v.half().float() for k, v in model.first_stage_model.state_dict().items()}
+    assert all(torch.equal(loaded.first_stage_model.state_dict()[k], v) for k, v in expected.items())
+
+
+def test_shipped_model_carries_its_config() -> None:
+    from safetensors import safe_open
+
+    config, ckpt, _ = demo_model_paths()
+    with safe_open(str(ckpt), framework="pt") as f:
+        stored = json.loads(f.metadata()[CONFIG_CKPT_KEY])
+    assert load_config(stored) == load_config(config)
+
+
+def test_safetensors_without_config_is_one_line_error(
+    media: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    model = tiny_model(tiny_config())
+    path = export_safetensors(model, tmp_path / "bare.safetensors", slim=False)  # no metadata
+    with pytest.raises(CheckpointError, match="bare.safetensors.*--config"):
+        get_difftalk_inference(ckpt=path, device="cpu")
+    assert demo.main(demo_argv(media, tmp_path / "out.mp4", "--ckpt", str(path))) == 2
+    err = capsys.readouterr().err
+    lines = [line for line in err.splitlines() if line.startswith("error:")]
+    assert len(lines) == 1 and str(path) in lines[0] and "--config" in lines[0], err
+    assert "Traceback" not in err
+
+
+# ---------------------------------------------------------------- which model demo.py picks
+
+
+def test_without_ckpt_or_default_the_bundled_model_is_used_with_a_warning(
+    media: dict[str, Path],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    pipeline_spy: list[dict[str, Any]],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    monkeypatch.setattr(cli, "DEFAULT_CKPT", tmp_path / "checkpoints" / "DiffTalk" / "model.ckpt")
+    with caplog.at_level(logging.INFO):
+        assert demo.main(demo_argv(media, tmp_path / "out.mp4")) == 0
+    config, ckpt, _ = demo_model_paths()
+    assert pipeline_spy[0]["model_source"] == str(ckpt)
+    assert pipeline_spy[0]["model"].config == load_config(config).model
+    (warning,) = synthetic_warnings(caplog)
+    assert "will not look right on real faces" in warning and "--ckpt" in warning
+    assert "trainer/DiffTalkTrainer.py --base configs/latent-diffusion/talking.yaml -t" in warning
+    assert str(tmp_path / "checkpoints" / "DiffTalk" / "model.ckpt") in warning
+
+
+def test_a_checkpoint_at_the_default_path_is_picked(
+    media: dict[str, Path],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    pipeline_spy: list[dict[str, Any]],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    cfg = tiny_config()
+    model = tiny_model(cfg)
+    default = tmp_path / "checkpoints" / "DiffTalk" / "model.ckpt"
+    default.parent.mkdir(parents=True)
+    torch.save({"state_dict": model.state_dict(), CONFIG_CKPT_KEY: config_to_dict(cfg)}, default)
+    monkeypatch.setattr(cli, "DEFAULT_CKPT", default)
+    with caplog.at_level(logging.INFO):
+        assert demo.main(demo_argv(media, tmp_path / "out.mp4")) == 0
+    assert pipeline_spy[0]["model_source"] == str(default)
+    loaded = pipeline_spy[0]["model"]
+    assert loaded.config == cfg.model  # the config stored in the .ckpt
+    expected = model.first_stage_model.state_dict()  # (the UNet now holds the EMA weights)
+    assert all(torch.equal(loaded.first_stage_model.state_dict()[k], v) for k, v in expected.items())
+    assert not synthetic_warnings(caplog)
+
+
+def test_bundled_model_needs_no_other_flag_and_warns(
+    media: dict[str, Path], tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    config, ckpt, _ = demo_model_paths()
+    out = tmp_path / "out.mp4"
+    with caplog.at_level(logging.INFO):
+        assert demo.main(demo_argv(media, out, "--ckpt", str(ckpt))) == 0  # no --config, no --first-stage-ckpt
+    assert out.stat().st_size > 0
+    (warning,) = synthetic_warnings(caplog)
+    assert f"--ckpt {ckpt}" in warning
