@@ -64,6 +64,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--first-stage", default=None, help="reuse a first stage saved by an earlier run")
     p.add_argument("--first-stage-steps", type=int, default=2500)
     p.add_argument("--first-stage-batch", type=int, default=16)
+    p.add_argument("--first-stage-device", default="cpu", help="where the first stage trains (e.g. cuda)")
     p.add_argument("--steps", type=int, default=12000, help="diffusion training steps per variant (train.max_steps)")
     p.add_argument("--batch-size", type=int, default=None, help="default: the config's data.batch_size")
     p.add_argument("--lr", type=float, default=None, help="default: the config's model.base_learning_rate")
@@ -122,6 +123,7 @@ def prepare_first_stage(args: argparse.Namespace, cfg: Any, data: Path, root: Pa
             batch_size=args.first_stage_batch,
             seed=args.seed,
             progress=progress,
+            device=args.first_stage_device,
         )
         vq = fs.model
         save_first_stage(vq, fs_path)
@@ -159,10 +161,6 @@ def run(args: argparse.Namespace) -> dict:
     for variant in variants:
         if variant not in VARIANTS:
             raise SystemExit(f"error: unknown variant {variant!r} ({', '.join(VARIANTS)})")
-    if not variants:
-        (out / "report.json").write_text(json.dumps(report, indent=2) + "\n")
-        return report
-
     overrides = [
         f"data.root={root}",
         f"data.train_list={data / 'data_train.txt'}",
@@ -198,6 +196,10 @@ def run(args: argparse.Namespace) -> dict:
         )
         if status != 0:
             raise SystemExit(f"error: building the latent cache failed (exit {status})")
+    if not variants:
+        (out / "report.json").write_text(json.dumps(report, indent=2) + "\n")
+        return report
+
     report["first_stage"]["scale_factor"] = scale
     for variant in variants:
         report["variants"][variant] = train_variant(args, variant, overrides, out, data, fs_path, report)

@@ -63,30 +63,34 @@ def train_first_stage(
     kmeans_points: int = 20_000,
     seed: int = 0,
     progress: bool = True,
+    device: str | torch.device = "cpu",
 ) -> FirstStageResult:
     """Train a ``VQModel`` on ``images`` ((N, 3, R, R) in [-1, 1], e.g. frames and their masked versions).
 
     Returns the model in eval mode with its codebook set, and the latent std (use ``scale_factor = 1 / std``).
     ``colour_augment`` permutes the RGB channels of each training image at random (6 orders), so the autoencoder
     meets skin, hair and background colours beyond those of the few training identities and reconstructs held-out
-    identities without snapping their colours to the training palette.
+    identities without snapping their colours to the training palette. Random draws come from a CPU generator
+    seeded with ``seed`` whatever the ``device``; the returned model is on the CPU.
     """
     t0 = time.perf_counter()
     torch.manual_seed(seed)
     gen = torch.Generator().manual_seed(seed)
-    vq = build_first_stage(cfg)
+    device = torch.device(device)
+    images = images.to(device)
+    vq = build_first_stage(cfg).to(device)
     params = [p for n, p in vq.named_parameters() if not n.startswith("quantize.")]
     opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=max(steps, 1), pct_start=0.1)
     vq.train()
     bar = tqdm(range(steps), desc="first stage", unit="step", disable=not progress)
     for _ in bar:
-        x = images[torch.randint(len(images), (batch_size,), generator=gen)]
+        x = images[torch.randint(len(images), (batch_size,), generator=gen).to(device)]
         if colour_augment:
-            order = _CHANNEL_ORDERS[torch.randint(len(_CHANNEL_ORDERS), (batch_size,), generator=gen)]
+            order = _CHANNEL_ORDERS[torch.randint(len(_CHANNEL_ORDERS), (batch_size,), generator=gen)].to(device)
             x = torch.gather(x, 1, order[:, :, None, None].expand_as(x))
         z = vq.encode(x)
-        z_noisy = z + latent_noise * z.detach().std() * torch.randn(z.shape, generator=gen)
+        z_noisy = z + latent_noise * z.detach().std() * torch.randn(z.shape, generator=gen).to(device)
         rec = vq.decode(z_noisy, quantize=False)
         loss = F.l1_loss(rec, x) + F.mse_loss(rec, x)
         opt.zero_grad(set_to_none=True)
@@ -99,17 +103,17 @@ def train_first_stage(
         zs = torch.cat([vq.encode(images[i : i + 256]) for i in range(0, len(images), 256)])
         pool = zs
         if colour_augment:  # the codebook covers the augmented colours too
-            order = _CHANNEL_ORDERS[torch.randint(len(_CHANNEL_ORDERS), (len(images),), generator=gen)]
+            order = _CHANNEL_ORDERS[torch.randint(len(_CHANNEL_ORDERS), (len(images),), generator=gen)].to(device)
             shuffled = torch.gather(images, 1, order[:, :, None, None].expand_as(images))
             pool = torch.cat([zs, *(vq.encode(shuffled[i : i + 256]) for i in range(0, len(images), 256))])
         flat = pool.permute(0, 2, 3, 1).reshape(-1, zs.shape[1])
-        pick = flat[torch.randperm(len(flat), generator=gen)[:kmeans_points]]
-        vq.quantize.embedding.weight.copy_(kmeans(pick, cfg.n_embed, 10, gen))
+        pick = flat[torch.randperm(len(flat), generator=gen)[:kmeans_points].to(device)].cpu()
+        vq.quantize.embedding.weight.copy_(kmeans(pick, cfg.n_embed, 10, gen).to(device))
         n = min(len(images), 512)
         rec = torch.cat([vq.decode(zs[i : i + 128]) for i in range(0, n, 128)])[:n]
         recon = float((rec - images[:n]).abs().mean())
     vq.requires_grad_(False)
-    result = FirstStageResult(vq, float(zs.std()), recon, time.perf_counter() - t0)
+    result = FirstStageResult(vq.cpu(), float(zs.std()), recon, time.perf_counter() - t0)
     log.info(
         "first stage: %d steps in %.0f s, quantized L1 %.4f, latent std %.3f",
         steps,
