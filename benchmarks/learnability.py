@@ -74,6 +74,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--eval-every", type=int, default=4000, help="also evaluate (learning curve) every N steps")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     p.add_argument("--gpus", default=None, help="trainer --gpus (e.g. '0,'); default: CPU")
+    p.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue each variant's trainer run (OUT/<variant>/run, trainer --resume) up to --steps; its curve in "
+        "OUT/report.json goes on",
+    )
     p.add_argument("--export", default=None, help="write the real model as the demo model into this folder")
     p.add_argument("--smoke", action="store_true", help="tiny data and a few steps (CI)")
     p.add_argument("--no-progress", action="store_true")
@@ -143,7 +149,8 @@ def prepare_first_stage(args: argparse.Namespace, cfg: Any, data: Path, root: Pa
 def run(args: argparse.Namespace) -> dict:
     if args.smoke:
         args.identities, args.seconds, args.test_identities = 2, 2.6, 1
-        args.first_stage_steps, args.steps, args.eval_frames, args.sample_steps = 2, 3, 4, 2
+        args.first_stage_steps, args.eval_frames, args.sample_steps = 2, 4, 2
+        args.steps = 3 if args.steps == build_parser().get_default("steps") else args.steps
     if args.threads:
         torch.set_num_threads(args.threads)
     progress = not args.no_progress
@@ -153,6 +160,8 @@ def run(args: argparse.Namespace) -> dict:
     root = prepare_data(args, data, progress)
     cfg = load_config(args.config)
     report: dict = {"config": args.config, "data": str(data), "threads": torch.get_num_threads(), "variants": {}}
+    if args.resume and (out / "report.json").is_file():  # the variants' curves go on
+        report["variants"] = json.loads((out / "report.json").read_text()).get("variants", {})
     # the ceiling of the pixel measure on ground-truth frames, per skin-tone group (clips 1-10: every tone bin)
     report["measure_ceiling_by_tone"] = measure_ceiling_by_tone(args.seed, min(args.seconds, 3.0))
     fs_path = prepare_first_stage(args, cfg, data, root, out, report).resolve()
@@ -211,6 +220,11 @@ def train_variant(
 ) -> dict:
     """One trainer run (``--run-dir OUT/<variant>/run``) with the held-out learning curve as a callback."""
     entry: dict = {"train_steps": args.steps, "shuffle_audio": VARIANTS[variant] == "true", "curve": []}
+    run_dir = out / variant / "run"
+    if args.resume:
+        if not (run_dir / "checkpoints" / "last.ckpt").is_file():
+            raise SystemExit(f"error: --resume: {run_dir / 'checkpoints' / 'last.ckpt'} not found")
+        entry = {**report["variants"].get(variant, entry), "train_steps": args.steps}
     report["variants"][variant] = entry
 
     def on_point(step: int, res: EvalResult, point: dict, module: Any) -> None:
@@ -231,10 +245,13 @@ def train_variant(
         eval_frames=args.eval_frames,
         sample_steps=args.sample_steps,
         seed=args.seed,
+        train_seconds=float(entry["curve"][-1]["train_seconds"]) if entry["curve"] else 0.0,  # resumed: goes on
     )
-    run_dir = out / variant / "run"
-    argv = ["--base", args.config, "-t", "--run-dir", str(run_dir), "--seed", str(args.seed)]
-    argv += ["--overwrite-run"] if run_dir.exists() else []
+    argv = ["--base", args.config, "-t", "--seed", str(args.seed)]
+    if args.resume:
+        argv += ["--resume", str(run_dir)]
+    else:
+        argv += ["--run-dir", str(run_dir), *(["--overwrite-run"] if run_dir.exists() else [])]
     argv += ["--gpus", args.gpus] if args.gpus else []
     status = trainer_main([*argv, *overrides, f"data.shuffle_audio={VARIANTS[variant]}"], extra_callbacks=[curve])
     if status != 0:

@@ -154,6 +154,15 @@ def test_learnability_benchmark_smoke(tmp_path: Path) -> None:
 
     model = get_difftalk_inference(*demo_model_paths(tmp_path / "run" / "control" / "model"), device="cpu")
     assert not model.training
+    # --resume goes on with the trainer's own --resume, and the curve goes on
+    again = learnability.build_parser().parse_args(
+        ["--out", str(tmp_path / "run"), "--smoke", "--no-progress", "--threads", "1", "--variants", "real"]
+        + ["--eval-every", "2", "--steps", "4", "--resume"]
+    )
+    report = learnability.run(again)
+    assert [p["step"] for p in report["variants"]["real"]["curve"]] == [2, 3, 4]
+    ckpt = torch.load(tmp_path / "run" / "real" / "run" / "checkpoints" / "last.ckpt", weights_only=True)
+    assert ckpt["global_step"] == 4
 
 
 def test_no_argument_demo_writes_an_mp4(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

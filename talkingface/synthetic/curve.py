@@ -38,6 +38,7 @@ class HeldoutCurve(pl.Callback):
         eval_frames: int = 100,
         sample_steps: int = 20,
         seed: int = 0,
+        train_seconds: float = 0.0,
     ) -> None:
         self.root, self.split = Path(root), Path(split)
         self.every = int(every)
@@ -46,7 +47,7 @@ class HeldoutCurve(pl.Callback):
         self.points: list[dict[str, Any]] = []
         self._losses: list[float] = []
         self._last_step = -1
-        self._train_seconds = 0.0
+        self._train_seconds = float(train_seconds)  # training time before this run (a resumed one)
         self._t0: float | None = None
 
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
