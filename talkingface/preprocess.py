@@ -18,6 +18,7 @@ from talkingface.data.writer import (
     BuildOptions,
     SplitOptions,
     build_dataset,
+    check_writable,
     finalize,
     read_done_markers,
     run_lock,
@@ -136,6 +137,7 @@ def _finalize(args: argparse.Namespace) -> int:
         return fail(root, "dataset root not found (not a folder)")
     if not DatasetLayout(root).meta_path.is_file() and not read_done_markers(root):
         return fail(root, "no dataset here (no meta.json, no finished video in .done/); run `preprocess run` first")
+    check_writable(root, args.split_dir)
     with run_lock(root):
         finalize(root, _split(args))
     return EXIT_OK

@@ -39,6 +39,7 @@ from talkingface.data.layout import (
     TMP_DIR,
     DatasetLayout,
     atomic_write_text,
+    default_split_dir,
     read_json,
     split_text,
     write_json,
@@ -240,6 +241,26 @@ def parse_shard(text: str | None) -> tuple[int, int]:
     if n < 1 or not 0 <= i < n:
         raise PreprocessError("--shard", f"need 0 <= i < n, got {text!r}")
     return i, n
+
+
+def check_writable(out: Path, split_dir: Path | None = None) -> None:
+    """Refuse up front (before any video is processed) a ``--out`` or split folder this process cannot write:
+    the folder itself, or the nearest existing folder above it, and the dataset's existing sub-folders."""
+    split_dir = split_dir if split_dir is not None else default_split_dir(out)
+    layout = DatasetLayout(out)
+    folders = [out, split_dir, out / DONE_DIR, out / TMP_DIR, *(layout.folder(kind) for kind in FRAME_FILES)]
+    for folder in dict.fromkeys(folders):
+        existing = folder
+        while not existing.exists() and existing != existing.parent:
+            existing = existing.parent
+        if existing != folder and folder not in (out, split_dir):
+            continue  # a sub-folder that does not exist yet: checked through --out
+        if not existing.is_dir():
+            raise PreprocessError(folder, f"{existing} is not a folder")
+        if not os.access(existing, os.W_OK | os.X_OK):
+            where = "" if existing == folder else f" (its nearest existing folder {existing})"
+            flag = "--split-dir" if folder == split_dir and folder != out else "--out"
+            raise PreprocessError(folder, f"not writable{where}; give another {flag} or fix its permissions")
 
 
 @contextlib.contextmanager
@@ -605,6 +626,7 @@ def build_dataset(
     out = Path(out)
     videos = find_videos(inputs)
     audio_path = Path(audio) if audio is not None else None
+    check_writable(out, split.split_dir)
     check_settings(out, options)
     make_backend_check = _backend(options)  # fail early on a bad backend setup (missing model, transformers)
     del make_backend_check
