@@ -1,5 +1,6 @@
 """Command line: ``talkingface preprocess {run,validate,finalize} ...``, also ``python -m talkingface.preprocess``
-(see README "Data"). Exit status: 0 fine, 1 the command ran and found problems, 2 bad input."""
+(see README "Data"). Exit status: 0 fine, 1 the command ran and found problems (or could not finish: disk full), 2 bad
+input."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from talkingface.data.layout import JPEG_QUALITY as DEFAULT_JPEG_QUALITY
 from talkingface.data.layout import DatasetLayout
 from talkingface.data.writer import (
     DEFAULT_TEST_RATIO,
+    DISK_FULL,
     BuildOptions,
     SplitOptions,
     build_dataset,
@@ -156,6 +158,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _finalize(args)
     except PreprocessError as e:
         return report(e)
+    except OSError as e:  # e.g. the disk filled up: one line naming the file; finished videos are kept
+        where = e.filename or (args.out if args.command == "run" else args.root)
+        hint = "; free space and run again (finished videos are kept)" if e.errno in DISK_FULL else ""
+        fail(where, f"{e.strerror or e}{hint}")
+        return EXIT_PROBLEMS
 
 
 if __name__ == "__main__":

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import ctypes.util
+import errno
 import fcntl
 import hashlib
 import logging
@@ -56,6 +57,8 @@ from talkingface.media.windows import smooth_window
 log = logging.getLogger(__name__)
 
 DEFAULT_TEST_RATIO = 0.1
+#: errno values that stop a whole run instead of failing one video (the next video would fail the same way).
+DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
 _MARKER_FIELDS = ("source", "path", "audio", "frames", "missed_faces", "audio_seconds", "size", "mtime_ns")
 #: Fewest frames a video needs to contribute one training item (the split lists start at FIRST_LISTED_FRAME).
 MIN_FRAMES = FIRST_LISTED_FRAME + 1
@@ -429,7 +432,9 @@ def process_video(job: VideoJob, out: str | Path, options: BuildOptions, progres
     marker = read_json(out / DONE_DIR / f"{job.number}.json")
     if marker is not None:
         changed = stale_marker(marker, job.video)
-        if changed is None:
+        if changed is None:  # a run killed after the commit point may have left these behind
+            shutil.rmtree(out / TMP_DIR / str(job.number), ignore_errors=True)
+            (out / DONE_DIR / f"{job.number}.moving").unlink(missing_ok=True)
             return VideoResult(job.number, job.video.name, "skipped")
         redo = f"{job.video}: not the file video {job.number} was made from ({changed}); redoing video {job.number}"
     tmp = out / TMP_DIR / str(job.number)
@@ -444,6 +449,8 @@ def process_video(job: VideoJob, out: str | Path, options: BuildOptions, progres
     except PreprocessError as e:
         return VideoResult(job.number, job.video.name, "failed", error=str(e), warnings=[redo] if redo else [])
     except Exception as e:  # a crash on one video must not stop the others
+        if isinstance(e, OSError) and e.errno in DISK_FULL:
+            raise  # not this video's fault: the run stops (finished videos are kept, this one's .tmp is removed)
         log.debug("unexpected error on %s", job.video, exc_info=True)
         return VideoResult(job.number, job.video.name, "failed", error=f"{job.video}: {type(e).__name__}: {e}")
     finally:
@@ -689,9 +696,14 @@ def _build_locked(
                 max_workers=workers, mp_context=ctx, initializer=_worker_init, initargs=(os.getpid(),)
             ) as pool:
                 futures = [pool.submit(process_video, job, out, options) for job in jobs]
-                for future in as_completed(futures):
-                    account(future.result())
-                    bar.update(1)
+                try:
+                    for future in as_completed(futures):
+                        account(future.result())
+                        bar.update(1)
+                except BaseException:  # e.g. disk full: start no other video
+                    for future in futures:
+                        future.cancel()
+                    raise
     with _finalize_lock(out):
         finalize(out, split, failures=failures, sources=sources, settings=options.settings())
     try:
