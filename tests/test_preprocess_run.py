@@ -366,3 +366,21 @@ def test_read_only_output_folder_is_refused_up_front(
         assert list(locked.iterdir()) == []
     finally:
         locked.chmod(0o755)
+
+
+def test_the_detection_bar_has_a_total(media: dict[str, Path], monkeypatch: pytest.MonkeyPatch) -> None:
+    """The face-detection pass shows "n/N frames" with an ETA: its total comes from the container's duration."""
+    from talkingface.media import extract
+    from talkingface.media.decode import probe_video
+
+    assert probe_video(media["face"]).expected_frames(25) == count_frames(media["face"]) == 60
+    totals: dict[str, int | None] = {}
+    real = extract.tqdm
+
+    def spy(*args: object, **kwargs: object) -> object:
+        totals[str(kwargs.get("desc"))] = kwargs.get("total")  # type: ignore[assignment]
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(extract, "tqdm", spy)
+    extract.analyse_video(media["stereo"], progress=True)
+    assert totals == {"detect stereo44k.mov": 50}
