@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import logging
 import os
 import random
 import signal
@@ -151,6 +152,11 @@ class _RecordState(pl.Callback):
         self.step = trainer.global_step
         self.state = {k: v.detach().clone() for k, v in pl_module.state_dict().items()}
         self.optimizer = copy.deepcopy(trainer.optimizers[0].state_dict())
+        self.bars: list[tuple[int, int, int]] = []
+
+    def on_train_batch_end(self, trainer: pl.Trainer, *args: Any) -> None:
+        bar = trainer.progress_bar_callback.train_progress_bar
+        self.bars.append((bar.total, bar.initial, bar.n))
 
 
 def _same(a: Any, b: Any, where: str = "") -> None:
@@ -169,10 +175,13 @@ def _same(a: Any, b: Any, where: str = "") -> None:
         assert a == b, (where, a, b)
 
 
-def test_sigterm_mid_step_then_resume_restores_step_ema_and_optimizer(data_root: Path, tmp_path: Path) -> None:
+def test_sigterm_mid_step_then_resume_restores_step_ema_and_optimizer(
+    data_root: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture, recwarn: pytest.WarningsRecorder
+) -> None:
     """SIGTERM at a seeded step: the step finishes, last.ckpt is written, exit 128 + 15. --resume starts at that very
     step with the checkpoint's weights, EMA and AdamW state, bit for bit; keep_last_checkpoints=2 keeps the newest two
-    step-N.ckpt across the resume (also those written before it)."""
+    step-N.ckpt across the resume (also those written before it); the progress bar counts steps up to max_steps
+    from the resumed step (a total, and an ETA from this run's steps only); no Lightning tips or known noise."""
     step = random.Random(15).randrange(1, 4)
     run = tmp_path / "run"
     extra = {"train.max_steps": step + 3, "train.checkpoint_every_n_steps": 1, "train.keep_last_checkpoints": 2}
@@ -183,8 +192,13 @@ def test_sigterm_mid_step_then_resume_restores_step_ema_and_optimizer(data_root:
     assert ckpt["global_step"] == step + 1  # the interrupted step finished
     assert int(ckpt["state_dict"]["model_ema.num_updates"]) == step + 1
     record = _RecordState()
+    caplog.set_level(logging.INFO)
     assert main(["--resume", str(run), "-t"], extra_callbacks=[record]) == 0
     assert record.step == step + 1
+    assert record.bars[0] == (step + 3, step + 1, step + 2) and record.bars[-1][2] == step + 3, record.bars
+    noise = ("💡 Tip", "weights_only", "LeafSpec", "exists and is not empty")
+    said = [r.getMessage() for r in caplog.records] + [str(w.message) for w in recwarn]
+    assert not [line for line in said if any(n in line for n in noise)], said
     _same(record.state, ckpt["state_dict"], "state_dict")
     assert ckpt["optimizer_states"][0]["state"]  # AdamW moments exist, and came back unchanged
     _same(record.optimizer, ckpt["optimizer_states"][0], "optimizer")
