@@ -1,5 +1,6 @@
 """Command line: ``talkingface preprocess {run,validate,finalize} ...``, also ``python -m talkingface.preprocess``
-(see README "Data"). Exit status: 0 fine, 1 the command ran and found problems, 2 bad input."""
+(see README "Data"). Exit status: 0 fine, 1 the command ran and found problems (or could not finish: disk full), 2 bad
+input."""
 
 from __future__ import annotations
 
@@ -15,9 +16,11 @@ from talkingface.data.layout import JPEG_QUALITY as DEFAULT_JPEG_QUALITY
 from talkingface.data.layout import DatasetLayout
 from talkingface.data.writer import (
     DEFAULT_TEST_RATIO,
+    DISK_FULL,
     BuildOptions,
     SplitOptions,
     build_dataset,
+    check_writable,
     finalize,
     read_done_markers,
     run_lock,
@@ -136,6 +139,7 @@ def _finalize(args: argparse.Namespace) -> int:
         return fail(root, "dataset root not found (not a folder)")
     if not DatasetLayout(root).meta_path.is_file() and not read_done_markers(root):
         return fail(root, "no dataset here (no meta.json, no finished video in .done/); run `preprocess run` first")
+    check_writable(root, args.split_dir)
     with run_lock(root):
         finalize(root, _split(args))
     return EXIT_OK
@@ -154,6 +158,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _finalize(args)
     except PreprocessError as e:
         return report(e)
+    except OSError as e:  # e.g. the disk filled up: one line naming the file; finished videos are kept
+        where = e.filename or (args.out if args.command == "run" else args.root)
+        hint = "; free space and run again (finished videos are kept)" if e.errno in DISK_FULL else ""
+        fail(where, f"{e.strerror or e}{hint}")
+        return EXIT_PROBLEMS
 
 
 if __name__ == "__main__":

@@ -321,3 +321,66 @@ def test_one_run_per_out_at_a_time(media: dict[str, Path], tmp_path: Path, capsy
                 pass
     with writer.run_lock(root, 0, 1):
         pass
+
+
+@pytest.mark.parametrize("where", ["out", "below-out", "split-dir", "under-a-file"])
+def test_read_only_output_folder_is_refused_up_front(
+    media: dict[str, Path],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    where: str,
+) -> None:
+    """D12: a read-only --out (or split folder) is one error line and exit 2 before any video is processed (it was
+    a raw traceback). Root writes into a chmod-ed folder anyway: then os.access is made to say what it would say."""
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    (tmp_path / "a-file").write_text("x")
+    out = {
+        "out": locked,
+        "below-out": locked / "data" / "HDTF",
+        "split-dir": tmp_path / "data" / "HDTF",
+        "under-a-file": tmp_path / "a-file" / "HDTF",
+    }[where]
+    extra = ["--split-dir", str(locked)] if where == "split-dir" else []
+    locked.chmod(0o555)
+    try:
+        if os.access(locked, os.W_OK):  # running as root: simulate the read-only folder
+            real_access = os.access
+
+            def access(path: object, mode: int, **kw: object) -> bool:
+                if Path(str(path)).resolve() == locked.resolve() and mode & os.W_OK:
+                    return False
+                return real_access(path, mode, **kw)  # type: ignore[arg-type]
+
+            monkeypatch.setattr(os, "access", access)
+        monkeypatch.setattr(writer, "process_video", lambda *a, **k: pytest.fail("no video may be processed"))
+        capsys.readouterr()
+        assert main(["run", str(media["stereo"]), "--out", str(out), "--size", "64", "--no-progress", *extra]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and err[0].startswith("error: "), err
+        words = "is not a folder" if where == "under-a-file" else "not writable"
+        assert words in err[0] and str(tmp_path / "a-file" if where == "under-a-file" else locked) in err[0], err
+        if where == "split-dir":
+            assert "--split-dir" in err[0] and not out.exists()
+        assert list(locked.iterdir()) == []
+    finally:
+        locked.chmod(0o755)
+
+
+def test_the_detection_bar_has_a_total(media: dict[str, Path], monkeypatch: pytest.MonkeyPatch) -> None:
+    """The face-detection pass shows "n/N frames" with an ETA: its total comes from the container's duration."""
+    from talkingface.media import extract
+    from talkingface.media.decode import probe_video
+
+    assert probe_video(media["face"]).expected_frames(25) == count_frames(media["face"]) == 60
+    totals: dict[str, int | None] = {}
+    real = extract.tqdm
+
+    def spy(*args: object, **kwargs: object) -> object:
+        totals[str(kwargs.get("desc"))] = kwargs.get("total")  # type: ignore[assignment]
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(extract, "tqdm", spy)
+    extract.analyse_video(media["stereo"], progress=True)
+    assert totals == {"detect stereo44k.mov": 50}

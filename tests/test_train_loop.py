@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import copy
+import logging
+import os
+import random
 import signal
 from pathlib import Path
 from typing import Any
@@ -127,6 +131,79 @@ def test_interrupt_writes_checkpoint_and_resume_continues(data_root: Path, tmp_p
     assert final["global_step"] == 6 and int(final["state_dict"]["model_ema.num_updates"]) == 6
     assert (run / "configs" / "command.txt").read_text().count("DiffTalkTrainer.py") == 2
     assert list((run / "tensorboard").glob("events.out.tfevents.*"))
+
+
+class _TermDuringStep(pl.Callback):
+    """Sends SIGTERM to this process, as a scheduler would, in the middle of optimizer step ``step`` (after the
+    backward pass, before the weights change)."""
+
+    def __init__(self, step: int) -> None:
+        self.step = step
+
+    def on_before_optimizer_step(self, trainer: pl.Trainer, *args: Any) -> None:
+        if trainer.global_step == self.step:
+            os.kill(os.getpid(), signal.SIGTERM)
+
+
+class _RecordState(pl.Callback):
+    """The step, the whole state dict (EMA included) and the optimizer state as training (re)starts."""
+
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self.step = trainer.global_step
+        self.state = {k: v.detach().clone() for k, v in pl_module.state_dict().items()}
+        self.optimizer = copy.deepcopy(trainer.optimizers[0].state_dict())
+        self.bars: list[tuple[int, int, int]] = []
+
+    def on_train_batch_end(self, trainer: pl.Trainer, *args: Any) -> None:
+        bar = trainer.progress_bar_callback.train_progress_bar
+        self.bars.append((bar.total, bar.initial, bar.n))
+
+
+def _same(a: Any, b: Any, where: str = "") -> None:
+    """Nested dicts/lists of tensors and numbers are identical (tensors bit for bit)."""
+    if isinstance(a, torch.Tensor):
+        assert isinstance(b, torch.Tensor) and a.dtype == b.dtype and torch.equal(a, b), where
+    elif isinstance(a, dict):
+        assert isinstance(b, dict) and a.keys() == b.keys(), (where, set(a) ^ set(b))
+        for k in a:
+            _same(a[k], b[k], f"{where}.{k}")
+    elif isinstance(a, (list, tuple)):
+        assert isinstance(b, (list, tuple)) and len(a) == len(b), where
+        for i, (x, y) in enumerate(zip(a, b, strict=True)):
+            _same(x, y, f"{where}[{i}]")
+    else:
+        assert a == b, (where, a, b)
+
+
+def test_sigterm_mid_step_then_resume_restores_step_ema_and_optimizer(
+    data_root: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture, recwarn: pytest.WarningsRecorder
+) -> None:
+    """SIGTERM at a seeded step: the step finishes, last.ckpt is written, exit 128 + 15. --resume starts at that very
+    step with the checkpoint's weights, EMA and AdamW state, bit for bit; keep_last_checkpoints=2 keeps the newest two
+    step-N.ckpt across the resume (also those written before it); the progress bar counts steps up to max_steps
+    from the resumed step (a total, and an ETA from this run's steps only); no Lightning tips or known noise."""
+    step = random.Random(15).randrange(1, 4)
+    run = tmp_path / "run"
+    extra = {"train.max_steps": step + 3, "train.checkpoint_every_n_steps": 1, "train.keep_last_checkpoints": 2}
+    argv = ["--base", str(TINY_CONFIG), "-t", "--run-dir", str(run), *tiny_overrides(data_root, **extra)]
+    assert main(argv, extra_callbacks=[_TermDuringStep(step)]) == 128 + signal.SIGTERM
+    ckpts = run / "checkpoints"
+    ckpt = torch.load(ckpts / "last.ckpt", map_location="cpu", weights_only=True)
+    assert ckpt["global_step"] == step + 1  # the interrupted step finished
+    assert int(ckpt["state_dict"]["model_ema.num_updates"]) == step + 1
+    record = _RecordState()
+    caplog.set_level(logging.INFO)
+    assert main(["--resume", str(run), "-t"], extra_callbacks=[record]) == 0
+    assert record.step == step + 1
+    assert record.bars[0] == (step + 3, step + 1, step + 2) and record.bars[-1][2] == step + 3, record.bars
+    noise = ("💡 Tip", "weights_only", "LeafSpec", "exists and is not empty")
+    said = [r.getMessage() for r in caplog.records] + [str(w.message) for w in recwarn]
+    assert not [line for line in said if any(n in line for n in noise)], said
+    _same(record.state, ckpt["state_dict"], "state_dict")
+    assert ckpt["optimizer_states"][0]["state"]  # AdamW moments exist, and came back unchanged
+    _same(record.optimizer, ckpt["optimizer_states"][0], "optimizer")
+    newest = {f"step-{n:09d}.ckpt" for n in (step + 2, step + 3)}
+    assert {p.name for p in ckpts.glob("step-*.ckpt")} == newest
 
 
 def test_checkpoint_loads_for_inference_and_grids_and_export(data_root: Path, tmp_path: Path) -> None:

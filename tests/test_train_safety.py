@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import errno
+import os
 import shutil
 import signal
 from pathlib import Path
@@ -219,3 +221,47 @@ def test_export_takes_the_trust_checkpoint_flag_its_refusal_suggests(
     assert not out.exists()
     assert export_main([str(pickled), str(out), "--trust-checkpoint"]) == 0
     assert out.is_file() and out.with_suffix(".yaml").is_file()
+
+
+def _intact_step(path: Path) -> int:
+    from talkingface.training.checkpoint_io import is_intact
+
+    assert is_intact(path), path
+    return int(torch.load(path, map_location="cpu", weights_only=True)["global_step"])
+
+
+def test_disk_full_while_writing_a_checkpoint_keeps_the_previous_one(
+    data_root: Path, tmp_path: Path, capsys: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The 5th checkpoint write (last.ckpt at step 3) hits a full disk after writing part of the file: one error line
+    naming that checkpoint, exit 1; every checkpoint on disk is intact and the one named still holds step 2."""
+    from talkingface.training import checkpoint_io
+
+    real = torch.save
+    written: list[str] = []
+
+    def full(obj: Any, f: Any, *args: Any, **kwargs: Any) -> None:
+        written.append(f.name)
+        if len(written) == 5:
+            f.write(b"PK\x03\x04 half a checkpoint")
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        real(obj, f, *args, **kwargs)
+
+    monkeypatch.setattr(checkpoint_io.torch, "save", full)
+    run = tmp_path / "run"
+    extra = {"train.max_steps": 3, "train.checkpoint_every_n_steps": 1, "train.keep_last_checkpoints": 2}
+    capsys.readouterr()
+    assert main(["--base", str(TINY_CONFIG), "-t", "--run-dir", str(run), *tiny_overrides(data_root, **extra)]) == 1
+    line = _one_error_line(capsys.readouterr().err)
+    assert "No space left on device" in line and "intact" in line, line
+    ckpts = run / "checkpoints"
+    assert f"{ckpts / 'last.ckpt'}: cannot write" in line and "last.ckpt" in Path(written[4]).name, (line, written)
+    steps = {p.name: _intact_step(p) for p in ckpts.glob("*.ckpt")}
+    assert steps == {"last.ckpt": 2, "step-000000001.ckpt": 1, "step-000000002.ckpt": 2}, steps
+    assert not [p for p in ckpts.iterdir() if not p.name.endswith(".ckpt")]  # no temporary file left
+
+
+def test_keep_last_checkpoints_must_be_at_least_1(data_root: Path) -> None:
+    with pytest.raises(ConfigError, match="train.keep_last_checkpoints"):
+        load_config(TINY_CONFIG, tiny_overrides(data_root, **{"train.keep_last_checkpoints": 0}))
+    assert load_config(TINY_CONFIG, tiny_overrides(data_root)).train.keep_last_checkpoints is None

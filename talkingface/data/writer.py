@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import ctypes.util
+import errno
 import fcntl
 import hashlib
 import logging
@@ -39,6 +40,7 @@ from talkingface.data.layout import (
     TMP_DIR,
     DatasetLayout,
     atomic_write_text,
+    default_split_dir,
     read_json,
     split_text,
     write_json,
@@ -55,6 +57,8 @@ from talkingface.media.windows import smooth_window
 log = logging.getLogger(__name__)
 
 DEFAULT_TEST_RATIO = 0.1
+#: errno values that stop a whole run instead of failing one video (the next video would fail the same way).
+DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
 _MARKER_FIELDS = ("source", "path", "audio", "frames", "missed_faces", "audio_seconds", "size", "mtime_ns")
 #: Fewest frames a video needs to contribute one training item (the split lists start at FIRST_LISTED_FRAME).
 MIN_FRAMES = FIRST_LISTED_FRAME + 1
@@ -242,6 +246,26 @@ def parse_shard(text: str | None) -> tuple[int, int]:
     return i, n
 
 
+def check_writable(out: Path, split_dir: Path | None = None) -> None:
+    """Refuse up front (before any video is processed) a ``--out`` or split folder this process cannot write:
+    the folder itself, or the nearest existing folder above it, and the dataset's existing sub-folders."""
+    split_dir = split_dir if split_dir is not None else default_split_dir(out)
+    layout = DatasetLayout(out)
+    folders = [out, split_dir, out / DONE_DIR, out / TMP_DIR, *(layout.folder(kind) for kind in FRAME_FILES)]
+    for folder in dict.fromkeys(folders):
+        existing = folder
+        while not existing.exists() and existing != existing.parent:
+            existing = existing.parent
+        if existing != folder and folder not in (out, split_dir):
+            continue  # a sub-folder that does not exist yet: checked through --out
+        if not existing.is_dir():
+            raise PreprocessError(folder, f"{existing} is not a folder")
+        if not os.access(existing, os.W_OK | os.X_OK):
+            where = "" if existing == folder else f" (its nearest existing folder {existing})"
+            flag = "--split-dir" if folder == split_dir and folder != out else "--out"
+            raise PreprocessError(folder, f"not writable{where}; give another {flag} or fix its permissions")
+
+
 @contextlib.contextmanager
 def run_lock(out: Path, shard_i: int = 0, shard_n: int = 1) -> Iterator[None]:
     """Hold the lock of ``out`` for one run (raises PreprocessError naming the lock file at once when another run
@@ -408,7 +432,9 @@ def process_video(job: VideoJob, out: str | Path, options: BuildOptions, progres
     marker = read_json(out / DONE_DIR / f"{job.number}.json")
     if marker is not None:
         changed = stale_marker(marker, job.video)
-        if changed is None:
+        if changed is None:  # a run killed after the commit point may have left these behind
+            shutil.rmtree(out / TMP_DIR / str(job.number), ignore_errors=True)
+            (out / DONE_DIR / f"{job.number}.moving").unlink(missing_ok=True)
             return VideoResult(job.number, job.video.name, "skipped")
         redo = f"{job.video}: not the file video {job.number} was made from ({changed}); redoing video {job.number}"
     tmp = out / TMP_DIR / str(job.number)
@@ -423,6 +449,8 @@ def process_video(job: VideoJob, out: str | Path, options: BuildOptions, progres
     except PreprocessError as e:
         return VideoResult(job.number, job.video.name, "failed", error=str(e), warnings=[redo] if redo else [])
     except Exception as e:  # a crash on one video must not stop the others
+        if isinstance(e, OSError) and e.errno in DISK_FULL:
+            raise  # not this video's fault: the run stops (finished videos are kept, this one's .tmp is removed)
         log.debug("unexpected error on %s", job.video, exc_info=True)
         return VideoResult(job.number, job.video.name, "failed", error=f"{job.video}: {type(e).__name__}: {e}")
     finally:
@@ -605,6 +633,7 @@ def build_dataset(
     out = Path(out)
     videos = find_videos(inputs)
     audio_path = Path(audio) if audio is not None else None
+    check_writable(out, split.split_dir)
     check_settings(out, options)
     make_backend_check = _backend(options)  # fail early on a bad backend setup (missing model, transformers)
     del make_backend_check
@@ -667,9 +696,14 @@ def _build_locked(
                 max_workers=workers, mp_context=ctx, initializer=_worker_init, initargs=(os.getpid(),)
             ) as pool:
                 futures = [pool.submit(process_video, job, out, options) for job in jobs]
-                for future in as_completed(futures):
-                    account(future.result())
-                    bar.update(1)
+                try:
+                    for future in as_completed(futures):
+                        account(future.result())
+                        bar.update(1)
+                except BaseException:  # e.g. disk full: start no other video
+                    for future in futures:
+                        future.cancel()
+                    raise
     with _finalize_lock(out):
         finalize(out, split, failures=failures, sources=sources, settings=options.settings())
     try:

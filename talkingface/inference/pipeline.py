@@ -52,6 +52,29 @@ def default_reference_frame(n_frames: int) -> int:
     return min(DEFAULT_REFERENCE_FRAME, n_frames - 1)
 
 
+#: On CPU, a generation estimated to take longer than this (seconds) gets a suggestion of fewer ``--steps``.
+LONG_ON_CPU_S = 120.0
+#: The fewest ``--steps`` the suggestion offers.
+MIN_SUGGESTED_STEPS = 5
+
+
+def _duration(seconds: float) -> str:
+    return f"{seconds:.0f} s" if seconds < 90 else f"{seconds / 60:.0f} min"
+
+
+def time_estimate(first_batch_s: float, done: int, total: int, steps: int) -> str | None:
+    """The line logged on CPU after the first batch: the time left, estimated from that batch (sampling time grows
+    with ``--steps``), and, when it is long, a number of steps that would take about :data:`LONG_ON_CPU_S`."""
+    if done <= 0 or total <= done:
+        return None
+    left = first_batch_s / done * (total - done)
+    line = f"about {_duration(left)} left on CPU for {total - done} more frames at --steps {steps}"
+    suggested = max(MIN_SUGGESTED_STEPS, int(steps * LONG_ON_CPU_S / left)) if left > LONG_ON_CPU_S else steps
+    if suggested < steps:
+        line += f"; --steps {suggested} would take about {_duration(left * suggested / steps)}"
+    return line
+
+
 def _to_device(model: DiffTalkModel, array: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(np.ascontiguousarray(array)).to(model.device)
 
@@ -289,6 +312,7 @@ class LipSyncPipeline:
             {} if len(indices) > video.n_frames and video.n_frames <= LATENT_CACHE_FRAMES else None
         )
         bar = tqdm(total=len(indices), desc="lip-sync", unit="frame", disable=not progress, leave=False)
+        started = time.perf_counter()
         with bar:
             for start in range(0, len(indices), o.batch_size):
                 src = indices[start : start + o.batch_size]
@@ -316,7 +340,12 @@ class LipSyncPipeline:
                     generator=generator,
                     eps_wrapper=runner,
                 )
-                yield src, crops, to_uint8(pixels[:n])
+                faces = to_uint8(pixels[:n])
+                if start == 0 and model.device.type == "cpu":
+                    estimate = time_estimate(time.perf_counter() - started, n, len(indices), o.steps)
+                    if estimate:
+                        log.info("%s", estimate)
+                yield src, crops, faces
                 bar.update(n)
 
     @torch.no_grad()

@@ -43,6 +43,11 @@ class VideoProbe:
     height: int
     start_s: float
     has_audio: bool
+    duration_s: float | None = None  # the stream's (or else the container's) duration, when recorded
+
+    def expected_frames(self, fps: float = FPS) -> int | None:
+        """About how many frames :func:`iter_frames` yields at ``fps`` (for a progress bar's total), or None."""
+        return None if not self.duration_s else max(1, round(self.duration_s * fps))
 
 
 def probe_video(path: str | Path) -> VideoProbe:
@@ -53,11 +58,16 @@ def probe_video(path: str | Path) -> VideoProbe:
             raise PreprocessError(path, "no video stream")
         stream = container.streams.video[0]
         start = float(stream.start_time * stream.time_base) if stream.start_time is not None else 0.0
+        if stream.duration is not None and stream.time_base is not None:
+            duration: float | None = float(stream.duration * stream.time_base)
+        else:
+            duration = container.duration / 1e6 if container.duration else None  # in AV_TIME_BASE units
         return VideoProbe(
             width=stream.codec_context.width,
             height=stream.codec_context.height,
             start_s=start,
             has_audio=bool(container.streams.audio),
+            duration_s=duration,
         )
 
 

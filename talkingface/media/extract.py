@@ -144,7 +144,8 @@ def analyse_video(
     rows: list[np.ndarray] = []
     nan = np.full((N_LANDMARKS, 2), np.nan, dtype=np.float32)
     frames = iter_frames(path, fps)
-    for rgb in tqdm(frames, desc=f"detect {path.name}", unit="frame", disable=not progress, leave=False):
+    total = probe.expected_frames(fps)  # an estimate from the container: the bar gets a total and an ETA
+    for rgb in tqdm(frames, total=total, desc=f"detect {path.name}", unit="frame", disable=not progress, leave=False):
         found = detector(rgb)
         rows.append(nan if found is None else found)
     n_video = len(rows)

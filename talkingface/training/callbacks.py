@@ -131,7 +131,7 @@ class LastCheckpoint(pl.Callback):
 
     def _save(self, trainer: pl.Trainer) -> None:
         if self._saved_step != trainer.global_step:
-            trainer.save_checkpoint(self.ckpt_path)
+            trainer.save_checkpoint(self.ckpt_path, weights_only=False)  # the full state (and no log line)
             self._saved_step = trainer.global_step
 
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:

@@ -11,8 +11,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import pytorch_lightning as pl
 import torch
 from lightning_fabric.utilities.cloud_io import _is_local_file_protocol
+from pytorch_lightning.callbacks import ModelCheckpoint
 from pytorch_lightning.plugins.io import TorchCheckpointIO
 
 from talkingface.training.run_dir import RunDirError
@@ -38,9 +40,18 @@ def newest_intact_step_checkpoint(folder: Path, other_than: Path | None = None) 
     return None
 
 
+class CheckpointWriteError(OSError):
+    """A checkpoint could not be written (e.g. the disk is full): one line naming it; the file it would have
+    replaced is untouched."""
+
+    def __str__(self) -> str:
+        return str(self.strerror)  # the message, without OSError's "[Errno N]" prefix
+
+
 class AtomicCheckpointIO(TorchCheckpointIO):
     """Writes ``<name>.tmp`` next to the target, fsyncs it, then renames it over the target (same folder).
 
+    A failed write (disk full) raises :class:`CheckpointWriteError` and leaves the target as it was.
     Reading a checkpoint that is damaged, or that needs full unpickling while ``weights_only=True``, raises
     :class:`RunDirError` with one line naming the file (and, for a damaged one, the newest intact ``step-N.ckpt``).
     """
@@ -59,6 +70,10 @@ class AtomicCheckpointIO(TorchCheckpointIO):
                 f.flush()
                 os.fsync(f.fileno())
             os.replace(tmp, path)
+        except OSError as err:
+            kept = f"the previous {path.name} is intact" if path.exists() else "nothing was replaced"
+            problem = f"{path}: cannot write the checkpoint: {err.strerror or err}; {kept}"
+            raise CheckpointWriteError(err.errno, problem) from None
         finally:
             tmp.unlink(missing_ok=True)
 
@@ -89,3 +104,37 @@ class AtomicCheckpointIO(TorchCheckpointIO):
                 f"resume from the newest intact one: --resume {other}" if other else "no intact step-N.ckpt beside it"
             )
             raise RunDirError(f"{path}: checkpoint {problem} ({reason}); {hint}") from None
+
+
+class StepCheckpoint(ModelCheckpoint):
+    """``step-N.ckpt`` every ``every_n_steps`` optimizer steps; with ``keep_last`` (``train.keep_last_checkpoints``)
+    only the newest K remain. The files are counted on disk after each save, so checkpoints written before a resume
+    count too (ModelCheckpoint's own top-k list only knows what the resumed-from checkpoint recorded); files of steps
+    beyond the current one (a resume from an older checkpoint) are left alone. A failed save deletes nothing."""
+
+    def __init__(self, dirpath: str | os.PathLike, every_n_steps: int, keep_last: int | None = None) -> None:
+        super().__init__(
+            dirpath=dirpath,
+            filename="step-{step:09d}",
+            auto_insert_metric_name=False,
+            every_n_train_steps=every_n_steps,
+            save_top_k=-1,
+            save_last=False,  # last.ckpt belongs to LastCheckpoint
+        )
+        self.keep_last = keep_last
+
+    def on_train_batch_end(self, trainer: pl.Trainer, *args: Any, **kwargs: Any) -> None:
+        super().on_train_batch_end(trainer, *args, **kwargs)
+        self.prune(trainer)
+
+    def prune(self, trainer: pl.Trainer) -> list[Path]:
+        """Delete all but the newest ``keep_last`` step checkpoints up to the current step (rank 0); returns them."""
+        if self.keep_last is None or not trainer.is_global_zero or self.dirpath is None:
+            return []
+        found = sorted(
+            (int(m.group(1)), p) for p in Path(self.dirpath).glob("step-*.ckpt") if (m := _STEP_CKPT.match(p.name))
+        )
+        old = [p for n, p in found if n <= trainer.global_step][: -self.keep_last]
+        for path in old:
+            path.unlink(missing_ok=True)
+        return old

@@ -21,8 +21,9 @@ import yaml
 from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from talkingface.cli_support import ArgumentParser, report, split_overrides
+from talkingface.cli_support import EXIT_PROBLEMS, ArgumentParser, report, split_overrides
 from talkingface.model.image_driven_talkingface.DiffTalk.config import ConfigError, yaml_problem
+from talkingface.training.checkpoint_io import CheckpointWriteError
 from talkingface.training.data import DataCheckError
 from talkingface.training.devices import DeviceSpecError
 from talkingface.training.run import run_training
@@ -143,7 +144,8 @@ def setup_logging() -> None:
 
 
 def main(argv: list[str] | None = None, extra_callbacks: list[Any] | None = None) -> int:
-    """Run the trainer; returns the exit status (0 done, 2 bad input, 128 + signal when stopped by a signal)."""
+    """Run the trainer; returns the exit status (0 done, 1 a checkpoint could not be written, 2 bad input, 128 + signal
+    when stopped by a signal)."""
     argv = list(sys.argv[1:] if argv is None else argv)
     args, overrides = parse_args(argv)
     setup_logging()
@@ -153,3 +155,6 @@ def main(argv: list[str] | None = None, extra_callbacks: list[Any] | None = None
         return run_training(args, overrides, argv, extra_callbacks or [])
     except (*USER_ERRORS, MisconfigurationException) as err:
         return report(err)
+    except CheckpointWriteError as err:  # e.g. disk full: the run failed, the checkpoints it wrote before are intact
+        report(err)
+        return EXIT_PROBLEMS

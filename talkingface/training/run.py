@@ -5,12 +5,11 @@ from __future__ import annotations
 import logging
 import os
 import signal
-import warnings
 from pathlib import Path
 from typing import Any
 
 import pytorch_lightning as pl
-from pytorch_lightning.callbacks import LearningRateMonitor, ModelCheckpoint
+from pytorch_lightning.callbacks import LearningRateMonitor
 from pytorch_lightning.loggers import TensorBoardLogger
 from pytorch_lightning.utilities import rank_zero_only
 
@@ -23,7 +22,8 @@ from talkingface.model.image_driven_talkingface.DiffTalk.config import (
 )
 from talkingface.model.image_driven_talkingface.DiffTalk.loader import resolve_path
 from talkingface.training.callbacks import ImageLogger, LastCheckpoint, SlimExport, ThroughputMonitor
-from talkingface.training.checkpoint_io import AtomicCheckpointIO
+from talkingface.training.checkpoint_io import AtomicCheckpointIO, StepCheckpoint
+from talkingface.training.console import StepProgressBar, quiet_lightning
 from talkingface.training.data import DataCheckError, build_datamodule, check_batch_fits, check_dataset
 from talkingface.training.devices import DeviceSpec, build_strategy, device_spec
 from talkingface.training.lr import scaled_learning_rate
@@ -92,15 +92,9 @@ def build_trainer(
     t = cfg.train
     stopper = LastCheckpoint(paths.last_ckpt, t.checkpoint_every_n_steps)
     callbacks: list[Any] = [
-        ModelCheckpoint(
-            dirpath=paths.ckpt_dir,
-            filename="step-{step:09d}",
-            auto_insert_metric_name=False,
-            every_n_train_steps=t.checkpoint_every_n_steps,
-            save_top_k=-1,
-            save_last=False,  # last.ckpt belongs to LastCheckpoint
-        ),
+        StepCheckpoint(paths.ckpt_dir, t.checkpoint_every_n_steps, t.keep_last_checkpoints),
         LearningRateMonitor(logging_interval="step"),
+        StepProgressBar(),
         ThroughputMonitor(),
         ImageLogger(paths.image_dir, t.image_log_every_n_steps, t.image_log_max_images, t.image_log_ddim_steps),
         stopper,
@@ -173,8 +167,7 @@ def run_training(args: Any, overrides: list[str], argv: list[str], extra_callbac
         write_snapshot(paths, cfg, ["trainer/DiffTalkTrainer.py", *argv])
         log.info("run folder %s", paths.root)
 
-    # the frozen first stage is in eval mode on purpose
-    warnings.filterwarnings("ignore", message=r".*module\(s\) in eval mode.*")
+    quiet_lightning()  # Lightning's tips and known warnings (the frozen first stage in eval mode, ...)
     pl.seed_everything(cfg.train.seed, workers=True)
     set_tf32(cfg.train.tf32)
     module = build_module(cfg, lr, load_vq=resume_ckpt is None)

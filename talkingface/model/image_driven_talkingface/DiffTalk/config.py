@@ -141,6 +141,7 @@ class TrainConfig:
     check_val_every_n_epoch: int | None = 1
     limit_val_batches: float | None = None  # < 1: fraction of the validation set; >= 1: number of batches
     checkpoint_every_n_steps: int = 5000
+    keep_last_checkpoints: int | None = None  # keep the newest K step-N.ckpt (None: all); last.ckpt always stays
     image_log_every_n_steps: int = 5000
     image_log_max_images: int = 8
     image_log_ddim_steps: int = 50
@@ -258,6 +259,9 @@ def validate_config(config: DiffTalkConfig, origin: str = "config") -> None:
         problems.append(
             f"model.unet.image_size ({m.unet.image_size}) must equal the first-stage latent size ({latent})"
         )
+    keep = config.train.keep_last_checkpoints
+    if keep is not None and keep < 1:
+        problems.append(f"train.keep_last_checkpoints must be null (keep all) or at least 1, got {keep}")
     if problems:
         raise ConfigError(f"{origin}: invalid config: " + "; ".join(problems))
 
