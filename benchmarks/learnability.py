@@ -65,6 +65,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--first-stage-steps", type=int, default=2500)
     p.add_argument("--first-stage-batch", type=int, default=16)
     p.add_argument("--first-stage-device", default="cpu", help="where the first stage trains (e.g. cuda)")
+    p.add_argument(
+        "--first-stage-gamma",
+        type=float,
+        default=2.2,
+        help="also take the first stage's loss on gamma-encoded intensities (keeps dark mouths on dark skin; 0: off)",
+    )
     p.add_argument("--steps", type=int, default=12000, help="diffusion training steps per variant (train.max_steps)")
     p.add_argument("--batch-size", type=int, default=None, help="default: the config's data.batch_size")
     p.add_argument("--lr", type=float, default=None, help="default: the config's model.base_learning_rate")
@@ -130,6 +136,7 @@ def prepare_first_stage(args: argparse.Namespace, cfg: Any, data: Path, root: Pa
             seed=args.seed,
             progress=progress,
             device=args.first_stage_device,
+            gamma=args.first_stage_gamma or None,
         )
         vq = fs.model
         save_first_stage(vq, fs_path)
@@ -138,6 +145,9 @@ def prepare_first_stage(args: argparse.Namespace, cfg: Any, data: Path, root: Pa
             "recon_l1": fs.recon_l1,
             "seconds": round(fs.seconds, 1),
             "steps": args.first_stage_steps,
+            "batch_size": args.first_stage_batch,
+            "gamma": args.first_stage_gamma,
+            "device": str(args.first_stage_device),
         }
     with torch.no_grad():
         std = float(torch.cat([vq.encode(images[i : i + 256]) for i in range(0, len(images), 256)]).std())
