@@ -68,8 +68,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--first-stage-gamma",
         type=float,
-        default=2.2,
-        help="also take the first stage's loss on gamma-encoded intensities (keeps dark mouths on dark skin; 0: off)",
+        default=0.0,
+        help="also take the first stage's loss on gamma-encoded intensities, e.g. 2.2 (0: off, the default; tried "
+        "against the darkest skin tones' smeared mouths, it did not fix them)",
     )
     p.add_argument("--steps", type=int, default=12000, help="diffusion training steps per variant (train.max_steps)")
     p.add_argument("--batch-size", type=int, default=None, help="default: the config's data.batch_size")
