@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
 
@@ -163,6 +164,12 @@ def test_learnability_benchmark_smoke(tmp_path: Path) -> None:
     assert [p["step"] for p in report["variants"]["real"]["curve"]] == [2, 3, 4]
     ckpt = torch.load(tmp_path / "run" / "real" / "run" / "checkpoints" / "last.ckpt", weights_only=True)
     assert ckpt["global_step"] == 4
+    # --evaluate: the same held-out figures for a saved model, without training
+    argv = ["--out", str(tmp_path / "eval"), "--data", str(tmp_path / "run" / "data"), "--no-progress"]
+    argv += ["--evaluate", str(tmp_path / "run" / "control" / "model"), "--eval-frames", "4", "--sample-steps", "2"]
+    assert learnability.main(argv) == 0
+    evaluation = json.loads((tmp_path / "eval" / "evaluation.json").read_text())
+    assert evaluation["eval_frames"] == 4 and "correlation_first_stage" in evaluation["videos"][0]
 
 
 def test_no_argument_demo_writes_an_mp4(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -75,6 +75,7 @@ class VideoEval:
     frames: int
     correlation: float  # Pearson r, generated vs ground-truth opening
     correlation_gt_pixels: float  # the measure on the ground-truth frames (its ceiling for this identity)
+    correlation_first_stage: float  # ... on the ground truth through the first stage alone (what diffusion can reach)
     mouth_psnr: float
     mouth_ssim: float
     first_stage_l1: float  # mean |x - decode(encode(x))| over the frame, in [0, 1] units
@@ -214,7 +215,8 @@ def evaluate_heldout(
             width = video_mouth_width(lms)  # fixed per video
             v_gen = np.array(_measure(v_pred, lms, width))
             v_gt = np.array(_measure(v_img, lms, width))
-            rec_open += _measure(v_rec, lms, width)
+            v_fs = _measure(v_rec, lms, width)
+            rec_open += v_fs
             t = np.array(v_true)
             pause, speech = t < PAUSE_OPENING, t > SPEECH_OPENING
             n = len(t)
@@ -224,6 +226,7 @@ def evaluate_heldout(
                     frames=n,
                     correlation=_pearson(t, v_gen),
                     correlation_gt_pixels=_pearson(t, v_gt),
+                    correlation_first_stage=_pearson(t, np.array(v_fs)),
                     mouth_psnr=sum(m["mouth_psnr"] for m in v_metrics) / n,
                     mouth_ssim=sum(m["mouth_ssim"] for m in v_metrics) / n,
                     first_stage_l1=sum(v_l1) / n,
