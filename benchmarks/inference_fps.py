@@ -83,11 +83,12 @@ def describe(options: LipSyncOptions, device: torch.device) -> str:
     return f"{kind}: {options.sampler} {options.steps} steps, {precision}, batch {options.batch_size}{compiled}{window}"
 
 
-def stage_gflops(window: tuple[int, int, int, int]) -> dict[str, float]:
+def stage_gflops(alpha: np.ndarray, margin: int) -> tuple[dict[str, float], tuple[int, int, int, int], int]:
     """Per-frame GFLOPs of the paper config's stages at batch 1, counted by ``FlopCounterMode`` on meta tensors.
 
-    ``window``: the latent cells of the window decode. The decodes skip the codebook lookup (autocast, which it
-    uses, has no meta device); its distance matmul is counted on its own and added.
+    The window decode covers the paste-back region of ``alpha`` plus ``margin`` cells (returned, with the latent
+    side). The decodes skip the codebook lookup (autocast, which it uses, has no meta device); its distance matmul
+    is counted on its own and added.
     """
     from torch.utils.flop_counter import FlopCounterMode
 
@@ -96,6 +97,7 @@ def stage_gflops(window: tuple[int, int, int, int]) -> dict[str, float]:
         model = DiffTalkModel(cfg).eval()
         vq, r, h = model.first_stage_model, cfg.first_stage.resolution, cfg.unet.image_size
         image, z = torch.zeros(1, 3, r, r), torch.zeros(1, cfg.first_stage.embed_dim, h, h)
+        window = paste_window([alpha], r, h, margin)
         y0, y1, x0, x1 = window
 
         def count(fn: object) -> float:
@@ -114,30 +116,30 @@ def stage_gflops(window: tuple[int, int, int, int]) -> dict[str, float]:
         cond = model.encode_conditions(
             torch.zeros(1, 8, 16, 29), torch.zeros(1, 39, 2), reference_latent=z, masked_latent=z
         )
-        return {
+        flops = {
             "unet": count(lambda: model.predict_eps(z, torch.zeros(1, dtype=torch.long), cond)),
             "encode": count(lambda: model.encode_first_stage(image)),
             "decode": count(lambda: vq.decode(z, quantize=False)) + quantize(h * h),
             "decode_window": count(lambda: vq.decode(z[:, :, y0:y1, x0:x1], quantize=False))
             + quantize((y1 - y0) * (x1 - x0)),
         }
+    return flops, window, h
 
 
 def print_flops(prepared: PreparedVideo, crop_size: int) -> dict[str, object]:
     """Print the per-stage GFLOPs of the paper config and the frames/s they imply at the H100's bf16 peak."""
-    crop, lms = prepared.crop(0)
-    window = paste_window([mouth_alpha(lms, crop_size)], 256, 64, DEFAULT_DECODE_MARGIN)
-    g = stage_gflops(window)
-    cells = (window[1] - window[0]) * (window[3] - window[2])
+    _, lms = prepared.crop(0)
+    g, window, side = stage_gflops(mouth_alpha(lms, crop_size), DEFAULT_DECODE_MARGIN)
+    share = (window[1] - window[0]) * (window[3] - window[2]) / side**2
     print("\nper-frame GFLOPs, paper config, batch 1 (torch.utils.flop_counter on meta tensors)")
     print("| stage | GFLOP per frame |")
     print("| --- | ---: |")
     print(f"| UNet, one evaluation | {g['unet']:.1f} |")
     print(f"| first-stage encodes (target frame and masked image) | 2 x {g['encode']:.1f} |")
-    print(f"| decode, whole 64x64 latent | {g['decode']:.1f} |")
+    print(f"| decode, whole {side}x{side} latent | {g['decode']:.1f} |")
     print(
         f"| window decode, {window[1] - window[0]}x{window[3] - window[2]} cells (margin {DEFAULT_DECODE_MARGIN}, "
-        f"{cells / 64**2:.0%} of the latent; this clip's frame 0) | {g['decode_window']:.1f} |"
+        f"{share:.0%} of the latent; this clip's frame 0) | {g['decode_window']:.1f} |"
     )
     print(f"\nprojection at the H100's bf16 peak ({H100_BF16_PEAK_TFLOPS:g} TFLOP/s, 100 % utilisation; not measured)")
     print("| setting | steps | TFLOP per frame | projected frames/s | with window decode: TFLOP | frames/s |")

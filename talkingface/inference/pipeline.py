@@ -45,7 +45,10 @@ log = logging.getLogger(__name__)
 DEFAULT_REFERENCE_FRAME = 1
 #: Source-frame latents are cached (on the model's device, ~100 kB a frame) for videos up to this many frames.
 LATENT_CACHE_FRAMES = 4096
-#: Latent cells decoded around the paste-back region with ``decode_window`` (``benchmarks/decode_window.py``).
+#: Latent cells decoded around the paste-back region with ``decode_window``: what the decoder's convolutions need
+#: (with its GroupNorm statistics and attention made local, margin 4 keeps the pasted pixels within 1 level on the
+#: shipped synthetic first stage, margin 2 on the tiny config). The rest of the error is those global parts
+#: (``benchmarks/decode_window.py``).
 DEFAULT_DECODE_MARGIN = 4
 
 
