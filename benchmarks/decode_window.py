@@ -8,17 +8,21 @@ latent decoded whole and in the window of ``paste_window`` (the paste-back regio
 are pasted back into the crop with the pipeline's feathered alpha; the table gives the largest absolute difference
 of the pasted frames in 8-bit levels and the window's share of the latent. The VQ decoder is not local: its
 GroupNorm statistics and its mid-block attention span the whole latent, so no margin makes the window exact.
+``--local`` adds the same measure for the decoder with those parts made local (GroupNorm without statistics, the
+attention skipped, in the full and the window decode alike): what the convolutions alone need as a margin.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import sys
 from pathlib import Path
 
 import numpy as np
 import torch
+from torch import nn
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -27,6 +31,7 @@ from talkingface.inference.blend import mouth_alpha, paste_back, paste_window  #
 from talkingface.inference.inputs import resize_bicubic, to_unit  # noqa: E402
 from talkingface.inference.pipeline import to_uint8  # noqa: E402
 from talkingface.model.image_driven_talkingface.DiffTalk import DiffTalkModel, load_config  # noqa: E402
+from talkingface.model.image_driven_talkingface.DiffTalk.autoencoder import AttnBlock  # noqa: E402
 from talkingface.model.image_driven_talkingface.DiffTalk.config import default_config_path  # noqa: E402
 
 CONFIGS = {
@@ -61,6 +66,25 @@ def face_crops(n: int, size: int, seed: int = 7) -> tuple[np.ndarray, np.ndarray
     return np.stack(crops), np.stack(lms)
 
 
+@contextlib.contextmanager
+def local_decoder(model: DiffTalkModel):
+    """The decoder with its global parts made local: GroupNorm affine only (no statistics), attention skipped."""
+    patched = []
+    for m in model.first_stage_model.decoder.modules():
+        if isinstance(m, nn.GroupNorm):
+            m.forward = lambda x, m=m: x * m.weight[None, :, None, None] + m.bias[None, :, None, None]
+        elif isinstance(m, AttnBlock):
+            m.forward = lambda x: x
+        else:
+            continue
+        patched.append(m)
+    try:
+        yield
+    finally:
+        for m in patched:
+            del m.forward
+
+
 @torch.no_grad()
 def window_errors(
     model: DiffTalkModel, crops: np.ndarray, lms: np.ndarray, margins: list[int]
@@ -93,6 +117,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--configs", nargs="+", default=["tiny", "synthetic"], choices=list(CONFIGS))
     parser.add_argument("--margins", type=int, default=8, help="margins 0..N latent cells")
     parser.add_argument("--frames", type=int, default=4, help="face crops (one per synthetic clip)")
+    parser.add_argument("--local", action="store_true", help="also measure the decoder with local norms, no attention")
     parser.add_argument("--json", type=Path, default=None, help="also write the figures here")
     args = parser.parse_args(argv)
     torch.set_num_threads(max(1, torch.get_num_threads()))
@@ -100,14 +125,21 @@ def main(argv: list[str] | None = None) -> int:
     for name in args.configs:
         model = build(name)
         crops, lms = face_crops(args.frames, 256)
-        rows = window_errors(model, crops, lms, list(range(args.margins + 1)))
+        margins = list(range(args.margins + 1))
+        rows = window_errors(model, crops, lms, margins)
+        if args.local:
+            with local_decoder(model):
+                for r, local in zip(rows, window_errors(model, crops, lms, margins), strict=True):
+                    r["local_decoder_max_abs_diff_levels"] = local["max_abs_diff_levels"]
         results[name] = rows
         side = model.config.first_stage.resolution
         print(f"\n{name} config ({side}x{side} image, {model.image_size}x{model.image_size} latent)")
-        print("| margin (cells) | max abs diff in the pasted region (8-bit levels) | window / full latent area |")
-        print("| ---: | ---: | ---: |")
+        local = " local decoder (levels) |" if args.local else ""
+        print(f"| margin (cells) | max abs diff in the pasted region (8-bit levels) | window / latent area |{local}")
+        print("| ---: | ---: | ---: |" + (" ---: |" if args.local else ""))
         for r in rows:
-            print(f"| {r['margin']} | {r['max_abs_diff_levels']} | {r['window_area']:.2f} |")
+            extra = f" {r['local_decoder_max_abs_diff_levels']} |" if args.local else ""
+            print(f"| {r['margin']} | {r['max_abs_diff_levels']} | {r['window_area']:.2f} |{extra}")
     if args.json:
         args.json.write_text(json.dumps(results, indent=2))
     return 0
