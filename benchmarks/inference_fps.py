@@ -7,6 +7,10 @@ A synthetic portrait video (a face photo moving slowly) and a speech-like track 
 made in a temporary folder. Preprocessing (face detection, landmarks, audio features) is timed once and shown
 excluded and included. Generation covers sampling, first-stage decode, paste-back and H.264/AAC encoding.
 Random weights are fine: the cost does not depend on the weights.
+
+It also prints the per-frame GFLOPs of each stage of the paper config, counted with PyTorch's FLOP counter on
+meta tensors (nothing is computed, so it takes a second), and the frames/s they imply at the H100's bf16 peak: a
+projection, not a measurement. ``--no-flops`` skips it.
 """
 
 from __future__ import annotations
@@ -31,6 +35,8 @@ from data_fixtures import write_video, write_wav  # noqa: E402
 
 from talkingface.data.constants import FPS, SAMPLE_RATE  # noqa: E402
 from talkingface.inference import LipSyncOptions, LipSyncPipeline, Speech  # noqa: E402
+from talkingface.inference.blend import mouth_alpha, paste_window  # noqa: E402
+from talkingface.inference.pipeline import DEFAULT_DECODE_MARGIN  # noqa: E402
 from talkingface.inference.sampling import resolve_precision  # noqa: E402
 from talkingface.inference.video import PreparedVideo  # noqa: E402
 from talkingface.media.decode import iter_frames  # noqa: E402
@@ -39,6 +45,16 @@ from talkingface.model.image_driven_talkingface.DiffTalk.config import default_c
 
 TINY_CONFIG = ROOT / "configs" / "latent-diffusion" / "talking-tiny.yaml"
 FEATURES = "mel"
+#: The H100's dense bf16 peak the projection assumes (TFLOP/s).
+H100_BF16_PEAK_TFLOPS = 790.0
+#: Steps of the settings in the FLOP projection (the paper-config settings, whatever ``--steps`` says).
+PROJECTED_STEPS = {"reference-like (ddim)": 200, "fast default (dpm++)": 25, "student (not trained yet)": 4}
+
+
+def student_setting(args: argparse.Namespace) -> LipSyncOptions | None:
+    """Hook for the distilled few-step student (issue 13, item 1): its sampler and steps from its checkpoint's
+    metadata, timed like the other settings. None until a student exists."""
+    return None
 
 
 def settings(args: argparse.Namespace) -> list[LipSyncOptions]:
@@ -50,6 +66,11 @@ def settings(args: argparse.Namespace) -> list[LipSyncOptions]:
     ]
     if args.compile:
         out.append(dataclasses.replace(out[1], compile=True))
+    if args.decode_window:
+        out.append(dataclasses.replace(out[1], decode_window=True))
+    student = student_setting(args)
+    if student is not None:
+        out.append(student)
     return out
 
 
@@ -58,7 +79,79 @@ def describe(options: LipSyncOptions, device: torch.device) -> str:
     dtype = resolve_precision(options.precision, device)
     precision = "fp32" if dtype is None else "bf16 UNet"
     compiled = ", torch.compile" if options.compile else ""
-    return f"{kind}: {options.sampler} {options.steps} steps, {precision}, batch {options.batch_size}{compiled}"
+    window = f", decode window (margin {options.decode_margin})" if options.decode_window else ""
+    return f"{kind}: {options.sampler} {options.steps} steps, {precision}, batch {options.batch_size}{compiled}{window}"
+
+
+def stage_gflops(alpha: np.ndarray, margin: int) -> tuple[dict[str, float], tuple[int, int, int, int], int]:
+    """Per-frame GFLOPs of the paper config's stages at batch 1, counted by ``FlopCounterMode`` on meta tensors.
+
+    The window decode covers the paste-back region of ``alpha`` plus ``margin`` cells (returned, with the latent
+    side). The decodes skip the codebook lookup (autocast, which it uses, has no meta device); its distance matmul
+    is counted on its own and added.
+    """
+    from torch.utils.flop_counter import FlopCounterMode
+
+    cfg = load_config(default_config_path(), ["model.first_stage.ckpt_path=null"]).model
+    with torch.device("meta"), torch.no_grad():
+        model = DiffTalkModel(cfg).eval()
+        vq, r, h = model.first_stage_model, cfg.first_stage.resolution, cfg.unet.image_size
+        image, z = torch.zeros(1, 3, r, r), torch.zeros(1, cfg.first_stage.embed_dim, h, h)
+        window = paste_window([alpha], r, h, margin)
+        y0, y1, x0, x1 = window
+
+        def count(fn: object) -> float:
+            with FlopCounterMode(display=False) as counter:
+                fn()  # type: ignore[operator]
+            return counter.get_total_flops() / 1e9
+
+        def quantize(cells: int) -> float:
+            return count(
+                lambda: (
+                    torch.zeros(cells, cfg.first_stage.embed_dim)
+                    @ torch.zeros(cfg.first_stage.embed_dim, cfg.first_stage.n_embed)
+                )
+            )
+
+        cond = model.encode_conditions(
+            torch.zeros(1, 8, 16, 29), torch.zeros(1, 39, 2), reference_latent=z, masked_latent=z
+        )
+        flops = {
+            "unet": count(lambda: model.predict_eps(z, torch.zeros(1, dtype=torch.long), cond)),
+            "encode": count(lambda: model.encode_first_stage(image)),
+            "decode": count(lambda: vq.decode(z, quantize=False)) + quantize(h * h),
+            "decode_window": count(lambda: vq.decode(z[:, :, y0:y1, x0:x1], quantize=False))
+            + quantize((y1 - y0) * (x1 - x0)),
+        }
+    return flops, window, h
+
+
+def print_flops(prepared: PreparedVideo, crop_size: int) -> dict[str, object]:
+    """Print the per-stage GFLOPs of the paper config and the frames/s they imply at the H100's bf16 peak."""
+    _, lms = prepared.crop(0)
+    g, window, side = stage_gflops(mouth_alpha(lms, crop_size), DEFAULT_DECODE_MARGIN)
+    share = (window[1] - window[0]) * (window[3] - window[2]) / side**2
+    print("\nper-frame GFLOPs, paper config, batch 1 (torch.utils.flop_counter on meta tensors)")
+    print("| stage | GFLOP per frame |")
+    print("| --- | ---: |")
+    print(f"| UNet, one evaluation | {g['unet']:.1f} |")
+    print(f"| first-stage encodes (target frame and masked image) | 2 x {g['encode']:.1f} |")
+    print(f"| decode, whole {side}x{side} latent | {g['decode']:.1f} |")
+    print(
+        f"| window decode, {window[1] - window[0]}x{window[3] - window[2]} cells (margin {DEFAULT_DECODE_MARGIN}, "
+        f"{share:.0%} of the latent; this clip's frame 0) | {g['decode_window']:.1f} |"
+    )
+    print(f"\nprojection at the H100's bf16 peak ({H100_BF16_PEAK_TFLOPS:g} TFLOP/s, 100 % utilisation; not measured)")
+    print("| setting | steps | TFLOP per frame | projected frames/s | with window decode: TFLOP | frames/s |")
+    print("| --- | ---: | ---: | ---: | ---: | ---: |")
+    rows = []
+    for label, steps in PROJECTED_STEPS.items():
+        full = steps * g["unet"] + 2 * g["encode"] + g["decode"]
+        win = full - g["decode"] + g["decode_window"]
+        fps, fps_win = (H100_BF16_PEAK_TFLOPS * 1e3 / t for t in (full, win))
+        print(f"| {label} | {steps} | {full / 1e3:.2f} | {fps:.0f} | {win / 1e3:.2f} | {fps_win:.0f} |")
+        rows.append({"setting": label, "steps": steps, "gflop": full, "gflop_window": win, "fps": fps})
+    return {"stages_gflop": g, "window": list(window), "peak_tflops": H100_BF16_PEAK_TFLOPS, "projection": rows}
 
 
 def build_model(tiny: bool, device: torch.device) -> DiffTalkModel:
@@ -108,6 +201,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--batch-size", type=int, default=LipSyncOptions().batch_size, help="batch of the fast setting")
     p.add_argument("--crop-size", type=int, default=LipSyncOptions().crop_size, help="face crop side")
     p.add_argument("--compile", action="store_true", help="also time the fast setting with torch.compile")
+    p.add_argument("--decode-window", action="store_true", help="also time the fast setting with --decode-window")
+    p.add_argument("--no-flops", action="store_true", help="skip the FLOP count and the H100 projection")
     p.add_argument("--warmup", type=int, default=None, help="warm-up frames per setting (default: a batch on GPU)")
     p.add_argument("--device", default=None, help="default: cuda when available, else cpu")
     p.add_argument(
@@ -160,8 +255,11 @@ def main(argv: list[str] | None = None) -> int:
             total = pre_s + result.generate_s
             print(f"| {label} | {result.fps_generate:.2f} | {result.n_frames / total:.2f} |")
             rows.append({"setting": label, "fps_generate": result.fps_generate, "fps_total": result.n_frames / total})
+        if student_setting(args) is None:
+            print("| student (few-step distilled) | not available yet | no student checkpoint |")
+        flops = None if args.no_flops else print_flops(prepared, args.crop_size)
     if args.json:
-        payload = {"device": name, "frames": speech.n_frames, "preprocess_s": pre_s, "preprocess": how}
+        payload = {"device": name, "frames": speech.n_frames, "preprocess_s": pre_s, "preprocess": how, "flops": flops}
         args.json.write_text(json.dumps({**payload, "results": rows}, indent=2) + "\n")
     return 0
 

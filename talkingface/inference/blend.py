@@ -57,3 +57,37 @@ def paste_back(frame: np.ndarray, generated: np.ndarray, alpha: np.ndarray, box:
     blended = region.astype(np.float32) * (1.0 - a) + g * a
     out[fy0 + r0 : fy0 + r1, fx0 + c0 : fx0 + c1] = np.clip(np.rint(blended), 0, 255).astype(np.uint8)
     return out
+
+
+#: Model-image pixels added around the paste-back region for the resize in :func:`paste_back` (cubic: 2 taps per
+#: side at the model's scale, plus rounding).
+RESIZE_SUPPORT_PX = 3
+
+
+def paste_window(
+    alphas: list[np.ndarray] | np.ndarray, image_size: int, latent_size: int, margin: int
+) -> tuple[int, int, int, int]:
+    """Latent window ``(y0, y1, x0, x1)`` (cells) that covers every pixel :func:`paste_back` reads from a generated
+    ``image_size`` face for these paste-back ``alphas`` (square, any size), plus ``margin`` latent cells of decoder
+    context, clamped to the latent. One window for the batch: the union of the frames' regions."""
+    y0 = x0 = float("inf")
+    y1 = x1 = float("-inf")
+    for alpha in alphas:
+        rows, cols = np.nonzero(np.asarray(alpha) > 0)
+        if len(rows) == 0:
+            continue
+        s = image_size / alpha.shape[0]  # alpha pixel -> model pixel
+        y0, y1 = min(y0, rows.min() * s), max(y1, (rows.max() + 1) * s)
+        x0, x1 = min(x0, cols.min() * s), max(x1, (cols.max() + 1) * s)
+    if y0 == float("inf"):  # nothing is pasted: the smallest window
+        return 0, 1, 0, 1
+    f = image_size / latent_size
+    pad = RESIZE_SUPPORT_PX + math.ceil(s)  # and one alpha pixel for its linear resize
+
+    def cells(lo: float, hi: float) -> tuple[int, int]:
+        a = math.floor((lo - pad) / f) - margin
+        b = math.ceil((hi + pad) / f) + margin
+        return max(a, 0), min(b, latent_size)
+
+    (ry0, ry1), (rx0, rx1) = cells(y0, y1), cells(x0, x1)
+    return ry0, ry1, rx0, rx1

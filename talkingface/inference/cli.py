@@ -99,6 +99,18 @@ def build_parser() -> ArgumentParser:
     s.add_argument("--precision", choices=PRECISIONS, default=DEFAULTS.precision, help="auto: bf16 UNet on CUDA")
     s.add_argument("--compile", action="store_true", help="torch.compile the UNet (slow first batch)")
     s.add_argument("--seed", type=int, default=DEFAULTS.seed)
+    s.add_argument(
+        "--decode-window",
+        action="store_true",
+        help="decode only the latent window under the pasted mouth region (faster, approximate: the VQ decoder's "
+        "normalisation and attention are global; see benchmarks/decode_window.py)",
+    )
+    s.add_argument(
+        "--decode-margin",
+        type=int,
+        default=DEFAULTS.decode_margin,
+        help="latent cells decoded around the pasted region with --decode-window",
+    )
     s.add_argument("--device", default=None, help="default: cuda when available, else cpu")
     f = p.add_argument_group("face")
     f.add_argument("--reference-frame", type=int, default=None, help="video frame giving the identity (default 1)")
@@ -184,6 +196,8 @@ def run(args: argparse.Namespace) -> None:
         crop_size=args.crop_size,
         feather=args.feather,
         max_missing=args.max_missing,
+        decode_window=args.decode_window,
+        decode_margin=args.decode_margin,
     )
     # cheap checks first: nothing is loaded when the output exists or an input is missing or unreadable
     _check_counts(args)

@@ -24,7 +24,7 @@ import torch
 from tqdm.auto import tqdm
 
 from talkingface.data.constants import DEFAULT_IMAGE_SIZE, FPS, MODEL_IMAGE_SIZE
-from talkingface.inference.blend import DEFAULT_FEATHER, mouth_alpha, paste_back
+from talkingface.inference.blend import DEFAULT_FEATHER, mouth_alpha, paste_back, paste_window
 from talkingface.inference.errors import InferenceError
 from talkingface.inference.features import resolve_feature_backend
 from talkingface.inference.inputs import FrameInputs, frame_inputs, resize_bicubic, to_unit
@@ -45,6 +45,11 @@ log = logging.getLogger(__name__)
 DEFAULT_REFERENCE_FRAME = 1
 #: Source-frame latents are cached (on the model's device, ~100 kB a frame) for videos up to this many frames.
 LATENT_CACHE_FRAMES = 4096
+#: Latent cells decoded around the paste-back region with ``decode_window``: what the decoder's convolutions need
+#: (with its GroupNorm statistics and attention made local, margin 4 keeps the pasted pixels within 1 level on the
+#: shipped synthetic first stage, margin 2 on the tiny config). The rest of the error is those global parts
+#: (``benchmarks/decode_window.py``).
+DEFAULT_DECODE_MARGIN = 4
 
 
 def default_reference_frame(n_frames: int) -> int:
@@ -106,11 +111,14 @@ def inpaint_frames(
     eta: float = 0.0,
     generator: torch.Generator | None = None,
     eps_wrapper: EpsWrapper | None = None,
+    decode_window: tuple[int, int, int, int] | None = None,
 ) -> torch.Tensor:
     """Generated frames ``(B, 3, R, R)`` in [-1, 1] from a batch of frame inputs and audio windows ``(B, 8, 16, 29)``.
 
     ``reference``: the reference latent (:func:`reference_latent`); ``noise``: ``x_T``; ``latents``: the frames'
     and masked images' latents when already encoded (:func:`encode_frames`), else they are encoded here.
+    ``decode_window``: decode only these latent cells (:func:`~talkingface.inference.blend.paste_window`); the rest
+    of each frame is its source image. None decodes the whole latent.
     """
     image_latent, masked_latent = latents if latents is not None else encode_frames(model, inputs)
     return model.inpaint(
@@ -126,6 +134,8 @@ def inpaint_frames(
         eta=eta,
         generator=generator,
         eps_wrapper=eps_wrapper,
+        decode_window=decode_window,
+        decode_fill=_to_device(model, to_unit(inputs.image)) if decode_window is not None else None,
     )
 
 
@@ -151,6 +161,10 @@ class LipSyncOptions:
     feather: float = DEFAULT_FEATHER  # paste-back feather, fraction of the crop side
     max_missing: float = DEFAULT_MAX_MISSING  # fail when more video frames than this have no face
     crf: int = DEFAULT_CRF  # H.264 quality
+    # decode only the latent window under the paste-back region (+ margin cells): approximate, the VQ decoder's
+    # GroupNorm and mid-block attention are global (see benchmarks/decode_window.py), so off by default
+    decode_window: bool = False
+    decode_margin: int = DEFAULT_DECODE_MARGIN
 
 
 @dataclass
@@ -253,6 +267,8 @@ class LipSyncPipeline:
         resolve_precision(o.precision, self.model.device)
         if o.batch_size < 1:
             raise InferenceError("--batch-size", f"must be at least 1, got {o.batch_size}")
+        if o.decode_margin < 0:
+            raise InferenceError("--decode-margin", f"must be at least 0, got {o.decode_margin}")
         if o.crop_size < MODEL_IMAGE_SIZE // 4:
             raise InferenceError("--crop-size", f"too small ({o.crop_size}); use e.g. {DEFAULT_IMAGE_SIZE}")
 
@@ -298,9 +314,10 @@ class LipSyncPipeline:
 
     @torch.no_grad()
     def _batches(
-        self, video: PreparedVideo, speech: Speech, progress: bool
-    ) -> Iterator[tuple[np.ndarray, list[tuple[np.ndarray, np.ndarray]], np.ndarray]]:
-        """Per batch: the source frame indices, their ``(crop, landmarks)`` and the generated faces (uint8)."""
+        self, video: PreparedVideo, speech: Speech, progress: bool, window: bool = False
+    ) -> Iterator[tuple[np.ndarray, list[tuple[np.ndarray, np.ndarray]], np.ndarray, list[np.ndarray]]]:
+        """Per batch: the source frame indices, their ``(crop, landmarks)``, the generated faces (uint8) and their
+        paste-back alphas. ``window``: decode only the latent window under the batch's paste-back region."""
         self._check_options()
         o, model = self.options, self.model
         indices = pingpong_indices(speech.n_frames, video.n_frames)
@@ -317,6 +334,7 @@ class LipSyncPipeline:
             for start in range(0, len(indices), o.batch_size):
                 src = indices[start : start + o.batch_size]
                 crops = [video.crop(int(i)) for i in src]
+                alphas = [mouth_alpha(lm, video.crop_size, o.feather) for _, lm in crops]
                 size, latent = self.model_image_size, model.image_size
                 inputs = FrameInputs.stack([frame_inputs(c, lm, size, latent) for c, lm in crops])
                 n = len(src)
@@ -327,6 +345,7 @@ class LipSyncPipeline:
                 audio = speech.windows[start : start + n][rows]
                 latents = self._target_latents(src[rows], inputs, cache)
                 noise = model.initial_noise(len(rows), generator)
+                decode_window = paste_window(alphas, size, latent, o.decode_margin) if window else None
                 pixels = inpaint_frames(
                     model,
                     inputs,
@@ -339,29 +358,31 @@ class LipSyncPipeline:
                     eta=o.eta,
                     generator=generator,
                     eps_wrapper=runner,
+                    decode_window=decode_window,
                 )
                 faces = to_uint8(pixels[:n])
                 if start == 0 and model.device.type == "cpu":
                     estimate = time_estimate(time.perf_counter() - started, n, len(indices), o.steps)
                     if estimate:
                         log.info("%s", estimate)
-                yield src, crops, faces
+                yield src, crops, faces, alphas
                 bar.update(n)
 
     @torch.no_grad()
     def faces(self, video: PreparedVideo, speech: Speech, progress: bool = False) -> Iterator[np.ndarray]:
-        """Yield the ``speech.n_frames`` generated face crops (RGB uint8 at the model's image size), in order."""
-        for _, _, faces in self._batches(video, speech, progress):
+        """Yield the ``speech.n_frames`` generated face crops (RGB uint8 at the model's image size), in order.
+
+        The whole latent is decoded (``decode_window`` applies to :meth:`generate` only)."""
+        for _, _, faces, _ in self._batches(video, speech, progress):
             yield from faces
 
     @torch.no_grad()
     def generate(self, video: PreparedVideo, speech: Speech, progress: bool = False) -> Iterator[np.ndarray]:
         """Yield the ``speech.n_frames`` output frames (RGB uint8, the source video's size) in order."""
-        feather = self.options.feather
-        for src, crops, faces in self._batches(video, speech, progress):
+        batches = self._batches(video, speech, progress, window=self.options.decode_window)
+        for src, _, faces, alphas in batches:
             for j, i in enumerate(src):
-                alpha = mouth_alpha(crops[j][1], video.crop_size, feather)
-                yield paste_back(video.frames[i], faces[j], alpha, video.boxes[i])
+                yield paste_back(video.frames[i], faces[j], alphas[j], video.boxes[i])
 
     def run(
         self,

@@ -139,6 +139,30 @@ class DiffTalkModel(nn.Module):
         """Latents -> images (raw decoder output, roughly [-1, 1], not clamped); quantizes first."""
         return self.first_stage_model.decode(latents / self.scale_factor)
 
+    @property
+    def first_stage_factor(self) -> int:
+        """Image pixels per latent cell along a side (4 for DiffTalk's VQ-f4)."""
+        return self.config.first_stage.resolution // self.image_size
+
+    @torch.no_grad()
+    def decode_first_stage_window(
+        self, latents: torch.Tensor, window: tuple[int, int, int, int], fill: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """Decode only ``latents[..., y0:y1, x0:x1]`` (``window`` in latent cells) into a full-size frame.
+
+        The rest of the frame is ``fill`` ((B, 3, H, W), e.g. the source frame) or 0. Not exact: the decoder's
+        GroupNorm statistics and its mid-block attention see only the window, so its pixels differ slightly from
+        :meth:`decode_first_stage` near and (less) far from the window's edges; a margin of latent cells around the
+        pixels that are used keeps them close (``benchmarks/decode_window.py`` measures how close).
+        """
+        y0, y1, x0, x1 = window
+        f = self.first_stage_factor
+        part = self.decode_first_stage(latents[:, :, y0:y1, x0:x1])
+        b, _, h, w = latents.shape
+        out = fill.to(part.dtype).clone() if fill is not None else part.new_zeros(b, part.shape[1], h * f, w * f)
+        out[:, :, y0 * f : y1 * f, x0 * f : x1 * f] = part
+        return out
+
     def scale_latents(self, unscaled: torch.Tensor) -> torch.Tensor:
         """Unscaled first-stage latents (e.g. from a latent cache) -> the latents the diffusion model sees."""
         return unscaled * self.scale_factor
@@ -309,6 +333,8 @@ class DiffTalkModel(nn.Module):
         eta: float = 0.0,
         generator: torch.Generator | None = None,
         eps_wrapper: EpsWrapper | None = None,
+        decode_window: tuple[int, int, int, int] | None = None,
+        decode_fill: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Frame inputs -> decoded frames: encode, condition, sample, decode (DiffTalk's masked inpainting).
 
@@ -321,6 +347,8 @@ class DiffTalkModel(nn.Module):
             mask: (B, 1, h, w), 1 = keep ``image``'s latent (re-noised each step), 0 = generate; None generates
                 the whole latent (``image`` is then not needed).
             sampler, steps, eta, generator, eps_wrapper: as :meth:`sample`.
+            decode_window: ``(y0, y1, x0, x1)`` latent cells to decode (:meth:`decode_first_stage_window`, the
+                rest of the frame is ``decode_fill`` or 0); None decodes the whole latent.
 
         Returns:
             (B, 3, H, W) float32 frames in [-1, 1] (decoder output clamped).
@@ -353,7 +381,11 @@ class DiffTalkModel(nn.Module):
             sampler=sampler,
             eps_wrapper=eps_wrapper,
         )
-        return self.decode_first_stage(latents.float()).float().clamp(-1.0, 1.0)
+        if decode_window is not None:
+            frames = self.decode_first_stage_window(latents.float(), decode_window, decode_fill)
+        else:
+            frames = self.decode_first_stage(latents.float())
+        return frames.float().clamp(-1.0, 1.0)
 
     # ---------------------------------------------------------------------- EMA
     @contextmanager
