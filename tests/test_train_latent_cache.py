@@ -85,3 +85,17 @@ def test_old_command_points_to_the_builder() -> None:
         cwd=Path(__file__).resolve().parents[1],
     )
     assert done.returncode == 2 and "python -m talkingface.training.latent_cache build" in done.stderr
+
+
+def test_cached_items_collate_without_the_read_only_warning(setup: tuple[Path, Path, Path, list[str]]) -> None:
+    """The cache is memory-mapped read-only; items hold writable copies, so collating them raises no torch warning
+    ("The given NumPy array is not writable") in every training run."""
+    import warnings
+
+    root, _, cache, _ = setup
+    ds = TalkDataset(root, root.parent / "data_train.txt", image_size=64, latent_cache=cache)
+    item = ds[0]
+    assert item["latent"].flags.writeable and item["masked_latent"].flags.writeable
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        default_collate([ds[0], ds[1]])

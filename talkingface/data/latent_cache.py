@@ -145,10 +145,11 @@ class LatentCache:
         return int(self.offsets[v - 1] + f)
 
     def latent(self, v: int, f: int) -> np.ndarray:
-        return np.asarray(self._array(LATENTS_FILE)[self.row(v, f)], dtype=np.float32)
+        """A writable float32 copy (the cache is memory-mapped read-only; torch warns on collating such views)."""
+        return np.array(self._array(LATENTS_FILE)[self.row(v, f)], dtype=np.float32)
 
     def masked_latent(self, v: int, f: int) -> np.ndarray:
-        return np.asarray(self._array(MASKED_FILE)[self.row(v, f)], dtype=np.float32)
+        return np.array(self._array(MASKED_FILE)[self.row(v, f)], dtype=np.float32)
 
 
 if __name__ == "__main__":  # the builder needs the model, so it lives with training
