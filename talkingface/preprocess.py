@@ -28,6 +28,7 @@ from talkingface.data.writer import (
 from talkingface.media.crop import DEFAULT_CROP_SCALE, DEFAULT_CROP_SHIFT_UP, CropConfig
 from talkingface.media.errors import PreprocessError
 from talkingface.media.extract import DEFAULT_MAX_AV_GAP_S, DEFAULT_MAX_MISSING
+from talkingface.media.face_choice import add_face_argument
 from talkingface.media.features import BACKEND_KINDS
 
 log = logging.getLogger("talkingface.preprocess")
@@ -72,6 +73,7 @@ def build_parser() -> ArgumentParser:
     run.add_argument("--workers", type=int, default=1, help="parallel processes (one video each)")
     run.add_argument("--shard", help="i/n: only videos with (number - 1) %% n == i (0-based i)")
     run.add_argument("--max-missing", type=float, default=DEFAULT_MAX_MISSING, help="max share of faceless frames")
+    add_face_argument(run)
     run.add_argument("--max-av-gap", type=float, default=DEFAULT_MAX_AV_GAP_S, help="max audio/video length gap (s)")
     run.add_argument("--allow-silent", action="store_true", help="keep videos whose audio is silent")
     run.add_argument("--crop-scale", type=float, default=DEFAULT_CROP_SCALE, help="crop side / landmark box side")
@@ -104,6 +106,7 @@ def _run(args: argparse.Namespace) -> int:
         max_missing=args.max_missing,
         max_av_gap_s=args.max_av_gap,
         allow_silent=args.allow_silent,
+        face=args.face,
         jpeg_quality=args.jpeg_quality,
     )
     summary = build_dataset(

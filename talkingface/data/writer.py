@@ -50,6 +50,7 @@ from talkingface.media.crop import CropConfig
 from talkingface.media.decode import VIDEO_EXTENSIONS
 from talkingface.media.errors import PreprocessError
 from talkingface.media.extract import DEFAULT_MAX_AV_GAP_S, DEFAULT_MAX_MISSING, analyse_video, iter_crops
+from talkingface.media.face_choice import LARGEST, FaceChoice
 from talkingface.media.features import BACKEND_KINDS, AudioFeatureBackend, DeepSpeechNpyBackend, make_backend
 from talkingface.media.landmarks import shared_detector
 from talkingface.media.windows import smooth_window
@@ -83,6 +84,7 @@ class BuildOptions:
     allow_silent: bool = False
     jpeg_quality: int = JPEG_QUALITY
     upsample: int = 0
+    face: FaceChoice = LARGEST  # which face of each video (--face), tracked across its frames
 
     @property
     def kind(self) -> str:
@@ -344,6 +346,7 @@ def _write_frames(job: VideoJob, tmp: Path, options: BuildOptions, progress: boo
         max_av_gap_s=options.max_av_gap_s,
         allow_silent=options.allow_silent,
         n_frames_limit=n_limit,
+        face=options.face,
         progress=progress,
     )
     n = analysis.n_frames

@@ -34,6 +34,7 @@ from talkingface.inference.sampling import PRECISIONS, SAMPLERS
 from talkingface.inference.writer import check_output
 from talkingface.media.decode import probe_video
 from talkingface.media.errors import PreprocessError
+from talkingface.media.face_choice import add_face_argument
 from talkingface.media.features import BACKEND_KINDS
 from talkingface.model.image_driven_talkingface.DiffTalk import CheckpointError, ConfigError, get_difftalk_inference
 from talkingface.model.image_driven_talkingface.DiffTalk.loader import DEFAULT_CKPT, resolve_path
@@ -117,6 +118,7 @@ def build_parser() -> ArgumentParser:
     f.add_argument("--crop-size", type=int, default=DEFAULTS.crop_size, help="face crop side the masks are drawn at")
     f.add_argument("--feather", type=float, default=DEFAULTS.feather, help="paste-back feather (fraction of crop)")
     f.add_argument("--max-missing", type=float, default=DEFAULTS.max_missing, help="max fraction of faceless frames")
+    add_face_argument(f)
     f.add_argument(
         "--landmarks",
         default=None,
@@ -196,6 +198,7 @@ def run(args: argparse.Namespace) -> None:
         crop_size=args.crop_size,
         feather=args.feather,
         max_missing=args.max_missing,
+        face=args.face,
         decode_window=args.decode_window,
         decode_margin=args.decode_margin,
     )
@@ -260,6 +263,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("argument --out: required with --video")
     if args.video is None and args.landmarks is not None:
         parser.error("argument --landmarks: needs --video")
+    if args.landmarks is not None and not args.face.is_largest:
+        parser.error("argument --face: not used with --landmarks (the file already gives one face)")
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
     try:
         if args.video is None:

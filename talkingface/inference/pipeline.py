@@ -35,6 +35,7 @@ from talkingface.inference.timeline import pingpong_indices
 from talkingface.inference.video import PreparedVideo, prepare_video
 from talkingface.inference.writer import DEFAULT_CRF, FramesDirWriter, VideoWriter, check_output
 from talkingface.media.extract import DEFAULT_MAX_MISSING
+from talkingface.media.face_choice import LARGEST, FaceChoice
 from talkingface.media.landmarks import LandmarkDetector
 from talkingface.model.image_driven_talkingface.DiffTalk import DiffTalkModel
 from talkingface.model.image_driven_talkingface.DiffTalk.model import EpsWrapper
@@ -160,6 +161,7 @@ class LipSyncOptions:
     crop_size: int = DEFAULT_IMAGE_SIZE  # face crop side the masks are drawn at (as the saved dataset frames)
     feather: float = DEFAULT_FEATHER  # paste-back feather, fraction of the crop side
     max_missing: float = DEFAULT_MAX_MISSING  # fail when more video frames than this have no face
+    face: FaceChoice = LARGEST  # which face to sync (--face largest|N|x,y), tracked across frames
     crf: int = DEFAULT_CRF  # H.264 quality
     # decode only the latent window under the paste-back region (+ margin cells): approximate, the VQ decoder's
     # GroupNorm and mid-block attention are global (see benchmarks/decode_window.py), so off by default
@@ -254,6 +256,7 @@ class LipSyncPipeline:
             detector=self.detector,
             max_missing=self.options.max_missing,
             landmarks=landmarks,
+            face=self.options.face,
             progress=progress,
         )
 

@@ -15,6 +15,7 @@ from talkingface.media.crop import CropConfig, crop_square, landmarks_to_crop
 from talkingface.media.decode import iter_frames
 from talkingface.media.errors import PreprocessError
 from talkingface.media.extract import DEFAULT_MAX_MISSING, analyse_landmarks, analyse_video
+from talkingface.media.face_choice import LARGEST, FaceChoice
 from talkingface.media.landmarks import LandmarkDetector
 
 log = logging.getLogger(__name__)
@@ -72,6 +73,7 @@ def prepare_video(
     crop: CropConfig | None = None,
     max_missing: float = DEFAULT_MAX_MISSING,
     landmarks: str | Path | SourceLandmarks | None = None,
+    face: FaceChoice = LARGEST,
     progress: bool = False,
 ) -> PreparedVideo:
     """Find the face in every 25 fps frame (as the dataset builder does) and keep the decoded frames.
@@ -79,6 +81,8 @@ def prepare_video(
     ``landmarks``: landmarks of every frame at the video's own rate (a ``--landmarks`` file or folder, see
     :mod:`talkingface.inference.landmark_file`) used instead of the dlib detector, which is then never built;
     the crop boxes come from them exactly as from detections.
+    ``face``: which face dlib follows (``--face``, see :mod:`talkingface.media.face_choice`); not used with
+    ``landmarks``.
 
     Raises:
         PreprocessError: unreadable file, no video stream, no face (in more than ``max_missing`` of the frames).
@@ -87,7 +91,14 @@ def prepare_video(
     path = Path(path)
     if landmarks is None:
         analysis = analyse_video(
-            path, fps=fps, detector=detector, crop=crop, audio=False, max_missing=max_missing, progress=progress
+            path,
+            fps=fps,
+            detector=detector,
+            crop=crop,
+            audio=False,
+            max_missing=max_missing,
+            face=face,
+            progress=progress,
         )
     else:
         if not isinstance(landmarks, SourceLandmarks):

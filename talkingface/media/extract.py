@@ -19,6 +19,7 @@ from talkingface.data.constants import DEFAULT_IMAGE_SIZE, FPS, N_LANDMARKS, SAM
 from talkingface.media.crop import CropConfig, crop_square, fill_missing, landmarks_to_crop, plan_crops
 from talkingface.media.decode import align_audio, frames_for_seconds, iter_frames, load_audio, probe_video
 from talkingface.media.errors import PreprocessError
+from talkingface.media.face_choice import LARGEST, FaceChoice, FaceChoiceError, FaceTracker
 from talkingface.media.landmarks import LandmarkDetector, shared_detector
 
 log = logging.getLogger(__name__)
@@ -124,6 +125,7 @@ def analyse_video(
     max_av_gap_s: float = DEFAULT_MAX_AV_GAP_S,
     allow_silent: bool = False,
     n_frames_limit: int | None = None,
+    face: FaceChoice = LARGEST,
     progress: bool = False,
 ) -> VideoAnalysis:
     """Detection pass: landmarks on every 25 fps frame, gap filling, smoothed crop boxes, aligned audio.
@@ -131,8 +133,11 @@ def analyse_video(
     Args:
         audio: True: the video's own track; a path: a separate audio file; False: no audio.
         n_frames_limit: keep at most this many frames (e.g. the length of precomputed audio features).
+        face: which face (``--face``, :mod:`talkingface.media.face_choice`): the largest in each frame, or one
+            chosen in the first frame with a face and tracked; a frame where it is lost counts as without a face.
     Raises:
-        PreprocessError: no video/audio stream, undecodable file, too many frames without a face, A/V mismatch.
+        PreprocessError: no video/audio stream, undecodable file, too many frames without a face (or the chosen
+            one), A/V mismatch, ``--face`` naming a face that is not there.
     """
     path = Path(path)
     probe = probe_video(path)
@@ -145,8 +150,16 @@ def analyse_video(
     nan = np.full((N_LANDMARKS, 2), np.nan, dtype=np.float32)
     frames = iter_frames(path, fps)
     total = probe.expected_frames(fps)  # an estimate from the container: the bar gets a total and an ETA
+    tracker = None if face.is_largest else FaceTracker(face)
     for rgb in tqdm(frames, total=total, desc=f"detect {path.name}", unit="frame", disable=not progress, leave=False):
-        found = detector(rgb)
+        if tracker is None:
+            found = detector(rgb)  # the largest face
+        else:
+            try:
+                box = tracker.update(detector.detect_boxes(rgb))
+            except FaceChoiceError as e:
+                raise PreprocessError(path, str(e)) from None
+            found = None if box is None else detector.landmarks_in_box(rgb, box)
         rows.append(nan if found is None else found)
     n_video = len(rows)
     n = n_video
@@ -158,7 +171,8 @@ def analyse_video(
     warnings: list[str] = []
     if n < n_video:
         warnings.append(f"{path}: kept {n} of {n_video} frames to match the audio length")
-    landmarks, missing = _fill_gaps(raw, path, max_missing, warnings, "no face found", "no face")
+    failure, gap = ("no face found", "no face") if tracker is None else (f"--face {face}: face not found or lost",) * 2
+    landmarks, missing = _fill_gaps(raw, path, max_missing, warnings, failure, gap)
     if samples is not None:
         samples = samples[: int(round(n / fps * SAMPLE_RATE))]
     return VideoAnalysis(
@@ -243,6 +257,7 @@ def extract_video(
     max_missing: float = DEFAULT_MAX_MISSING,
     max_av_gap_s: float = DEFAULT_MAX_AV_GAP_S,
     allow_silent: bool = False,
+    face: FaceChoice = LARGEST,
     progress: bool = False,
 ) -> ExtractedVideo:
     """Preprocess one portrait video in memory, exactly as the dataset builder does (no files written).
@@ -261,6 +276,7 @@ def extract_video(
         max_missing=max_missing,
         max_av_gap_s=max_av_gap_s,
         allow_silent=allow_silent,
+        face=face,
         progress=progress,
     )
     for message in analysis.warnings:

@@ -33,6 +33,9 @@ def default_predictor_path() -> Path:
 class LandmarkDetector:
     """Find the largest face in an RGB image and return its 68 iBUG landmarks in pixel units.
 
+    To follow another face (``--face``), give :meth:`detect_boxes` to a
+    :class:`talkingface.media.face_choice.FaceTracker` and its box to :meth:`landmarks_in_box`.
+
     ``detector(rgb)`` -> ``(68, 2)`` float32 ``(x, y)`` or ``None`` when no face is found.
     Not picklable (dlib objects): build one per process.
     """
@@ -52,8 +55,8 @@ class LandmarkDetector:
         self._predictor = dlib.shape_predictor(str(self.predictor_path))
         self._dlib = dlib
 
-    def detect_box(self, rgb: np.ndarray) -> tuple[int, int, int, int] | None:
-        """Largest face box ``(left, top, right, bottom)`` in ``rgb``'s pixels, or None."""
+    def _detect_rects(self, rgb: np.ndarray) -> tuple[list, float]:
+        """dlib's face rectangles on the (downscaled) image and the scale from source pixels to theirs."""
         import cv2
 
         rgb = _check_rgb(rgb)
@@ -62,11 +65,24 @@ class LandmarkDetector:
         if max(rgb.shape[:2]) > self.detect_max_side:
             scale = self.detect_max_side / max(rgb.shape[:2])
             small = cv2.resize(rgb, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
-        rects = self._detector(np.ascontiguousarray(small), self.upsample)
+        return list(self._detector(np.ascontiguousarray(small), self.upsample)), scale
+
+    @staticmethod
+    def _to_box(rect, scale: float) -> tuple[int, int, int, int]:
+        return tuple(int(round(c / scale)) for c in (rect.left(), rect.top(), rect.right(), rect.bottom()))
+
+    def detect_box(self, rgb: np.ndarray) -> tuple[int, int, int, int] | None:
+        """Largest face box ``(left, top, right, bottom)`` in ``rgb``'s pixels, or None."""
+        rects, scale = self._detect_rects(rgb)
         if len(rects) == 0:
             return None
         rect = max(rects, key=lambda r: r.width() * r.height())
-        return tuple(int(round(c / scale)) for c in (rect.left(), rect.top(), rect.right(), rect.bottom()))
+        return self._to_box(rect, scale)
+
+    def detect_boxes(self, rgb: np.ndarray) -> list[tuple[int, int, int, int]]:
+        """Every face box ``(left, top, right, bottom)`` in ``rgb``'s pixels (dlib's order; may be empty)."""
+        rects, scale = self._detect_rects(rgb)
+        return [self._to_box(rect, scale) for rect in rects]
 
     def landmarks_in_box(self, rgb: np.ndarray, box: tuple[int, int, int, int]) -> np.ndarray:
         """Run the shape predictor inside a given face box."""
