@@ -275,3 +275,19 @@ def test_small_layout_with_default_split(tmp_path: Path) -> None:
     )
     assert (out / "data_test.txt").read_text().startswith("2_1\n")
     assert (out / "data_train.txt").read_text().startswith("1_1\n")
+
+
+def test_first_stage_options_for_dark_skin_train() -> None:
+    """``gamma`` (loss on gamma-encoded intensities) and ``darken`` (darkened training images) run and stay finite;
+    a seed gives the same model."""
+    import torch
+
+    from talkingface.model.image_driven_talkingface.DiffTalk.config import default_config_path, load_config
+    from talkingface.synthetic.first_stage import train_first_stage
+
+    cfg = load_config(default_config_path("synthetic.yaml")).model.first_stage
+    images = torch.rand(24, 3, 64, 64, generator=torch.Generator().manual_seed(0)) * 2 - 1
+    kwargs = {"steps": 2, "batch_size": 4, "kmeans_points": 2000, "progress": False, "gamma": 2.2, "darken": 1.0}
+    a = train_first_stage(images, cfg, **kwargs)
+    b = train_first_stage(images, cfg, **kwargs)
+    assert np.isfinite(a.recon_l1) and a.recon_l1 == b.recon_l1
