@@ -70,7 +70,6 @@ def train_first_stage(
     progress: bool = True,
     device: str | torch.device = "cpu",
     gamma: float | None = None,
-    darken: float = 0.0,
 ) -> FirstStageResult:
     """Train a ``VQModel`` on ``images`` ((N, 3, R, R) in [-1, 1], e.g. frames and their masked versions).
 
@@ -84,9 +83,6 @@ def train_first_stage(
     differences between dark colours up. In linear intensities a dark mouth on dark skin differs from the skin by a
     tenth of what it does on light skin, and a plain L1 + L2 autoencoder learned to smear it away (the first stage
     then erased the mouth of the darkest held-out identities before any diffusion).
-
-    ``darken``: scale the intensities of that fraction of the training images by a random factor in [0.15, 1], so
-    the autoencoder meets light faces' detail at the low contrast of dark skin.
     """
     t0 = time.perf_counter()
     torch.manual_seed(seed)
@@ -104,10 +100,6 @@ def train_first_stage(
         if colour_augment:
             order = _CHANNEL_ORDERS[torch.randint(len(_CHANNEL_ORDERS), (batch_size,), generator=gen)].to(device)
             x = torch.gather(x, 1, order[:, :, None, None].expand_as(x))
-        if darken > 0:
-            pick = torch.rand(batch_size, generator=gen) < darken
-            factor = torch.where(pick, 0.15 + 0.85 * torch.rand(batch_size, generator=gen), torch.ones(batch_size))
-            x = (x + 1) * factor.to(device)[:, None, None, None] - 1
         z = vq.encode(x)
         z_noisy = z + latent_noise * z.detach().std() * torch.randn(z.shape, generator=gen).to(device)
         rec = vq.decode(z_noisy, quantize=False)
