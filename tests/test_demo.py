@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import make_read_only
 from data_fixtures import write_video, write_wav
 from golden import TINY_CONFIG, fill_deterministic
 
@@ -190,24 +191,14 @@ def test_read_only_output_folder_is_refused_up_front(
     monkeypatch: pytest.MonkeyPatch,
     which: str,
 ) -> None:
-    import os
 
     import talkingface.inference.cli as cli
     import talkingface.model.image_driven_talkingface.DiffTalk as DiffTalk
 
     locked = tmp_path / "locked"
     locked.mkdir()
-    locked.chmod(0o555)
+    make_read_only(locked, monkeypatch)
     try:
-        if os.access(locked, os.W_OK):  # root writes anyway: simulate the read-only folder
-            real_access = os.access
-
-            def access(path: object, mode: int, **kw: object) -> bool:
-                if Path(str(path)).resolve() == locked.resolve() and mode & os.W_OK:
-                    return False
-                return real_access(path, mode, **kw)  # type: ignore[arg-type]
-
-            monkeypatch.setattr(os, "access", access)
 
         def no_model(*a: object, **k: object) -> None:
             raise AssertionError("the model must not load")

@@ -13,6 +13,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+from conftest import make_read_only
 from data_fixtures import FACE_WINDOW, MOTION_PX, SIZE, built, copy_dataset, media, write_video, write_wav  # noqa: F401
 
 from talkingface.data import writer
@@ -343,17 +344,8 @@ def test_read_only_output_folder_is_refused_up_front(
         "under-a-file": tmp_path / "a-file" / "HDTF",
     }[where]
     extra = ["--split-dir", str(locked)] if where == "split-dir" else []
-    locked.chmod(0o555)
+    make_read_only(locked, monkeypatch)
     try:
-        if os.access(locked, os.W_OK):  # running as root: simulate the read-only folder
-            real_access = os.access
-
-            def access(path: object, mode: int, **kw: object) -> bool:
-                if Path(str(path)).resolve() == locked.resolve() and mode & os.W_OK:
-                    return False
-                return real_access(path, mode, **kw)  # type: ignore[arg-type]
-
-            monkeypatch.setattr(os, "access", access)
         monkeypatch.setattr(writer, "process_video", lambda *a, **k: pytest.fail("no video may be processed"))
         capsys.readouterr()
         assert main(["run", str(media["stereo"]), "--out", str(out), "--size", "64", "--no-progress", *extra]) == 2
