@@ -275,8 +275,10 @@ def nested_timesteps(grid: Sequence[int]) -> np.ndarray:
 
 
 def distillation_grids(teacher_steps: int, student_steps: int, num_train_timesteps: int = 1000) -> list[np.ndarray]:
-    """The DDIM grids of a progressive distillation from ``teacher_steps`` (the reference's uniform grid) down to
-    ``student_steps``, halving each round: ``[teacher grid, round-1 student grid, ..., final student grid]``."""
+    """The DDIM grids of a progressive distillation from ``teacher_steps`` down to ``student_steps``, halving each
+    round: ``[teacher grid, round-1 student grid, ..., final student grid]``. The first teacher's grid is
+    ``k * T // teacher_steps + 1`` for k < teacher_steps: the reference's uniform grid when ``teacher_steps``
+    divides T, and exactly ``teacher_steps`` timesteps otherwise too (the reference's grid of "16" steps has 17)."""
     if student_steps < 1 or teacher_steps <= student_steps:
         raise SamplerError("steps", f"need teacher steps > student steps >= 1, got {teacher_steps} -> {student_steps}")
     ratio = teacher_steps // student_steps
@@ -284,7 +286,9 @@ def distillation_grids(teacher_steps: int, student_steps: int, num_train_timeste
         raise SamplerError(
             "steps", f"teacher steps / student steps must be a power of 2, got {teacher_steps} / {student_steps}"
         )
-    grids = [ddim_timesteps(teacher_steps, num_train_timesteps)]
+    if teacher_steps > num_train_timesteps // 2:
+        raise SamplerError("steps", f"DDIM takes 1..{num_train_timesteps // 2} steps, got {teacher_steps}")
+    grids = [np.arange(teacher_steps, dtype=np.int64) * num_train_timesteps // teacher_steps + 1]
     while len(grids[-1]) > student_steps:
         grids.append(nested_timesteps(grids[-1]))
     return grids
