@@ -217,7 +217,7 @@ def test_pipeline_defaults_to_the_recorded_sampler_and_an_explicit_choice_wins(
         return sampler, steps, None if grid is None else list(grid)
 
     assert sampling(student) == ("ddim", 2, STUDENT_GRID)
-    assert sampling(student, steps=3) == ("ddim", 3, None)  # the uniform 3-step grid
+    assert sampling(student, steps=5) == ("ddim", 5, None)  # the uniform 5-step grid
     assert sampling(student, sampler="dpm++") == ("dpm++", 25, None)
     assert sampling(student, sampler="ddim", steps=2) == ("ddim", 2, STUDENT_GRID)
     assert sampling(teacher) == ("dpm++", 25, None)  # no record: exactly as before
@@ -247,12 +247,12 @@ def test_cli_uses_the_students_sampler_unless_steps_are_given(
     argv = ["--video", str(video), "--audio", str(audio), "--out", str(tmp_path / "o.mp4"), "--no-progress"]
     caplog.set_level(logging.INFO)
     assert demo.main([*argv, "--ckpt", str(runs["slim"]), "--first-stage-ckpt", str(runs["student"])]) == 0
-    assert demo.main([*argv, "--ckpt", str(runs["student"]), "--steps", "3"]) == 0
+    assert demo.main([*argv, "--ckpt", str(runs["student"]), "--steps", "5"]) == 0
     assert demo.main([*argv, "--ckpt", str(runs["teacher"])]) == 0
-    assert pipeline_spy == [("ddim", 2, STUDENT_GRID), ("ddim", 3, None), ("dpm++", 25, None)]
+    assert pipeline_spy == [("ddim", 2, STUDENT_GRID), ("ddim", 5, None), ("dpm++", 25, None)]
     said = [r.getMessage() for r in caplog.records]
     assert any(m.startswith("sampling as the checkpoint records: ddim 2 steps") for m in said), said
-    assert any(m.startswith("--steps 3 given: sampling with ddim 3 steps instead of") for m in said), said
+    assert any(m.startswith("--steps 5 given: sampling with ddim 5 steps instead of") for m in said), said
 
 
 # ----------------------------------------------------------------------------- (e) a bad teacher path
