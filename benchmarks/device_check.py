@@ -2,6 +2,7 @@
 
     python benchmarks/device_check.py                 # on a GPU machine: paper config, about 6 minutes on an H100
     python benchmarks/device_check.py --smoke         # the same code on CPU with the tiny config (CI runs this)
+    python benchmarks/device_check.py --student exported/student.safetensors   # + the 4-step student's row
 
 Prints one markdown table headed by the device's name and writes the same figures as JSON (``--json``, default
 ``device_check.json``, or ``$OUT/device_check.json`` where ``OUT`` is set). Every part goes through the product's
@@ -15,7 +16,8 @@ own code:
 - **DDP step**: ``trainer/DiffTalkTrainer.py --gpus 0, --strategy ddp`` (NCCL on one GPU; gloo with ``--smoke``),
   bf16 mixed precision on a GPU, two steps on a tiny generated dataset; the checkpoint must record them.
 - ``benchmarks/train_throughput.py`` (reference-equivalent fp32 against the fast path) and
-  ``benchmarks/inference_fps.py`` (reference-like DDIM 200 fp32, fast default, compiled), each in a subprocess
+  ``benchmarks/inference_fps.py`` (reference-like DDIM 200 fp32, fast default, compiled, and with ``--student`` the
+  distilled student's recorded sampler, e.g. DDIM 4 steps), each in a subprocess
   with its own time limit, their JSON merged here.
 
 Exit status: 0 when every check passed, 1 when one failed or a part did not finish.
@@ -260,6 +262,9 @@ def main(argv: list[str] | None = None) -> int:
         "--detections", type=Path, default=None, help="face landmarks for the inference clip (inference_fps.py)"
     )
     p.add_argument(
+        "--student", type=Path, default=None, help="a distilled student checkpoint: time its recorded few-step sampler"
+    )
+    p.add_argument(
         "--skip",
         default="",
         help="comma-separated parts to skip: train, inference, bf16, unet, compile, adamw, ddp "
@@ -337,6 +342,8 @@ def main(argv: list[str] | None = None) -> int:
         inf_args = ["--tiny", "--frames", "4", "--steps", "2"]
     if args.detections:
         inf_args += ["--detections", str(args.detections)]
+    if args.student:
+        inf_args += ["--student", str(args.student.resolve())]
     bench("train", "train_throughput.py", train_args, 300, train_rows)
     bench("inference", "inference_fps.py", inf_args, 360, inference_rows)
     checks: list[tuple[str, Callable[[], Row], float]] = [

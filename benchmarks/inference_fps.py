@@ -2,11 +2,14 @@
 
     python benchmarks/inference_fps.py                                  # GPU: paper config, random weights
     python benchmarks/inference_fps.py --tiny --frames 4 --steps 2      # CPU smoke run (tiny model)
+    python benchmarks/inference_fps.py --student exported/student.safetensors   # + the distilled student's row
 
 A synthetic portrait video (a face photo moving slowly) and a speech-like track of ``--frames`` frames are
 made in a temporary folder. Preprocessing (face detection, landmarks, audio features) is timed once and shown
 excluded and included. Generation covers sampling, first-stage decode, paste-back and H.264/AAC encoding.
-Random weights are fine: the cost does not depend on the weights.
+Random weights are fine: the cost does not depend on the weights. ``--student CKPT`` adds a row timed the same
+way with the sampler, steps and exact timesteps that a distilled student's checkpoint records (on the benchmark's
+model, so a paper-config student can be timed in a ``--tiny`` CPU run too).
 
 It also prints the per-frame GFLOPs of each stage of the paper config, counted with PyTorch's FLOP counter on
 meta tensors (nothing is computed, so it takes a second), and the frames/s they imply at the H100's bf16 peak: a
@@ -41,20 +44,38 @@ from talkingface.inference.sampling import resolve_precision  # noqa: E402
 from talkingface.inference.video import PreparedVideo  # noqa: E402
 from talkingface.media.decode import iter_frames  # noqa: E402
 from talkingface.model.image_driven_talkingface.DiffTalk import DiffTalkModel, load_config  # noqa: E402
-from talkingface.model.image_driven_talkingface.DiffTalk.config import default_config_path  # noqa: E402
+from talkingface.model.image_driven_talkingface.DiffTalk.checkpoint import load_checkpoint_file  # noqa: E402
+from talkingface.model.image_driven_talkingface.DiffTalk.config import (  # noqa: E402
+    checkpoint_sampling,
+    default_config_path,
+)
 
 TINY_CONFIG = ROOT / "configs" / "latent-diffusion" / "talking-tiny.yaml"
 FEATURES = "mel"
 #: The H100's dense bf16 peak the projection assumes (TFLOP/s).
 H100_BF16_PEAK_TFLOPS = 790.0
 #: Steps of the settings in the FLOP projection (the paper-config settings, whatever ``--steps`` says).
-PROJECTED_STEPS = {"reference-like (ddim)": 200, "fast default (dpm++)": 25, "student (not trained yet)": 4}
+PROJECTED_STEPS = {"reference-like (ddim)": 200, "fast default (dpm++)": 25, "distilled student (ddim)": 4}
 
 
 def student_setting(args: argparse.Namespace) -> LipSyncOptions | None:
-    """Hook for the distilled few-step student (issue 13, item 1): its sampler and steps from its checkpoint's
-    metadata, timed like the other settings. None until a student exists."""
-    return None
+    """The distilled few-step student's setting (``--student CKPT``): the sampler, steps and exact timesteps its
+    checkpoint records (``difftalk_sampling``), bf16 UNet on CUDA like the fast default. None without ``--student``;
+    an error when the file records no sampler (not a distilled student)."""
+    if getattr(args, "student", None) is None:
+        return None
+    recorded = checkpoint_sampling(load_checkpoint_file(args.student), str(args.student))
+    if recorded is None:
+        raise SystemExit(f"error: {args.student}: records no sampler (difftalk_sampling): not a distilled student")
+    return LipSyncOptions(
+        sampler=recorded.sampler,
+        steps=recorded.steps,
+        timesteps=recorded.timesteps,
+        precision="auto",
+        batch_size=args.batch_size,
+        crop_size=args.crop_size,
+        seed=0,
+    )
 
 
 def settings(args: argparse.Namespace) -> list[LipSyncOptions]:
@@ -75,7 +96,10 @@ def settings(args: argparse.Namespace) -> list[LipSyncOptions]:
 
 
 def describe(options: LipSyncOptions, device: torch.device) -> str:
-    kind = "reference-like" if options.sampler == "ddim" else "fast default"
+    if options.timesteps is not None:
+        kind = f"distilled student (timesteps {list(options.timesteps)})"
+    else:
+        kind = "reference-like" if options.sampler == "ddim" else "fast default"
     dtype = resolve_precision(options.precision, device)
     precision = "fp32" if dtype is None else "bf16 UNet"
     compiled = ", torch.compile" if options.compile else ""
@@ -212,6 +236,12 @@ def main(argv: list[str] | None = None) -> int:
         help="reuse the face boxes and landmarks in this .npz (written there by a run where it is missing)",
     )
     p.add_argument("--json", type=Path, default=None, help="also write the results as JSON")
+    p.add_argument(
+        "--student",
+        type=Path,
+        default=None,
+        help="a distilled student's checkpoint (.ckpt or slim .safetensors): also time its recorded sampler",
+    )
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(message)s")
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
@@ -255,8 +285,8 @@ def main(argv: list[str] | None = None) -> int:
             total = pre_s + result.generate_s
             print(f"| {label} | {result.fps_generate:.2f} | {result.n_frames / total:.2f} |")
             rows.append({"setting": label, "fps_generate": result.fps_generate, "fps_total": result.n_frames / total})
-        if student_setting(args) is None:
-            print("| student (few-step distilled) | not available yet | no student checkpoint |")
+        if args.student is None:
+            print("| student (few-step distilled) | not timed | give --student CKPT |")
         flops = None if args.no_flops else print_flops(prepared, args.crop_size)
     if args.json:
         payload = {"device": name, "frames": speech.n_frames, "preprocess_s": pre_s, "preprocess": how, "flops": flops}

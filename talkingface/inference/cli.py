@@ -30,7 +30,7 @@ from pathlib import Path
 from talkingface.cli_support import EXIT_OK, ArgumentParser, report
 from talkingface.inference import InferenceError, LipSyncOptions, LipSyncPipeline
 from talkingface.inference.landmark_file import read_landmarks
-from talkingface.inference.sampling import PRECISIONS, SAMPLERS
+from talkingface.inference.sampling import DEFAULT_SAMPLER, DEFAULT_STEPS, PRECISIONS, SAMPLERS
 from talkingface.inference.writer import check_output
 from talkingface.media.decode import probe_video
 from talkingface.media.errors import PreprocessError
@@ -93,8 +93,20 @@ def build_parser() -> ArgumentParser:
     model.add_argument("--wav2vec2-model", default=None, help="local wav2vec2 CTC model folder (wav2vec2 features)")
     model.add_argument("--deepspeech-npy", default=None, help="AD-NeRF aud.npy of the speech (deepspeech features)")
     s = p.add_argument_group("sampling")
-    s.add_argument("--sampler", choices=SAMPLERS, default=DEFAULTS.sampler, help="ddim: reference-exact")
-    s.add_argument("--steps", type=int, default=DEFAULTS.steps, help="sampler steps (reference: ddim 200)")
+    s.add_argument(
+        "--sampler",
+        choices=SAMPLERS,
+        default=None,
+        help=f"ddim: reference-exact (default: the sampler the checkpoint records, e.g. a distilled student's "
+        f"ddim, else {DEFAULT_SAMPLER})",
+    )
+    s.add_argument(
+        "--steps",
+        type=int,
+        default=None,
+        help=f"sampler steps (reference: ddim 200; default: the checkpoint's recorded steps and exact timesteps, "
+        f"e.g. 4 for a distilled student, else {DEFAULT_STEPS})",
+    )
     s.add_argument("--eta", type=float, default=DEFAULTS.eta, help="DDIM eta (0: deterministic)")
     s.add_argument("--batch-size", type=int, default=DEFAULTS.batch_size, help="frames sampled together")
     s.add_argument("--precision", choices=PRECISIONS, default=DEFAULTS.precision, help="auto: bf16 UNet on CUDA")
@@ -139,7 +151,7 @@ def _check_input(path: str, what: str) -> None:
 def _check_counts(args: argparse.Namespace) -> None:
     """The flags checkable without the model (the upper bound of --steps needs its number of timesteps)."""
     for flag, value in (("--steps", args.steps), ("--batch-size", args.batch_size)):
-        if value < 1:
+        if value is not None and value < 1:
             raise InferenceError(flag, f"must be at least 1, got {value}")
 
 

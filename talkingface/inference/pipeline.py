@@ -14,7 +14,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -29,7 +29,7 @@ from talkingface.inference.errors import InferenceError
 from talkingface.inference.features import resolve_feature_backend
 from talkingface.inference.inputs import FrameInputs, frame_inputs, resize_bicubic, to_unit
 from talkingface.inference.landmark_file import SourceLandmarks
-from talkingface.inference.sampling import UNetRunner, check_steps, resolve_precision
+from talkingface.inference.sampling import UNetRunner, check_steps, resolve_precision, resolve_sampling
 from talkingface.inference.speech import Speech, prepare_speech
 from talkingface.inference.timeline import pingpong_indices
 from talkingface.inference.video import PreparedVideo, prepare_video
@@ -113,13 +113,15 @@ def inpaint_frames(
     generator: torch.Generator | None = None,
     eps_wrapper: EpsWrapper | None = None,
     decode_window: tuple[int, int, int, int] | None = None,
+    timesteps: Sequence[int] | None = None,
 ) -> torch.Tensor:
     """Generated frames ``(B, 3, R, R)`` in [-1, 1] from a batch of frame inputs and audio windows ``(B, 8, 16, 29)``.
 
     ``reference``: the reference latent (:func:`reference_latent`); ``noise``: ``x_T``; ``latents``: the frames'
     and masked images' latents when already encoded (:func:`encode_frames`), else they are encoded here.
     ``decode_window``: decode only these latent cells (:func:`~talkingface.inference.blend.paste_window`); the rest
-    of each frame is its source image. None decodes the whole latent.
+    of each frame is its source image. None decodes the whole latent. ``timesteps``: an explicit DDIM grid (a
+    distilled student's).
     """
     image_latent, masked_latent = latents if latents is not None else encode_frames(model, inputs)
     return model.inpaint(
@@ -137,6 +139,7 @@ def inpaint_frames(
         eps_wrapper=eps_wrapper,
         decode_window=decode_window,
         decode_fill=_to_device(model, to_unit(inputs.image)) if decode_window is not None else None,
+        timesteps=timesteps,
     )
 
 
@@ -148,10 +151,14 @@ def to_uint8(frames: torch.Tensor) -> np.ndarray:
 
 @dataclass
 class LipSyncOptions:
-    """Sampling and preprocessing settings (the defaults are the fast ones the demo uses)."""
+    """Sampling and preprocessing settings (the defaults are the fast ones the demo uses).
 
-    steps: int = 25
-    sampler: str = "dpm++"  # "ddim" (reference-exact) or "dpm++"
+    ``sampler``/``steps`` None: the checkpoint's recorded sampler (a distilled student's, ``model.sampling``),
+    else dpm++ 25 steps (``sampling.resolve_sampling``)."""
+
+    steps: int | None = None
+    sampler: str | None = None  # "ddim" (reference-exact) or "dpm++"
+    timesteps: tuple[int, ...] | None = None  # an explicit DDIM grid (default: the recorded one when it applies)
     batch_size: int = 16
     precision: str = "auto"  # "auto" (bf16 on CUDA), "fp32", "bf16" (autocast around the UNet only)
     compile: bool = False  # torch.compile the UNet
@@ -264,9 +271,21 @@ class LipSyncPipeline:
         """Decode the speech and compute the model's audio windows (one per output frame)."""
         return prepare_speech(audio, self.backend, from_video=from_video, fps=FPS)
 
+    def sampling(self) -> tuple[str, int, tuple[int, ...] | None]:
+        """The sampler, steps and explicit DDIM grid (or None) this pipeline samples with: the options', else the
+        checkpoint's recorded ones (``model.sampling``), else dpm++ 25."""
+        o = self.options
+        recorded = getattr(self.model, "sampling", None)
+        sampler, steps, grid, _ = resolve_sampling(o.sampler, o.steps, recorded, o.timesteps)
+        return sampler, steps, grid
+
     def _check_options(self) -> None:
         o = self.options
-        check_steps(o.sampler, o.steps, self.model.num_timesteps, o.eta)
+        _, _, _, why = resolve_sampling(o.sampler, o.steps, getattr(self.model, "sampling", None), o.timesteps)
+        if why:
+            log.info("%s", why)
+        sampler, steps, grid = self.sampling()
+        check_steps(sampler, steps, self.model.num_timesteps, o.eta, grid)
         resolve_precision(o.precision, self.model.device)
         if o.batch_size < 1:
             raise InferenceError("--batch-size", f"must be at least 1, got {o.batch_size}")
@@ -323,6 +342,7 @@ class LipSyncPipeline:
         paste-back alphas. ``window``: decode only the latent window under the batch's paste-back region."""
         self._check_options()
         o, model = self.options, self.model
+        sampler, steps, grid = self.sampling()
         indices = pingpong_indices(speech.n_frames, video.n_frames)
         ref = self.reference_latent(video)
         runner = self._runner()
@@ -356,16 +376,17 @@ class LipSyncPipeline:
                     ref,
                     noise,
                     latents,
-                    sampler=o.sampler,
-                    steps=o.steps,
+                    sampler=sampler,
+                    steps=steps,
                     eta=o.eta,
                     generator=generator,
                     eps_wrapper=runner,
                     decode_window=decode_window,
+                    timesteps=grid,
                 )
                 faces = to_uint8(pixels[:n])
                 if start == 0 and model.device.type == "cpu":
-                    estimate = time_estimate(time.perf_counter() - started, n, len(indices), o.steps)
+                    estimate = time_estimate(time.perf_counter() - started, n, len(indices), steps)
                     if estimate:
                         log.info("%s", estimate)
                 yield src, crops, faces, alphas

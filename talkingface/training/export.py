@@ -28,10 +28,12 @@ from talkingface.model.image_driven_talkingface.DiffTalk.checkpoint import (
 )
 from talkingface.model.image_driven_talkingface.DiffTalk.config import (
     CONFIG_CKPT_KEY,
+    SAMPLING_CKPT_KEY,
     ConfigError,
     DiffTalkConfig,
     checkpoint_config,
     checkpoint_feature_kind,
+    checkpoint_sampling,
     config_to_dict,
     load_config,
     save_config,
@@ -52,8 +54,14 @@ def module_config(module: Any) -> dict[str, Any]:
 
 
 def slim_metadata(module: Any) -> dict[str, str]:
-    """safetensors metadata (str -> str): the whole config as JSON under ``difftalk_config``."""
-    return {CONFIG_CKPT_KEY: json.dumps(module_config(module), sort_keys=True)}
+    """safetensors metadata (str -> str): the whole config as JSON under ``difftalk_config``, and the module's
+    recorded sampler (a distilled student's sampler, steps, exact timesteps, method, teacher) under
+    ``difftalk_sampling`` when it has one."""
+    metadata = {CONFIG_CKPT_KEY: json.dumps(module_config(module), sort_keys=True)}
+    sampling = getattr(module, "sampling", None)
+    if sampling is not None:
+        metadata[SAMPLING_CKPT_KEY] = sampling.to_json()
+    return metadata
 
 
 def export_slim(module: Any, path: str | Path) -> Path:
@@ -79,8 +87,10 @@ def export_checkpoint(ckpt: str | Path, out: str | Path, trust_checkpoint: bool 
     kind = checkpoint_feature_kind(raw)  # older checkpoints also carry it at the top level
     if kind is not None:
         cfg = with_audio_feature_kind(cfg, kind)
+    sampling = checkpoint_sampling(raw, str(ckpt))
     del raw
     model = LatentDiffusion(cfg.model, run_config=config_to_dict(cfg))
+    model.sampling = sampling
     load_difftalk_checkpoint(model, ckpt, trust_checkpoint)
     return export_slim(model, out)
 

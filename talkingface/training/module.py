@@ -27,6 +27,7 @@ from talkingface.model.image_driven_talkingface.DiffTalk.checkpoint import Check
 from talkingface.model.image_driven_talkingface.DiffTalk.conditions import DiffTalkConditions
 from talkingface.model.image_driven_talkingface.DiffTalk.config import (
     CONFIG_CKPT_KEY,
+    SAMPLING_CKPT_KEY,
     ModelConfig,
     checkpoint_feature_kind,
 )
@@ -171,6 +172,10 @@ class LatentDiffusion(DiffTalkModel, pl.LightningModule):
         finally:
             self.train(was_training)
 
+    def metrics_sampling(self) -> dict[str, Any]:
+        """Sampler options of the validation samples: DPM-Solver++ with ``val_metrics_steps`` steps."""
+        return {"sampler": "dpm++", "steps": self.val_metrics_steps}
+
     @torch.no_grad()
     def sample_metrics(self, batch: dict[str, Any], batch_idx: int = 0) -> dict[str, float]:
         """PSNR/SSIM of frames sampled with the EMA weights against the batch's target frames (whole frame, and
@@ -178,7 +183,7 @@ class LatentDiffusion(DiffTalkModel, pl.LightningModule):
         b = batch[AUDIO_KEY].shape[0]
         gen = torch.Generator(device=self.device).manual_seed(self.validation_seed + 100_000 + batch_idx)
         noise = self.initial_noise(b, gen)
-        pred = self._inpaint_batch(batch, noise=noise, sampler="dpm++", steps=self.val_metrics_steps, generator=gen)
+        pred = self._inpaint_batch(batch, noise=noise, generator=gen, **self.metrics_sampling())
         if IMAGE_KEY in batch:
             target = self._images(batch, IMAGE_KEY)
         else:
@@ -224,10 +229,13 @@ class LatentDiffusion(DiffTalkModel, pl.LightningModule):
 
     # -------------------------------------------------------------- checkpoints
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        """Add the config and feature kind as plain Python values (``weights_only``-loadable)."""
+        """Add the config and feature kind (and a recorded sampler, e.g. a distilled student's) as plain Python
+        values (``weights_only``-loadable)."""
         checkpoint.pop("hyper_parameters", None)
         if self.run_config is not None:
             checkpoint[CONFIG_CKPT_KEY] = self.run_config  # holds the feature kind (model.conditioning)
+        if self.sampling is not None:
+            checkpoint[SAMPLING_CKPT_KEY] = self.sampling.to_dict()
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         try:

@@ -26,6 +26,7 @@ from talkingface.training.checkpoint_io import AtomicCheckpointIO, StepCheckpoin
 from talkingface.training.console import StepProgressBar, quiet_lightning
 from talkingface.training.data import DataCheckError, build_datamodule, check_batch_fits, check_dataset
 from talkingface.training.devices import DeviceSpec, build_strategy, device_spec
+from talkingface.training.distill import ProgressiveDistillation, check_distill_config, load_teacher
 from talkingface.training.lr import scaled_learning_rate
 from talkingface.training.module import LatentDiffusion
 from talkingface.training.run_dir import (
@@ -57,19 +58,22 @@ def count_or_fraction(value: float | None) -> int | float | None:
 
 
 def build_module(cfg: DiffTalkConfig, learning_rate: float, load_vq: bool = True) -> LatentDiffusion:
-    """The Lightning module, with the frozen first stage loaded from ``model.first_stage.ckpt_path``."""
+    """The Lightning module, with the frozen first stage loaded from ``model.first_stage.ckpt_path``.
+
+    With ``distill.teacher`` set: the distillation module (``talkingface.training.distill``), initialised from the
+    teacher (its first stage included) unless resuming (``load_vq`` false: the checkpoint restores it)."""
     t = cfg.train
-    module = LatentDiffusion(
-        cfg.model,
-        learning_rate=learning_rate,
-        run_config=config_to_dict(cfg),
-        channels_last=t.channels_last,
-        fused_optimizer=t.fused_optimizer,
-        validation_seed=t.validation_seed,
-        val_metrics_batches=t.val_metrics_batches,
-        val_metrics_steps=t.val_metrics_steps,
-        lr_warmup_steps=t.lr_warmup_steps,
-    )
+    if cfg.distill.teacher:
+        teacher = load_teacher(cfg)
+        module: LatentDiffusion = ProgressiveDistillation(
+            cfg.model, teacher, cfg.distill, **_module_options(cfg, learning_rate)
+        )
+        if load_vq:
+            module.init_from_teacher()  # type: ignore[attr-defined]
+        if t.compile:
+            compile_unet(module)
+        return module
+    module = LatentDiffusion(cfg.model, **_module_options(cfg, learning_rate))
     ckpt = cfg.model.first_stage.ckpt_path
     if ckpt and load_vq:
         path = resolve_path(ckpt)
@@ -84,6 +88,20 @@ def build_module(cfg: DiffTalkConfig, learning_rate: float, load_vq: bool = True
     if t.compile:
         compile_unet(module)
     return module
+
+
+def _module_options(cfg: DiffTalkConfig, learning_rate: float) -> dict[str, Any]:
+    t = cfg.train
+    return dict(
+        learning_rate=learning_rate,
+        run_config=config_to_dict(cfg),
+        channels_last=t.channels_last,
+        fused_optimizer=t.fused_optimizer,
+        validation_seed=t.validation_seed,
+        val_metrics_batches=t.val_metrics_batches,
+        val_metrics_steps=t.val_metrics_steps,
+        lr_warmup_steps=t.lr_warmup_steps,
+    )
 
 
 def build_trainer(
@@ -135,7 +153,7 @@ def run_training(args: Any, overrides: list[str], argv: list[str], extra_callbac
         base = [str(paths.config_snapshot), *base]
     flags = [] if args.seed is None else [f"train.seed={args.seed}"]
     flags += [] if args.scale_lr is None else [f"model.scale_lr={str(args.scale_lr).lower()}"]
-    cfg = load_config(base, [*overrides, *flags])
+    cfg = check_distill_config(load_config(base, [*overrides, *flags]))  # a bad teacher path fails here
 
     spec = device_spec(args.gpus, args.devices, args.num_nodes, args.strategy)
     meta = check_dataset(cfg)  # fails early
@@ -171,7 +189,7 @@ def run_training(args: Any, overrides: list[str], argv: list[str], extra_callbac
     pl.seed_everything(cfg.train.seed, workers=True)
     set_tf32(cfg.train.tf32)
     module = build_module(cfg, lr, load_vq=resume_ckpt is None)
-    if cfg.data.latent_cache and cfg.model.first_stage.ckpt_path and resume_ckpt is None:
+    if cfg.data.latent_cache and (cfg.model.first_stage.ckpt_path or cfg.distill.teacher) and resume_ckpt is None:
         from talkingface.data.latent_cache import LatentCacheError, check_latent_cache
 
         try:  # the cache must come from these very first-stage weights

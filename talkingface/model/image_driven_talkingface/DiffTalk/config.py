@@ -28,6 +28,9 @@ CONFIG_SUBDIR = "latent-diffusion"
 #: Plain top-level entry of trainer checkpoints (and safetensors metadata) that holds the whole config as a dict.
 #: The audio feature kind lives inside it (``model.conditioning.audio_feature_kind``), and only there.
 CONFIG_CKPT_KEY = "difftalk_config"
+#: Plain top-level entry of a distilled student's trainer checkpoint (and JSON metadata entry of its slim export):
+#: the sampler it was distilled for (:class:`SamplingSetting`). Checkpoints without it sample as before.
+SAMPLING_CKPT_KEY = "difftalk_sampling"
 #: Top-level copy of the feature kind written by older checkpoints (and reference-format ones): read, never written.
 LEGACY_FEATURE_KIND_CKPT_KEY = "audio_feature_kind"
 
@@ -161,10 +164,76 @@ class TrainConfig:
 
 
 @dataclass
+class DistillConfig:
+    """Progressive distillation (Salimans & Ho, ICLR 2022) of a trained DiffTalk (the teacher) into a few-step
+    DDIM student; the trainer runs it when ``teacher`` is set (``talkingface.training.distill``)."""
+
+    teacher: str | None = None  # trainer .ckpt or slim .safetensors of the teacher; null: ordinary training
+    method: str = "progressive"  # the only method: each round halves the DDIM steps
+    teacher_steps: int = 16  # DDIM steps of the first teacher (the reference's uniform grid)
+    student_steps: int = 4  # DDIM steps of the final student; teacher_steps / student_steps a power of 2
+    steps_per_round: int = 2000  # optimizer steps per halving round (train.max_steps -1: rounds x this)
+    # loss on the generated region: "truncated_snr" (the paper's x0 MSE weighted max(SNR, 1)) or "eps" (plain
+    # MSE between the student's and the target noise, as the teacher was trained)
+    weighting: str = "truncated_snr"
+
+
+@dataclass
 class DiffTalkConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
     data: DataConfig = field(default_factory=DataConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    distill: DistillConfig = field(default_factory=DistillConfig)
+
+
+@dataclass(frozen=True)
+class SamplingSetting:
+    """The sampler a checkpoint was made for (a distilled student's): the pipeline's default when the user names
+    no ``--sampler``/``--steps``. ``timesteps``: the exact increasing DDIM grid (``steps`` entries)."""
+
+    sampler: str
+    steps: int
+    timesteps: tuple[int, ...]
+    method: str | None = None
+    teacher: str | None = None
+    teacher_steps: int | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "sampler": self.sampler,
+            "steps": self.steps,
+            "timesteps": list(self.timesteps),
+            "method": self.method,
+            "teacher": self.teacher,
+            "teacher_steps": self.teacher_steps,
+        }
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), sort_keys=True)
+
+
+def checkpoint_sampling(checkpoint: Mapping[str, Any], source: str = "checkpoint") -> SamplingSetting | None:
+    """The :class:`SamplingSetting` a checkpoint records under ``difftalk_sampling`` (a dict in a trainer
+    checkpoint, JSON in safetensors metadata), or None; raises ``ConfigError`` naming ``source`` when malformed."""
+    stored = checkpoint.get(SAMPLING_CKPT_KEY)
+    if stored is None:
+        return None
+    try:
+        value = json.loads(stored) if isinstance(stored, str) else stored
+        timesteps = tuple(int(t) for t in value["timesteps"])
+        setting = SamplingSetting(
+            sampler=str(value["sampler"]),
+            steps=int(value["steps"]),
+            timesteps=timesteps,
+            method=value.get("method"),
+            teacher=value.get("teacher"),
+            teacher_steps=value.get("teacher_steps"),
+        )
+    except (json.JSONDecodeError, KeyError, TypeError, ValueError) as err:
+        raise ConfigError(f"{source}: malformed '{SAMPLING_CKPT_KEY}' entry ({err})") from None
+    if setting.steps != len(setting.timesteps):
+        raise ConfigError(f"{source}: '{SAMPLING_CKPT_KEY}' says {setting.steps} steps but lists {timesteps}")
+    return setting
 
 
 def yaml_problem(err: yaml.YAMLError) -> str:
@@ -259,6 +328,24 @@ def validate_config(config: DiffTalkConfig, origin: str = "config") -> None:
         problems.append(
             f"model.unet.image_size ({m.unet.image_size}) must equal the first-stage latent size ({latent})"
         )
+    d = config.distill
+    if d.method != "progressive":
+        problems.append(f"distill.method: only 'progressive' is supported, got {d.method!r}")
+    if d.weighting not in ("truncated_snr", "eps"):
+        problems.append(f"distill.weighting must be 'truncated_snr' or 'eps', got {d.weighting!r}")
+    ratio = d.teacher_steps // max(d.student_steps, 1)
+    if (
+        d.student_steps < 1
+        or d.teacher_steps <= d.student_steps
+        or d.teacher_steps % d.student_steps
+        or ratio & (ratio - 1)
+    ):
+        problems.append(
+            f"distill.teacher_steps / distill.student_steps must be a power of 2 (at least 2), "
+            f"got {d.teacher_steps} / {d.student_steps}"
+        )
+    if d.steps_per_round < 1:
+        problems.append(f"distill.steps_per_round must be at least 1, got {d.steps_per_round}")
     keep = config.train.keep_last_checkpoints
     if keep is not None and keep < 1:
         problems.append(f"train.keep_last_checkpoints must be null (keep all) or at least 1, got {keep}")

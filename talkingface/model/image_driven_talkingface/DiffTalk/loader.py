@@ -30,6 +30,7 @@ from .config import (
     DiffTalkConfig,
     checkpoint_config,
     checkpoint_feature_kind,
+    checkpoint_sampling,
     default_config_path,
     load_config,
     with_audio_feature_kind,
@@ -118,6 +119,7 @@ def get_difftalk_inference(
         cfg = with_audio_feature_kind(cfg, stored_kind)
 
     model = DiffTalkModel(cfg.model)
+    model.sampling = checkpoint_sampling(raw, str(ckpt_path))  # a distilled student's sampler, else None
     fs_path = None
     if not has_first_stage(extract_state_dict(raw)):
         fs_path = first_stage_path(ckpt_path, cfg, first_stage_ckpt)
@@ -137,4 +139,12 @@ def get_difftalk_inference(
     model.eval().requires_grad_(False)
     model.to(pick_device(device))
     log.info("DiffTalk ready on %s (%s weights)", model.device, "EMA" if use_ema else "raw")
+    if model.sampling is not None:
+        log.info(
+            "%s records its sampler: %s, %d steps (timesteps %s)",
+            ckpt_path,
+            model.sampling.sampler,
+            model.sampling.steps,
+            list(model.sampling.timesteps),
+        )
     return model

@@ -11,7 +11,7 @@ Attribute names are the reference's (``model.diffusion_model``, ``first_stage_mo
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 
 import torch
@@ -20,7 +20,7 @@ from torch import nn
 
 from .autoencoder import VQModel
 from .conditions import DiffTalkConditions
-from .config import FirstStageConfig, ModelConfig
+from .config import FirstStageConfig, ModelConfig, SamplingSetting
 from .ema import LitEma
 from .encoders import AudioAttNet, AudioNet, LdmNet
 from .samplers import EpsFn, run_sampler
@@ -117,6 +117,8 @@ class DiffTalkModel(nn.Module):
             dim_aud=ccfg.audio_attention_dim, seq_len=ccfg.audio_smooth_windows
         )
         self.cond_stage_model_for_ldm = LdmNet(dim_out=ccfg.landmark_dim, num_points=ccfg.landmark_count)
+        #: The sampler a checkpoint records (a distilled student's), set by the loader; None: no recorded one.
+        self.sampling: SamplingSetting | None = None
 
     # ------------------------------------------------------------------ modes
     def train(self, mode: bool = True) -> DiffTalkModel:
@@ -299,12 +301,14 @@ class DiffTalkModel(nn.Module):
         sampler: str = "ddim",
         progress: bool = False,
         eps_wrapper: EpsWrapper | None = None,
+        timesteps: Sequence[int] | None = None,
     ) -> torch.Tensor:
         """Sample latents. ``mask`` (B or 1, 1, h, w): 1 keeps ``x0``'s region (re-noised each step), 0 generates.
 
         ``sampler`` is one of ``samplers.SAMPLERS``: ``"ddim"`` (reference-exact) or ``"dpm++"`` (DPM-Solver++
         2M, fewer steps). A bad name, step count or ``eta`` raises ``samplers.SamplerError`` (a ``ValueError``).
-        ``eps_wrapper`` wraps the noise predictor (e.g. bf16 autocast, ``torch.compile``).
+        ``eps_wrapper`` wraps the noise predictor (e.g. bf16 autocast, ``torch.compile``). ``timesteps``: an explicit
+        DDIM grid of ``steps`` entries (a distilled student's, ``self.sampling.timesteps``); None: the uniform grid.
         """
         if x_T is None:
             x_T = self.initial_noise(conditions.batch_size, generator)
@@ -313,7 +317,7 @@ class DiffTalkModel(nn.Module):
         x0 = x0.float() if x0 is not None else None
         mask = mask.to(x_T.device, torch.float32) if mask is not None else None
         eps = self.eps_fn(conditions, eps_wrapper)
-        return run_sampler(sampler, eps, self.alphas_cumprod, x_T, steps, eta, x0, mask, generator, progress)
+        return run_sampler(sampler, eps, self.alphas_cumprod, x_T, steps, eta, x0, mask, generator, progress, timesteps)
 
     @torch.no_grad()
     def inpaint(
@@ -335,6 +339,7 @@ class DiffTalkModel(nn.Module):
         eps_wrapper: EpsWrapper | None = None,
         decode_window: tuple[int, int, int, int] | None = None,
         decode_fill: torch.Tensor | None = None,
+        timesteps: Sequence[int] | None = None,
     ) -> torch.Tensor:
         """Frame inputs -> decoded frames: encode, condition, sample, decode (DiffTalk's masked inpainting).
 
@@ -346,7 +351,7 @@ class DiffTalkModel(nn.Module):
             image / image_latent: the target frames (or their latents); where ``mask`` is 1 their latent is kept.
             mask: (B, 1, h, w), 1 = keep ``image``'s latent (re-noised each step), 0 = generate; None generates
                 the whole latent (``image`` is then not needed).
-            sampler, steps, eta, generator, eps_wrapper: as :meth:`sample`.
+            sampler, steps, eta, generator, eps_wrapper, timesteps: as :meth:`sample`.
             decode_window: ``(y0, y1, x0, x1)`` latent cells to decode (:meth:`decode_first_stage_window`, the
                 rest of the frame is ``decode_fill`` or 0); None decodes the whole latent.
 
@@ -380,6 +385,7 @@ class DiffTalkModel(nn.Module):
             generator=generator,
             sampler=sampler,
             eps_wrapper=eps_wrapper,
+            timesteps=timesteps,
         )
         if decode_window is not None:
             frames = self.decode_first_stage_window(latents.float(), decode_window, decode_fill)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import torch
@@ -51,6 +51,65 @@ def ddim_timesteps(num_steps: int, num_train_timesteps: int = 1000) -> np.ndarra
     return grid
 
 
+def check_timesteps(timesteps: Sequence[int], num_train_timesteps: int = 1000) -> np.ndarray:
+    """An explicit DDIM grid (e.g. a distilled student's, recorded in its checkpoint) as an increasing int array;
+    raises :class:`SamplerError` unless it is strictly increasing inside ``0 .. T - 1``."""
+    grid = np.asarray(list(timesteps), dtype=np.int64)
+    if grid.ndim != 1 or len(grid) == 0:
+        raise SamplerError("steps", "explicit DDIM timesteps must be a non-empty list of integers")
+    if grid[0] < 0 or grid[-1] >= num_train_timesteps or np.any(np.diff(grid) <= 0):
+        raise SamplerError(
+            "steps", f"explicit DDIM timesteps must increase strictly within 0..{num_train_timesteps - 1}: {grid}"
+        )
+    return grid
+
+
+def ddim_alphas(alphas_cumprod: torch.Tensor, grid: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+    """``alpha_bar`` at each grid timestep and at the step it goes to (the previous grid entry; for the first
+    one ``alphas_cumprod[0]``, as the reference DDIM)."""
+    a_t = alphas_cumprod[torch.as_tensor(grid, device=alphas_cumprod.device)]
+    return a_t, torch.cat([alphas_cumprod[:1], a_t[:-1]])
+
+
+def ddim_step(
+    x: torch.Tensor, e_t: torch.Tensor, a_t: torch.Tensor, a_prev: torch.Tensor, sigma: torch.Tensor | float = 0.0
+) -> torch.Tensor:
+    """One deterministic DDIM update from ``alpha_bar = a_t`` to ``a_prev`` (the noise term of ``eta > 0`` is the
+    caller's). ``a_t``/``a_prev`` are scalars or per-sample tensors broadcasting over ``x``."""
+    pred_x0 = (x - (1.0 - a_t).sqrt() * e_t) / a_t.sqrt()
+    dir_xt = (1.0 - a_prev - sigma**2).sqrt() * e_t
+    return a_prev.sqrt() * pred_x0 + dir_xt
+
+
+def ddim_eps_target(x_t: torch.Tensor, x_prev: torch.Tensor, a_t: torch.Tensor, a_prev: torch.Tensor) -> torch.Tensor:
+    """The noise ``eps`` for which one deterministic DDIM step (:func:`ddim_step`) from ``x_t`` at ``a_t`` lands
+    exactly on ``x_prev`` at ``a_prev`` (computed in float64; requires ``a_prev > a_t``):
+
+    ``x_prev = sqrt(a_prev / a_t) x_t + (sqrt(1 - a_prev) - sqrt(a_prev (1 - a_t) / a_t)) eps``.
+    """
+    x_t64, x_prev64, a_t64, a_prev64 = (v.double() for v in (x_t, x_prev, a_t, a_prev))
+    scale = (a_prev64 / a_t64).sqrt()
+    coef = (1.0 - a_prev64).sqrt() - (a_prev64 * (1.0 - a_t64) / a_t64).sqrt()
+    return ((x_prev64 - scale * x_t64) / coef).to(x_t.dtype)
+
+
+def inpaint_replace(
+    x: torch.Tensor,
+    a_t: torch.Tensor,
+    x0: torch.Tensor | None,
+    mask: torch.Tensor | None,
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
+    """DiffTalk's masked inpainting: where ``mask`` is 1, ``x`` becomes ``x0`` re-noised to ``alpha_bar = a_t``
+    (fresh noise from ``generator``); where it is 0, ``x`` is kept. ``a_t`` is a scalar or per-sample tensor."""
+    if mask is None:
+        return x
+    if x0 is None:
+        raise ValueError("mask given without x0: the kept region needs the latent to keep")
+    kept = a_t.sqrt() * x0 + (1.0 - a_t).sqrt() * _randn(x0.shape, x0, generator)
+    return kept * mask + (1.0 - mask) * x
+
+
 def _apply_mask(
     x: torch.Tensor,
     t: int,
@@ -59,13 +118,7 @@ def _apply_mask(
     alphas_cumprod: torch.Tensor,
     generator: torch.Generator | None,
 ) -> torch.Tensor:
-    if mask is None:
-        return x
-    if x0 is None:
-        raise ValueError("mask given without x0: the kept region needs the latent to keep")
-    a = alphas_cumprod[t]
-    kept = a.sqrt() * x0 + (1.0 - a).sqrt() * _randn(x0.shape, x0, generator)
-    return kept * mask + (1.0 - mask) * x
+    return inpaint_replace(x, alphas_cumprod[t], x0, mask, generator)
 
 
 @torch.no_grad()
@@ -79,12 +132,20 @@ def ddim_sample(
     mask: torch.Tensor | None = None,
     generator: torch.Generator | None = None,
     progress: bool = False,
+    timesteps: Sequence[int] | None = None,
 ) -> torch.Tensor:
-    """DDIM exactly as the DiffTalk reference (``ddim_ldm_ref_inpaint.py``), including its timestep grid."""
+    """DDIM exactly as the DiffTalk reference (``ddim_ldm_ref_inpaint.py``), including its timestep grid.
+
+    ``timesteps``: an explicit increasing grid of ``steps`` timesteps instead of the reference's uniform one (a
+    progressive-distilled student's, :func:`nested_timesteps`); each step goes to the previous grid entry, the
+    first one to ``alphas_cumprod[0]``, as on the uniform grid.
+    """
     ac = alphas_cumprod.to(device=x_T.device, dtype=torch.float32)
-    grid = ddim_timesteps(steps, ac.shape[0])
-    a_t_all = ac[torch.as_tensor(grid, device=ac.device)]
-    a_prev_all = torch.cat([ac[:1], a_t_all[:-1]])
+    if timesteps is None:
+        grid = ddim_timesteps(steps, ac.shape[0])
+    else:
+        grid = check_timesteps(timesteps, ac.shape[0])
+    a_t_all, a_prev_all = ddim_alphas(ac, grid)
     # sigma in float64 as the reference computes it from the float32 alphas
     a64, ap64 = a_t_all.double(), a_prev_all.double()
     sigmas = (eta * torch.sqrt((1 - ap64) / (1 - a64) * (1 - a64 / ap64))).float()
@@ -95,12 +156,9 @@ def ddim_sample(
         x = _apply_mask(x, step, x0, mask, ac, generator)
         t = torch.full((b,), step, device=x.device, dtype=torch.long)
         e_t = eps_fn(x, t).to(x.dtype)
-        a_t, a_prev, sigma = a_t_all[index], a_prev_all[index], sigmas[index]
-        pred_x0 = (x - (1.0 - a_t).sqrt() * e_t) / a_t.sqrt()
-        dir_xt = (1.0 - a_prev - sigma**2).sqrt() * e_t
-        x = a_prev.sqrt() * pred_x0 + dir_xt
+        x = ddim_step(x, e_t, a_t_all[index], a_prev_all[index], sigmas[index])
         if eta > 0:
-            x = x + sigma * _randn(x.shape, x, generator)
+            x = x + sigmas[index] * _randn(x.shape, x, generator)
     return x
 
 
@@ -161,10 +219,19 @@ def dpm_solver_pp_sample(
     return x
 
 
-def check_sampler(sampler: str, steps: int, eta: float, num_train_timesteps: int) -> None:
-    """Raise :class:`SamplerError` unless ``sampler`` is one of :data:`SAMPLERS` and can take ``steps``/``eta``."""
+def check_sampler(
+    sampler: str, steps: int, eta: float, num_train_timesteps: int, timesteps: Sequence[int] | None = None
+) -> None:
+    """Raise :class:`SamplerError` unless ``sampler`` is one of :data:`SAMPLERS` and can take ``steps``/``eta``
+    (and ``timesteps``, an explicit DDIM grid of ``steps`` entries)."""
     if sampler not in SAMPLERS:
         raise SamplerError("sampler", f"unknown sampler {sampler!r}; choose one of {', '.join(SAMPLERS)}")
+    if timesteps is not None:
+        if sampler != "ddim":
+            raise SamplerError("sampler", f"explicit timesteps are a DDIM grid; the {sampler} sampler takes none")
+        if len(check_timesteps(timesteps, num_train_timesteps)) != steps:
+            raise SamplerError("steps", f"{steps} steps asked for with a grid of {len(list(timesteps))} timesteps")
+        return
     if sampler == "ddim":
         ddim_timesteps(steps, num_train_timesteps)
         return
@@ -186,9 +253,69 @@ def run_sampler(
     mask: torch.Tensor | None = None,
     generator: torch.Generator | None = None,
     progress: bool = False,
+    timesteps: Sequence[int] | None = None,
 ) -> torch.Tensor:
-    """The one dispatch from a sampler name to its function (checked with :func:`check_sampler` first)."""
-    check_sampler(sampler, steps, eta, alphas_cumprod.shape[0])
+    """The one dispatch from a sampler name to its function (checked with :func:`check_sampler` first).
+    ``timesteps``: an explicit DDIM grid (DDIM only)."""
+    check_sampler(sampler, steps, eta, alphas_cumprod.shape[0], timesteps)
     if sampler == "ddim":
-        return ddim_sample(eps_fn, alphas_cumprod, x_T, steps, eta, x0, mask, generator, progress)
+        return ddim_sample(eps_fn, alphas_cumprod, x_T, steps, eta, x0, mask, generator, progress, timesteps)
     return dpm_solver_pp_sample(eps_fn, alphas_cumprod, x_T, steps, x0, mask, generator, progress)
+
+
+def nested_timesteps(grid: Sequence[int]) -> np.ndarray:
+    """The grid of a progressive-distillation student: every other timestep of its teacher's increasing DDIM
+    ``grid`` (``grid[1::2]``), so each student step ``grid[2j+1] -> grid[2j-1]`` (the last one to
+    ``alphas_cumprod[0]``) spans exactly two teacher steps. The uniform DDIM grids of N and N/2 steps are not
+    nested (``ddim_timesteps(8)`` starts 1, 126, ...; ``ddim_timesteps(16)`` 1, 63, 125, ...), hence this."""
+    grid = np.asarray(list(grid), dtype=np.int64)
+    if len(grid) < 2 or len(grid) % 2:
+        raise SamplerError("steps", f"a teacher grid must have an even number of timesteps to halve, got {len(grid)}")
+    return grid[1::2]
+
+
+def distillation_grids(teacher_steps: int, student_steps: int, num_train_timesteps: int = 1000) -> list[np.ndarray]:
+    """The DDIM grids of a progressive distillation from ``teacher_steps`` down to ``student_steps``, halving each
+    round: ``[teacher grid, round-1 student grid, ..., final student grid]``. The first teacher's grid is
+    ``k * T // teacher_steps + 1`` for k < teacher_steps: the reference's uniform grid when ``teacher_steps``
+    divides T, and exactly ``teacher_steps`` timesteps otherwise too (the reference's grid of "16" steps has 17)."""
+    if student_steps < 1 or teacher_steps <= student_steps:
+        raise SamplerError("steps", f"need teacher steps > student steps >= 1, got {teacher_steps} -> {student_steps}")
+    ratio = teacher_steps // student_steps
+    if teacher_steps % student_steps or ratio & (ratio - 1):
+        raise SamplerError(
+            "steps", f"teacher steps / student steps must be a power of 2, got {teacher_steps} / {student_steps}"
+        )
+    if teacher_steps > num_train_timesteps // 2:
+        raise SamplerError("steps", f"DDIM takes 1..{num_train_timesteps // 2} steps, got {teacher_steps}")
+    grids = [np.arange(teacher_steps, dtype=np.int64) * num_train_timesteps // teacher_steps + 1]
+    while len(grids[-1]) > student_steps:
+        grids.append(nested_timesteps(grids[-1]))
+    return grids
+
+
+@torch.no_grad()
+def two_step_eps_target(
+    eps_fn: EpsFn,
+    x_t: torch.Tensor,
+    t: torch.Tensor,
+    t_mid: torch.Tensor,
+    a_t: torch.Tensor,
+    a_mid: torch.Tensor,
+    a_end: torch.Tensor,
+    x0: torch.Tensor | None = None,
+    mask: torch.Tensor | None = None,
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
+    """Progressive distillation's target: two deterministic DDIM steps of the teacher ``eps_fn``,
+    ``t -> t_mid -> end`` (``alpha_bar`` ``a_t -> a_mid -> a_end``), with the inpainting replacement at ``t_mid``
+    exactly as :func:`ddim_sample` applies it, turned into the noise for which one student DDIM step
+    ``t -> end`` from ``x_t`` lands on the teacher's result (:func:`ddim_eps_target`).
+
+    ``x_t`` must already carry the replacement at ``t`` (the sampler applies it before every model call).
+    ``t``/``t_mid`` are (B,) timesteps; the alphas are scalars or (B, 1, 1, 1).
+    """
+    x_mid = ddim_step(x_t, eps_fn(x_t, t).to(x_t.dtype), a_t, a_mid)
+    x_mid = inpaint_replace(x_mid, a_mid, x0, mask, generator)
+    x_end = ddim_step(x_mid, eps_fn(x_mid, t_mid).to(x_t.dtype), a_mid, a_end)
+    return ddim_eps_target(x_t, x_end, a_t, a_end)

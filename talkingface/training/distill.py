@@ -1,0 +1,287 @@
+"""The trainer's distillation mode: progressive distillation (Salimans & Ho, ICLR 2022) of a trained DiffTalk
+(the teacher) into a few-step DDIM student.
+
+    python trainer/DiffTalkTrainer.py --base configs/latent-diffusion/talking.yaml -t \\
+        distill.teacher=logs/<run>/checkpoints/last.ckpt distill.teacher_steps=16 distill.student_steps=4
+
+Each round halves the DDIM steps (16 -> 8 -> 4): the student starts as a copy of the teacher's EMA weights (so its
+parameter names and shapes are the teacher's, and it stays eps-parameterised: the ordinary DDIM sampler runs it),
+and learns to do in one DDIM step what the teacher does in two. The student's grid is every other timestep of the
+teacher's (``samplers.nested_timesteps``); after ``distill.steps_per_round`` optimizer steps the student's EMA
+becomes the next round's teacher.
+
+One training step: target latents ``x0`` and conditions from the ordinary batch; a student timestep ``t``; ``x_t``
+= ``q_sample(x0, t)`` with the inpainting replacement (kept region := ``x0`` re-noised to ``t``, the samplers'
+``inpaint_replace``); two teacher DDIM steps ``t -> t' -> t''`` with the replacement at ``t'``; the closed-form noise
+for which one student DDIM step ``t -> t''`` lands on the teacher's ``x_t''`` (``samplers.two_step_eps_target``);
+the loss on the generated region only, weighted as the paper's truncated SNR (``x0`` MSE x ``max(SNR, 1)``) or
+plain eps MSE (``distill.weighting``). The kept region is the rows above the nose tip (the training mask's rows),
+a superset of what the pipeline keeps.
+
+Everything else is the trainer's: the LightningModule base, AdamW, clipping, EMA, data module, latent cache,
+checkpoints and slim export; checkpoints additionally record the student's sampler (``difftalk_sampling``), and
+``distill_state`` (the round, and the round's teacher weights after the first round) for ``--resume``.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from talkingface.model.image_driven_talkingface.DiffTalk.checkpoint import CheckpointError, load_state_dict_strict
+from talkingface.model.image_driven_talkingface.DiffTalk.config import (
+    ConfigError,
+    DiffTalkConfig,
+    DistillConfig,
+    ModelConfig,
+    SamplingSetting,
+    load_config,
+)
+from talkingface.model.image_driven_talkingface.DiffTalk.ema import LitEma
+from talkingface.model.image_driven_talkingface.DiffTalk.loader import get_difftalk_inference, resolve_path
+from talkingface.model.image_driven_talkingface.DiffTalk.model import DiffTalkModel
+from talkingface.model.image_driven_talkingface.DiffTalk.samplers import (
+    SamplerError,
+    ddim_alphas,
+    distillation_grids,
+    inpaint_replace,
+    two_step_eps_target,
+)
+from talkingface.training.module import (
+    AUDIO_KEY,
+    IMAGE_KEY,
+    LANDMARKS_KEY,
+    LATENT_KEY,
+    MASKED_KEY,
+    MASKED_LATENT_KEY,
+    NOSE_TIP_ROW,
+    REFERENCE_KEY,
+    REFERENCE_LATENT_KEY,
+    LatentDiffusion,
+)
+
+log = logging.getLogger(__name__)
+
+#: Top-level checkpoint entry of a distillation run (outside ``state_dict``, so the parameter names stay DiffTalk's).
+DISTILL_STATE_KEY = "distill_state"
+#: Schedule fields the teacher and the student must share (the targets are built on the schedule).
+_SCHEDULE_FIELDS = ("timesteps", "beta_schedule", "linear_start", "linear_end", "parameterization")
+
+
+def check_distill_config(cfg: DiffTalkConfig) -> DiffTalkConfig:
+    """Fail early on a missing teacher file or an impossible step schedule (``ConfigError`` naming the file or key);
+    returns ``cfg`` with ``train.max_steps`` = rounds x ``distill.steps_per_round`` when it was -1."""
+    d = cfg.distill
+    if not d.teacher:
+        return cfg
+    path = resolve_path(d.teacher)
+    if not path.is_file():
+        raise ConfigError(f"{d.teacher}: distill.teacher: teacher checkpoint not found")
+    try:
+        grids = distillation_grids(d.teacher_steps, d.student_steps, cfg.model.diffusion.timesteps)
+    except SamplerError as err:
+        raise ConfigError(f"distill.teacher_steps / distill.student_steps: {err}") from None
+    if cfg.train.max_steps < 0:
+        cfg = load_config(cfg, [f"train.max_steps={(len(grids) - 1) * d.steps_per_round}"])
+    return cfg
+
+
+def load_teacher(cfg: DiffTalkConfig) -> DiffTalkModel:
+    """The teacher (EMA weights, eval mode, frozen, CPU) from ``distill.teacher``: a trainer ``.ckpt`` or a slim
+    ``.safetensors`` export (its first stage from ``model.first_stage.ckpt_path`` when that file exists, else as the
+    loader finds it). Its schedule and audio feature kind must be the run's."""
+    d = cfg.distill
+    assert d.teacher is not None
+    path = resolve_path(d.teacher)
+    first_stage = cfg.model.first_stage.ckpt_path
+    first_stage = first_stage if first_stage and resolve_path(first_stage).is_file() else None
+    try:
+        teacher = get_difftalk_inference(ckpt=path, first_stage_ckpt=first_stage, device="cpu", use_ema=True)
+    except (CheckpointError, ConfigError) as err:
+        raise ConfigError(f"{d.teacher}: distill.teacher: {err}") from None
+    for name in _SCHEDULE_FIELDS:
+        mine, theirs = getattr(cfg.model.diffusion, name), getattr(teacher.config.diffusion, name)
+        if mine != theirs:
+            raise ConfigError(
+                f"{d.teacher}: distill.teacher: its model.diffusion.{name} is {theirs}, the config's is {mine}"
+            )
+    kind, teacher_kind = cfg.model.conditioning.audio_feature_kind, teacher.config.conditioning.audio_feature_kind
+    if kind is not None and teacher_kind is not None and kind != teacher_kind:
+        raise ConfigError(
+            f"{d.teacher}: distill.teacher: trained on '{teacher_kind}' audio features, the data has '{kind}'"
+        )
+    return teacher
+
+
+def kept_region_mask(landmarks: torch.Tensor, latent_size: int, image_size: int) -> torch.Tensor:
+    """(B, 1, h, w) latent mask, 1 = keep (rows above the nose tip), 0 = generate (rows from the nose tip down, the
+    region the training's masked image hides). ``landmarks``: (B, 39, 2) in model-image pixels."""
+    b = landmarks.shape[0]
+    rows = torch.arange(latent_size, device=landmarks.device).view(1, latent_size)
+    nose = (landmarks[:, NOSE_TIP_ROW, 1] * latent_size / image_size).floor().clamp(0, latent_size - 1)
+    keep = (rows < nose.view(b, 1)).float()  # (B, h)
+    return keep.view(b, 1, latent_size, 1).expand(b, 1, latent_size, latent_size).contiguous()
+
+
+class ProgressiveDistillation(LatentDiffusion):
+    """LatentDiffusion whose training step is progressive distillation from ``teacher``.
+
+    The teacher is kept outside the module's state dict and parameters (a plain attribute holding a list), so the
+    checkpoints hold exactly a DiffTalk state dict; it follows the module to its device at the start of fitting.
+
+    Args:
+        config: the model section (the teacher's architecture).
+        teacher: the round-0 teacher (:func:`load_teacher`).
+        distill: the ``distill`` section.
+        **kwargs: as :class:`LatentDiffusion`.
+    """
+
+    def __init__(self, config: ModelConfig, teacher: DiffTalkModel, distill: DistillConfig, **kwargs: Any) -> None:
+        super().__init__(config, **kwargs)
+        self.distill = distill
+        self.grids = distillation_grids(distill.teacher_steps, distill.student_steps, self.num_timesteps)
+        self.rounds = len(self.grids) - 1
+        self._teacher = [teacher.eval().requires_grad_(False)]
+        self.round = 0
+        self.sampling = self.round_setting(0)
+
+    @property
+    def teacher(self) -> DiffTalkModel:
+        return self._teacher[0]
+
+    def round_setting(self, r: int) -> SamplingSetting:
+        """The sampler of the student of round ``r`` (what a checkpoint written in that round records)."""
+        grid = self.grids[r + 1]
+        return SamplingSetting(
+            sampler="ddim",
+            steps=len(grid),
+            timesteps=tuple(int(t) for t in grid),
+            method=self.distill.method,
+            teacher=Path(str(self.distill.teacher)).name,
+            teacher_steps=self.distill.teacher_steps,
+        )
+
+    # ------------------------------------------------------------------ set-up
+    def init_from_teacher(self) -> None:
+        """The student := the teacher (EMA UNet, encoders, first stage; strict: same names and shapes), with a fresh
+        EMA that starts at those weights."""
+        sd = {k: v for k, v in self.teacher.state_dict().items() if not k.startswith("model_ema.")}
+        sd.update({k: v for k, v in self.state_dict().items() if k.startswith("model_ema.")})
+        try:
+            load_state_dict_strict(self, sd, source=f"teacher {self.distill.teacher}")
+        except CheckpointError as err:
+            raise ConfigError(f"{self.distill.teacher}: distill.teacher: {err}") from None
+        if self.use_ema:
+            self.model_ema = LitEma(self.model, decay=self.config.diffusion.ema_decay)
+        log.info("student initialised from the teacher %s", self.distill.teacher)
+
+    def on_fit_start(self) -> None:
+        self.teacher.to(self.device)
+
+    def metrics_sampling(self) -> dict[str, Any]:
+        """Validation samples with the current student's own sampler."""
+        s = self.round_setting(self.round)
+        return {"sampler": s.sampler, "steps": s.steps, "timesteps": s.timesteps}
+
+    # ------------------------------------------------------------------- rounds
+    def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
+        r = min(self.global_step // self.distill.steps_per_round, self.rounds - 1)
+        while self.round < r:
+            self.advance_round()
+
+    @torch.no_grad()
+    def advance_round(self) -> None:
+        """The student's EMA weights become the teacher; the student starts the next round from them."""
+        teacher = self.teacher
+        if self.use_ema:
+            self.model_ema.copy_to(self.model)
+        teacher.model.load_state_dict(self.model.state_dict())
+        for name in ("cond_stage_model_for_audio", "cond_stage_model_for_audio_smooth", "cond_stage_model_for_ldm"):
+            getattr(teacher, name).load_state_dict(getattr(self, name).state_dict())
+        self.round += 1
+        self.sampling = self.round_setting(self.round)
+        log.info(
+            "distillation round %d/%d: %d -> %d DDIM steps (student timesteps %s)",
+            self.round + 1,
+            self.rounds,
+            len(self.grids[self.round]),
+            self.sampling.steps,
+            list(self.sampling.timesteps),
+        )
+
+    # -------------------------------------------------------------------- steps
+    def distill_loss(
+        self,
+        batch: dict[str, Any],
+        student_index: torch.Tensor | None = None,
+        noise: torch.Tensor | None = None,
+        generator: torch.Generator | None = None,
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """The distillation loss of a batch. ``student_index`` (B,): which student step of the round's grid (default:
+        uniform); ``noise``/``generator``: the draws of ``x_t`` and of the kept-region re-noising."""
+        z = self._latent(batch, IMAGE_KEY, LATENT_KEY)
+        ref = self._latent(batch, REFERENCE_KEY, REFERENCE_LATENT_KEY)
+        masked = self._latent(batch, MASKED_KEY, MASKED_LATENT_KEY)
+        audio = batch[AUDIO_KEY].to(self.device, non_blocking=True).float()
+        landmarks = batch[LANDMARKS_KEY].to(self.device, non_blocking=True).float()
+        cond = self.encode_conditions(audio, landmarks, reference_latent=ref, masked_latent=masked)
+        mask = kept_region_mask(landmarks, z.shape[-1], self.config.first_stage.resolution)
+
+        grid = self.grids[self.round]  # the teacher's increasing grid; the student's is grid[1::2]
+        a_t_all, a_prev_all = ddim_alphas(self.alphas_cumprod, grid)
+        b = z.shape[0]
+        if student_index is None:
+            student_index = torch.randint(0, len(grid) // 2, (b,), device=self.device, generator=generator)
+        i = 2 * student_index.to(self.device) + 1  # teacher index of the student's timestep
+        grid_t = torch.as_tensor(grid, device=self.device)
+        t, t_mid = grid_t[i], grid_t[i - 1]
+        a_t, a_mid, a_end = (v.view(b, 1, 1, 1) for v in (a_t_all[i], a_prev_all[i], a_prev_all[i - 1]))
+
+        if noise is None:
+            noise = torch.randn(z.shape, device=z.device, dtype=z.dtype, generator=generator)
+        x_t = inpaint_replace(self.q_sample(z, t, noise), a_t, z, mask, generator)
+        with torch.no_grad():
+            teacher_cond = self.teacher.encode_conditions(audio, landmarks, reference_latent=ref, masked_latent=masked)
+            target = two_step_eps_target(
+                self.teacher.eps_fn(teacher_cond), x_t, t, t_mid, a_t, a_mid, a_end, z, mask, generator
+            ).float()
+        pred = self.predict_eps(x_t, t, cond).float()
+        generated = 1.0 - mask
+        per_sample = ((pred - target) ** 2 * generated).sum(dim=(1, 2, 3)) / (
+            generated.sum(dim=(1, 2, 3)) * z.shape[1]
+        ).clamp_min(1.0)
+        if self.distill.weighting == "truncated_snr":  # x0 MSE x max(SNR, 1) == eps MSE x max(1 / SNR, 1)
+            per_sample = per_sample * ((1.0 - a_t) / a_t).clamp_min(1.0).view(b)
+        loss = per_sample.mean()
+        return loss, {"loss_distill": loss.detach(), "round": torch.tensor(float(self.round))}
+
+    def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
+        loss, parts = self.distill_loss(batch)
+        bs = batch[AUDIO_KEY].shape[0]
+        self.log_dict({f"train/{k}": v for k, v in parts.items()}, prog_bar=True, on_step=True, batch_size=bs)
+        return loss
+
+    # -------------------------------------------------------------- checkpoints
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        super().on_save_checkpoint(checkpoint)  # records self.sampling: the current round's student
+        state: dict[str, Any] = {"round": self.round}
+        if self.round > 0:  # the round's teacher is no longer the file's
+            state["teacher"] = {
+                k: v.detach().cpu()
+                for k, v in self.teacher.state_dict().items()
+                if not k.startswith(("model_ema.", "first_stage_model."))
+            }
+        checkpoint[DISTILL_STATE_KEY] = state
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        super().on_load_checkpoint(checkpoint)
+        state = checkpoint.get(DISTILL_STATE_KEY) or {}
+        self.round = int(state.get("round", 0))
+        if "teacher" in state:
+            result = self.teacher.load_state_dict(state["teacher"], strict=False)
+            if result.unexpected_keys:
+                raise ValueError(f"{DISTILL_STATE_KEY}: unexpected teacher keys {result.unexpected_keys[:5]}")
+        self.sampling = self.round_setting(self.round)

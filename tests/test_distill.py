@@ -1,0 +1,268 @@
+"""Progressive distillation: the closed-form target, the nested schedule, the trainer's distillation mode end to end
+on a tiny model, and the student's recorded sampler as the pipeline's and the CLI's default."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import pytorch_lightning as pl
+import torch
+from data_fixtures import write_video, write_wav
+from safetensors import safe_open
+from test_train_support import TINY_CONFIG, tiny_overrides, write_dataset
+
+import demo
+import talkingface.inference.cli as cli
+from talkingface.inference import LipSyncOptions, LipSyncPipeline
+from talkingface.model.image_driven_talkingface.DiffTalk import get_difftalk_inference
+from talkingface.model.image_driven_talkingface.DiffTalk.checkpoint import load_difftalk_checkpoint
+from talkingface.model.image_driven_talkingface.DiffTalk.config import SAMPLING_CKPT_KEY, load_config
+from talkingface.model.image_driven_talkingface.DiffTalk.samplers import (
+    SamplerError,
+    ddim_alphas,
+    ddim_sample,
+    ddim_timesteps,
+    distillation_grids,
+    nested_timesteps,
+    two_step_eps_target,
+)
+from talkingface.model.image_driven_talkingface.DiffTalk.schedule import linear_sqrt_betas, schedule_buffers
+from talkingface.training.cli import main
+from talkingface.training.module import LatentDiffusion
+
+ALPHAS = schedule_buffers(linear_sqrt_betas(1000, 0.0015, 0.0195))["alphas_cumprod"]
+
+
+def toy_eps(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    """A deterministic, nonlinear stand-in for a teacher's noise prediction (depends on x and t): the exact noise
+    prediction for x0 ~ N(0, 1), ``sqrt(1 - alpha_bar_t) x``, plus a nonlinear term, so latents stay O(1)."""
+    w = torch.linspace(-1.0, 1.0, x.shape[1]).view(1, -1, 1, 1)
+    exact = (1.0 - ALPHAS[t]).sqrt().view(-1, 1, 1, 1) * x
+    return exact + 0.2 * torch.tanh(x * w + t.view(-1, 1, 1, 1).float() / 1000.0 + 0.3 * x.roll(1, dims=-1))
+
+
+def student_from_teacher(teacher_grid: np.ndarray, generator: torch.Generator, x0: torch.Tensor, mask: torch.Tensor):
+    """The ideal student: at each of its timesteps, the closed-form target of two teacher steps."""
+    a_t_all, a_prev_all = ddim_alphas(ALPHAS, teacher_grid)
+    position = {int(t): i for i, t in enumerate(teacher_grid)}
+
+    def eps(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        i = position[int(t[0])]
+        t_mid = torch.full_like(t, int(teacher_grid[i - 1]))
+        return two_step_eps_target(
+            toy_eps, x, t, t_mid, a_t_all[i], a_prev_all[i], a_prev_all[i - 1], x0, mask, generator
+        )
+
+    return eps
+
+
+# ----------------------------------------------------------------------------- (a) the closed-form target
+
+
+def test_one_student_step_with_the_target_reproduces_two_teacher_steps_with_inpainting() -> None:
+    """DDIM with 8 teacher steps and DDIM with 4 student steps (the nested grid) whose eps is the closed-form
+    target give the same latents to 1e-5, kept region replacement included (same generator draws); the uniform
+    4-step grid does not (the nesting matters), and the kept region really is re-noised x0, not the noise."""
+    g = torch.Generator().manual_seed(0)
+    x_T, x0 = torch.randn(2, 3, 8, 8, generator=g), torch.randn(2, 3, 8, 8, generator=g)
+    mask = (torch.rand(2, 1, 8, 8, generator=g) > 0.5).float()
+    teacher_grid = ddim_timesteps(8)
+    student_grid = nested_timesteps(teacher_grid)
+
+    teacher = ddim_sample(toy_eps, ALPHAS, x_T, 8, x0=x0, mask=mask, generator=torch.Generator().manual_seed(5))
+    gen = torch.Generator().manual_seed(5)
+    eps = student_from_teacher(teacher_grid, gen, x0, mask)
+    student = ddim_sample(eps, ALPHAS, x_T, 4, x0=x0, mask=mask, generator=gen, timesteps=student_grid)
+    assert float((student - teacher).abs().max()) < 1e-5
+
+    gen = torch.Generator().manual_seed(5)  # the uniform 4-step grid (even teacher indices) does not reproduce it
+    uniform = ddim_sample(
+        student_from_teacher(teacher_grid, gen, x0, mask), ALPHAS, x_T, 4, x0=x0, mask=mask, generator=gen
+    )
+    assert float((uniform - teacher).abs().max()) > 1e-3
+    other_noise = ddim_sample(toy_eps, ALPHAS, x_T, 8, x0=x0, mask=mask, generator=torch.Generator().manual_seed(6))
+    kept, generated = mask.bool().expand_as(x_T), ~mask.bool().expand_as(x_T)
+    assert float((other_noise - teacher)[kept].abs().max()) > 1e-3  # the kept region is re-noised each step
+    no_mask = ddim_sample(toy_eps, ALPHAS, x_T, 8)
+    assert float((no_mask - teacher)[generated].abs().max()) > 1e-3  # and the replacement reaches the rest
+
+
+# ----------------------------------------------------------------------------- (b) the nested schedule
+
+
+def test_nested_schedule_halves_the_teacher_grid_each_round() -> None:
+    grids = distillation_grids(16, 4)
+    assert [len(g) for g in grids] == [16, 8, 4]
+    assert grids[0].tolist()[:4] == [1, 63, 126, 188]  # 16 uniform steps (the reference's "16" has 17)
+    assert distillation_grids(8, 2)[0].tolist() == ddim_timesteps(8).tolist()  # the reference grid where T % N == 0
+    for teacher, student in zip(grids, grids[1:], strict=False):
+        assert student.tolist() == teacher[1::2].tolist()
+        assert student[-1] == teacher[-1]  # both start from the teacher's noisiest timestep
+        assert set(student.tolist()) <= set(teacher.tolist())
+        # every student step t -> t'' spans exactly two teacher steps t -> t' -> t''
+        for j in range(1, len(student)):
+            between = [t for t in teacher if student[j - 1] < t < student[j]]
+            assert len(between) == 1
+    # the uniform grid of N/2 steps is not the student's: it is off by one teacher step
+    assert ddim_timesteps(4).tolist() == [1, 251, 501, 751] and distillation_grids(8, 4)[1].tolist() == [
+        126,
+        376,
+        626,
+        876,
+    ]
+    for teacher_steps, student_steps in ((16, 3), (12, 4), (4, 4), (5, 1)):
+        with pytest.raises(SamplerError):
+            distillation_grids(teacher_steps, student_steps)
+
+
+# ----------------------------------------------------------------------------- (c) the trainer end to end
+
+STUDENT_GRID = distillation_grids(8, 2)[-1].tolist()
+
+
+class Losses(pl.Callback):
+    def __init__(self) -> None:
+        self.values: list[float] = []
+
+    def on_train_batch_end(self, trainer: pl.Trainer, module: pl.LightningModule, outputs: Any, *args: Any) -> None:
+        self.values.append(float(outputs["loss"]))
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    """A one-step teacher trained by the trainer, then a two-round distillation (8 -> 4 -> 2 DDIM steps) of it."""
+    tmp = tmp_path_factory.mktemp("distill")
+    data_root = write_dataset(tmp / "data")
+    teacher_run = tmp / "teacher"
+    argv = ["--base", str(TINY_CONFIG), "-t", "--run-dir", str(teacher_run)]
+    assert main([*argv, *tiny_overrides(data_root, **{"train.max_steps": 1})]) == 0
+    teacher = teacher_run / "checkpoints" / "last.ckpt"
+
+    student_run = tmp / "student"
+    losses = Losses()
+    extra = {
+        "distill.teacher": teacher,
+        "distill.teacher_steps": 8,
+        "distill.student_steps": 2,
+        "distill.steps_per_round": 2,
+        "train.export_slim_on_end": True,
+        "train.val_check_interval": 4,
+    }
+    argv = ["--base", str(TINY_CONFIG), "-t", "--run-dir", str(student_run), *tiny_overrides(data_root, **extra)]
+    assert main(argv, extra_callbacks=[losses]) == 0
+    ckpts = student_run / "checkpoints"
+    return {
+        "teacher": teacher,
+        "student": ckpts / "last.ckpt",
+        "slim": ckpts / "difftalk_ema.safetensors",
+        "losses": losses.values,
+        "data_root": data_root,
+        "tmp": tmp,
+    }
+
+
+def test_distillation_steps_give_an_ordinary_difftalk_checkpoint_that_records_its_sampler(
+    runs: dict[str, Any],
+) -> None:
+    assert len(runs["losses"]) == 4 and all(np.isfinite(runs["losses"])), runs["losses"]
+    teacher = torch.load(runs["teacher"], map_location="cpu", weights_only=True)
+    student = torch.load(runs["student"], map_location="cpu", weights_only=True)
+    t_sd, s_sd = teacher["state_dict"], student["state_dict"]
+    assert s_sd.keys() == t_sd.keys()
+    assert all(s_sd[k].shape == t_sd[k].shape for k in t_sd)
+    assert student["global_step"] == 4  # max_steps -1: 2 rounds x 2 steps
+    assert student[SAMPLING_CKPT_KEY]["steps"] == 2 and student[SAMPLING_CKPT_KEY]["timesteps"] == STUDENT_GRID
+    assert student["distill_state"]["round"] == 1 and "teacher" in student["distill_state"]
+    # the student started from the teacher: same first stage, and the UNet moved from there
+    fs = [k for k in t_sd if k.startswith("first_stage_model.")]
+    assert fs and all(torch.equal(s_sd[k], t_sd[k]) for k in fs)
+    assert any(not torch.equal(s_sd[k], t_sd[k]) for k in t_sd if k.startswith("model.diffusion_model."))
+
+    cfg = load_config(student["difftalk_config"])  # a plain DiffTalk model, strict load
+    plain = LatentDiffusion(cfg.model)
+    load_difftalk_checkpoint(plain, runs["student"])
+
+    with safe_open(str(runs["slim"]), framework="pt") as f:
+        meta = f.metadata()
+    recorded = json.loads(meta[SAMPLING_CKPT_KEY])
+    assert recorded == {
+        "sampler": "ddim",
+        "steps": 2,
+        "timesteps": STUDENT_GRID,
+        "method": "progressive",
+        "teacher": "last.ckpt",
+        "teacher_steps": 8,
+    }
+    assert "difftalk_config" in meta
+
+
+# ----------------------------------------------------------------------------- (d) pipeline and CLI defaults
+
+
+def test_pipeline_defaults_to_the_recorded_sampler_and_an_explicit_choice_wins(
+    runs: dict[str, Any], caplog: pytest.LogCaptureFixture
+) -> None:
+    student = get_difftalk_inference(ckpt=runs["student"], device="cpu")
+    teacher = get_difftalk_inference(ckpt=runs["teacher"], device="cpu")
+    assert student.sampling is not None and list(student.sampling.timesteps) == STUDENT_GRID
+    assert teacher.sampling is None
+
+    def sampling(model: Any, **options: Any) -> tuple[str, int, Any]:
+        sampler, steps, grid = LipSyncPipeline(model, options=LipSyncOptions(**options)).sampling()
+        return sampler, steps, None if grid is None else list(grid)
+
+    assert sampling(student) == ("ddim", 2, STUDENT_GRID)
+    assert sampling(student, steps=5) == ("ddim", 5, None)  # the uniform 5-step grid
+    assert sampling(student, sampler="dpm++") == ("dpm++", 25, None)
+    assert sampling(student, sampler="ddim", steps=2) == ("ddim", 2, STUDENT_GRID)
+    assert sampling(teacher) == ("dpm++", 25, None)  # no record: exactly as before
+    assert sampling(teacher, sampler="ddim", steps=2) == ("ddim", 2, None)
+
+
+@pytest.fixture
+def pipeline_spy(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, int, Any]]:
+    """The CLI's LipSyncPipeline, recording what it would sample with instead of running."""
+    seen: list[tuple[str, int, Any]] = []
+
+    class Spy(LipSyncPipeline):
+        def run(self, *args: Any, **kwargs: Any) -> None:
+            self._check_options()
+            sampler, steps, grid = self.sampling()
+            seen.append((sampler, steps, None if grid is None else list(grid)))
+
+    monkeypatch.setattr(cli, "LipSyncPipeline", Spy)
+    return seen
+
+
+def test_cli_uses_the_students_sampler_unless_steps_are_given(
+    runs: dict[str, Any], pipeline_spy: list, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    video = write_video(tmp_path / "person.mp4", seconds=0.12, fps=25)
+    audio = write_wav(tmp_path / "speech.wav", seconds=0.12)
+    argv = ["--video", str(video), "--audio", str(audio), "--out", str(tmp_path / "o.mp4"), "--no-progress"]
+    caplog.set_level(logging.INFO)
+    assert demo.main([*argv, "--ckpt", str(runs["slim"]), "--first-stage-ckpt", str(runs["student"])]) == 0
+    assert demo.main([*argv, "--ckpt", str(runs["student"]), "--steps", "5"]) == 0
+    assert demo.main([*argv, "--ckpt", str(runs["teacher"])]) == 0
+    assert pipeline_spy == [("ddim", 2, STUDENT_GRID), ("ddim", 5, None), ("dpm++", 25, None)]
+    said = [r.getMessage() for r in caplog.records]
+    assert any(m.startswith("sampling as the checkpoint records: ddim 2 steps") for m in said), said
+    assert any(m.startswith("--steps 5 given: sampling with ddim 5 steps instead of") for m in said), said
+
+
+# ----------------------------------------------------------------------------- (e) a bad teacher path
+
+
+def test_missing_teacher_is_one_error_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    data_root = write_dataset(tmp_path / "data")
+    missing = tmp_path / "no-such-teacher.ckpt"
+    argv = ["--base", str(TINY_CONFIG), "-t", "-l", str(tmp_path / "logs"), f"distill.teacher={missing}"]
+    assert main([*argv, *tiny_overrides(data_root)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [f"error: {missing}: distill.teacher: teacher checkpoint not found"], err
+    assert not (tmp_path / "logs").exists()  # failed before any run folder was made
