@@ -85,7 +85,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--lr", type=float, default=None, help="default: the config's model.base_learning_rate")
     p.add_argument("--variants", default="real,control", help="comma list of real, control")
     p.add_argument("--eval-frames", type=int, default=100, help="held-out frames per identity")
-    p.add_argument("--sample-steps", type=int, default=20, help="DPM-Solver++ steps")
+    p.add_argument("--sample-steps", type=int, default=20, help="sampler steps (0 with --sampler recorded: its steps)")
+    p.add_argument(
+        "--sampler",
+        default="dpm++",
+        choices=["dpm++", "ddim", "recorded"],
+        help="held-out sampler; recorded: the one a distilled student's checkpoint records (with --evaluate)",
+    )
     p.add_argument("--eval-every", type=int, default=4000, help="also evaluate (learning curve) every N steps")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     p.add_argument("--gpus", default=None, help="trainer --gpus (e.g. '0,'); default: CPU")
@@ -331,13 +337,20 @@ def evaluate_only(args: argparse.Namespace) -> dict:
         data / DATASET_DIR,
         data / "data_test.txt",
         args.eval_frames,
-        args.sample_steps,
+        args.sample_steps or None,
         seed=args.seed,
         progress=not args.no_progress,
+        sampler=None if args.sampler == "recorded" else args.sampler,
     )
     point = {"step": None, "loss": None, "train_seconds": None, "eval_seconds": None}
     point["videos"] = [{**asdict(v), "silence_residual": v.silence_residual} for v in res.videos]
-    entry = {"model": str(model_path), **summary(res, point)}
+    sampling = getattr(model, "sampling", None)
+    entry = {
+        "model": str(model_path),
+        "sampler": args.sampler if args.sampler != "recorded" else sampling and sampling.sampler,
+        "sample_steps": args.sample_steps or (sampling and sampling.steps),
+        **summary(res, point),
+    }
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "evaluation.json").write_text(json.dumps(entry, indent=2) + "\n")

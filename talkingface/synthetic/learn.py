@@ -34,6 +34,7 @@ from talkingface.inference.pipeline import (
     reference_latent,
     to_uint8,
 )
+from talkingface.inference.sampling import resolve_sampling
 from talkingface.model.image_driven_talkingface.DiffTalk.model import DiffTalkModel
 from talkingface.synthetic.face import mouth_opening_px, video_mouth_width
 from talkingface.synthetic.generate import mouth_truth, video_skin
@@ -141,12 +142,16 @@ def generate_heldout(
     ds: TalkDataset,
     rows: list[int],
     generator: torch.Generator,
-    sample_steps: int = 20,
+    sample_steps: int | None = 20,
     batch_size: int = 50,
+    sampler: str | None = "dpm++",
 ) -> Iterator[HeldoutBatch]:
     """Generate the dataset items ``rows`` (frames of one video) as the lip-sync pipeline does: its reference
     frame, its frame inputs from the saved crops, the dataset's audio windows, ``x_T`` drawn per batch from
-    ``generator``, DPM-Solver++ with ``sample_steps`` steps and the model's current weights."""
+    ``generator``, ``sampler`` (DPM-Solver++ by default) with ``sample_steps`` steps and the model's current weights.
+    ``sampler=None, sample_steps=None``: the sampler the checkpoint records (a distilled student's DDIM grid), as the
+    pipeline resolves it (:func:`~talkingface.inference.sampling.resolve_sampling`)."""
+    sampler, sample_steps, grid, _ = resolve_sampling(sampler, sample_steps, getattr(model, "sampling", None))
     size, latent = model.config.first_stage.resolution, model.image_size
     v = int(ds.videos[rows[0]])
     if any(int(ds.videos[i]) != v for i in rows):
@@ -161,7 +166,16 @@ def generate_heldout(
         latents = encode_frames(model, inputs)
         noise = model.initial_noise(len(chunk), generator)
         frames = inpaint_frames(
-            model, inputs, audio, ref, noise, latents, sampler="dpm++", steps=sample_steps, generator=generator
+            model,
+            inputs,
+            audio,
+            ref,
+            noise,
+            latents,
+            sampler=sampler,
+            steps=sample_steps,
+            generator=generator,
+            timesteps=grid,
         )
         landmarks = np.stack([lm * (size / c.shape[1]) for c, lm in crops])
         yield HeldoutBatch(list(chunk), inputs, landmarks, latents[0], frames)
@@ -173,10 +187,11 @@ def evaluate_heldout(
     root: str | Path,
     split: str | Path,
     max_frames_per_video: int = 100,
-    sample_steps: int = 20,
+    sample_steps: int | None = 20,
     batch_size: int = 50,
     seed: int = 0,
     progress: bool = True,
+    sampler: str | None = "dpm++",
 ) -> EvalResult:
     """Generate the mouths of held-out frames as the inference pipeline does (EMA weights) and compare with the
     truth, pooled and per identity (see :class:`VideoEval`)."""
@@ -196,7 +211,7 @@ def evaluate_heldout(
             truth = mouth_truth(root, v)[:, 0]
             v_true, v_pred, v_img, v_rec, v_lm = [], [], [], [], []
             v_metrics, v_rec_metrics, v_l1 = [], [], []
-            for batch in generate_heldout(model, ds, rows, gen, sample_steps, batch_size):
+            for batch in generate_heldout(model, ds, rows, gen, sample_steps, batch_size, sampler):
                 b = len(batch.rows)
                 image = torch.from_numpy(to_unit(batch.inputs.image))
                 pred = batch.frames.cpu()
