@@ -181,7 +181,7 @@ def prepare_first_stage(args: argparse.Namespace, cfg: Any, data: Path, root: Pa
 def run(args: argparse.Namespace) -> dict:
     if args.smoke:
         args.identities, args.seconds, args.test_identities = 2, 2.6, 1
-        args.first_stage_steps, args.eval_frames, args.sample_steps = 2, 4, 2
+        args.first_stage_steps, args.first_stage_batch, args.eval_frames, args.sample_steps = 2, 4, 4, 2
         args.steps = 3 if args.steps == build_parser().get_default("steps") else args.steps
     if args.threads:
         torch.set_num_threads(args.threads)
