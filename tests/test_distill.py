@@ -266,3 +266,23 @@ def test_missing_teacher_is_one_error_line(tmp_path: Path, capsys: pytest.Captur
     err = capsys.readouterr().err.strip().splitlines()
     assert err == [f"error: {missing}: distill.teacher: teacher checkpoint not found"], err
     assert not (tmp_path / "logs").exists()  # failed before any run folder was made
+
+
+def test_resume_refuses_a_round_teacher_with_missing_weights(runs: dict[str, Any]) -> None:
+    """A checkpoint's saved round teacher loads only when complete (bar the EMA and first-stage keys it leaves out):
+    a missing weight is an error naming the key, not a silently half-loaded teacher."""
+    from talkingface.model.image_driven_talkingface.DiffTalk.checkpoint import CheckpointError
+    from talkingface.training.distill import load_round_teacher
+
+    student = torch.load(runs["student"], map_location="cpu", weights_only=True)
+    saved = dict(student["distill_state"]["teacher"])
+    teacher = LatentDiffusion(load_config(student["difftalk_config"]).model)
+    load_round_teacher(teacher, saved)  # complete: loads
+    key = next(k for k in saved if k.startswith("model.diffusion_model."))
+    assert torch.equal(teacher.state_dict()[key], saved[key])
+    del saved[key]
+    with pytest.raises(CheckpointError, match="missing keys") as err:
+        load_round_teacher(teacher, saved)
+    assert key in str(err.value)
+    with pytest.raises(CheckpointError, match="unexpected keys"):
+        load_round_teacher(teacher, {**student["distill_state"]["teacher"], "bogus.weight": torch.zeros(1)})

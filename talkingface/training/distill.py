@@ -281,7 +281,22 @@ class ProgressiveDistillation(LatentDiffusion):
         state = checkpoint.get(DISTILL_STATE_KEY) or {}
         self.round = int(state.get("round", 0))
         if "teacher" in state:
-            result = self.teacher.load_state_dict(state["teacher"], strict=False)
-            if result.unexpected_keys:
-                raise ValueError(f"{DISTILL_STATE_KEY}: unexpected teacher keys {result.unexpected_keys[:5]}")
+            load_round_teacher(self.teacher, state["teacher"])
         self.sampling = self.round_setting(self.round)
+
+
+#: Teacher weights a checkpoint's ``distill_state`` leaves out: the teacher has no EMA of its own and shares the
+#: student's frozen first stage.
+ROUND_TEACHER_SKIPPED = ("model_ema.", "first_stage_model.")
+
+
+def load_round_teacher(teacher: torch.nn.Module, state_dict: dict[str, torch.Tensor]) -> None:
+    """Load a round's teacher saved in ``distill_state`` into ``teacher``: every key but those under
+    :data:`ROUND_TEACHER_SKIPPED` must be there and no other; otherwise ``CheckpointError`` with both key lists."""
+    result = teacher.load_state_dict(state_dict, strict=False)
+    missing = [k for k in result.missing_keys if not k.startswith(ROUND_TEACHER_SKIPPED)]
+    if missing or result.unexpected_keys:
+        raise CheckpointError(
+            f"{DISTILL_STATE_KEY}: the saved round teacher does not match the model: missing keys {missing}, "
+            f"unexpected keys {list(result.unexpected_keys)}"
+        )
