@@ -178,6 +178,8 @@ def test_distillation_steps_give_an_ordinary_difftalk_checkpoint_that_records_it
     assert student["global_step"] == 4  # max_steps -1: 2 rounds x 2 steps
     assert student[SAMPLING_CKPT_KEY]["steps"] == 2 and student[SAMPLING_CKPT_KEY]["timesteps"] == STUDENT_GRID
     assert student["distill_state"]["round"] == 1 and "teacher" in student["distill_state"]
+    # the EMA restarted at the round boundary: it averages the last round's student only (was 4: both rounds)
+    assert int(s_sd["model_ema.num_updates"]) == 2
     # the student started from the teacher: same first stage, and the UNet moved from there
     fs = [k for k in t_sd if k.startswith("first_stage_model.")]
     assert fs and all(torch.equal(s_sd[k], t_sd[k]) for k in fs)

@@ -194,10 +194,14 @@ class ProgressiveDistillation(LatentDiffusion):
 
     @torch.no_grad()
     def advance_round(self) -> None:
-        """The student's EMA weights become the teacher; the student starts the next round from them."""
+        """The student's EMA weights become the teacher; the student starts the next round from them, with its EMA
+        restarted (warm-up from zero)."""
         teacher = self.teacher
         if self.use_ema:
             self.model_ema.copy_to(self.model)
+            # the next round's EMA averages that round's student only: without the restart its warm-up is long over
+            # (decay at the config's value) and the final student kept a large share of the previous round's weights
+            self.model_ema.restart(self.model)
         teacher.model.load_state_dict(self.model.state_dict())
         for name in ("cond_stage_model_for_audio", "cond_stage_model_for_audio_smooth", "cond_stage_model_for_ldm"):
             getattr(teacher, name).load_state_dict(getattr(self, name).state_dict())

@@ -57,6 +57,16 @@ class LitEma(nn.Module):
     update = forward
 
     @torch.no_grad()
+    def restart(self, model: nn.Module) -> None:
+        """Start over from ``model``'s weights: every shadow := its parameter, and the warm-up counts from zero again
+        (the EMA then forgets everything before this call within a few hundred updates)."""
+        params, shadows = self._pairs(model)
+        for p, s in zip(params, shadows):
+            s.copy_(p.detach().to(s.dtype))
+        if int(self.num_updates) >= 0:
+            self.num_updates.zero_()
+
+    @torch.no_grad()
     def copy_to(self, model: nn.Module) -> None:
         params, shadows = self._pairs(model)
         for p, s in zip(params, shadows):
