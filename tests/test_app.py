@@ -130,7 +130,11 @@ def test_options_offer_the_bundled_model_and_samplers(temp_root: Path) -> None:
     [
         ({"video": ("notes.txt", b"hello", "text/plain")}, 415, "error: notes.txt: unsupported video type '.txt'"),
         ({"video": ("clip.mp4", b"<html>", "text/html")}, 415, "error: clip.mp4: sent as 'text/html', which is not"),
-        ({"speech": ("voice.wav", b"RIFF", "audio/wav")}, 400, "error: video: missing; upload a portrait video"),
+        (
+            {"speech": ("voice.wav", b"RIFF", "audio/wav")},
+            400,
+            "error: video: missing; upload a file or choose another",
+        ),
         ({"video": ("clip.mp4", b"", "video/mp4")}, 400, "error: clip.mp4: empty file"),
         ({"video": ("clip.mp4", b"x" * 20_000, "video/mp4")}, 413, "error: clip.mp4: larger than the 0.01 MB"),
     ],
@@ -139,7 +143,7 @@ def test_bad_uploads_are_refused_with_one_line(
     temp_root: Path, files: dict[str, tuple[str, bytes, str]], status: int, message: str
 ) -> None:
     with make_client(temp_root, max_upload_mb=0.01) as client:
-        r = client.post("/api/jobs", files=files, data={"source": "upload"}, headers=HEADERS)
+        r = client.post("/api/jobs", files=files, data={"video_source": "upload"}, headers=HEADERS)
         assert r.status_code == status
         assert assert_one_line(r.json()).startswith(message)
         assert list(app_folder(temp_root).iterdir()) == []  # the rejected upload's folder is gone
@@ -149,17 +153,18 @@ def test_bad_uploads_are_refused_with_one_line(
 def test_oversize_request_refused_before_reading(temp_root: Path) -> None:
     with make_client(temp_root, max_upload_mb=0.01) as client:
         big = {"video": ("clip.mp4", b"x" * 4_000_000, "video/mp4")}
-        r = client.post("/api/jobs", files=big, data={"source": "upload"}, headers=HEADERS)
+        r = client.post("/api/jobs", files=big, headers=HEADERS)
     assert r.status_code == 413 and "larger than the 0.01 MB upload limit" in assert_one_line(r.json())
 
 
 @pytest.mark.parametrize(
     ("data", "message"),
     [
-        ({"source": "sample", "steps": "0"}, "error: steps: must be a whole number of at least 1, got '0'"),
-        ({"source": "sample", "steps": "2.5"}, "error: steps: must be a whole number of at least 1, got '2.5'"),
-        ({"source": "sample", "sampler": "euler"}, "error: sampler: unknown 'euler'; choose one of ddim, dpm++"),
-        ({"source": "camera"}, "error: source: must be 'upload' or 'sample', got 'camera'"),
+        ({"steps": "0"}, "error: steps: must be a whole number of at least 1, got '0'"),
+        ({"steps": "2.5"}, "error: steps: must be a whole number of at least 1, got '2.5'"),
+        ({"sampler": "euler"}, "error: sampler: unknown 'euler'; choose one of ddim, dpm++"),
+        ({"video_source": "camera"}, "error: video_source: must be one of upload, sample, got 'camera'"),
+        ({"speech_source": "upload"}, "error: speech: missing; upload a file or choose another speech_source"),
     ],
 )
 def test_bad_fields(temp_root: Path, data: dict[str, str], message: str) -> None:
@@ -171,14 +176,14 @@ def test_bad_fields(temp_root: Path, data: dict[str, str], message: str) -> None
 def test_requests_without_the_app_header_are_refused(temp_root: Path) -> None:
     """A page of another site can post a form here, but cannot add the header (CORS): it cannot start jobs."""
     with make_client(temp_root) as client:
-        r = client.post("/api/jobs", data={"source": "sample"})
+        r = client.post("/api/jobs", data={"video_source": "sample"})
         assert r.status_code == 403 and "X-Talkingface" in assert_one_line(r.json())
         assert list(app_folder(temp_root).iterdir()) == []
 
 
 def test_missing_checkpoint_is_one_line_in_the_job(temp_root: Path) -> None:
     with make_client(temp_root) as client:
-        r = client.post("/api/jobs", data={"source": "sample", "checkpoint": "/nowhere/model.ckpt"}, headers=HEADERS)
+        r = client.post("/api/jobs", data={"checkpoint": "/nowhere/model.ckpt"}, headers=HEADERS)
         assert r.status_code == 202
         job = wait(client, r.json()["id"])
         assert job["state"] == "failed"
@@ -190,7 +195,7 @@ def test_unreadable_upload_is_named_by_its_own_name(temp_root: Path, media: dict
     """The job's message names the user's file, not the temp folder it was stored in; no model is loaded."""
     files = {"video": ("holiday.mp4", np.random.default_rng(0).bytes(4096), "video/mp4")}
     with make_client(temp_root) as client:
-        r = client.post("/api/jobs", files=files, data={"source": "upload"}, headers=HEADERS)
+        r = client.post("/api/jobs", files=files, headers=HEADERS)
         job = wait(client, r.json()["id"])
     assert job["state"] == "failed"
     assert job["message"].startswith("error: holiday.mp4: cannot open as a media file")
@@ -200,10 +205,10 @@ def test_unreadable_upload_is_named_by_its_own_name(temp_root: Path, media: dict
 def test_job_runs_reports_progress_and_files_are_removed(temp_root: Path, media: dict[str, Path]) -> None:
     """Upload -> job -> mp4; a second job meanwhile is refused; discarding a job and stopping remove the files."""
     with make_client(temp_root) as client:
-        r = client.post("/api/jobs", files=upload(media), data={"source": "upload", "steps": "2"}, headers=HEADERS)
+        r = client.post("/api/jobs", files=upload(media), data={"steps": "2"}, headers=HEADERS)
         assert r.status_code == 202
         job_id = r.json()["id"]
-        busy = client.post("/api/jobs", data={"source": "sample"}, headers=HEADERS)
+        busy = client.post("/api/jobs", data={"video_source": "sample"}, headers=HEADERS)
         assert busy.status_code == 409
         assert busy.json()["message"] == "error: job: another job is running; wait for it to finish"
         job = wait(client, job_id)
@@ -220,7 +225,7 @@ def test_job_runs_reports_progress_and_files_are_removed(temp_root: Path, media:
         assert not (folder / job_id).exists()
         assert client.get(f"/api/jobs/{job_id}").status_code == 404
         # a job left behind is removed at shutdown
-        r = client.post("/api/jobs", data={"source": "sample", "steps": "1"}, headers=HEADERS)
+        r = client.post("/api/jobs", data={"steps": "1"}, headers=HEADERS)
         assert wait(client, r.json()["id"])["state"] == "done"
         assert (folder / r.json()["id"]).is_dir()
     assert list(temp_root.iterdir()) == []
@@ -228,7 +233,7 @@ def test_job_runs_reports_progress_and_files_are_removed(temp_root: Path, media:
 
 def test_finished_jobs_expire(temp_root: Path) -> None:
     with make_client(temp_root, keep_s=0.0) as client:
-        r = client.post("/api/jobs", data={"source": "sample", "checkpoint": "/nowhere.ckpt"}, headers=HEADERS)
+        r = client.post("/api/jobs", data={"checkpoint": "/nowhere.ckpt"}, headers=HEADERS)
         job_id = r.json()["id"]
         deadline = time.monotonic() + 30
         while client.get(f"/api/jobs/{job_id}").status_code == 200 and time.monotonic() < deadline:
@@ -308,7 +313,8 @@ def test_browser_upload_runs_plays_and_downloads(
             page.set_input_files("#video", str(media["video"]))
             page.set_input_files("#speech", str(media["speech"]))
             page.set_input_files("#landmarks", str(media["landmarks"]))
-            assert page.is_checked("#source-upload")  # choosing a file switched from the sample
+            # choosing a file switched from the sample
+            assert page.is_checked("#video-upload") and page.is_checked("#speech-upload")
             page.fill("#steps", "2")
             page.click("#run")
             page.wait_for_selector("#output:not([hidden])", timeout=120_000)
@@ -326,8 +332,8 @@ def test_browser_upload_runs_plays_and_downloads(
             broken = tmp_path / "broken.mp4"
             broken.write_bytes(np.random.default_rng(0).bytes(4096))
             page.set_input_files("#video", str(broken))
-            page.set_input_files("#speech", [])
             page.set_input_files("#landmarks", [])
+            page.check("#speech-video")
             page.click("#run")
             page.wait_for_selector("#error:not([hidden])", timeout=60_000)
             assert page.inner_text("#error").startswith("error: broken.mp4: cannot open as a media file")
@@ -349,3 +355,41 @@ def test_browser_upload_runs_plays_and_downloads(
     assert rms > 0.01 and 0.5 < rms / speech_rms < 2.0  # the speech, not silence
     # the synthetic frames are not a still image: the mouth moves
     assert max(float(np.abs(f.astype(np.int16) - frames[0]).mean()) for f in frames[1:]) > 0.5
+
+
+def test_browser_microphone_recording_drives_the_sample_face(server: str, tmp_path: Path) -> None:
+    """Record from Chromium's fake microphone (webm/opus from MediaRecorder) and lip-sync the sample portrait to it."""
+    from playwright.sync_api import sync_playwright
+
+    chromium = find_chromium()
+    fake_microphone = ["--use-fake-ui-for-media-stream", "--use-fake-device-for-media-stream"]
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=chromium, args=CHROMIUM_ARGS + fake_microphone)
+        try:
+            page = browser.new_page()
+            page.goto(server)
+            page.wait_for_function("document.getElementById('checkpoint').value !== ''")
+            page.click("#record")
+            page.wait_for_selector("text=Stop recording")
+            page.wait_for_timeout(800)
+            page.click("#record")
+            page.wait_for_function("document.getElementById('speech').files.length === 1")
+            name = page.evaluate("document.getElementById('speech').files[0].name")
+            assert name in ("recording.webm", "recording.ogg")
+            assert page.is_checked("#speech-upload") and page.is_checked("#video-sample")
+            page.fill("#steps", "1")
+            page.click("#run")
+            page.wait_for_selector("#output:not([hidden])", timeout=120_000)
+            recorded = page.evaluate(
+                "document.getElementById('speech').files[0].arrayBuffer().then(b => Array.from(new Uint8Array(b)))"
+            )
+            body = page.request.get(server + str(page.get_attribute("#download", "href"))).body()
+        finally:
+            browser.close()
+    (tmp_path / name).write_bytes(bytes(recorded))
+    (tmp_path / "result.mp4").write_bytes(body)
+    frames, samples, rate = decoded(tmp_path / "result.mp4")
+    speech = load_audio(tmp_path / name)
+    assert 0.5 < speech.seconds < 5.0
+    assert abs(len(frames) - speech.seconds * FPS) <= 1
+    assert abs(len(samples) / rate - speech.seconds) <= 1 / FPS

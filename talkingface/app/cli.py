@@ -94,7 +94,8 @@ def main(argv: list[str] | None = None) -> int:
             keep_s=args.keep_minutes * 60,
             checkpoints=tuple(args.ckpt),
         ),
-        allowed_hosts=("127.0.0.1", "localhost", "[::1]", "::1") if loopback else None,
+        # a loopback server answers only to its own names: a web page cannot reach it by DNS rebinding
+        allowed_hosts=("127.0.0.1", "localhost") if loopback and family == socket.AF_INET else None,
     )
     app = create_app(settings)
     port = sock.getsockname()[1]

@@ -58,13 +58,15 @@ class JobCancelledError(RuntimeError):
 
 @dataclass(frozen=True)
 class JobRequest:
-    """What the user asked for. ``video`` None: the generated sample clip (``sample_seconds`` long) with its
-    speech; ``speech`` None: the video's own audio track. ``checkpoint``/``sampler``/``steps`` None: the defaults
-    (as ``talkingface lipsync`` without ``--ckpt``/``--sampler``/``--steps``)."""
+    """What the user asked for. ``video`` None: the generated sample portrait (``sample_seconds`` long, with its
+    landmarks); ``speech`` None: the generated sample speech when ``sample_speech``, else the video's own audio
+    track. ``checkpoint``/``sampler``/``steps`` None: the defaults (as ``talkingface lipsync`` without ``--ckpt``/
+    ``--sampler``/``--steps``)."""
 
     video: Path | None = None
     speech: Path | None = None
     landmarks: Path | None = None
+    sample_speech: bool = True
     checkpoint: str | None = None
     sampler: str | None = None
     steps: int | None = None
@@ -277,11 +279,14 @@ class JobRunner:
         job.phase = "loading the model"
         model = self.load_model(ckpt)
         video, speech = request.video, request.speech
-        if video is None:  # the sample: as the no-argument demo, with the generator's landmarks instead of dlib
+        if video is None or (speech is None and request.sample_speech):
             job.phase = "making the sample clip"
             (job.folder / "sample").mkdir()
-            video, speech = make_sample_media(job.folder / "sample", self.settings.sample_seconds)
-            landmarks = read_landmarks(sidecar_path(video))
+            sample_video, sample_speech = make_sample_media(job.folder / "sample", self.settings.sample_seconds)
+            if video is None:  # as the no-argument demo: the generator's landmarks instead of dlib
+                video, landmarks = sample_video, read_landmarks(sidecar_path(sample_video))
+            if speech is None and request.sample_speech:
+                speech = sample_speech
         # the bundled model was trained on the synthetic layout's 128-pixel crops: draw its masks at that size
         crop = {"crop_size": DEMO_CROP_SIZE} if is_bundled_model(ckpt) else {}
         options = LipSyncOptions(sampler=request.sampler, steps=request.steps, **crop)

@@ -7,10 +7,14 @@
     GET    /api/jobs/{id}/result.mp4  the lip-synced video (once state is "done")
     DELETE /api/jobs/{id}             cancel / discard a job and remove its files
 
-Form fields of ``POST /api/jobs``: ``source`` ("upload" or "sample"), ``video``, ``speech`` (optional: the video's
-own audio), ``landmarks`` (optional ``.npy``, instead of dlib), ``checkpoint``, ``sampler``, ``steps`` (empty: the
-defaults). POST and DELETE need the header ``X-Talkingface: 1``, which a page of another site cannot send without
-the server's consent (CORS), so it cannot start jobs here. Every error is ``{"message": "error: <what>: <problem>"}``.
+Form fields of ``POST /api/jobs``: the files ``video``, ``speech`` and ``landmarks`` (optional ``.npy`` in video
+pixels, instead of dlib); ``video_source`` ("upload" or "sample": the generated synthetic portrait; default: upload
+when a video is sent), ``speech_source`` ("upload", "sample": the generated speech, or "video": the video's own
+track; default: upload when a speech file is sent, else the sample with the sample video, else the video's own);
+``checkpoint``, ``sampler``, ``steps`` (empty: the defaults, as ``talkingface lipsync`` without those flags).
+
+POST and DELETE need the header ``X-Talkingface: 1``, which a page of another site cannot send without the server's
+consent (CORS), so such a page cannot start jobs here. Every error is ``{"message": "error: <what>: <problem>"}``.
 """
 
 from __future__ import annotations
@@ -27,7 +31,7 @@ from pathlib import Path
 
 from fastapi import FastAPI, Request
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response
-from starlette.datastructures import UploadFile
+from starlette.datastructures import FormData, UploadFile
 from starlette.middleware.trustedhost import TrustedHostMiddleware
 
 from talkingface.app.jobs import DONE, BusyError, JobRequest, JobRunner, RunnerSettings
@@ -47,6 +51,8 @@ ACCEPT = {
 }
 MEDIA_TYPES = ("video/", "audio/")
 NEUTRAL_TYPES = ("", "application/octet-stream")  # what a browser sends when it does not know the type
+VIDEO_SOURCES = ("upload", "sample")  # the user's video, or the generated sample portrait
+SPEECH_SOURCES = ("upload", "sample", "video")  # the user's file (or recording), the sample speech, the video's own
 CSRF_HEADER = "x-talkingface"
 DEFAULT_MAX_UPLOAD_MB = 200.0
 CHUNK = 1 << 20
@@ -123,7 +129,49 @@ async def _save(upload: UploadFile, what: str, folder: Path, limit: int, limit_m
     return target
 
 
-def _optional_int(form: dict[str, object], key: str) -> int | None:
+def _choice(form: FormData, key: str, default: str, allowed: tuple[str, ...]) -> str:
+    value = str(form.get(key) or "").strip() or default
+    if value not in allowed:
+        raise UploadError(400, key, f"must be one of {', '.join(allowed)}, got {value!r}")
+    return value
+
+
+async def _read_form(form: FormData, folder: Path, limit: int, limit_mb: float) -> JobRequest:
+    """The job a ``POST /api/jobs`` form asks for, its files saved into ``folder`` (see the module docstring)."""
+    uploads = {
+        what: upload
+        for what in ACCEPT
+        if isinstance(upload := form.get(what), UploadFile) and upload.filename  # an empty file input sends no name
+    }
+    video_from = _choice(form, "video_source", "upload" if "video" in uploads else "sample", VIDEO_SOURCES)
+    speech_default = "upload" if "speech" in uploads else ("sample" if video_from == "sample" else "video")
+    speech_from = _choice(form, "speech_source", speech_default, SPEECH_SOURCES)
+    sampler = str(form.get("sampler") or "").strip() or None
+    if sampler is not None and sampler not in SAMPLERS:
+        raise UploadError(
+            400, "sampler", f"unknown {sampler!r}; choose one of {', '.join(SAMPLERS)}, or leave it empty"
+        )
+    steps = _optional_int(form, "steps")
+    wanted = {"video": video_from == "upload", "speech": speech_from == "upload", "landmarks": video_from == "upload"}
+    files: dict[str, Path | None] = dict.fromkeys(ACCEPT)
+    for what, upload in uploads.items():
+        if wanted[what]:
+            files[what] = await _save(upload, what, folder, limit, limit_mb)
+    for what in ("video", "speech"):
+        if wanted[what] and files[what] is None:
+            raise UploadError(400, what, f"missing; upload a file or choose another {what}_source")
+    return JobRequest(
+        video=files["video"],
+        speech=files["speech"],
+        landmarks=files["landmarks"],
+        sample_speech=speech_from == "sample",
+        checkpoint=str(form.get("checkpoint") or "").strip() or None,
+        sampler=sampler,
+        steps=steps,
+    )
+
+
+def _optional_int(form: FormData, key: str) -> int | None:
     value = str(form.get(key) or "").strip()
     if not value:
         return None
@@ -183,40 +231,13 @@ def create_app(settings: AppSettings | None = None) -> FastAPI:
         job_id, folder = runner.new_folder()
         try:
             async with request.form(max_files=len(ACCEPT), max_fields=16) as form:
-                source = str(form.get("source") or "upload")
-                if source not in ("upload", "sample"):
-                    raise UploadError(400, "source", f"must be 'upload' or 'sample', got {source!r}")
-                sampler = str(form.get("sampler") or "").strip() or None
-                if sampler is not None and sampler not in SAMPLERS:
-                    raise UploadError(
-                        400, "sampler", f"unknown {sampler!r}; choose one of {', '.join(SAMPLERS)}, or leave it empty"
-                    )
-                steps = _optional_int(dict(form), "steps")
-                files: dict[str, Path | None] = {}
-                for what in ("video", "speech", "landmarks"):
-                    upload = form.get(what)
-                    has_file = isinstance(upload, UploadFile) and bool(upload.filename)
-                    if source == "upload" and has_file:
-                        files[what] = await _save(upload, what, folder, limit, settings.max_upload_mb)  # type: ignore[arg-type]
-                    else:
-                        files[what] = None
-                if source == "upload" and files["video"] is None:
-                    raise UploadError(400, "video", "missing; upload a portrait video or pick the sample")
-                checkpoint = str(form.get("checkpoint") or "").strip() or None
+                job_request = await _read_form(form, folder, limit, settings.max_upload_mb)
         except UploadError as err:
             shutil.rmtree(folder, ignore_errors=True)
             return _error(err.status, str(err))
         except Exception:
             shutil.rmtree(folder, ignore_errors=True)
             raise
-        job_request = JobRequest(
-            video=files["video"],
-            speech=files["speech"],
-            landmarks=files["landmarks"],
-            checkpoint=checkpoint,
-            sampler=sampler,
-            steps=steps,
-        )
         try:
             job = runner.submit(job_id, folder, job_request)
         except BusyError as err:
