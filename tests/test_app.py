@@ -231,6 +231,24 @@ def test_job_runs_reports_progress_and_files_are_removed(temp_root: Path, media:
     assert list(temp_root.iterdir()) == []
 
 
+def test_discarding_a_running_job_cancels_it_and_removes_its_files(temp_root: Path) -> None:
+    with make_client(temp_root) as client:
+        job_id = client.post("/api/jobs", data={"steps": "2"}, headers=HEADERS).json()["id"]
+        assert client.delete(f"/api/jobs/{job_id}", headers=HEADERS).status_code == 204
+        assert client.get(f"/api/jobs/{job_id}").status_code == 404
+        deadline = time.monotonic() + 60
+        while list(app_folder(temp_root).iterdir()) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert list(app_folder(temp_root).iterdir()) == []  # removed once the job stopped
+        # and the runner is free again once the job has stopped
+        while time.monotonic() < deadline:
+            r = client.post("/api/jobs", data={"checkpoint": "/nowhere.ckpt"}, headers=HEADERS)
+            if r.status_code != 409:
+                break
+            time.sleep(0.05)
+        assert r.status_code == 202
+
+
 def test_finished_jobs_expire(temp_root: Path) -> None:
     with make_client(temp_root, keep_s=0.0) as client:
         r = client.post("/api/jobs", data={"checkpoint": "/nowhere.ckpt"}, headers=HEADERS)

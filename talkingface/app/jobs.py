@@ -176,14 +176,19 @@ class JobRunner:
         return job_id, folder
 
     def busy(self) -> bool:
+        """A job runs (or a discarded one is still stopping)."""
         with self._lock:
-            return any(job.active for job in self._jobs.values())
+            return self._busy()
+
+    def _busy(self) -> bool:
+        running = self._thread is not None and self._thread.is_alive()
+        return running or any(job.active for job in self._jobs.values())
 
     def submit(self, job_id: str, folder: Path, request: JobRequest) -> Job:
         """Start a job; raises :class:`BusyError` (and removes ``folder``) while another one runs."""
         self.sweep()
         with self._lock:
-            if any(job.active for job in self._jobs.values()):
+            if self._busy():
                 shutil.rmtree(folder, ignore_errors=True)
                 raise BusyError("another job is running; wait for it to finish")
             job = Job(job_id, folder, request)
@@ -277,6 +282,8 @@ class JobRunner:
             if request.landmarks is not None:
                 landmarks = read_landmarks(request.landmarks)
         job.phase = "loading the model"
+        if job.cancel.is_set():
+            raise JobCancelledError(job.id)
         model = self.load_model(ckpt)
         video, speech = request.video, request.speech
         if video is None or (speech is None and request.sample_speech):
