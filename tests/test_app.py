@@ -181,6 +181,14 @@ def test_requests_without_the_app_header_are_refused(temp_root: Path) -> None:
         assert list(app_folder(temp_root).iterdir()) == []
 
 
+def test_a_public_server_takes_only_the_offered_checkpoints(temp_root: Path) -> None:
+    with make_client(temp_root, any_checkpoint=False) as client:
+        r = client.post("/api/jobs", data={"checkpoint": "/etc/passwd"}, headers=HEADERS)
+        assert r.status_code == 400
+        assert assert_one_line(r.json()).startswith("error: checkpoint: not one of the offered ones")
+        assert list(app_folder(temp_root).iterdir()) == []
+
+
 def test_missing_checkpoint_is_one_line_in_the_job(temp_root: Path) -> None:
     with make_client(temp_root) as client:
         r = client.post("/api/jobs", data={"checkpoint": "/nowhere/model.ckpt"}, headers=HEADERS)
@@ -274,6 +282,27 @@ def test_cli_refuses_a_busy_port(capsys: pytest.CaptureFixture[str]) -> None:
 def test_cli_checks_its_numbers(capsys: pytest.CaptureFixture[str]) -> None:
     assert app_cli.main(["--max-upload-mb", "0"]) == 2
     assert capsys.readouterr().err.strip() == "error: --max-upload-mb: must be positive, got 0"
+
+
+def test_cli_binds_localhost_and_warns_for_other_addresses(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    import uvicorn
+
+    seen: list[tuple[AppSettings, tuple[str, int]]] = []
+    apps: list[AppSettings] = []
+    monkeypatch.setattr(app_cli, "create_app", lambda settings: apps.append(settings) or FastAPI())
+    monkeypatch.setattr(
+        uvicorn.Server, "run", lambda self, sockets: seen.append((apps[-1], sockets[0].getsockname()[:2]))
+    )
+    assert app_cli.main(["--port", "0"]) == 0
+    settings, (host, _) = seen[-1]
+    assert host == "127.0.0.1" and settings.any_checkpoint and settings.allowed_hosts == ("127.0.0.1", "localhost")
+    assert "reachable from other machines" not in caplog.text
+    assert app_cli.main(["--host", "0.0.0.0", "--port", "0"]) == 0
+    settings, (host, _) = seen[-1]
+    assert host == "0.0.0.0" and not settings.any_checkpoint and settings.allowed_hosts is None
+    assert "--host 0.0.0.0: the app is reachable from other machines" in caplog.text
 
 
 def test_loopback_addresses() -> None:

@@ -83,7 +83,7 @@ def main(argv: list[str] | None = None) -> int:
     if not loopback:
         log.warning(
             "--host %s: the app is reachable from other machines; it has no login, so anyone who reaches it can run "
-            "jobs on this machine. Use it only on a trusted network.",
+            "jobs on this machine (with the offered checkpoints only). Use it only on a trusted network.",
             args.host,
         )
     settings = AppSettings(
@@ -96,11 +96,13 @@ def main(argv: list[str] | None = None) -> int:
         ),
         # a loopback server answers only to its own names: a web page cannot reach it by DNS rebinding
         allowed_hosts=("127.0.0.1", "localhost") if loopback and family == socket.AF_INET else None,
+        any_checkpoint=loopback,  # others may only pick among the offered checkpoints, not read server paths
     )
     app = create_app(settings)
     port = sock.getsockname()[1]
     shown = f"[{args.host.strip('[]')}]" if family == socket.AF_INET6 else args.host
     log.info("talkingface app: open http://%s:%d in a browser (Ctrl-C stops it)", shown, port)
     server = uvicorn.Server(uvicorn.Config(app, log_level="warning"))
-    server.run(sockets=[sock])
+    with sock:
+        server.run(sockets=[sock])
     return EXIT_OK

@@ -72,6 +72,7 @@ class AppSettings:
     runner: RunnerSettings = field(default_factory=RunnerSettings)
     temp_dir: Path | None = None  # where the app's temp folder goes (default: the system's)
     allowed_hosts: tuple[str, ...] | None = None  # Host headers accepted (None: any); against DNS rebinding
+    any_checkpoint: bool = True  # False: only the offered checkpoints (a server reachable by others)
 
 
 def checkpoint_choices(extra: tuple[str, ...] = ()) -> list[dict[str, str]]:
@@ -138,11 +139,11 @@ def _choice(form: FormData, key: str, default: str, allowed: tuple[str, ...]) ->
 
 async def _read_form(form: FormData, folder: Path, limit: int, limit_mb: float) -> JobRequest:
     """The job a ``POST /api/jobs`` form asks for, its files saved into ``folder`` (see the module docstring)."""
-    uploads = {
-        what: upload
-        for what in ACCEPT
-        if isinstance(upload := form.get(what), UploadFile) and upload.filename  # an empty file input sends no name
-    }
+    uploads: dict[str, UploadFile] = {}
+    for what in ACCEPT:
+        upload = form.get(what)
+        if isinstance(upload, UploadFile) and upload.filename:  # an empty file input sends no name
+            uploads[what] = upload
     video_from = _choice(form, "video_source", "upload" if "video" in uploads else "sample", VIDEO_SOURCES)
     speech_default = "upload" if "speech" in uploads else ("sample" if video_from == "sample" else "video")
     speech_from = _choice(form, "speech_source", speech_default, SPEECH_SOURCES)
@@ -232,6 +233,11 @@ def create_app(settings: AppSettings | None = None) -> FastAPI:
         try:
             async with request.form(max_files=len(ACCEPT), max_fields=16) as form:
                 job_request = await _read_form(form, folder, limit, settings.max_upload_mb)
+            offered = [c["path"] for c in checkpoint_choices(settings.runner.checkpoints)]
+            if not settings.any_checkpoint and job_request.checkpoint not in (None, *offered):
+                raise UploadError(
+                    400, "checkpoint", "not one of the offered ones (this server takes only those; see --ckpt)"
+                )
         except UploadError as err:
             shutil.rmtree(folder, ignore_errors=True)
             return _error(err.status, str(err))
