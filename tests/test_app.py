@@ -232,10 +232,10 @@ def test_job_runs_reports_progress_and_files_are_removed(temp_root: Path, media:
         assert client.delete(f"/api/jobs/{job_id}", headers=HEADERS).status_code == 204
         assert not (folder / job_id).exists()
         assert client.get(f"/api/jobs/{job_id}").status_code == 404
-        # a job left behind is removed at shutdown
-        r = client.post("/api/jobs", data={"steps": "1"}, headers=HEADERS)
-        assert wait(client, r.json()["id"])["state"] == "done"
-        assert (folder / r.json()["id"]).is_dir()
+        # a job left behind (here one with an upload that failed) is removed at shutdown
+        r = client.post("/api/jobs", files=upload(media), data={"checkpoint": "/nowhere.ckpt"}, headers=HEADERS)
+        assert wait(client, r.json()["id"])["state"] == "failed"
+        assert (folder / r.json()["id"] / "video" / media["video"].name).is_file()
     assert list(temp_root.iterdir()) == []
 
 
@@ -385,6 +385,8 @@ def test_browser_upload_runs_plays_and_downloads(
             page.wait_for_selector("#error:not([hidden])", timeout=60_000)
             assert page.inner_text("#error").startswith("error: broken.mp4: cannot open as a media file")
             assert page.is_hidden("#output")
+            first_job = href.split("/")[3]  # /api/jobs/ID/result.mp4: the next run discarded it with its files
+            assert not (app_folder(temp_root) / first_job).exists()
         finally:
             browser.close()
 
