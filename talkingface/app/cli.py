@@ -78,6 +78,7 @@ def main(argv: list[str] | None = None) -> int:
         sock = socket.socket(family, socket.SOCK_STREAM)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind((args.host.strip("[]"), args.port))
+        sock.listen(128)  # a browser opened at once waits while the server starts
     except OSError as err:
         return fail(f"--host {args.host} --port {args.port}", f"cannot listen there ({err.strerror or err})")
     if not loopback:
