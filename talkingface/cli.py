@@ -33,6 +33,7 @@ COMMANDS: dict[str, Command] = {
     "synthetic": Command("talkingface.synthetic.cli", "generate synthetic talking-face videos and datasets"),
     "cache": Command("talkingface.training.latent_cache", "precompute first-stage latents of a dataset (build)"),
     "export": Command("talkingface.training.export", "slim safetensors export of a trainer checkpoint"),
+    "app": Command("talkingface.app.cli", "web app: upload a video and speech, get the lip-synced mp4"),
 }
 
 

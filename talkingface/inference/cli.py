@@ -23,13 +23,13 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 import sys
 from pathlib import Path
 
 from talkingface.cli_support import EXIT_OK, ArgumentParser, report
 from talkingface.inference import InferenceError, LipSyncOptions, LipSyncPipeline
 from talkingface.inference.landmark_file import read_landmarks
+from talkingface.inference.model_choice import resolve_checkpoint, same_file
 from talkingface.inference.sampling import DEFAULT_SAMPLER, DEFAULT_STEPS, PRECISIONS, SAMPLERS
 from talkingface.inference.writer import check_output
 from talkingface.media.decode import probe_video
@@ -37,18 +37,12 @@ from talkingface.media.errors import PreprocessError
 from talkingface.media.face_choice import add_face_argument
 from talkingface.media.features import BACKEND_KINDS
 from talkingface.model.image_driven_talkingface.DiffTalk import CheckpointError, ConfigError, get_difftalk_inference
-from talkingface.model.image_driven_talkingface.DiffTalk.loader import DEFAULT_CKPT, resolve_path
-from talkingface.synthetic.export import demo_model_paths
+from talkingface.model.image_driven_talkingface.DiffTalk.loader import DEFAULT_CKPT
 
 log = logging.getLogger(__name__)
 
 DEFAULTS = LipSyncOptions()
 EXIT_INTERRUPTED = 130  # 128 + SIGINT, as a shell reports Ctrl-C
-TRAIN_COMMAND = "python trainer/DiffTalkTrainer.py --base configs/latent-diffusion/talking.yaml -t ..."
-SYNTHETIC_MODEL_WARNING = (
-    "%s: the bundled synthetic demo model was trained on synthetic cartoon faces and will not look right on real "
-    "faces. To get a real model, train one (`" + TRAIN_COMMAND + "`) and put it at %s, or pass --ckpt PATH."
-)
 
 
 def build_parser() -> ArgumentParser:
@@ -155,16 +149,6 @@ def _check_counts(args: argparse.Namespace) -> None:
             raise InferenceError(flag, f"must be at least 1, got {value}")
 
 
-def _same_file(a: Path, b: Path) -> bool:
-    """``a`` and ``b`` name one file or folder (other spellings, symlinks, hard links)."""
-    if a.resolve() == b.resolve():
-        return True
-    try:
-        return a.exists() and b.exists() and os.path.samefile(a, b)
-    except OSError:
-        return False
-
-
 def _check_outputs_are_not_inputs(args: argparse.Namespace) -> None:
     """--out / --frames-dir must not be an input: with --overwrite the input would be replaced by the result."""
     inputs = [("--video", args.video), ("--audio", args.audio), ("--landmarks", args.landmarks)]
@@ -172,29 +156,17 @@ def _check_outputs_are_not_inputs(args: argparse.Namespace) -> None:
         if out is None:
             continue
         for flag, path in inputs:
-            if path is not None and _same_file(Path(out), Path(path)):
+            if path is not None and same_file(Path(out), Path(path)):
                 raise InferenceError(out, f"is the input {flag} {path}; write the result to another path")
-
-
-def _is_bundled_model(path: Path) -> bool:
-    bundled = demo_model_paths()[1]
-    return path.exists() and bundled.exists() and _same_file(path, bundled)
 
 
 def choose_checkpoint(ckpt: str | None) -> Path:
     """The checkpoint a run with a user video uses: ``--ckpt``, else ``DEFAULT_CKPT`` when it exists, else the
     bundled synthetic demo model; a warning says when that model is used (chosen or by default)."""
-    if ckpt is not None:
-        path = Path(ckpt)
-        if _is_bundled_model(path):
-            log.warning(SYNTHETIC_MODEL_WARNING, f"--ckpt {ckpt}", DEFAULT_CKPT)
-        return path
-    default = resolve_path(DEFAULT_CKPT)
-    if default.is_file():
-        return default
-    bundled = demo_model_paths()[1]
-    log.warning(SYNTHETIC_MODEL_WARNING, f"no checkpoint at {DEFAULT_CKPT}, using {bundled}", DEFAULT_CKPT)
-    return bundled
+    path, warning = resolve_checkpoint(ckpt)
+    if warning is not None:
+        log.warning("%s", warning)
+    return path
 
 
 def run(args: argparse.Namespace) -> None:

@@ -1,0 +1,307 @@
+"""Lip-sync jobs of the web app: one at a time in a background thread, with progress, each in its own temp folder.
+
+A job holds its uploads, the sample clip (when the user picked it) and the result in ``<root>/<id>/``; the folder is
+removed when the job is discarded, when a finished job is older than ``keep_s`` and when the runner closes.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import secrets
+import shutil
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from talkingface.cli_support import one_line
+from talkingface.inference import InferenceError, LipSyncOptions, LipSyncPipeline, PreparedVideo, Speech
+from talkingface.inference.landmark_file import SourceLandmarks, read_landmarks
+from talkingface.inference.model_choice import is_bundled_model, resolve_checkpoint
+from talkingface.media.decode import probe_video
+from talkingface.media.errors import PreprocessError
+from talkingface.model.image_driven_talkingface.DiffTalk import (
+    CheckpointError,
+    ConfigError,
+    DiffTalkModel,
+    get_difftalk_inference,
+)
+from talkingface.model.image_driven_talkingface.DiffTalk.loader import resolve_path
+from talkingface.synthetic.demo import DEMO_CROP_SIZE, make_sample_media
+from talkingface.synthetic.generate import sidecar_path
+
+log = logging.getLogger(__name__)
+
+#: The product's bad-input errors: their message is the one line the page shows.
+INPUT_ERRORS = (InferenceError, PreprocessError, CheckpointError, ConfigError)
+#: Sub-folders of a job folder that hold the user's files under their own names (stripped from messages).
+INPUT_DIRS = ("video", "speech", "landmarks", "sample")
+RESULT_NAME = "result.mp4"
+#: Finished jobs kept at most (the oldest are discarded first), besides the age limit.
+MAX_KEPT = 8
+
+QUEUED, RUNNING, DONE, FAILED, CANCELLED = "queued", "running", "done", "failed", "cancelled"
+
+
+class BusyError(RuntimeError):
+    """Another job is running."""
+
+
+class JobCancelledError(RuntimeError):
+    """The job was cancelled (discarded or the server is shutting down)."""
+
+
+@dataclass(frozen=True)
+class JobRequest:
+    """What the user asked for. ``video`` None: the generated sample portrait (``sample_seconds`` long, with its
+    landmarks); ``speech`` None: the generated sample speech when ``sample_speech``, else the video's own audio
+    track. ``checkpoint``/``sampler``/``steps`` None: the defaults (as ``talkingface lipsync`` without ``--ckpt``/
+    ``--sampler``/``--steps``)."""
+
+    video: Path | None = None
+    speech: Path | None = None
+    landmarks: Path | None = None
+    sample_speech: bool = True
+    checkpoint: str | None = None
+    sampler: str | None = None
+    steps: int | None = None
+
+
+@dataclass
+class Job:
+    id: str
+    folder: Path
+    request: JobRequest
+    state: str = QUEUED
+    phase: str = "waiting"
+    done: int = 0
+    total: int = 0
+    message: str = ""
+    warning: str | None = None
+    created: float = field(default_factory=time.monotonic)
+    finished: float | None = None
+    cancel: threading.Event = field(default_factory=threading.Event)
+
+    @property
+    def result(self) -> Path:
+        return self.folder / RESULT_NAME
+
+    @property
+    def active(self) -> bool:
+        return self.state in (QUEUED, RUNNING)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "state": self.state,
+            "phase": self.phase,
+            "done": self.done,
+            "total": self.total,
+            "message": self.message,
+            "warning": self.warning,
+            "result": f"/api/jobs/{self.id}/result.mp4" if self.state == DONE else None,
+        }
+
+    def user_message(self, err: BaseException) -> str:
+        """``error: <file>: <problem>`` on one line, naming uploads by their own names instead of temp paths."""
+        text = one_line(err)
+        folder = re.escape(str(self.folder))
+        text = re.sub(folder + r"/(?:" + "|".join(INPUT_DIRS) + r")/", "", text)
+        return f"error: {text.replace(str(self.folder) + '/', '')}"
+
+
+@dataclass(frozen=True)
+class RunnerSettings:
+    device: str | None = None  # None: cuda when available, else cpu
+    sample_seconds: float = 4.0
+    keep_s: float = 3600.0  # finished jobs (and their files) are kept this long
+    checkpoints: tuple[str, ...] = ()  # extra checkpoints offered on the page (``--ckpt``)
+
+
+class _ProgressPipeline(LipSyncPipeline):
+    """The lip-sync pipeline reporting its phase and the frames written to a job, and stopping when it is cancelled."""
+
+    def __init__(self, model: DiffTalkModel, job: Job, **kwargs: Any) -> None:
+        super().__init__(model, **kwargs)
+        self.job = job
+
+    def _check(self) -> None:
+        if self.job.cancel.is_set():
+            raise JobCancelledError(self.job.id)
+
+    def prepare_speech(self, audio: str | Path, from_video: bool = False) -> Speech:
+        self._check()
+        self.job.phase = "reading the speech"
+        return super().prepare_speech(audio, from_video)
+
+    def prepare_video(
+        self, video: str | Path, progress: bool = False, landmarks: str | Path | SourceLandmarks | None = None
+    ) -> PreparedVideo:
+        self._check()
+        self.job.phase = "finding the face" if landmarks is None else "reading the video"
+        return super().prepare_video(video, progress, landmarks)
+
+    def generate(self, video: PreparedVideo, speech: Speech, progress: bool = False) -> Iterator[np.ndarray]:
+        self.job.total, self.job.done, self.job.phase = speech.n_frames, 0, "generating"
+        for frame in super().generate(video, speech, progress):
+            self._check()
+            yield frame  # the pipeline writes it before asking for the next one
+            self.job.done += 1
+        self.job.phase = "finishing the video"
+
+
+class JobRunner:
+    """Runs one job at a time in a daemon thread; keeps finished jobs until they expire or are discarded."""
+
+    def __init__(self, root: Path, settings: RunnerSettings | None = None) -> None:
+        self.root = Path(root)
+        self.root.mkdir(parents=True, exist_ok=True)
+        self.settings = settings or RunnerSettings()
+        self._jobs: dict[str, Job] = {}
+        self._lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+        self._model: tuple[tuple[str, float, str | None], DiffTalkModel] | None = None
+
+    # ------------------------------------------------------------------ jobs
+    def new_folder(self) -> tuple[str, Path]:
+        """A fresh job id and its (created) folder, for the uploads, before the job is submitted."""
+        job_id = secrets.token_hex(8)
+        folder = self.root / job_id
+        folder.mkdir()
+        return job_id, folder
+
+    def busy(self) -> bool:
+        """A job runs (or a discarded one is still stopping)."""
+        with self._lock:
+            return self._busy()
+
+    def _busy(self) -> bool:
+        running = self._thread is not None and self._thread.is_alive()
+        return running or any(job.active for job in self._jobs.values())
+
+    def submit(self, job_id: str, folder: Path, request: JobRequest) -> Job:
+        """Start a job; raises :class:`BusyError` (and removes ``folder``) while another one runs."""
+        self.sweep()
+        with self._lock:
+            if self._busy():
+                shutil.rmtree(folder, ignore_errors=True)
+                raise BusyError("another job is running; wait for it to finish")
+            job = Job(job_id, folder, request)
+            self._jobs[job_id] = job
+            self._thread = threading.Thread(
+                target=self._run, args=(job,), name=f"talkingface-job-{job_id}", daemon=True
+            )
+            self._thread.start()
+        return job
+
+    def get(self, job_id: str) -> Job | None:
+        self.sweep()
+        with self._lock:
+            return self._jobs.get(job_id)
+
+    def discard(self, job_id: str) -> bool:
+        """Cancel the job if it runs and remove it with its files (a running job's folder goes when it stops)."""
+        with self._lock:
+            job = self._jobs.pop(job_id, None)
+        if job is None:
+            return False
+        job.cancel.set()
+        if not job.active:
+            shutil.rmtree(job.folder, ignore_errors=True)
+        return True
+
+    def sweep(self) -> None:
+        """Discard finished jobs older than ``keep_s``, and the oldest beyond :data:`MAX_KEPT`."""
+        now = time.monotonic()
+        with self._lock:
+            finished = sorted((j for j in self._jobs.values() if j.finished is not None), key=lambda j: j.finished)
+            expired = [j for j in finished if now - j.finished > self.settings.keep_s]
+            expired += [j for j in finished[: max(0, len(finished) - MAX_KEPT)] if j not in expired]
+        for job in expired:
+            self.discard(job.id)
+
+    def close(self, timeout: float = 30.0) -> None:
+        """Cancel the running job, wait for it (up to ``timeout`` seconds) and remove every job's files."""
+        with self._lock:
+            jobs = list(self._jobs.values())
+            self._jobs.clear()
+            thread = self._thread
+        for job in jobs:
+            job.cancel.set()
+        if thread is not None:
+            thread.join(timeout)
+        shutil.rmtree(self.root, ignore_errors=True)
+
+    # ------------------------------------------------------------------ work
+    def _run(self, job: Job) -> None:
+        job.state = RUNNING
+        try:
+            self._execute(job)
+            job.state, job.phase = DONE, "done"
+        except JobCancelledError:
+            job.state, job.phase, job.message = CANCELLED, "cancelled", "error: cancelled"
+        except INPUT_ERRORS as err:
+            job.state, job.phase, job.message = FAILED, "failed", job.user_message(err)
+            log.warning("job %s: %s", job.id, job.message)
+        except Exception as err:  # a bug, not a bad input: still one line on the page, the traceback in the log
+            log.exception("job %s failed", job.id)
+            job.state, job.phase = FAILED, "failed"
+            job.message = f"error: internal error ({type(err).__name__}): {one_line(err)}; see the server log"
+        finally:
+            job.finished = time.monotonic()
+            with self._lock:
+                discarded = job.id not in self._jobs
+            if discarded:  # discarded or closed while running: nobody will ask for its files
+                shutil.rmtree(job.folder, ignore_errors=True)
+
+    def load_model(self, path: Path) -> DiffTalkModel:
+        """The model of ``path`` (the last one loaded is kept while the file is unchanged)."""
+        resolved = resolve_path(path).resolve()
+        if not resolved.is_file():
+            raise CheckpointError(f"{path}: checkpoint not found")
+        key = (str(resolved), resolved.stat().st_mtime, self.settings.device)
+        if self._model is None or self._model[0] != key:
+            self._model = None  # free the previous one first
+            self._model = (key, get_difftalk_inference(None, resolved, device=self.settings.device))
+        return self._model[1]
+
+    def _execute(self, job: Job) -> None:
+        request = job.request
+        ckpt, job.warning = resolve_checkpoint(request.checkpoint, flag="checkpoint")
+        if job.warning:
+            log.warning("%s", job.warning)
+        landmarks = None
+        if request.video is not None:  # cheap checks first, as the lipsync command: a bad upload loads no model
+            job.phase = "checking the uploads"
+            probe_video(request.video)
+            if request.landmarks is not None:
+                landmarks = read_landmarks(request.landmarks)
+        job.phase = "loading the model"
+        if job.cancel.is_set():
+            raise JobCancelledError(job.id)
+        model = self.load_model(ckpt)
+        video, speech = request.video, request.speech
+        if video is None or (speech is None and request.sample_speech):
+            job.phase = "making the sample clip"
+            (job.folder / "sample").mkdir()
+            sample_video, sample_speech = make_sample_media(job.folder / "sample", self.settings.sample_seconds)
+            if video is None:  # as the no-argument demo: the generator's landmarks instead of dlib
+                video, landmarks = sample_video, read_landmarks(sidecar_path(sample_video))
+            if speech is None and request.sample_speech:
+                speech = sample_speech
+        # the bundled model was trained on the synthetic layout's 128-pixel crops: draw its masks at that size
+        crop = {"crop_size": DEMO_CROP_SIZE} if is_bundled_model(ckpt) else {}
+        options = LipSyncOptions(sampler=request.sampler, steps=request.steps, **crop)
+        pipe = _ProgressPipeline(
+            model,
+            job,
+            options=options,
+            feature_options={"device": self.settings.device} if self.settings.device else None,
+            model_source=str(ckpt),
+        )
+        pipe.run(video, speech, job.result, progress=False, landmarks=landmarks)

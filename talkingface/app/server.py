@@ -1,0 +1,277 @@
+"""The web app's HTTP side: one self-contained page and a small JSON API (FastAPI).
+
+    GET    /                          the page (static/index.html: no CDN, no external fonts or scripts)
+    GET    /api/options               checkpoints, samplers, upload limits and accepted file types
+    POST   /api/jobs                  multipart form -> 202 {id, state, ...}; a bad upload -> 4xx {message}
+    GET    /api/jobs/{id}             {state, phase, done, total, message, warning, result}
+    GET    /api/jobs/{id}/result.mp4  the lip-synced video (once state is "done")
+    DELETE /api/jobs/{id}             cancel / discard a job and remove its files
+
+Form fields of ``POST /api/jobs``: the files ``video``, ``speech`` and ``landmarks`` (optional ``.npy`` in video
+pixels, instead of dlib); ``video_source`` ("upload" or "sample": the generated synthetic portrait; default: upload
+when a video is sent), ``speech_source`` ("upload", "sample": the generated speech, or "video": the video's own
+track; default: upload when a speech file is sent, else the sample with the sample video, else the video's own);
+``checkpoint``, ``sampler``, ``steps`` (empty: the defaults, as ``talkingface lipsync`` without those flags).
+
+POST and DELETE need the header ``X-Talkingface: 1``, which a page of another site cannot send without the server's
+consent (CORS), so such a page cannot start jobs here. Every error is ``{"message": "error: <what>: <problem>"}``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import re
+import shutil
+import tempfile
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+
+from fastapi import FastAPI, Request
+from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response
+from starlette.datastructures import FormData, UploadFile
+from starlette.middleware.trustedhost import TrustedHostMiddleware
+
+from talkingface.app.jobs import DONE, BusyError, JobRequest, JobRunner, RunnerSettings
+from talkingface.inference.model_choice import is_bundled_model
+from talkingface.inference.sampling import DEFAULT_SAMPLER, DEFAULT_STEPS, SAMPLERS
+from talkingface.media.decode import VIDEO_EXTENSIONS
+from talkingface.model.image_driven_talkingface.DiffTalk.loader import DEFAULT_CKPT, resolve_path
+from talkingface.synthetic.export import demo_model_paths
+
+log = logging.getLogger(__name__)
+
+AUDIO_EXTENSIONS = (".wav", ".mp3", ".m4a", ".aac", ".flac", ".ogg", ".oga", ".opus", ".webm")
+ACCEPT = {
+    "video": VIDEO_EXTENSIONS,
+    "speech": AUDIO_EXTENSIONS + tuple(s for s in VIDEO_EXTENSIONS if s not in AUDIO_EXTENSIONS),
+    "landmarks": (".npy",),
+}
+MEDIA_TYPES = ("video/", "audio/")
+NEUTRAL_TYPES = ("", "application/octet-stream")  # what a browser sends when it does not know the type
+VIDEO_SOURCES = ("upload", "sample")  # the user's video, or the generated sample portrait
+SPEECH_SOURCES = ("upload", "sample", "video")  # the user's file (or recording), the sample speech, the video's own
+CSRF_HEADER = "x-talkingface"
+DEFAULT_MAX_UPLOAD_MB = 200.0
+CHUNK = 1 << 20
+
+
+class UploadError(ValueError):
+    """A rejected form field or upload: ``status`` and the one-line message."""
+
+    def __init__(self, status: int, subject: str, problem: str) -> None:
+        super().__init__(f"{subject}: {problem}")
+        self.status = status
+
+
+@dataclass(frozen=True)
+class AppSettings:
+    max_upload_mb: float = DEFAULT_MAX_UPLOAD_MB  # per file
+    runner: RunnerSettings = field(default_factory=RunnerSettings)
+    temp_dir: Path | None = None  # where the app's temp folder goes (default: the system's)
+    allowed_hosts: tuple[str, ...] | None = None  # Host headers accepted (None: any); against DNS rebinding
+    any_checkpoint: bool = True  # False: only the offered checkpoints (a server reachable by others)
+
+
+def checkpoint_choices(extra: tuple[str, ...] = ()) -> list[dict[str, str]]:
+    """The checkpoints the page offers, the default first: ``--ckpt`` ones, the default checkpoint when it exists,
+    and the bundled synthetic demo model always."""
+    paths = list(extra)
+    if resolve_path(DEFAULT_CKPT).is_file():
+        paths.append(str(DEFAULT_CKPT))
+    paths.append(str(demo_model_paths()[1]))
+    seen: set[str] = set()
+    choices = []
+    for path in paths:
+        if path in seen:
+            continue
+        seen.add(path)
+        demo = is_bundled_model(Path(path))
+        label = f"{path} (bundled synthetic demo model: cartoon faces only)" if demo else path
+        choices.append({"path": path, "label": label})
+    return choices
+
+
+def _safe_name(filename: str | None, fallback: str) -> str:
+    name = re.sub(r"[^A-Za-z0-9._-]", "_", Path(filename or "").name).lstrip(".")[-100:]
+    return name or fallback
+
+
+def _check_type(what: str, upload: UploadFile) -> str:
+    name = _safe_name(upload.filename, what)
+    suffix = Path(name).suffix.lower()
+    accepted = ACCEPT[what]
+    if suffix not in accepted:
+        raise UploadError(
+            415, name, f"unsupported {what} type {suffix or '(none)'!r}; use one of {', '.join(accepted)}"
+        )
+    content_type = (upload.content_type or "").split(";")[0].strip().lower()
+    if what != "landmarks" and content_type not in NEUTRAL_TYPES and not content_type.startswith(MEDIA_TYPES):
+        raise UploadError(415, name, f"sent as {content_type!r}, which is not video or audio")
+    return name
+
+
+async def _save(upload: UploadFile, what: str, folder: Path, limit: int, limit_mb: float) -> Path:
+    """Copy an upload into ``folder/<what>/<its name>``, refusing it past ``limit`` bytes."""
+    name = _check_type(what, upload)
+    target = folder / what / name
+    target.parent.mkdir()
+    size = 0
+    with target.open("wb") as f:
+        while chunk := await upload.read(CHUNK):
+            size += len(chunk)
+            if size > limit:
+                raise UploadError(413, name, f"larger than the {limit_mb:g} MB upload limit (--max-upload-mb)")
+            f.write(chunk)
+    if size == 0:
+        raise UploadError(400, name, "empty file")
+    return target
+
+
+def _choice(form: FormData, key: str, default: str, allowed: tuple[str, ...]) -> str:
+    value = str(form.get(key) or "").strip() or default
+    if value not in allowed:
+        raise UploadError(400, key, f"must be one of {', '.join(allowed)}, got {value!r}")
+    return value
+
+
+async def _read_form(form: FormData, folder: Path, limit: int, limit_mb: float) -> JobRequest:
+    """The job a ``POST /api/jobs`` form asks for, its files saved into ``folder`` (see the module docstring)."""
+    uploads: dict[str, UploadFile] = {}
+    for what in ACCEPT:
+        upload = form.get(what)
+        if isinstance(upload, UploadFile) and upload.filename:  # an empty file input sends no name
+            uploads[what] = upload
+    video_from = _choice(form, "video_source", "upload" if "video" in uploads else "sample", VIDEO_SOURCES)
+    speech_default = "upload" if "speech" in uploads else ("sample" if video_from == "sample" else "video")
+    speech_from = _choice(form, "speech_source", speech_default, SPEECH_SOURCES)
+    sampler = str(form.get("sampler") or "").strip() or None
+    if sampler is not None and sampler not in SAMPLERS:
+        raise UploadError(
+            400, "sampler", f"unknown {sampler!r}; choose one of {', '.join(SAMPLERS)}, or leave it empty"
+        )
+    steps = _optional_int(form, "steps")
+    wanted = {"video": video_from == "upload", "speech": speech_from == "upload", "landmarks": video_from == "upload"}
+    files: dict[str, Path | None] = dict.fromkeys(ACCEPT)
+    for what, upload in uploads.items():
+        if wanted[what]:
+            files[what] = await _save(upload, what, folder, limit, limit_mb)
+    for what in ("video", "speech"):
+        if wanted[what] and files[what] is None:
+            raise UploadError(400, what, f"missing; upload a file or choose another {what}_source")
+    return JobRequest(
+        video=files["video"],
+        speech=files["speech"],
+        landmarks=files["landmarks"],
+        sample_speech=speech_from == "sample",
+        checkpoint=str(form.get("checkpoint") or "").strip() or None,
+        sampler=sampler,
+        steps=steps,
+    )
+
+
+def _optional_int(form: FormData, key: str) -> int | None:
+    value = str(form.get(key) or "").strip()
+    if not value:
+        return None
+    if not re.fullmatch(r"\d+", value) or int(value) < 1:
+        raise UploadError(400, key, f"must be a whole number of at least 1, got {value!r}")
+    return int(value)
+
+
+def _error(status: int, message: str) -> JSONResponse:
+    return JSONResponse({"message": f"error: {message}"}, status_code=status)
+
+
+def create_app(settings: AppSettings | None = None) -> FastAPI:
+    """The app; its job runner (and temp folder) lives until the app shuts down."""
+    settings = settings or AppSettings()
+    root = Path(tempfile.mkdtemp(prefix="talkingface-app-", dir=settings.temp_dir))
+    runner = JobRunner(root, settings.runner)
+    limit = int(settings.max_upload_mb * 1024 * 1024)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        try:
+            yield
+        finally:
+            runner.close()
+
+    app = FastAPI(title="talkingface", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
+    app.state.runner = runner
+    if settings.allowed_hosts is not None:
+        app.add_middleware(TrustedHostMiddleware, allowed_hosts=list(settings.allowed_hosts))
+    page = resources.files("talkingface.app").joinpath("static/index.html").read_text(encoding="utf-8")
+
+    @app.get("/", response_class=HTMLResponse)
+    def index() -> HTMLResponse:
+        return HTMLResponse(page, headers={"Cache-Control": "no-store"})
+
+    @app.get("/api/options")
+    def options() -> dict[str, object]:
+        return {
+            "checkpoints": checkpoint_choices(settings.runner.checkpoints),
+            "samplers": list(SAMPLERS),
+            "default_sampling": f"{DEFAULT_SAMPLER} {DEFAULT_STEPS} steps",
+            "max_upload_mb": settings.max_upload_mb,
+            "accept": {k: list(v) for k, v in ACCEPT.items()},
+            "sample_seconds": settings.runner.sample_seconds,
+        }
+
+    @app.post("/api/jobs", status_code=202)
+    async def submit(request: Request) -> Response:
+        if request.headers.get(CSRF_HEADER) != "1":
+            return _error(403, f"request: needs the header {CSRF_HEADER.title()}: 1 (sent by the app's page)")
+        if runner.busy():
+            return _error(409, "job: another job is running; wait for it to finish")
+        length = request.headers.get("content-length")
+        if length is not None and length.isdigit() and int(length) > len(ACCEPT) * limit + CHUNK:
+            return _error(413, f"upload: larger than the {settings.max_upload_mb:g} MB upload limit (--max-upload-mb)")
+        job_id, folder = runner.new_folder()
+        try:
+            async with request.form(max_files=len(ACCEPT), max_fields=16) as form:
+                job_request = await _read_form(form, folder, limit, settings.max_upload_mb)
+            offered = [c["path"] for c in checkpoint_choices(settings.runner.checkpoints)]
+            if not settings.any_checkpoint and job_request.checkpoint not in (None, *offered):
+                raise UploadError(
+                    400, "checkpoint", "not one of the offered ones (this server takes only those; see --ckpt)"
+                )
+        except UploadError as err:
+            shutil.rmtree(folder, ignore_errors=True)
+            return _error(err.status, str(err))
+        except Exception:
+            shutil.rmtree(folder, ignore_errors=True)
+            raise
+        try:
+            job = runner.submit(job_id, folder, job_request)
+        except BusyError as err:
+            return _error(409, f"job: {err}")
+        return JSONResponse(job.to_json(), status_code=202)
+
+    def _missing(job_id: str) -> JSONResponse:
+        keep_min = settings.runner.keep_s / 60
+        return _error(404, f"job {job_id}: not found (finished jobs are kept {keep_min:g} min)")
+
+    @app.get("/api/jobs/{job_id}")
+    def status(job_id: str) -> Response:
+        job = runner.get(job_id)
+        return JSONResponse(job.to_json()) if job is not None else _missing(job_id)
+
+    @app.get("/api/jobs/{job_id}/result.mp4")
+    def result(job_id: str) -> Response:
+        job = runner.get(job_id)
+        if job is None:
+            return _missing(job_id)
+        if job.state != DONE or not job.result.is_file():
+            return _error(409, f"job {job_id}: no result ({job.state})")
+        return FileResponse(job.result, media_type="video/mp4", filename=f"talkingface-{job_id}.mp4")
+
+    @app.delete("/api/jobs/{job_id}")
+    def discard(job_id: str, request: Request) -> Response:
+        if request.headers.get(CSRF_HEADER) != "1":
+            return _error(403, f"request: needs the header {CSRF_HEADER.title()}: 1 (sent by the app's page)")
+        return Response(status_code=204) if runner.discard(job_id) else _missing(job_id)
+
+    return app
