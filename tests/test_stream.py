@@ -41,9 +41,9 @@ def feed(stream: LipSyncStream, samples: np.ndarray, rng: np.random.Generator, l
     """Push ``samples`` in random chunks of ``lo..hi`` samples; return the frames, push by push, then the close."""
     out, pos = [], 0
     while pos < len(samples):
-        step = int(rng.integers(lo, hi + 1))
-        out.append(stream.push(samples[pos : pos + step]))
-        pos += step
+        chunk = samples[pos : pos + int(rng.integers(lo, hi + 1))]
+        pos += len(chunk)
+        out.append(stream.push(chunk, arrived=pos / stream.sample_rate))  # the audio clock: a live source's pace
     return out + [stream.close()]
 
 
@@ -65,6 +65,15 @@ def recorded(setup: dict, monkeypatch: pytest.MonkeyPatch) -> list:
 
     monkeypatch.setattr(setup["pipe"], "generate_batch", generate_batch)
     return calls
+
+
+class Clock:
+    """A clock that reads the audio time of a stream."""
+
+    stream: LipSyncStream | None = None
+
+    def __call__(self) -> float:
+        return 0.0 if self.stream is None else self.stream.n_samples / RATE
 
 
 def speechlike(seconds: float, seed: int = 0) -> np.ndarray:
@@ -108,7 +117,9 @@ def test_order_count_and_latency_bound(setup: dict, recorded: list, batch_size: 
     pipe.options.batch_size, rng = batch_size, np.random.default_rng(batch_size)
     try:
         samples = speechlike(2.0 + rng.uniform(0, 0.04))
-        stream = LipSyncStream(pipe, setup["prepared"], normalization=MelStats.of_speech(samples))
+        clock = Clock()  # the audio time: generation takes no time here
+        stream = LipSyncStream(pipe, setup["prepared"], normalization=MelStats.of_speech(samples), clock=clock)
+        clock.stream = stream
         pushes = feed(stream, samples, rng)
     finally:
         pipe.options.batch_size = 2
@@ -121,6 +132,8 @@ def test_order_count_and_latency_bound(setup: dict, recorded: list, batch_size: 
     lags = np.array(stream.stats.frame_audio_lag_s[:live])
     assert live >= n - LOOKAHEAD_FRAMES - batch_size
     assert lags.min() >= FLOOR_S - 1e-9 and lags.max() <= FLOOR_S + (batch_size - 1) / FPS + 3200 / RATE + 1e-9
+    # from the speech at a frame's time to the frame: its audio lag, as generation took no time
+    np.testing.assert_allclose(stream.stats.frame_latency_s[:live], lags, atol=1e-9)
     summary = stream.stats.summary()
     assert summary["frames"] == n and summary["chunks"] == len(pushes) - 1 and summary["rtf"] > 0
 

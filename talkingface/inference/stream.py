@@ -73,14 +73,17 @@ class MelStats:
 class StreamStats:
     """Timings of a stream. Per chunk: its length, the time ``push`` took (feature extraction and the generation
     of the frames it completed) and the frames it gave (``close()`` apart: ``close_s``). Per frame: its audio lag
-    (the speech received when it was made, minus its time ``i / 25``) and its wall latency (from the arrival of the
-    chunk holding its first sample to its return)."""
+    (the speech received when it was made, minus its time ``i / 25``), its compute time (from the call of the
+    ``push`` / ``close`` that returned it to the return) and its latency: from when the speech at its time was
+    there (the arrival of the chunk holding its first sample, less the rest of that chunk) to its return; the audio
+    lag plus the compute time when the stream keeps up with the speech, more when it falls behind."""
 
     chunk_samples: list[int] = field(default_factory=list)
     chunk_s: list[float] = field(default_factory=list)
     chunk_frames: list[int] = field(default_factory=list)
     frame_audio_lag_s: list[float] = field(default_factory=list)
     frame_latency_s: list[float] = field(default_factory=list)
+    frame_compute_s: list[float] = field(default_factory=list)
     close_s: float = 0.0  # the time close() took (the last frames)
 
     @property
@@ -103,6 +106,7 @@ class StreamStats:
             ("chunk", self.chunk_s),
             ("audio_lag", self.frame_audio_lag_s),
             ("latency", self.frame_latency_s),
+            ("compute", self.frame_compute_s),
         ):
             if values:
                 p50, p95 = np.percentile(values, [50, 95])
@@ -110,6 +114,15 @@ class StreamStats:
         out["fps"] = self.n_frames / max(self.compute_s, 1e-9)
         out["rtf"] = self.compute_s / max(self.audio_s, 1e-9)
         return out
+
+
+def check_streamable(pipeline: LipSyncPipeline) -> None:
+    """Only log-mel features are computed chunk by chunk; the other backends need the whole speech."""
+    if not isinstance(pipeline.backend, LogMelBackend):
+        kind = getattr(pipeline.backend, "kind", type(pipeline.backend).__name__)
+        raise InferenceError(
+            "--audio-features", f"{kind!r} features cannot be streamed (they need the whole speech); use mel"
+        )
 
 
 class LipSyncStream:
@@ -145,11 +158,7 @@ class LipSyncStream:
         sample_rate: int = SAMPLE_RATE,
         clock: Callable[[], float] = time.perf_counter,
     ) -> None:
-        if not isinstance(pipeline.backend, LogMelBackend):
-            kind = getattr(pipeline.backend, "kind", type(pipeline.backend).__name__)
-            raise InferenceError(
-                "--audio-features", f"{kind!r} features cannot be streamed (they need the whole speech); use mel"
-            )
+        check_streamable(pipeline)
         if isinstance(normalization, str) and normalization != "running":
             raise InferenceError("normalization", f"must be 'running' or MelStats, got {normalization!r}")
         if sample_rate < 1:
@@ -177,9 +186,12 @@ class LipSyncStream:
         """Whole frames of speech received (the offline pipeline would make this many frames of it)."""
         return self.n_samples // SAMPLES_PER_FRAME
 
-    def push(self, chunk: np.ndarray) -> list[np.ndarray]:
-        """Add mono float samples (at ``sample_rate``); return the frames they completed (maybe none), in order."""
-        arrived = self.clock()
+    def push(self, chunk: np.ndarray, arrived: float | None = None) -> list[np.ndarray]:
+        """Add mono float samples (at ``sample_rate``); return the frames they completed (maybe none), in order.
+
+        ``arrived``: when the chunk became available (``clock`` time, e.g. when its last sample was captured), if
+        earlier than this call: the frame latencies then count the time the caller kept it."""
+        called = self.clock()
         if self.closed:
             raise InferenceError("push", "the stream is closed")
         chunk = np.asarray(chunk)
@@ -196,11 +208,11 @@ class LipSyncStream:
         if not np.isfinite(chunk).all():
             raise InferenceError("chunk", "holds NaN or infinite samples")
         samples = chunk.astype(np.float32) if self._resampler is None else self._resampler(chunk)
-        return self._advance(samples, arrived, final=False)
+        return self._advance(samples, called, called if arrived is None else arrived, final=False)
 
     def close(self) -> list[np.ndarray]:
         """End the speech: return the remaining frames (the offline path's zero padding at the end)."""
-        arrived = self.clock()
+        called = self.clock()
         if self.closed:
             return []
         self.closed = True
@@ -209,13 +221,13 @@ class LipSyncStream:
             raise InferenceError(
                 "speech", f"{(self.n_samples + len(tail)) / SAMPLE_RATE:.3f} s is shorter than one video frame (40 ms)"
             )
-        return self._advance(tail, arrived, final=True)
+        return self._advance(tail, called, called, final=True)
 
     # ------------------------------------------------------------------ internals
-    def _advance(self, samples: np.ndarray, arrived: float, final: bool) -> list[np.ndarray]:
-        if len(samples):
-            self._arrivals.append((self.n_samples, arrived))
+    def _advance(self, samples: np.ndarray, called: float, arrived: float, final: bool) -> list[np.ndarray]:
         self.n_samples += len(samples)
+        if len(samples):
+            self._arrivals.append((self.n_samples - len(samples), arrived))
         committed = FEATURES_PER_FRAME * self.audio_frames  # the features of whole frames of speech
         db = self._mel.push(samples, limit=committed)
         self._db = np.concatenate([self._db, db])
@@ -234,15 +246,18 @@ class LipSyncStream:
             frames += self._generate(start, end)
         now = self.clock()
         if final:
-            self.stats.close_s = now - arrived
+            self.stats.close_s = now - called
         else:
             self.stats.chunk_samples.append(len(samples))
-            self.stats.chunk_s.append(now - arrived)
+            self.stats.chunk_s.append(now - called)
             self.stats.chunk_frames.append(len(frames))
         for i in range(self.n_emitted - len(frames), self.n_emitted):
             self.stats.frame_audio_lag_s.append(self.n_samples / SAMPLE_RATE - i / FPS)
-            first = i * SAMPLES_PER_FRAME
-            self.stats.frame_latency_s.append(now - next(t for s, t in reversed(self._arrivals) if s <= first))
+            first = i * SAMPLES_PER_FRAME  # spoken at the arrival of its chunk minus the rest of the chunk
+            k = next(k for k in range(len(self._arrivals) - 1, -1, -1) if self._arrivals[k][0] <= first)
+            end = self._arrivals[k + 1][0] if k + 1 < len(self._arrivals) else self.n_samples
+            self.stats.frame_latency_s.append(now - self._arrivals[k][1] + (end - first) / SAMPLE_RATE)
+            self.stats.frame_compute_s.append(now - called)
         # forget what the next frames no longer need: chunks before their first sample, features before their windows
         while len(self._arrivals) > 1 and self._arrivals[1][0] <= self.n_emitted * SAMPLES_PER_FRAME:
             self._arrivals.pop(0)
@@ -338,6 +353,7 @@ def stream_file(
     if out is None and frames_dir is None:
         raise InferenceError("out", "give an output video path, a frames folder, or both")
     check_chunk_ms(chunk_ms)
+    check_streamable(pipeline)
     out = check_output(out, overwrite) if out is not None else None
     frames_dir = check_output(frames_dir, overwrite, directory=True) if frames_dir is not None else None
     source = audio if audio is not None else (video.path if isinstance(video, PreparedVideo) else video)
@@ -361,9 +377,10 @@ def stream_file(
         began = time.perf_counter()
         for pos in range(0, len(samples), step):
             chunk = samples[pos : pos + step]
-            if realtime:  # the chunk is there once its last sample has been spoken
-                time.sleep(max(0.0, began + (pos + len(chunk)) / SAMPLE_RATE - time.perf_counter()))
-            for frame in stream.push(chunk):
+            spoken = began + (pos + len(chunk)) / SAMPLE_RATE  # the chunk is there once its last sample is spoken
+            if realtime:
+                time.sleep(max(0.0, spoken - time.perf_counter()))
+            for frame in stream.push(chunk, arrived=spoken if realtime else None):
                 for w in writers:
                     w.write(frame)
         for frame in stream.close():
@@ -372,7 +389,8 @@ def stream_file(
     s = stream.stats.summary()
     log.info(
         "streamed %d frames in %d chunks of %g ms%s: chunk time p50 %.0f / p95 %.0f / max %.0f ms; frame latency "
-        "p50 %.0f / p95 %.0f / max %.0f ms (audio lag p50 %.0f ms); %.2f frames/s, real-time factor %.2f",
+        "p50 %.0f / p95 %.0f / max %.0f ms (audio lag p50 %.0f ms, compute p50 %.0f ms); %.2f frames/s, real-time "
+        "factor %.2f",
         s["frames"],
         s["chunks"],
         chunk_ms,
@@ -380,6 +398,7 @@ def stream_file(
         *(1000 * s[k] for k in ("chunk_p50_s", "chunk_p95_s", "chunk_max_s")),
         *(1000 * s[k] for k in ("latency_p50_s", "latency_p95_s", "latency_max_s")),
         1000 * s["audio_lag_p50_s"],
+        1000 * s["compute_p50_s"],
         s["fps"],
         s["rtf"],
     )
