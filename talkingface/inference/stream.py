@@ -39,7 +39,14 @@ from talkingface.inference.timeline import n_output_frames, pingpong_indices
 from talkingface.inference.video import PreparedVideo
 from talkingface.inference.writer import FramesDirWriter, VideoWriter, check_output
 from talkingface.media.decode import align_audio, load_audio, probe_video
-from talkingface.media.features import IncrementalLogMel, LogMelBackend, log_mel, mel_stats, normalize_mel
+from talkingface.media.features import (
+    MEL_STD_FLOOR_DB,
+    IncrementalLogMel,
+    LogMelBackend,
+    log_mel,
+    mel_stats,
+    normalize_mel,
+)
 
 log = logging.getLogger(__name__)
 
@@ -273,7 +280,7 @@ class LipSyncStream:
         count = max(self._n_db, 1)
         mean = self._sum / count
         std = np.sqrt(np.maximum(self._sum_sq / count - mean**2, 0.0))
-        return mean[None].astype(np.float32), np.maximum(std, 1.0)[None].astype(np.float32)
+        return mean[None].astype(np.float32), np.maximum(std, MEL_STD_FLOOR_DB)[None].astype(np.float32)
 
     def _windows(self, start: int, end: int) -> np.ndarray:
         """The smoothed audio windows ``(end - start, 8, 16, 29)`` of frames ``start..end-1`` from the speech so far
