@@ -29,7 +29,9 @@ def setup(tmp_path_factory: pytest.TempPathFactory) -> dict:
     d = tmp_path_factory.mktemp("stream")
     model = DiffTalkModel(load_config(TINY_CONFIG).model).eval().requires_grad_(False)
     fill_deterministic(model)
-    options = LipSyncOptions(sampler="dpm++", steps=2, batch_size=2, crop_size=128, seed=7, decode_window=True)
+    options = LipSyncOptions(
+        sampler="dpm++", steps=2, batch_size=2, crop_size=128, seed=7, decode_window=True, decode_margin=0
+    )
     pipe = LipSyncPipeline(model, audio_features="mel", options=options)
     video = write_video(d / "person.mp4", seconds=0.12, fps=25)  # 3 frames: the ping-pong shows them again
     wav = write_wav(d / "speech.wav", seconds=10.3 / FPS)  # 10 frames and a partial one the offline path drops
@@ -203,7 +205,7 @@ def test_stream_cli_writes_an_mp4_with_audio_and_nothing_partial_on_error(
     speech = write_wav(tmp_path / "speech.wav", seconds=5 / FPS)
     argv = ["--video", str(setup["video"]), "--audio", str(speech), "--ckpt", str(setup["ckpt"])]
     argv += ["--config", str(TINY_CONFIG), "--steps", "1", "--crop-size", "128", "--batch-size", "3", "--no-progress"]
-    argv += ["--decode-window", "--stream", "--stream-no-wait", "--chunk-ms", "20"]
+    argv += ["--decode-window", "--decode-margin", "0", "--stream", "--stream-no-wait", "--chunk-ms", "20"]
     out = tmp_path / "out.mp4"
     assert demo.main([*argv, "--out", str(out)]) == 0
     with av.open(str(out)) as c:
