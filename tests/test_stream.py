@@ -216,6 +216,9 @@ def test_stream_cli_writes_an_mp4_with_audio_and_nothing_partial_on_error(
 
     assert demo.main([*argv, "--out", str(tmp_path / "x.mp4"), "--chunk-ms", "500"]) == 2
     assert "error: --chunk-ms: must be between 20 and 200" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exit_info:
+        demo.main(["--stream-no-wait"])
+    assert exit_info.value.code == 2 and "error: --stream-no-wait: needs --stream" in capsys.readouterr().err
 
     def fail(self: LipSyncStream) -> list:
         raise InferenceError("speech", "broken on purpose")

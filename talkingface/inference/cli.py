@@ -306,6 +306,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("argument --out: required with --video")
     if args.video is None and args.landmarks is not None:
         parser.error("argument --landmarks: needs --video")
+    if args.stream_no_wait and not args.stream:
+        parser.error("argument --stream-no-wait: needs --stream")
     if args.landmarks is not None and not args.face.is_largest:
         parser.error("argument --face: not used with --landmarks (the file already gives one face)")
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
