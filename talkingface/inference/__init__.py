@@ -13,6 +13,7 @@ Example::
 from talkingface.inference.errors import InferenceError
 from talkingface.inference.pipeline import LipSyncOptions, LipSyncPipeline, LipSyncResult
 from talkingface.inference.speech import Speech, prepare_speech
+from talkingface.inference.stream import LipSyncStream, MelStats, StreamStats
 from talkingface.inference.video import PreparedVideo, prepare_video
 
 __all__ = [
@@ -20,8 +21,11 @@ __all__ = [
     "LipSyncOptions",
     "LipSyncPipeline",
     "LipSyncResult",
+    "LipSyncStream",
+    "MelStats",
     "PreparedVideo",
     "Speech",
+    "StreamStats",
     "prepare_speech",
     "prepare_video",
 ]

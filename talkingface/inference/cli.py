@@ -3,6 +3,7 @@
     talkingface lipsync --video person.mp4 --audio speech.wav --out result.mp4
     talkingface lipsync --video person.mp4 --audio speech.wav --out result.mp4 --ckpt exported/difftalk.safetensors
     talkingface lipsync     # no arguments: the shipped synthetic demo model on a generated face (CPU, offline)
+    talkingface lipsync --stream   # the same, the speech played in real time into a LipSyncStream (40 ms chunks)
 
 The model: --ckpt, else checkpoints/DiffTalk/model.ckpt (first stage models/model.ckpt) when it exists, else the
 shipped synthetic demo model (talkingface/synthetic/assets/model.safetensors) with a warning: it was trained on
@@ -31,6 +32,7 @@ from talkingface.inference import InferenceError, LipSyncOptions, LipSyncPipelin
 from talkingface.inference.landmark_file import read_landmarks
 from talkingface.inference.model_choice import resolve_checkpoint, same_file
 from talkingface.inference.sampling import DEFAULT_SAMPLER, DEFAULT_STEPS, PRECISIONS, SAMPLERS
+from talkingface.inference.stream import check_chunk_ms, stream_file
 from talkingface.inference.writer import check_output
 from talkingface.media.decode import probe_video
 from talkingface.media.errors import PreprocessError
@@ -133,6 +135,15 @@ def build_parser() -> ArgumentParser:
         "synthetic generator's <clip>.landmarks.npy), or a folder of <frame>.lms files (68 rows 'x y'; 0.lms, "
         "1.lms, ...); one entry per frame at the video's own frame rate, frames counted from 0; NaN: no face",
     )
+    st = p.add_argument_group("streaming")
+    st.add_argument(
+        "--stream",
+        action="store_true",
+        help="play the speech into a LipSyncStream in real time, writing frames as they are made (log-mel features, "
+        "running normalisation: the frames differ slightly from an offline run); logs the latency at the end",
+    )
+    st.add_argument("--chunk-ms", type=float, default=40.0, help="audio chunk length with --stream (20-200 ms)")
+    st.add_argument("--stream-no-wait", action="store_true", help="with --stream: feed the chunks as fast as possible")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     return p
 
@@ -147,6 +158,8 @@ def _check_counts(args: argparse.Namespace) -> None:
     for flag, value in (("--steps", args.steps), ("--batch-size", args.batch_size)):
         if value is not None and value < 1:
             raise InferenceError(flag, f"must be at least 1, got {value}")
+    if args.stream:
+        check_chunk_ms(args.chunk_ms)
 
 
 def _check_outputs_are_not_inputs(args: argparse.Namespace) -> None:
@@ -216,6 +229,20 @@ def run(args: argparse.Namespace) -> None:
         options=options,
         model_source=str(ckpt),
     )
+    if args.stream:
+        stream_file(
+            pipe,
+            args.video,
+            args.audio,
+            args.out,
+            frames_dir=args.frames_dir,
+            chunk_ms=args.chunk_ms,
+            realtime=not args.stream_no_wait,
+            overwrite=args.overwrite,
+            landmarks=landmarks,
+            progress=not args.no_progress,
+        )
+        return
     pipe.run(
         args.video,
         args.audio,
@@ -231,12 +258,16 @@ def run_synthetic(args: argparse.Namespace) -> None:
     """No --video: the shipped synthetic demo model on a generated face (talkingface/synthetic/assets)."""
     from talkingface.synthetic.demo import DEFAULT_OUT, run_synthetic_demo
 
+    if args.stream:
+        check_chunk_ms(args.chunk_ms)
     # without --out the demo replaces its own previous result; an explicit --out still needs --overwrite
     run_synthetic_demo(
         args.out or DEFAULT_OUT,
         device=args.device,
         progress=not args.no_progress,
         overwrite=args.overwrite or args.out is None,
+        stream_chunk_ms=args.chunk_ms if args.stream else None,
+        stream_realtime=not args.stream_no_wait,
     )
 
 
@@ -247,6 +278,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("argument --out: required with --video")
     if args.video is None and args.landmarks is not None:
         parser.error("argument --landmarks: needs --video")
+    if args.stream_no_wait and not args.stream:
+        parser.error("argument --stream-no-wait: needs --stream")
     if args.landmarks is not None and not args.face.is_largest:
         parser.error("argument --face: not used with --landmarks (the file already gives one face)")
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")

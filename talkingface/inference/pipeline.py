@@ -205,6 +205,22 @@ class LipSyncResult:
         return self.n_frames / max(self.preprocess_s + self.generate_s, 1e-9)
 
 
+@dataclass
+class Generation:
+    """What stays fixed while one video's frames are generated batch after batch
+    (:meth:`LipSyncPipeline.start_generation`); the generator's state moves on with every batch."""
+
+    video: PreparedVideo
+    reference: torch.Tensor  # first-stage latent of the reference frame
+    generator: torch.Generator
+    runner: UNetRunner
+    cache: dict[int, tuple[torch.Tensor, torch.Tensor]] | None  # source frame -> (latent, masked latent)
+    sampler: str
+    steps: int
+    grid: tuple[int, ...] | None
+    window: bool  # decode only the latent window under the paste-back region
+
+
 class LipSyncPipeline:
     """Lip-sync a portrait video to speech with a DiffTalk model.
 
@@ -334,59 +350,81 @@ class LipSyncPipeline:
         pairs = [fresh[j] if j in fresh else cache[int(i)] for j, i in enumerate(src)]
         return torch.stack([p[0] for p in pairs]), torch.stack([p[1] for p in pairs])
 
+    def start_generation(self, video: PreparedVideo, cache: bool, window: bool = False) -> Generation:
+        """What :meth:`generate_batch` keeps from batch to batch for ``video``: the reference latent, the seeded
+        noise generator (drawn batch after batch), the UNet runner, the sampler. ``cache``: keep source-frame
+        latents (the ping-pong shows frames again); ``window``: decode only the latent window under the paste-back
+        region."""
+        self._check_options()
+        sampler, steps, grid = self.sampling()
+        return Generation(
+            video=video,
+            reference=self.reference_latent(video),
+            generator=torch.Generator().manual_seed(self.options.seed),
+            runner=self._runner(),
+            cache={} if cache and video.n_frames <= LATENT_CACHE_FRAMES else None,
+            sampler=sampler,
+            steps=steps,
+            grid=grid,
+            window=window,
+        )
+
+    @torch.no_grad()
+    def generate_batch(
+        self, gen: Generation, src: np.ndarray, windows: np.ndarray
+    ) -> tuple[list[tuple[np.ndarray, np.ndarray]], np.ndarray, list[np.ndarray]]:
+        """One batch: the source frames ``src`` with their audio windows ``(n, 8, 16, 29)`` -> their ``(crop,
+        landmarks)``, the generated faces (uint8) and their paste-back alphas. The same batches with the same
+        ``gen`` give the same frames: the sampler draws noise for the whole batch at every step."""
+        o, model, video = self.options, self.model, gen.video
+        crops = [video.crop(int(i)) for i in src]
+        alphas = [mouth_alpha(lm, video.crop_size, o.feather) for _, lm in crops]
+        size, latent = self.model_image_size, model.image_size
+        inputs = FrameInputs.stack([frame_inputs(c, lm, size, latent) for c, lm in crops])
+        n = len(src)
+        rows = np.arange(n)
+        if o.compile and n < o.batch_size:  # one static shape for the compiled UNet: repeat the last frame
+            rows = np.r_[rows, np.full(o.batch_size - n, n - 1)]
+        inputs = inputs.take(rows)
+        latents = self._target_latents(src[rows], inputs, gen.cache)
+        noise = model.initial_noise(len(rows), gen.generator)
+        decode_window = paste_window(alphas, size, latent, o.decode_margin) if gen.window else None
+        pixels = inpaint_frames(
+            model,
+            inputs,
+            windows[rows],
+            gen.reference,
+            noise,
+            latents,
+            sampler=gen.sampler,
+            steps=gen.steps,
+            eta=o.eta,
+            generator=gen.generator,
+            eps_wrapper=gen.runner,
+            decode_window=decode_window,
+            timesteps=gen.grid,
+        )
+        return crops, to_uint8(pixels[:n]), alphas
+
     @torch.no_grad()
     def _batches(
         self, video: PreparedVideo, speech: Speech, progress: bool, window: bool = False
     ) -> Iterator[tuple[np.ndarray, list[tuple[np.ndarray, np.ndarray]], np.ndarray, list[np.ndarray]]]:
         """Per batch: the source frame indices, their ``(crop, landmarks)``, the generated faces (uint8) and their
         paste-back alphas. ``window``: decode only the latent window under the batch's paste-back region."""
-        self._check_options()
         o, model = self.options, self.model
-        sampler, steps, grid = self.sampling()
         indices = pingpong_indices(speech.n_frames, video.n_frames)
-        ref = self.reference_latent(video)
-        runner = self._runner()
-        generator = torch.Generator().manual_seed(o.seed)
         # the ping-pong shows source frames again: keep their latents when the speech outlasts the video
-        cache: dict[int, tuple[torch.Tensor, torch.Tensor]] | None = (
-            {} if len(indices) > video.n_frames and video.n_frames <= LATENT_CACHE_FRAMES else None
-        )
+        gen = self.start_generation(video, cache=len(indices) > video.n_frames, window=window)
         bar = tqdm(total=len(indices), desc="lip-sync", unit="frame", disable=not progress, leave=False)
         started = time.perf_counter()
         with bar:
             for start in range(0, len(indices), o.batch_size):
                 src = indices[start : start + o.batch_size]
-                crops = [video.crop(int(i)) for i in src]
-                alphas = [mouth_alpha(lm, video.crop_size, o.feather) for _, lm in crops]
-                size, latent = self.model_image_size, model.image_size
-                inputs = FrameInputs.stack([frame_inputs(c, lm, size, latent) for c, lm in crops])
                 n = len(src)
-                rows = np.arange(n)
-                if o.compile and n < o.batch_size:  # one static shape for the compiled UNet: repeat the last frame
-                    rows = np.r_[rows, np.full(o.batch_size - n, n - 1)]
-                inputs = inputs.take(rows)
-                audio = speech.windows[start : start + n][rows]
-                latents = self._target_latents(src[rows], inputs, cache)
-                noise = model.initial_noise(len(rows), generator)
-                decode_window = paste_window(alphas, size, latent, o.decode_margin) if window else None
-                pixels = inpaint_frames(
-                    model,
-                    inputs,
-                    audio,
-                    ref,
-                    noise,
-                    latents,
-                    sampler=sampler,
-                    steps=steps,
-                    eta=o.eta,
-                    generator=generator,
-                    eps_wrapper=runner,
-                    decode_window=decode_window,
-                    timesteps=grid,
-                )
-                faces = to_uint8(pixels[:n])
+                crops, faces, alphas = self.generate_batch(gen, src, speech.windows[start : start + n])
                 if start == 0 and model.device.type == "cpu":
-                    estimate = time_estimate(time.perf_counter() - started, n, len(indices), steps)
+                    estimate = time_estimate(time.perf_counter() - started, n, len(indices), gen.steps)
                     if estimate:
                         log.info("%s", estimate)
                 yield src, crops, faces, alphas

@@ -13,17 +13,17 @@ def n_output_frames(n_samples: int, sample_rate: int = SAMPLE_RATE, fps: float =
     return frames_for_seconds(n_samples / sample_rate, fps)
 
 
-def pingpong_indices(n_out: int, n_video: int) -> np.ndarray:
+def pingpong_indices(n_out: int, n_video: int, start: int = 0) -> np.ndarray:
     """Source frame of each output frame: 0, 1, ..., N-1, N-2, ..., 1, 0, 1, ... (no frame shown twice in a row).
 
     Returns:
-        ``(n_out,)`` int64 indices into the ``n_video`` source frames.
+        ``(n_out - start,)`` int64 indices into the ``n_video`` source frames, of output frames ``start..n_out-1``.
     """
     if n_video <= 0:
         raise ValueError(f"the video needs at least one frame, got {n_video}")
-    k = np.arange(n_out, dtype=np.int64)
+    k = np.arange(start, n_out, dtype=np.int64)
     if n_video == 1:
-        return np.zeros(n_out, dtype=np.int64)
+        return np.zeros(len(k), dtype=np.int64)
     period = 2 * n_video - 2
     phase = k % period
     return np.where(phase < n_video, phase, period - phase)

@@ -101,6 +101,27 @@ def mel_filterbank(
     return bank.astype(np.float32)
 
 
+def analysis_window() -> np.ndarray:
+    """The 25 ms Hann window centred in the 512-point FFT frame."""
+    window = np.zeros(MEL_N_FFT, dtype=np.float32)
+    offset = (MEL_N_FFT - MEL_WIN_LENGTH) // 2
+    window[offset : offset + MEL_WIN_LENGTH] = np.hanning(MEL_WIN_LENGTH + 2)[1:-1]
+    return window
+
+
+def log_mel_frames(padded: np.ndarray, n_frames: int) -> np.ndarray:
+    """dB of ``n_frames`` analysis frames of ``padded``: frame ``k`` is ``padded[k * 320 : k * 320 + 512]``.
+
+    Every step works frame by frame (the mel projection is an ``einsum``, not a BLAS matmul whose rounding depends
+    on how many rows it gets), so a frame's value does not depend on the other frames computed with it: computing
+    the frames piece by piece (:class:`IncrementalLogMel`) gives exactly the values of one pass.
+    """
+    frames = np.lib.stride_tricks.sliding_window_view(padded, MEL_N_FFT)[::MEL_HOP_LENGTH][:n_frames]
+    power = np.abs(np.fft.rfft(frames * analysis_window(), axis=1)) ** 2
+    mel = np.einsum("mk,bk->mb", power, mel_filterbank())
+    return (10.0 * np.log10(np.maximum(mel, MEL_POWER_FLOOR))).astype(np.float32)
+
+
 def log_mel(audio: np.ndarray, n_frames: int | None = None) -> np.ndarray:
     """Un-normalised log-mel power in dB, ``(n_frames, 29)``; frame ``k`` is centred at ``k * 20 ms``."""
     audio = np.asarray(audio, dtype=np.float32)
@@ -112,13 +133,50 @@ def log_mel(audio: np.ndarray, n_frames: int | None = None) -> np.ndarray:
     padded[half : half + len(audio)] = audio  # zero "centre" padding: frame k centred on sample k * hop
     if n_frames == 0:
         return np.zeros((0, FEATURE_DIM), dtype=np.float32)
-    window = np.zeros(MEL_N_FFT, dtype=np.float32)
-    offset = (MEL_N_FFT - MEL_WIN_LENGTH) // 2
-    window[offset : offset + MEL_WIN_LENGTH] = np.hanning(MEL_WIN_LENGTH + 2)[1:-1]
-    frames = np.lib.stride_tricks.sliding_window_view(padded, MEL_N_FFT)[::MEL_HOP_LENGTH][:n_frames]
-    power = np.abs(np.fft.rfft(frames * window, axis=1)) ** 2
-    mel = power @ mel_filterbank().T
-    return (10.0 * np.log10(np.maximum(mel, MEL_POWER_FLOOR))).astype(np.float32)
+    return log_mel_frames(padded, n_frames)
+
+
+class IncrementalLogMel:
+    """:func:`log_mel` of audio that arrives in pieces; frame ``k`` needs the samples up to ``k * 320 + 256``.
+
+    ``push(samples, limit)`` returns the dB of the frames that became computable (at most ``limit`` frames in all):
+    exactly the values ``log_mel`` gives for the whole audio, as long as the audio goes on past each frame (the
+    offline path never pads the right edge of a frame it keeps: it trims the speech to whole video frames).
+    Only the samples still needed are kept.
+    """
+
+    def __init__(self) -> None:
+        self._buffer = np.zeros(MEL_N_FFT // 2, dtype=np.float32)  # the left "centre" padding
+        self._offset = 0  # index in the padded signal of _buffer[0]
+        self.n_frames = 0
+
+    def push(self, samples: np.ndarray, limit: int | None = None) -> np.ndarray:
+        self._buffer = np.concatenate([self._buffer, np.asarray(samples, dtype=np.float32)])
+        end = self._offset + len(self._buffer)
+        available = (end - MEL_N_FFT) // MEL_HOP_LENGTH + 1 if end >= MEL_N_FFT else 0
+        if limit is not None:
+            available = min(available, limit)
+        count = max(available - self.n_frames, 0)
+        start = self.n_frames * MEL_HOP_LENGTH - self._offset
+        db = (
+            log_mel_frames(self._buffer[start : start + (count - 1) * MEL_HOP_LENGTH + MEL_N_FFT], count)
+            if count
+            else np.zeros((0, FEATURE_DIM), dtype=np.float32)
+        )
+        self.n_frames += count
+        drop = self.n_frames * MEL_HOP_LENGTH - self._offset  # frames from n_frames on start here
+        self._buffer, self._offset = self._buffer[drop:], self._offset + drop
+        return db
+
+
+def mel_stats(db: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per-band mean and standard deviation (floored at :data:`MEL_STD_FLOOR_DB`) of dB frames, ``(1, 29)`` each."""
+    return db.mean(axis=0, keepdims=True), np.maximum(db.std(axis=0, keepdims=True), MEL_STD_FLOOR_DB)
+
+
+def normalize_mel(db: np.ndarray, mean: np.ndarray, std: np.ndarray) -> np.ndarray:
+    """``(db - mean) / std`` as float32 (:func:`mel_stats`)."""
+    return ((db - mean) / std).astype(np.float32)
 
 
 class LogMelBackend(RateFeatureBackend):
@@ -135,9 +193,7 @@ class LogMelBackend(RateFeatureBackend):
         db = log_mel(audio)
         if len(db) == 0:
             return db
-        mean = db.mean(axis=0, keepdims=True)
-        std = np.maximum(db.std(axis=0, keepdims=True), MEL_STD_FLOOR_DB)
-        return ((db - mean) / std).astype(np.float32)
+        return normalize_mel(db, *mel_stats(db))
 
 
 # ----------------------------------------------------------------------------------------------- wav2vec2

@@ -73,9 +73,15 @@ def run_synthetic_demo(
     overwrite: bool = True,
     device: str | None = None,
     progress: bool = True,
+    stream_chunk_ms: float | None = None,
+    stream_realtime: bool = True,
 ) -> Path:
-    """Write a lip-synced mp4 with the shipped synthetic model (offline, CPU, about a minute)."""
+    """Write a lip-synced mp4 with the shipped synthetic model (offline, CPU, about a minute).
+
+    ``stream_chunk_ms``: stream the speech in chunks of this length instead (``talkingface lipsync --stream``), at
+    the pace of the wall clock when ``stream_realtime``; the stream makes frames in batches of 1."""
     from talkingface.inference import LipSyncOptions, LipSyncPipeline
+    from talkingface.inference.stream import stream_file
     from talkingface.inference.writer import check_output
     from talkingface.model.image_driven_talkingface.DiffTalk import CheckpointError, get_difftalk_inference
 
@@ -93,17 +99,21 @@ def run_synthetic_demo(
     log.warning(BANNER, f"{n_params / 1e6:.1f} M", _measured_correlation(ckpt.parent))
     with tempfile.TemporaryDirectory(prefix="talkingface-demo-") as tmp:
         video, speech = make_sample_media(Path(tmp), seconds)
+        batch_size = 25 if stream_chunk_ms is None else 1
         pipe = LipSyncPipeline(
             model,
-            options=LipSyncOptions(steps=steps, sampler="dpm++", batch_size=25, crop_size=DEMO_CROP_SIZE),
+            options=LipSyncOptions(steps=steps, sampler="dpm++", batch_size=batch_size, crop_size=DEMO_CROP_SIZE),
             detector=SidecarDetector(np.load(sidecar_path(video))),  # type: ignore[arg-type]
             model_source=str(ckpt),
         )
-        result = pipe.run(video, speech, out, overwrite=overwrite, progress=progress)
+        if stream_chunk_ms is not None:
+            stats = stream_file(
+                pipe, video, speech, out, chunk_ms=stream_chunk_ms, realtime=stream_realtime, overwrite=overwrite
+            )
+            n_frames = stats.n_frames
+        else:
+            n_frames = pipe.run(video, speech, out, overwrite=overwrite, progress=progress).n_frames
     log.info(
-        "wrote %s (%d frames): the synthetic face of portrait.mp4 speaking the audio of another clip",
-        result.out,
-        result.n_frames,
+        "wrote %s (%d frames): the synthetic face of portrait.mp4 speaking the audio of another clip", out, n_frames
     )
-    assert result.out is not None
-    return result.out
+    return Path(out)
