@@ -288,3 +288,33 @@ def test_resume_refuses_a_round_teacher_with_missing_weights(runs: dict[str, Any
     assert key in str(err.value)
     with pytest.raises(CheckpointError, match="unexpected keys"):
         load_round_teacher(teacher, {**student["distill_state"]["teacher"], "bogus.weight": torch.zeros(1)})
+
+
+def test_a_distilled_student_distils_further_from_its_own_grid(
+    runs: dict[str, Any], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A student as teacher: the next rounds halve the grid it records (not the uniform grid of its step count, which
+    it was never trained on), and a teacher_steps that disagrees with that grid is one error line."""
+    grids = distillation_grids(4, 1, teacher_grid=[188, 438, 688, 938])
+    assert [g.tolist() for g in grids] == [[188, 438, 688, 938], [438, 938], [938]]
+    with pytest.raises(SamplerError):
+        distillation_grids(4, 1, teacher_grid=[188, 438, 938])
+    with pytest.raises(SamplerError):
+        distillation_grids(2, 1, teacher_grid=[700, 300])
+
+    tmp, data_root = runs["tmp"], runs["data_root"]
+    run = tmp / "further"
+    extra = {"distill.teacher": runs["student"], "distill.teacher_steps": 2, "distill.student_steps": 1}
+    extra["distill.steps_per_round"] = 1
+    argv = ["--base", str(TINY_CONFIG), "-t", "--run-dir", str(run), *tiny_overrides(data_root, **extra)]
+    assert main(argv) == 0
+    further = torch.load(run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
+    assert further[SAMPLING_CKPT_KEY]["timesteps"] == STUDENT_GRID[1::2]  # the 2-step student's grid, halved
+    assert STUDENT_GRID[1::2] != distillation_grids(2, 1)[-1].tolist()  # (the uniform route would differ)
+
+    wrong = {**extra, "distill.teacher_steps": 4, "distill.student_steps": 2}
+    argv = ["--base", str(TINY_CONFIG), "-t", "--run-dir", str(tmp / "wrong"), *tiny_overrides(data_root, **wrong)]
+    capsys.readouterr()
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "set distill.teacher_steps=2" in err[0], err

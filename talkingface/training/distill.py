@@ -126,6 +126,22 @@ def kept_region_mask(landmarks: torch.Tensor, latent_size: int, image_size: int)
     return keep.view(b, 1, latent_size, 1).expand(b, 1, latent_size, latent_size).contiguous()
 
 
+def recorded_teacher_grid(teacher: DiffTalkModel, distill: DistillConfig) -> tuple[int, ...] | None:
+    """The DDIM grid a distilled teacher records (a student distilled further continues from its own grid, e.g.
+    188, 438, 688, 938 -> 438, 938 -> 938), else None (an ordinary teacher: the uniform grid)."""
+    sampling = getattr(teacher, "sampling", None)
+    if sampling is None or sampling.sampler != "ddim" or not sampling.timesteps:
+        return None
+    if len(sampling.timesteps) != distill.teacher_steps:
+        raise ConfigError(
+            f"{distill.teacher}: distill.teacher_steps: the teacher is a distilled student sampled with DDIM "
+            f"{len(sampling.timesteps)} steps (timesteps {list(sampling.timesteps)}); set "
+            f"distill.teacher_steps={len(sampling.timesteps)}"
+        )
+    log.info("the teacher records its DDIM grid %s: distilling from it", list(sampling.timesteps))
+    return tuple(int(t) for t in sampling.timesteps)
+
+
 class ProgressiveDistillation(LatentDiffusion):
     """LatentDiffusion whose training step is progressive distillation from ``teacher``.
 
@@ -142,7 +158,9 @@ class ProgressiveDistillation(LatentDiffusion):
     def __init__(self, config: ModelConfig, teacher: DiffTalkModel, distill: DistillConfig, **kwargs: Any) -> None:
         super().__init__(config, **kwargs)
         self.distill = distill
-        self.grids = distillation_grids(distill.teacher_steps, distill.student_steps, self.num_timesteps)
+        self.grids = distillation_grids(
+            distill.teacher_steps, distill.student_steps, self.num_timesteps, recorded_teacher_grid(teacher, distill)
+        )
         self.rounds = len(self.grids) - 1
         self._teacher = [teacher.eval().requires_grad_(False)]
         self.round = 0

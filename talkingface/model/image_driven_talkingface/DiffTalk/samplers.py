@@ -274,9 +274,15 @@ def nested_timesteps(grid: Sequence[int]) -> np.ndarray:
     return grid[1::2]
 
 
-def distillation_grids(teacher_steps: int, student_steps: int, num_train_timesteps: int = 1000) -> list[np.ndarray]:
+def distillation_grids(
+    teacher_steps: int,
+    student_steps: int,
+    num_train_timesteps: int = 1000,
+    teacher_grid: Sequence[int] | None = None,
+) -> list[np.ndarray]:
     """The DDIM grids of a progressive distillation from ``teacher_steps`` down to ``student_steps``, halving each
     round: ``[teacher grid, round-1 student grid, ..., final student grid]``. The first teacher's grid is
+    ``teacher_grid`` when given (a distilled student's own recorded grid, distilled further), else
     ``k * T // teacher_steps + 1`` for k < teacher_steps: the reference's uniform grid when ``teacher_steps``
     divides T, and exactly ``teacher_steps`` timesteps otherwise too (the reference's grid of "16" steps has 17)."""
     if student_steps < 1 or teacher_steps <= student_steps:
@@ -288,7 +294,18 @@ def distillation_grids(teacher_steps: int, student_steps: int, num_train_timeste
         )
     if teacher_steps > num_train_timesteps // 2:
         raise SamplerError("steps", f"DDIM takes 1..{num_train_timesteps // 2} steps, got {teacher_steps}")
-    grids = [np.arange(teacher_steps, dtype=np.int64) * num_train_timesteps // teacher_steps + 1]
+    if teacher_grid is not None:
+        first = np.asarray(list(teacher_grid), dtype=np.int64)
+        in_range = len(first) > 0 and first[0] >= 0 and first[-1] < num_train_timesteps
+        if len(first) != teacher_steps or np.any(np.diff(first) <= 0) or not in_range:
+            raise SamplerError(
+                "steps",
+                f"the teacher's grid {first.tolist()} is not {teacher_steps} increasing timesteps in "
+                f"[0, {num_train_timesteps})",
+            )
+        grids = [first]
+    else:
+        grids = [np.arange(teacher_steps, dtype=np.int64) * num_train_timesteps // teacher_steps + 1]
     while len(grids[-1]) > student_steps:
         grids.append(nested_timesteps(grids[-1]))
     return grids
