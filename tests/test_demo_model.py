@@ -16,6 +16,7 @@ from golden import TINY_CONFIG, fill_deterministic
 
 import demo
 import talkingface.inference.cli as cli
+import talkingface.inference.model_choice as model_choice
 from talkingface.model.image_driven_talkingface.DiffTalk import (
     CheckpointError,
     DiffTalkModel,
@@ -160,7 +161,7 @@ def test_without_ckpt_or_default_the_bundled_model_is_used_with_a_warning(
     pipeline_spy: list[dict[str, Any]],
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    monkeypatch.setattr(cli, "DEFAULT_CKPT", tmp_path / "checkpoints" / "DiffTalk" / "model.ckpt")
+    monkeypatch.setattr(model_choice, "DEFAULT_CKPT", tmp_path / "checkpoints" / "DiffTalk" / "model.ckpt")
     with caplog.at_level(logging.INFO):
         assert demo.main(demo_argv(media, tmp_path / "out.mp4")) == 0
     config, ckpt, _ = demo_model_paths()
@@ -184,7 +185,7 @@ def test_a_checkpoint_at_the_default_path_is_picked(
     default = tmp_path / "checkpoints" / "DiffTalk" / "model.ckpt"
     default.parent.mkdir(parents=True)
     torch.save({"state_dict": model.state_dict(), CONFIG_CKPT_KEY: config_to_dict(cfg)}, default)
-    monkeypatch.setattr(cli, "DEFAULT_CKPT", default)
+    monkeypatch.setattr(model_choice, "DEFAULT_CKPT", default)
     with caplog.at_level(logging.INFO):
         assert demo.main(demo_argv(media, tmp_path / "out.mp4")) == 0
     assert pipeline_spy[0]["model_source"] == str(default)
@@ -205,3 +206,62 @@ def test_bundled_model_needs_no_other_flag_and_warns(
     assert out.stat().st_size > 0
     (warning,) = synthetic_warnings(caplog)
     assert f"--ckpt {ckpt}" in warning
+
+
+def test_shipped_student_is_the_demo_model_distilled_and_records_its_sampler() -> None:
+    """student4.safetensors: the demo model's names and shapes, its config (first stage: the shared first_stage.pt),
+    and the DDIM 4-step grid of its distillation (16 -> 8 -> 4), which the pipeline then uses by default."""
+    from safetensors import safe_open
+    from safetensors.torch import load_file
+
+    from talkingface.model.image_driven_talkingface.DiffTalk import get_difftalk_inference
+    from talkingface.model.image_driven_talkingface.DiffTalk.config import SAMPLING_CKPT_KEY
+    from talkingface.synthetic.export import demo_student_path
+
+    config, ckpt, _ = demo_model_paths()
+    student = demo_student_path()
+    teacher_sd, student_sd = load_file(str(ckpt)), load_file(str(student))
+    assert student_sd.keys() == teacher_sd.keys()
+    assert all(student_sd[k].shape == v.shape and student_sd[k].dtype == v.dtype for k, v in teacher_sd.items())
+    assert any(not torch.equal(student_sd[k], v) for k, v in teacher_sd.items())  # distilled, not a copy
+    with safe_open(str(student), framework="pt") as f:
+        meta = f.metadata()
+    mine, demo_cfg = load_config(json.loads(meta[CONFIG_CKPT_KEY])).model, load_config(config).model
+    for part in ("unet", "first_stage", "conditioning", "diffusion"):  # the architecture (its run's data/lr differ)
+        assert getattr(mine, part) == getattr(demo_cfg, part), part
+    sampling = json.loads(meta[SAMPLING_CKPT_KEY])
+    assert sampling["sampler"] == "ddim" and sampling["timesteps"] == [188, 438, 688, 938]
+
+    model = get_difftalk_inference(ckpt=student, device="cpu")  # no other argument: config and first stage found
+    assert model.sampling is not None and list(model.sampling.timesteps) == [188, 438, 688, 938]
+
+
+def test_demo_student_flag_runs_the_student_with_its_recorded_sampler(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    import talkingface.inference as inference
+    from talkingface.synthetic.export import demo_student_path
+
+    seen: list[object] = []
+
+    class FakePipeline:
+        def __init__(self, model: object, options: object, **k: object) -> None:
+            seen.append((model, options))
+
+        def run(self, video: Path, speech: Path, out: Path, overwrite: bool = False, **k: object) -> object:
+            from types import SimpleNamespace
+
+            Path(out).write_bytes(b"result")
+            return SimpleNamespace(out=out, n_frames=3)
+
+    monkeypatch.setattr(inference, "LipSyncPipeline", FakePipeline)
+    monkeypatch.setenv("TALKINGFACE_DEMO_SECONDS", "0.2")
+    monkeypatch.chdir(tmp_path)
+    with caplog.at_level(logging.INFO):
+        assert demo.main(["--no-progress", "--demo-student"]) == 0
+    ((model, options),) = seen
+    assert options.sampler is None and options.steps is None  # the recorded DDIM 4 steps
+    assert list(model.sampling.timesteps) == [188, 438, 688, 938]
+    assert demo_student_path().exists()
+    with pytest.raises(SystemExit):
+        demo.main(["--video", "v.mp4", "--out", "o.mp4", "--demo-student"])

@@ -39,7 +39,7 @@ from talkingface.inference.model_choice import is_bundled_model
 from talkingface.inference.sampling import DEFAULT_SAMPLER, DEFAULT_STEPS, SAMPLERS
 from talkingface.media.decode import VIDEO_EXTENSIONS
 from talkingface.model.image_driven_talkingface.DiffTalk.loader import DEFAULT_CKPT, resolve_path
-from talkingface.synthetic.export import demo_model_paths
+from talkingface.synthetic.export import demo_model_paths, demo_student_path
 
 log = logging.getLogger(__name__)
 
@@ -77,11 +77,13 @@ class AppSettings:
 
 def checkpoint_choices(extra: tuple[str, ...] = ()) -> list[dict[str, str]]:
     """The checkpoints the page offers, the default first: ``--ckpt`` ones, the default checkpoint when it exists,
-    and the bundled synthetic demo model always."""
+    and the bundled synthetic demo model always (then its 4-step student)."""
     paths = list(extra)
     if resolve_path(DEFAULT_CKPT).is_file():
         paths.append(str(DEFAULT_CKPT))
     paths.append(str(demo_model_paths()[1]))
+    if demo_student_path().is_file():
+        paths.append(str(demo_student_path()))
     seen: set[str] = set()
     choices = []
     for path in paths:

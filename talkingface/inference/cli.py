@@ -144,6 +144,11 @@ def build_parser() -> ArgumentParser:
     )
     st.add_argument("--chunk-ms", type=float, default=40.0, help="audio chunk length with --stream (20-200 ms)")
     st.add_argument("--stream-no-wait", action="store_true", help="with --stream: feed the chunks as fast as possible")
+    p.add_argument(
+        "--demo-student",
+        action="store_true",
+        help="no --video: the bundled demo model's 4-step distilled student (student4.safetensors, DDIM 4 steps)",
+    )
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     return p
 
@@ -268,6 +273,7 @@ def run_synthetic(args: argparse.Namespace) -> None:
         overwrite=args.overwrite or args.out is None,
         stream_chunk_ms=args.chunk_ms if args.stream else None,
         stream_realtime=not args.stream_no_wait,
+        student=args.demo_student,
     )
 
 
@@ -278,6 +284,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("argument --out: required with --video")
     if args.video is None and args.landmarks is not None:
         parser.error("argument --landmarks: needs --video")
+    if args.video is not None and args.demo_student:
+        parser.error("argument --demo-student: only without --video (with a video: --ckpt PATH)")
     if args.stream_no_wait and not args.stream:
         parser.error("argument --stream-no-wait: needs --stream")
     if args.landmarks is not None and not args.face.is_largest:

@@ -10,7 +10,7 @@ import os
 from pathlib import Path
 
 from talkingface.model.image_driven_talkingface.DiffTalk.loader import DEFAULT_CKPT, resolve_path
-from talkingface.synthetic.export import demo_model_paths
+from talkingface.synthetic.export import demo_model_paths, demo_student_path
 
 TRAIN_COMMAND = "python trainer/DiffTalkTrainer.py --base configs/latent-diffusion/talking.yaml -t ..."
 SYNTHETIC_MODEL_WARNING = (
@@ -30,9 +30,11 @@ def same_file(a: Path, b: Path) -> bool:
 
 
 def is_bundled_model(path: Path) -> bool:
-    """``path`` is the shipped synthetic demo model (talkingface/synthetic/assets/model.safetensors)."""
-    bundled = demo_model_paths()[1]
-    return path.exists() and bundled.exists() and same_file(path, bundled)
+    """``path`` is the shipped synthetic demo model (talkingface/synthetic/assets/model.safetensors) or its 4-step
+    student (student4.safetensors beside it)."""
+    return path.exists() and any(
+        bundled.exists() and same_file(path, bundled) for bundled in (demo_model_paths()[1], demo_student_path())
+    )
 
 
 def resolve_checkpoint(ckpt: str | None, flag: str = "--ckpt") -> tuple[Path, str | None]:

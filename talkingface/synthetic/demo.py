@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from talkingface.synthetic.export import ASSETS_DIR, METRICS_FILE, demo_model_paths
+from talkingface.synthetic.export import ASSETS_DIR, METRICS_FILE, demo_model_paths, demo_student_path
 from talkingface.synthetic.face import sample_identity
 from talkingface.synthetic.generate import render_clip, sidecar_path, write_clip_video
 
@@ -27,6 +27,8 @@ ENV_STEPS = "TALKINGFACE_DEMO_STEPS"
 DEFAULT_SECONDS = 4.0
 DEFAULT_STEPS = 20
 DEMO_CROP_SIZE = 128  # the saved crop side of the synthetic training layout
+#: The 4-step student's figures in metrics.json.
+STUDENT_METRICS = "student4"
 BANNER = (
     "SYNTHETIC DEMO MODEL: a %s-parameter DiffTalk trained on cartoon faces by benchmarks/learnability.py "
     "(held-out mouth-opening correlation r = %s, see its metrics.json); it only animates synthetic faces. "
@@ -51,9 +53,11 @@ class SidecarDetector:
         return self.landmarks[i] if i < len(self.landmarks) else None
 
 
-def _measured_correlation(folder: Path) -> str:
+def _measured_correlation(folder: Path, entry: str | None = None) -> str:
+    """The held-out r in ``metrics.json`` (``entry``: a sub-entry such as the student's ``student4``)."""
     try:
-        return f"{float(json.loads((folder / METRICS_FILE).read_text())['correlation']):.2f}"
+        metrics = json.loads((folder / METRICS_FILE).read_text())
+        return f"{float((metrics[entry] if entry else metrics)['correlation']):.2f}"
     except (OSError, ValueError, KeyError, TypeError):
         return "not recorded"
 
@@ -75,11 +79,13 @@ def run_synthetic_demo(
     progress: bool = True,
     stream_chunk_ms: float | None = None,
     stream_realtime: bool = True,
+    student: bool = False,
 ) -> Path:
     """Write a lip-synced mp4 with the shipped synthetic model (offline, CPU, about a minute).
 
     ``stream_chunk_ms``: stream the speech in chunks of this length instead (``talkingface lipsync --stream``), at
-    the pace of the wall clock when ``stream_realtime``; the stream makes frames in batches of 1."""
+    the pace of the wall clock when ``stream_realtime``; the stream makes frames in batches of 1. ``student``: the
+    shipped 4-step student of the demo model (``student4.safetensors``, its recorded DDIM 4 steps) instead."""
     from talkingface.inference import LipSyncOptions, LipSyncPipeline
     from talkingface.inference.stream import stream_file
     from talkingface.inference.writer import check_output
@@ -89,6 +95,8 @@ def run_synthetic_demo(
     seconds = float(os.environ.get(ENV_SECONDS, seconds or DEFAULT_SECONDS))
     steps = int(os.environ.get(ENV_STEPS, steps or DEFAULT_STEPS))
     config, ckpt, first_stage = demo_model_paths()
+    if student:
+        config, ckpt = None, demo_student_path()  # its config travels in its metadata
     if not ckpt.is_file():
         raise CheckpointError(
             f"the synthetic demo model is missing from {ASSETS_DIR}; rebuild it with "
@@ -96,13 +104,19 @@ def run_synthetic_demo(
         )
     model = get_difftalk_inference(config, ckpt, first_stage, device=device or "cpu")
     n_params = sum(p.numel() for p in model.trainable_parameters())
-    log.warning(BANNER, f"{n_params / 1e6:.1f} M", _measured_correlation(ckpt.parent))
+    measured = _measured_correlation(ckpt.parent, STUDENT_METRICS if student else None)
+    log.warning(BANNER, f"{n_params / 1e6:.1f} M", measured)
     with tempfile.TemporaryDirectory(prefix="talkingface-demo-") as tmp:
         video, speech = make_sample_media(Path(tmp), seconds)
         batch_size = 25 if stream_chunk_ms is None else 1
         pipe = LipSyncPipeline(
             model,
-            options=LipSyncOptions(steps=steps, sampler="dpm++", batch_size=batch_size, crop_size=DEMO_CROP_SIZE),
+            options=LipSyncOptions(
+                steps=None if student else steps,  # the student: the sampler and steps it records
+                sampler=None if student else "dpm++",
+                batch_size=batch_size,
+                crop_size=DEMO_CROP_SIZE,
+            ),
             detector=SidecarDetector(np.load(sidecar_path(video))),  # type: ignore[arg-type]
             model_source=str(ckpt),
         )

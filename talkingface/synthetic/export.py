@@ -3,7 +3,8 @@
 ``model.safetensors`` carries its config in its metadata (``difftalk_config``, JSON) and names ``first_stage.pt``,
 the file beside it, as its first stage; so ``get_difftalk_inference(ckpt=".../assets/model.safetensors")`` and
 ``python demo.py --ckpt .../assets/model.safetensors --video V --audio A --out O`` need no other argument.
-``config.yaml`` is the same config, for reading.
+``config.yaml`` is the same config, for reading. ``student4.safetensors`` is that model distilled to 4 DDIM steps
+(the trainer's distillation mode); it shares ``first_stage.pt`` and records its sampler (``difftalk_sampling``).
 """
 
 from __future__ import annotations
@@ -29,6 +30,8 @@ log = logging.getLogger(__name__)
 
 ASSETS_DIR = Path(__file__).resolve().parent / "assets"
 MODEL_FILE = "model.safetensors"
+#: The demo model distilled to 4 DDIM steps (progressive distillation; it records its sampler), beside it.
+STUDENT_FILE = "student4.safetensors"
 FIRST_STAGE_FILE = "first_stage.pt"
 CONFIG_FILE = "config.yaml"
 METRICS_FILE = "metrics.json"
@@ -65,6 +68,37 @@ def export_demo_model(model: torch.nn.Module, first_stage_path: Path, folder: Pa
     (folder / METRICS_FILE).write_text(json.dumps(keep, indent=2) + "\n")
     log.info("exported the synthetic demo model to %s", folder)
     return folder
+
+
+def demo_student_path(folder: Path = ASSETS_DIR) -> Path:
+    """The shipped 4-step student of the synthetic demo model."""
+    return folder / STUDENT_FILE
+
+
+def export_demo_student(slim: Path, folder: Path = ASSETS_DIR, name: str = STUDENT_FILE) -> Path:
+    """Ship a distilled student's slim export (``difftalk_ema.safetensors`` of a distillation run of the demo model)
+    beside the demo model: fp16, its first stage pointed at the demo model's ``first_stage.pt`` (the student copies
+    its teacher's), its recorded sampler kept."""
+    from safetensors import safe_open
+
+    from talkingface.model.image_driven_talkingface.DiffTalk.config import SAMPLING_CKPT_KEY
+
+    slim, folder = Path(slim), Path(folder)
+    with safe_open(str(slim), framework="pt") as f:
+        meta = dict(f.metadata() or {})
+    if CONFIG_CKPT_KEY not in meta or SAMPLING_CKPT_KEY not in meta:
+        raise ValueError(f"{slim}: not a distilled student's slim export (no {CONFIG_CKPT_KEY} / {SAMPLING_CKPT_KEY})")
+    cfg = load_config({"model": json.loads(meta[CONFIG_CKPT_KEY])["model"]})  # the model only, as the demo model
+    cfg.model.first_stage.ckpt_path = FIRST_STAGE_FILE
+    out = folder / name
+    sd = {k: (v.half() if v.is_floating_point() else v).contiguous() for k, v in load_file(str(slim)).items()}
+    metadata = demo_metadata(cfg)
+    metadata["note"] = "synthetic demo model distilled to few steps (fp16 storage)"
+    metadata[SAMPLING_CKPT_KEY] = meta[SAMPLING_CKPT_KEY]
+    save_file(sd, str(out), metadata=metadata)
+    out.chmod(0o644)
+    log.info("shipped the distilled student %s as %s", slim, out)
+    return out
 
 
 def _model_dict(model: torch.nn.Module) -> dict[str, Any]:
