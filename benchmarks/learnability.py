@@ -50,6 +50,7 @@ from talkingface.training.latent_cache import main as latent_cache_main  # noqa:
 log = logging.getLogger("learnability")
 
 VARIANTS = {"real": "false", "control": "true"}  # variant -> data.shuffle_audio
+DEFAULT_SAMPLE_STEPS = 20
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -85,7 +86,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--lr", type=float, default=None, help="default: the config's model.base_learning_rate")
     p.add_argument("--variants", default="real,control", help="comma list of real, control")
     p.add_argument("--eval-frames", type=int, default=100, help="held-out frames per identity")
-    p.add_argument("--sample-steps", type=int, default=20, help="sampler steps (0 with --sampler recorded: its steps)")
+    p.add_argument(
+        "--sample-steps",
+        type=int,
+        default=None,
+        help=f"sampler steps (default {DEFAULT_SAMPLE_STEPS}; with --sampler recorded: the checkpoint's own steps and "
+        "grid, unless given)",
+    )
     p.add_argument(
         "--sampler",
         default="dpm++",
@@ -179,6 +186,7 @@ def prepare_first_stage(args: argparse.Namespace, cfg: Any, data: Path, root: Pa
 
 
 def run(args: argparse.Namespace) -> dict:
+    resolve_sample_steps(args)
     if args.smoke:
         args.identities, args.seconds, args.test_identities = 2, 2.6, 1
         args.first_stage_steps, args.first_stage_batch, args.eval_frames, args.sample_steps = 2, 4, 4, 2
@@ -320,6 +328,7 @@ def evaluate_only(args: argparse.Namespace) -> dict:
     """``--evaluate MODEL``: the held-out figures of a saved model, as one curve point of a training run."""
     from dataclasses import asdict
 
+    resolve_sample_steps(args)
     from talkingface.model.image_driven_talkingface.DiffTalk import get_difftalk_inference
     from talkingface.synthetic.export import demo_model_paths
     from talkingface.synthetic.learn import evaluate_heldout
@@ -357,9 +366,17 @@ def evaluate_only(args: argparse.Namespace) -> dict:
     return {"variants": {"evaluated": entry}}
 
 
+def resolve_sample_steps(args: argparse.Namespace) -> argparse.Namespace:
+    """``--sample-steps`` left out: the recorded sampler's own steps (0) with ``--sampler recorded`` (a student's DDIM
+    grid; 20 here silently sampled a 4-step student with 20 uniform DDIM steps), else DEFAULT_SAMPLE_STEPS."""
+    if args.sample_steps is None:
+        args.sample_steps = 0 if args.sampler == "recorded" else DEFAULT_SAMPLE_STEPS
+    return args
+
+
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
-    args = build_parser().parse_args(argv)
+    args = resolve_sample_steps(build_parser().parse_args(argv))
     report = evaluate_only(args) if args.evaluate else run(args)
     for name, v in report["variants"].items():
         print(

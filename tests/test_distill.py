@@ -318,3 +318,20 @@ def test_a_distilled_student_distils_further_from_its_own_grid(
     assert main(argv) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "set distill.teacher_steps=2" in err[0], err
+
+
+def test_learnability_evaluates_a_student_with_its_own_steps_unless_told() -> None:
+    """``--sampler recorded`` without ``--sample-steps`` is the student's own grid (it used to be 20 uniform DDIM
+    steps, silently: the benchmark's default)."""
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    import learnability
+
+    def steps(*argv: str) -> Any:
+        return learnability.resolve_sample_steps(learnability.build_parser().parse_args(["--out", "o", *argv]))
+
+    assert steps("--sampler", "recorded").sample_steps == 0  # -> the recorded steps and timesteps
+    assert steps("--sampler", "recorded", "--sample-steps", "8").sample_steps == 8
+    assert steps().sample_steps == learnability.DEFAULT_SAMPLE_STEPS == 20
+    assert steps("--sampler", "ddim").sample_steps == 20
