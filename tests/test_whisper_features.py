@@ -231,3 +231,48 @@ def test_bad_folders_are_named(tmp_path: Path) -> None:
     assert whisper_folder_type(ct2) == "ctranslate2"
     with pytest.raises(PreprocessError, match="ct2: CTranslate2 cannot load it"):
         make_backend("whisper", {"whisper_model": ct2})
+
+
+def test_whisper_dataset_trains_and_drives_the_pipeline(tiny_en: WhisperBackend, tmp_path: Path, capsys) -> None:
+    """A dataset of whisper features (dim 384): the config's dim must match; one training step; the checkpoint
+    records the kind, refuses other features and runs the lip-sync pipeline on whisper windows."""
+    from data_fixtures import write_video, write_wav
+    from test_train_support import TINY_CONFIG, tiny_overrides, write_dataset
+
+    from talkingface.inference import InferenceError, LipSyncOptions, LipSyncPipeline
+    from talkingface.model.image_driven_talkingface.DiffTalk import get_difftalk_inference
+    from talkingface.training.cli import main
+
+    root = write_dataset(tmp_path / "data", kind=TINY_EN_KIND, dim=384)
+    logs = tmp_path / "logs"
+    base = ["--base", str(TINY_CONFIG), "-t", "-l", str(logs)]
+    capsys.readouterr()
+    assert main([*base, *tiny_overrides(root)]) == 2  # the config's audio_feature_dim is 29
+    err = capsys.readouterr().err
+    assert err.count("error:") == 1 and len(err.strip().splitlines()) == 1, err
+    assert "'whisper-tiny.en-384' features of dim 384" in err and "audio_feature_dim is 29" in err, err
+    assert not logs.exists()
+    dim = {"model.conditioning.audio_feature_dim": 384, "train.max_steps": 1}
+    assert main([*base, *tiny_overrides(root, **dim)]) == 0
+    (ckpt,) = logs.glob("*/checkpoints/last.ckpt")
+
+    model = get_difftalk_inference(ckpt=ckpt, device="cpu")
+    assert model.config.conditioning.audio_feature_kind == TINY_EN_KIND
+    assert model.config.conditioning.audio_feature_dim == 384
+    with pytest.raises(InferenceError, match="trained on 'whisper-tiny.en-384' audio features but --audio-features"):
+        LipSyncPipeline(model, audio_features="mel", model_source=str(ckpt))
+    with pytest.raises(PreprocessError, match="--whisper-model"):
+        LipSyncPipeline(model)
+    other = save_random_hf_whisper(tmp_path / "hf")
+    with pytest.raises(InferenceError, match=r"--whisper-model .*hf computes 'whisper-custom-16'"):
+        LipSyncPipeline(model, feature_options={"whisper_model": str(other)})
+
+    options = LipSyncOptions(sampler="ddim", steps=2, batch_size=2, crop_size=128, seed=3)
+    pipe = LipSyncPipeline(model, feature_options={"whisper_model": str(tiny_en_folder())}, options=options)
+    assert pipe.backend.kind == TINY_EN_KIND
+    video = write_video(tmp_path / "person.mp4", seconds=0.12, fps=25)  # 3 frames
+    speech = write_wav(tmp_path / "speech.wav", seconds=0.08)  # 2 frames
+    prepared = pipe.prepare_speech(speech)
+    assert prepared.windows.shape == (2, 8, 16, 384)
+    result = pipe.run(video, speech, frames_dir=tmp_path / "frames", progress=False)
+    assert result.n_frames == 2 and len(list((tmp_path / "frames").glob("*.png"))) == 2
