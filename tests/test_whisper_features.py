@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from data_fixtures import frame_labels, speech_track, word
 from scipy.io import wavfile
 from scipy.signal import resample_poly
 
@@ -20,8 +21,6 @@ from talkingface.media.features import WhisperBackend, backend_for_kind, kind_fe
 from talkingface.media.whisper import WHISPER_CHUNK_FRAMES, whisper_folder_type, whisper_log_mel, whisper_mel_filters
 
 TINY_EN_KIND = "whisper-tiny.en-384"
-#: Speech-like test words: a glottal-ish harmonic series (f0 100-200 Hz) through three vowel formants.
-FORMANTS = ((700.0, 130.0, 1.0), (1200.0, 150.0, 0.6), (2500.0, 200.0, 0.3))
 
 
 def tiny_en_folder() -> Path:
@@ -39,45 +38,6 @@ def tiny_en() -> WhisperBackend:
     backend = make_backend("whisper", {"whisper_model": tiny_en_folder()})
     assert isinstance(backend, WhisperBackend)
     return backend
-
-
-def word(seconds: float, rng: np.random.Generator, rate: int = SAMPLE_RATE) -> np.ndarray:
-    """A voiced vowel with a 5 ms attack (the onset is at sample 0) and a 20 ms release."""
-    f0 = rng.uniform(100.0, 200.0)
-    t = np.arange(int(seconds * rate)) / rate
-    phase = 2 * np.pi * np.cumsum(f0 * (1 + 0.05 * np.sin(2 * np.pi * 3 * t))) / rate
-    x = np.zeros_like(t)
-    for h in range(1, int(7500 // f0) + 1):
-        gain = sum(g / (1 + ((h * f0 - f) / bw) ** 2) for f, bw, g in FORMANTS)
-        x += gain * np.sin(h * phase + rng.uniform(0, 2 * np.pi))
-    envelope = np.minimum(1.0, t / 0.005) * np.minimum(1.0, (t[-1] - t) / 0.02)
-    return 0.5 * x * envelope / np.abs(x).max()
-
-
-def speech_track(
-    seed: int, seconds: float = 12.0, rate: int = SAMPLE_RATE
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Low noise with a word every 2.2 s at random onsets (not on the 20 ms grid): ``(audio, onsets_s, lengths_s)``."""
-    rng = np.random.default_rng(seed)
-    audio = rng.standard_normal(int(seconds * rate)) * 1e-3
-    n = int((seconds - 1.4) / 2.2) + 1
-    onsets = np.arange(n) * 2.2 + 0.6 + rng.uniform(0.0, 0.5, n)
-    lengths = rng.uniform(0.4, 0.7, n)
-    for onset, length in zip(onsets, lengths):
-        w = word(length, rng, rate)
-        i = int(round(onset * rate))
-        audio[i : i + len(w)] += w
-    return audio.astype(np.float32), onsets, lengths
-
-
-def frame_labels(n: int, onsets: np.ndarray, lengths: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Per 50 Hz frame (centred at ``j * 20 ms``): inside a word (30 ms in from its ends), and far from any word."""
-    t = np.arange(n) / FEATURE_RATE_HZ
-    speech, silence = np.zeros(n, bool), np.ones(n, bool)
-    for onset, length in zip(onsets, lengths):
-        speech |= (t > onset + 0.03) & (t < onset + length - 0.03)
-        silence &= ~((t > onset - 0.1) & (t < onset + length + 0.1))
-    return speech, silence
 
 
 @pytest.fixture(scope="module")
