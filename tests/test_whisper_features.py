@@ -193,6 +193,28 @@ def test_bad_folders_are_named(tmp_path: Path) -> None:
         make_backend("whisper", {"whisper_model": ct2})
 
 
+def test_preprocess_with_whisper_features(tmp_path: Path) -> None:
+    """``talkingface preprocess run --audio-features whisper``: meta.json records the kind and dim 384, the files are
+    (8, 16, 384) and validation passes; adding videos with mel features to it is refused."""
+    from data_fixtures import write_video
+
+    from talkingface.data.layout import DatasetLayout
+    from talkingface.data.validate import validate_dataset
+    from talkingface.preprocess import main
+
+    video = write_video(tmp_path / "face.mp4", seconds=1.2, fps=25)
+    root = tmp_path / "data" / "HDTF"
+    folder = str(tiny_en_folder())
+    base = ["run", str(video), "--out", str(root), "--size", "64", "--no-progress"]
+    assert main([*base, "--audio-features", "whisper", "--whisper-model", folder]) == 0
+    layout = DatasetLayout(root)
+    feat = layout.read_meta()["audio_feature"]
+    assert feat["kind"] == TINY_EN_KIND and feat["dim"] == 384
+    assert layout.read_audio(1, 0).shape == (8, 16, 384)
+    assert validate_dataset(root, progress=False) == []
+    assert main([*base, "--audio-features", "mel"]) == 2
+
+
 def test_whisper_dataset_trains_and_drives_the_pipeline(tiny_en: WhisperBackend, tmp_path: Path, capsys) -> None:
     """A dataset of whisper features (dim 384): the config's dim must match; one training step; the checkpoint
     records the kind, refuses other features and runs the lip-sync pipeline on whisper windows."""
