@@ -17,7 +17,7 @@ from scipy.signal import resample_poly
 from talkingface.data.constants import FEATURE_RATE_HZ, SAMPLE_RATE
 from talkingface.media.decode import load_audio
 from talkingface.media.errors import PreprocessError
-from talkingface.media.features import WhisperBackend, backend_for_kind, kind_feature_dim, make_backend
+from talkingface.media.features import WhisperBackend, backend_for_kind, make_backend
 from talkingface.media.whisper import WHISPER_CHUNK_FRAMES, whisper_folder_type, whisper_log_mel, whisper_mel_filters
 
 TINY_EN_KIND = "whisper-tiny.en-384"
@@ -58,8 +58,8 @@ def speechness(feats: np.ndarray, probe: tuple[np.ndarray, np.ndarray]) -> np.nd
 def test_kind_dim_and_framing(tiny_en: WhisperBackend) -> None:
     assert tiny_en.kind == TINY_EN_KIND and tiny_en.dim == 384
     assert tiny_en.encoder.folder_type == "ctranslate2" and tiny_en.encoder.n_mels == 80
-    assert backend_for_kind(TINY_EN_KIND) == "whisper" and kind_feature_dim(TINY_EN_KIND) == 384
-    assert kind_feature_dim("logmel29") == 29 and backend_for_kind("whisper") is None
+    assert backend_for_kind(TINY_EN_KIND) == "whisper" and backend_for_kind("logmel29") == "mel"
+    assert backend_for_kind("whisper") is None and backend_for_kind("mfcc13") is None
     rng = np.random.default_rng(0)
     for seconds in (1.0, 0.07):
         feats = tiny_en.features((0.1 * rng.standard_normal(int(seconds * SAMPLE_RATE))).astype(np.float32))

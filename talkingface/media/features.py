@@ -62,14 +62,6 @@ def backend_for_kind(kind: str) -> str | None:
     return next((name for name, k in BACKEND_KINDS.items() if k == kind and name != "whisper"), None)
 
 
-def kind_feature_dim(kind: str) -> int | None:
-    """The feature dimension a kind implies: 29 for the fixed kinds, the width for ``whisper-<size>-<width>``."""
-    if kind.startswith(WHISPER_KIND_PREFIX):
-        width = kind.rpartition("-")[2]
-        return int(width) if width.isdigit() else None
-    return FEATURE_DIM if backend_for_kind(kind) else None
-
-
 class AudioFeatureBackend(ABC):
     """Turns a video's audio into one ``(16, dim)`` window per video frame."""
 

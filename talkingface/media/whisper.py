@@ -98,9 +98,13 @@ def whisper_log_mel(
     n_frames = n_chunks * chunk_frames
     frames = np.lib.stride_tricks.sliding_window_view(padded, WHISPER_N_FFT)[::WHISPER_HOP][:n_frames]
     window = np.hanning(WHISPER_N_FFT + 1)[:-1].astype(np.float32)  # periodic, as torch.hann_window
-    power = np.abs(np.fft.rfft(frames * window, axis=1)) ** 2
-    mel = whisper_mel_filters(n_mels) @ power.T.astype(np.float32)
-    log_spec = np.log10(np.maximum(mel, WHISPER_POWER_FLOOR))
+    filters = whisper_mel_filters(n_mels)
+    log_spec = np.empty((n_mels, n_frames), dtype=np.float32)
+    for lo in range(0, n_frames, chunk_frames):  # one chunk at a time: bounded memory on long audio
+        power = np.abs(np.fft.rfft(frames[lo : lo + chunk_frames] * window, axis=1)) ** 2
+        log_spec[:, lo : lo + chunk_frames] = np.log10(
+            np.maximum(filters @ power.T.astype(np.float32), WHISPER_POWER_FLOOR)
+        )
     log_spec = np.maximum(log_spec, log_spec.max() - WHISPER_LOG_RANGE)
     return ((log_spec + 4.0) / 4.0).astype(np.float32)
 
@@ -229,8 +233,9 @@ def load_whisper_encoder(folder: str | Path, device: str = "cpu", threads: int =
     """The encoder of a CTranslate2 or transformers whisper folder (see :func:`whisper_folder_type`)."""
     folder = Path(folder)
     kind = whisper_folder_type(folder)
-    encoder = load_ctranslate2_encoder(folder, device, threads) if kind == "ctranslate2" else None
-    if encoder is None:
+    if kind == "ctranslate2":
+        encoder = load_ctranslate2_encoder(folder, device, threads)
+    else:
         encoder = load_transformers_encoder(folder, device)
     pre_mels = _preprocessor_mels(folder)
     if pre_mels is not None and pre_mels != encoder.n_mels:
