@@ -62,6 +62,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seconds", type=float, default=5.0)
     p.add_argument("--test-identities", type=int, default=8)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--audio-features",
+        choices=["mel", "whisper", "wav2vec2"],
+        default="mel",
+        help="feature backend of a generated set (an existing --data keeps its own); the config's "
+        "model.conditioning.audio_feature_kind/_dim follow the dataset's meta.json",
+    )
+    p.add_argument("--whisper-model", default=None, help="local whisper model folder (--audio-features whisper)")
+    p.add_argument("--wav2vec2-model", default=None, help="local wav2vec2 CTC folder (--audio-features wav2vec2)")
     p.add_argument("--first-stage", default=None, help="reuse a first stage saved by an earlier run")
     p.add_argument(
         "--first-stage-steps",
@@ -138,10 +147,28 @@ def prepare_data(args: argparse.Namespace, data: Path, progress: bool) -> Path:
                 "--no-videos",
                 "--test-identities",
                 str(args.test_identities),
+                "--audio-features",
+                args.audio_features,
+                *(["--whisper-model", args.whisper_model] if args.whisper_model else []),
+                *(["--wav2vec2-model", args.wav2vec2_model] if args.wav2vec2_model else []),
                 *(["--no-progress"] if not progress else []),
             ]
         )
+        if not DatasetLayout(root).meta_path.is_file():
+            raise SystemExit(f"error: generating the synthetic set into {data} failed")
     return root
+
+
+def feature_overrides(cfg: Any, root: Path) -> list[str]:
+    """Config overrides that make the model eat the dataset's audio features (kind and dimension)."""
+    feat = DatasetLayout(root).read_meta()["audio_feature"]
+    c = cfg.model.conditioning
+    overrides = []
+    if feat["kind"] != c.audio_feature_kind:
+        overrides.append(f"model.conditioning.audio_feature_kind={feat['kind']}")
+    if int(feat.get("dim", c.audio_feature_dim)) != c.audio_feature_dim:
+        overrides.append(f"model.conditioning.audio_feature_dim={int(feat['dim'])}")
+    return overrides
 
 
 def prepare_first_stage(args: argparse.Namespace, cfg: Any, data: Path, root: Path, out: Path, report: dict) -> Path:
@@ -200,6 +227,7 @@ def run(args: argparse.Namespace) -> dict:
     root = prepare_data(args, data, progress)
     cfg = load_config(args.config)
     report: dict = {"config": args.config, "data": str(data), "threads": torch.get_num_threads(), "variants": {}}
+    report["audio_feature"] = DatasetLayout(root).read_meta()["audio_feature"]
     if args.resume and (out / "report.json").is_file():  # the variants' curves go on
         report["variants"] = json.loads((out / "report.json").read_text()).get("variants", {})
     # the ceiling of the pixel measure on ground-truth frames, per skin-tone group (clips 1-10: every tone bin)
@@ -218,6 +246,7 @@ def run(args: argparse.Namespace) -> dict:
         f"model.first_stage.ckpt_path={fs_path}",
         f"model.diffusion.scale_factor={scale!r}",
         f"train.max_steps={args.steps}",
+        *feature_overrides(cfg, root),
     ]
     overrides += [f"data.batch_size={args.batch_size}"] if args.batch_size else []
     overrides += [f"model.base_learning_rate={args.lr}"] if args.lr else []

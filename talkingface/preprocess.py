@@ -68,8 +68,11 @@ def build_parser() -> ArgumentParser:
     run.add_argument("--audio", type=Path, help="separate audio: a file (one video) or a directory of <stem>.*")
     run.add_argument("--audio-features", choices=sorted(BACKEND_KINDS), default="mel", help="feature backend")
     run.add_argument("--wav2vec2-model", help="local wav2vec2 CTC model directory (for --audio-features wav2vec2)")
+    run.add_argument(
+        "--whisper-model", help="local whisper model folder, CTranslate2 or transformers (for --audio-features whisper)"
+    )
     run.add_argument("--deepspeech-npy", help="AD-NeRF aud.npy: a file (one video) or a directory of <stem>.npy")
-    run.add_argument("--device", default="cpu", help="torch device of the wav2vec2 backend")
+    run.add_argument("--device", default="cpu", help="device of the wav2vec2 / whisper backend (cpu, cuda)")
     run.add_argument("--workers", type=int, default=1, help="parallel processes (one video each)")
     run.add_argument("--shard", help="i/n: only videos with (number - 1) %% n == i (0-based i)")
     run.add_argument("--max-missing", type=float, default=DEFAULT_MAX_MISSING, help="max share of faceless frames")
@@ -100,6 +103,7 @@ def _run(args: argparse.Namespace) -> int:
         size=args.size,
         audio_features=args.audio_features,
         wav2vec2_model=args.wav2vec2_model,
+        whisper_model=args.whisper_model,
         deepspeech_npy=args.deepspeech_npy,
         device=args.device,
         crop=CropConfig(scale=args.crop_scale, shift_up=args.crop_shift_up),

@@ -8,12 +8,16 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from talkingface.data.constants import FEATURE_RATE_HZ, SAMPLE_RATE
+
 #: Source crop of skimage's astronaut photo that holds the face (~90 px wide, found by dlib at upsample 0).
 FACE_WINDOW = (10, 40, 288, 288)  # y0, x0, h, w in the 512 x 512 photo
 #: Peak horizontal / vertical motion (pixels) of the face over the clip.
 MOTION_PX = (10.0, 6.0)
 #: Saved frame side in the end-to-end tests (small for speed).
 SIZE = 128
+#: Speech-like test words: a glottal-ish harmonic series (f0 100-200 Hz) through three vowel formants.
+FORMANTS = ((700.0, 130.0, 1.0), (1200.0, 150.0, 0.6), (2500.0, 200.0, 0.3))
 
 
 def tone_track(seconds: float, rate: int, channels: int = 1, silent: bool = False) -> np.ndarray:
@@ -135,3 +139,42 @@ def copy_dataset(root: Path, tmp_path: Path) -> Path:
     dst = tmp_path / "data" / "HDTF"
     shutil.copytree(root.parent, dst.parent)
     return dst
+
+
+def word(seconds: float, rng: np.random.Generator, rate: int = SAMPLE_RATE) -> np.ndarray:
+    """A voiced vowel with a 5 ms attack (the onset is at sample 0) and a 20 ms release."""
+    f0 = rng.uniform(100.0, 200.0)
+    t = np.arange(int(seconds * rate)) / rate
+    phase = 2 * np.pi * np.cumsum(f0 * (1 + 0.05 * np.sin(2 * np.pi * 3 * t))) / rate
+    x = np.zeros_like(t)
+    for h in range(1, int(7500 // f0) + 1):
+        gain = sum(g / (1 + ((h * f0 - f) / bw) ** 2) for f, bw, g in FORMANTS)
+        x += gain * np.sin(h * phase + rng.uniform(0, 2 * np.pi))
+    envelope = np.minimum(1.0, t / 0.005) * np.minimum(1.0, (t[-1] - t) / 0.02)
+    return 0.5 * x * envelope / np.abs(x).max()
+
+
+def speech_track(
+    seed: int, seconds: float = 12.0, rate: int = SAMPLE_RATE
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Low noise with a word every 2.2 s at random onsets (not on the 20 ms grid): ``(audio, onsets_s, lengths_s)``."""
+    rng = np.random.default_rng(seed)
+    audio = rng.standard_normal(int(seconds * rate)) * 1e-3
+    n = int((seconds - 1.4) / 2.2) + 1
+    onsets = np.arange(n) * 2.2 + 0.6 + rng.uniform(0.0, 0.5, n)
+    lengths = rng.uniform(0.4, 0.7, n)
+    for onset, length in zip(onsets, lengths):
+        w = word(length, rng, rate)
+        i = int(round(onset * rate))
+        audio[i : i + len(w)] += w
+    return audio.astype(np.float32), onsets, lengths
+
+
+def frame_labels(n: int, onsets: np.ndarray, lengths: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per 50 Hz frame (centred at ``j * 20 ms``): inside a word (30 ms in from its ends), and far from any word."""
+    t = np.arange(n) / FEATURE_RATE_HZ
+    speech, silence = np.zeros(n, bool), np.ones(n, bool)
+    for onset, length in zip(onsets, lengths):
+        speech |= (t > onset + 0.03) & (t < onset + length - 0.03)
+        silence &= ~((t > onset - 0.1) & (t < onset + length + 0.1))
+    return speech, silence

@@ -120,3 +120,28 @@ def test_check_feature_kind() -> None:
         check_feature_kind(meta, "deepspeech29")
     with pytest.raises(DatasetMetaError, match="window"):
         check_feature_kind({"audio_feature": {**audio_feature_spec("logmel29"), "window": 8}}, None)
+
+
+def test_feature_dim_other_than_29(tmp_path: Path) -> None:
+    """A whisper-sized dataset: meta.json's dim is checked against the model's, and the layout reads (8, 16, dim)."""
+    from talkingface.data.layout import DatasetLayout, LayoutFileError
+
+    meta = {"audio_feature": audio_feature_spec("whisper-tiny.en-384", 384)}
+    check_feature_kind(meta, None)
+    check_feature_kind(meta, {"kind": "whisper-tiny.en-384", "dim": 384, "window": 16, "smooth": 8})
+    with pytest.raises(DatasetMetaError, match="dim 384 but the model's model.conditioning.audio_feature_dim is 29"):
+        check_feature_kind(meta, {"dim": 29})
+    with pytest.raises(DatasetMetaError, match="dim 29 but the model's model.conditioning.audio_feature_dim is 384"):
+        check_feature_kind({"audio_feature": audio_feature_spec("logmel29")}, {"dim": 384})
+    layout = DatasetLayout(tmp_path)
+    layout.make_folders()
+    layout.write_meta({"fps": 25, "image_size": 64, "videos": {}, **meta})
+    layout.write_audio(1, 0, np.zeros((8, 16, 384), np.float32))
+    layout.write_audio(1, 1, np.zeros((8, 16, FEATURE_DIM), np.float32))
+    assert DatasetLayout(tmp_path).audio_shape == (8, 16, 384)
+    assert DatasetLayout(tmp_path).read_audio(1, 0).shape == (8, 16, 384)
+    with pytest.raises(LayoutFileError, match=r"expected float32 \(8, 16, 384\), got float32 \(8, 16, 29\)"):
+        DatasetLayout(tmp_path).read_audio(1, 1)
+    assert DatasetLayout(tmp_path, feature_dim=FEATURE_DIM).read_audio(1, 1).shape == (8, 16, FEATURE_DIM)
+    with pytest.raises(ValueError, match="expected float32"):
+        layout.write_audio(1, 2, np.zeros((16, 384), np.float32))

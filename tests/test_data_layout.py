@@ -136,7 +136,8 @@ def test_synthetic_and_preprocessed_datasets_share_one_format(built: Path, tmp_p
 
     args = argparse.Namespace(
         out=tmp_path / "syn", identities=3, seconds=0.6, seed=0, layout=True, no_videos=True, size=64,
-        frame_size=96, test_identities=1, no_progress=True,
+        frame_size=96, test_identities=1, no_progress=True, audio_features="mel", whisper_model=None,
+        wav2vec2_model=None,
     )  # fmt: skip
     generate(args)
     syn, pre = DatasetLayout(tmp_path / "syn" / "dataset"), DatasetLayout(built)

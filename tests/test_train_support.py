@@ -17,9 +17,9 @@ COUNTS = (12, 10)
 FEATURE_KIND = "logmel29"
 
 
-def write_dataset(parent: Path, counts: tuple[int, ...] = COUNTS, kind: str = FEATURE_KIND) -> Path:
-    """``parent/HDTF`` in the preprocessed layout (random JPEGs, .lms, .npy, data.txt, meta.json) and the split
-    lists ``parent/data_train.txt`` (video 1) and ``parent/data_test.txt`` (video 2)."""
+def write_dataset(parent: Path, counts: tuple[int, ...] = COUNTS, kind: str = FEATURE_KIND, dim: int = 29) -> Path:
+    """``parent/HDTF`` in the preprocessed layout (random JPEGs, .lms, .npy with ``dim`` features, data.txt,
+    meta.json) and the split lists ``parent/data_train.txt`` (video 1) and ``parent/data_test.txt`` (video 2)."""
     layout = DatasetLayout(parent / "HDTF", split_dir=parent)
     layout.make_folders()
     rng = np.random.default_rng(0)
@@ -30,9 +30,9 @@ def write_dataset(parent: Path, counts: tuple[int, ...] = COUNTS, kind: str = FE
             layout.write_frame(v, f, rng.integers(0, 256, (SAVED, SAVED, 3), dtype=np.uint8))
             lms = np.stack([4 + rows * 0.8 + 0.1 * f, 10 + rows * 0.6], axis=1)  # landmark 30 at y = 28
             layout.write_landmarks(v, f, lms)
-            layout.write_audio(v, f, rng.normal(size=(8, 16, 29)).astype(np.float32))
+            layout.write_audio(v, f, rng.normal(size=(8, 16, dim)).astype(np.float32))
         videos[str(v)] = {"source": f"v{v}.mp4", "frames": n, "status": "done"}
-    settings = {"audio_feature": audio_feature_spec(kind), "fps": 25, "image_size": SAVED}
+    settings = {"audio_feature": audio_feature_spec(kind, dim), "fps": 25, "image_size": SAVED}
     layout.write_meta(dataset_meta(settings, videos))
     layout.write_data_txt(counts)
     write_split(layout.train_list, [1], counts)

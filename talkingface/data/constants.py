@@ -19,7 +19,8 @@ SAMPLE_RATE = 16_000
 FEATURE_RATE_HZ = 50
 #: Feature frames per video frame.
 FEATURES_PER_FRAME = FEATURE_RATE_HZ // FPS
-#: Feature dimension (DeepSpeech's 29 symbols, or 29 log-mel bands).
+#: Default feature dimension (DeepSpeech's 29 symbols, or 29 log-mel bands); whisper features have the encoder's
+#: width, recorded in meta.json and set by ``model.conditioning.audio_feature_dim``.
 FEATURE_DIM = _CONDITIONING.audio_feature_dim
 #: Feature frames in one per-video-frame window (AD-NeRF ``aud.npy``: 16 x 29).
 AUDIO_WINDOW = _CONDITIONING.audio_window

@@ -69,8 +69,8 @@ class TalkDataset(Dataset):
 
     Each item is a dict: ``image``, ``reference_img``, ``image_mask`` (float32 ``(S, S, 3)`` in [-1, 1], channels
     last), ``landmarks`` (float32 ``(39, 2)``: rows 0-3 and 13-47 in ``S``-pixel units), ``audio_smooth`` (float32
-    ``(8, 16, 29)``), ``name`` and ``reference_name`` (``<v>_<f>``); ``S = image_size``. Images are resized with PIL
-    bicubic, like the reference.
+    ``(8, 16, D)``, D from meta.json), ``name`` and ``reference_name`` (``<v>_<f>``); ``S = image_size``. Images
+    are resized with PIL bicubic, like the reference.
 
     Unlike the reference (one reference frame per item drawn at construction), the reference frame is drawn
     in every ``__getitem__`` from a generator seeded with ``(seed, worker id)``, so runs are reproducible and

@@ -4,7 +4,7 @@ Under the dataset root (see README "Data")::
 
     images/<v>_<f>.jpg         RGB face crop, JPEG quality JPEG_QUALITY (square, meta.json "image_size" pixels)
     landmarks/<v>_<f>.lms      68 rows "x y" (LANDMARK_FMT), pixels of the saved frame (iBUG layout)
-    audio_smooth/<v>_<f>.npy   float32 AUDIO_SMOOTH_SHAPE
+    audio_smooth/<v>_<f>.npy   float32 (8, 16, D), D = meta.json audio_feature.dim (AUDIO_SMOOTH_SHAPE when 29)
     data.txt                   "v frame_count", line v = video v
     meta.json                  fps, image_size, audio_feature, videos (its content: talkingface.data.meta)
 
@@ -29,8 +29,8 @@ from typing import Any
 
 import numpy as np
 
-from talkingface.data.constants import AUDIO_SMOOTH_SHAPE, N_LANDMARKS
-from talkingface.data.meta import DatasetMetaError, check_meta
+from talkingface.data.constants import AUDIO_WINDOW, N_LANDMARKS, SMOOTH_WINDOWS
+from talkingface.data.meta import DatasetMetaError, check_meta, meta_feature_dim
 
 IMAGES_DIR = "images"
 LANDMARKS_DIR = "landmarks"
@@ -176,11 +176,16 @@ class DatasetLayout:
     """Paths and formats of the files under one dataset root. Cheap to build and to pickle (holds only paths).
 
     ``split_dir``: the folder of ``data_train.txt`` / ``data_test.txt`` (default: the root's parent).
+    ``feature_dim``: the audio feature dimension D of ``audio_smooth`` files (default: ``meta.json``'s, read when
+    first needed; 29 when there is no ``meta.json`` yet).
     """
 
-    def __init__(self, root: str | os.PathLike, split_dir: str | os.PathLike | None = None) -> None:
+    def __init__(
+        self, root: str | os.PathLike, split_dir: str | os.PathLike | None = None, feature_dim: int | None = None
+    ) -> None:
         self.root = Path(root)
         self.split_dir = Path(split_dir) if split_dir is not None else default_split_dir(self.root)
+        self._feature_dim = feature_dim
 
     def __repr__(self) -> str:
         return f"DatasetLayout({str(self.root)!r})"
@@ -316,24 +321,39 @@ class DatasetLayout:
         return landmarks
 
     # ------------------------------------------------------------------------------------ audio windows
+    @property
+    def feature_dim(self) -> int:
+        """D of the ``(8, 16, D)`` audio files: the constructor's, else ``meta.json``'s, else 29."""
+        if self._feature_dim is None:
+            meta = read_json(self.meta_path) if self.meta_path.is_file() else None
+            self._feature_dim = meta_feature_dim(meta or {})
+        return self._feature_dim
+
+    @property
+    def audio_shape(self) -> tuple[int, int, int]:
+        """Shape of one ``audio_smooth`` file: ``(SMOOTH_WINDOWS, AUDIO_WINDOW, feature_dim)``."""
+        return (SMOOTH_WINDOWS, AUDIO_WINDOW, self.feature_dim)
+
     def write_audio(self, video: int, frame: int, windows: np.ndarray) -> Path:
-        """The frame's smoothed audio windows, float32 ``AUDIO_SMOOTH_SHAPE``."""
+        """The frame's smoothed audio windows, float32 ``(8, 16, D)`` (D: the backend's, recorded in meta.json)."""
         windows = np.asarray(windows)
-        if windows.shape != AUDIO_SMOOTH_SHAPE or windows.dtype != np.float32:
-            raise ValueError(f"audio windows {windows.dtype} {windows.shape}, expected float32 {AUDIO_SMOOTH_SHAPE}")
+        if windows.ndim != 3 or windows.shape[:2] != (SMOOTH_WINDOWS, AUDIO_WINDOW) or windows.dtype != np.float32:
+            raise ValueError(
+                f"audio windows {windows.dtype} {windows.shape}, expected float32 ({SMOOTH_WINDOWS}, {AUDIO_WINDOW}, D)"
+            )
         path = self.audio_path(video, frame)
         np.save(path, windows)
         return path
 
     def read_audio(self, video: int, frame: int) -> np.ndarray:
-        """float32 ``AUDIO_SMOOTH_SHAPE``, all finite."""
+        """float32 :attr:`audio_shape`, all finite."""
         path = self.audio_path(video, frame)
         try:
             windows = np.load(path)
         except (OSError, ValueError) as e:
             raise LayoutFileError(path, f"unreadable ({e})") from None
-        if windows.shape != AUDIO_SMOOTH_SHAPE or windows.dtype != np.float32:
-            raise LayoutFileError(path, f"expected float32 {AUDIO_SMOOTH_SHAPE}, got {windows.dtype} {windows.shape}")
+        if windows.shape != self.audio_shape or windows.dtype != np.float32:
+            raise LayoutFileError(path, f"expected float32 {self.audio_shape}, got {windows.dtype} {windows.shape}")
         if not np.isfinite(windows).all():
             raise LayoutFileError(path, f"{int((~np.isfinite(windows)).sum())} non-finite value(s) (NaN or inf)")
         return windows

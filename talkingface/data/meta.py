@@ -22,11 +22,11 @@ class DatasetMetaError(ValueError):
     """The dataset's metadata is missing, malformed or does not match what the caller expects."""
 
 
-def audio_feature_spec(kind: str) -> dict[str, Any]:
-    """The ``meta.json`` ``audio_feature`` entry for a feature ``kind``."""
+def audio_feature_spec(kind: str, dim: int = FEATURE_DIM) -> dict[str, Any]:
+    """The ``meta.json`` ``audio_feature`` entry for a feature ``kind`` of ``dim`` channels per frame."""
     return {
         "kind": kind,
-        "dim": FEATURE_DIM,
+        "dim": int(dim),
         "window": AUDIO_WINDOW,
         "smooth": SMOOTH_WINDOWS,
         "rate_hz": FEATURE_RATE_HZ,
@@ -56,21 +56,34 @@ def check_meta(meta: Any, path: str | os.PathLike) -> None:
         raise DatasetMetaError(f"{path}: 'audio_feature' must be an object with a 'kind'")
 
 
-def check_feature_kind(meta: Mapping[str, Any], expected_kind: str | Mapping[str, Any] | None) -> None:
-    """Fail unless the dataset's audio features are of ``expected_kind`` with the standard dimensions.
+def meta_feature_dim(meta: Mapping[str, Any]) -> int:
+    """The dataset's feature dimension (``audio_feature.dim``; datasets that do not record it have 29)."""
+    dim = (meta.get("audio_feature") or {}).get("dim", FEATURE_DIM)
+    return int(dim) if isinstance(dim, int) and dim > 0 else FEATURE_DIM
 
-    ``expected_kind`` is a kind name (``"logmel29"``, ``"wav2vec2-ctc29"``, ``"deepspeech29"``) or a dict with
-    ``kind`` and optionally ``dim``/``window``/``smooth``/``rate_hz``. ``None`` only checks the dimensions.
+
+def check_feature_kind(meta: Mapping[str, Any], expected_kind: str | Mapping[str, Any] | None) -> None:
+    """Fail unless the dataset's audio features are of ``expected_kind`` with the standard window dimensions.
+
+    ``expected_kind`` is a kind name (``"logmel29"``, ``"wav2vec2-ctc29"``, ``"deepspeech29"``,
+    ``"whisper-tiny.en-384"``) or a dict with ``kind`` and optionally ``dim``/``window``/``smooth``/``rate_hz`` (a
+    model's config gives ``dim``). ``None`` only checks the dimensions. Without an expected ``dim`` any positive
+    ``dim`` passes (the files are checked against it when read).
 
     Raises:
         DatasetMetaError: with both the dataset's and the expected description.
     """
     feat = dict(meta.get("audio_feature") or {})
-    expected: dict[str, Any] = audio_feature_spec(feat.get("kind", "?"))
+    expected: dict[str, Any] = audio_feature_spec(feat.get("kind", "?"), meta_feature_dim(meta))
     if isinstance(expected_kind, str):
         expected["kind"] = expected_kind
     elif expected_kind is not None:
         expected.update(expected_kind)
+    if "dim" in feat and feat["dim"] != expected["dim"]:
+        raise DatasetMetaError(
+            f"audio feature dim mismatch: the dataset has {feat.get('kind')!r} features of dim {feat['dim']} but the "
+            f"model's model.conditioning.audio_feature_dim is {expected['dim']}"
+        )
     for key in ("kind", "dim", "window", "smooth", "rate_hz"):
         if key == "kind" and expected_kind is None:
             continue

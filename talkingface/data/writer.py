@@ -29,7 +29,7 @@ from typing import Any
 
 from tqdm import tqdm
 
-from talkingface.data.constants import DEFAULT_IMAGE_SIZE, FPS, REFERENCE_MIN_DISTANCE, SAMPLE_RATE
+from talkingface.data.constants import DEFAULT_IMAGE_SIZE, FEATURE_DIM, FPS, REFERENCE_MIN_DISTANCE, SAMPLE_RATE
 from talkingface.data.layout import (
     DONE_DIR,
     FIRST_LISTED_FRAME,
@@ -76,6 +76,7 @@ class BuildOptions:
     size: int = DEFAULT_IMAGE_SIZE
     audio_features: str = "mel"
     wav2vec2_model: str | None = None
+    whisper_model: str | None = None
     deepspeech_npy: str | None = None
     device: str = "cpu"
     crop: CropConfig = field(default_factory=CropConfig)
@@ -88,14 +89,18 @@ class BuildOptions:
 
     @property
     def kind(self) -> str:
+        """The feature kind recorded in ``meta.json`` (whisper's names the model: its backend is loaded)."""
         if self.audio_features not in BACKEND_KINDS:
             raise PreprocessError("--audio-features", f"unknown backend {self.audio_features!r}")
+        if self.audio_features == "whisper":
+            return _backend(self).kind
         return BACKEND_KINDS[self.audio_features]
 
     def settings(self) -> dict[str, Any]:
         """The dataset-wide settings recorded in ``meta.json`` (a dataset never mixes two of them)."""
         fps = int(self.fps) if float(self.fps).is_integer() else float(self.fps)
-        return {"fps": fps, "image_size": int(self.size), "audio_feature": audio_feature_spec(self.kind)}
+        dim = _backend(self).dim if self.audio_features == "whisper" else FEATURE_DIM
+        return {"fps": fps, "image_size": int(self.size), "audio_feature": audio_feature_spec(self.kind, dim)}
 
 
 @dataclass(frozen=True)
@@ -313,12 +318,14 @@ _BACKENDS: dict[tuple, AudioFeatureBackend] = {}
 
 
 def _backend(options: BuildOptions) -> AudioFeatureBackend:
-    key = (options.audio_features, options.wav2vec2_model, options.deepspeech_npy, options.device)
+    o = options
+    key = (o.audio_features, o.wav2vec2_model, o.whisper_model, o.deepspeech_npy, o.device)
     if key not in _BACKENDS:
         _BACKENDS[key] = make_backend(
             options.audio_features,
             {
                 "wav2vec2_model": options.wav2vec2_model,
+                "whisper_model": options.whisper_model,
                 "deepspeech_npy": options.deepspeech_npy,
                 "device": options.device,
             },

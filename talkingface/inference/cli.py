@@ -87,6 +87,9 @@ def build_parser() -> ArgumentParser:
         help="feature backend; default: the kind recorded in the checkpoint (required when it records none)",
     )
     model.add_argument("--wav2vec2-model", default=None, help="local wav2vec2 CTC model folder (wav2vec2 features)")
+    model.add_argument(
+        "--whisper-model", default=None, help="local whisper folder, CTranslate2 or transformers (whisper features)"
+    )
     model.add_argument("--deepspeech-npy", default=None, help="AD-NeRF aud.npy of the speech (deepspeech features)")
     s = p.add_argument_group("sampling")
     s.add_argument(
@@ -224,7 +227,11 @@ def run(args: argparse.Namespace) -> None:
         use_ema=not args.raw_weights,
         trust_checkpoint=args.trust_checkpoint,
     )
-    feature_options = {"wav2vec2_model": args.wav2vec2_model, "deepspeech_npy": args.deepspeech_npy}
+    feature_options = {
+        "wav2vec2_model": args.wav2vec2_model,
+        "whisper_model": args.whisper_model,
+        "deepspeech_npy": args.deepspeech_npy,
+    }
     if args.device:
         feature_options["device"] = args.device
     pipe = LipSyncPipeline(

@@ -234,7 +234,7 @@ class LipSyncPipeline:
         model: a DiffTalk model in eval mode (e.g. from ``get_difftalk_inference``).
         audio_features: ``--audio-features`` backend name or kind; required when the model records none,
             checked against the recorded kind otherwise.
-        feature_options: backend options (``wav2vec2_model``, ``deepspeech_npy``, ``device``).
+        feature_options: backend options (``wav2vec2_model``, ``whisper_model``, ``deepspeech_npy``, ``device``).
         options: sampling and preprocessing settings.
         detector: a landmark detector to reuse (default: the shared dlib one).
         model_source: the checkpoint path, for messages.
@@ -253,8 +253,13 @@ class LipSyncPipeline:
         self.model = model
         self.options = options or LipSyncOptions()
         self.detector = detector
+        conditioning = model.config.conditioning
         self.backend = resolve_feature_backend(
-            model.config.conditioning.audio_feature_kind, audio_features, feature_options, model_source
+            conditioning.audio_feature_kind,
+            audio_features,
+            feature_options,
+            model_source,
+            conditioning.audio_feature_dim,
         )
         self._runners: dict[tuple[torch.dtype | None, bool], UNetRunner] = {}
 

@@ -29,7 +29,7 @@ class Speech:
 
     path: Path
     samples: np.ndarray  # 16 kHz mono float32, trimmed to n_frames / fps seconds
-    windows: np.ndarray  # (n_frames, 8, 16, 29) float32 smoothed audio windows (the model's audio input)
+    windows: np.ndarray  # (n_frames, 8, 16, D) float32 smoothed audio windows (the model's audio input)
     mux_samples: np.ndarray  # mono float32 at mux_rate, trimmed likewise (what the output video plays)
     mux_rate: int
     fps: float = FPS

@@ -1,4 +1,4 @@
-"""Audio feature backends: 29 features at 50 Hz, cut into per-video-frame (16, 29) windows.
+"""Audio feature backends: D features at 50 Hz (29 unless said), cut into per-video-frame (16, D) windows.
 
 Backends (``--audio-features``):
 
@@ -6,6 +6,8 @@ Backends (``--audio-features``):
 * ``wav2vec2`` -> kind ``wav2vec2-ctc29``: character posteriors of a local wav2vec2 CTC model mapped to
   DeepSpeech's 29 symbols (needs ``transformers`` and a model directory).
 * ``deepspeech-npy`` -> kind ``deepspeech29``: AD-NeRF ``aud.npy`` files, ``(N_frames, 16, 29)``, used as they are.
+* ``whisper`` -> kind ``whisper-<size>-<width>`` (e.g. ``whisper-tiny.en-384``): the encoder states of a local whisper
+  model (CTranslate2 or transformers folder, see :mod:`talkingface.media.whisper`); D is the encoder width.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import numpy as np
 
 from talkingface.data.constants import AUDIO_WINDOW, FEATURE_DIM, FEATURE_RATE_HZ, SAMPLE_RATE
 from talkingface.media.errors import PreprocessError
+from talkingface.media.whisper import encoder_states, load_whisper_encoder
 from talkingface.media.windows import frame_windows, n_feature_frames
 
 log = logging.getLogger(__name__)
@@ -42,11 +45,25 @@ WAV2VEC2_CONTEXT_S = 1.0
 #: wav2vec2's first output frame is centred ~12.5 ms into the audio (400-sample receptive field, 320 hop).
 WAV2VEC2_FRAME_OFFSET_S = 0.0125
 
-BACKEND_KINDS = {"mel": "logmel29", "wav2vec2": "wav2vec2-ctc29", "deepspeech-npy": "deepspeech29"}
+#: Backend name -> the kind it records; ``whisper`` records ``whisper-<size>-<width>`` (:data:`WHISPER_KIND_PREFIX`).
+BACKEND_KINDS = {
+    "mel": "logmel29",
+    "wav2vec2": "wav2vec2-ctc29",
+    "deepspeech-npy": "deepspeech29",
+    "whisper": "whisper",
+}
+WHISPER_KIND_PREFIX = "whisper-"
+
+
+def backend_for_kind(kind: str) -> str | None:
+    """The ``--audio-features`` backend that computes features of ``kind`` (None: no backend here does)."""
+    if kind.startswith(WHISPER_KIND_PREFIX):
+        return "whisper"
+    return next((name for name, k in BACKEND_KINDS.items() if k == kind and name != "whisper"), None)
 
 
 class AudioFeatureBackend(ABC):
-    """Turns a video's audio into one ``(16, 29)`` window per video frame."""
+    """Turns a video's audio into one ``(16, dim)`` window per video frame."""
 
     kind: str = ""
     dim: int = FEATURE_DIM
@@ -55,15 +72,15 @@ class AudioFeatureBackend(ABC):
 
     @abstractmethod
     def frame_windows(self, audio: np.ndarray | None, n_frames: int, source: Path) -> np.ndarray:
-        """``(n_frames, 16, 29)`` float32 windows for the video ``source``."""
+        """``(n_frames, 16, dim)`` float32 windows for the video ``source``."""
 
 
 class RateFeatureBackend(AudioFeatureBackend):
-    """A backend that computes ``(M, 29)`` features at 50 Hz from 16 kHz mono audio."""
+    """A backend that computes ``(M, dim)`` features at 50 Hz from 16 kHz mono audio."""
 
     @abstractmethod
     def features(self, audio: np.ndarray) -> np.ndarray:
-        """``(round(len(audio) / 16000 * 50), 29)`` float32 features."""
+        """``(round(len(audio) / 16000 * 50), dim)`` float32 features; frame ``k`` centred at ``k * 20 ms``."""
 
     def frame_windows(self, audio: np.ndarray | None, n_frames: int, source: Path) -> np.ndarray:
         if audio is None:
@@ -306,6 +323,34 @@ class Wav2Vec2Backend(RateFeatureBackend):
         return resample_feature_rate(post, t, n_out)
 
 
+# ----------------------------------------------------------------------------------------------- whisper
+
+
+class WhisperBackend(RateFeatureBackend):
+    """The encoder states of a local whisper model at 50 Hz; ``dim`` is the encoder width (384 for tiny).
+
+    The kind names the model size and width (``whisper-tiny.en-384``), so a checkpoint trained on one whisper size
+    refuses features of another. It does not tell fine-tunes of one size apart.
+    """
+
+    def __init__(self, model_path: str | Path | None, device: str = "cpu") -> None:
+        if not model_path:
+            raise PreprocessError(
+                "--whisper-model",
+                "the whisper backend needs a local model folder (CTranslate2/faster-whisper or transformers); "
+                "pass --whisper-model DIR",
+            )
+        import torch
+
+        self.model_path = Path(model_path)
+        self.encoder = load_whisper_encoder(self.model_path, device, threads=torch.get_num_threads())
+        self.dim = self.encoder.dim
+        self.kind = f"{WHISPER_KIND_PREFIX}{self.encoder.name}-{self.dim}"
+
+    def features(self, audio: np.ndarray) -> np.ndarray:
+        return encoder_states(self.encoder, audio)
+
+
 # ----------------------------------------------------------------------------------------------- AD-NeRF npy
 
 
@@ -356,7 +401,10 @@ class DeepSpeechNpyBackend(AudioFeatureBackend):
 
 
 def make_backend(name: str, options: dict[str, Any] | None = None) -> AudioFeatureBackend:
-    """Build a backend by its ``--audio-features`` name (``mel``, ``wav2vec2``, ``deepspeech-npy``)."""
+    """Build a backend by its ``--audio-features`` name (``mel``, ``wav2vec2``, ``deepspeech-npy``, ``whisper``).
+
+    ``options``: ``wav2vec2_model``, ``whisper_model``, ``deepspeech_npy``, ``device``.
+    """
     options = options or {}
     if name == "mel":
         return LogMelBackend()
@@ -364,4 +412,6 @@ def make_backend(name: str, options: dict[str, Any] | None = None) -> AudioFeatu
         return Wav2Vec2Backend(options.get("wav2vec2_model"), options.get("device", "cpu"))
     if name == "deepspeech-npy":
         return DeepSpeechNpyBackend(options.get("deepspeech_npy"))
+    if name == "whisper":
+        return WhisperBackend(options.get("whisper_model"), options.get("device", "cpu"))
     raise PreprocessError("--audio-features", f"unknown backend {name!r}; choose one of {sorted(BACKEND_KINDS)}")

@@ -14,7 +14,8 @@ import logging
 from pathlib import Path
 
 from talkingface.cli_support import EXIT_OK, ArgumentParser, fail, report
-from talkingface.media.features import BACKEND_KINDS
+from talkingface.media.errors import PreprocessError
+from talkingface.media.features import make_backend
 from talkingface.synthetic.generate import (
     DEFAULT_CROP_SIZE,
     DEFAULT_FRAME_SIZE,
@@ -41,6 +42,14 @@ def build_parser() -> ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--layout", action="store_true", help="also write the training layout to OUT/dataset")
     p.add_argument("--no-videos", action="store_true", help="skip the mp4 files (layout only)")
+    p.add_argument(
+        "--audio-features",
+        choices=["mel", "whisper", "wav2vec2"],
+        default="mel",
+        help="feature backend of the layout's audio_smooth files (default mel)",
+    )
+    p.add_argument("--whisper-model", help="local whisper model folder (for --audio-features whisper)")
+    p.add_argument("--wav2vec2-model", help="local wav2vec2 CTC model folder (for --audio-features wav2vec2)")
     p.add_argument("--size", type=int, default=DEFAULT_CROP_SIZE, help="saved face-crop side of the layout")
     p.add_argument("--frame-size", type=int, default=DEFAULT_FRAME_SIZE, help="video frame side")
     p.add_argument(
@@ -77,16 +86,20 @@ def generate(args: argparse.Namespace) -> Path:
     out = Path(args.out)
     root = out / DATASET_DIR
     counts: list[int] = []
+    backend = None
+    if args.layout:
+        options = {"whisper_model": args.whisper_model, "wav2vec2_model": args.wav2vec2_model}
+        backend = make_backend(args.audio_features, options)  # fails before any clip is rendered
     for v, clip in iter_clips(args.identities, args.seconds, args.seed, args.frame_size, not args.no_progress):
         if not args.no_videos:
             (out / VIDEOS_DIR).mkdir(parents=True, exist_ok=True)
             write_clip_video(clip, out / VIDEOS_DIR / f"synthetic_{v:03d}.mp4")
         if args.layout:
-            write_layout_video(root, v, clip, args.size)
+            write_layout_video(root, v, clip, args.size, backend)
         counts.append(clip.n_frames)
     if args.layout:
         test = list(range(args.identities - held_out_identities(args) + 1, args.identities + 1))
-        write_layout_meta(root, counts, args.size, test, BACKEND_KINDS["mel"], out)
+        write_layout_meta(root, counts, args.size, test, backend.kind, out, backend.dim)
     log.info("wrote %d clips (%d frames) to %s", len(counts), sum(counts), out)
     return out
 
@@ -99,6 +112,6 @@ def main(argv: list[str] | None = None) -> int:
         return fail(*problem)
     try:
         generate(args)
-    except OSError as err:
+    except (PreprocessError, OSError) as err:
         return report(err)
     return EXIT_OK

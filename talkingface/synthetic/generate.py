@@ -11,11 +11,11 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
-from talkingface.data.constants import FPS, NOSE_BOTTOM
+from talkingface.data.constants import FEATURE_DIM, FPS, NOSE_BOTTOM
 from talkingface.data.layout import DatasetLayout, write_split
 from talkingface.data.meta import audio_feature_spec, dataset_meta
 from talkingface.media.crop import crop_square, landmarks_to_crop, plan_crops
-from talkingface.media.features import make_backend
+from talkingface.media.features import AudioFeatureBackend, make_backend
 from talkingface.media.windows import smooth_windows
 from talkingface.synthetic.face import (
     SKIN_TONES,
@@ -126,16 +126,18 @@ def clip_crops(clip: Clip, size: int) -> tuple[np.ndarray, np.ndarray]:
     return crops, lms
 
 
-def clip_audio_windows(clip: Clip, backend_name: str = "mel") -> np.ndarray:
-    """``(N, 8, 16, 29)`` audio_smooth windows of the clip's speech (the project's feature backend)."""
-    backend = make_backend(backend_name)
+def clip_audio_windows(clip: Clip, backend: AudioFeatureBackend | str = "mel") -> np.ndarray:
+    """``(N, 8, 16, D)`` audio_smooth windows of the clip's speech (the project's feature backend, or its name)."""
+    backend = make_backend(backend) if isinstance(backend, str) else backend
     return smooth_windows(backend.frame_windows(clip.speech.audio, clip.n_frames, Path("synthetic")))
 
 
-def write_layout_video(root: Path, number: int, clip: Clip, size: int, backend_name: str = "mel") -> None:
+def write_layout_video(
+    root: Path, number: int, clip: Clip, size: int, backend: AudioFeatureBackend | str = "mel"
+) -> None:
     """Write one clip's frames into the training layout (``images/``, ``landmarks/``, ``audio_smooth/``)."""
     crops, lms = clip_crops(clip, size)
-    windows = clip_audio_windows(clip, backend_name)
+    windows = clip_audio_windows(clip, backend)
     layout = DatasetLayout(root)
     layout.make_folders()
     for i in range(clip.n_frames):
@@ -153,11 +155,17 @@ def skin_info(identity: FaceIdentity) -> dict[str, float | int]:
 
 
 def write_layout_meta(
-    root: Path, counts: list[int], size: int, test_videos: list[int], backend_kind: str, split_dir: Path
+    root: Path,
+    counts: list[int],
+    size: int,
+    test_videos: list[int],
+    backend_kind: str,
+    split_dir: Path,
+    feature_dim: int = FEATURE_DIM,
 ) -> None:
     """``meta.json``, ``data.txt`` and the split lists (split by video), as the preprocessing writes them."""
     layout = DatasetLayout(root, split_dir)
-    settings = {"fps": FPS, "image_size": int(size), "audio_feature": audio_feature_spec(backend_kind)}
+    settings = {"fps": FPS, "image_size": int(size), "audio_feature": audio_feature_spec(backend_kind, feature_dim)}
     videos = {str(v): {"source": f"synthetic_{v:03d}", "status": "done", "frames": n} for v, n in enumerate(counts, 1)}
     layout.write_meta(dataset_meta(settings, videos, source="talkingface.synthetic"))
     layout.write_data_txt(counts)

@@ -93,7 +93,7 @@ class ConditioningConfig:
     # Which audio features the model consumes (e.g. "deepspeech", "logmel29"). null: taken from the dataset
     # when training starts and stored in the checkpoint; inference refuses audio of another kind.
     audio_feature_kind: str | None = None
-    audio_feature_dim: int = 29  # channels per 50 Hz feature frame (DeepSpeech: 29 character logits)
+    audio_feature_dim: int = 29  # channels per 50 Hz feature frame (DeepSpeech: 29 logits; whisper tiny: 384)
     audio_window: int = 16  # feature frames per 25 fps video frame
     audio_smooth_windows: int = 8  # neighbouring windows attended over
     audio_dim: int = 64  # AudioNet output
