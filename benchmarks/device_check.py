@@ -2,7 +2,7 @@
 
     python benchmarks/device_check.py                 # on a GPU machine: paper config, about 6 minutes on an H100
     python benchmarks/device_check.py --smoke         # the same code on CPU with the tiny config (CI runs this)
-    python benchmarks/device_check.py --student exported/student.safetensors   # + the 4-step student's row
+    python benchmarks/device_check.py --student exported/student.safetensors   # another student's row
 
 Prints one markdown table headed by the device's name and writes the same figures as JSON (``--json``, default
 ``device_check.json``, or ``$OUT/device_check.json`` where ``OUT`` is set). Every part goes through the product's
@@ -16,8 +16,8 @@ own code:
 - **DDP step**: ``trainer/DiffTalkTrainer.py --gpus 0, --strategy ddp`` (NCCL on one GPU; gloo with ``--smoke``),
   bf16 mixed precision on a GPU, two steps on a tiny generated dataset; the checkpoint must record them.
 - ``benchmarks/train_throughput.py`` (reference-equivalent fp32 against the fast path) and
-  ``benchmarks/inference_fps.py`` (reference-like DDIM 200 fp32, fast default, compiled, and with ``--student`` the
-  distilled student's recorded sampler, e.g. DDIM 4 steps), each in a subprocess
+  ``benchmarks/inference_fps.py`` (reference-like DDIM 200 fp32, fast default, compiled, and the
+  distilled student's recorded sampler: by default the shipped 4-step student's DDIM grid), each in a subprocess
   with its own time limit, their JSON merged here.
 
 Exit status: 0 when every check passed, 1 when one failed or a part did not finish.
@@ -46,6 +46,7 @@ sys.path.insert(0, str(ROOT / "tests"))
 
 from talkingface.inference.sampling import UNetRunner  # noqa: E402
 from talkingface.model.image_driven_talkingface.DiffTalk import DiffTalkConditions, load_config  # noqa: E402
+from talkingface.synthetic.export import demo_student_path  # noqa: E402
 from talkingface.training.module import LatentDiffusion  # noqa: E402
 
 log = logging.getLogger("device_check")
@@ -262,7 +263,11 @@ def main(argv: list[str] | None = None) -> int:
         "--detections", type=Path, default=None, help="face landmarks for the inference clip (inference_fps.py)"
     )
     p.add_argument(
-        "--student", type=Path, default=None, help="a distilled student checkpoint: time its recorded few-step sampler"
+        "--student",
+        type=Path,
+        default=demo_student_path() if demo_student_path().is_file() else None,
+        help="a distilled student checkpoint: time its recorded few-step sampler on the benchmark's model (default: "
+        "the shipped synthetic 4-step student, i.e. DDIM 4 steps on its grid; the cost does not depend on the weights)",
     )
     p.add_argument(
         "--skip",

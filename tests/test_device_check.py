@@ -32,7 +32,9 @@ def test_smoke_run_passes_and_writes_json(tmp_path: Path, monkeypatch: pytest.Mo
     assert 0 < rows["bf16 vs fp32 noise prediction"]["data"]["rel"] < 0.05  # a real difference, not zeros
     assert rows["DDP step (gloo)"]["ok"] is True
     assert {"train reference (batch 2)", "train fast (batch 2)"} <= rows.keys()
-    assert sum(p.startswith("lipsync ") for p in rows) == 2
+    lipsync = [p for p in rows if p.startswith("lipsync ")]
+    assert len(lipsync) == 3, lipsync  # reference-like, fast default and, by default, the shipped 4-step student
+    assert any("distilled student (timesteps [188, 438, 688, 938])" in p for p in lipsync), lipsync
     assert all(r["ok"] is not False for r in report["rows"])
 
 
