@@ -241,29 +241,18 @@ def run(args: argparse.Namespace) -> None:
         options=options,
         model_source=str(ckpt),
     )
+    common = {
+        "frames_dir": args.frames_dir,
+        "overwrite": args.overwrite,
+        "progress": not args.no_progress,
+        "landmarks": landmarks,
+    }
     if args.stream:
         stream_file(
-            pipe,
-            args.video,
-            args.audio,
-            args.out,
-            frames_dir=args.frames_dir,
-            chunk_ms=args.chunk_ms,
-            realtime=not args.stream_no_wait,
-            overwrite=args.overwrite,
-            landmarks=landmarks,
-            progress=not args.no_progress,
+            pipe, args.video, args.audio, args.out, chunk_ms=args.chunk_ms, realtime=not args.stream_no_wait, **common
         )
         return
-    pipe.run(
-        args.video,
-        args.audio,
-        args.out,
-        frames_dir=args.frames_dir,
-        overwrite=args.overwrite,
-        progress=not args.no_progress,
-        landmarks=landmarks,
-    )
+    pipe.run(args.video, args.audio, args.out, **common)
 
 
 def run_synthetic(args: argparse.Namespace) -> None:

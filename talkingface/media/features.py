@@ -12,6 +12,7 @@ Backends (``--audio-features``):
 
 from __future__ import annotations
 
+import functools
 import logging
 from abc import ABC, abstractmethod
 from pathlib import Path
@@ -118,12 +119,22 @@ def mel_filterbank(
     return bank.astype(np.float32)
 
 
+@functools.cache
 def analysis_window() -> np.ndarray:
-    """The 25 ms Hann window centred in the 512-point FFT frame."""
+    """The 25 ms Hann window centred in the 512-point FFT frame (computed once, read-only)."""
     window = np.zeros(MEL_N_FFT, dtype=np.float32)
     offset = (MEL_N_FFT - MEL_WIN_LENGTH) // 2
     window[offset : offset + MEL_WIN_LENGTH] = np.hanning(MEL_WIN_LENGTH + 2)[1:-1]
+    window.flags.writeable = False
     return window
+
+
+@functools.cache
+def _default_filterbank() -> np.ndarray:
+    """:func:`mel_filterbank` of the log-mel backend, computed once (a stream computes log-mel every chunk)."""
+    bank = mel_filterbank()
+    bank.flags.writeable = False
+    return bank
 
 
 def log_mel_frames(padded: np.ndarray, n_frames: int) -> np.ndarray:
@@ -135,7 +146,7 @@ def log_mel_frames(padded: np.ndarray, n_frames: int) -> np.ndarray:
     """
     frames = np.lib.stride_tricks.sliding_window_view(padded, MEL_N_FFT)[::MEL_HOP_LENGTH][:n_frames]
     power = np.abs(np.fft.rfft(frames * analysis_window(), axis=1)) ** 2
-    mel = np.einsum("mk,bk->mb", power, mel_filterbank())
+    mel = np.einsum("mk,bk->mb", power, _default_filterbank())
     return (10.0 * np.log10(np.maximum(mel, MEL_POWER_FLOOR))).astype(np.float32)
 
 
