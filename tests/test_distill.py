@@ -1,5 +1,6 @@
-"""Progressive distillation: the closed-form target, the nested schedule, the trainer's distillation mode end to end
-on a tiny model, and the student's recorded sampler as the pipeline's and the CLI's default."""
+"""Distillation: progressive (the closed-form target, the nested schedule) and trajectory (the differentiable
+unrolled chain), the trainer's distillation modes end to end on a tiny model, and the student's recorded sampler as
+the pipeline's and the CLI's default."""
 
 from __future__ import annotations
 
@@ -27,6 +28,7 @@ from talkingface.model.image_driven_talkingface.DiffTalk.samplers import (
     ddim_alphas,
     ddim_sample,
     ddim_timesteps,
+    ddim_trajectory,
     distillation_grids,
     nested_timesteps,
     two_step_eps_target,
@@ -335,3 +337,122 @@ def test_learnability_evaluates_a_student_with_its_own_steps_unless_told() -> No
     assert steps("--sampler", "recorded", "--sample-steps", "8").sample_steps == 8
     assert steps().sample_steps == learnability.DEFAULT_SAMPLE_STEPS == 20
     assert steps("--sampler", "ddim").sample_steps == 20
+
+
+# ----------------------------------------------------------------------------- (e) trajectory distillation
+
+
+def test_the_unrolled_chain_is_the_ddim_sampler_and_passes_gradients_to_every_step() -> None:
+    """``ddim_trajectory`` is ``ddim_sample`` (eta 0, explicit grid, inpainting, same generator draws) with the
+    gradient kept: a per-step scale on the noise prediction gets a gradient at every student timestep."""
+    grid = distillation_grids(16, 4)[-1]
+    x_T = torch.randn(2, 3, 8, 8, generator=torch.Generator().manual_seed(0))
+    x0 = torch.randn(2, 3, 8, 8, generator=torch.Generator().manual_seed(1))
+    mask = torch.zeros(2, 1, 8, 8)
+    mask[:, :, :3] = 1.0
+    sampled = ddim_sample(toy_eps, ALPHAS, x_T, 4, 0.0, x0, mask, torch.Generator().manual_seed(5), timesteps=grid)
+    scales = torch.ones(len(grid), requires_grad=True)
+    index = {int(t): i for i, t in enumerate(grid)}
+
+    def scaled(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        return toy_eps(x, t) * scales[index[int(t[0])]]
+
+    unrolled = ddim_trajectory(scaled, ALPHAS, x_T, grid, x0, mask, torch.Generator().manual_seed(5))
+    assert torch.allclose(unrolled, sampled, atol=1e-6)
+    ((unrolled - x0) ** 2).mean().backward()
+    assert scales.grad is not None and bool((scales.grad.abs() > 0).all()), scales.grad
+    # a different kept-region draw changes the result: the generator is really used
+    other = ddim_trajectory(toy_eps, ALPHAS, x_T, grid, x0, mask, torch.Generator().manual_seed(6))
+    assert not torch.allclose(other, sampled)
+
+
+def trajectory_module(tmp: Path, data_root: Path, teacher: Path, **extra: object) -> Any:
+    """A trajectory-distillation module and one training batch, built as the trainer builds them."""
+    from talkingface.training.data import build_datamodule
+    from talkingface.training.distill import TrajectoryDistillation, check_distill_config
+    from talkingface.training.run import build_module
+
+    values = {"distill.teacher": teacher, "distill.method": "trajectory", "distill.teacher_steps": 8}
+    values.update({"distill.student_steps": 2, **extra})
+    cfg = check_distill_config(load_config(TINY_CONFIG, tiny_overrides(data_root, **values)))
+    module = build_module(cfg, 1e-3)
+    assert isinstance(module, TrajectoryDistillation)
+    datamodule = build_datamodule(cfg)
+    datamodule.setup("fit")
+    return module, next(iter(datamodule.train_dataloader()))
+
+
+def test_trajectory_loss_is_the_gap_between_the_chains_and_training_closes_it(runs: dict[str, Any]) -> None:
+    """The loss is the generated-region MSE between the student's 2-step chain and the teacher's 8-step chain from
+    the same noise; a few optimizer steps on one batch shrink it (the gradient reaches the student through the
+    unrolled chain)."""
+    torch.manual_seed(0)
+    module, batch = trajectory_module(runs["tmp"] / "traj-loss", runs["data_root"], runs["teacher"])
+    assert [g.tolist() for g in module.grids] == [distillation_grids(8, 2)[0].tolist(), STUDENT_GRID]
+    noise = torch.randn(2, 3, 16, 16)
+
+    def loss() -> torch.Tensor:
+        return module.distill_loss(batch, noise=noise, generator=torch.Generator().manual_seed(3))[0]
+
+    with torch.no_grad():
+        start = float(loss())
+    assert start > 1e-5
+    optimizer = torch.optim.Adam(module.model.parameters(), lr=2e-5)
+    for _ in range(30):
+        optimizer.zero_grad()
+        value = loss()
+        value.backward()
+        optimizer.step()
+    with torch.no_grad():
+        end = float(loss())
+    assert end < 0.5 * start, (start, end)
+
+
+def test_trajectory_run_continues_a_progressive_student_and_records_its_method(
+    runs: dict[str, Any], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``distill.method=trajectory distill.student=...``: one round of ``steps_per_round`` steps from the given
+    student's weights, an ordinary checkpoint recording the same grid with method ``trajectory``; a student whose
+    recorded grid is not the run's, a missing student file and a student with the progressive method are one
+    error line each."""
+    tmp, data_root = runs["tmp"], runs["data_root"]
+    run = tmp / "trajectory"
+    extra = {"distill.teacher": runs["teacher"], "distill.method": "trajectory", "distill.student": runs["student"]}
+    extra.update({"distill.teacher_steps": 8, "distill.student_steps": 2, "distill.steps_per_round": 3})
+    extra["train.export_slim_on_end"] = True
+    argv = ["--base", str(TINY_CONFIG), "-t", "--run-dir", str(run), *tiny_overrides(data_root, **extra)]
+    capsys.readouterr()
+    assert main(argv) == 0
+    out = torch.load(run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
+    assert out["global_step"] == 3  # max_steps -1: one round
+    assert out[SAMPLING_CKPT_KEY]["timesteps"] == STUDENT_GRID and out[SAMPLING_CKPT_KEY]["method"] == "trajectory"
+    progressive = torch.load(runs["student"], map_location="cpu", weights_only=True)["state_dict"]
+    teacher = torch.load(runs["teacher"], map_location="cpu", weights_only=True)["state_dict"]
+    assert out["state_dict"].keys() == teacher.keys()
+    # it started from the progressive student's EMA weights: nearer to them than to the teacher's
+    key = next(k for k in teacher if k.startswith("model.diffusion_model.") and teacher[k].ndim == 4)
+    ema_key = "model_ema." + key[len("model.") :].replace(".", "")
+    start = progressive[ema_key]
+    assert not torch.equal(start, teacher[ema_key])
+    moved = out["state_dict"][key]
+    assert (moved - start).norm() < (moved - teacher[ema_key]).norm()
+    with safe_open(str(run / "checkpoints" / "difftalk_ema.safetensors"), framework="pt") as f:
+        recorded = json.loads(f.metadata()[SAMPLING_CKPT_KEY])
+    assert recorded["timesteps"] == STUDENT_GRID and recorded["method"] == "trajectory"
+
+    def one_error(name: str, **changes: object) -> str:
+        values = {**extra, **changes}
+        argv = ["--base", str(TINY_CONFIG), "-t", "--run-dir", str(tmp / name), *tiny_overrides(data_root, **values)]
+        capsys.readouterr()
+        assert main(argv) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and err[0].startswith("error: "), err
+        return err[0]
+
+    wrong_grid = one_error("wrong-grid", **{"distill.teacher_steps": 16, "distill.student_steps": 2})
+    assert "distill.student" in wrong_grid and str(STUDENT_GRID) in wrong_grid
+    missing = tmp / "no-such-student.ckpt"
+    assert one_error("missing", **{"distill.student": missing}) == (
+        f"error: {missing}: distill.student: student checkpoint not found"
+    )
+    assert "distill.student" in one_error("progressive", **{"distill.method": "progressive"})

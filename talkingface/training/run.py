@@ -26,7 +26,12 @@ from talkingface.training.checkpoint_io import AtomicCheckpointIO, StepCheckpoin
 from talkingface.training.console import StepProgressBar, quiet_lightning
 from talkingface.training.data import DataCheckError, build_datamodule, check_batch_fits, check_dataset
 from talkingface.training.devices import DeviceSpec, build_strategy, device_spec
-from talkingface.training.distill import ProgressiveDistillation, check_distill_config, load_teacher
+from talkingface.training.distill import (
+    ProgressiveDistillation,
+    TrajectoryDistillation,
+    check_distill_config,
+    load_teacher,
+)
 from talkingface.training.lr import scaled_learning_rate
 from talkingface.training.module import LatentDiffusion
 from talkingface.training.run_dir import (
@@ -65,9 +70,13 @@ def build_module(cfg: DiffTalkConfig, learning_rate: float, load_vq: bool = True
     t = cfg.train
     if cfg.distill.teacher:
         teacher = load_teacher(cfg)
-        module: LatentDiffusion = ProgressiveDistillation(
-            cfg.model, teacher, cfg.distill, **_module_options(cfg, learning_rate)
-        )
+        options = _module_options(cfg, learning_rate)
+        module: LatentDiffusion
+        if cfg.distill.method == "trajectory":
+            student = load_teacher(cfg, "student") if cfg.distill.student and load_vq else None
+            module = TrajectoryDistillation(cfg.model, teacher, cfg.distill, student=student, **options)
+        else:
+            module = ProgressiveDistillation(cfg.model, teacher, cfg.distill, **options)
         if load_vq:
             module.init_from_teacher()  # type: ignore[attr-defined]
         if t.compile:

@@ -163,13 +163,20 @@ class TrainConfig:
     val_metrics_steps: int = 10  # DPM-Solver++ steps of those samples
 
 
+#: ``distill.method`` values.
+DISTILL_METHODS = ("progressive", "trajectory")
+
+
 @dataclass
 class DistillConfig:
-    """Progressive distillation (Salimans & Ho, ICLR 2022) of a trained DiffTalk (the teacher) into a few-step
-    DDIM student; the trainer runs it when ``teacher`` is set (``talkingface.training.distill``)."""
+    """Distillation of a trained DiffTalk (the teacher) into a few-step DDIM student; the trainer runs it when
+    ``teacher`` is set (``talkingface.training.distill``). ``progressive``: Salimans & Ho (ICLR 2022), rounds that
+    halve the steps; ``trajectory``: the student's whole unrolled DDIM chain regressed on the teacher's many-step
+    sample from the same noise (multistep knowledge distillation, after Luhman & Luhman 2021), one round."""
 
     teacher: str | None = None  # trainer .ckpt or slim .safetensors of the teacher; null: ordinary training
-    method: str = "progressive"  # the only method: each round halves the DDIM steps
+    method: str = "progressive"  # "progressive" (rounds halving the steps) or "trajectory" (one unrolled round)
+    student: str | None = None  # trajectory: the student's starting weights (e.g. a progressive student); null: teacher
     teacher_steps: int = 16  # DDIM steps of the first teacher (the reference's uniform grid)
     student_steps: int = 4  # DDIM steps of the final student; teacher_steps / student_steps a power of 2
     steps_per_round: int = 2000  # optimizer steps per halving round (train.max_steps -1: rounds x this)
@@ -329,8 +336,10 @@ def validate_config(config: DiffTalkConfig, origin: str = "config") -> None:
             f"model.unet.image_size ({m.unet.image_size}) must equal the first-stage latent size ({latent})"
         )
     d = config.distill
-    if d.method != "progressive":
-        problems.append(f"distill.method: only 'progressive' is supported, got {d.method!r}")
+    if d.method not in DISTILL_METHODS:
+        problems.append(f"distill.method must be one of {', '.join(DISTILL_METHODS)}, got {d.method!r}")
+    if d.student and d.method != "trajectory":
+        problems.append("distill.student: only distill.method=trajectory starts from a separate student")
     if d.weighting not in ("truncated_snr", "eps"):
         problems.append(f"distill.weighting must be 'truncated_snr' or 'eps', got {d.weighting!r}")
     ratio = d.teacher_steps // max(d.student_steps, 1)

@@ -162,6 +162,32 @@ def ddim_sample(
     return x
 
 
+def ddim_trajectory(
+    eps_fn: EpsFn,
+    alphas_cumprod: torch.Tensor,
+    x_T: torch.Tensor,
+    timesteps: Sequence[int],
+    x0: torch.Tensor | None = None,
+    mask: torch.Tensor | None = None,
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
+    """Deterministic DDIM over the explicit increasing grid ``timesteps``, with the inpainting replacement before
+    every model call: the same arithmetic as :func:`ddim_sample` with ``eta=0`` (and the same draws from
+    ``generator``), but differentiable, so a loss on the result trains ``eps_fn`` through the whole chain
+    (trajectory distillation)."""
+    ac = alphas_cumprod.to(device=x_T.device, dtype=torch.float32)
+    grid = check_timesteps(timesteps, ac.shape[0])
+    a_t_all, a_prev_all = ddim_alphas(ac, grid)
+    x = x_T
+    b = x.shape[0]
+    for index in range(len(grid) - 1, -1, -1):
+        step = int(grid[index])
+        x = _apply_mask(x, step, x0, mask, ac, generator)
+        e_t = eps_fn(x, torch.full((b,), step, device=x.device, dtype=torch.long)).to(x.dtype)
+        x = ddim_step(x, e_t, a_t_all[index], a_prev_all[index])
+    return x
+
+
 def dpm_solver_timesteps(num_steps: int, alphas_cumprod: torch.Tensor) -> np.ndarray:
     """Decreasing integer grid from T-1 to 0, uniform in log-SNR (lambda), so every step has about the same
     ``h`` and the multistep extrapolation stays stable; duplicates after rounding are dropped."""
