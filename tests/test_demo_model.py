@@ -210,7 +210,8 @@ def test_bundled_model_needs_no_other_flag_and_warns(
 
 def test_shipped_student_is_the_demo_model_distilled_and_records_its_sampler() -> None:
     """student4.safetensors: the demo model's names and shapes, its config (first stage: the shared first_stage.pt),
-    and the DDIM 4-step grid of its distillation (16 -> 8 -> 4), which the pipeline then uses by default."""
+    and the DDIM 4-step grid of its distillation (the nested grid of 16 steps, trajectory method), which the pipeline
+    then uses by default."""
     from safetensors import safe_open
     from safetensors.torch import load_file
 
@@ -231,6 +232,7 @@ def test_shipped_student_is_the_demo_model_distilled_and_records_its_sampler() -
         assert getattr(mine, part) == getattr(demo_cfg, part), part
     sampling = json.loads(meta[SAMPLING_CKPT_KEY])
     assert sampling["sampler"] == "ddim" and sampling["timesteps"] == [188, 438, 688, 938]
+    assert sampling["method"] == "trajectory" and sampling["teacher_steps"] == 16
 
     model = get_difftalk_inference(ckpt=student, device="cpu")  # no other argument: config and first stage found
     assert model.sampling is not None and list(model.sampling.timesteps) == [188, 438, 688, 938]

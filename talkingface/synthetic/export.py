@@ -30,7 +30,7 @@ log = logging.getLogger(__name__)
 
 ASSETS_DIR = Path(__file__).resolve().parent / "assets"
 MODEL_FILE = "model.safetensors"
-#: The demo model distilled to 4 DDIM steps (progressive distillation; it records its sampler), beside it.
+#: The demo model distilled to 4 DDIM steps (trajectory distillation; it records its sampler), beside it.
 STUDENT_FILE = "student4.safetensors"
 FIRST_STAGE_FILE = "first_stage.pt"
 CONFIG_FILE = "config.yaml"
