@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import logging
+import signal
 from pathlib import Path
 from typing import Any
 
@@ -366,6 +367,17 @@ def test_the_unrolled_chain_is_the_ddim_sampler_and_passes_gradients_to_every_st
     assert not torch.allclose(other, sampled)
 
 
+class InterruptAt(pl.Callback):
+    """SIGINT (as Ctrl-C) at the start of a given step."""
+
+    def __init__(self, step: int) -> None:
+        self.step = step
+
+    def on_train_batch_start(self, trainer: pl.Trainer, *args: Any) -> None:
+        if trainer.global_step == self.step:
+            signal.raise_signal(signal.SIGINT)
+
+
 def trajectory_module(tmp: Path, data_root: Path, teacher: Path, **extra: object) -> Any:
     """A trajectory-distillation module and one training batch, built as the trainer builds them."""
     from talkingface.training.data import build_datamodule
@@ -414,7 +426,7 @@ def test_trajectory_run_continues_a_progressive_student_and_records_its_method(
     """``distill.method=trajectory distill.student=...``: one round of ``steps_per_round`` steps from the given
     student's weights, an ordinary checkpoint recording the same grid with method ``trajectory``; a student whose
     recorded grid is not the run's, a missing student file and a student with the progressive method are one
-    error line each."""
+    error line each. Interrupted, it resumes where it stopped."""
     tmp, data_root = runs["tmp"], runs["data_root"]
     run = tmp / "trajectory"
     extra = {"distill.teacher": runs["teacher"], "distill.method": "trajectory", "distill.student": runs["student"]}
@@ -422,7 +434,12 @@ def test_trajectory_run_continues_a_progressive_student_and_records_its_method(
     extra["train.export_slim_on_end"] = True
     argv = ["--base", str(TINY_CONFIG), "-t", "--run-dir", str(run), *tiny_overrides(data_root, **extra)]
     capsys.readouterr()
-    assert main(argv) == 0
+    assert main(argv, extra_callbacks=[InterruptAt(1)]) == 128 + signal.SIGINT  # Ctrl-C, then --resume
+    stopped = torch.load(run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
+    assert stopped["global_step"] == 2 and stopped["distill_state"] == {"round": 0}
+    steps = Losses()
+    assert main(["--resume", str(run), "-t"], extra_callbacks=[steps]) == 0
+    assert len(steps.values) == 1  # the one step left, from the checkpoint (not restarted from distill.student)
     out = torch.load(run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
     assert out["global_step"] == 3  # max_steps -1: one round
     assert out[SAMPLING_CKPT_KEY]["timesteps"] == STUDENT_GRID and out[SAMPLING_CKPT_KEY]["method"] == "trajectory"
