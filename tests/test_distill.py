@@ -16,7 +16,7 @@ import pytorch_lightning as pl
 import torch
 from data_fixtures import write_video, write_wav
 from safetensors import safe_open
-from test_train_support import TINY_CONFIG, tiny_overrides, write_dataset
+from test_train_support import TINY_CONFIG, InterruptAt, tiny_overrides, write_dataset
 
 import demo
 import talkingface.inference.cli as cli
@@ -365,17 +365,6 @@ def test_the_unrolled_chain_is_the_ddim_sampler_and_passes_gradients_to_every_st
     # a different kept-region draw changes the result: the generator is really used
     other = ddim_trajectory(toy_eps, ALPHAS, x_T, grid, x0, mask, torch.Generator().manual_seed(6))
     assert not torch.allclose(other, sampled)
-
-
-class InterruptAt(pl.Callback):
-    """SIGINT (as Ctrl-C) at the start of a given step."""
-
-    def __init__(self, step: int) -> None:
-        self.step = step
-
-    def on_train_batch_start(self, trainer: pl.Trainer, *args: Any) -> None:
-        if trainer.global_step == self.step:
-            signal.raise_signal(signal.SIGINT)
 
 
 def trajectory_module(tmp: Path, data_root: Path, teacher: Path, **extra: object) -> Any:

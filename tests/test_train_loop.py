@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 import pytorch_lightning as pl
 import torch
-from test_train_support import FEATURE_KIND, TINY_CONFIG, tiny_overrides, write_dataset
+from test_train_support import FEATURE_KIND, TINY_CONFIG, InterruptAt, tiny_overrides, write_dataset
 
 from talkingface.model.image_driven_talkingface.DiffTalk import get_difftalk_inference
 from talkingface.model.image_driven_talkingface.DiffTalk.config import load_config
@@ -78,17 +78,6 @@ def test_training_steps_lower_the_loss_on_a_fixed_batch(data_root: Path) -> None
     assert int(module.model_ema.num_updates) == 12  # one EMA update per optimizer step
 
 
-class _InterruptAt(pl.Callback):
-    """Sends SIGINT to this process at the start of a given step (as Ctrl-C would)."""
-
-    def __init__(self, step: int) -> None:
-        self.step = step
-
-    def on_train_batch_start(self, trainer: pl.Trainer, *args: Any) -> None:
-        if trainer.global_step == self.step:
-            signal.raise_signal(signal.SIGINT)
-
-
 class _Record(pl.Callback):
     def __init__(self) -> None:
         self.start_step: int | None = None
@@ -106,7 +95,7 @@ class _Record(pl.Callback):
 def test_interrupt_writes_checkpoint_and_resume_continues(data_root: Path, tmp_path: Path) -> None:
     logdir = tmp_path / "logs"
     base = ["--base", str(TINY_CONFIG), "-t", "-l", str(logdir)]
-    rc = main([*base, *tiny_overrides(data_root, **{"train.max_steps": 6})], extra_callbacks=[_InterruptAt(2)])
+    rc = main([*base, *tiny_overrides(data_root, **{"train.max_steps": 6})], extra_callbacks=[InterruptAt(2)])
     assert rc == 128 + signal.SIGINT
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # handlers restored
     run = _run_dir(logdir)

@@ -1,10 +1,13 @@
-"""Helpers of the trainer tests (no tests here): a tiny on-disk dataset and tiny-model overrides."""
+"""Helpers of the trainer tests (no tests here): a tiny on-disk dataset, tiny-model overrides, a Ctrl-C callback."""
 
 from __future__ import annotations
 
+import signal
 from pathlib import Path
+from typing import Any
 
 import numpy as np
+import pytorch_lightning as pl
 
 from talkingface.data.layout import DatasetLayout, write_split
 from talkingface.data.meta import audio_feature_spec, dataset_meta
@@ -68,3 +71,14 @@ def tiny_overrides(data_root: Path, **extra: object) -> list[str]:
     }
     values.update(extra)
     return [f"{k}={v}" for k, v in values.items()]
+
+
+class InterruptAt(pl.Callback):
+    """Sends SIGINT to this process at the start of a given step (as Ctrl-C would)."""
+
+    def __init__(self, step: int) -> None:
+        self.step = step
+
+    def on_train_batch_start(self, trainer: pl.Trainer, *args: Any) -> None:
+        if trainer.global_step == self.step:
+            signal.raise_signal(signal.SIGINT)

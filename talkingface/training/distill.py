@@ -34,6 +34,7 @@ from typing import Any
 import torch
 
 from talkingface.model.image_driven_talkingface.DiffTalk.checkpoint import CheckpointError, load_state_dict_strict
+from talkingface.model.image_driven_talkingface.DiffTalk.conditions import DiffTalkConditions
 from talkingface.model.image_driven_talkingface.DiffTalk.config import (
     ConfigError,
     DiffTalkConfig,
@@ -127,6 +128,14 @@ def kept_region_mask(landmarks: torch.Tensor, latent_size: int, image_size: int)
     nose = (landmarks[:, NOSE_TIP_ROW, 1] * latent_size / image_size).floor().clamp(0, latent_size - 1)
     keep = (rows < nose.view(b, 1)).float()  # (B, h)
     return keep.view(b, 1, latent_size, 1).expand(b, 1, latent_size, latent_size).contiguous()
+
+
+def generated_mse(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """(B,) mean squared error over the generated region (``mask`` 0) of (B, C, h, w) latents."""
+    generated = 1.0 - mask
+    return ((pred - target) ** 2 * generated).sum(dim=(1, 2, 3)) / (
+        generated.sum(dim=(1, 2, 3)) * pred.shape[1]
+    ).clamp_min(1.0)
 
 
 def recorded_teacher_grid(teacher: DiffTalkModel, distill: DistillConfig) -> tuple[int, ...] | None:
@@ -241,6 +250,22 @@ class ProgressiveDistillation(LatentDiffusion):
         )
 
     # -------------------------------------------------------------------- steps
+    def batch_inputs(
+        self, batch: dict[str, Any]
+    ) -> tuple[torch.Tensor, DiffTalkConditions, DiffTalkConditions, torch.Tensor]:
+        """``(x0 latents, the student's conditions, the teacher's conditions (no gradient), kept-region mask)`` of a
+        training batch (the latent cache's latents when the batch has them)."""
+        z = self._latent(batch, IMAGE_KEY, LATENT_KEY)
+        ref = self._latent(batch, REFERENCE_KEY, REFERENCE_LATENT_KEY)
+        masked = self._latent(batch, MASKED_KEY, MASKED_LATENT_KEY)
+        audio = batch[AUDIO_KEY].to(self.device, non_blocking=True).float()
+        landmarks = batch[LANDMARKS_KEY].to(self.device, non_blocking=True).float()
+        cond = self.encode_conditions(audio, landmarks, reference_latent=ref, masked_latent=masked)
+        with torch.no_grad():
+            teacher_cond = self.teacher.encode_conditions(audio, landmarks, reference_latent=ref, masked_latent=masked)
+        mask = kept_region_mask(landmarks, z.shape[-1], self.config.first_stage.resolution)
+        return z, cond, teacher_cond, mask
+
     def distill_loss(
         self,
         batch: dict[str, Any],
@@ -250,13 +275,7 @@ class ProgressiveDistillation(LatentDiffusion):
     ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """The distillation loss of a batch. ``student_index`` (B,): which student step of the round's grid (default:
         uniform); ``noise``/``generator``: the draws of ``x_t`` and of the kept-region re-noising."""
-        z = self._latent(batch, IMAGE_KEY, LATENT_KEY)
-        ref = self._latent(batch, REFERENCE_KEY, REFERENCE_LATENT_KEY)
-        masked = self._latent(batch, MASKED_KEY, MASKED_LATENT_KEY)
-        audio = batch[AUDIO_KEY].to(self.device, non_blocking=True).float()
-        landmarks = batch[LANDMARKS_KEY].to(self.device, non_blocking=True).float()
-        cond = self.encode_conditions(audio, landmarks, reference_latent=ref, masked_latent=masked)
-        mask = kept_region_mask(landmarks, z.shape[-1], self.config.first_stage.resolution)
+        z, cond, teacher_cond, mask = self.batch_inputs(batch)
 
         grid = self.grids[self.round]  # the teacher's increasing grid; the student's is grid[1::2]
         a_t_all, a_prev_all = ddim_alphas(self.alphas_cumprod, grid)
@@ -272,15 +291,10 @@ class ProgressiveDistillation(LatentDiffusion):
             noise = torch.randn(z.shape, device=z.device, dtype=z.dtype, generator=generator)
         x_t = inpaint_replace(self.q_sample(z, t, noise), a_t, z, mask, generator)
         with torch.no_grad():
-            teacher_cond = self.teacher.encode_conditions(audio, landmarks, reference_latent=ref, masked_latent=masked)
             target = two_step_eps_target(
                 self.teacher.eps_fn(teacher_cond), x_t, t, t_mid, a_t, a_mid, a_end, z, mask, generator
             ).float()
-        pred = self.predict_eps(x_t, t, cond).float()
-        generated = 1.0 - mask
-        per_sample = ((pred - target) ** 2 * generated).sum(dim=(1, 2, 3)) / (
-            generated.sum(dim=(1, 2, 3)) * z.shape[1]
-        ).clamp_min(1.0)
+        per_sample = generated_mse(self.predict_eps(x_t, t, cond).float(), target, mask)
         if self.distill.weighting == "truncated_snr":  # x0 MSE x max(SNR, 1) == eps MSE x max(1 / SNR, 1)
             per_sample = per_sample * ((1.0 - a_t) / a_t).clamp_min(1.0).view(b)
         loss = per_sample.mean()
@@ -318,12 +332,13 @@ class TrajectoryDistillation(ProgressiveDistillation):
 
     Progressive distillation trains each student step on ``x_t`` drawn from the forward process of the data; at
     sampling time the student's later steps start from its own earlier outputs instead, and the small errors of
-    every step add up (the shipped 4-step student lost 1.2 dB of mouth PSNR that way). Here one training step draws
-    ``x_T``, runs the teacher's DDIM over its grid (``distill.teacher_steps`` steps, no gradient) and the student's
-    over its own (``distill.student_steps``, the nested grid: 16 -> 188, 438, 688, 938), both with the inpainting
-    replacement before every model call, and takes the latent MSE between the two results on the generated region,
-    with the gradient through the student's unrolled chain (multistep knowledge distillation, after Luhman & Luhman
-    2021, "Knowledge distillation in iterative generative models for improved sampling speed"). One round.
+    every step add up (the synthetic progressive 4-step student lost 1.2 dB of mouth PSNR that way). Here one
+    training step draws ``x_T``, runs the teacher's DDIM over its grid (``distill.teacher_steps`` steps, no
+    gradient) and the student's over its own (``distill.student_steps``, the nested grid: 16 -> 188, 438, 688, 938),
+    both with the inpainting replacement before every model call, and takes the latent MSE between the two results
+    on the generated region, with the gradient through the student's unrolled chain (multistep knowledge
+    distillation, after Luhman & Luhman 2021, "Knowledge distillation in iterative generative models for improved
+    sampling speed"). One round.
 
     The student starts from ``student`` (e.g. a progressive student, whose recorded grid must be the run's) or else
     from the teacher. Memory: the unrolled chain keeps the activations of ``student_steps`` UNet calls.
@@ -369,18 +384,11 @@ class TrajectoryDistillation(ProgressiveDistillation):
         """The trajectory loss of a batch. ``noise``: ``x_T`` (default: drawn); ``generator``: that draw and the
         kept-region re-noising (the teacher's and the student's chains each draw their own); ``student_index`` is
         unused (every student step is in the chain)."""
-        z = self._latent(batch, IMAGE_KEY, LATENT_KEY)
-        ref = self._latent(batch, REFERENCE_KEY, REFERENCE_LATENT_KEY)
-        masked = self._latent(batch, MASKED_KEY, MASKED_LATENT_KEY)
-        audio = batch[AUDIO_KEY].to(self.device, non_blocking=True).float()
-        landmarks = batch[LANDMARKS_KEY].to(self.device, non_blocking=True).float()
-        cond = self.encode_conditions(audio, landmarks, reference_latent=ref, masked_latent=masked)
-        mask = kept_region_mask(landmarks, z.shape[-1], self.config.first_stage.resolution)
+        z, cond, teacher_cond, mask = self.batch_inputs(batch)
         if noise is None:
             noise = torch.randn(z.shape, device=z.device, dtype=z.dtype, generator=generator)
         teacher_grid, student_grid = self.grids
         with torch.no_grad():
-            teacher_cond = self.teacher.encode_conditions(audio, landmarks, reference_latent=ref, masked_latent=masked)
             target = ddim_trajectory(
                 self.teacher.eps_fn(teacher_cond), self.alphas_cumprod, noise, teacher_grid, z, mask, generator
             )
@@ -389,11 +397,7 @@ class TrajectoryDistillation(ProgressiveDistillation):
             return self.predict_eps(x, t, cond).float()
 
         pred = ddim_trajectory(student_eps, self.alphas_cumprod, noise, student_grid, z, mask, generator)
-        generated = 1.0 - mask
-        per_sample = ((pred.float() - target.float()) ** 2 * generated).sum(dim=(1, 2, 3)) / (
-            generated.sum(dim=(1, 2, 3)) * z.shape[1]
-        ).clamp_min(1.0)
-        loss = per_sample.mean()
+        loss = generated_mse(pred.float(), target.float(), mask).mean()
         return loss, {"loss_distill": loss.detach(), "round": torch.tensor(0.0)}
 
 

@@ -145,6 +145,21 @@ def ddim_sample(
         grid = ddim_timesteps(steps, ac.shape[0])
     else:
         grid = check_timesteps(timesteps, ac.shape[0])
+    return _ddim_chain(eps_fn, ac, x_T, grid, eta, x0, mask, generator, progress)
+
+
+def _ddim_chain(
+    eps_fn: EpsFn,
+    ac: torch.Tensor,
+    x_T: torch.Tensor,
+    grid: np.ndarray,
+    eta: float,
+    x0: torch.Tensor | None,
+    mask: torch.Tensor | None,
+    generator: torch.Generator | None,
+    progress: bool,
+) -> torch.Tensor:
+    """The DDIM loop of :func:`ddim_sample` and :func:`ddim_trajectory` (gradient as the caller's mode allows)."""
     a_t_all, a_prev_all = ddim_alphas(ac, grid)
     # sigma in float64 as the reference computes it from the float32 alphas
     a64, ap64 = a_t_all.double(), a_prev_all.double()
@@ -172,20 +187,11 @@ def ddim_trajectory(
     generator: torch.Generator | None = None,
 ) -> torch.Tensor:
     """Deterministic DDIM over the explicit increasing grid ``timesteps``, with the inpainting replacement before
-    every model call: the same arithmetic as :func:`ddim_sample` with ``eta=0`` (and the same draws from
-    ``generator``), but differentiable, so a loss on the result trains ``eps_fn`` through the whole chain
-    (trajectory distillation)."""
+    every model call: :func:`ddim_sample`'s loop with ``eta=0`` (the same draws from ``generator``), but
+    differentiable, so a loss on the result trains ``eps_fn`` through the whole chain (trajectory distillation)."""
     ac = alphas_cumprod.to(device=x_T.device, dtype=torch.float32)
     grid = check_timesteps(timesteps, ac.shape[0])
-    a_t_all, a_prev_all = ddim_alphas(ac, grid)
-    x = x_T
-    b = x.shape[0]
-    for index in range(len(grid) - 1, -1, -1):
-        step = int(grid[index])
-        x = _apply_mask(x, step, x0, mask, ac, generator)
-        e_t = eps_fn(x, torch.full((b,), step, device=x.device, dtype=torch.long)).to(x.dtype)
-        x = ddim_step(x, e_t, a_t_all[index], a_prev_all[index])
-    return x
+    return _ddim_chain(eps_fn, ac, x_T, grid, 0.0, x0, mask, generator, progress=False)
 
 
 def dpm_solver_timesteps(num_steps: int, alphas_cumprod: torch.Tensor) -> np.ndarray:
