@@ -15,6 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass, fields
 
 import numpy as np
+import torch
 
 from talkingface.data.constants import LATENT_SIZE, MODEL_IMAGE_SIZE, MODEL_LANDMARK_ROWS, NOSE_BOTTOM
 from talkingface.data.masks import inference_mask
@@ -38,6 +39,25 @@ class FrameInputs:
 
     def take(self, rows: np.ndarray) -> FrameInputs:
         return FrameInputs(*(getattr(self, f.name)[rows] for f in fields(self)))
+
+    def pinned(self) -> FrameInputs:
+        """The arrays as page-locked CPU tensors (host-to-device copies can then overlap the GPU's work)."""
+        return FrameInputs(
+            *(
+                torch.from_numpy(np.require(getattr(self, f.name), requirements=["C", "W"])).pin_memory()
+                for f in fields(self)
+            )
+        )
+
+    def to(self, device: torch.device) -> FrameInputs:
+        """The arrays as tensors on ``device`` (uint8 images stay uint8: they become floats there)."""
+        out = []
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if not isinstance(value, torch.Tensor):
+                value = torch.from_numpy(np.require(value, requirements=["C", "W"]))
+            out.append(value.to(device, non_blocking=True))
+        return FrameInputs(*out)
 
 
 def resize_bicubic(image: np.ndarray, size: int) -> np.ndarray:
@@ -75,6 +95,23 @@ def frame_inputs(
     )
 
 
+#: ``x / 127.5 - 1`` of every uint8 value, computed as :func:`to_unit` always has (float64, then float32): indexing
+#: it gives bit for bit the same values, with no float64 image in between.
+UNIT_TABLE = (np.arange(256) / 127.5 - 1.0).astype(np.float32)
+
+
 def to_unit(images: np.ndarray) -> np.ndarray:
     """uint8 ``(B, H, W, 3)`` -> float32 ``(B, 3, H, W)`` in [-1, 1] (the loader's ``x / 127.5 - 1``)."""
-    return np.ascontiguousarray((images / 127.5 - 1.0).astype(np.float32).transpose(0, 3, 1, 2))
+    return np.ascontiguousarray(UNIT_TABLE[images].transpose(0, 3, 1, 2))
+
+
+_UNIT_TABLES: dict[torch.device, torch.Tensor] = {}
+
+
+def to_unit_tensor(images: torch.Tensor) -> torch.Tensor:
+    """:func:`to_unit` on a uint8 ``(B, H, W, 3)`` tensor, on its device (a quarter of the bytes cross to a GPU):
+    float32 ``(B, 3, H, W)``, the same values bit for bit."""
+    table = _UNIT_TABLES.get(images.device)
+    if table is None:
+        table = _UNIT_TABLES[images.device] = torch.from_numpy(UNIT_TABLE).to(images.device)
+    return table[images.long()].permute(0, 3, 1, 2).contiguous()

@@ -13,8 +13,10 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Executor, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -27,13 +29,22 @@ from talkingface.data.constants import DEFAULT_IMAGE_SIZE, FPS, MODEL_IMAGE_SIZE
 from talkingface.inference.blend import DEFAULT_FEATHER, mouth_alpha, paste_back, paste_window
 from talkingface.inference.errors import InferenceError
 from talkingface.inference.features import resolve_feature_backend
-from talkingface.inference.inputs import FrameInputs, frame_inputs, resize_bicubic, to_unit
+from talkingface.inference.inputs import FrameInputs, frame_inputs, resize_bicubic, to_unit_tensor
 from talkingface.inference.landmark_file import SourceLandmarks
 from talkingface.inference.sampling import UNetRunner, check_steps, resolve_precision, resolve_sampling
 from talkingface.inference.speech import Speech, prepare_speech
+from talkingface.inference.stages import StageClock, timed
+from talkingface.inference.threads import BackgroundSink, SerialSink
 from talkingface.inference.timeline import pingpong_indices
 from talkingface.inference.video import PreparedVideo, prepare_video
-from talkingface.inference.writer import DEFAULT_CRF, FramesDirWriter, VideoWriter, check_output
+from talkingface.inference.writer import (
+    DEFAULT_CRF,
+    DEFAULT_X264_PRESET,
+    X264_PRESETS,
+    FramesDirWriter,
+    VideoWriter,
+    check_output,
+)
 from talkingface.media.extract import DEFAULT_MAX_MISSING
 from talkingface.media.face_choice import LARGEST, FaceChoice
 from talkingface.media.landmarks import LandmarkDetector
@@ -51,6 +62,10 @@ LATENT_CACHE_FRAMES = 4096
 #: shipped synthetic first stage, margin 2 on the tiny config). The rest of the error is those global parts
 #: (``benchmarks/decode_window.py``).
 DEFAULT_DECODE_MARGIN = 4
+
+
+#: The most ``--cpu-threads`` accepted.
+MAX_CPU_THREADS = 256
 
 
 def default_reference_frame(n_frames: int) -> int:
@@ -81,28 +96,50 @@ def time_estimate(first_batch_s: float, done: int, total: int, steps: int) -> st
     return line
 
 
-def _to_device(model: DiffTalkModel, array: np.ndarray) -> torch.Tensor:
-    return torch.from_numpy(np.ascontiguousarray(array)).to(model.device)
+def _to_device(model: DiffTalkModel, array: np.ndarray | torch.Tensor) -> torch.Tensor:
+    if isinstance(array, torch.Tensor):
+        return array.to(model.device, non_blocking=True)
+    return torch.from_numpy(np.require(array, requirements=["C", "W"])).to(model.device)
+
+
+def _images(model: DiffTalkModel, images: np.ndarray | torch.Tensor) -> torch.Tensor:
+    """uint8 ``(B, H, W, 3)`` images -> float32 ``(B, 3, H, W)`` in [-1, 1] on the model's device (converted there,
+    bit for bit as :func:`~talkingface.inference.inputs.to_unit`)."""
+    return to_unit_tensor(_to_device(model, images))
+
+
+def _first_stage_autocast(model: DiffTalkModel, dtype: torch.dtype | None) -> contextlib.AbstractContextManager:
+    if dtype is None:
+        return contextlib.nullcontext()
+    return torch.autocast(model.device.type, dtype=dtype)
 
 
 @torch.no_grad()
-def reference_latent(model: DiffTalkModel, crop: np.ndarray) -> torch.Tensor:
+def reference_latent(
+    model: DiffTalkModel, crop: np.ndarray, first_stage_dtype: torch.dtype | None = None
+) -> torch.Tensor:
     """First-stage latent ``(1, C, h, w)`` of a reference crop (uint8 ``(S, S, 3)``), resized as the loader does."""
-    image = to_unit(resize_bicubic(crop, model.config.first_stage.resolution)[None])
-    return model.encode_first_stage(_to_device(model, image))
+    image = resize_bicubic(crop, model.config.first_stage.resolution)[None]
+    with _first_stage_autocast(model, first_stage_dtype):
+        return model.encode_first_stage(_images(model, image)).float()
 
 
 @torch.no_grad()
-def encode_frames(model: DiffTalkModel, inputs: FrameInputs) -> tuple[torch.Tensor, torch.Tensor]:
-    """First-stage latents of the frames (``x0``) and of their masked images (the engine's one batched encode)."""
-    return model.encode_frames(_to_device(model, to_unit(inputs.image)), _to_device(model, to_unit(inputs.masked)))
+def encode_frames(
+    model: DiffTalkModel, inputs: FrameInputs, first_stage_dtype: torch.dtype | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """First-stage latents of the frames (``x0``) and of their masked images (the engine's one batched encode).
+    ``first_stage_dtype``: autocast dtype of the first stage (None: float32); the latents are float32."""
+    with _first_stage_autocast(model, first_stage_dtype):
+        z, zm = model.encode_frames(_images(model, inputs.image), _images(model, inputs.masked))
+    return z.float(), zm.float()
 
 
 @torch.no_grad()
 def inpaint_frames(
     model: DiffTalkModel,
     inputs: FrameInputs,
-    audio: np.ndarray,
+    audio: np.ndarray | torch.Tensor,
     reference: torch.Tensor,
     noise: torch.Tensor,
     latents: tuple[torch.Tensor, torch.Tensor] | None = None,
@@ -114,33 +151,46 @@ def inpaint_frames(
     eps_wrapper: EpsWrapper | None = None,
     decode_window: tuple[int, int, int, int] | None = None,
     timesteps: Sequence[int] | None = None,
+    first_stage_dtype: torch.dtype | None = None,
+    clock: StageClock | None = None,
 ) -> torch.Tensor:
     """Generated frames ``(B, 3, R, R)`` in [-1, 1] from a batch of frame inputs and audio windows ``(B, 8, 16, 29)``.
 
-    ``reference``: the reference latent (:func:`reference_latent`); ``noise``: ``x_T``; ``latents``: the frames'
-    and masked images' latents when already encoded (:func:`encode_frames`), else they are encoded here.
-    ``decode_window``: decode only these latent cells (:func:`~talkingface.inference.blend.paste_window`); the rest
-    of each frame is its source image. None decodes the whole latent. ``timesteps``: an explicit DDIM grid (a
-    distilled student's).
+    ``inputs``: numpy arrays or tensors (already on the model's device or pinned). ``reference``: the reference
+    latent (:func:`reference_latent`); ``noise``: ``x_T``; ``latents``: the frames' and masked images' latents when
+    already encoded (:func:`encode_frames`), else they are encoded here. ``decode_window``: decode only these latent
+    cells (:func:`~talkingface.inference.blend.paste_window`); the rest of each frame is its source image. None
+    decodes the whole latent. ``timesteps``: an explicit DDIM grid (a distilled student's). ``first_stage_dtype``:
+    autocast dtype of the first stage's encode and decode (None: float32). ``clock``: time the encode, sample and
+    decode stages (:class:`~talkingface.inference.stages.StageClock`).
     """
-    image_latent, masked_latent = latents if latents is not None else encode_frames(model, inputs)
-    return model.inpaint(
-        audio=_to_device(model, audio),
-        landmarks=_to_device(model, inputs.landmarks),
-        reference_latent=reference,
-        noise=noise,
-        image_latent=image_latent,
-        masked_latent=masked_latent,
-        mask=_to_device(model, inputs.mask[:, None]),
-        sampler=sampler,
-        steps=steps,
-        eta=eta,
-        generator=generator,
-        eps_wrapper=eps_wrapper,
-        decode_window=decode_window,
-        decode_fill=_to_device(model, to_unit(inputs.image)) if decode_window is not None else None,
-        timesteps=timesteps,
-    )
+    if latents is None:
+        with timed(clock, "encode"):
+            latents = encode_frames(model, inputs, first_stage_dtype)
+    image_latent, masked_latent = latents
+    with timed(clock, "sample"):
+        sampled = model.inpaint(
+            audio=_to_device(model, audio),
+            landmarks=_to_device(model, inputs.landmarks),
+            reference_latent=reference,
+            noise=noise,
+            image_latent=image_latent,
+            masked_latent=masked_latent,
+            mask=_to_device(model, inputs.mask[:, None]),
+            sampler=sampler,
+            steps=steps,
+            eta=eta,
+            generator=generator,
+            eps_wrapper=eps_wrapper,
+            timesteps=timesteps,
+            decode=False,
+        )
+    with timed(clock, "decode"), _first_stage_autocast(model, first_stage_dtype):
+        if decode_window is not None:
+            frames = model.decode_first_stage_window(sampled.float(), decode_window, _images(model, inputs.image))
+        else:
+            frames = model.decode_first_stage(sampled.float())
+        return frames.float().clamp(-1.0, 1.0)
 
 
 def to_uint8(frames: torch.Tensor) -> np.ndarray:
@@ -161,6 +211,8 @@ class LipSyncOptions:
     timesteps: tuple[int, ...] | None = None  # an explicit DDIM grid (default: the recorded one when it applies)
     batch_size: int = 16
     precision: str = "auto"  # "auto" (bf16 on CUDA), "fp32", "bf16" (autocast around the UNet only)
+    # the first stage's encode and decode: "auto" (bf16 autocast and channels-last on CUDA), "fp32", "bf16"
+    first_stage_precision: str = "auto"
     compile: bool = False  # torch.compile the UNet
     seed: int = 0
     eta: float = 0.0  # DDIM only
@@ -170,6 +222,10 @@ class LipSyncOptions:
     max_missing: float = DEFAULT_MAX_MISSING  # fail when more video frames than this have no face
     face: FaceChoice = LARGEST  # which face to sync (--face largest|N|x,y), tracked across frames
     crf: int = DEFAULT_CRF  # H.264 quality
+    x264_preset: str = DEFAULT_X264_PRESET  # H.264 speed preset
+    # CPU worker threads of the pipelined loop (frame inputs of the next batch and paste-back/encoding of the
+    # previous one overlap the model's work); None: min(8, CPUs); 0: everything in turn on the calling thread
+    cpu_threads: int | None = None
     # decode only the latent window under the paste-back region (+ margin cells): approximate, the VQ decoder's
     # GroupNorm and mid-block attention are global (see benchmarks/decode_window.py), so off by default
     decode_window: bool = False
@@ -219,6 +275,42 @@ class Generation:
     steps: int
     grid: tuple[int, ...] | None
     window: bool  # decode only the latent window under the paste-back region
+    first_stage_dtype: torch.dtype | None = None  # autocast dtype of the first stage (None: float32)
+
+
+@dataclass
+class BatchInputs:
+    """The CPU side of one batch (:meth:`LipSyncPipeline.prepare_batch`), ready before the model needs it."""
+
+    src: np.ndarray  # (n,) source frame of each output frame
+    crops: list[tuple[np.ndarray, np.ndarray]]  # (crop, landmarks in crop pixels) per frame
+    alphas: list[np.ndarray]  # paste-back alpha per frame
+    rows: np.ndarray  # rows of the model batch (n, or the compiled batch size: the last frame repeated)
+    inputs: FrameInputs  # the model batch's inputs (numpy, or pinned tensors for a CUDA model)
+
+
+@dataclass
+class BatchResult:
+    """A generated batch: its source frames, their crops, the generated faces (uint8) and paste-back alphas."""
+
+    src: np.ndarray
+    crops: list[tuple[np.ndarray, np.ndarray]]
+    faces: np.ndarray
+    alphas: list[np.ndarray]
+
+
+def cpu_thread_count(requested: int | None) -> int:
+    """Worker threads of the pipelined loop: ``requested``, or min(8, CPUs) when None (0: the serial loop)."""
+    if requested is None:
+        return min(8, os.cpu_count() or 1)
+    return requested
+
+
+def _map(pool: Executor | None, fn: Callable[..., Any], *items: Sequence[Any]) -> list[Any]:
+    """``[fn(*args) for args in zip(*items)]``, on ``pool``'s threads when given (same order, same results)."""
+    if pool is None:
+        return [fn(*args) for args in zip(*items)]
+    return list(pool.map(fn, *items))
 
 
 class LipSyncPipeline:
@@ -262,6 +354,8 @@ class LipSyncPipeline:
             conditioning.audio_feature_dim,
         )
         self._runners: dict[tuple[torch.dtype | None, bool], UNetRunner] = {}
+        #: set a :class:`~talkingface.inference.stages.StageClock` to time each stage (the benchmarks do)
+        self.clock: StageClock | None = None
 
     @property
     def model_image_size(self) -> int:
@@ -314,6 +408,13 @@ class LipSyncPipeline:
             raise InferenceError("--decode-margin", f"must be at least 0, got {o.decode_margin}")
         if o.crop_size < MODEL_IMAGE_SIZE // 4:
             raise InferenceError("--crop-size", f"too small ({o.crop_size}); use e.g. {DEFAULT_IMAGE_SIZE}")
+        resolve_precision(o.first_stage_precision, self.model.device, "--first-stage-precision")
+        if o.cpu_threads is not None and not 0 <= o.cpu_threads <= MAX_CPU_THREADS:
+            raise InferenceError("--cpu-threads", f"must be 0..{MAX_CPU_THREADS}, got {o.cpu_threads}")
+        if o.x264_preset not in X264_PRESETS:
+            raise InferenceError(
+                "--x264-preset", f"unknown preset {o.x264_preset!r}; choose one of {', '.join(X264_PRESETS)}"
+            )
 
     def reference_index(self, video: PreparedVideo) -> int:
         r = self.options.reference_frame
@@ -333,25 +434,38 @@ class LipSyncPipeline:
         return self._runners[key]
 
     # -------------------------------------------------------------- generation
+    def first_stage_dtype(self) -> torch.dtype | None:
+        """The first stage's autocast dtype (``first_stage_precision``; None: float32). In bf16 on CUDA the first
+        stage is also put in channels-last memory format (the same values, faster convolutions)."""
+        dtype = resolve_precision(self.options.first_stage_precision, self.model.device, "--first-stage-precision")
+        if dtype is not None and self.model.device.type == "cuda":
+            self.model.first_stage_model.to(memory_format=torch.channels_last)
+        return dtype
+
     @torch.no_grad()
-    def reference_latent(self, video: PreparedVideo) -> torch.Tensor:
+    def reference_latent(self, video: PreparedVideo, first_stage_dtype: torch.dtype | None = None) -> torch.Tensor:
         """First-stage latent ``(1, C, h, w)`` of the reference frame (encoded once per video; 64 x 64 for DiffTalk)."""
         crop, _ = video.crop(self.reference_index(video))
-        return reference_latent(self.model, crop)
+        return reference_latent(self.model, crop, first_stage_dtype)
 
     @torch.no_grad()
     def _target_latents(
-        self, src: np.ndarray, inputs: FrameInputs, cache: dict[int, tuple[torch.Tensor, torch.Tensor]] | None
+        self, gen: Generation, src: np.ndarray, inputs: FrameInputs
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """First-stage latents of the target frames (``x0``) and of their masked images, one batched encode."""
+        """First-stage latents of the target frames (``x0``) and of their masked images, one batched encode of the
+        frames not in the generation's cache."""
+        cache = gen.cache
         todo = [j for j, i in enumerate(src) if cache is None or int(i) not in cache]
         if todo:
-            z, zm = encode_frames(self.model, inputs.take(np.asarray(todo)))
+            with timed(self.clock, "encode"):
+                z, zm = encode_frames(self.model, inputs.take(np.asarray(todo)), gen.first_stage_dtype)
             fresh = {j: (z[k], zm[k]) for k, j in enumerate(todo)}
             if cache is not None:
                 cache.update({int(src[j]): pair for j, pair in fresh.items()})
         else:
             fresh = {}
+        if len(fresh) == len(src):
+            return z, zm
         pairs = [fresh[j] if j in fresh else cache[int(i)] for j, i in enumerate(src)]
         return torch.stack([p[0] for p in pairs]), torch.stack([p[1] for p in pairs])
 
@@ -362,9 +476,10 @@ class LipSyncPipeline:
         region."""
         self._check_options()
         sampler, steps, grid = self.sampling()
+        dtype = self.first_stage_dtype()
         return Generation(
             video=video,
-            reference=self.reference_latent(video),
+            reference=self.reference_latent(video, dtype),
             generator=torch.Generator().manual_seed(self.options.seed),
             runner=self._runner(),
             cache={} if cache and video.n_frames <= LATENT_CACHE_FRAMES else None,
@@ -372,32 +487,45 @@ class LipSyncPipeline:
             steps=steps,
             grid=grid,
             window=window,
+            first_stage_dtype=dtype,
         )
 
+    def prepare_batch(self, gen: Generation, src: np.ndarray, pool: Executor | None = None) -> BatchInputs:
+        """The CPU side of a batch: crops, landmarks, masks and paste-back alphas of the source frames ``src``
+        (per frame on ``pool``'s threads when given), pinned for a CUDA model. Touches no model state, so it runs
+        on a worker thread while the model works on the batch before."""
+        o, video = self.options, gen.video
+        size, latent = self.model_image_size, self.model.image_size
+        with timed(self.clock, "inputs"):
+            crops = _map(pool, video.crop, [int(i) for i in src])
+            alphas = _map(pool, lambda c: mouth_alpha(c[1], video.crop_size, o.feather), crops)
+            inputs = FrameInputs.stack(_map(pool, lambda c: frame_inputs(c[0], c[1], size, latent), crops))
+            n = len(src)
+            rows = np.arange(n)
+            if o.compile and n < o.batch_size:  # one static shape for the compiled UNet: repeat the last frame
+                rows = np.r_[rows, np.full(o.batch_size - n, n - 1)]
+                inputs = inputs.take(rows)
+            if self.model.device.type == "cuda":
+                inputs = inputs.pinned()
+        return BatchInputs(np.asarray(src), crops, alphas, rows, inputs)
+
     @torch.no_grad()
-    def generate_batch(
-        self, gen: Generation, src: np.ndarray, windows: np.ndarray
-    ) -> tuple[list[tuple[np.ndarray, np.ndarray]], np.ndarray, list[np.ndarray]]:
-        """One batch: the source frames ``src`` with their audio windows ``(n, 8, 16, 29)`` -> their ``(crop,
-        landmarks)``, the generated faces (uint8) and their paste-back alphas. The same batches with the same
-        ``gen`` give the same frames: the sampler draws noise for the whole batch at every step."""
-        o, model, video = self.options, self.model, gen.video
-        crops = [video.crop(int(i)) for i in src]
-        alphas = [mouth_alpha(lm, video.crop_size, o.feather) for _, lm in crops]
-        size, latent = self.model_image_size, model.image_size
-        inputs = FrameInputs.stack([frame_inputs(c, lm, size, latent) for c, lm in crops])
-        n = len(src)
-        rows = np.arange(n)
-        if o.compile and n < o.batch_size:  # one static shape for the compiled UNet: repeat the last frame
-            rows = np.r_[rows, np.full(o.batch_size - n, n - 1)]
-        inputs = inputs.take(rows)
-        latents = self._target_latents(src[rows], inputs, gen.cache)
+    def generate_faces(self, gen: Generation, batch: BatchInputs, windows: np.ndarray) -> np.ndarray:
+        """The model's side of a batch: its audio windows ``(n, 8, 16, 29)`` and prepared inputs -> the generated
+        faces ``(n, R, R, 3)`` uint8 (R: the model's image size)."""
+        o, model = self.options, self.model
+        n, rows = len(batch.src), batch.rows
+        with timed(self.clock, "upload"):
+            inputs = batch.inputs.to(model.device)
+            audio = _to_device(model, windows[rows])
+        latents = self._target_latents(gen, batch.src[rows], inputs)
         noise = model.initial_noise(len(rows), gen.generator)
-        decode_window = paste_window(alphas, size, latent, o.decode_margin) if gen.window else None
+        size, latent = self.model_image_size, model.image_size
+        decode_window = paste_window(batch.alphas, size, latent, o.decode_margin) if gen.window else None
         pixels = inpaint_frames(
             model,
             inputs,
-            windows[rows],
+            audio,
             gen.reference,
             noise,
             latents,
@@ -408,31 +536,76 @@ class LipSyncPipeline:
             eps_wrapper=gen.runner,
             decode_window=decode_window,
             timesteps=gen.grid,
+            first_stage_dtype=gen.first_stage_dtype,
+            clock=self.clock,
         )
-        return crops, to_uint8(pixels[:n]), alphas
+        with timed(self.clock, "download"):
+            return to_uint8(pixels[:n])
+
+    @torch.no_grad()
+    def generate_batch(
+        self, gen: Generation, src: np.ndarray, windows: np.ndarray
+    ) -> tuple[list[tuple[np.ndarray, np.ndarray]], np.ndarray, list[np.ndarray]]:
+        """One batch: the source frames ``src`` with their audio windows ``(n, 8, 16, 29)`` -> their ``(crop,
+        landmarks)``, the generated faces (uint8) and their paste-back alphas. The same batches with the same
+        ``gen`` give the same frames: the sampler draws noise for the whole batch at every step."""
+        batch = self.prepare_batch(gen, src)
+        return batch.crops, self.generate_faces(gen, batch, windows), batch.alphas
+
+    @contextlib.contextmanager
+    def _threads(self) -> Iterator[tuple[Executor | None, Executor | None]]:
+        """``(prefetch, pool)``: one thread preparing the next batch and ``cpu_threads`` workers for per-frame CPU
+        work, or ``(None, None)`` for the serial loop (``cpu_threads=0``)."""
+        n = cpu_thread_count(self.options.cpu_threads)
+        if n == 0:
+            yield None, None
+            return
+        prefetch = ThreadPoolExecutor(1, thread_name_prefix="talkingface-inputs")
+        pool = ThreadPoolExecutor(n, thread_name_prefix="talkingface-cpu")
+        try:
+            yield prefetch, pool
+        finally:
+            prefetch.shutdown(wait=True, cancel_futures=True)
+            pool.shutdown(wait=True, cancel_futures=True)
 
     @torch.no_grad()
     def _batches(
-        self, video: PreparedVideo, speech: Speech, progress: bool, window: bool = False
-    ) -> Iterator[tuple[np.ndarray, list[tuple[np.ndarray, np.ndarray]], np.ndarray, list[np.ndarray]]]:
-        """Per batch: the source frame indices, their ``(crop, landmarks)``, the generated faces (uint8) and their
-        paste-back alphas. ``window``: decode only the latent window under the batch's paste-back region."""
+        self,
+        video: PreparedVideo,
+        speech: Speech,
+        progress: bool,
+        window: bool = False,
+        pools: tuple[Executor | None, Executor | None] = (None, None),
+    ) -> Iterator[BatchResult]:
+        """The batches in order. ``window``: decode only the latent window under the batch's paste-back region.
+        ``pools``: ``(prefetch, pool)`` from :meth:`_threads`: with them, batch k + 1's inputs are prepared while
+        batch k is generated (the same frames as the serial loop: the model sees the same inputs in the same
+        order)."""
         o, model = self.options, self.model
+        prefetch, pool = pools
         indices = pingpong_indices(speech.n_frames, video.n_frames)
         # the ping-pong shows source frames again: keep their latents when the speech outlasts the video
         gen = self.start_generation(video, cache=len(indices) > video.n_frames, window=window)
+        starts = list(range(0, len(indices), o.batch_size))
+
+        def prepare(k: int) -> BatchInputs:
+            return self.prepare_batch(gen, indices[starts[k] : starts[k] + o.batch_size], pool)
+
         bar = tqdm(total=len(indices), desc="lip-sync", unit="frame", disable=not progress, leave=False)
         started = time.perf_counter()
+        pending = prefetch.submit(prepare, 0) if prefetch is not None else None
         with bar:
-            for start in range(0, len(indices), o.batch_size):
-                src = indices[start : start + o.batch_size]
-                n = len(src)
-                crops, faces, alphas = self.generate_batch(gen, src, speech.windows[start : start + n])
+            for k, start in enumerate(starts):
+                batch = pending.result() if pending is not None else prepare(k)
+                if prefetch is not None and k + 1 < len(starts):
+                    pending = prefetch.submit(prepare, k + 1)
+                n = len(batch.src)
+                faces = self.generate_faces(gen, batch, speech.windows[start : start + n])
                 if start == 0 and model.device.type == "cpu":
                     estimate = time_estimate(time.perf_counter() - started, n, len(indices), gen.steps)
                     if estimate:
                         log.info("%s", estimate)
-                yield src, crops, faces, alphas
+                yield BatchResult(batch.src, batch.crops, faces, batch.alphas)
                 bar.update(n)
 
     @torch.no_grad()
@@ -440,16 +613,26 @@ class LipSyncPipeline:
         """Yield the ``speech.n_frames`` generated face crops (RGB uint8 at the model's image size), in order.
 
         The whole latent is decoded (``decode_window`` applies to :meth:`generate` only)."""
-        for _, _, faces, _ in self._batches(video, speech, progress):
-            yield from faces
+        with self._threads() as pools:
+            for batch in self._batches(video, speech, progress, pools=pools):
+                yield from batch.faces
+
+    def paste_batch(self, video: PreparedVideo, batch: BatchResult, pool: Executor | None = None) -> list[np.ndarray]:
+        """The output frames of a batch: its generated faces pasted back into their source frames (on ``pool``)."""
+        with timed(self.clock, "paste"):
+            return _map(
+                pool,
+                lambda j, i: paste_back(video.frames[i], batch.faces[j], batch.alphas[j], video.boxes[i]),
+                range(len(batch.src)),
+                [int(i) for i in batch.src],
+            )
 
     @torch.no_grad()
     def generate(self, video: PreparedVideo, speech: Speech, progress: bool = False) -> Iterator[np.ndarray]:
         """Yield the ``speech.n_frames`` output frames (RGB uint8, the source video's size) in order."""
-        batches = self._batches(video, speech, progress, window=self.options.decode_window)
-        for src, _, faces, alphas in batches:
-            for j, i in enumerate(src):
-                yield paste_back(video.frames[i], faces[j], alphas[j], video.boxes[i])
+        with self._threads() as pools:
+            for batch in self._batches(video, speech, progress, window=self.options.decode_window, pools=pools):
+                yield from self.paste_batch(video, batch, pools[1])
 
     def run(
         self,
@@ -499,7 +682,13 @@ class LipSyncPipeline:
         if out is not None:
             writers.append(
                 VideoWriter(
-                    out, video.fps, audio.mux_samples, audio.mux_rate, overwrite=overwrite, crf=self.options.crf
+                    out,
+                    video.fps,
+                    audio.mux_samples,
+                    audio.mux_rate,
+                    overwrite=overwrite,
+                    crf=self.options.crf,
+                    preset=self.options.x264_preset,
                 )
             )
         if frames_dir is not None:
@@ -508,9 +697,20 @@ class LipSyncPipeline:
         with contextlib.ExitStack() as stack:
             for w in writers:
                 stack.enter_context(w)
-            for frame in self.generate(video, audio, progress=progress):
-                for w in writers:
-                    w.write(frame)
+            pools = stack.enter_context(self._threads())
+
+            def write(batch: BatchResult) -> None:
+                frames = self.paste_batch(video, batch, pools[1])
+                with timed(self.clock, "write"):
+                    for frame in frames:
+                        for w in writers:
+                            w.write(frame)
+
+            # paste-back and encoding of batch k on one thread while batch k + 1 is generated (serial: in turn)
+            sink = BackgroundSink(write, name="talkingface-writer") if pools[0] is not None else SerialSink(write)
+            with sink:
+                for batch in self._batches(video, audio, progress, window=self.options.decode_window, pools=pools):
+                    sink.put(batch)
         t2 = time.perf_counter()
         result = LipSyncResult(
             out=out,

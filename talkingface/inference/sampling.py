@@ -72,10 +72,11 @@ def resolve_sampling(
     return chosen, n, grid, why
 
 
-def resolve_precision(precision: str, device: torch.device) -> torch.dtype | None:
-    """The autocast dtype for the UNet (None: float32). ``auto``: bf16 on a CUDA device that supports it."""
+def resolve_precision(precision: str, device: torch.device, flag: str = "--precision") -> torch.dtype | None:
+    """The autocast dtype for the UNet or the first stage (None: float32). ``auto``: bf16 on a CUDA device that
+    supports it. ``flag``: the option named in the error."""
     if precision not in PRECISIONS:
-        raise InferenceError("--precision", f"unknown precision {precision!r}; choose one of {', '.join(PRECISIONS)}")
+        raise InferenceError(flag, f"unknown precision {precision!r}; choose one of {', '.join(PRECISIONS)}")
     if precision == "fp32":
         return None
     if precision == "auto":

@@ -376,7 +376,17 @@ def stream_file(
         writers: list[VideoWriter | FramesDirWriter] = []
         if out is not None:  # the speech of the whole frames plays along, as offline
             mux = samples[: n * SAMPLES_PER_FRAME]
-            writers.append(VideoWriter(out, video.fps, mux, SAMPLE_RATE, overwrite=overwrite, crf=pipeline.options.crf))
+            writers.append(
+                VideoWriter(
+                    out,
+                    video.fps,
+                    mux,
+                    SAMPLE_RATE,
+                    overwrite=overwrite,
+                    crf=pipeline.options.crf,
+                    preset=pipeline.options.x264_preset,
+                )
+            )
         if frames_dir is not None:
             writers.append(FramesDirWriter(frames_dir, overwrite=overwrite))
         for w in writers:

