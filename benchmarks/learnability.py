@@ -137,6 +137,7 @@ def prepare_data(args: argparse.Namespace, data: Path, progress: bool) -> Path:
             [
                 "--out",
                 str(data),
+                "--overwrite",  # a set left half-written by an interrupted run (never other files)
                 "--identities",
                 str(args.identities),
                 "--seconds",

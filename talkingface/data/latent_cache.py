@@ -12,8 +12,11 @@ and used by training with ``data.latent_cache=data/HDTF/latents``. Layout of the
 - ``latents.npy``: ``(N, C, h, w)`` latents of every frame (``first_stage_model.encode``, not quantized, not
   multiplied by ``scale_factor``), row ``offset[v] + f`` for frame ``<v>_<f>``, videos in ``data.txt`` order;
 - ``masked_latents.npy``: the same for the masked frames (lower half zeroed below the nose, as in training);
-- ``meta.json``: frame counts, latent shape, dtype, image and frame sizes, the first-stage config and a
-  fingerprint of its weights.
+- ``meta.json``: ``"format": "talkingface-latent-cache"`` (caches built before it lack that key), frame counts,
+  latent shape, dtype, image and frame sizes, the first-stage config and a fingerprint of its weights.
+
+The folder holds nothing else, so the builder's ``--overwrite`` replaces only a folder that :func:`cache_folder_problem`
+recognises as a cache.
 
 Rows are read through memory maps, so a worker touches only the rows of its batch.
 """
@@ -33,7 +36,12 @@ from talkingface.data.layout import DatasetLayout
 from talkingface.data.meta import DatasetMetaError
 
 CACHE_VERSION = 1
+#: ``meta.json`` "format" of a cache: it tells a cache's meta.json from a dataset's.
+CACHE_FORMAT = "talkingface-latent-cache"
 META_FILE, LATENTS_FILE, MASKED_FILE = "meta.json", "latents.npy", "masked_latents.npy"
+CACHE_FILES = (META_FILE, LATENTS_FILE, MASKED_FILE)
+#: Keys of every cache's meta.json, also of those written before "format" existed (a dataset's has none of these).
+_CACHE_KEYS = ("counts", "latent_shape", "first_stage")
 DTYPES = ("float32", "float16")
 
 
@@ -63,6 +71,35 @@ def write_cache_meta(cache_dir: str | os.PathLike, meta: dict[str, Any]) -> None
     (Path(cache_dir) / META_FILE).write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
 
 
+def is_cache_meta(meta: Any) -> bool:
+    """``meta`` (a parsed meta.json) is a latent cache's: it says so, or (older caches) has a cache's keys."""
+    if not isinstance(meta, dict):
+        return False
+    if "format" in meta:
+        return meta["format"] == CACHE_FORMAT
+    return all(key in meta for key in _CACHE_KEYS)
+
+
+def cache_folder_problem(cache_dir: str | os.PathLike) -> str | None:
+    """None when ``cache_dir`` is a folder that holds a latent cache and nothing else (so replacing it loses no other
+    file); else why it is not one."""
+    path = Path(cache_dir)
+    if path.is_symlink():
+        return "a symbolic link"
+    if not path.is_dir():
+        return "not a folder"
+    extra = sorted(p.name for p in path.iterdir() if p.name not in CACHE_FILES)
+    if extra:
+        return f"it holds {extra[0]!r}, which is not a latent cache file"
+    try:
+        meta = json.loads((path / META_FILE).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return f"no readable {META_FILE} of a latent cache"
+    if not is_cache_meta(meta):
+        return f"its {META_FILE} is not a latent cache's"
+    return None
+
+
 def read_cache_meta(cache_dir: str | os.PathLike) -> dict[str, Any]:
     path = Path(cache_dir) / META_FILE
     if not path.is_file():
@@ -74,6 +111,8 @@ def read_cache_meta(cache_dir: str | os.PathLike) -> dict[str, Any]:
         meta = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, json.JSONDecodeError) as err:
         raise LatentCacheError(f"{path}: unreadable ({err})") from None
+    if not is_cache_meta(meta):
+        raise LatentCacheError(f"{path}: not the meta.json of a latent cache")
     if not meta.get("complete"):
         raise LatentCacheError(f"{path}: the cache is incomplete (its build was interrupted); build it again")
     for key in ("version", "counts", "latent_shape", "dtype", "frame_size", "image_size", "first_stage"):

@@ -41,6 +41,8 @@ MOUTH_SUFFIX = ".mouth.npy"
 #: Layout folder of the per-video ground truth (``mouth/<v>.npy``: opening, width per frame; ``mouth/<v>.json``: skin
 #: tone bin and skin luminance); not read by training.
 MOUTH_DIR = "mouth"
+#: The ``source`` of the layout's meta.json (and the ``generator`` of the output folder's synthetic.json).
+GENERATOR = "talkingface.synthetic"
 
 
 @dataclass
@@ -167,7 +169,7 @@ def write_layout_meta(
     layout = DatasetLayout(root, split_dir)
     settings = {"fps": FPS, "image_size": int(size), "audio_feature": audio_feature_spec(backend_kind, feature_dim)}
     videos = {str(v): {"source": f"synthetic_{v:03d}", "status": "done", "frames": n} for v, n in enumerate(counts, 1)}
-    layout.write_meta(dataset_meta(settings, videos, source="talkingface.synthetic"))
+    layout.write_meta(dataset_meta(settings, videos, source=GENERATOR))
     layout.write_data_txt(counts)
     numbers = range(1, len(counts) + 1)
     write_split(layout.train_list, [v for v in numbers if v not in test_videos], counts)

@@ -9,6 +9,10 @@ self-contained but for the VQ first stage: ``get_difftalk_inference(ckpt="export
 ``python demo.py --ckpt exported/difftalk.safetensors --video V --audio A --out O`` need no config. The first stage
 comes from the config's ``model.first_stage.ckpt_path`` (beside the export when a relative path names a file
 there, else as given: ``models/model.ckpt``), or from ``--first-stage-ckpt``.
+
+An existing output (the ``.safetensors`` or its ``.yaml``) is replaced only with ``--overwrite``, and never when it
+is the input checkpoint itself (also through a symbolic link, ``..`` or a hard link). Both files are written to a
+temporary file beside them and renamed into place.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +44,7 @@ from talkingface.model.image_driven_talkingface.DiffTalk.config import (
     save_config,
     with_audio_feature_kind,
 )
+from talkingface.paths import same_file
 from talkingface.training.module import LatentDiffusion
 
 log = logging.getLogger(__name__)
@@ -69,16 +75,40 @@ def export_slim(module: Any, path: str | Path) -> Path:
     ``.yaml``."""
     path = Path(path)
     out = export_safetensors(module, path, slim=True, metadata=slim_metadata(module))
-    save_config(load_config(module_config(module)), path.with_suffix(".yaml"))
+    yaml = path.with_suffix(".yaml")
+    tmp = yaml.with_name(f".{yaml.name}.{os.getpid()}.tmp")
+    try:
+        save_config(load_config(module_config(module)), tmp)
+        os.replace(tmp, yaml)
+    finally:
+        tmp.unlink(missing_ok=True)
     log.info("slim export written to %s", out)
     return out
 
 
-def export_checkpoint(ckpt: str | Path, out: str | Path, trust_checkpoint: bool = False) -> Path:
+def check_export_output(ckpt: str | Path, out: str | Path, overwrite: bool = False) -> None:
+    """Fail (``CheckpointError`` naming the file) when writing the export ``out`` (and its ``.yaml``) would replace
+    the checkpoint ``ckpt`` (other spellings, symbolic links, hard links), a folder, or, without ``overwrite``, an
+    existing file."""
+    out = Path(out)
+    for path in (out, out.with_suffix(".yaml")):
+        if same_file(path, ckpt):
+            raise CheckpointError(f"{path}: is the checkpoint being exported ({ckpt}); write the export elsewhere")
+        if path.is_dir():
+            raise CheckpointError(f"{path}: is a folder; give the export a file name (.safetensors)")
+        if os.path.lexists(path) and not overwrite:
+            raise CheckpointError(f"{path}: exists; pass --overwrite to replace it")
+
+
+def export_checkpoint(
+    ckpt: str | Path, out: str | Path, trust_checkpoint: bool = False, overwrite: bool = False
+) -> Path:
     """Slim-export a trainer checkpoint (it must hold ``difftalk_config``, as every trainer checkpoint does).
 
     ``trust_checkpoint``: allow a file that needs full unpickling (it can run code: only for files you trust).
+    ``overwrite``: replace an existing export (never ``ckpt`` itself: see :func:`check_export_output`).
     """
+    check_export_output(ckpt, out, overwrite)
     raw = load_checkpoint_file(ckpt, trust_checkpoint)
     stored = checkpoint_config(raw)
     if stored is None:
@@ -102,7 +132,8 @@ def main(argv: list[str] | None = None) -> int:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("ckpt", help="trainer checkpoint (.ckpt)")
-    parser.add_argument("out", help="output .safetensors path")
+    parser.add_argument("out", help="output .safetensors path (its config goes beside it as .yaml)")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing export (never the input)")
     parser.add_argument(
         "--trust-checkpoint",
         action="store_true",
@@ -113,7 +144,7 @@ def main(argv: list[str] | None = None) -> int:
     if not Path(args.ckpt).is_file():
         return fail(args.ckpt, "checkpoint not found")
     try:
-        export_checkpoint(args.ckpt, args.out, trust_checkpoint=args.trust_checkpoint)
+        export_checkpoint(args.ckpt, args.out, trust_checkpoint=args.trust_checkpoint, overwrite=args.overwrite)
     except (CheckpointError, ConfigError) as err:
         return report(err)
     return EXIT_OK

@@ -6,6 +6,10 @@ version with the frozen first stage, once, so training decodes no JPEG and runs 
 
 then train with ``data.latent_cache=data/HDTF/latents``. The builder lives with training because it needs the model;
 the cache's format and reader stay in ``talkingface.data``.
+
+``--out`` may be a new folder, or with ``--overwrite`` a cache this command built (a folder holding only the cache's
+files). It may not hold the dataset nor lie inside its folders: inside the dataset root it must be a folder of its own
+there (``<root>/latents``, the default).
 """
 
 from __future__ import annotations
@@ -25,18 +29,33 @@ from torch.utils.data import DataLoader
 from talkingface.cli_support import ArgumentParser, report, split_overrides
 from talkingface.data.dataset import load_frame, to_unit
 from talkingface.data.latent_cache import (
+    CACHE_FORMAT,
     CACHE_VERSION,
     DTYPES,
     LATENTS_FILE,
     MASKED_FILE,
     LatentCacheError,
+    cache_folder_problem,
     first_stage_signature,
     weights_fingerprint,
     write_cache_meta,
 )
-from talkingface.data.layout import DatasetLayout
+from talkingface.data.layout import (
+    AUDIO_SMOOTH_DIR,
+    DATA_TXT,
+    DONE_DIR,
+    IMAGES_DIR,
+    LANDMARKS_DIR,
+    META_JSON,
+    TMP_DIR,
+    DatasetLayout,
+)
+from talkingface.paths import is_within, replace_folder
 
 log = logging.getLogger(__name__)
+
+#: What the dataset layout keeps directly in its root: never a cache folder, even while empty.
+_DATASET_ENTRIES = frozenset({IMAGES_DIR, LANDMARKS_DIR, AUDIO_SMOOTH_DIR, DATA_TXT, META_JSON, TMP_DIR, DONE_DIR})
 
 
 class _FrameImages:
@@ -59,6 +78,31 @@ class _FrameImages:
         return chw(image), chw(masked), frame_size
 
 
+def check_cache_out(root: str | os.PathLike, out: str | os.PathLike, overwrite: bool = False) -> None:
+    """Fail (``LatentCacheError`` naming ``--out``) unless building into ``out`` loses nothing: ``out`` is new (or
+    an empty folder), or, with ``overwrite``, a cache this command built; and it neither holds the dataset ``root``
+    nor lies inside the dataset's folders (a folder of its own directly in ``root``, like the default
+    ``<root>/latents``, is fine). Symbolic links and ``..`` are resolved."""
+    root_real, out_real = Path(root).resolve(), Path(out).resolve()
+    if is_within(root_real, out_real):
+        what = "is the dataset folder" if out_real == root_real else f"holds the dataset {root}"
+        raise LatentCacheError(f"--out: {out} {what}; give the cache a folder of its own (default <root>/latents)")
+    if is_within(out_real, root_real) and (out_real.parent != root_real or out_real.name in _DATASET_ENTRIES):
+        inside = out_real.relative_to(root_real).parts[0]
+        where = "is" if out_real.parent == root_real else "is inside"
+        raise LatentCacheError(
+            f"--out: {out} {where} the dataset's {inside!r}; give the cache a folder of its own (default "
+            "<root>/latents)"
+        )
+    if not os.path.lexists(out_real) or (out_real.is_dir() and not any(out_real.iterdir())):
+        return
+    problem = cache_folder_problem(out_real)
+    if problem is not None:
+        raise LatentCacheError(f"--out: {out} exists and is not a latent cache ({problem}); nothing was replaced")
+    if not overwrite:
+        raise LatentCacheError(f"--out: {out} exists; pass --overwrite to rebuild it")
+
+
 def build_latent_cache(
     root: str | os.PathLike,
     out: str | os.PathLike,
@@ -73,13 +117,13 @@ def build_latent_cache(
     """Encode every frame and its masked version with ``first_stage`` (a ``VQModel`` with loaded weights).
 
     Written to a temporary folder next to ``out`` and renamed at the end, so ``out`` is complete or absent.
+    ``out`` must pass :func:`check_cache_out` (checked again before the old cache is replaced).
     """
     if dtype not in DTYPES:
         raise LatentCacheError(f"dtype {dtype!r}: use one of {DTYPES}")
-    root, out = Path(root), Path(out)
-    if out.exists():
-        if not overwrite:
-            raise LatentCacheError(f"{out} exists; pass --overwrite to rebuild it")
+    root, given = Path(root), Path(out)
+    check_cache_out(root, given, overwrite)
+    out = given.resolve()  # a symbolic link to a cache keeps pointing at the rebuilt one
     layout = DatasetLayout(root)
     counts = layout.read_data_txt()
     size = model_cfg.first_stage.resolution
@@ -113,6 +157,7 @@ def build_latent_cache(
         if len(frame_sizes) > 1:
             raise LatentCacheError(f"{root}: frames of several sizes {sorted(frame_sizes)}; frames must be square")
         meta = {
+            "format": CACHE_FORMAT,
             "version": CACHE_VERSION,
             "complete": True,
             "dataset_root": str(root.resolve()),
@@ -127,9 +172,8 @@ def build_latent_cache(
             },
         }
         write_cache_meta(tmp, meta)
-        if out.exists():
-            shutil.rmtree(out)
-        os.replace(tmp, out)
+        check_cache_out(root, given, overwrite)  # the build took a while: out may have changed
+        replace_folder(tmp, out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -146,6 +190,8 @@ def _build_command(args: argparse.Namespace) -> int:
     from talkingface.model.image_driven_talkingface.DiffTalk.config import default_config_path, load_config
     from talkingface.model.image_driven_talkingface.DiffTalk.model import build_first_stage
 
+    out = args.out or Path(args.root) / "latents"
+    check_cache_out(args.root, out, args.overwrite)  # before loading anything
     cfg = load_config(args.config or default_config_path("talking.yaml"), args.overrides)
     ckpt = args.first_stage or cfg.model.first_stage.ckpt_path
     first_stage = build_first_stage(cfg.model.first_stage)
@@ -159,7 +205,7 @@ def _build_command(args: argparse.Namespace) -> int:
     torch.set_grad_enabled(False)
     build_latent_cache(
         args.root,
-        args.out or Path(args.root) / "latents",
+        out,
         cfg.model,
         first_stage,
         device=args.device,
@@ -186,7 +232,9 @@ def main(argv: list[str] | None = None) -> int:
     b.add_argument("--batch-size", type=int, default=32)
     b.add_argument("--num-workers", type=int, default=4)
     b.add_argument("--dtype", choices=DTYPES, default="float32", help="float16 halves the size (lossy)")
-    b.add_argument("--overwrite", action="store_true")
+    b.add_argument(
+        "--overwrite", action="store_true", help="rebuild an existing cache (only a folder this command built)"
+    )
     b.add_argument("--trust-checkpoint", action="store_true", help="allow full unpickling of the VQ checkpoint")
     b.add_argument("--allow-random-first-stage", action="store_true", help=argparse.SUPPRESS)
     parser.epilog = "KEY=VALUE arguments override the config, e.g. model.first_stage.ch=32"

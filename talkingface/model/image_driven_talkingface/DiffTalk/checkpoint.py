@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import pickle
 from collections.abc import Mapping
 from pathlib import Path
@@ -202,8 +203,11 @@ def export_safetensors(
     else:
         sd = dict(model.state_dict())
     sd = {k: v.detach().contiguous().cpu() for k, v in sd.items()}
-    tmp = path.with_name(path.name + ".tmp")
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")  # hidden, per process; renamed when complete
     path.parent.mkdir(parents=True, exist_ok=True)
-    save_file(sd, str(tmp), metadata=dict(metadata or {}))
-    tmp.replace(path)
+    try:
+        save_file(sd, str(tmp), metadata=dict(metadata or {}))
+        tmp.replace(path)
+    finally:
+        tmp.unlink(missing_ok=True)
     return path
