@@ -74,14 +74,19 @@ def held_lock(tmp_path: Path) -> Iterator[Path]:
 # ------------------------------------------------------------------------------------------------ the lock
 
 
-@pytest.mark.parametrize("overwrite", [False, True])
+@pytest.mark.parametrize("how", ["new run", "--overwrite-run", "--resume"])
 def test_a_second_run_into_a_folder_another_run_holds_is_refused_and_touches_nothing(
-    held_lock: Path, data_root: Path, capsys: Any, overwrite: bool
+    held_lock: Path, data_root: Path, capsys: Any, how: str
 ) -> None:
     run = held_lock
     files = _run_files(run)  # the other run's files, half-way through
+    argv = {
+        "new run": _train(run, data_root, **{"train.max_steps": 1}),
+        "--overwrite-run": _train(run, data_root, "--overwrite-run", **{"train.max_steps": 1}),
+        "--resume": ["--resume", str(run), "-t", *tiny_overrides(data_root)],
+    }[how]
     capsys.readouterr()
-    rc = main(_train(run, data_root, *(["--overwrite-run"] if overwrite else []), **{"train.max_steps": 1}))
+    rc = main(argv)
     line = _one_error_line(capsys.readouterr().err)
     assert rc == 2
     assert f"{run / LOCK}: another run holds this lock" in line, line
@@ -247,3 +252,12 @@ def test_a_crash_after_the_first_step_keeps_the_run(data_root: Path, tmp_path: P
     assert (run / "configs" / "config.yaml").is_file() and (run / "configs" / "command.txt").is_file()
     with run_lock(run):  # released when the run ended, even by an exception
         pass
+
+
+def test_a_run_dir_that_is_a_file_is_refused_at_once(data_root: Path, tmp_path: Path, capsys: Any) -> None:
+    notes = tmp_path / "notes.txt"
+    notes.write_bytes(b"mine")
+    capsys.readouterr()
+    assert main(_train(notes, data_root, **{"train.max_steps": 1})) == 2
+    assert f"--run-dir {notes}: is a file" in _one_error_line(capsys.readouterr().err)
+    assert notes.read_bytes() == b"mine"

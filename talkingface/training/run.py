@@ -37,6 +37,7 @@ from talkingface.training.lr import scaled_learning_rate
 from talkingface.training.module import LatentDiffusion
 from talkingface.training.run_dir import (
     RUN_DIR_ENV,
+    RunDirError,
     RunPaths,
     check_run_dir,
     claim_run_dir,
@@ -193,6 +194,8 @@ def run_training(args: Any, overrides: list[str], argv: list[str], extra_callbac
             or Path(args.logdir) / new_run_name(args.base, args.name, args.postfix)
         )
         paths = RunPaths(Path(root))
+    if paths.root.exists() and not paths.root.is_dir():
+        raise RunDirError(f"--run-dir {paths.root}: is a file, not a folder")
     launcher = launches_the_run()
     with contextlib.ExitStack() as held:
         locked = launcher and paths.root.is_dir()
@@ -228,6 +231,9 @@ def run_training(args: Any, overrides: list[str], argv: list[str], extra_callbac
         except BaseException:
             if created and trainer.global_step == 0:  # failed before its first step: leave no half-made run
                 remove_created(created)
+                log.warning(
+                    "the run failed before its first step; removed what it had made: %s", ", ".join(map(str, created))
+                )
             raise
         finally:
             if previous is None:
