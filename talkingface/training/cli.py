@@ -78,7 +78,8 @@ def build_parser() -> ArgumentParser:
         "--overwrite-run",
         "--overwrite_run",
         action="store_true",
-        help="start a new run in a --run-dir that holds one (the old run's files are deleted)",
+        help="start a new run in a --run-dir that holds a run (its configs/, checkpoints/, images/ and tensorboard/ "
+        "are deleted; a folder that is not a run is refused)",
     )
     p.add_argument("-r", "--resume", default=None, help="continue a run: its folder or a checkpoint in it")
     p.add_argument("-s", "--seed", type=int, default=None, help="seed (default: train.seed of the config)")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import signal
@@ -36,10 +37,15 @@ from talkingface.training.lr import scaled_learning_rate
 from talkingface.training.module import LatentDiffusion
 from talkingface.training.run_dir import (
     RUN_DIR_ENV,
+    RunDirError,
     RunPaths,
+    check_run_dir,
     claim_run_dir,
+    missing_top,
     new_run_name,
+    remove_created,
     resolve_resume,
+    run_lock,
     write_snapshot,
 )
 from talkingface.training.speed import compile_unet, set_tf32
@@ -188,38 +194,76 @@ def run_training(args: Any, overrides: list[str], argv: list[str], extra_callbac
             or Path(args.logdir) / new_run_name(args.base, args.name, args.postfix)
         )
         paths = RunPaths(Path(root))
-        if rank_zero_only.rank == 0:
-            claim_run_dir(paths, overwrite=args.overwrite_run)
-    if rank_zero_only.rank == 0:
-        write_snapshot(paths, cfg, ["trainer/DiffTalkTrainer.py", *argv])
-        log.info("run folder %s", paths.root)
+    if paths.root.exists() and not paths.root.is_dir():
+        raise RunDirError(f"--run-dir {paths.root}: is a file, not a folder")
+    launcher = launches_the_run()
+    with contextlib.ExitStack() as held:
+        locked = launcher and paths.root.is_dir()
+        if locked:  # fail at once when another run holds the folder or it is taken
+            held.enter_context(run_lock(paths.root))
+            if not args.resume:
+                check_run_dir(paths, overwrite=args.overwrite_run)
 
-    quiet_lightning()  # Lightning's tips and known warnings (the frozen first stage in eval mode, ...)
-    pl.seed_everything(cfg.train.seed, workers=True)
-    set_tf32(cfg.train.tf32)
-    module = build_module(cfg, lr, load_vq=resume_ckpt is None)
-    if cfg.data.latent_cache and (cfg.model.first_stage.ckpt_path or cfg.distill.teacher) and resume_ckpt is None:
-        from talkingface.data.latent_cache import LatentCacheError, check_latent_cache
+        quiet_lightning()  # Lightning's tips and known warnings (the frozen first stage in eval mode, ...)
+        pl.seed_everything(cfg.train.seed, workers=True)
+        set_tf32(cfg.train.tf32)
+        module = build_module(cfg, lr, load_vq=resume_ckpt is None)
+        if cfg.data.latent_cache and (cfg.model.first_stage.ckpt_path or cfg.distill.teacher) and resume_ckpt is None:
+            from talkingface.data.latent_cache import LatentCacheError, check_latent_cache
 
-        try:  # the cache must come from these very first-stage weights
-            check_latent_cache(cfg.data.latent_cache, cfg.data.root, cfg.model, module.first_stage_model)
-        except LatentCacheError as err:
-            raise DataCheckError(f"latent cache check failed: {err}") from None
-    datamodule = build_datamodule(cfg, meta)
-    trainer, stopper = build_trainer(cfg, spec, paths, extra_callbacks)
+            try:  # the cache must come from these very first-stage weights
+                check_latent_cache(cfg.data.latent_cache, cfg.data.root, cfg.model, module.first_stage_model)
+            except LatentCacheError as err:
+                raise DataCheckError(f"latent cache check failed: {err}") from None
+        datamodule = build_datamodule(cfg, meta)
+        trainer, stopper = build_trainer(cfg, spec, paths, extra_callbacks)
 
-    previous = os.environ.get(RUN_DIR_ENV)
-    os.environ[RUN_DIR_ENV] = str(paths.root)  # DDP processes started by Lightning reuse this run folder
-    try:
-        ckpt_path = str(resume_ckpt) if resume_ckpt else None
-        trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
-    finally:
-        if previous is None:
-            os.environ.pop(RUN_DIR_ENV, None)
-        else:
-            os.environ[RUN_DIR_ENV] = previous
+        # Only now, with the setup done, does the run folder get made or (--overwrite-run) emptied.
+        created = open_run_folder(paths, held, locked, not args.resume, args.overwrite_run) if launcher else []
+        previous = os.environ.get(RUN_DIR_ENV)
+        os.environ[RUN_DIR_ENV] = str(paths.root)  # DDP processes started by Lightning reuse this run folder
+        try:
+            if launcher:
+                write_snapshot(paths, cfg, ["trainer/DiffTalkTrainer.py", *argv])
+                log.info("run folder %s", paths.root)
+            ckpt_path = str(resume_ckpt) if resume_ckpt else None
+            trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
+        except BaseException:
+            if created and trainer.global_step == 0:  # failed before its first step: leave no half-made run
+                remove_created(created)
+                log.warning(
+                    "the run failed before its first step; removed what it had made: %s", ", ".join(map(str, created))
+                )
+            raise
+        finally:
+            if previous is None:
+                os.environ.pop(RUN_DIR_ENV, None)
+            else:
+                os.environ[RUN_DIR_ENV] = previous
     if stopper.received is not None:
         log.warning("stopped by a signal; continue with --resume %s", paths.root)
     else:
         log.info("training finished at step %d; checkpoints in %s", trainer.global_step, paths.ckpt_dir)
     return exit_status(stopper.received)
+
+
+def launches_the_run() -> bool:
+    """True in the process that launched the run (global rank 0 on node 0), the one that locks and writes the run
+    folder; DDP processes started by Lightning, torchrun / SLURM ranks above 0 and other nodes' launchers don't."""
+    return rank_zero_only.rank == 0 and os.environ.get("NODE_RANK", "0") in ("", "0")
+
+
+def open_run_folder(
+    paths: RunPaths, held: contextlib.ExitStack, locked: bool, new_run: bool, overwrite: bool
+) -> list[Path]:
+    """Lock the run folder (making it first) unless ``locked`` already, and for a new run claim it
+    (:func:`claim_run_dir`). Returns what a new run will create there: the folders to remove if it fails before its
+    first step (nothing for a resumed run)."""
+    top = missing_top(paths.root)
+    if not locked:
+        paths.root.mkdir(parents=True, exist_ok=True)
+        held.enter_context(run_lock(paths.root))
+    if not new_run:
+        return []
+    claim_run_dir(paths, overwrite=overwrite)
+    return [top] if top else [folder for folder in paths.run_folders if not folder.exists()]
