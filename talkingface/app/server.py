@@ -15,6 +15,10 @@ track; default: upload when a speech file is sent, else the sample with the samp
 
 POST and DELETE need the header ``X-Talkingface: 1``, which a page of another site cannot send without the server's
 consent (CORS), so such a page cannot start jobs here. Every error is ``{"message": "error: <what>: <problem>"}``.
+
+Limits: a file larger than ``--max-upload-mb`` is refused (413) as soon as its bytes pass the limit, the body being
+read as it arrives (a chunked one too; a Content-Length above the limit is refused unread); at most
+:data:`MAX_UPLOADS` uploads arrive at once (429).
 """
 
 from __future__ import annotations
@@ -31,39 +35,25 @@ from pathlib import Path
 
 from fastapi import FastAPI, Request
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response
-from starlette.datastructures import FormData, UploadFile
 from starlette.middleware.trustedhost import TrustedHostMiddleware
+from starlette.requests import ClientDisconnect
 
 from talkingface.app.jobs import DONE, BusyError, JobRequest, JobRunner, RunnerSettings
+from talkingface.app.limits import UploadError
+from talkingface.app.uploads import ACCEPT, Form, UploadLimit, read_form
 from talkingface.inference.model_choice import is_bundled_model
 from talkingface.inference.sampling import DEFAULT_SAMPLER, DEFAULT_STEPS, SAMPLERS
-from talkingface.media.decode import VIDEO_EXTENSIONS
 from talkingface.model.image_driven_talkingface.DiffTalk.loader import DEFAULT_CKPT, resolve_path
 from talkingface.synthetic.export import demo_model_paths, demo_student_path
 
 log = logging.getLogger(__name__)
 
-AUDIO_EXTENSIONS = (".wav", ".mp3", ".m4a", ".aac", ".flac", ".ogg", ".oga", ".opus", ".webm")
-ACCEPT = {
-    "video": VIDEO_EXTENSIONS,
-    "speech": AUDIO_EXTENSIONS + tuple(s for s in VIDEO_EXTENSIONS if s not in AUDIO_EXTENSIONS),
-    "landmarks": (".npy",),
-}
-MEDIA_TYPES = ("video/", "audio/")
-NEUTRAL_TYPES = ("", "application/octet-stream")  # what a browser sends when it does not know the type
 VIDEO_SOURCES = ("upload", "sample")  # the user's video, or the generated sample portrait
 SPEECH_SOURCES = ("upload", "sample", "video")  # the user's file (or recording), the sample speech, the video's own
 CSRF_HEADER = "x-talkingface"
 DEFAULT_MAX_UPLOAD_MB = 200.0
-CHUNK = 1 << 20
-
-
-class UploadError(ValueError):
-    """A rejected form field or upload: ``status`` and the one-line message."""
-
-    def __init__(self, status: int, subject: str, problem: str) -> None:
-        super().__init__(f"{subject}: {problem}")
-        self.status = status
+#: Uploads received at once; more are refused (429) rather than queued.
+MAX_UPLOADS = 2
 
 
 @dataclass(frozen=True)
@@ -96,86 +86,15 @@ def checkpoint_choices(extra: tuple[str, ...] = ()) -> list[dict[str, str]]:
     return choices
 
 
-def _safe_name(filename: str | None, fallback: str) -> str:
-    name = re.sub(r"[^A-Za-z0-9._-]", "_", Path(filename or "").name).lstrip(".")[-100:]
-    return name or fallback
-
-
-def _check_type(what: str, upload: UploadFile) -> str:
-    name = _safe_name(upload.filename, what)
-    suffix = Path(name).suffix.lower()
-    accepted = ACCEPT[what]
-    if suffix not in accepted:
-        raise UploadError(
-            415, name, f"unsupported {what} type {suffix or '(none)'!r}; use one of {', '.join(accepted)}"
-        )
-    content_type = (upload.content_type or "").split(";")[0].strip().lower()
-    if what != "landmarks" and content_type not in NEUTRAL_TYPES and not content_type.startswith(MEDIA_TYPES):
-        raise UploadError(415, name, f"sent as {content_type!r}, which is not video or audio")
-    return name
-
-
-async def _save(upload: UploadFile, what: str, folder: Path, limit: int, limit_mb: float) -> Path:
-    """Copy an upload into ``folder/<what>/<its name>``, refusing it past ``limit`` bytes."""
-    name = _check_type(what, upload)
-    target = folder / what / name
-    target.parent.mkdir()
-    size = 0
-    with target.open("wb") as f:
-        while chunk := await upload.read(CHUNK):
-            size += len(chunk)
-            if size > limit:
-                raise UploadError(413, name, f"larger than the {limit_mb:g} MB upload limit (--max-upload-mb)")
-            f.write(chunk)
-    if size == 0:
-        raise UploadError(400, name, "empty file")
-    return target
-
-
-def _choice(form: FormData, key: str, default: str, allowed: tuple[str, ...]) -> str:
-    value = str(form.get(key) or "").strip() or default
+def _choice(fields: dict[str, str], key: str, default: str, allowed: tuple[str, ...]) -> str:
+    value = fields.get(key, "").strip() or default
     if value not in allowed:
         raise UploadError(400, key, f"must be one of {', '.join(allowed)}, got {value!r}")
     return value
 
 
-async def _read_form(form: FormData, folder: Path, limit: int, limit_mb: float) -> JobRequest:
-    """The job a ``POST /api/jobs`` form asks for, its files saved into ``folder`` (see the module docstring)."""
-    uploads: dict[str, UploadFile] = {}
-    for what in ACCEPT:
-        upload = form.get(what)
-        if isinstance(upload, UploadFile) and upload.filename:  # an empty file input sends no name
-            uploads[what] = upload
-    video_from = _choice(form, "video_source", "upload" if "video" in uploads else "sample", VIDEO_SOURCES)
-    speech_default = "upload" if "speech" in uploads else ("sample" if video_from == "sample" else "video")
-    speech_from = _choice(form, "speech_source", speech_default, SPEECH_SOURCES)
-    sampler = str(form.get("sampler") or "").strip() or None
-    if sampler is not None and sampler not in SAMPLERS:
-        raise UploadError(
-            400, "sampler", f"unknown {sampler!r}; choose one of {', '.join(SAMPLERS)}, or leave it empty"
-        )
-    steps = _optional_int(form, "steps")
-    wanted = {"video": video_from == "upload", "speech": speech_from == "upload", "landmarks": video_from == "upload"}
-    files: dict[str, Path | None] = dict.fromkeys(ACCEPT)
-    for what, upload in uploads.items():
-        if wanted[what]:
-            files[what] = await _save(upload, what, folder, limit, limit_mb)
-    for what in ("video", "speech"):
-        if wanted[what] and files[what] is None:
-            raise UploadError(400, what, f"missing; upload a file or choose another {what}_source")
-    return JobRequest(
-        video=files["video"],
-        speech=files["speech"],
-        landmarks=files["landmarks"],
-        sample_speech=speech_from == "sample",
-        checkpoint=str(form.get("checkpoint") or "").strip() or None,
-        sampler=sampler,
-        steps=steps,
-    )
-
-
-def _optional_int(form: FormData, key: str) -> int | None:
-    value = str(form.get(key) or "").strip()
+def _optional_int(fields: dict[str, str], key: str) -> int | None:
+    value = fields.get(key, "").strip()
     if not value:
         return None
     if not re.fullmatch(r"\d+", value) or int(value) < 1:
@@ -183,8 +102,46 @@ def _optional_int(form: FormData, key: str) -> int | None:
     return int(value)
 
 
-def _error(status: int, message: str) -> JSONResponse:
-    return JSONResponse({"message": f"error: {message}"}, status_code=status)
+def _job_request(form: Form) -> JobRequest:
+    """The job a ``POST /api/jobs`` form asks for (see the module docstring); the files it does not use are removed."""
+    fields, files = form.fields, form.files
+    video_from = _choice(fields, "video_source", "upload" if "video" in files else "sample", VIDEO_SOURCES)
+    speech_default = "upload" if "speech" in files else ("sample" if video_from == "sample" else "video")
+    speech_from = _choice(fields, "speech_source", speech_default, SPEECH_SOURCES)
+    sampler = fields.get("sampler", "").strip() or None
+    if sampler is not None and sampler not in SAMPLERS:
+        raise UploadError(
+            400, "sampler", f"unknown {sampler!r}; choose one of {', '.join(SAMPLERS)}, or leave it empty"
+        )
+    steps = _optional_int(fields, "steps")
+    wanted = {"video": video_from == "upload", "speech": speech_from == "upload", "landmarks": video_from == "upload"}
+    used: dict[str, Path | None] = dict.fromkeys(ACCEPT)
+    for what, path in files.items():
+        if not wanted[what]:
+            shutil.rmtree(path.parent, ignore_errors=True)
+        elif path.stat().st_size == 0:
+            raise UploadError(400, path.name, "empty file")
+        else:
+            used[what] = path
+    for what in ("video", "speech"):
+        if wanted[what] and used[what] is None:
+            raise UploadError(400, what, f"missing; upload a file or choose another {what}_source")
+    return JobRequest(
+        video=used["video"],
+        speech=used["speech"],
+        landmarks=used["landmarks"],
+        sample_speech=speech_from == "sample",
+        checkpoint=fields.get("checkpoint", "").strip() or None,
+        sampler=sampler,
+        steps=steps,
+    )
+
+
+def _error(status: int, message: str, close: bool = False) -> JSONResponse:
+    """The API's error answer; ``close``: the request body was not read to its end, so the connection is closed
+    (rather than reading the rest only to discard it)."""
+    headers = {"Connection": "close"} if close else None
+    return JSONResponse({"message": f"error: {message}"}, status_code=status, headers=headers)
 
 
 def create_app(settings: AppSettings | None = None) -> FastAPI:
@@ -192,7 +149,8 @@ def create_app(settings: AppSettings | None = None) -> FastAPI:
     settings = settings or AppSettings()
     root = Path(tempfile.mkdtemp(prefix="talkingface-app-", dir=settings.temp_dir))
     runner = JobRunner(root, settings.runner)
-    limit = int(settings.max_upload_mb * 1024 * 1024)
+    upload_limit = UploadLimit(settings.max_upload_mb)
+    receiving = 0  # uploads being received (one event loop: no lock needed)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -224,17 +182,25 @@ def create_app(settings: AppSettings | None = None) -> FastAPI:
 
     @app.post("/api/jobs", status_code=202)
     async def submit(request: Request) -> Response:
+        nonlocal receiving
         if request.headers.get(CSRF_HEADER) != "1":
-            return _error(403, f"request: needs the header {CSRF_HEADER.title()}: 1 (sent by the app's page)")
+            return _error(
+                403, f"request: needs the header {CSRF_HEADER.title()}: 1 (sent by the app's page)", close=True
+            )
         if runner.busy():
-            return _error(409, "job: another job is running; wait for it to finish")
+            return _error(409, "job: another job is running; wait for it to finish", close=True)
         length = request.headers.get("content-length")
-        if length is not None and length.isdigit() and int(length) > len(ACCEPT) * limit + CHUNK:
-            return _error(413, f"upload: larger than the {settings.max_upload_mb:g} MB upload limit (--max-upload-mb)")
+        if length is not None and length.isdigit() and int(length) > upload_limit.request_bytes:
+            return _error(413, str(upload_limit.too_large("upload")), close=True)
+        if receiving >= MAX_UPLOADS:
+            return _error(429, f"upload: {MAX_UPLOADS} uploads are already arriving; try again shortly", close=True)
         job_id, folder = runner.new_folder()
+        receiving += 1
+        complete = False  # the body was read to its end
         try:
-            async with request.form(max_files=len(ACCEPT), max_fields=16) as form:
-                job_request = await _read_form(form, folder, limit, settings.max_upload_mb)
+            form = await read_form(request.headers.get("content-type", ""), request.stream(), folder, upload_limit)
+            complete = True
+            job_request = _job_request(form)
             offered = [c["path"] for c in checkpoint_choices(settings.runner.checkpoints)]
             if not settings.any_checkpoint and job_request.checkpoint not in (None, *offered):
                 raise UploadError(
@@ -242,10 +208,15 @@ def create_app(settings: AppSettings | None = None) -> FastAPI:
                 )
         except UploadError as err:
             shutil.rmtree(folder, ignore_errors=True)
-            return _error(err.status, str(err))
-        except Exception:
+            return _error(err.status, str(err), close=not complete)
+        except ClientDisconnect:
+            shutil.rmtree(folder, ignore_errors=True)
+            return _error(400, "upload: the connection closed before the form was complete", close=True)
+        except BaseException:
             shutil.rmtree(folder, ignore_errors=True)
             raise
+        finally:
+            receiving -= 1
         try:
             job = runner.submit(job_id, folder, job_request)
         except BusyError as err:
