@@ -1,5 +1,6 @@
 """``talkingface app``: the limits that bound what one request can cost (upload bytes counted as they arrive,
-uploads at a time). The ASGI app called directly where the bytes read matter."""
+uploads at a time, duration and frame size of the media, whatever their headers say). Tiny generated media; the
+ASGI app called directly where the bytes read matter."""
 
 from __future__ import annotations
 
@@ -9,10 +10,12 @@ import io
 import json
 import select
 import socket
+import struct
 import threading
 import time
 import wave
 from collections.abc import Awaitable, Callable, Iterator
+from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +24,9 @@ import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
+from talkingface.app import cli as app_cli
 from talkingface.app.jobs import RunnerSettings
+from talkingface.app.limits import MediaLimits, UploadError, check_sound_decoded, check_video_decoded
 from talkingface.app.server import MAX_UPLOADS, AppSettings, create_app
 
 HEADERS = {"X-Talkingface": "1"}
@@ -41,8 +46,9 @@ def temp_root(tmp_path: Path) -> Path:
 
 
 @contextlib.contextmanager
-def make_app(temp_root: Path, **settings: Any) -> Iterator[FastAPI]:
-    app = create_app(AppSettings(max_upload_mb=LIMIT_MB, runner=RunnerSettings(), temp_dir=temp_root, **settings))
+def make_app(temp_root: Path, limits: MediaLimits | None = None, **settings: Any) -> Iterator[FastAPI]:
+    runner = RunnerSettings(limits=limits or MediaLimits())
+    app = create_app(AppSettings(max_upload_mb=LIMIT_MB, runner=runner, temp_dir=temp_root, **settings))
     try:
         yield app
     finally:
@@ -283,3 +289,155 @@ def test_a_chunked_upload_over_a_socket_is_stopped_early(temp_root: Path) -> Non
     assert b"connection: close" in status.lower()
     assert json.loads(body)["message"].startswith("error: clip.mp4: larger than the 0.25 MB upload limit")
     assert sent < CHUNKS_SENT_AT_MOST * CHUNK  # answered while still sending (kernel buffers hold a few MB)
+
+
+# ------------------------------------------------------------------------------------------- duration, frame size
+def write_mkv(path: Path, frame_times: list[float], size: tuple[int, int] = (32, 24), sound_s: float = 0.0) -> Path:
+    """A Matroska file: tiny lossless frames shown at ``frame_times`` (seconds), and ``sound_s`` of silence."""
+    import av
+
+    with av.open(str(path), "w", format="matroska") as out:
+        video = sound = None
+        if frame_times:  # the streams first, then their packets
+            video = out.add_stream("ffv1", rate=25)
+            video.width, video.height = size
+            video.pix_fmt = "yuv420p"
+            video.time_base = Fraction(1, 1000)
+        if sound_s:
+            sound = out.add_stream("pcm_s16le", rate=8000)
+            sound.layout = "mono"
+        if video is not None:
+            for t in frame_times:
+                frame = av.VideoFrame.from_ndarray(np.zeros((size[1], size[0], 3), np.uint8), format="rgb24")
+                frame.pts, frame.time_base = round(t * 1000), Fraction(1, 1000)
+                out.mux(video.encode(frame))
+            out.mux(video.encode())
+        if sound is not None:
+            n = round(sound_s * 8000)
+            for i in range(0, n, 800):
+                frame = av.AudioFrame.from_ndarray(
+                    np.zeros((1, min(800, n - i)), np.int16), format="s16", layout="mono"
+                )
+                frame.sample_rate, frame.pts, frame.time_base = 8000, i, Fraction(1, 8000)
+                out.mux(sound.encode(frame))
+            out.mux(sound.encode())
+    return path
+
+
+def claim_duration(path: Path, seconds: float) -> Path:
+    """Make the Matroska header say ``seconds`` (its Segment Duration, in ms), whatever the file holds."""
+    data = path.read_bytes()
+    assert data.count(b"\x44\x89\x88") == 1
+    at = data.index(b"\x44\x89\x88") + 3
+    path.write_bytes(data[:at] + struct.pack(">d", seconds * 1000) + data[at + 8 :])
+    return path
+
+
+def frames(seconds: float) -> list[float]:
+    return [k / 25 for k in range(round(seconds * 25))]
+
+
+def submit(client: TestClient, files: dict[str, tuple[str, bytes, str]], **fields: str) -> Any:
+    return client.post("/api/jobs", files=files, data={"checkpoint": NOWHERE, **fields}, headers=HEADERS)
+
+
+def wait(client: TestClient, job_id: str, timeout: float = 60.0) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        job = client.get(f"/api/jobs/{job_id}").json()
+        if job["state"] not in ("queued", "running"):
+            return job
+        time.sleep(0.05)
+    raise AssertionError(f"job {job_id} still running after {timeout} s")
+
+
+def test_media_past_the_limits_are_refused_from_their_headers(temp_root: Path, tmp_path: Path) -> None:
+    long_video = write_mkv(tmp_path / "long.mkv", frames(3.0)).read_bytes()
+    large_frame = write_mkv(tmp_path / "large.mkv", [0.0], size=(64, 48)).read_bytes()
+    loud_video = write_mkv(tmp_path / "talk.mkv", frames(1.0), sound_s=3.0).read_bytes()
+    limits = MediaLimits(max_seconds=2.0, max_frame_pixels=64 * 48 - 1)
+    with make_app(temp_root, limits) as app, TestClient(app) as client:
+        r = submit(client, {"video": ("long.mkv", long_video, "video/x-matroska")})
+        assert r.status_code == 413
+        assert r.json()["message"] == "error: long.mkv: 3.0 s long; the limit is 2 s (--max-seconds)"
+        r = submit(client, {"video": ("large.mkv", large_frame, "video/x-matroska")})
+        assert r.status_code == 413
+        assert r.json()["message"] == (
+            "error: large.mkv: 64x48 frames (3072 pixels); the limit is 3071 pixels (--max-frame-pixels)"
+        )
+        r = submit(client, {"speech": ("voice.wav", sound_bytes(3.0), "audio/wav")}, video_source="sample")
+        assert r.status_code == 413
+        assert r.json()["message"] == "error: voice.wav: 3.0 s long; the limit is 2 s (--max-seconds)"
+        r = submit(client, {"video": ("talk.mkv", loud_video, "video/x-matroska")}, speech_source="video")
+        assert r.status_code == 413 and r.json()["message"].startswith("error: talk.mkv: ")
+        assert job_folders(temp_root) == []
+        # within the limits: a job, which fails only at the missing checkpoint
+        r = submit(client, {"speech": ("voice.wav", sound_bytes(1.5), "audio/wav")}, video_source="sample")
+        assert r.status_code == 202
+        assert wait(client, r.json()["id"])["message"] == f"error: {NOWHERE}: checkpoint not found"
+
+
+def test_media_whose_header_lies_are_refused_while_decoding(temp_root: Path, tmp_path: Path) -> None:
+    """A header that says 0.5 s over 10 s of frames (or sound): the job fails once decoding passes the limit."""
+    video = claim_duration(write_mkv(tmp_path / "forged.mkv", [0.0, 1.0, 10.0]), 0.5).read_bytes()
+    sound = claim_duration(write_mkv(tmp_path / "forged-voice.mkv", [], sound_s=10.0), 0.5).read_bytes()
+    with make_app(temp_root, MediaLimits(max_seconds=2.0)) as app, TestClient(app) as client:
+        r = submit(client, {"video": ("forged.mkv", video, "video/x-matroska")})
+        assert r.status_code == 202, r.text
+        job = wait(client, r.json()["id"])
+        assert job["state"] == "failed"
+        assert job["message"] == "error: forged.mkv: longer than the 2 s limit once decoded (--max-seconds)"
+        r = submit(client, {"speech": ("forged-voice.mkv", sound, "audio/x-matroska")}, video_source="sample")
+        assert r.status_code == 202, r.text
+        job = wait(client, r.json()["id"])
+        assert job["message"] == "error: forged-voice.mkv: longer than the 2 s limit once decoded (--max-seconds)"
+
+
+def test_decoding_stops_at_the_first_frame_past_the_limit(tmp_path: Path) -> None:
+    """The check holds one frame at a time and stops right after the limit (the forged file decodes to 251 frames)."""
+    forged = claim_duration(write_mkv(tmp_path / "forged.mkv", [0.0, 1.0, 10.0]), 0.5)
+    limits = MediaLimits(max_seconds=2.0)
+    seen = 0
+
+    def count() -> None:
+        nonlocal seen
+        seen += 1
+
+    with pytest.raises(UploadError) as err:
+        check_video_decoded(forged, limits, count)
+    assert err.value.status == 413 and seen == limits.max_frames + 1 < 100
+    check_video_decoded(write_mkv(tmp_path / "ok.mkv", frames(2.0)), limits)  # at the limit: accepted
+    check_sound_decoded(write_mkv(tmp_path / "ok-voice.mkv", [], sound_s=2.0), limits)
+    with pytest.raises(UploadError, match="its sound is longer than the 2 s limit"):  # sound starting late is padded
+        check_sound_decoded(write_mkv(tmp_path / "late.mkv", [], sound_s=2.0), limits, video_start_s=-1.0)
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--max-seconds", "0"], "error: --max-seconds: must be positive, got 0"),
+        (["--max-seconds", "inf"], "error: --max-seconds: must be a finite number, got inf"),
+        (["--max-seconds", "nan"], "error: --max-seconds: must be a finite number, got nan"),
+        (["--max-frame-pixels", "-1"], "error: --max-frame-pixels: must be positive, got -1"),
+        (["--max-upload-mb", "nan"], "error: --max-upload-mb: must be a finite number, got nan"),
+    ],
+)
+def test_cli_checks_the_limits(args: list[str], message: str, capsys: pytest.CaptureFixture[str]) -> None:
+    assert app_cli.main(args) == 2
+    assert capsys.readouterr().err.strip() == message
+
+
+def cli_settings(monkeypatch: pytest.MonkeyPatch, args: list[str]) -> AppSettings:
+    """The settings ``talkingface app <args>`` serves with (the server itself not run)."""
+    import uvicorn
+
+    apps: list[AppSettings] = []
+    monkeypatch.setattr(app_cli, "create_app", lambda settings: apps.append(settings) or FastAPI())
+    monkeypatch.setattr(uvicorn.Server, "run", lambda self, sockets: None)
+    assert app_cli.main([*args, "--port", "0"]) == 0
+    return apps[-1]
+
+
+def test_cli_passes_the_media_limits(monkeypatch: pytest.MonkeyPatch) -> None:
+    settings = cli_settings(monkeypatch, ["--max-seconds", "5", "--max-frame-pixels", "100"])
+    assert settings.runner.limits == MediaLimits(max_seconds=5.0, max_frame_pixels=100)

@@ -18,7 +18,9 @@ consent (CORS), so such a page cannot start jobs here. Every error is ``{"messag
 
 Limits: a file larger than ``--max-upload-mb`` is refused (413) as soon as its bytes pass the limit, the body being
 read as it arrives (a chunked one too; a Content-Length above the limit is refused unread); at most
-:data:`MAX_UPLOADS` uploads arrive at once (429).
+:data:`MAX_UPLOADS` uploads arrive at once (429); a video or speech longer than ``--max-seconds``, or video frames
+larger than ``--max-frame-pixels``, are refused (413) when the file's header says so, else the job fails when
+decoding finds it (see :mod:`talkingface.app.limits`).
 """
 
 from __future__ import annotations
@@ -35,11 +37,12 @@ from pathlib import Path
 
 from fastapi import FastAPI, Request
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response
+from starlette.concurrency import run_in_threadpool
 from starlette.middleware.trustedhost import TrustedHostMiddleware
 from starlette.requests import ClientDisconnect
 
 from talkingface.app.jobs import DONE, BusyError, JobRequest, JobRunner, RunnerSettings
-from talkingface.app.limits import UploadError
+from talkingface.app.limits import MediaLimits, UploadError, check_sound_header, check_video_header
 from talkingface.app.uploads import ACCEPT, Form, UploadLimit, read_form
 from talkingface.inference.model_choice import is_bundled_model
 from talkingface.inference.sampling import DEFAULT_SAMPLER, DEFAULT_STEPS, SAMPLERS
@@ -59,7 +62,7 @@ MAX_UPLOADS = 2
 @dataclass(frozen=True)
 class AppSettings:
     max_upload_mb: float = DEFAULT_MAX_UPLOAD_MB  # per file
-    runner: RunnerSettings = field(default_factory=RunnerSettings)
+    runner: RunnerSettings = field(default_factory=RunnerSettings)  # with the media limits (duration, frame size)
     temp_dir: Path | None = None  # where the app's temp folder goes (default: the system's)
     allowed_hosts: tuple[str, ...] | None = None  # Host headers accepted (None: any); against DNS rebinding
     any_checkpoint: bool = True  # False: only the offered checkpoints (a server reachable by others)
@@ -137,6 +140,15 @@ def _job_request(form: Form) -> JobRequest:
     )
 
 
+def _check_media_headers(request: JobRequest, limits: MediaLimits) -> None:
+    """Refuse (413) uploads whose headers already say they are too long or too large (decoding checks again)."""
+    if request.video is not None:
+        own_sound = request.speech is None and not request.sample_speech
+        check_video_header(request.video, limits, own_sound=own_sound)
+    if request.speech is not None:
+        check_sound_header(request.speech, limits)
+
+
 def _error(status: int, message: str, close: bool = False) -> JSONResponse:
     """The API's error answer; ``close``: the request body was not read to its end, so the connection is closed
     (rather than reading the rest only to discard it)."""
@@ -176,6 +188,8 @@ def create_app(settings: AppSettings | None = None) -> FastAPI:
             "samplers": list(SAMPLERS),
             "default_sampling": f"{DEFAULT_SAMPLER} {DEFAULT_STEPS} steps",
             "max_upload_mb": settings.max_upload_mb,
+            "max_seconds": settings.runner.limits.max_seconds,
+            "max_frame_pixels": settings.runner.limits.max_frame_pixels,
             "accept": {k: list(v) for k, v in ACCEPT.items()},
             "sample_seconds": settings.runner.sample_seconds,
         }
@@ -201,6 +215,7 @@ def create_app(settings: AppSettings | None = None) -> FastAPI:
             form = await read_form(request.headers.get("content-type", ""), request.stream(), folder, upload_limit)
             complete = True
             job_request = _job_request(form)
+            await run_in_threadpool(_check_media_headers, job_request, settings.runner.limits)
             offered = [c["path"] for c in checkpoint_choices(settings.runner.checkpoints)]
             if not settings.any_checkpoint and job_request.checkpoint not in (None, *offered):
                 raise UploadError(
