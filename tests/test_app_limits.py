@@ -1,6 +1,6 @@
 """``talkingface app``: the limits that bound what one request can cost (upload bytes counted as they arrive,
-uploads at a time, duration and frame size of the media, whatever their headers say). Tiny generated media; the
-ASGI app called directly where the bytes read matter."""
+uploads at a time, duration and frame size of the media, whatever their headers say) and the Host check of a
+loopback server, IPv6 included. Tiny generated media; the ASGI app called directly where the bytes read matter."""
 
 from __future__ import annotations
 
@@ -441,3 +441,66 @@ def cli_settings(monkeypatch: pytest.MonkeyPatch, args: list[str]) -> AppSetting
 def test_cli_passes_the_media_limits(monkeypatch: pytest.MonkeyPatch) -> None:
     settings = cli_settings(monkeypatch, ["--max-seconds", "5", "--max-frame-pixels", "100"])
     assert settings.runner.limits == MediaLimits(max_seconds=5.0, max_frame_pixels=100)
+
+
+# ------------------------------------------------------------------------------------------------------ Host check
+def ipv6_loopback() -> bool:
+    try:
+        with socket.socket(socket.AF_INET6) as s:
+            s.bind(("::1", 0))
+        return True
+    except OSError:
+        return False
+
+
+def test_cli_allows_the_hosts_of_a_loopback_address(monkeypatch: pytest.MonkeyPatch) -> None:
+    settings = cli_settings(monkeypatch, ["--host", "127.0.0.2"])
+    assert settings.allowed_hosts == ("127.0.0.2", "localhost") and settings.any_checkpoint
+    if not ipv6_loopback():
+        pytest.skip("no IPv6 loopback here (the Host check of ::1 itself is tested without sockets)")
+    for host in ("::1", "[::1]"):
+        settings = cli_settings(monkeypatch, ["--host", host])
+        assert settings.allowed_hosts == ("::1", "localhost") and settings.any_checkpoint
+
+
+@pytest.mark.parametrize(
+    ("allowed", "accepted", "refused"),
+    [
+        (
+            ("::1", "localhost"),
+            ["[::1]:7860", "localhost:7860", "[::1]", "LOCALHOST:7860"],
+            ["evil.example:7860", "[::2]:7860", "127.0.0.1:7860", "[::1", "::1", ""],
+        ),
+        (
+            ("127.0.0.2", "localhost"),
+            ["127.0.0.2:7860", "localhost:7860"],
+            ["127.0.0.1:7860", "evil.example:7860", "127.0.0.2.evil.example:7860"],
+        ),
+    ],
+    ids=["ipv6", "127.0.0.2"],
+)
+def test_a_loopback_server_answers_only_to_its_own_names(
+    temp_root: Path, allowed: tuple[str, ...], accepted: list[str], refused: list[str]
+) -> None:
+    """DNS rebinding: a page of evil.example, its name resolving to this machine, sends Host: evil.example."""
+    with make_app(temp_root, allowed_hosts=allowed) as app, TestClient(app) as client:
+        for host in accepted:
+            assert client.get("/api/options", headers={"host": host}).status_code == 200, host
+        for host in refused:
+            r = client.get("/api/options", headers={"host": host})
+            assert r.status_code == 400, host
+            message = r.json()["message"]
+            assert message.startswith("error: host: ") and "is not this server's address" in message
+            r = client.post("/api/jobs", data={"checkpoint": "/etc/passwd"}, headers={**HEADERS, "host": host})
+            assert r.status_code == 400
+        assert job_folders(temp_root) == []
+
+
+def test_a_server_on_127_0_0_2_is_reachable_by_its_address(temp_root: Path) -> None:
+    """The Host a browser sends for http://127.0.0.2:PORT is accepted by a real server there."""
+    import httpx
+
+    with make_app(temp_root, allowed_hosts=("127.0.0.2", "localhost")) as app, serve(app, "127.0.0.2") as port:
+        with httpx.Client(base_url=f"http://127.0.0.2:{port}", timeout=10) as client:
+            assert client.get("/api/options").status_code == 200
+            assert client.get("/api/options", headers={"host": f"evil.example:{port}"}).status_code == 400

@@ -8,7 +8,9 @@ The page offers the checkpoints given with --ckpt, checkpoints/DiffTalk/model.ck
 synthetic demo model (with its warning: it only suits synthetic cartoon faces); the API is described in
 talkingface/app/server.py. Uploads are checked for type, size (--max-upload-mb, counted as the bytes arrive; two
 uploads at a time), duration (--max-seconds) and frame size (--max-frame-pixels); every job's files live in a temp
-folder that is removed when the job is discarded or expires, and when the server stops.
+folder that is removed when the job is discarded or expires, and when the server stops. On a loopback address the
+server answers only to requests naming it (its address or localhost), so a web page cannot reach it by DNS
+rebinding.
 """
 
 from __future__ import annotations
@@ -75,6 +77,16 @@ def is_loopback(host: str) -> bool:
         return False
 
 
+def allowed_hosts(host: str) -> tuple[str, ...] | None:
+    """The Host header names a server listening on ``host`` answers to: its own address and localhost when that is a
+    loopback address (so that a web page cannot reach it by DNS rebinding), else None (any)."""
+    if not is_loopback(host):
+        return None
+    address = host.strip("[]")
+    address = "127.0.0.1" if address == "localhost" else ipaddress.ip_address(address).compressed
+    return (address, "localhost")
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     for flag, value in (
@@ -116,7 +128,7 @@ def main(argv: list[str] | None = None) -> int:
             limits=MediaLimits(max_seconds=args.max_seconds, max_frame_pixels=args.max_frame_pixels),
         ),
         # a loopback server answers only to its own names: a web page cannot reach it by DNS rebinding
-        allowed_hosts=("127.0.0.1", "localhost") if loopback and family == socket.AF_INET else None,
+        allowed_hosts=allowed_hosts(args.host),
         any_checkpoint=loopback,  # others may only pick among the offered checkpoints, not read server paths
     )
     app = create_app(settings)

@@ -20,12 +20,14 @@ Limits: a file larger than ``--max-upload-mb`` is refused (413) as soon as its b
 read as it arrives (a chunked one too; a Content-Length above the limit is refused unread); at most
 :data:`MAX_UPLOADS` uploads arrive at once (429); a video or speech longer than ``--max-seconds``, or video frames
 larger than ``--max-frame-pixels``, are refused (413) when the file's header says so, else the job fails when
-decoding finds it (see :mod:`talkingface.app.limits`).
+decoding finds it (see :mod:`talkingface.app.limits`). With ``allowed_hosts`` (a server on a loopback address) a
+request whose Host header names another host is refused (400).
 """
 
 from __future__ import annotations
 
 import contextlib
+import ipaddress
 import logging
 import re
 import shutil
@@ -38,12 +40,14 @@ from pathlib import Path
 from fastapi import FastAPI, Request
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response
 from starlette.concurrency import run_in_threadpool
-from starlette.middleware.trustedhost import TrustedHostMiddleware
+from starlette.datastructures import Headers
 from starlette.requests import ClientDisconnect
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from talkingface.app.jobs import DONE, BusyError, JobRequest, JobRunner, RunnerSettings
 from talkingface.app.limits import MediaLimits, UploadError, check_sound_header, check_video_header
 from talkingface.app.uploads import ACCEPT, Form, UploadLimit, read_form
+from talkingface.cli_support import one_line
 from talkingface.inference.model_choice import is_bundled_model
 from talkingface.inference.sampling import DEFAULT_SAMPLER, DEFAULT_STEPS, SAMPLERS
 from talkingface.model.image_driven_talkingface.DiffTalk.loader import DEFAULT_CKPT, resolve_path
@@ -64,7 +68,9 @@ class AppSettings:
     max_upload_mb: float = DEFAULT_MAX_UPLOAD_MB  # per file
     runner: RunnerSettings = field(default_factory=RunnerSettings)  # with the media limits (duration, frame size)
     temp_dir: Path | None = None  # where the app's temp folder goes (default: the system's)
-    allowed_hosts: tuple[str, ...] | None = None  # Host headers accepted (None: any); against DNS rebinding
+    # Host header names accepted, without port (an IPv6 address with or without brackets); None: any. Against DNS
+    # rebinding: a web page cannot make a browser send this server's own address as the Host of its requests.
+    allowed_hosts: tuple[str, ...] | None = None
     any_checkpoint: bool = True  # False: only the offered checkpoints (a server reachable by others)
 
 
@@ -156,6 +162,43 @@ def _error(status: int, message: str, close: bool = False) -> JSONResponse:
     return JSONResponse({"message": f"error: {message}"}, status_code=status, headers=headers)
 
 
+def normal_host(name: str) -> str:
+    """A host name in lower case, or an IP address in its short form (IPv6 without brackets)."""
+    try:
+        return ipaddress.ip_address(name.strip("[]")).compressed
+    except ValueError:
+        return name.lower()
+
+
+def host_name(header: str) -> str | None:
+    """The host of a ``Host`` header without its port (see :func:`normal_host`); None when it is malformed."""
+    match = re.fullmatch(r"(?:\[([0-9A-Fa-f:.]+)\]|([^\[\]:/@\s]+))(?::\d{1,5})?", header)
+    if match is None:
+        return None
+    return normal_host(match.group(1) or match.group(2))
+
+
+class HostCheck:
+    """ASGI middleware: a 400 answer to requests whose ``Host`` header is not one of ``allowed``, so that a web page
+    whose own name resolves to this machine (DNS rebinding) cannot use the API. Unlike Starlette's
+    TrustedHostMiddleware it reads an IPv6 Host (``[::1]:7860``)."""
+
+    def __init__(self, app: ASGIApp, allowed: tuple[str, ...]) -> None:
+        self.app = app
+        self.allowed = {normal_host(name) for name in allowed}
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            header = Headers(scope=scope).get("host", "")
+            if host_name(header) not in self.allowed:
+                names = ", ".join(sorted(f"[{n}]" if ":" in n else n for n in self.allowed))
+                shown = one_line(header)[:100] or "(none)"
+                response = _error(400, f"host: {shown!r} is not this server's address (it answers to {names})")
+                await response(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
+
+
 def create_app(settings: AppSettings | None = None) -> FastAPI:
     """The app; its job runner (and temp folder) lives until the app shuts down."""
     settings = settings or AppSettings()
@@ -174,7 +217,7 @@ def create_app(settings: AppSettings | None = None) -> FastAPI:
     app = FastAPI(title="talkingface", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
     app.state.runner = runner
     if settings.allowed_hosts is not None:
-        app.add_middleware(TrustedHostMiddleware, allowed_hosts=list(settings.allowed_hosts))
+        app.add_middleware(HostCheck, allowed=settings.allowed_hosts)
     page = resources.files("talkingface.app").joinpath("static/index.html").read_text(encoding="utf-8")
 
     @app.get("/", response_class=HTMLResponse)
