@@ -6,8 +6,11 @@
 
 The page offers the checkpoints given with --ckpt, checkpoints/DiffTalk/model.ckpt when it exists, and the bundled
 synthetic demo model (with its warning: it only suits synthetic cartoon faces); the API is described in
-talkingface/app/server.py. Uploads are checked for type and size; every job's files live in a temp folder that is
-removed when the job is discarded or expires, and when the server stops.
+talkingface/app/server.py. Uploads are checked for type, size (--max-upload-mb, counted as the bytes arrive; two
+uploads at a time), duration (--max-seconds) and frame size (--max-frame-pixels); every job's files live in a temp
+folder that is removed when the job is discarded or expires, and when the server stops. On a loopback address the
+server answers only to requests naming it (its address or localhost), so a web page cannot reach it by DNS
+rebinding.
 """
 
 from __future__ import annotations
@@ -15,9 +18,11 @@ from __future__ import annotations
 import argparse
 import ipaddress
 import logging
+import math
 import socket
 
 from talkingface.app.jobs import RunnerSettings
+from talkingface.app.limits import DEFAULT_MAX_FRAME_PIXELS, DEFAULT_MAX_SECONDS, MediaLimits
 from talkingface.app.server import DEFAULT_MAX_UPLOAD_MB, AppSettings, create_app
 from talkingface.cli_support import EXIT_OK, ArgumentParser, fail
 from talkingface.synthetic.demo import DEFAULT_SECONDS
@@ -46,6 +51,18 @@ def build_parser() -> ArgumentParser:
     p.add_argument(
         "--max-upload-mb", type=float, default=DEFAULT_MAX_UPLOAD_MB, help="largest accepted upload, per file"
     )
+    p.add_argument(
+        "--max-seconds",
+        type=float,
+        default=DEFAULT_MAX_SECONDS,
+        help="longest accepted video or speech, in seconds (default: %(default)g)",
+    )
+    p.add_argument(
+        "--max-frame-pixels",
+        type=int,
+        default=DEFAULT_MAX_FRAME_PIXELS,
+        help="largest accepted video frame, width x height in pixels (default: %(default)d, 1920x1080)",
+    )
     p.add_argument("--keep-minutes", type=float, default=60.0, help="how long a finished job's result is kept")
     p.add_argument("--sample-seconds", type=float, default=DEFAULT_SECONDS, help="length of the generated sample clip")
     return p
@@ -60,13 +77,27 @@ def is_loopback(host: str) -> bool:
         return False
 
 
+def allowed_hosts(host: str) -> tuple[str, ...] | None:
+    """The Host header names a server listening on ``host`` answers to: its own address and localhost when that is a
+    loopback address (so that a web page cannot reach it by DNS rebinding), else None (any)."""
+    if not is_loopback(host):
+        return None
+    address = host.strip("[]")
+    address = "127.0.0.1" if address == "localhost" else ipaddress.ip_address(address).compressed
+    return (address, "localhost")
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     for flag, value in (
         ("--max-upload-mb", args.max_upload_mb),
+        ("--max-seconds", args.max_seconds),
+        ("--max-frame-pixels", args.max_frame_pixels),
         ("--keep-minutes", args.keep_minutes),
         ("--sample-seconds", args.sample_seconds),
     ):
+        if not math.isfinite(value):
+            return fail(flag, f"must be a finite number, got {value:g}")
         if value <= 0:
             return fail(flag, f"must be positive, got {value:g}")
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
@@ -94,9 +125,10 @@ def main(argv: list[str] | None = None) -> int:
             sample_seconds=args.sample_seconds,
             keep_s=args.keep_minutes * 60,
             checkpoints=tuple(args.ckpt),
+            limits=MediaLimits(max_seconds=args.max_seconds, max_frame_pixels=args.max_frame_pixels),
         ),
         # a loopback server answers only to its own names: a web page cannot reach it by DNS rebinding
-        allowed_hosts=("127.0.0.1", "localhost") if loopback and family == socket.AF_INET else None,
+        allowed_hosts=allowed_hosts(args.host),
         any_checkpoint=loopback,  # others may only pick among the offered checkpoints, not read server paths
     )
     app = create_app(settings)

@@ -19,6 +19,7 @@ from typing import Any
 
 import numpy as np
 
+from talkingface.app.limits import MediaLimits, UploadError, check_sound_decoded, check_video_decoded
 from talkingface.cli_support import one_line
 from talkingface.inference import InferenceError, LipSyncOptions, LipSyncPipeline, PreparedVideo, Speech
 from talkingface.inference.landmark_file import SourceLandmarks, read_landmarks
@@ -38,7 +39,7 @@ from talkingface.synthetic.generate import sidecar_path
 log = logging.getLogger(__name__)
 
 #: The product's bad-input errors: their message is the one line the page shows.
-INPUT_ERRORS = (InferenceError, PreprocessError, CheckpointError, ConfigError)
+INPUT_ERRORS = (InferenceError, PreprocessError, CheckpointError, ConfigError, UploadError)
 #: Sub-folders of a job folder that hold the user's files under their own names (stripped from messages).
 INPUT_DIRS = ("video", "speech", "landmarks", "sample")
 RESULT_NAME = "result.mp4"
@@ -121,6 +122,7 @@ class RunnerSettings:
     sample_seconds: float = 4.0
     keep_s: float = 3600.0  # finished jobs (and their files) are kept this long
     checkpoints: tuple[str, ...] = ()  # extra checkpoints offered on the page (``--ckpt``)
+    limits: MediaLimits = field(default_factory=MediaLimits)  # duration and frame size of the uploads
 
 
 class _ProgressPipeline(LipSyncPipeline):
@@ -276,11 +278,25 @@ class JobRunner:
         if job.warning:
             log.warning("%s", job.warning)
         landmarks = None
-        if request.video is not None:  # cheap checks first, as the lipsync command: a bad upload loads no model
+        limits = self.settings.limits
+
+        def check() -> None:
+            if job.cancel.is_set():
+                raise JobCancelledError(job.id)
+
+        # checks first, as the lipsync command: a bad upload loads no model; decoding stops at the first frame or
+        # sample past a limit, so the pipeline never holds more than the limits allow
+        if request.video is not None or request.speech is not None:
             job.phase = "checking the uploads"
-            probe_video(request.video)
+        if request.video is not None:
+            source = probe_video(request.video)
+            check_video_decoded(request.video, limits, check)
+            if request.speech is None and not request.sample_speech:  # the video's own sound is the speech
+                check_sound_decoded(request.video, limits, video_start_s=source.start_s, check=check)
             if request.landmarks is not None:
                 landmarks = read_landmarks(request.landmarks)
+        if request.speech is not None:
+            check_sound_decoded(request.speech, limits, check=check)
         job.phase = "loading the model"
         if job.cancel.is_set():
             raise JobCancelledError(job.id)

@@ -15,11 +15,19 @@ track; default: upload when a speech file is sent, else the sample with the samp
 
 POST and DELETE need the header ``X-Talkingface: 1``, which a page of another site cannot send without the server's
 consent (CORS), so such a page cannot start jobs here. Every error is ``{"message": "error: <what>: <problem>"}``.
+
+Limits: a file larger than ``--max-upload-mb`` is refused (413) as soon as its bytes pass the limit, the body being
+read as it arrives (a chunked one too; a Content-Length above the limit is refused unread); at most
+:data:`MAX_UPLOADS` uploads arrive at once (429); a video or speech longer than ``--max-seconds``, or video frames
+larger than ``--max-frame-pixels``, are refused (413) when the file's header says so, else the job fails when
+decoding finds it (see :mod:`talkingface.app.limits`). With ``allowed_hosts`` (a server on a loopback address) a
+request whose Host header names another host is refused (400).
 """
 
 from __future__ import annotations
 
 import contextlib
+import ipaddress
 import logging
 import re
 import shutil
@@ -31,47 +39,38 @@ from pathlib import Path
 
 from fastapi import FastAPI, Request
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response
-from starlette.datastructures import FormData, UploadFile
-from starlette.middleware.trustedhost import TrustedHostMiddleware
+from starlette.concurrency import run_in_threadpool
+from starlette.datastructures import Headers
+from starlette.requests import ClientDisconnect
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from talkingface.app.jobs import DONE, BusyError, JobRequest, JobRunner, RunnerSettings
+from talkingface.app.limits import MediaLimits, UploadError, check_sound_header, check_video_header
+from talkingface.app.uploads import ACCEPT, Form, UploadLimit, read_form
+from talkingface.cli_support import one_line
 from talkingface.inference.model_choice import is_bundled_model
 from talkingface.inference.sampling import DEFAULT_SAMPLER, DEFAULT_STEPS, SAMPLERS
-from talkingface.media.decode import VIDEO_EXTENSIONS
 from talkingface.model.image_driven_talkingface.DiffTalk.loader import DEFAULT_CKPT, resolve_path
 from talkingface.synthetic.export import demo_model_paths, demo_student_path
 
 log = logging.getLogger(__name__)
 
-AUDIO_EXTENSIONS = (".wav", ".mp3", ".m4a", ".aac", ".flac", ".ogg", ".oga", ".opus", ".webm")
-ACCEPT = {
-    "video": VIDEO_EXTENSIONS,
-    "speech": AUDIO_EXTENSIONS + tuple(s for s in VIDEO_EXTENSIONS if s not in AUDIO_EXTENSIONS),
-    "landmarks": (".npy",),
-}
-MEDIA_TYPES = ("video/", "audio/")
-NEUTRAL_TYPES = ("", "application/octet-stream")  # what a browser sends when it does not know the type
 VIDEO_SOURCES = ("upload", "sample")  # the user's video, or the generated sample portrait
 SPEECH_SOURCES = ("upload", "sample", "video")  # the user's file (or recording), the sample speech, the video's own
 CSRF_HEADER = "x-talkingface"
 DEFAULT_MAX_UPLOAD_MB = 200.0
-CHUNK = 1 << 20
-
-
-class UploadError(ValueError):
-    """A rejected form field or upload: ``status`` and the one-line message."""
-
-    def __init__(self, status: int, subject: str, problem: str) -> None:
-        super().__init__(f"{subject}: {problem}")
-        self.status = status
+#: Uploads received at once; more are refused (429) rather than queued.
+MAX_UPLOADS = 2
 
 
 @dataclass(frozen=True)
 class AppSettings:
     max_upload_mb: float = DEFAULT_MAX_UPLOAD_MB  # per file
-    runner: RunnerSettings = field(default_factory=RunnerSettings)
+    runner: RunnerSettings = field(default_factory=RunnerSettings)  # with the media limits (duration, frame size)
     temp_dir: Path | None = None  # where the app's temp folder goes (default: the system's)
-    allowed_hosts: tuple[str, ...] | None = None  # Host headers accepted (None: any); against DNS rebinding
+    # Host header names accepted, without port (an IPv6 address with or without brackets); None: any. Against DNS
+    # rebinding: a web page cannot make a browser send this server's own address as the Host of its requests.
+    allowed_hosts: tuple[str, ...] | None = None
     any_checkpoint: bool = True  # False: only the offered checkpoints (a server reachable by others)
 
 
@@ -96,86 +95,15 @@ def checkpoint_choices(extra: tuple[str, ...] = ()) -> list[dict[str, str]]:
     return choices
 
 
-def _safe_name(filename: str | None, fallback: str) -> str:
-    name = re.sub(r"[^A-Za-z0-9._-]", "_", Path(filename or "").name).lstrip(".")[-100:]
-    return name or fallback
-
-
-def _check_type(what: str, upload: UploadFile) -> str:
-    name = _safe_name(upload.filename, what)
-    suffix = Path(name).suffix.lower()
-    accepted = ACCEPT[what]
-    if suffix not in accepted:
-        raise UploadError(
-            415, name, f"unsupported {what} type {suffix or '(none)'!r}; use one of {', '.join(accepted)}"
-        )
-    content_type = (upload.content_type or "").split(";")[0].strip().lower()
-    if what != "landmarks" and content_type not in NEUTRAL_TYPES and not content_type.startswith(MEDIA_TYPES):
-        raise UploadError(415, name, f"sent as {content_type!r}, which is not video or audio")
-    return name
-
-
-async def _save(upload: UploadFile, what: str, folder: Path, limit: int, limit_mb: float) -> Path:
-    """Copy an upload into ``folder/<what>/<its name>``, refusing it past ``limit`` bytes."""
-    name = _check_type(what, upload)
-    target = folder / what / name
-    target.parent.mkdir()
-    size = 0
-    with target.open("wb") as f:
-        while chunk := await upload.read(CHUNK):
-            size += len(chunk)
-            if size > limit:
-                raise UploadError(413, name, f"larger than the {limit_mb:g} MB upload limit (--max-upload-mb)")
-            f.write(chunk)
-    if size == 0:
-        raise UploadError(400, name, "empty file")
-    return target
-
-
-def _choice(form: FormData, key: str, default: str, allowed: tuple[str, ...]) -> str:
-    value = str(form.get(key) or "").strip() or default
+def _choice(fields: dict[str, str], key: str, default: str, allowed: tuple[str, ...]) -> str:
+    value = fields.get(key, "").strip() or default
     if value not in allowed:
         raise UploadError(400, key, f"must be one of {', '.join(allowed)}, got {value!r}")
     return value
 
 
-async def _read_form(form: FormData, folder: Path, limit: int, limit_mb: float) -> JobRequest:
-    """The job a ``POST /api/jobs`` form asks for, its files saved into ``folder`` (see the module docstring)."""
-    uploads: dict[str, UploadFile] = {}
-    for what in ACCEPT:
-        upload = form.get(what)
-        if isinstance(upload, UploadFile) and upload.filename:  # an empty file input sends no name
-            uploads[what] = upload
-    video_from = _choice(form, "video_source", "upload" if "video" in uploads else "sample", VIDEO_SOURCES)
-    speech_default = "upload" if "speech" in uploads else ("sample" if video_from == "sample" else "video")
-    speech_from = _choice(form, "speech_source", speech_default, SPEECH_SOURCES)
-    sampler = str(form.get("sampler") or "").strip() or None
-    if sampler is not None and sampler not in SAMPLERS:
-        raise UploadError(
-            400, "sampler", f"unknown {sampler!r}; choose one of {', '.join(SAMPLERS)}, or leave it empty"
-        )
-    steps = _optional_int(form, "steps")
-    wanted = {"video": video_from == "upload", "speech": speech_from == "upload", "landmarks": video_from == "upload"}
-    files: dict[str, Path | None] = dict.fromkeys(ACCEPT)
-    for what, upload in uploads.items():
-        if wanted[what]:
-            files[what] = await _save(upload, what, folder, limit, limit_mb)
-    for what in ("video", "speech"):
-        if wanted[what] and files[what] is None:
-            raise UploadError(400, what, f"missing; upload a file or choose another {what}_source")
-    return JobRequest(
-        video=files["video"],
-        speech=files["speech"],
-        landmarks=files["landmarks"],
-        sample_speech=speech_from == "sample",
-        checkpoint=str(form.get("checkpoint") or "").strip() or None,
-        sampler=sampler,
-        steps=steps,
-    )
-
-
-def _optional_int(form: FormData, key: str) -> int | None:
-    value = str(form.get(key) or "").strip()
+def _optional_int(fields: dict[str, str], key: str) -> int | None:
+    value = fields.get(key, "").strip()
     if not value:
         return None
     if not re.fullmatch(r"\d+", value) or int(value) < 1:
@@ -183,8 +111,92 @@ def _optional_int(form: FormData, key: str) -> int | None:
     return int(value)
 
 
-def _error(status: int, message: str) -> JSONResponse:
-    return JSONResponse({"message": f"error: {message}"}, status_code=status)
+def _job_request(form: Form) -> JobRequest:
+    """The job a ``POST /api/jobs`` form asks for (see the module docstring); the files it does not use are removed."""
+    fields, files = form.fields, form.files
+    video_from = _choice(fields, "video_source", "upload" if "video" in files else "sample", VIDEO_SOURCES)
+    speech_default = "upload" if "speech" in files else ("sample" if video_from == "sample" else "video")
+    speech_from = _choice(fields, "speech_source", speech_default, SPEECH_SOURCES)
+    sampler = fields.get("sampler", "").strip() or None
+    if sampler is not None and sampler not in SAMPLERS:
+        raise UploadError(
+            400, "sampler", f"unknown {sampler!r}; choose one of {', '.join(SAMPLERS)}, or leave it empty"
+        )
+    steps = _optional_int(fields, "steps")
+    wanted = {"video": video_from == "upload", "speech": speech_from == "upload", "landmarks": video_from == "upload"}
+    used: dict[str, Path | None] = dict.fromkeys(ACCEPT)
+    for what, path in files.items():
+        if not wanted[what]:
+            shutil.rmtree(path.parent, ignore_errors=True)
+        elif path.stat().st_size == 0:
+            raise UploadError(400, path.name, "empty file")
+        else:
+            used[what] = path
+    for what in ("video", "speech"):
+        if wanted[what] and used[what] is None:
+            raise UploadError(400, what, f"missing; upload a file or choose another {what}_source")
+    return JobRequest(
+        video=used["video"],
+        speech=used["speech"],
+        landmarks=used["landmarks"],
+        sample_speech=speech_from == "sample",
+        checkpoint=fields.get("checkpoint", "").strip() or None,
+        sampler=sampler,
+        steps=steps,
+    )
+
+
+def _check_media_headers(request: JobRequest, limits: MediaLimits) -> None:
+    """Refuse (413) uploads whose headers already say they are too long or too large (decoding checks again)."""
+    if request.video is not None:
+        own_sound = request.speech is None and not request.sample_speech
+        check_video_header(request.video, limits, own_sound=own_sound)
+    if request.speech is not None:
+        check_sound_header(request.speech, limits)
+
+
+def _error(status: int, message: str, close: bool = False) -> JSONResponse:
+    """The API's error answer; ``close``: the request body was not read to its end, so the connection is closed
+    (rather than reading the rest only to discard it)."""
+    headers = {"Connection": "close"} if close else None
+    return JSONResponse({"message": f"error: {message}"}, status_code=status, headers=headers)
+
+
+def normal_host(name: str) -> str:
+    """A host name in lower case, or an IP address in its short form (IPv6 without brackets)."""
+    try:
+        return ipaddress.ip_address(name.strip("[]")).compressed
+    except ValueError:
+        return name.lower()
+
+
+def host_name(header: str) -> str | None:
+    """The host of a ``Host`` header without its port (see :func:`normal_host`); None when it is malformed."""
+    match = re.fullmatch(r"(?:\[([0-9A-Fa-f:.]+)\]|([^\[\]:/@\s]+))(?::\d{1,5})?", header)
+    if match is None:
+        return None
+    return normal_host(match.group(1) or match.group(2))
+
+
+class HostCheck:
+    """ASGI middleware: a 400 answer to requests whose ``Host`` header is not one of ``allowed``, so that a web page
+    whose own name resolves to this machine (DNS rebinding) cannot use the API. Unlike Starlette's
+    TrustedHostMiddleware it reads an IPv6 Host (``[::1]:7860``)."""
+
+    def __init__(self, app: ASGIApp, allowed: tuple[str, ...]) -> None:
+        self.app = app
+        self.allowed = {normal_host(name) for name in allowed}
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            header = Headers(scope=scope).get("host", "")
+            if host_name(header) not in self.allowed:
+                names = ", ".join(sorted(f"[{n}]" if ":" in n else n for n in self.allowed))
+                shown = one_line(header)[:100] or "(none)"
+                response = _error(400, f"host: {shown!r} is not this server's address (it answers to {names})")
+                await response(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
 
 
 def create_app(settings: AppSettings | None = None) -> FastAPI:
@@ -192,7 +204,8 @@ def create_app(settings: AppSettings | None = None) -> FastAPI:
     settings = settings or AppSettings()
     root = Path(tempfile.mkdtemp(prefix="talkingface-app-", dir=settings.temp_dir))
     runner = JobRunner(root, settings.runner)
-    limit = int(settings.max_upload_mb * 1024 * 1024)
+    upload_limit = UploadLimit(settings.max_upload_mb)
+    receiving = 0  # uploads being received (one event loop: no lock needed)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -204,7 +217,7 @@ def create_app(settings: AppSettings | None = None) -> FastAPI:
     app = FastAPI(title="talkingface", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
     app.state.runner = runner
     if settings.allowed_hosts is not None:
-        app.add_middleware(TrustedHostMiddleware, allowed_hosts=list(settings.allowed_hosts))
+        app.add_middleware(HostCheck, allowed=settings.allowed_hosts)
     page = resources.files("talkingface.app").joinpath("static/index.html").read_text(encoding="utf-8")
 
     @app.get("/", response_class=HTMLResponse)
@@ -218,23 +231,34 @@ def create_app(settings: AppSettings | None = None) -> FastAPI:
             "samplers": list(SAMPLERS),
             "default_sampling": f"{DEFAULT_SAMPLER} {DEFAULT_STEPS} steps",
             "max_upload_mb": settings.max_upload_mb,
+            "max_seconds": settings.runner.limits.max_seconds,
+            "max_frame_pixels": settings.runner.limits.max_frame_pixels,
             "accept": {k: list(v) for k, v in ACCEPT.items()},
             "sample_seconds": settings.runner.sample_seconds,
         }
 
     @app.post("/api/jobs", status_code=202)
     async def submit(request: Request) -> Response:
+        nonlocal receiving
         if request.headers.get(CSRF_HEADER) != "1":
-            return _error(403, f"request: needs the header {CSRF_HEADER.title()}: 1 (sent by the app's page)")
+            return _error(
+                403, f"request: needs the header {CSRF_HEADER.title()}: 1 (sent by the app's page)", close=True
+            )
         if runner.busy():
-            return _error(409, "job: another job is running; wait for it to finish")
+            return _error(409, "job: another job is running; wait for it to finish", close=True)
         length = request.headers.get("content-length")
-        if length is not None and length.isdigit() and int(length) > len(ACCEPT) * limit + CHUNK:
-            return _error(413, f"upload: larger than the {settings.max_upload_mb:g} MB upload limit (--max-upload-mb)")
+        if length is not None and length.isdigit() and int(length) > upload_limit.request_bytes:
+            return _error(413, str(upload_limit.too_large("upload")), close=True)
+        if receiving >= MAX_UPLOADS:
+            return _error(429, f"upload: {MAX_UPLOADS} uploads are already arriving; try again shortly", close=True)
         job_id, folder = runner.new_folder()
+        receiving += 1
+        complete = False  # the body was read to its end
         try:
-            async with request.form(max_files=len(ACCEPT), max_fields=16) as form:
-                job_request = await _read_form(form, folder, limit, settings.max_upload_mb)
+            form = await read_form(request.headers.get("content-type", ""), request.stream(), folder, upload_limit)
+            complete = True
+            job_request = _job_request(form)
+            await run_in_threadpool(_check_media_headers, job_request, settings.runner.limits)
             offered = [c["path"] for c in checkpoint_choices(settings.runner.checkpoints)]
             if not settings.any_checkpoint and job_request.checkpoint not in (None, *offered):
                 raise UploadError(
@@ -242,10 +266,15 @@ def create_app(settings: AppSettings | None = None) -> FastAPI:
                 )
         except UploadError as err:
             shutil.rmtree(folder, ignore_errors=True)
-            return _error(err.status, str(err))
-        except Exception:
+            return _error(err.status, str(err), close=not complete)
+        except ClientDisconnect:
+            shutil.rmtree(folder, ignore_errors=True)
+            return _error(400, "upload: the connection closed before the form was complete", close=True)
+        except BaseException:
             shutil.rmtree(folder, ignore_errors=True)
             raise
+        finally:
+            receiving -= 1
         try:
             job = runner.submit(job_id, folder, job_request)
         except BusyError as err:
