@@ -5,8 +5,8 @@
     python benchmarks/device_check.py --student exported/student.safetensors   # another student's row
 
 Prints one markdown table headed by the device's name and writes the same figures as JSON (``--json``, default
-``device_check.json``, or ``$OUT/device_check.json`` where ``OUT`` is set). Every part goes through the product's
-own code:
+``benchmark-results/device_check.json``, git-ignored, or ``$OUT/device_check.json`` where ``OUT`` is set). Every
+part goes through the product's own code:
 
 - **bf16 vs fp32**: the pipeline's ``UNetRunner`` noise prediction under bf16 autocast against float32 (random
   paper-config weights, TF32 off), relative L2 error within ``BF16_TOL``.
@@ -15,10 +15,15 @@ own code:
   CUDA kernel and without, largest parameter difference within ``ADAMW_TOL``.
 - **DDP step**: ``trainer/DiffTalkTrainer.py --gpus 0, --strategy ddp`` (NCCL on one GPU; gloo with ``--smoke``),
   bf16 mixed precision on a GPU, two steps on a tiny generated dataset; the checkpoint must record them.
-- ``benchmarks/train_throughput.py`` (reference-equivalent fp32 against the fast path) and
-  ``benchmarks/inference_fps.py`` (reference-like DDIM 200 fp32, fast default, compiled, and the
-  distilled student's recorded sampler: by default the shipped 4-step student's DDIM grid), each in a subprocess
-  with its own time limit, their JSON merged here.
+- ``benchmarks/inference_fps.py`` on the benchmark clip (the fast default DPM-Solver++ 25 as the baseline, the
+  distilled student's recorded sampler at batch 16, 32 and 64 and compiled at 64: by default the shipped 4-step
+  student's DDIM grid), with each setting's per-stage table; then the student at batch 32 on a 720p clip;
+- ``benchmarks/stream_latency.py --model paper-student``: ``LipSyncStream``'s real-time factor and latency;
+- ``benchmarks/train_throughput.py``: reference-equivalent fp32 against the fast path at batch 8, then the fast
+  path (eager) at batch 32 and 64;
+
+each in a subprocess with its own time limit, their JSON merged here, in that order (the most wanted first:
+what does not fit in ``--budget-s`` is skipped and says so).
 
 Exit status: 0 when every check passed, 1 when one failed or a part did not finish.
 """
@@ -256,12 +261,13 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--smoke", action="store_true", help="CPU run of the same code with the tiny config")
     p.add_argument("--json", type=Path, default=None, help="where to write the figures (see above)")
-    p.add_argument("--frames", type=int, default=32, help="frames of the inference benchmark clip")
-    p.add_argument("--budget-s", type=float, default=480, help="skip the parts that would end after this many seconds")
+    p.add_argument("--frames", type=int, default=256, help="frames of the inference benchmark clips")
+    p.add_argument("--budget-s", type=float, default=540, help="skip the parts that would end after this many seconds")
     p.add_argument("--train-steps", type=int, default=20, help="timed steps of each training path")
     p.add_argument(
         "--detections", type=Path, default=None, help="face landmarks for the inference clip (inference_fps.py)"
     )
+    p.add_argument("--detections-720p", type=Path, default=None, help="face landmarks for the 720p inference clip")
     p.add_argument(
         "--student",
         type=Path,
@@ -272,12 +278,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument(
         "--skip",
         default="",
-        help="comma-separated parts to skip: train, inference, bf16, unet, compile, adamw, ddp "
-        "(correctness: bf16, unet, compile and adamw)",
+        help="comma-separated parts to skip: inference, inference720, stream, train, bf16, unet, compile, adamw, "
+        "ddp (correctness: bf16, unet, compile and adamw)",
     )
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", stream=sys.stderr)
-    out_dir = Path(os.environ["OUT"]) if os.environ.get("OUT") else Path.cwd()
+    out_dir = Path(os.environ["OUT"]) if os.environ.get("OUT") else ROOT / "benchmark-results"
     json_path = args.json or out_dir / "device_check.json"
     skip = {s.strip() for s in args.skip.split(",") if s.strip()}
 
@@ -336,21 +342,58 @@ def main(argv: list[str] | None = None) -> int:
     def inference_rows(data: dict) -> list[Row]:
         out = []
         for r in data["results"]:
-            figure = f"{r['fps_generate']:.2f} frames/s generating, {r['fps_total']:.2f} with preprocessing"
-            out.append(Row(f"lipsync {r['setting']}", figure, None, data={**r, "preprocess": data["preprocess"]}))
+            figure = (
+                f"{r['fps_generate']:.2f} frames/s generating, {r['fps_end_to_end']:.2f} end to end (video decode "
+                f"included), {r['fps_total']:.2f} with face detection"
+            )
+            stages = r.get("stages") or []
+            if stages:
+                figure += "; ms/frame: " + ", ".join(f"{x['stage']} {x['ms_per_frame']:.1f}" for x in stages)
+            part = f"lipsync {data.get('video_size', '')} {r['setting']}"
+            out.append(Row(part, figure, None, data={**r, "preprocess": data["preprocess"]}))
         return out
 
-    train_args = ["--steps", str(args.train_steps)]
-    inf_args = ["--frames", str(args.frames), "--compile"]
+    def stream_rows(data: dict) -> list[Row]:
+        out = []
+        for r in data["rows"]:
+            figure = (
+                f"real-time factor {r['rtf']:.3f}, {r['fps']:.1f} frames/s, frame latency p50 "
+                f"{1e3 * r['latency_p50_s']:.0f} ms / p95 {1e3 * r['latency_p95_s']:.0f} ms, audio lag p50 "
+                f"{1e3 * r['audio_lag_p50_s']:.0f} ms"
+            )
+            pace = "real time" if r["realtime"] else "fast"
+            out.append(Row(f"stream {data['model']}, {r['chunk_ms']} ms chunks, {pace}", figure, None, data=r))
+        return out
+
+    frames = ["--frames", str(args.frames)]
+    student = ["--student", str(args.student.resolve())] if args.student else []
+    inf_args = [*frames, "--settings", "fast,student", "--student-batches", "16,32,64", "--compile", *student]
+    inf720_args = [*frames, "--video-size", "720p", "--settings", "student", "--student-batches", "32", "--no-flops"]
+    inf720_args += student
+    stream_args = ["--model", "paper-student", "--device", "cuda", "--seconds", "4", "--chunks", "40", "100"]
+    stream_args += ["--batch-size", "4", "--threads", "4"]
+    train_sweep = [
+        ("8", ["--steps", str(args.train_steps), "--batch-size", "8"]),
+        ("32", ["--steps", str(args.train_steps), "--batch-size", "32", "--paths", "fast", "--no-compile"]),
+        ("64", ["--steps", str(args.train_steps), "--batch-size", "64", "--paths", "fast", "--no-compile"]),
+    ]
     if args.smoke:
-        train_args = ["--tiny", "--steps", "2", "--warmup", "0"]
-        inf_args = ["--tiny", "--frames", "4", "--steps", "2"]
+        tiny = ["--tiny", "--frames", "2", "--steps", "1"]
+        inf_args = [*tiny, "--settings", "fast,student", "--student-batches", "2", *student]
+        inf720_args = [*tiny, "--video-size", "480p", "--settings", "student", "--student-batches", "2", "--no-flops"]
+        inf720_args += ["--no-stages", *student]
+        stream_args = ["--model", "student", "--device", "cpu", "--seconds", "0.4", "--chunks", "100"]
+        stream_args += ["--no-realtime", "--batch-size", "4"]
+        train_sweep = [("2", ["--tiny", "--steps", "2", "--warmup", "0"])]
     if args.detections:
         inf_args += ["--detections", str(args.detections)]
-    if args.student:
-        inf_args += ["--student", str(args.student.resolve())]
-    bench("train", "train_throughput.py", train_args, 300, train_rows)
-    bench("inference", "inference_fps.py", inf_args, 360, inference_rows)
+    if args.detections_720p:
+        inf720_args += ["--detections", str(args.detections_720p)]
+    bench("inference", "inference_fps.py", inf_args, 300, inference_rows)
+    bench("inference720", "inference_fps.py", inf720_args, 120, inference_rows)
+    bench("stream", "stream_latency.py", stream_args, 90, stream_rows)
+    for _, argv_b in train_sweep:
+        bench("train", "train_throughput.py", argv_b, 150, train_rows)
     checks: list[tuple[str, Callable[[], Row], float]] = [
         ("bf16", lambda: check_bf16(config, device), 20),
         ("unet", lambda: time_unet(config, device, *((2, 2) if args.smoke else (16, 20))), 20),

@@ -2,11 +2,16 @@
 
     python benchmarks/inference_fps.py                                  # GPU: paper config, random weights
     python benchmarks/inference_fps.py --tiny --frames 4 --steps 2      # CPU smoke run (tiny model)
-    python benchmarks/inference_fps.py --student exported/student.safetensors   # + the distilled student's row
+    python benchmarks/inference_fps.py --student exported/student.safetensors   # + the distilled student's rows
+    python benchmarks/inference_fps.py --video-size 720p                # the same face in 1280x720 frames
 
-A synthetic portrait video (a face photo moving slowly) and a speech-like track of ``--frames`` frames are
-made in a temporary folder. Preprocessing (face detection, landmarks, audio features) is timed once and shown
-excluded and included. Generation covers sampling, first-stage decode, paste-back and H.264/AAC encoding.
+A synthetic portrait video (a face photo moving slowly; ``--video-size`` puts it in larger frames) and a
+speech-like track of ``--frames`` frames are made in a temporary folder. Preprocessing (face detection, landmarks,
+audio features) is timed once and shown excluded and included. Generation covers frame inputs, first-stage
+encode, sampling, decode, paste-back and H.264/AAC encoding; "end to end" adds decoding the video's frames (timed
+on its own), not face detection. Each setting is run by the product's ``LipSyncPipeline.run`` as a user runs it
+(pipelined: ``cpu_threads`` workers), then once more serially with a synchronising ``StageClock`` to print where
+each frame's time goes (ms per frame per stage and its share of that run's wall time).
 Random weights are fine: the cost does not depend on the weights. ``--student CKPT`` adds a row timed the same
 way with the sampler, steps and exact timesteps that a distilled student's checkpoint records (on the benchmark's
 model, so a paper-config student can be timed in a ``--tiny`` CPU run too).
@@ -41,6 +46,7 @@ from talkingface.inference import LipSyncOptions, LipSyncPipeline, Speech  # noq
 from talkingface.inference.blend import mouth_alpha, paste_window  # noqa: E402
 from talkingface.inference.pipeline import DEFAULT_DECODE_MARGIN  # noqa: E402
 from talkingface.inference.sampling import resolve_precision  # noqa: E402
+from talkingface.inference.stages import StageClock  # noqa: E402
 from talkingface.inference.video import PreparedVideo  # noqa: E402
 from talkingface.media.decode import iter_frames  # noqa: E402
 from talkingface.model.image_driven_talkingface.DiffTalk import DiffTalkModel, load_config  # noqa: E402
@@ -58,41 +64,61 @@ H100_BF16_PEAK_TFLOPS = 790.0
 PROJECTED_STEPS = {"reference-like (ddim)": 200, "fast default (dpm++)": 25, "distilled student (ddim)": 4}
 
 
-def student_setting(args: argparse.Namespace) -> LipSyncOptions | None:
-    """The distilled few-step student's setting (``--student CKPT``): the sampler, steps and exact timesteps its
-    checkpoint records (``difftalk_sampling``), bf16 UNet on CUDA like the fast default. None without ``--student``;
-    an error when the file records no sampler (not a distilled student)."""
+def student_settings(args: argparse.Namespace) -> list[LipSyncOptions]:
+    """The distilled few-step student's settings (``--student CKPT``): the sampler, steps and exact timesteps its
+    checkpoint records (``difftalk_sampling``), bf16 on CUDA like the fast default, at each of
+    ``--student-batches``, and compiled at the largest with ``--compile``. Empty without ``--student``; an error
+    when the file records no sampler (not a distilled student)."""
     if getattr(args, "student", None) is None:
-        return None
+        return []
     recorded = checkpoint_sampling(load_checkpoint_file(args.student), str(args.student))
     if recorded is None:
         raise SystemExit(f"error: {args.student}: records no sampler (difftalk_sampling): not a distilled student")
-    return LipSyncOptions(
-        sampler=recorded.sampler,
-        steps=recorded.steps,
-        timesteps=recorded.timesteps,
-        precision="auto",
-        batch_size=args.batch_size,
-        crop_size=args.crop_size,
-        seed=0,
-    )
+    out = [
+        LipSyncOptions(
+            sampler=recorded.sampler,
+            steps=recorded.steps,
+            timesteps=recorded.timesteps,
+            precision="auto",
+            batch_size=batch,
+            crop_size=args.crop_size,
+            seed=0,
+        )
+        for batch in args.student_batches
+    ]
+    if args.compile and out:
+        out.append(dataclasses.replace(out[-1], compile=True))
+    return out
+
+
+#: ``--settings`` names.
+SETTINGS = ("reference", "fast", "student")
 
 
 def settings(args: argparse.Namespace) -> list[LipSyncOptions]:
-    """Reference-like settings (DDIM 200, fp32, batch 20), our fast defaults, optionally compiled."""
+    """Reference-like settings (DDIM 200, fp32, batch 20), our fast defaults (optionally compiled and with the
+    window decode), the student's rows; ``--settings`` picks among them."""
     base = {"crop_size": args.crop_size, "seed": 0}
-    out = [
-        LipSyncOptions(sampler="ddim", steps=args.steps or 200, precision="fp32", batch_size=20, **base),
-        LipSyncOptions(sampler="dpm++", steps=args.steps or 25, precision="auto", batch_size=args.batch_size, **base),
-    ]
-    if args.compile:
-        out.append(dataclasses.replace(out[1], compile=True))
-    if args.decode_window:
-        out.append(dataclasses.replace(out[1], decode_window=True))
-    student = student_setting(args)
-    if student is not None:
-        out.append(student)
-    return out
+    out = []
+    if "reference" in args.settings:
+        out.append(LipSyncOptions(sampler="ddim", steps=args.steps or 200, precision="fp32", batch_size=20, **base))
+    if "fast" in args.settings:
+        fast = LipSyncOptions(
+            sampler="dpm++", steps=args.steps or 25, precision="auto", batch_size=args.batch_size, **base
+        )
+        out.append(fast)
+        if args.compile:
+            out.append(dataclasses.replace(fast, compile=True))
+        if args.decode_window:
+            out.append(dataclasses.replace(fast, decode_window=True))
+    return out + (student_settings(args) if "student" in args.settings else [])
+
+
+def setting_names(text: str) -> tuple[str, ...]:
+    names = tuple(v.strip() for v in text.split(",") if v.strip())
+    if not names or set(names) - set(SETTINGS):
+        raise argparse.ArgumentTypeError(f"comma-separated names among {', '.join(SETTINGS)}, got {text!r}")
+    return names
 
 
 def describe(options: LipSyncOptions, device: torch.device) -> str:
@@ -102,9 +128,69 @@ def describe(options: LipSyncOptions, device: torch.device) -> str:
         kind = "reference-like" if options.sampler == "ddim" else "fast default"
     dtype = resolve_precision(options.precision, device)
     precision = "fp32" if dtype is None else "bf16 UNet"
+    if dtype is not None and resolve_precision(options.first_stage_precision, device) is not None:
+        precision = "bf16 UNet and first stage"
     compiled = ", torch.compile" if options.compile else ""
     window = f", decode window (margin {options.decode_margin})" if options.decode_window else ""
     return f"{kind}: {options.sampler} {options.steps} steps, {precision}, batch {options.batch_size}{compiled}{window}"
+
+
+#: ``--video-size`` names.
+VIDEO_SIZES = {"288": (288, 288), "480p": (854, 480), "720p": (1280, 720), "1080p": (1920, 1080)}
+
+
+def video_size(text: str) -> tuple[int, int] | None:
+    """``--video-size``: a name (``720p``) or ``WxH``; ``288`` (the default) is the plain 288 x 288 face clip."""
+    if text in VIDEO_SIZES:
+        return None if text == "288" else VIDEO_SIZES[text]
+    try:
+        w, h = (int(v) for v in text.lower().split("x"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"use one of {', '.join(VIDEO_SIZES)} or WxH, got {text!r}") from None
+    if not (64 <= w <= 7680 and 64 <= h <= 4320):
+        raise argparse.ArgumentTypeError(f"each side must be 64..7680 x 64..4320, got {text!r}")
+    return w, h
+
+
+def batches(text: str) -> list[int]:
+    try:
+        out = [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"comma-separated batch sizes, got {text!r}") from None
+    if not out or any(not 1 <= b <= 1024 for b in out):
+        raise argparse.ArgumentTypeError(f"batch sizes must be 1..1024, got {text!r}")
+    return out
+
+
+def decode_seconds(video: Path, n: int) -> float:
+    """Seconds to decode the clip's first ``n`` frames at 25 fps (the part of preprocessing a run without face
+    detection still pays: counted in the end-to-end figure)."""
+    start = time.perf_counter()
+    for _ in zip(range(n), iter_frames(video, FPS)):
+        pass
+    return time.perf_counter() - start
+
+
+def stage_table(pipe: LipSyncPipeline, prepared: PreparedVideo, speech: Speech, out: Path) -> list[dict]:
+    """One serial run of ``pipe``'s setting with a synchronising :class:`StageClock`: the per-stage rows."""
+    options = pipe.options
+    pipe.options = dataclasses.replace(options, cpu_threads=0)
+    pipe.clock = StageClock(pipe.model.device, sync=True)
+    try:
+        result = pipe.run(prepared, speech, out, overwrite=True, progress=False)
+        rows = pipe.clock.table(result.n_frames, result.generate_s)
+    finally:
+        pipe.options, pipe.clock = options, None
+    print(f"\nwhere the time goes, serial run with synchronised timers ({result.fps_generate:.2f} frames/s):")
+    print("| stage | ms per frame | share of the frame |")
+    print("| --- | ---: | ---: |")
+    for r in rows:
+        print(f"| {r['label']} | {r['ms_per_frame']:.2f} | {r['share']:.0%} |")
+    rest = 1.0 - sum(r["share"] for r in rows)
+    print(
+        f"| other (Python, noise, conditions) | {1e3 * result.generate_s * rest / result.n_frames:.2f} | {rest:.0%} |"
+    )
+    return rows
 
 
 def stage_gflops(alpha: np.ndarray, margin: int) -> tuple[dict[str, float], tuple[int, int, int, int], int]:
@@ -242,6 +328,20 @@ def main(argv: list[str] | None = None) -> int:
         default=None,
         help="a distilled student's checkpoint (.ckpt or slim .safetensors): also time its recorded sampler",
     )
+    p.add_argument(
+        "--student-batches", type=batches, default=[16, 32, 64], help="batch sizes of the student's rows (16,32,64)"
+    )
+    p.add_argument(
+        "--video-size",
+        type=video_size,
+        default=None,
+        help="frame size of the clip: 288 (default), 480p, 720p, 1080p or WxH",
+    )
+    p.add_argument("--cpu-threads", type=int, default=None, help="the pipeline's CPU workers (default: min(8, CPUs))")
+    p.add_argument(
+        "--settings", type=setting_names, default=SETTINGS, help="which rows: reference,fast,student (default all)"
+    )
+    p.add_argument("--no-stages", action="store_true", help="skip the per-stage tables (one serial run per setting)")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(message)s")
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
@@ -251,23 +351,30 @@ def main(argv: list[str] | None = None) -> int:
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU ({torch.get_num_threads()} threads)"
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
-        video = write_video(tmp / "person.mp4", seconds=args.frames / FPS, fps=int(FPS))
+        video = write_video(tmp / "person.mp4", seconds=args.frames / FPS, fps=int(FPS), size=args.video_size)
         wav = write_wav(tmp / "speech.wav", seconds=args.frames / FPS)
         pipe = LipSyncPipeline(model, audio_features=FEATURES)
         t0 = time.perf_counter()
         speech = pipe.prepare_speech(wav)
         prepared, how = prepare_video_cached(pipe, video, args.detections)
         pre_s = time.perf_counter() - t0
+        decode_s = decode_seconds(video, speech.n_frames)
+        size = f"{prepared.width}x{prepared.height}"
 
         print(
             f"device: {name}; model: {'tiny' if args.tiny else 'paper'} config, random weights; "
-            f"{speech.n_frames} frames at 256x256 (crop {args.crop_size}); preprocess {pre_s:.2f} s "
-            f"({speech.n_frames / pre_s:.1f} frames/s, {how})"
+            f"{speech.n_frames} frames of {size} video, face at 256x256 (crop {args.crop_size}); preprocess "
+            f"{pre_s:.2f} s ({speech.n_frames / pre_s:.1f} frames/s, {how}); decoding the frames alone "
+            f"{1e3 * decode_s / speech.n_frames:.1f} ms per frame"
         )
-        print("| setting | frames/s (preprocess excluded) | frames/s (preprocess included) |")
-        print("| --- | ---: | ---: |")
+        print(
+            "| setting | frames/s (preprocess excluded) | frames/s end to end (video decode included, face detection "
+            "excluded) | frames/s (preprocess included) |"
+        )
+        print("| --- | ---: | ---: | ---: |")
         rows = []
         for options in settings(args):
+            options = dataclasses.replace(options, cpu_threads=args.cpu_threads)
             label = describe(options, device)
             pipe.options = options
             warm = args.warmup if args.warmup is not None else (options.batch_size if device.type == "cuda" else 0)
@@ -283,13 +390,36 @@ def main(argv: list[str] | None = None) -> int:
                 torch.cuda.synchronize(device)
             result = pipe.run(prepared, speech, tmp / "out.mp4", overwrite=True, progress=False)
             total = pre_s + result.generate_s
-            print(f"| {label} | {result.fps_generate:.2f} | {result.n_frames / total:.2f} |")
-            rows.append({"setting": label, "fps_generate": result.fps_generate, "fps_total": result.n_frames / total})
+            e2e = result.n_frames / (decode_s + result.generate_s)
+            print(f"| {label} | {result.fps_generate:.2f} | {e2e:.2f} | {result.n_frames / total:.2f} |")
+            rows.append(
+                {
+                    "setting": label,
+                    "batch_size": options.batch_size,
+                    "compile": options.compile,
+                    "fps_generate": result.fps_generate,
+                    "fps_end_to_end": e2e,
+                    "fps_total": result.n_frames / total,
+                }
+            )
         if args.student is None:
-            print("| student (few-step distilled) | not timed | give --student CKPT |")
+            print("| student (few-step distilled) | not timed | give --student CKPT | |")
+        if not args.no_stages:
+            for options, row in zip(settings(args), rows):
+                pipe.options = options
+                print(f"\n{row['setting']}")
+                row["stages"] = stage_table(pipe, prepared, speech, tmp / "stages.mp4")
         flops = None if args.no_flops else print_flops(prepared, args.crop_size)
     if args.json:
-        payload = {"device": name, "frames": speech.n_frames, "preprocess_s": pre_s, "preprocess": how, "flops": flops}
+        payload = {
+            "device": name,
+            "frames": speech.n_frames,
+            "video_size": size,
+            "preprocess_s": pre_s,
+            "decode_s": decode_s,
+            "preprocess": how,
+            "flops": flops,
+        }
         args.json.write_text(json.dumps({**payload, "results": rows}, indent=2) + "\n")
     return 0
 

@@ -16,11 +16,16 @@ whole-file log-mel statistics (``MelStats.of_speech``, must be equal) and with r
 default: max abs difference of the features and of the frames, PSNR of the frames).
 
 CPU threads: ``--threads`` (default 1; say in the figures that the machine may be shared).
+
+``--model paper-student --device cuda``: the paper config (random weights: the cost does not depend on them)
+sampled as the shipped 4-step student is (DDIM on its recorded grid), bf16 on the GPU: the real-time factor a
+trained paper-size student has there. ``--json`` also writes the rows.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import sys
 import tempfile
@@ -36,9 +41,14 @@ sys.path.insert(0, str(ROOT))
 from talkingface.data.constants import SAMPLE_RATE  # noqa: E402
 from talkingface.inference import LipSyncOptions, LipSyncPipeline, LipSyncStream, MelStats  # noqa: E402
 from talkingface.inference.stream import speech_samples  # noqa: E402
-from talkingface.model.image_driven_talkingface.DiffTalk import get_difftalk_inference  # noqa: E402
+from talkingface.model.image_driven_talkingface.DiffTalk import (  # noqa: E402
+    DiffTalkModel,
+    get_difftalk_inference,  # noqa: E402
+    load_config,
+)
+from talkingface.model.image_driven_talkingface.DiffTalk.config import default_config_path  # noqa: E402
 from talkingface.synthetic.demo import DEMO_CROP_SIZE, SidecarDetector, make_sample_media  # noqa: E402
-from talkingface.synthetic.export import demo_model_paths  # noqa: E402
+from talkingface.synthetic.export import demo_model_paths, demo_student_path  # noqa: E402
 from talkingface.synthetic.generate import sidecar_path  # noqa: E402
 
 CHUNKS_MS = (20, 40, 100, 200)
@@ -60,9 +70,32 @@ def play(stream: LipSyncStream, samples: np.ndarray, chunk_ms: float, realtime: 
     return frames, time.perf_counter() - began
 
 
+def device_name(device: str) -> str:
+    return torch.cuda.get_device_name(device) if device.startswith("cuda") else "CPU"
+
+
 def psnr(a: np.ndarray, b: np.ndarray) -> float:
     mse = float(np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2))
     return float("inf") if mse == 0 else 10 * np.log10(255.0**2 / mse)
+
+
+def build(args: argparse.Namespace) -> tuple[DiffTalkModel, LipSyncOptions, str]:
+    """The model, the options and a description of ``--model``."""
+    base = {"batch_size": args.batch_size, "crop_size": DEMO_CROP_SIZE}
+    config, ckpt, first_stage = demo_model_paths()
+    if args.model == "demo":
+        model = get_difftalk_inference(config, ckpt, first_stage, device=args.device)
+        return model, LipSyncOptions(steps=args.steps, sampler="dpm++", **base), f"demo model, dpm++ {args.steps} steps"
+    student = get_difftalk_inference(config, demo_student_path(), first_stage, device=args.device)
+    recorded = student.sampling
+    options = LipSyncOptions(sampler=recorded.sampler, steps=recorded.steps, timesteps=recorded.timesteps, **base)
+    grid = f"{recorded.sampler} {recorded.steps} steps (timesteps {list(recorded.timesteps)})"
+    if args.model == "student":
+        return student, options, f"the demo model's shipped student, {grid}"
+    overrides = ["model.first_stage.ckpt_path=null", "model.conditioning.audio_feature_kind=mel"]
+    torch.manual_seed(0)
+    paper = DiffTalkModel(load_config(default_config_path(), overrides).model).eval().requires_grad_(False)
+    return paper.to(args.device), options, f"paper config (random weights), {grid}"
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -73,12 +106,19 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--chunks", type=int, nargs="+", default=list(CHUNKS_MS), help="chunk lengths (ms)")
     p.add_argument("--no-realtime", action="store_true", help="skip the real-time-paced runs")
+    p.add_argument(
+        "--model",
+        choices=("demo", "student", "paper-student"),
+        default="demo",
+        help="demo: the synthetic demo model (dpm++ --steps); student: its shipped 4-step student; paper-student: "
+        "the paper config (random weights) on the student's grid",
+    )
+    p.add_argument("--device", default="cpu", help="cpu (default) or cuda")
+    p.add_argument("--json", type=Path, default=None, help="also write the rows as JSON")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
     torch.set_num_threads(args.threads)
-    config, ckpt, first_stage = demo_model_paths()
-    model = get_difftalk_inference(config, ckpt, first_stage, device="cpu")
-    options = LipSyncOptions(steps=args.steps, sampler="dpm++", batch_size=args.batch_size, crop_size=DEMO_CROP_SIZE)
+    model, options, what = build(args)
     with tempfile.TemporaryDirectory(prefix="talkingface-stream-") as tmp:
         video_path, speech_path = make_sample_media(Path(tmp), args.seconds)
         detector = SidecarDetector(np.load(sidecar_path(video_path)))
@@ -91,8 +131,8 @@ def main(argv: list[str] | None = None) -> None:
         offline_s = time.perf_counter() - t0
     n = len(offline)
     print(
-        f"\nsynthetic demo model, CPU, {torch.get_num_threads()} thread(s), {n} frames ({n / 25:.2f} s of speech), "
-        f"dpm++ {args.steps} steps, batch {args.batch_size}\n"
+        f"\n{what}, {device_name(args.device)}, {torch.get_num_threads()} CPU thread(s), {n} frames ({n / 25:.2f} s "
+        f"of speech), batch {args.batch_size}\n"
     )
     print(f"offline pipeline (baseline): {n / offline_s:.2f} frames/s, real-time factor {offline_s / (n / 25):.2f}\n")
     print(
@@ -100,6 +140,7 @@ def main(argv: list[str] | None = None) -> None:
         "| frame audio lag p50 / max (ms) | frame latency p50 / p95 / max (ms) | frames/s | real-time factor |"
     )
     print("|---|---|---|---|---|---|---|---|")
+    rows: list[dict] = []
     for chunk_ms in args.chunks:
         for realtime in (False,) if args.no_realtime else (False, True):
             stream = LipSyncStream(pipe, video)
@@ -115,6 +156,10 @@ def main(argv: list[str] | None = None) -> None:
                 f"| {ms['latency_p50_s']:.0f} / {ms['latency_p95_s']:.0f} / {ms['latency_max_s']:.0f} "
                 f"| {s['fps']:.2f} | {s['rtf']:.2f} |"
             )
+            rows.append({"chunk_ms": chunk_ms, "realtime": realtime, **s})
+    if args.json:
+        payload = {"device": device_name(args.device), "model": what, "frames": n, "offline_fps": n / offline_s}
+        args.json.write_text(json.dumps({**payload, "rows": rows}, indent=2) + "\n")
     exact = LipSyncStream(pipe, video, normalization=MelStats.of_speech(samples))
     frames, _ = play(exact, samples, 40, False)
     worst = max(int(np.abs(a.astype(int) - b).max()) for a, b in zip(frames, offline))
@@ -135,7 +180,8 @@ def main(argv: list[str] | None = None) -> None:
         f"running statistics vs offline: frame max abs difference {diffs.max()} levels (median {np.median(diffs):.0f}),"
         f" PSNR min {psnrs.min():.1f} dB / median {np.median(psnrs):.1f} dB (whole frame); after the first second: "
         f"max {diffs[25:].max() if n > 25 else 0} levels, PSNR min {psnrs[25:].min() if n > 25 else float('inf'):.1f}"
-        f" dB; features max abs difference {feat.max():.2f} (after the first second {feat[25:].max():.2f})"
+        f" dB; features max abs difference {feat.max():.2f} "
+        f"(after the first second {feat[25:].max() if n > 25 else 0:.2f})"
     )
 
 

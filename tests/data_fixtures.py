@@ -31,6 +31,20 @@ def tone_track(seconds: float, rate: int, channels: int = 1, silent: bool = Fals
     return np.stack([mono * (1.0 - 0.3 * c) for c in range(channels)])
 
 
+def on_canvas(frames: np.ndarray, width: int, height: int) -> np.ndarray:
+    """``frames`` scaled to the canvas height (bicubic) and centred on a ``width x height`` canvas of their edge
+    colours (a wider or narrower frame around the same face: e.g. 1280 x 720 for a 720p clip)."""
+    import cv2
+
+    side = min(height, width)
+    out = np.empty((len(frames), height, width, 3), dtype=np.uint8)
+    x0, y0 = (width - side) // 2, (height - side) // 2
+    for i, rgb in enumerate(frames):
+        face = cv2.resize(rgb, (side, side), interpolation=cv2.INTER_CUBIC)
+        out[i] = cv2.copyMakeBorder(face, y0, height - side - y0, x0, width - side - x0, cv2.BORDER_REPLICATE)
+    return out
+
+
 def face_frames(seconds: float, fps: int, face: bool = True) -> np.ndarray:
     """``(N, 288, 288, 3)`` uint8 frames: the astronaut's face moving slowly (or a face-free background)."""
     import skimage.data
@@ -59,11 +73,15 @@ def write_video(
     rate: int = 48_000,
     channels: int = 1,
     face: bool = True,
+    size: tuple[int, int] | None = None,
 ) -> Path:
-    """Encode an h264 (+ aac) clip with PyAV. ``audio``: "tones", "silent" or None (no audio stream)."""
+    """Encode an h264 (+ aac) clip with PyAV. ``audio``: "tones", "silent" or None (no audio stream).
+    ``size``: ``(width, height)`` of the frames (:func:`on_canvas`; default 288 x 288)."""
     import av
 
     frames = face_frames(seconds, fps, face)
+    if size is not None:
+        frames = on_canvas(frames, *size)
     with av.open(str(path), "w") as container:
         vstream = container.add_stream("libx264", rate=fps)
         vstream.width, vstream.height = frames.shape[2], frames.shape[1]

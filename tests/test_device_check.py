@@ -33,8 +33,17 @@ def test_smoke_run_passes_and_writes_json(tmp_path: Path, monkeypatch: pytest.Mo
     assert rows["DDP step (gloo)"]["ok"] is True
     assert {"train reference (batch 2)", "train fast (batch 2)"} <= rows.keys()
     lipsync = [p for p in rows if p.startswith("lipsync ")]
-    assert len(lipsync) == 3, lipsync  # reference-like, fast default and, by default, the shipped 4-step student
-    assert any("distilled student (timesteps [188, 438, 688, 938])" in p for p in lipsync), lipsync
+    # the fast default and, by default, the shipped 4-step student; then the student on a larger clip
+    assert len(lipsync) == 3, lipsync
+    assert sum("distilled student (timesteps [188, 438, 688, 938])" in p for p in lipsync) == 2, lipsync
+    assert any(p.startswith("lipsync 854x480 ") for p in lipsync), lipsync
+    fast = next(r for p, r in rows.items() if "fast default" in p)
+    stages = {s["stage"]: s for s in fast["data"]["stages"]}  # where each frame's time went
+    assert {"inputs", "encode", "sample", "decode", "paste", "write"} <= stages.keys()
+    assert all(s["ms_per_frame"] > 0 for s in stages.values())
+    assert fast["data"]["fps_end_to_end"] <= fast["data"]["fps_generate"]
+    (stream,) = [r for p, r in rows.items() if p.startswith("stream ")]
+    assert stream["data"]["rtf"] > 0
     assert all(r["ok"] is not False for r in report["rows"])
 
 
