@@ -278,7 +278,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument(
         "--skip",
         default="",
-        help="comma-separated parts to skip: inference, inference720, stream, train, bf16, unet, compile, adamw, "
+        help="comma-separated parts to skip: inference, inference720, stream, first_stage, train, bf16, unet, "
+        "compile, adamw, "
         "ddp (correctness: bf16, unet, compile and adamw)",
     )
     args = p.parse_args(argv)
@@ -365,6 +366,19 @@ def main(argv: list[str] | None = None) -> int:
             out.append(Row(f"stream {data['model']}, {r['chunk_ms']} ms chunks, {pace}", figure, None, data=r))
         return out
 
+    def first_stage_rows(data: dict) -> list[Row]:
+        out = []
+        for name, r in data["rows"].items():
+            figure = (
+                f"PSNR bf16 vs fp32: decode {r['decode_psnr_db']:.1f} dB, encode + decode "
+                f"{r['encode_decode_psnr_db']:.1f} dB; ms/frame encode {r['encode_ms_fp32']:.2f} -> "
+                f"{r['encode_ms_bf16']:.2f}, decode {r['decode_ms_fp32']:.2f} -> {r['decode_ms_bf16']:.2f} "
+                f"(batch {data['batch']})"
+            )
+            out.append(Row(f"first stage bf16 ({name})", figure, None, data=r))
+        return out
+
+    first_stage_args = ["--device", "cuda", "--batch", "32", "--reps", "5"]
     frames = ["--frames", str(args.frames)]
     student = ["--student", str(args.student.resolve())] if args.student else []
     inf_args = [*frames, "--settings", "fast,student", "--student-batches", "16,32,64", "--compile", *student]
@@ -385,6 +399,7 @@ def main(argv: list[str] | None = None) -> int:
         stream_args = ["--model", "student", "--device", "cpu", "--seconds", "0.4", "--chunks", "100"]
         stream_args += ["--no-realtime", "--batch-size", "4"]
         train_sweep = [("2", ["--tiny", "--steps", "2", "--warmup", "0"])]
+        first_stage_args = ["--device", "cpu", "--batch", "1", "--no-paper"]
     if args.detections:
         inf_args += ["--detections", str(args.detections)]
     if args.detections_720p:
@@ -392,6 +407,7 @@ def main(argv: list[str] | None = None) -> int:
     bench("inference", "inference_fps.py", inf_args, 300, inference_rows)
     bench("inference720", "inference_fps.py", inf720_args, 120, inference_rows)
     bench("stream", "stream_latency.py", stream_args, 90, stream_rows)
+    bench("first_stage", "first_stage_precision.py", first_stage_args, 60, first_stage_rows)
     for _, argv_b in train_sweep:
         bench("train", "train_throughput.py", argv_b, 150, train_rows)
     checks: list[tuple[str, Callable[[], Row], float]] = [

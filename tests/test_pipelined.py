@@ -184,3 +184,19 @@ def test_bf16_first_stage_stays_within_its_bound_on_the_shipped_model(
     psnr = 10 * np.log10(255**2 / max(np.mean(diff**2), 1e-12))
     assert np.abs(diff).max() > 0  # bf16 really ran
     assert psnr >= BF16_FIRST_STAGE_MIN_PSNR_DB, psnr
+
+
+@pytest.mark.parametrize(
+    ("change", "flag"),
+    [
+        ({"cpu_threads": -1}, "--cpu-threads"),
+        ({"first_stage_precision": "fp8"}, "--first-stage-precision"),
+        ({"x264_preset": "warp"}, "--x264-preset"),
+        ({"crf": 99}, "--crf"),
+    ],
+)
+def test_new_options_are_checked_with_the_flag_named(tiny: DiffTalkModel, change: dict, flag: str) -> None:
+    from talkingface.inference import InferenceError
+
+    with pytest.raises(InferenceError, match=f"^{flag}: "):
+        pipeline(tiny, **change)._check_options()

@@ -411,6 +411,8 @@ class LipSyncPipeline:
         resolve_precision(o.first_stage_precision, self.model.device, "--first-stage-precision")
         if o.cpu_threads is not None and not 0 <= o.cpu_threads <= MAX_CPU_THREADS:
             raise InferenceError("--cpu-threads", f"must be 0..{MAX_CPU_THREADS}, got {o.cpu_threads}")
+        if not 0 <= o.crf <= 51:
+            raise InferenceError("--crf", f"must be 0..51 (H.264 quality, lower is better), got {o.crf}")
         if o.x264_preset not in X264_PRESETS:
             raise InferenceError(
                 "--x264-preset", f"unknown preset {o.x264_preset!r}; choose one of {', '.join(X264_PRESETS)}"
