@@ -148,13 +148,22 @@ class _ProgressPipeline(LipSyncPipeline):
         self.job.phase = "finding the face" if landmarks is None else "reading the video"
         return super().prepare_video(video, progress, landmarks)
 
+    def generation_started(self, total: int) -> None:
+        self._check()
+        self.job.total, self.job.done, self.job.phase = total, 0, "generating"
+
+    def frames_written(self, n: int) -> None:
+        self.job.done += n
+        if self.job.done >= self.job.total:
+            self.job.phase = "finishing the video"
+        self._check()  # a cancel stops the run after this batch; nothing is kept
+
     def generate(self, video: PreparedVideo, speech: Speech, progress: bool = False) -> Iterator[np.ndarray]:
-        self.job.total, self.job.done, self.job.phase = speech.n_frames, 0, "generating"
+        self.generation_started(speech.n_frames)
         for frame in super().generate(video, speech, progress):
             self._check()
-            yield frame  # the pipeline writes it before asking for the next one
-            self.job.done += 1
-        self.job.phase = "finishing the video"
+            yield frame
+            self.frames_written(1)
 
 
 class JobRunner:

@@ -629,6 +629,14 @@ class LipSyncPipeline:
                 [int(i) for i in batch.src],
             )
 
+    def generation_started(self, total: int) -> None:
+        """Called by :meth:`run` before the first batch, with the number of frames to make (a hook for
+        subclasses: progress reports; the default does nothing)."""
+
+    def frames_written(self, n: int) -> None:
+        """Called by :meth:`run` after ``n`` more frames were written (on the writer thread when pipelined; an
+        exception raised here stops the run like any error and leaves no output). The default does nothing."""
+
     @torch.no_grad()
     def generate(self, video: PreparedVideo, speech: Speech, progress: bool = False) -> Iterator[np.ndarray]:
         """Yield the ``speech.n_frames`` output frames (RGB uint8, the source video's size) in order."""
@@ -707,9 +715,11 @@ class LipSyncPipeline:
                     for frame in frames:
                         for w in writers:
                             w.write(frame)
+                self.frames_written(len(frames))
 
             # paste-back and encoding of batch k on one thread while batch k + 1 is generated (serial: in turn)
             sink = BackgroundSink(write, name="talkingface-writer") if pools[0] is not None else SerialSink(write)
+            self.generation_started(audio.n_frames)
             with sink:
                 for batch in self._batches(video, audio, progress, window=self.options.decode_window, pools=pools):
                     sink.put(batch)
