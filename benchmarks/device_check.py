@@ -199,8 +199,8 @@ def check_fused_adamw(config: Path, device: torch.device) -> Row:
 
 
 def check_ddp(device: torch.device, timeout_s: int) -> Row:
-    from test_train_support import TINY_CONFIG as TEST_CONFIG
-    from test_train_support import TRAINER, tiny_overrides, write_dataset
+    from train_support import TINY_CONFIG as TEST_CONFIG
+    from train_support import TRAINER, tiny_overrides, write_dataset
 
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)

@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from test_train_support import ROOT, TINY_CONFIG, tiny_overrides, write_dataset
+from train_support import ROOT, TINY_CONFIG, tiny_overrides, write_dataset
 
 from talkingface import cli
 from talkingface.cli_support import split_overrides

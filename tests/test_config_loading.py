@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 from golden import fill_deterministic
-from test_train_support import ROOT, TINY_CONFIG, tiny_overrides, write_dataset
+from train_support import ROOT, TINY_CONFIG, tiny_overrides, write_dataset
 
 from talkingface.model.image_driven_talkingface.DiffTalk import (
     ConfigError,

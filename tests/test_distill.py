@@ -16,7 +16,7 @@ import pytorch_lightning as pl
 import torch
 from data_fixtures import write_video, write_wav
 from safetensors import safe_open
-from test_train_support import TINY_CONFIG, InterruptAt, tiny_overrides, write_dataset
+from train_support import TINY_CONFIG, InterruptAt, tiny_overrides, write_dataset
 
 import demo
 import talkingface.inference.cli as cli

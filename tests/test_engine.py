@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 from golden import TINY_CONFIG, fill_deterministic
-from test_train_support import SAVED, tiny_overrides, write_dataset
+from train_support import SAVED, tiny_overrides, write_dataset
 
 from talkingface.data.dataset import TalkDataset
 from talkingface.inference import InferenceError, LipSyncOptions, LipSyncPipeline, Speech

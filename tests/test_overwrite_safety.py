@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from test_train_support import TINY_CONFIG, tiny_overrides, write_dataset
+from train_support import TINY_CONFIG, tiny_overrides, write_dataset
 
 from talkingface.data.latent_cache import CACHE_FORMAT, META_FILE, read_cache_meta
 from talkingface.data.layout import DatasetLayout

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 import pytorch_lightning as pl
 import torch
-from test_train_support import ROOT, TINY_CONFIG, tiny_overrides, write_dataset
+from train_support import ROOT, TINY_CONFIG, tiny_overrides, write_dataset
 
 from talkingface.training.cli import main
 from talkingface.training.run_dir import RunDirError, RunPaths, claim_run_dir

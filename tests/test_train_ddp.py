@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 import torch
-from test_train_support import ROOT, TINY_CONFIG, TRAINER, tiny_overrides, write_dataset
+from train_support import ROOT, TINY_CONFIG, TRAINER, tiny_overrides, write_dataset
 
 
 def test_two_process_cpu_ddp_writes_one_checkpoint(tmp_path: Path) -> None:

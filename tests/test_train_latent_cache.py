@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 import torch
-from test_train_support import TINY_CONFIG, tiny_overrides, write_dataset
 from torch.utils.data import default_collate
+from train_support import TINY_CONFIG, tiny_overrides, write_dataset
 
 from talkingface.data.dataset import TalkDataset
 from talkingface.data.latent_cache import LatentCacheError, check_latent_cache

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 import pytorch_lightning as pl
 import torch
-from test_train_support import FEATURE_KIND, TINY_CONFIG, InterruptAt, tiny_overrides, write_dataset
+from train_support import FEATURE_KIND, TINY_CONFIG, InterruptAt, tiny_overrides, write_dataset
 
 from talkingface.model.image_driven_talkingface.DiffTalk import get_difftalk_inference
 from talkingface.model.image_driven_talkingface.DiffTalk.config import load_config

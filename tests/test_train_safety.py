@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 import pytorch_lightning as pl
 import torch
-from test_train_support import TINY_CONFIG, tiny_overrides, write_dataset
+from train_support import TINY_CONFIG, tiny_overrides, write_dataset
 
 from talkingface.model.image_driven_talkingface.DiffTalk.config import ConfigError, load_config
 from talkingface.training.cli import main

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import pytorch_lightning as pl
 import torch
-from test_train_support import TINY_CONFIG, tiny_overrides
+from train_support import TINY_CONFIG, tiny_overrides
 
 from talkingface.model.image_driven_talkingface.DiffTalk.config import ConfigError, load_config
 from talkingface.training.checkpoint_io import AtomicCheckpointIO

@@ -219,7 +219,7 @@ def test_whisper_dataset_trains_and_drives_the_pipeline(tiny_en: WhisperBackend,
     """A dataset of whisper features (dim 384): the config's dim must match; one training step; the checkpoint
     records the kind, refuses other features and runs the lip-sync pipeline on whisper windows."""
     from data_fixtures import write_video, write_wav
-    from test_train_support import TINY_CONFIG, tiny_overrides, write_dataset
+    from train_support import TINY_CONFIG, tiny_overrides, write_dataset
 
     from talkingface.inference import InferenceError, LipSyncOptions, LipSyncPipeline
     from talkingface.model.image_driven_talkingface.DiffTalk import get_difftalk_inference
