@@ -1,4 +1,5 @@
-"""Synthetic talking-face media for the data tests: a real face photo with motion plus a generated audio track."""
+"""Synthetic talking-face media for the tests: a real face photo with motion, a generated audio track, landmarks.
+(The session fixtures built from them, ``source_clips`` and ``built``, are in conftest.py.)"""
 
 from __future__ import annotations
 
@@ -6,7 +7,6 @@ import shutil
 from pathlib import Path
 
 import numpy as np
-import pytest
 
 from talkingface.data.constants import FEATURE_RATE_HZ, SAMPLE_RATE
 
@@ -61,6 +61,17 @@ def face_frames(seconds: float, fps: int, face: bool = True) -> np.ndarray:
         else:  # the lower-right background (flag, no face)
             frames[i] = photo[200 + dy : 200 + dy + h, 200 + dx : 200 + dx + w]
     return frames
+
+
+def face_landmarks(size: int) -> np.ndarray:
+    """A plausible 68-point layout in a ``size`` crop: jaw on an ellipse, the rest near the centre."""
+    lms = np.full((68, 2), size / 2, dtype=np.float32)
+    angles = np.linspace(np.pi, 0, 17)
+    lms[:17, 0] = size / 2 + 0.3 * size * np.cos(angles)
+    lms[:17, 1] = size / 2 + 0.3 * size * np.sin(angles)
+    lms[27:36] = [size / 2, 0.55 * size]
+    lms[33] = [size / 2, 0.6 * size]
+    return lms
 
 
 def write_video(
@@ -129,27 +140,6 @@ def write_wav(path: Path, seconds: float, rate: int = 16_000, channels: int = 1)
         for packet in stream.encode():
             container.mux(packet)
     return path
-
-
-@pytest.fixture(scope="session")
-def media(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    """Two clips: 30 fps with 48 kHz mono aac, and 25 fps .mov with 44.1 kHz stereo aac."""
-    d = tmp_path_factory.mktemp("media")
-    return {
-        "face": write_video(d / "face.mp4", seconds=2.4, fps=30),  # 30 fps source -> 60 frames at 25 fps
-        "stereo": write_video(d / "stereo44k.mov", seconds=2.0, fps=25, rate=44_100, channels=2),
-    }
-
-
-@pytest.fixture(scope="session")
-def built(media: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """``data/HDTF`` built from both clips with the CLI (read-only for tests: copy before changing it)."""
-    from talkingface.preprocess import main
-
-    root = tmp_path_factory.mktemp("built") / "data" / "HDTF"
-    argv = ["run", str(media["face"]), str(media["stereo"]), "--out", str(root), "--size", str(SIZE), "--no-progress"]
-    assert main(argv) == 0
-    return root
 
 
 def copy_dataset(root: Path, tmp_path: Path) -> Path:

@@ -42,18 +42,11 @@ CHROMIUM_ARGS = [
 
 
 @pytest.fixture(scope="module")
-def media(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+def app_media(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """The demo's sample media, short: a synthetic portrait, another clip's speech and the portrait's landmarks."""
     folder = tmp_path_factory.mktemp("app-media")
     video, speech = make_sample_media(folder, SAMPLE_SECONDS)
     return {"video": video, "speech": speech, "landmarks": sidecar_path(video)}
-
-
-@pytest.fixture
-def temp_root(tmp_path: Path) -> Path:
-    root = tmp_path / "app-temp"
-    root.mkdir()
-    return root
 
 
 @contextlib.contextmanager
@@ -100,10 +93,10 @@ def wait(client: httpx.Client, job_id: str, timeout: float = 120.0) -> dict[str,
     raise AssertionError(f"job {job_id} still running after {timeout} s")
 
 
-def upload(media: dict[str, Path]) -> dict[str, tuple[str, bytes, str]]:
+def upload(app_media: dict[str, Path]) -> dict[str, tuple[str, bytes, str]]:
     """The sample's files as a browser sends them (the landmarks as bytes of unknown type)."""
     types = {"video": "video/mp4", "speech": "video/mp4", "landmarks": "application/octet-stream"}
-    return {what: (path.name, path.read_bytes(), types[what]) for what, path in media.items()}
+    return {what: (path.name, path.read_bytes(), types[what]) for what, path in app_media.items()}
 
 
 def assert_one_line(body: dict[str, object]) -> str:
@@ -199,7 +192,7 @@ def test_missing_checkpoint_is_one_line_in_the_job(temp_root: Path) -> None:
         assert client.get(f"/api/jobs/{job['id']}/result.mp4").status_code == 409
 
 
-def test_unreadable_upload_is_named_by_its_own_name(temp_root: Path, media: dict[str, Path]) -> None:
+def test_unreadable_upload_is_named_by_its_own_name(temp_root: Path, app_media: dict[str, Path]) -> None:
     """The job's message names the user's file, not the temp folder it was stored in; no model is loaded."""
     files = {"video": ("holiday.mp4", np.random.default_rng(0).bytes(4096), "video/mp4")}
     with make_client(temp_root) as client:
@@ -210,10 +203,10 @@ def test_unreadable_upload_is_named_by_its_own_name(temp_root: Path, media: dict
     assert str(temp_root) not in job["message"]
 
 
-def test_job_runs_reports_progress_and_files_are_removed(temp_root: Path, media: dict[str, Path]) -> None:
+def test_job_runs_reports_progress_and_files_are_removed(temp_root: Path, app_media: dict[str, Path]) -> None:
     """Upload -> job -> mp4; a second job meanwhile is refused; discarding a job and stopping remove the files."""
     with make_client(temp_root) as client:
-        r = client.post("/api/jobs", files=upload(media), data={"steps": "2"}, headers=HEADERS)
+        r = client.post("/api/jobs", files=upload(app_media), data={"steps": "2"}, headers=HEADERS)
         assert r.status_code == 202
         job_id = r.json()["id"]
         busy = client.post("/api/jobs", data={"video_source": "sample"}, headers=HEADERS)
@@ -222,7 +215,7 @@ def test_job_runs_reports_progress_and_files_are_removed(temp_root: Path, media:
         job = wait(client, job_id)
         assert job["state"] == "done", job["message"]
         assert job["done"] == job["total"]
-        assert abs(int(job["total"]) - load_audio(media["speech"]).seconds * FPS) <= 1
+        assert abs(int(job["total"]) - load_audio(app_media["speech"]).seconds * FPS) <= 1
         assert "synthetic cartoon faces" in str(job["warning"])
         result = client.get(str(job["result"]))
         assert result.status_code == 200 and result.headers["content-type"] == "video/mp4"
@@ -233,9 +226,9 @@ def test_job_runs_reports_progress_and_files_are_removed(temp_root: Path, media:
         assert not (folder / job_id).exists()
         assert client.get(f"/api/jobs/{job_id}").status_code == 404
         # a job left behind (here one with an upload that failed) is removed at shutdown
-        r = client.post("/api/jobs", files=upload(media), data={"checkpoint": "/nowhere.ckpt"}, headers=HEADERS)
+        r = client.post("/api/jobs", files=upload(app_media), data={"checkpoint": "/nowhere.ckpt"}, headers=HEADERS)
         assert wait(client, r.json()["id"])["state"] == "failed"
-        assert (folder / r.json()["id"] / "video" / media["video"].name).is_file()
+        assert (folder / r.json()["id"] / "video" / app_media["video"].name).is_file()
     assert list(temp_root.iterdir()) == []
 
 
@@ -345,7 +338,7 @@ def decoded(path: Path) -> tuple[list[np.ndarray], np.ndarray, int]:
 
 
 def test_browser_upload_runs_plays_and_downloads(
-    server: str, media: dict[str, Path], tmp_path: Path, temp_root: Path
+    server: str, app_media: dict[str, Path], tmp_path: Path, temp_root: Path
 ) -> None:
     from playwright.sync_api import sync_playwright
 
@@ -357,9 +350,9 @@ def test_browser_upload_runs_plays_and_downloads(
             page.goto(server)
             page.wait_for_function("document.getElementById('checkpoint').value !== ''")
             assert page.input_value("#checkpoint") == str(demo_model_paths()[1])
-            page.set_input_files("#video", str(media["video"]))
-            page.set_input_files("#speech", str(media["speech"]))
-            page.set_input_files("#landmarks", str(media["landmarks"]))
+            page.set_input_files("#video", str(app_media["video"]))
+            page.set_input_files("#speech", str(app_media["speech"]))
+            page.set_input_files("#landmarks", str(app_media["landmarks"]))
             # choosing a file switched from the sample
             assert page.is_checked("#video-upload") and page.is_checked("#speech-upload")
             page.fill("#steps", "2")
@@ -393,8 +386,8 @@ def test_browser_upload_runs_plays_and_downloads(
     out = tmp_path / "downloaded.mp4"
     out.write_bytes(body)
     frames, samples, rate = decoded(out)
-    _, speech, speech_rate = decoded(media["speech"])
-    source = probe_video(media["video"])
+    _, speech, speech_rate = decoded(app_media["speech"])
+    source = probe_video(app_media["video"])
     speech_s = len(speech) / speech_rate
     assert abs(len(frames) - speech_s * FPS) <= 1
     assert frames[0].shape == (source.height, source.width, 3)

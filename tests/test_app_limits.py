@@ -38,13 +38,6 @@ NOWHERE = "/nowhere/model.ckpt"  # a job that gets past the checks fails at once
 
 
 # ------------------------------------------------------------------------------------------------------- helpers
-@pytest.fixture
-def temp_root(tmp_path: Path) -> Path:
-    root = tmp_path / "app-temp"
-    root.mkdir()
-    return root
-
-
 @contextlib.contextmanager
 def make_app(temp_root: Path, limits: MediaLimits | None = None, **settings: Any) -> Iterator[FastAPI]:
     runner = RunnerSettings(limits=limits or MediaLimits())

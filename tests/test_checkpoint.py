@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from golden import TINY_CONFIG, fill_deterministic, load_golden
+from golden import TINY_CONFIG, load_golden
 
 from talkingface.model.image_driven_talkingface.DiffTalk import (
     CheckpointError,
@@ -17,13 +17,6 @@ from talkingface.model.image_driven_talkingface.DiffTalk import (
     load_config,
     load_first_stage,
 )
-
-
-@pytest.fixture(scope="module")
-def tiny() -> DiffTalkModel:
-    m = DiffTalkModel(load_config(TINY_CONFIG).model).eval()
-    fill_deterministic(m)
-    return m
 
 
 def reference_style_ckpt(model: DiffTalkModel, path: Path, extra: dict | None = None) -> Path:
@@ -46,15 +39,15 @@ def same_weights(a: torch.nn.Module, b: torch.nn.Module) -> bool:
     return sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)
 
 
-def test_reference_format_loads_strictly(tiny: DiffTalkModel, tmp_path: Path) -> None:
-    path = reference_style_ckpt(tiny, tmp_path / "model.ckpt")
+def test_reference_format_loads_strictly(tiny_model: DiffTalkModel, tmp_path: Path) -> None:
+    path = reference_style_ckpt(tiny_model, tmp_path / "model.ckpt")
     loaded = get_difftalk_inference(TINY_CONFIG, path, device="cpu", use_ema=False)
-    assert same_weights(loaded, tiny)
+    assert same_weights(loaded, tiny_model)
     assert not loaded.training and not any(p.requires_grad for p in loaded.parameters())
 
 
-def test_use_ema_puts_ema_weights_in_unet(tiny: DiffTalkModel, tmp_path: Path) -> None:
-    path = reference_style_ckpt(tiny, tmp_path / "model.ckpt")
+def test_use_ema_puts_ema_weights_in_unet(tiny_model: DiffTalkModel, tmp_path: Path) -> None:
+    path = reference_style_ckpt(tiny_model, tmp_path / "model.ckpt")
     loaded = get_difftalk_inference(TINY_CONFIG, path, device="cpu", use_ema=True)
     g = load_golden()
     o, i = g["outputs"], g["inputs"]
@@ -66,8 +59,8 @@ def test_use_ema_puts_ema_weights_in_unet(tiny: DiffTalkModel, tmp_path: Path) -
     assert float((eps - o["eps_ema"]).abs().max() / o["eps_ema"].abs().max()) < 1e-4
 
 
-def test_missing_and_unexpected_keys_are_listed(tiny: DiffTalkModel, tmp_path: Path) -> None:
-    sd = dict(tiny.state_dict())
+def test_missing_and_unexpected_keys_are_listed(tiny_model: DiffTalkModel, tmp_path: Path) -> None:
+    sd = dict(tiny_model.state_dict())
     sd.pop("cond_stage_model_for_ldm.encoder_fc1.0.weight")
     sd["model.diffusion_model.extra.weight"] = torch.zeros(1)
     path = tmp_path / "broken.ckpt"
@@ -86,12 +79,12 @@ def test_shape_mismatch_is_reported(tmp_path: Path) -> None:
         get_difftalk_inference(TINY_CONFIG, path, device="cpu")
 
 
-def test_pickled_objects_need_trust(tiny: DiffTalkModel, tmp_path: Path) -> None:
-    path = reference_style_ckpt(tiny, tmp_path / "pickled.ckpt", {"hyper_parameters": argparse.Namespace(a=1)})
+def test_pickled_objects_need_trust(tiny_model: DiffTalkModel, tmp_path: Path) -> None:
+    path = reference_style_ckpt(tiny_model, tmp_path / "pickled.ckpt", {"hyper_parameters": argparse.Namespace(a=1)})
     with pytest.raises(CheckpointError, match="--trust-checkpoint"):
         get_difftalk_inference(TINY_CONFIG, path, device="cpu")
     loaded = get_difftalk_inference(TINY_CONFIG, path, device="cpu", use_ema=False, trust_checkpoint=True)
-    assert same_weights(loaded, tiny)
+    assert same_weights(loaded, tiny_model)
 
 
 def test_missing_checkpoint_says_where_to_put_it(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -100,39 +93,39 @@ def test_missing_checkpoint_says_where_to_put_it(tmp_path: Path, monkeypatch: py
         get_difftalk_inference(TINY_CONFIG, tmp_path / "absent.ckpt", device="cpu")
 
 
-def test_released_first_stage_file_initialises_vq(tiny: DiffTalkModel, tmp_path: Path) -> None:
+def test_released_first_stage_file_initialises_vq(tiny_model: DiffTalkModel, tmp_path: Path) -> None:
     """models/model.ckpt: VQ keys without prefix plus loss.* entries, which are ignored."""
-    vq = {k: v.clone() for k, v in tiny.first_stage_model.state_dict().items()}
+    vq = {k: v.clone() for k, v in tiny_model.first_stage_model.state_dict().items()}
     vq["loss.discriminator.main.0.weight"] = torch.zeros(2, 2)
     vq["loss.logvar"] = torch.zeros(())
     path = tmp_path / "vq.ckpt"
     torch.save({"state_dict": vq}, path)
     fresh = DiffTalkModel(load_config(TINY_CONFIG).model)
     load_first_stage(fresh, path)
-    assert same_weights(fresh.first_stage_model, tiny.first_stage_model)
+    assert same_weights(fresh.first_stage_model, tiny_model.first_stage_model)
     vq.pop("quant_conv.bias")
     torch.save({"state_dict": vq}, path)
     with pytest.raises(CheckpointError, match="quant_conv.bias"):
         load_first_stage(fresh, path)
 
 
-def test_slim_safetensors_export_round_trip(tiny: DiffTalkModel, tmp_path: Path) -> None:
-    slim = export_safetensors(tiny, tmp_path / "difftalk.safetensors", slim=True)
+def test_slim_safetensors_export_round_trip(tiny_model: DiffTalkModel, tmp_path: Path) -> None:
+    slim = export_safetensors(tiny_model, tmp_path / "difftalk.safetensors", slim=True)
     vq = tmp_path / "vq.ckpt"
-    torch.save({"state_dict": tiny.first_stage_model.state_dict()}, vq)
+    torch.save({"state_dict": tiny_model.first_stage_model.state_dict()}, vq)
     with pytest.raises(CheckpointError, match="--first-stage-ckpt"):
         get_difftalk_inference(TINY_CONFIG, slim, first_stage_ckpt=tmp_path / "none.ckpt", device="cpu")
     loaded = get_difftalk_inference(TINY_CONFIG, slim, first_stage_ckpt=vq, device="cpu", use_ema=True)
-    with tiny.ema_scope():
-        expected = {k: v.clone() for k, v in tiny.model.state_dict().items()}
+    with tiny_model.ema_scope():
+        expected = {k: v.clone() for k, v in tiny_model.model.state_dict().items()}
     assert all(torch.equal(loaded.model.state_dict()[k], v) for k, v in expected.items())
-    assert same_weights(loaded.first_stage_model, tiny.first_stage_model)
-    full = export_safetensors(tiny, tmp_path / "full.safetensors", slim=False)
-    assert same_weights(get_difftalk_inference(TINY_CONFIG, full, device="cpu", use_ema=False), tiny)
+    assert same_weights(loaded.first_stage_model, tiny_model.first_stage_model)
+    full = export_safetensors(tiny_model, tmp_path / "full.safetensors", slim=False)
+    assert same_weights(get_difftalk_inference(TINY_CONFIG, full, device="cpu", use_ema=False), tiny_model)
 
 
-def test_feature_kind_is_carried_and_checked(tiny: DiffTalkModel, tmp_path: Path) -> None:
-    path = reference_style_ckpt(tiny, tmp_path / "m.ckpt", {"audio_feature_kind": "logmel29"})
+def test_feature_kind_is_carried_and_checked(tiny_model: DiffTalkModel, tmp_path: Path) -> None:
+    path = reference_style_ckpt(tiny_model, tmp_path / "m.ckpt", {"audio_feature_kind": "logmel29"})
     model = get_difftalk_inference(TINY_CONFIG, path, device="cpu")
     assert model.config.conditioning.audio_feature_kind == "logmel29"
     cfg = load_config(TINY_CONFIG, ["model.conditioning.audio_feature_kind=deepspeech"])
@@ -140,7 +133,7 @@ def test_feature_kind_is_carried_and_checked(tiny: DiffTalkModel, tmp_path: Path
         get_difftalk_inference(cfg, path, device="cpu")
 
 
-def test_safetensors_metadata_carries_config_and_feature_kind(tiny: DiffTalkModel, tmp_path: Path) -> None:
+def test_safetensors_metadata_carries_config_and_feature_kind(tiny_model: DiffTalkModel, tmp_path: Path) -> None:
     """A slim export made for another architecture is rebuilt from its own metadata, with no config given."""
     import json
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from train_support import ROOT, TINY_CONFIG, tiny_overrides, write_dataset
+from train_support import ROOT, TINY_CONFIG, tiny_overrides
 
 from talkingface import cli
 from talkingface.cli_support import split_overrides
@@ -92,12 +92,11 @@ def test_overrides_before_and_after_base() -> None:
     assert split_overrides(["-t", "x=1", "--gpus", "0,"]) == (["x=1"], ["-t", "--gpus", "0,"])
 
 
-def test_trainer_check_with_overrides_after_base(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_trainer_check_with_overrides_after_base(tiny_dataset: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """``--base X.yaml key=value`` used to fail with "config file not found: key=value"."""
-    data_root = write_dataset(tmp_path)
-    assert train_main(["--base", str(TINY_CONFIG), *tiny_overrides(data_root)]) == 0
-    assert train_main([*tiny_overrides(data_root), "--base", str(TINY_CONFIG)]) == 0
-    assert train_main(["--base", str(TINY_CONFIG), *tiny_overrides(data_root), "data.batchsize=2"]) == 2
+    assert train_main(["--base", str(TINY_CONFIG), *tiny_overrides(tiny_dataset)]) == 0
+    assert train_main([*tiny_overrides(tiny_dataset), "--base", str(TINY_CONFIG)]) == 0
+    assert train_main(["--base", str(TINY_CONFIG), *tiny_overrides(tiny_dataset), "data.batchsize=2"]) == 2
     err = capsys.readouterr().err
     assert "config file not found" not in err and err.count("error:") == 1 and "batchsize" in err
 

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 from golden import fill_deterministic
-from train_support import ROOT, TINY_CONFIG, tiny_overrides, write_dataset
+from train_support import ROOT, TINY_CONFIG, tiny_overrides
 
 from talkingface.model.image_driven_talkingface.DiffTalk import (
     ConfigError,
@@ -77,9 +77,8 @@ def test_layers_merge_left_to_right_and_inputs_are_not_changed(tmp_path: Path) -
         load_config([TINY_CONFIG, tmp_path / "nope.yaml"])
 
 
-def test_checks_never_change_the_config(tmp_path: Path) -> None:
-    data_root = write_dataset(tmp_path)
-    cfg = load_config(TINY_CONFIG, tiny_overrides(data_root))
+def test_checks_never_change_the_config(tiny_dataset: Path) -> None:
+    cfg = load_config(TINY_CONFIG, tiny_overrides(tiny_dataset))
     snapshot = config_to_dict(cfg)
     validate_config(cfg)
     meta = check_dataset(cfg)
@@ -100,13 +99,13 @@ def test_synthetic_config_trains_as_the_benchmark_documents() -> None:
 
 
 @pytest.fixture(scope="module")
-def tiny() -> LatentDiffusion:
+def tiny_module() -> LatentDiffusion:
     m = LatentDiffusion(load_config(TINY_CONFIG).model).eval()
     fill_deterministic(m)
     return m
 
 
-def test_feature_kind_is_stored_once(tiny: LatentDiffusion) -> None:
+def test_feature_kind_is_stored_once(tiny_module: LatentDiffusion) -> None:
     cfg = with_audio_feature_kind(load_config(TINY_CONFIG), "logmel29")
     module = LatentDiffusion(cfg.model, run_config=config_to_dict(cfg))
     checkpoint: dict = {"state_dict": {}, "hyper_parameters": {}}
@@ -120,13 +119,13 @@ def test_feature_kind_is_stored_once(tiny: LatentDiffusion) -> None:
         other.on_load_checkpoint(checkpoint)
 
 
-def test_checkpoint_in_the_old_format_still_loads(tiny: LatentDiffusion, tmp_path: Path) -> None:
+def test_checkpoint_in_the_old_format_still_loads(tiny_module: LatentDiffusion, tmp_path: Path) -> None:
     """Checkpoints written before this change carry the kind twice: at the top level and in the config."""
     cfg = with_audio_feature_kind(load_config(TINY_CONFIG), "logmel29")
     old = {
         "epoch": 0,
         "global_step": 3,
-        "state_dict": tiny.state_dict(),
+        "state_dict": tiny_module.state_dict(),
         CONFIG_CKPT_KEY: config_to_dict(cfg),
         LEGACY_FEATURE_KIND_CKPT_KEY: "logmel29",
     }
@@ -140,7 +139,7 @@ def test_checkpoint_in_the_old_format_still_loads(tiny: LatentDiffusion, tmp_pat
     torch.save(no_kind, path)
     model = get_difftalk_inference(None, path, device="cpu", use_ema=False)
     assert model.config.conditioning.audio_feature_kind == "logmel29"
-    tiny.on_load_checkpoint(old)  # a model config without a kind accepts any
+    tiny_module.on_load_checkpoint(old)  # a model config without a kind accepts any
 
 
 def test_data_constants_come_from_the_config_defaults() -> None:

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import pytest
 import torch
-from golden import TINY_CONFIG, fill_deterministic, load_golden
+from golden import load_golden
 
-from talkingface.model.image_driven_talkingface.DiffTalk import DiffTalkConditions, DiffTalkModel, load_config
+from talkingface.model.image_driven_talkingface.DiffTalk import DiffTalkConditions, DiffTalkModel
 
 TOL = 1e-4
 
@@ -30,32 +30,25 @@ def golden() -> dict:
 
 
 @pytest.fixture(scope="module")
-def model() -> DiffTalkModel:
-    m = DiffTalkModel(load_config(TINY_CONFIG).model).eval()
-    fill_deterministic(m)
-    return m
-
-
-@pytest.fixture(scope="module")
-def chained(model: DiffTalkModel, golden: dict) -> dict[str, torch.Tensor]:
+def chained(tiny_model: DiffTalkModel, golden: dict) -> dict[str, torch.Tensor]:
     """Every output computed from the raw inputs alone, through the public API."""
     i, steps, eta = golden["inputs"], golden["ddim_steps"], golden["ddim_eta"]
     out: dict[str, torch.Tensor] = {}
     with torch.no_grad():
-        out["z"] = model.encode_first_stage(nchw(i["image"]))
-        cond = model.encode_conditions(
+        out["z"] = tiny_model.encode_first_stage(nchw(i["image"]))
+        cond = tiny_model.encode_conditions(
             i["audio_smooth"], i["landmarks"], nchw(i["reference_img"]), nchw(i["image_mask"])
         )
         out.update(c_ref=cond.reference, c_mask=cond.masked, c_audio=cond.audio, c_ldm=cond.landmarks)
-        out["x_noisy"] = model.q_sample(out["z"], i["t"], i["noise"])
-        out["eps"] = model.predict_eps(out["x_noisy"], i["t"], cond)
-        with model.ema_scope():
-            out["eps_ema"] = model.predict_eps(out["x_noisy"], i["t"], cond)
-        out["loss"], _ = model.training_loss(out["z"], cond, i["t"], i["noise"])
-        out["x_rec"] = model.decode_first_stage(out["z"])
-        with model.ema_scope():
-            out["ddim_latent"] = model.sample(cond, steps=steps, eta=eta, x_T=i["x_T"])
-        out["ddim_image"] = model.decode_first_stage(out["ddim_latent"])
+        out["x_noisy"] = tiny_model.q_sample(out["z"], i["t"], i["noise"])
+        out["eps"] = tiny_model.predict_eps(out["x_noisy"], i["t"], cond)
+        with tiny_model.ema_scope():
+            out["eps_ema"] = tiny_model.predict_eps(out["x_noisy"], i["t"], cond)
+        out["loss"], _ = tiny_model.training_loss(out["z"], cond, i["t"], i["noise"])
+        out["x_rec"] = tiny_model.decode_first_stage(out["z"])
+        with tiny_model.ema_scope():
+            out["ddim_latent"] = tiny_model.sample(cond, steps=steps, eta=eta, x_T=i["x_T"])
+        out["ddim_image"] = tiny_model.decode_first_stage(out["ddim_latent"])
     return out
 
 
@@ -68,25 +61,27 @@ def test_golden_fixture_has_every_output(golden: dict) -> None:
     assert expected | {"ddim_latent", "ddim_image"} == set(golden["outputs"])
 
 
-def test_stagewise_outputs_match_reference(model: DiffTalkModel, golden: dict) -> None:
+def test_stagewise_outputs_match_reference(tiny_model: DiffTalkModel, golden: dict) -> None:
     """Each output from the golden inputs of its own stage: all within 1e-4."""
     i, o = golden["inputs"], golden["outputs"]
     cond = golden_conditions(o)
     got: dict[str, torch.Tensor] = {}
     with torch.no_grad():
-        got["z"] = model.encode_first_stage(nchw(i["image"]))
-        got["c_ref"] = model.encode_first_stage(nchw(i["reference_img"]))
-        got["c_mask"] = model.encode_first_stage(nchw(i["image_mask"]))
-        got["c_audio"] = model.encode_audio(i["audio_smooth"])
-        got["c_ldm"] = model.encode_landmarks(i["landmarks"])
-        got["x_noisy"] = model.q_sample(o["z"], i["t"], i["noise"])
-        got["eps"] = model.predict_eps(o["x_noisy"], i["t"], cond)
-        with model.ema_scope():
-            got["eps_ema"] = model.predict_eps(o["x_noisy"], i["t"], cond)
-            got["ddim_latent"] = model.sample(cond, steps=golden["ddim_steps"], eta=golden["ddim_eta"], x_T=i["x_T"])
-        got["loss"], _ = model.training_loss(o["z"], cond, i["t"], i["noise"])
-        got["x_rec"] = model.decode_first_stage(o["z"])
-        got["ddim_image"] = model.decode_first_stage(o["ddim_latent"])
+        got["z"] = tiny_model.encode_first_stage(nchw(i["image"]))
+        got["c_ref"] = tiny_model.encode_first_stage(nchw(i["reference_img"]))
+        got["c_mask"] = tiny_model.encode_first_stage(nchw(i["image_mask"]))
+        got["c_audio"] = tiny_model.encode_audio(i["audio_smooth"])
+        got["c_ldm"] = tiny_model.encode_landmarks(i["landmarks"])
+        got["x_noisy"] = tiny_model.q_sample(o["z"], i["t"], i["noise"])
+        got["eps"] = tiny_model.predict_eps(o["x_noisy"], i["t"], cond)
+        with tiny_model.ema_scope():
+            got["eps_ema"] = tiny_model.predict_eps(o["x_noisy"], i["t"], cond)
+            got["ddim_latent"] = tiny_model.sample(
+                cond, steps=golden["ddim_steps"], eta=golden["ddim_eta"], x_T=i["x_T"]
+            )
+        got["loss"], _ = tiny_model.training_loss(o["z"], cond, i["t"], i["noise"])
+        got["x_rec"] = tiny_model.decode_first_stage(o["z"])
+        got["ddim_image"] = tiny_model.decode_first_stage(o["ddim_latent"])
     errors = {k: rel_err(got[k], o[k]) for k in o}
     assert all(e < TOL for e in errors.values()), errors
 
@@ -107,7 +102,7 @@ def test_ema_weights_differ_from_raw(golden: dict, chained: dict) -> None:
     assert rel_err(chained["eps_ema"], golden["outputs"]["eps"]) > 1e-2
 
 
-def test_condition_order_is_defined_once(model: DiffTalkModel, golden: dict) -> None:
+def test_condition_order_is_defined_once(tiny_model: DiffTalkModel, golden: dict) -> None:
     """Swapping masked and reference latents (or audio and landmarks) changes the prediction."""
     o, i = golden["outputs"], golden["inputs"]
     cond = golden_conditions(o)
@@ -115,8 +110,8 @@ def test_condition_order_is_defined_once(model: DiffTalkModel, golden: dict) -> 
         audio=cond.landmarks, landmarks=cond.audio, reference=cond.masked, masked=cond.reference
     )
     with torch.no_grad():
-        good = model.predict_eps(o["x_noisy"], i["t"], cond)
-        bad = model.predict_eps(o["x_noisy"], i["t"], swapped)
+        good = tiny_model.predict_eps(o["x_noisy"], i["t"], cond)
+        bad = tiny_model.predict_eps(o["x_noisy"], i["t"], swapped)
     assert rel_err(good, o["eps"]) < TOL
     assert rel_err(bad, o["eps"]) > 1e-2
     assert torch.equal(cond.context()[:, 0, :64], cond.audio)

@@ -1,6 +1,5 @@
 """The dataset layout: every file kind round-trips, keeps its on-disk format, and both writers agree on it."""
 
-# ruff: noqa: F811  (pytest fixtures imported from data_fixtures are redefined as arguments)
 from __future__ import annotations
 
 import argparse
@@ -11,7 +10,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from data_fixtures import built, media  # noqa: F401
 from PIL import Image
 
 from talkingface.data.constants import AUDIO_SMOOTH_SHAPE

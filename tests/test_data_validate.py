@@ -1,6 +1,5 @@
 """`validate` finds every kind of problem and names the file."""
 
-# ruff: noqa: F811  (pytest fixtures imported from data_fixtures are redefined as arguments)
 from __future__ import annotations
 
 import json
@@ -8,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from data_fixtures import built, copy_dataset, media  # noqa: F401
+from data_fixtures import copy_dataset
 
 from talkingface.data.validate import validate_dataset
 from talkingface.preprocess import main

@@ -9,13 +9,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import make_read_only
 from data_fixtures import write_video, write_wav
-from golden import TINY_CONFIG, fill_deterministic
+from fs_support import make_read_only
+from golden import TINY_CONFIG
 
 import demo
 from talkingface.media.decode import iter_frames
-from talkingface.model.image_driven_talkingface.DiffTalk import DiffTalkModel, load_config
+from talkingface.model.image_driven_talkingface.DiffTalk import DiffTalkModel
 
 ROOT = Path(__file__).resolve().parents[1]
 FAST = ["--steps", "2", "--crop-size", "128", "--batch-size", "3", "--no-progress", "--config", str(TINY_CONFIG)]
@@ -24,15 +24,11 @@ SPEECH_FRAMES = 5  # longer than the video: exercises the ping-pong
 
 
 @pytest.fixture(scope="module")
-def assets(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+def assets(tiny_model: DiffTalkModel, tiny_ckpt: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     d = tmp_path_factory.mktemp("demo")
-    model = DiffTalkModel(load_config(TINY_CONFIG).model).eval()
-    fill_deterministic(model)
-    sd = model.state_dict()
-    torch.save({"state_dict": sd, "audio_feature_kind": "logmel29"}, d / "tiny.ckpt")
-    torch.save({"state_dict": sd}, d / "reference_format.ckpt")  # records no feature kind
+    torch.save({"state_dict": tiny_model.state_dict()}, d / "reference_format.ckpt")  # records no feature kind
     return {
-        "ckpt": d / "tiny.ckpt",
+        "ckpt": tiny_ckpt,
         "ref_ckpt": d / "reference_format.ckpt",
         "video": write_video(d / "person.mp4", seconds=VIDEO_FRAMES / 25, fps=25),
         "speech": write_wav(d / "speech.wav", seconds=SPEECH_FRAMES / 25),

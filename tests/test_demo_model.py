@@ -55,16 +55,16 @@ def save_first_stage(model: DiffTalkModel, path: Path) -> Path:
 
 
 @pytest.fixture(scope="module")
-def media(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    d = tmp_path_factory.mktemp("media")
+def demo_media(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    d = tmp_path_factory.mktemp("demo_media")
     return {
         "video": write_video(d / "person.mp4", seconds=FRAMES / 25, fps=25),
         "audio": write_wav(d / "speech.wav", seconds=FRAMES / 25),
     }
 
 
-def demo_argv(media: dict[str, Path], out: Path, *extra: str) -> list[str]:
-    return ["--video", str(media["video"]), "--audio", str(media["audio"]), "--out", str(out), *FAST, *extra]
+def demo_argv(demo_media: dict[str, Path], out: Path, *extra: str) -> list[str]:
+    return ["--video", str(demo_media["video"]), "--audio", str(demo_media["audio"]), "--out", str(out), *FAST, *extra]
 
 
 def synthetic_warnings(caplog: pytest.LogCaptureFixture) -> list[str]:
@@ -138,13 +138,13 @@ def test_shipped_model_carries_its_config() -> None:
 
 
 def test_safetensors_without_config_is_one_line_error(
-    media: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    demo_media: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     model = tiny_model(tiny_config())
     path = export_safetensors(model, tmp_path / "bare.safetensors", slim=False)  # no metadata
     with pytest.raises(CheckpointError, match="bare.safetensors.*--config"):
         get_difftalk_inference(ckpt=path, device="cpu")
-    assert demo.main(demo_argv(media, tmp_path / "out.mp4", "--ckpt", str(path))) == 2
+    assert demo.main(demo_argv(demo_media, tmp_path / "out.mp4", "--ckpt", str(path))) == 2
     err = capsys.readouterr().err
     lines = [line for line in err.splitlines() if line.startswith("error:")]
     assert len(lines) == 1 and str(path) in lines[0] and "--config" in lines[0], err
@@ -155,7 +155,7 @@ def test_safetensors_without_config_is_one_line_error(
 
 
 def test_without_ckpt_or_default_the_bundled_model_is_used_with_a_warning(
-    media: dict[str, Path],
+    demo_media: dict[str, Path],
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
     pipeline_spy: list[dict[str, Any]],
@@ -163,7 +163,7 @@ def test_without_ckpt_or_default_the_bundled_model_is_used_with_a_warning(
 ) -> None:
     monkeypatch.setattr(model_choice, "DEFAULT_CKPT", tmp_path / "checkpoints" / "DiffTalk" / "model.ckpt")
     with caplog.at_level(logging.INFO):
-        assert demo.main(demo_argv(media, tmp_path / "out.mp4")) == 0
+        assert demo.main(demo_argv(demo_media, tmp_path / "out.mp4")) == 0
     config, ckpt, _ = demo_model_paths()
     assert pipeline_spy[0]["model_source"] == str(ckpt)
     assert pipeline_spy[0]["model"].config == load_config(config).model
@@ -174,7 +174,7 @@ def test_without_ckpt_or_default_the_bundled_model_is_used_with_a_warning(
 
 
 def test_a_checkpoint_at_the_default_path_is_picked(
-    media: dict[str, Path],
+    demo_media: dict[str, Path],
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
     pipeline_spy: list[dict[str, Any]],
@@ -187,7 +187,7 @@ def test_a_checkpoint_at_the_default_path_is_picked(
     torch.save({"state_dict": model.state_dict(), CONFIG_CKPT_KEY: config_to_dict(cfg)}, default)
     monkeypatch.setattr(model_choice, "DEFAULT_CKPT", default)
     with caplog.at_level(logging.INFO):
-        assert demo.main(demo_argv(media, tmp_path / "out.mp4")) == 0
+        assert demo.main(demo_argv(demo_media, tmp_path / "out.mp4")) == 0
     assert pipeline_spy[0]["model_source"] == str(default)
     loaded = pipeline_spy[0]["model"]
     assert loaded.config == cfg.model  # the config stored in the .ckpt
@@ -197,12 +197,12 @@ def test_a_checkpoint_at_the_default_path_is_picked(
 
 
 def test_bundled_model_needs_no_other_flag_and_warns(
-    media: dict[str, Path], tmp_path: Path, caplog: pytest.LogCaptureFixture
+    demo_media: dict[str, Path], tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     config, ckpt, _ = demo_model_paths()
     out = tmp_path / "out.mp4"
     with caplog.at_level(logging.INFO):
-        assert demo.main(demo_argv(media, out, "--ckpt", str(ckpt))) == 0  # no --config, no --first-stage-ckpt
+        assert demo.main(demo_argv(demo_media, out, "--ckpt", str(ckpt))) == 0  # no --config, no --first-stage-ckpt
     assert out.stat().st_size > 0
     (warning,) = synthetic_warnings(caplog)
     assert f"--ckpt {ckpt}" in warning

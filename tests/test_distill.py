@@ -16,7 +16,7 @@ import pytorch_lightning as pl
 import torch
 from data_fixtures import write_video, write_wav
 from safetensors import safe_open
-from train_support import TINY_CONFIG, InterruptAt, tiny_overrides, write_dataset
+from train_support import TINY_CONFIG, InterruptAt, tiny_overrides
 
 import demo
 import talkingface.inference.cli as cli
@@ -137,10 +137,10 @@ class Losses(pl.Callback):
 
 
 @pytest.fixture(scope="module")
-def runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+def runs(tiny_dataset: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     """A one-step teacher trained by the trainer, then a two-round distillation (8 -> 4 -> 2 DDIM steps) of it."""
     tmp = tmp_path_factory.mktemp("distill")
-    data_root = write_dataset(tmp / "data")
+    data_root = tiny_dataset
     teacher_run = tmp / "teacher"
     argv = ["--base", str(TINY_CONFIG), "-t", "--run-dir", str(teacher_run)]
     assert main([*argv, *tiny_overrides(data_root, **{"train.max_steps": 1})]) == 0
@@ -230,7 +230,7 @@ def test_pipeline_defaults_to_the_recorded_sampler_and_an_explicit_choice_wins(
 
 
 @pytest.fixture
-def pipeline_spy(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, int, Any]]:
+def sampling_spy(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, int, Any]]:
     """The CLI's LipSyncPipeline, recording what it would sample with instead of running."""
     seen: list[tuple[str, int, Any]] = []
 
@@ -245,7 +245,7 @@ def pipeline_spy(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, int, Any]]:
 
 
 def test_cli_uses_the_students_sampler_unless_steps_are_given(
-    runs: dict[str, Any], pipeline_spy: list, tmp_path: Path, caplog: pytest.LogCaptureFixture
+    runs: dict[str, Any], sampling_spy: list, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     video = write_video(tmp_path / "person.mp4", seconds=0.12, fps=25)
     audio = write_wav(tmp_path / "speech.wav", seconds=0.12)
@@ -254,7 +254,7 @@ def test_cli_uses_the_students_sampler_unless_steps_are_given(
     assert demo.main([*argv, "--ckpt", str(runs["slim"]), "--first-stage-ckpt", str(runs["student"])]) == 0
     assert demo.main([*argv, "--ckpt", str(runs["student"]), "--steps", "5"]) == 0
     assert demo.main([*argv, "--ckpt", str(runs["teacher"])]) == 0
-    assert pipeline_spy == [("ddim", 2, STUDENT_GRID), ("ddim", 5, None), ("dpm++", 25, None)]
+    assert sampling_spy == [("ddim", 2, STUDENT_GRID), ("ddim", 5, None), ("dpm++", 25, None)]
     said = [r.getMessage() for r in caplog.records]
     assert any(m.startswith("sampling as the checkpoint records: ddim 2 steps") for m in said), said
     assert any(m.startswith("--steps 5 given: sampling with ddim 5 steps instead of") for m in said), said
@@ -263,11 +263,12 @@ def test_cli_uses_the_students_sampler_unless_steps_are_given(
 # ----------------------------------------------------------------------------- (e) a bad teacher path
 
 
-def test_missing_teacher_is_one_error_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    data_root = write_dataset(tmp_path / "data")
+def test_missing_teacher_is_one_error_line(
+    tiny_dataset: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     missing = tmp_path / "no-such-teacher.ckpt"
     argv = ["--base", str(TINY_CONFIG), "-t", "-l", str(tmp_path / "logs"), f"distill.teacher={missing}"]
-    assert main([*argv, *tiny_overrides(data_root)]) == 2
+    assert main([*argv, *tiny_overrides(tiny_dataset)]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert err == [f"error: {missing}: distill.teacher: teacher checkpoint not found"], err
     assert not (tmp_path / "logs").exists()  # failed before any run folder was made

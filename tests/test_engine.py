@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 from golden import TINY_CONFIG, fill_deterministic
-from train_support import SAVED, tiny_overrides, write_dataset
+from train_support import SAVED, tiny_overrides
 
 from talkingface.data.dataset import TalkDataset
 from talkingface.inference import InferenceError, LipSyncOptions, LipSyncPipeline, Speech
@@ -27,14 +27,9 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
-def data_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return write_dataset(tmp_path_factory.mktemp("engine_data"))
-
-
-@pytest.fixture(scope="module")
-def small(data_root: Path) -> DiffTalkModel:
+def engine_model(tiny_dataset: Path) -> DiffTalkModel:
     """A 64-px model (16 x 16 latents) with deterministic weights."""
-    model = DiffTalkModel(load_config(TINY_CONFIG, tiny_overrides(data_root)).model).eval().requires_grad_(False)
+    model = DiffTalkModel(load_config(TINY_CONFIG, tiny_overrides(tiny_dataset)).model).eval().requires_grad_(False)
     fill_deterministic(model)
     return model
 
@@ -76,9 +71,9 @@ def test_latent_diffusion_is_forwarded_from_training_with_a_deprecation_warning(
     assert Forwarded is LatentDiffusion and issubclass(LatentDiffusion, DiffTalkModel)
 
 
-def test_one_set_of_sampler_names_and_one_error(small: DiffTalkModel) -> None:
-    x = inputs(small)
-    cond = small.encode_conditions(
+def test_one_set_of_sampler_names_and_one_error(engine_model: DiffTalkModel) -> None:
+    x = inputs(engine_model)
+    cond = engine_model.encode_conditions(
         x["audio"], x["landmarks"], reference_latent=x["reference_latent"].expand(2, -1, -1, -1), masked=x["masked"]
     )
     assert SAMPLERS == ("ddim", "dpm++")
@@ -92,40 +87,40 @@ def test_one_set_of_sampler_names_and_one_error(small: DiffTalkModel) -> None:
         ("dpm++", 5, 0.5, "eta"),
     ):
         with pytest.raises(SamplerError) as engine_err:
-            small.sample(cond, steps=steps, eta=eta, sampler=sampler)
+            engine_model.sample(cond, steps=steps, eta=eta, sampler=sampler)
         assert engine_err.value.option == option and isinstance(engine_err.value, ValueError)
         with pytest.raises(InferenceError, match=f"^--{option}: ") as cli_err:
-            check_steps(sampler, steps, small.num_timesteps, eta)
+            check_steps(sampler, steps, engine_model.num_timesteps, eta)
         assert cli_err.value.problem == str(engine_err.value)  # the same message, naming the flag
     for sampler in SAMPLERS:
-        small.sample(cond, steps=2, sampler=sampler, generator=torch.Generator().manual_seed(0))
+        engine_model.sample(cond, steps=2, sampler=sampler, generator=torch.Generator().manual_seed(0))
 
 
-def test_inpaint_is_encode_condition_sample_decode(small: DiffTalkModel) -> None:
+def test_inpaint_is_encode_condition_sample_decode(engine_model: DiffTalkModel) -> None:
     """``inpaint`` equals the step-by-step public calls, keeps the unmasked latent, and the mask matters."""
-    x = inputs(small)
-    noise = small.initial_noise(2, torch.Generator().manual_seed(1))
-    frames = small.inpaint(**x, noise=noise, sampler="ddim", steps=4, generator=gen())
-    z = small.encode_first_stage(x["image"])
-    cond = small.encode_conditions(
+    x = inputs(engine_model)
+    noise = engine_model.initial_noise(2, torch.Generator().manual_seed(1))
+    frames = engine_model.inpaint(**x, noise=noise, sampler="ddim", steps=4, generator=gen())
+    z = engine_model.encode_first_stage(x["image"])
+    cond = engine_model.encode_conditions(
         x["audio"], x["landmarks"], reference_latent=x["reference_latent"].expand(2, -1, -1, -1), masked=x["masked"]
     )
-    latents = small.sample(cond, steps=4, x_T=noise, x0=z, mask=x["mask"], sampler="ddim", generator=gen())
-    expected = small.decode_first_stage(latents).clamp(-1, 1)
+    latents = engine_model.sample(cond, steps=4, x_T=noise, x0=z, mask=x["mask"], sampler="ddim", generator=gen())
+    expected = engine_model.decode_first_stage(latents).clamp(-1, 1)
     assert frames.shape == x["image"].shape and frames.dtype == torch.float32
     torch.testing.assert_close(frames, expected, rtol=1e-5, atol=1e-5)
     assert frames.min() >= -1 and frames.max() <= 1
     # DDIM ends at t=1, where the kept region is re-noised only slightly: the top half stays near x0
     kept, generated = (latents - z).abs()[:, :, :8].mean(), (latents - z).abs()[:, :, 8:].mean()
     assert kept < 0.1 * generated
-    unmasked = small.inpaint(**{**x, "mask": None}, noise=noise, sampler="ddim", steps=4, generator=gen())
+    unmasked = engine_model.inpaint(**{**x, "mask": None}, noise=noise, sampler="ddim", steps=4, generator=gen())
     assert (unmasked - frames).abs().mean() > 1e-3
     with pytest.raises(ValueError, match="masked"):
-        small.inpaint(**{**x, "masked": None}, noise=noise)
+        engine_model.inpaint(**{**x, "masked": None}, noise=noise)
 
 
-def test_the_eps_wrapper_is_the_one_way_to_change_the_noise_predictor(small: DiffTalkModel) -> None:
-    x = inputs(small)
+def test_the_eps_wrapper_is_the_one_way_to_change_the_noise_predictor(engine_model: DiffTalkModel) -> None:
+    x = inputs(engine_model)
     calls: list[torch.Size] = []
 
     def counting(predict):  # noqa: ANN001, ANN202 - the EpsWrapper signature
@@ -135,14 +130,21 @@ def test_the_eps_wrapper_is_the_one_way_to_change_the_noise_predictor(small: Dif
 
         return wrapped
 
-    noise = small.initial_noise(2, torch.Generator().manual_seed(2))
-    plain = small.inpaint(**x, noise=noise, sampler="dpm++", steps=3, generator=gen())
-    wrapped = small.inpaint(**x, noise=noise, sampler="dpm++", steps=3, generator=gen(), eps_wrapper=counting)
+    noise = engine_model.initial_noise(2, torch.Generator().manual_seed(2))
+    plain = engine_model.inpaint(**x, noise=noise, sampler="dpm++", steps=3, generator=gen())
+    wrapped = engine_model.inpaint(**x, noise=noise, sampler="dpm++", steps=3, generator=gen(), eps_wrapper=counting)
     assert len(calls) == 3 and torch.equal(plain, wrapped)
-    fp32 = small.inpaint(**x, noise=noise, sampler="dpm++", steps=3, generator=gen(), eps_wrapper=UNetRunner(small))
+    fp32 = engine_model.inpaint(
+        **x, noise=noise, sampler="dpm++", steps=3, generator=gen(), eps_wrapper=UNetRunner(engine_model)
+    )
     assert torch.equal(plain, fp32)
-    bf16 = small.inpaint(
-        **x, noise=noise, sampler="dpm++", steps=3, generator=gen(), eps_wrapper=UNetRunner(small, torch.bfloat16)
+    bf16 = engine_model.inpaint(
+        **x,
+        noise=noise,
+        sampler="dpm++",
+        steps=3,
+        generator=gen(),
+        eps_wrapper=UNetRunner(engine_model, torch.bfloat16),
     )
     assert bf16.dtype == torch.float32 and 0 < (bf16 - plain).abs().mean() < 0.1
 
@@ -154,15 +156,17 @@ class SavedCrops(PreparedVideo):
         return self.frames[index], self.landmarks[index]
 
 
-def test_pipeline_and_learnability_evaluation_give_identical_frames(small: DiffTalkModel, data_root: Path) -> None:
+def test_pipeline_and_learnability_evaluation_give_identical_frames(
+    engine_model: DiffTalkModel, tiny_dataset: Path, tmp_path: Path
+) -> None:
     """The learnability benchmark's frames are the product's: same inputs, same seed -> the same uint8 faces."""
     n, batch, steps, video = 5, 2, 3, 2
-    split = data_root.parent / "engine_split.txt"
+    split = tmp_path / "engine_split.txt"  # the shared dataset stays read-only
     split.write_text("".join(f"{video}_{f}\n" for f in range(n)))
     names = [f"{video}_{f}" for f in range(n)]
-    crops = np.stack([cv2.imread(str(data_root / "images" / f"{m}.jpg"))[..., ::-1] for m in names])
-    lms = np.stack([np.loadtxt(data_root / "landmarks" / f"{m}.lms", dtype=np.float32) for m in names])
-    windows = np.stack([np.load(data_root / "audio_smooth" / f"{m}.npy") for m in names]).astype(np.float32)
+    crops = np.stack([cv2.imread(str(tiny_dataset / "images" / f"{m}.jpg"))[..., ::-1] for m in names])
+    lms = np.stack([np.loadtxt(tiny_dataset / "landmarks" / f"{m}.lms", dtype=np.float32) for m in names])
+    windows = np.stack([np.load(tiny_dataset / "audio_smooth" / f"{m}.npy") for m in names]).astype(np.float32)
     boxes = np.tile(np.array([0, 0, SAVED], np.int32), (n, 1))
     saved = SavedCrops(Path("saved.mp4"), crops, boxes, lms, np.zeros(n, bool), crop_size=SAVED)
     silence = np.zeros(n * 640, np.float32)
@@ -173,13 +177,13 @@ def test_pipeline_and_learnability_evaluation_give_identical_frames(small: DiffT
             sampler="dpm++", steps=steps, batch_size=batch, precision="fp32", crop_size=SAVED, seed=seed
         )
         options.reference_frame = reference_frame
-        pipe = LipSyncPipeline(small, audio_features="mel", options=options)
+        pipe = LipSyncPipeline(engine_model, audio_features="mel", options=options)
         return np.stack(list(pipe.faces(saved, speech)))
 
-    ds = TalkDataset(data_root, split, image_size=small.config.first_stage.resolution)
+    ds = TalkDataset(tiny_dataset, split, image_size=engine_model.config.first_stage.resolution)
     gen = torch.Generator().manual_seed(0)
     learn = np.concatenate(
-        [to_uint8(b.frames) for b in generate_heldout(small, ds, list(range(n)), gen, steps, batch_size=batch)]
+        [to_uint8(b.frames) for b in generate_heldout(engine_model, ds, list(range(n)), gen, steps, batch_size=batch)]
     )
     product = pipeline()
     assert product.shape == (n, SAVED, SAVED, 3) and product.dtype == np.uint8

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from data_fixtures import face_frames
 
 from talkingface.inference.cli import build_parser
 from talkingface.inference.cli import main as lipsync_main
@@ -22,7 +23,6 @@ from talkingface.media.face_choice import (
     select_face,
 )
 from talkingface.preprocess import build_parser as preprocess_parser
-from tests.data_fixtures import face_frames
 
 
 def box(cx: float, cy: float = 100, side: int = 80) -> tuple[int, int, int, int]:

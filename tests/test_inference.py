@@ -9,8 +9,7 @@ import cv2
 import numpy as np
 import pytest
 import torch
-from data_fixtures import write_video, write_wav
-from golden import TINY_CONFIG, fill_deterministic
+from data_fixtures import face_landmarks, write_video, write_wav
 
 from talkingface.data.masks import inference_mask
 from talkingface.inference import InferenceError, LipSyncOptions, LipSyncPipeline
@@ -20,25 +19,7 @@ from talkingface.inference.inputs import frame_inputs
 from talkingface.inference.sampling import UNetRunner, check_steps
 from talkingface.inference.timeline import n_output_frames, pingpong_indices
 from talkingface.inference.writer import FramesDirWriter, VideoWriter
-from talkingface.model.image_driven_talkingface.DiffTalk import DiffTalkModel, load_config
-
-
-@pytest.fixture(scope="module")
-def tiny() -> DiffTalkModel:
-    model = DiffTalkModel(load_config(TINY_CONFIG).model).eval().requires_grad_(False)
-    fill_deterministic(model)
-    return model
-
-
-def face_landmarks(size: int) -> np.ndarray:
-    """A plausible 68-point layout in a ``size`` crop: jaw on an ellipse, the rest near the centre."""
-    lms = np.full((68, 2), size / 2, dtype=np.float32)
-    angles = np.linspace(np.pi, 0, 17)
-    lms[:17, 0] = size / 2 + 0.3 * size * np.cos(angles)
-    lms[:17, 1] = size / 2 + 0.3 * size * np.sin(angles)
-    lms[27:36] = [size / 2, 0.55 * size]
-    lms[33] = [size / 2, 0.6 * size]
-    return lms
+from talkingface.model.image_driven_talkingface.DiffTalk import DiffTalkModel
 
 
 def test_timeline() -> None:
@@ -112,27 +93,27 @@ def test_writers_leave_nothing_when_interrupted(tmp_path: Path) -> None:
     assert [p.name for p in tmp_path.iterdir()] == ["a.mp4"]
 
 
-def test_bf16_autocast_around_the_unet(tiny: DiffTalkModel) -> None:
+def test_bf16_autocast_around_the_unet(tiny_model: DiffTalkModel) -> None:
     g = torch.Generator().manual_seed(0)
     z = torch.randn(2, 3, 64, 64, generator=g)
-    cond = tiny.encode_conditions(
+    cond = tiny_model.encode_conditions(
         torch.randn(2, 8, 16, 29, generator=g),
         256 * torch.rand(2, 39, 2, generator=g),
         reference_latent=z,
         masked_latent=z,
     )
     t = torch.tensor([10, 900])
-    full = UNetRunner(tiny).eps_fn(cond)(z, t)
-    half = UNetRunner(tiny, torch.bfloat16).eps_fn(cond)(z, t)
+    full = UNetRunner(tiny_model).eps_fn(cond)(z, t)
+    half = UNetRunner(tiny_model, torch.bfloat16).eps_fn(cond)(z, t)
     assert half.dtype == torch.float32 and torch.isfinite(half).all()
     assert float((half - full).norm() / full.norm()) < 0.05
 
 
-def test_pipeline_api(tiny: DiffTalkModel, tmp_path: Path) -> None:
+def test_pipeline_api(tiny_model: DiffTalkModel, tmp_path: Path) -> None:
     video = write_video(tmp_path / "person.mp4", seconds=0.12, fps=25)  # 3 frames
     speech = write_wav(tmp_path / "speech.wav", seconds=0.08)  # 2 frames
     options = LipSyncOptions(sampler="ddim", steps=2, batch_size=2, precision="bf16", crop_size=128, seed=3)
-    pipe = LipSyncPipeline(tiny, audio_features="mel", options=options)
+    pipe = LipSyncPipeline(tiny_model, audio_features="mel", options=options)
     prepared = pipe.prepare_video(video)
     own = pipe.prepare_speech(video, from_video=True)  # the video's own track (the demo's default --audio)
     assert own.n_frames == 3 and own.windows.shape == (3, 8, 16, 29) and own.mux_rate == 48_000
@@ -158,7 +139,7 @@ def test_pipeline_api(tiny: DiffTalkModel, tmp_path: Path) -> None:
 
 
 def test_cpu_time_estimate_after_the_first_batch(
-    tiny: DiffTalkModel, tmp_path: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+    tiny_model: DiffTalkModel, tmp_path: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """On CPU one INFO line after the first batch says how long the rest takes and, when that is long, which --steps
     would take about 2 min."""
@@ -173,7 +154,7 @@ def test_cpu_time_estimate_after_the_first_batch(
     video = write_video(tmp_path / "person.mp4", seconds=0.12, fps=25)  # 3 frames
     speech = write_wav(tmp_path / "speech.wav", seconds=0.08)  # 2 frames
     options = LipSyncOptions(sampler="ddim", steps=2, batch_size=1, crop_size=128)
-    pipe = LipSyncPipeline(tiny, audio_features="mel", options=options)
+    pipe = LipSyncPipeline(tiny_model, audio_features="mel", options=options)
     caplog.set_level("INFO", logger=pipeline.log.name)
     pipe.run(video, speech, frames_dir=tmp_path / "frames", progress=False)
     lines = [r.getMessage() for r in caplog.records if "left on CPU" in r.getMessage()]

@@ -11,9 +11,8 @@ from pathlib import Path
 import av
 import numpy as np
 import pytest
-import torch
 from data_fixtures import write_video
-from golden import TINY_CONFIG, fill_deterministic
+from golden import TINY_CONFIG
 
 import demo
 from talkingface.data.layout import LANDMARK_FMT
@@ -23,7 +22,6 @@ from talkingface.media.crop import plan_crops
 from talkingface.media.decode import iter_frames, map_frames
 from talkingface.media.errors import PreprocessError
 from talkingface.media.extract import analyse_landmarks, analyse_video
-from talkingface.model.image_driven_talkingface.DiffTalk import DiffTalkModel, load_config
 from talkingface.synthetic.generate import clip_rng, render_clip, sidecar_path, write_clip_video
 
 FAST = ["--steps", "2", "--crop-size", "128", "--batch-size", "3", "--no-progress", "--config", str(TINY_CONFIG)]
@@ -40,14 +38,11 @@ def no_dlib(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 @pytest.fixture(scope="module")
-def clip(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+def landmark_clip(tiny_ckpt: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """A synthetic clip with its ``.landmarks.npy`` sidecar (as ``python -m talkingface.synthetic`` writes it)."""
     d = tmp_path_factory.mktemp("landmarks")
     video = write_clip_video(render_clip(clip_rng(0, 1), CLIP_FRAMES / 25), d / "synthetic_001.mp4")
-    model = DiffTalkModel(load_config(TINY_CONFIG).model).eval()
-    fill_deterministic(model)
-    torch.save({"state_dict": model.state_dict(), "audio_feature_kind": "logmel29"}, d / "tiny.ckpt")
-    return {"video": video, "sidecar": sidecar_path(video), "ckpt": d / "tiny.ckpt"}
+    return {"video": video, "sidecar": sidecar_path(video), "ckpt": tiny_ckpt}
 
 
 def run_demo(clip: dict[str, Path], out: Path, landmarks: Path, **paths: Path) -> int:
@@ -91,9 +86,9 @@ def test_map_frames_picks_the_frames_iter_frames_shows(tmp_path: Path) -> None:
     assert same.source.tolist() == list(range(10)) and same.n_source == 10
 
 
-def test_boxes_from_landmarks_are_those_of_detections(clip: dict[str, Path]) -> None:
+def test_boxes_from_landmarks_are_those_of_detections(landmark_clip: dict[str, Path]) -> None:
     """analyse_landmarks plans the crops exactly as analyse_video does from the same points (gaps filled alike)."""
-    points = np.load(clip["sidecar"])
+    points = np.load(landmark_clip["sidecar"])
     points[2] = np.nan  # a frame without a face
     rows = iter(points)
 
@@ -101,36 +96,36 @@ def test_boxes_from_landmarks_are_those_of_detections(clip: dict[str, Path]) -> 
         row = next(rows)
         return None if np.isnan(row).any() else row
 
-    detected = analyse_video(clip["video"], detector=detector, audio=False, max_missing=0.5)
-    given = analyse_landmarks(clip["video"], points, max_missing=0.5)
+    detected = analyse_video(landmark_clip["video"], detector=detector, audio=False, max_missing=0.5)
+    given = analyse_landmarks(landmark_clip["video"], points, max_missing=0.5)
     assert given.n_frames == detected.n_frames == CLIP_FRAMES
     np.testing.assert_array_equal(given.boxes, detected.boxes)
     np.testing.assert_array_equal(given.landmarks, detected.landmarks)
     np.testing.assert_array_equal(given.missing, detected.missing)
     assert given.missing.tolist() == [False, False, True, False, False]
     with pytest.raises(PreprocessError, match=r"given.npy: no landmarks in 1 of 5 frames \(20% > --max-missing 10%\)"):
-        analyse_landmarks(clip["video"], points, max_missing=0.1, source="given.npy")
+        analyse_landmarks(landmark_clip["video"], points, max_missing=0.1, source="given.npy")
 
 
-def test_synthetic_sidecar_through_the_command(clip: dict[str, Path], tmp_path: Path) -> None:
+def test_synthetic_sidecar_through_the_command(landmark_clip: dict[str, Path], tmp_path: Path) -> None:
     out = tmp_path / "result.mp4"
-    assert run_demo(clip, out, clip["sidecar"]) == 0
+    assert run_demo(landmark_clip, out, landmark_clip["sidecar"]) == 0
     assert len(list(iter_frames(out))) >= CLIP_FRAMES  # as long as the clip's own speech track
-    prepared = prepare_video(clip["video"], crop_size=128, landmarks=clip["sidecar"])
-    sidecar = np.load(clip["sidecar"])
+    prepared = prepare_video(landmark_clip["video"], crop_size=128, landmarks=landmark_clip["sidecar"])
+    sidecar = np.load(landmark_clip["sidecar"])
     np.testing.assert_array_equal(prepared.landmarks, sidecar)  # 25 fps video: frame k takes row k
     np.testing.assert_array_equal(prepared.boxes, plan_crops(sidecar))
     assert not prepared.missing.any() and prepared.n_frames == CLIP_FRAMES
 
 
-def test_lms_folder(clip: dict[str, Path], tmp_path: Path) -> None:
-    sidecar = np.load(clip["sidecar"])
+def test_lms_folder(landmark_clip: dict[str, Path], tmp_path: Path) -> None:
+    sidecar = np.load(landmark_clip["sidecar"])
     folder = write_lms_folder(tmp_path / "lms", sidecar)
-    prepared = prepare_video(clip["video"], crop_size=128, landmarks=folder)
+    prepared = prepare_video(landmark_clip["video"], crop_size=128, landmarks=folder)
     np.testing.assert_allclose(prepared.landmarks, sidecar, atol=1e-3)
     (folder / "3.lms").unlink()
     with pytest.raises(InferenceError, match=r"lms: no \.lms file for frames \[3\]"):
-        prepare_video(clip["video"], landmarks=folder)
+        prepare_video(landmark_clip["video"], landmarks=folder)
 
 
 @pytest.mark.parametrize(
@@ -143,11 +138,11 @@ def test_lms_folder(clip: dict[str, Path], tmp_path: Path) -> None:
     ids=["frame-count", "shape", "normalised"],
 )
 def test_bad_landmarks_file(
-    clip: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str], change, problem: str
+    landmark_clip: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str], change, problem: str
 ) -> None:
     bad = tmp_path / "bad.npy"
-    np.save(bad, change(np.load(clip["sidecar"])))
-    assert run_demo(clip, tmp_path / "out.mp4", bad) == 2
+    np.save(bad, change(np.load(landmark_clip["sidecar"])))
+    assert run_demo(landmark_clip, tmp_path / "out.mp4", bad) == 2
     line = error_line(capsys)
     assert line.startswith(f"error: {bad}: ")
     assert re.search(problem, line), line
@@ -155,16 +150,16 @@ def test_bad_landmarks_file(
 
 
 def test_bad_lms_file_and_missing_path(
-    clip: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    landmark_clip: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    folder = write_lms_folder(tmp_path / "lms", np.load(clip["sidecar"]))
+    folder = write_lms_folder(tmp_path / "lms", np.load(landmark_clip["sidecar"]))
     (folder / "1.lms").write_text("1 2\n3 4\n")
-    assert run_demo(clip, tmp_path / "out.mp4", folder) == 2
+    assert run_demo(landmark_clip, tmp_path / "out.mp4", folder) == 2
     assert error_line(capsys) == f"error: {folder / '1.lms'}: expected 68 rows 'x y', got shape (2, 2)"
-    assert run_demo(clip, tmp_path / "out.mp4", tmp_path / "nothing.npy") == 2
+    assert run_demo(landmark_clip, tmp_path / "out.mp4", tmp_path / "nothing.npy") == 2
     assert error_line(capsys) == f"error: {tmp_path / 'nothing.npy'}: landmarks file or folder not found"
     with pytest.raises(SystemExit) as stop:
-        demo.main(["--landmarks", str(clip["sidecar"])])
+        demo.main(["--landmarks", str(landmark_clip["sidecar"])])
     assert stop.value.code == 2
     assert error_line(capsys) == "error: --landmarks: needs --video"
 

@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import torch
-from golden import TINY_CONFIG, fill_deterministic
 
-from talkingface.model.image_driven_talkingface.DiffTalk import DiffTalkModel, load_config
+from talkingface.model.image_driven_talkingface.DiffTalk import DiffTalkModel
 
 
-def test_bf16_autocast_training_step_and_sampling() -> None:
-    model = DiffTalkModel(load_config(TINY_CONFIG).model)
-    fill_deterministic(model)
+def test_bf16_autocast_training_step_and_sampling(fresh_tiny_model: DiffTalkModel) -> None:
+    model = fresh_tiny_model  # trained a step: its own copy
     g = torch.Generator().manual_seed(0)
     images = torch.rand(2, 3, 256, 256, generator=g) * 2 - 1
     audio, landmarks = torch.randn(2, 8, 16, 29, generator=g), torch.rand(2, 39, 2, generator=g) * 256
@@ -26,11 +24,9 @@ def test_bf16_autocast_training_step_and_sampling() -> None:
     assert latents.dtype == torch.float32 and torch.isfinite(latents).all()
 
 
-def test_codebook_lookup_ignores_autocast() -> None:
-    model = DiffTalkModel(load_config(TINY_CONFIG).model)
-    fill_deterministic(model)
+def test_codebook_lookup_ignores_autocast(tiny_model: DiffTalkModel) -> None:
     z = torch.randn(2, 3, 64, 64, generator=torch.Generator().manual_seed(2))
-    vq = model.first_stage_model.quantize
+    vq = tiny_model.first_stage_model.quantize
     with torch.no_grad():
         exact = vq.indices(z)
         with torch.autocast("cpu", dtype=torch.bfloat16):

@@ -12,7 +12,6 @@ import numpy as np
 import pytest
 import torch
 from data_fixtures import write_video, write_wav
-from golden import TINY_CONFIG, fill_deterministic
 
 from talkingface.inference import LipSyncOptions, LipSyncPipeline
 from talkingface.inference.inputs import to_unit, to_unit_tensor
@@ -20,7 +19,7 @@ from talkingface.inference.stages import STAGES, StageClock
 from talkingface.inference.threads import BackgroundSink
 from talkingface.inference.video import PreparedVideo
 from talkingface.inference.writer import FramesDirWriter
-from talkingface.model.image_driven_talkingface.DiffTalk import DiffTalkModel, load_config
+from talkingface.model.image_driven_talkingface.DiffTalk import DiffTalkModel
 
 #: bf16 first stage (encode and decode) against fp32, PSNR of the pipeline's output frames on the shipped synthetic
 #: demo model (measured 51-54 dB; benchmarks/first_stage_precision.py prints it with the paper config's).
@@ -28,19 +27,12 @@ BF16_FIRST_STAGE_MIN_PSNR_DB = 45.0
 
 
 @pytest.fixture(scope="module")
-def tiny() -> DiffTalkModel:
-    model = DiffTalkModel(load_config(TINY_CONFIG).model).eval().requires_grad_(False)
-    fill_deterministic(model)
-    return model
-
-
-@pytest.fixture(scope="module")
-def clip(tiny: DiffTalkModel, tmp_path_factory: pytest.TempPathFactory) -> tuple[PreparedVideo, Path]:
+def prepared_clip(tiny_model: DiffTalkModel, tmp_path_factory: pytest.TempPathFactory) -> tuple[PreparedVideo, Path]:
     """A 3-frame video prepared once and 5 frames of speech (the ping-pong shows frames again: the latent cache)."""
     d = tmp_path_factory.mktemp("pipelined")
     video = write_video(d / "person.mp4", seconds=0.12, fps=25)
     speech = write_wav(d / "speech.wav", seconds=0.2)
-    pipe = LipSyncPipeline(tiny, audio_features="mel", options=LipSyncOptions(crop_size=128))
+    pipe = LipSyncPipeline(tiny_model, audio_features="mel", options=LipSyncOptions(crop_size=128))
     return pipe.prepare_video(video), speech
 
 
@@ -66,11 +58,11 @@ def test_unit_conversion_is_bit_equal_to_the_loader_formula() -> None:
 
 @pytest.mark.parametrize("decode_window", [False, True])
 def test_pipelined_run_gives_the_serial_frames_bit_for_bit(
-    tiny: DiffTalkModel, clip: tuple[PreparedVideo, Path], tmp_path: Path, decode_window: bool
+    tiny_model: DiffTalkModel, prepared_clip: tuple[PreparedVideo, Path], tmp_path: Path, decode_window: bool
 ) -> None:
-    video, speech = clip
-    serial = pipeline(tiny, cpu_threads=0, decode_window=decode_window)
-    piped = pipeline(tiny, cpu_threads=3, decode_window=decode_window)
+    video, speech = prepared_clip
+    serial = pipeline(tiny_model, cpu_threads=0, decode_window=decode_window)
+    piped = pipeline(tiny_model, cpu_threads=3, decode_window=decode_window)
     a = serial.run(video, speech, frames_dir=tmp_path / "serial", progress=False)
     b = piped.run(video, speech, frames_dir=tmp_path / "piped", progress=False)
     assert a.n_frames == b.n_frames == 5
@@ -83,11 +75,11 @@ def test_pipelined_run_gives_the_serial_frames_bit_for_bit(
 
 
 def test_stage_clock_times_every_stage_of_a_run(
-    tiny: DiffTalkModel, clip: tuple[PreparedVideo, Path], tmp_path: Path
+    tiny_model: DiffTalkModel, prepared_clip: tuple[PreparedVideo, Path], tmp_path: Path
 ) -> None:
-    video, speech = clip
-    pipe = pipeline(tiny, cpu_threads=0)
-    pipe.clock = StageClock(tiny.device)
+    video, speech = prepared_clip
+    pipe = pipeline(tiny_model, cpu_threads=0)
+    pipe.clock = StageClock(tiny_model.device)
     result = pipe.run(video, speech, out=tmp_path / "out.mp4", progress=False)
     rows = pipe.clock.table(result.n_frames, result.generate_s)
     assert [r["stage"] for r in rows] == list(STAGES)
@@ -95,9 +87,12 @@ def test_stage_clock_times_every_stage_of_a_run(
 
 
 def test_a_writer_error_stops_the_pipelined_run_leaving_nothing(
-    tiny: DiffTalkModel, clip: tuple[PreparedVideo, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tiny_model: DiffTalkModel,
+    prepared_clip: tuple[PreparedVideo, Path],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    video, speech = clip
+    video, speech = prepared_clip
     original, calls = FramesDirWriter.write, []
 
     def failing(self: FramesDirWriter, rgb: np.ndarray) -> None:
@@ -110,7 +105,7 @@ def test_a_writer_error_stops_the_pipelined_run_leaving_nothing(
     faulthandler.dump_traceback_later(120, exit=True)  # a hang fails the run instead of blocking CI
     try:
         with pytest.raises(OSError, match="No space left"):
-            pipeline(tiny, cpu_threads=2).run(
+            pipeline(tiny_model, cpu_threads=2).run(
                 video, speech, out=tmp_path / "out.mp4", frames_dir=tmp_path / "frames", progress=False
             )
     finally:
@@ -120,10 +115,13 @@ def test_a_writer_error_stops_the_pipelined_run_leaving_nothing(
 
 
 def test_ctrl_c_while_generating_stops_the_threads_and_leaves_nothing(
-    tiny: DiffTalkModel, clip: tuple[PreparedVideo, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tiny_model: DiffTalkModel,
+    prepared_clip: tuple[PreparedVideo, Path],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    video, speech = clip
-    pipe = pipeline(tiny, cpu_threads=2, batch_size=1)
+    video, speech = prepared_clip
+    pipe = pipeline(tiny_model, cpu_threads=2, batch_size=1)
     original, batches = pipe.generate_faces, []
 
     def interrupted(*args: object) -> np.ndarray:
@@ -162,14 +160,14 @@ def test_background_sink_keeps_order_and_hands_errors_back() -> None:
 
 
 def test_bf16_first_stage_stays_within_its_bound_on_the_shipped_model(
-    clip: tuple[PreparedVideo, Path], tmp_path: Path
+    prepared_clip: tuple[PreparedVideo, Path], tmp_path: Path
 ) -> None:
     from talkingface.inference.model_choice import resolve_checkpoint
     from talkingface.model.image_driven_talkingface.DiffTalk import get_difftalk_inference
 
     path, _ = resolve_checkpoint(None)
     model = get_difftalk_inference(ckpt=str(path))
-    video, speech = clip
+    video, speech = prepared_clip
     frames = {}
     for precision in ("fp32", "bf16"):
         pipe = LipSyncPipeline(
@@ -195,8 +193,8 @@ def test_bf16_first_stage_stays_within_its_bound_on_the_shipped_model(
         ({"crf": 99}, "--crf"),
     ],
 )
-def test_new_options_are_checked_with_the_flag_named(tiny: DiffTalkModel, change: dict, flag: str) -> None:
+def test_new_options_are_checked_with_the_flag_named(tiny_model: DiffTalkModel, change: dict, flag: str) -> None:
     from talkingface.inference import InferenceError
 
     with pytest.raises(InferenceError, match=f"^{flag}: "):
-        pipeline(tiny, **change)._check_options()
+        pipeline(tiny_model, **change)._check_options()

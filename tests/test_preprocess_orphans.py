@@ -1,6 +1,5 @@
 """D6: the workers of a ``preprocess run --workers 2`` stop when the parent is killed (no orphans left writing)."""
 
-# ruff: noqa: F811  (pytest fixtures imported from data_fixtures are redefined as arguments)
 from __future__ import annotations
 
 import os
@@ -11,7 +10,6 @@ import time
 from pathlib import Path
 
 import pytest
-from data_fixtures import media  # noqa: F401
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
 
@@ -52,9 +50,10 @@ def _alive(pids: set[int]) -> set[int]:
     return {p for p in pids if p in table and table[p][1] != "Z"}
 
 
-def test_workers_die_with_a_killed_parent(media: dict[str, Path], tmp_path: Path) -> None:
+def test_workers_die_with_a_killed_parent(source_clips: dict[str, Path], tmp_path: Path) -> None:
     root = tmp_path / "data" / "HDTF"
-    argv = [sys.executable, "-m", "talkingface.preprocess", "run", str(media["face"]), str(media["stereo"])]
+    clips = [str(source_clips["face"]), str(source_clips["stereo"])]
+    argv = [sys.executable, "-m", "talkingface.preprocess", "run", *clips]
     argv += ["--out", str(root), "--size", "64", "--no-progress", "--workers", "2"]
     proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     try:

@@ -1,6 +1,5 @@
 """End to end: real face video (astronaut photo with motion + tones) -> `python -m talkingface.preprocess run`."""
 
-# ruff: noqa: F811  (pytest fixtures imported from data_fixtures are redefined as arguments)
 from __future__ import annotations
 
 import json
@@ -13,8 +12,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-from conftest import make_read_only
-from data_fixtures import FACE_WINDOW, MOTION_PX, SIZE, built, copy_dataset, media, write_video, write_wav  # noqa: F401
+from data_fixtures import FACE_WINDOW, MOTION_PX, SIZE, copy_dataset, write_video, write_wav
+from fs_support import make_read_only
 
 from talkingface.data import writer
 from talkingface.data.validate import validate_dataset
@@ -69,12 +68,12 @@ def test_validate_passes_and_rerun_skips(built: Path, tmp_path: Path, capsys: py
     assert (root / "images" / "1_0.jpg").stat().st_mtime_ns == before
 
 
-def test_landmarks_land_on_the_face(media: dict[str, Path]) -> None:
+def test_landmarks_land_on_the_face(source_clips: dict[str, Path]) -> None:
     """Saved landmarks, mapped back through the crop box, match the photo's landmarks moved with the clip."""
     import skimage.data
 
     photo_lms = LandmarkDetector()(skimage.data.astronaut())
-    clip = extract_video(media["face"], size=SIZE, audio=False)
+    clip = extract_video(source_clips["face"], size=SIZE, audio=False)
     assert clip.frames.shape == (60, SIZE, SIZE, 3) and clip.landmarks.shape == (60, 68, 2)
     assert not clip.missing.any()
     y0, x0, _, _ = FACE_WINDOW
@@ -95,10 +94,10 @@ def test_landmarks_land_on_the_face(media: dict[str, Path]) -> None:
     np.testing.assert_allclose(clip.landmarks[:, :, 0].mean(), SIZE / 2, atol=SIZE * 0.08)
 
 
-def test_fps_resampling(media: dict[str, Path]) -> None:
-    assert count_frames(media["face"]) == 60
-    assert count_frames(media["face"], fps=30) == 72
-    assert count_frames(media["stereo"]) == 50
+def test_fps_resampling(source_clips: dict[str, Path]) -> None:
+    assert count_frames(source_clips["face"]) == 60
+    assert count_frames(source_clips["face"], fps=30) == 72
+    assert count_frames(source_clips["stereo"]) == 50
 
 
 def _bad_run(tmp_path: Path, video: Path, *extra: str) -> tuple[int, Path]:
@@ -163,7 +162,9 @@ def test_missing_input_and_mismatched_settings(built: Path, tmp_path: Path, caps
     assert "image_size=128" in capsys.readouterr().err
 
 
-def test_interrupted_run_resumes(media: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_interrupted_run_resumes(
+    source_clips: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     root = tmp_path / "data" / "HDTF"
     real = writer.iter_crops
 
@@ -175,7 +176,7 @@ def test_interrupted_run_resumes(media: dict[str, Path], tmp_path: Path, monkeyp
 
     monkeypatch.setattr(writer, "iter_crops", dying)
     with pytest.raises(KeyboardInterrupt):
-        writer.build_dataset([media["stereo"]], root, writer.BuildOptions(size=64), progress=False)
+        writer.build_dataset([source_clips["stereo"]], root, writer.BuildOptions(size=64), progress=False)
     monkeypatch.setattr(writer, "iter_crops", real)
     assert not (root / ".done" / "1.json").exists()
     assert not list((root / "images").glob("*")) if (root / "images").exists() else True
@@ -190,15 +191,15 @@ def test_interrupted_run_resumes(media: dict[str, Path], tmp_path: Path, monkeyp
     (root / ".tmp" / "1" / "images").mkdir(parents=True)
     (root / ".tmp" / "1" / "images" / "1_0.jpg").write_bytes(b"half")
     assert any(".tmp" in str(p) for p in validate_dataset(root, progress=False))
-    s = writer.build_dataset([media["stereo"]], root, writer.BuildOptions(size=64), progress=False)
+    s = writer.build_dataset([source_clips["stereo"]], root, writer.BuildOptions(size=64), progress=False)
     assert (s.done, s.failed) == (1, 0)
     assert validate_dataset(root, progress=False) == []
     assert not (root / ".tmp").exists() and not (root / "images" / "1_999.jpg").exists()
 
 
-def test_shards_workers_separate_audio_and_cli(media: dict[str, Path], tmp_path: Path) -> None:
+def test_shards_workers_separate_audio_and_cli(source_clips: dict[str, Path], tmp_path: Path) -> None:
     root = tmp_path / "data" / "HDTF"
-    videos = [str(media["face"]), str(media["stereo"])]
+    videos = [str(source_clips["face"]), str(source_clips["stereo"])]
     common = ["--out", str(root), "--size", "64", "--no-progress", "--test-videos", "face.mp4"]
     assert main(["run", *videos, *common, "--shard", "1/2"]) == 0
     assert (root / "data.txt").read_text() == "1 0\n2 50\n"
@@ -216,12 +217,12 @@ def test_shards_workers_separate_audio_and_cli(media: dict[str, Path], tmp_path:
     assert out.returncode == 0 and "OK" in out.stdout, out.stdout + out.stderr
 
 
-def test_deepspeech_npy_features_are_used_as_they_are(media: dict[str, Path], tmp_path: Path) -> None:
+def test_deepspeech_npy_features_are_used_as_they_are(source_clips: dict[str, Path], tmp_path: Path) -> None:
     aud = np.random.default_rng(0).normal(size=(49, 16, 29)).astype(np.float32)  # one frame shorter than the video
     npy = tmp_path / "stereo44k.npy"
     np.save(npy, aud)
     root = tmp_path / "data" / "HDTF"
-    args = ["run", str(media["stereo"]), "--out", str(root), "--size", "64", "--no-progress"]
+    args = ["run", str(source_clips["stereo"]), "--out", str(root), "--size", "64", "--no-progress"]
     assert main([*args, "--audio-features", "deepspeech-npy", "--deepspeech-npy", str(npy)]) == 0
     assert (root / "data.txt").read_text() == "1 49\n"
     np.testing.assert_array_equal(np.load(root / "audio_smooth" / "1_10.npy"), aud[6:14])
@@ -275,14 +276,14 @@ def test_a_different_file_with_a_finished_name_is_redone(
 
 
 def test_two_datasets_never_share_split_lists(
-    built: Path, media: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    built: Path, source_clips: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """A second dataset in the same parent folder used to overwrite the first one's data_train.txt/data_test.txt
     while validate of the first still said OK."""
     root = copy_dataset(built, tmp_path)
     lists = {p: p.read_bytes() for p in (root.parent / "data_train.txt", root.parent / "data_test.txt")}
     other = root.parent / "Other"
-    args = ["run", str(media["stereo"]), "--out", str(other), "--size", "64", "--no-progress"]
+    args = ["run", str(source_clips["stereo"]), "--out", str(other), "--size", "64", "--no-progress"]
     capsys.readouterr()
     assert main(args) == 2
     err = capsys.readouterr().err.strip().splitlines()
@@ -299,7 +300,9 @@ def test_two_datasets_never_share_split_lists(
     assert main(["finalize", str(root)]) == 2
 
 
-def test_one_run_per_out_at_a_time(media: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_one_run_per_out_at_a_time(
+    source_clips: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     """Two concurrent runs on one --out deleted each other's .tmp/<v>: a second run exits 2 at once, naming the
     lock. Shards of one run may share --out (each shard once); finalize waits for no run."""
     import fcntl
@@ -310,7 +313,7 @@ def test_one_run_per_out_at_a_time(media: dict[str, Path], tmp_path: Path, capsy
     fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # as a run in progress holds it
     try:
         capsys.readouterr()
-        assert main(["run", str(media["stereo"]), "--out", str(root), "--size", "64", "--no-progress"]) == 2
+        assert main(["run", str(source_clips["stereo"]), "--out", str(root), "--size", "64", "--no-progress"]) == 2
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and str(root / ".lock") in err[0] and "another run" in err[0], err
         assert not (root / ".tmp").exists() and not (root / ".done").exists()
@@ -326,7 +329,7 @@ def test_one_run_per_out_at_a_time(media: dict[str, Path], tmp_path: Path, capsy
 
 @pytest.mark.parametrize("where", ["out", "below-out", "split-dir", "under-a-file"])
 def test_read_only_output_folder_is_refused_up_front(
-    media: dict[str, Path],
+    source_clips: dict[str, Path],
     tmp_path: Path,
     capsys: pytest.CaptureFixture[str],
     monkeypatch: pytest.MonkeyPatch,
@@ -348,7 +351,9 @@ def test_read_only_output_folder_is_refused_up_front(
     try:
         monkeypatch.setattr(writer, "process_video", lambda *a, **k: pytest.fail("no video may be processed"))
         capsys.readouterr()
-        assert main(["run", str(media["stereo"]), "--out", str(out), "--size", "64", "--no-progress", *extra]) == 2
+        assert (
+            main(["run", str(source_clips["stereo"]), "--out", str(out), "--size", "64", "--no-progress", *extra]) == 2
+        )
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and err[0].startswith("error: "), err
         words = "is not a folder" if where == "under-a-file" else "not writable"
@@ -360,12 +365,12 @@ def test_read_only_output_folder_is_refused_up_front(
         locked.chmod(0o755)
 
 
-def test_the_detection_bar_has_a_total(media: dict[str, Path], monkeypatch: pytest.MonkeyPatch) -> None:
+def test_the_detection_bar_has_a_total(source_clips: dict[str, Path], monkeypatch: pytest.MonkeyPatch) -> None:
     """The face-detection pass shows "n/N frames" with an ETA: its total comes from the container's duration."""
     from talkingface.media import extract
     from talkingface.media.decode import probe_video
 
-    assert probe_video(media["face"]).expected_frames(25) == count_frames(media["face"]) == 60
+    assert probe_video(source_clips["face"]).expected_frames(25) == count_frames(source_clips["face"]) == 60
     totals: dict[str, int | None] = {}
     real = extract.tqdm
 
@@ -374,5 +379,5 @@ def test_the_detection_bar_has_a_total(media: dict[str, Path], monkeypatch: pyte
         return real(*args, **kwargs)
 
     monkeypatch.setattr(extract, "tqdm", spy)
-    extract.analyse_video(media["stereo"], progress=True)
+    extract.analyse_video(source_clips["stereo"], progress=True)
     assert totals == {"detect stereo44k.mov": 50}

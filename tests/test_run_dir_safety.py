@@ -13,17 +13,12 @@ from typing import Any
 import pytest
 import pytorch_lightning as pl
 import torch
-from train_support import ROOT, TINY_CONFIG, tiny_overrides, write_dataset
+from train_support import ROOT, TINY_CONFIG, tiny_overrides
 
 from talkingface.training.cli import main
 from talkingface.training.run_dir import RunDirError, RunPaths, claim_run_dir
 
 LOCK = ".lock"  # <run folder>/.lock, named in the error line
-
-
-@pytest.fixture(scope="module")
-def data_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return write_dataset(tmp_path_factory.mktemp("train_data"))
 
 
 def _write(files: dict[Path, bytes]) -> dict[Path, bytes]:
@@ -56,8 +51,8 @@ def _one_error_line(err: str) -> str:
     return lines[0]
 
 
-def _train(run: Path, data_root: Path, *flags: str, **extra: object) -> list[str]:
-    return ["--base", str(TINY_CONFIG), "-t", "--run-dir", str(run), *flags, *tiny_overrides(data_root, **extra)]
+def _train(run: Path, tiny_dataset: Path, *flags: str, **extra: object) -> list[str]:
+    return ["--base", str(TINY_CONFIG), "-t", "--run-dir", str(run), *flags, *tiny_overrides(tiny_dataset, **extra)]
 
 
 @pytest.fixture
@@ -76,14 +71,14 @@ def held_lock(tmp_path: Path) -> Iterator[Path]:
 
 @pytest.mark.parametrize("how", ["new run", "--overwrite-run", "--resume"])
 def test_a_second_run_into_a_folder_another_run_holds_is_refused_and_touches_nothing(
-    held_lock: Path, data_root: Path, capsys: Any, how: str
+    held_lock: Path, tiny_dataset: Path, capsys: Any, how: str
 ) -> None:
     run = held_lock
     files = _run_files(run)  # the other run's files, half-way through
     argv = {
-        "new run": _train(run, data_root, **{"train.max_steps": 1}),
-        "--overwrite-run": _train(run, data_root, "--overwrite-run", **{"train.max_steps": 1}),
-        "--resume": ["--resume", str(run), "-t", *tiny_overrides(data_root)],
+        "new run": _train(run, tiny_dataset, **{"train.max_steps": 1}),
+        "--overwrite-run": _train(run, tiny_dataset, "--overwrite-run", **{"train.max_steps": 1}),
+        "--resume": ["--resume", str(run), "-t", *tiny_overrides(tiny_dataset)],
     }[how]
     capsys.readouterr()
     rc = main(argv)
@@ -154,12 +149,12 @@ def _not_a_run(folder: Path) -> dict[Path, bytes]:
 
 @pytest.mark.parametrize("overwrite", [True, False])
 def test_a_folder_that_is_not_a_run_is_never_deleted_from(
-    data_root: Path, tmp_path: Path, capsys: Any, overwrite: bool
+    tiny_dataset: Path, tmp_path: Path, capsys: Any, overwrite: bool
 ) -> None:
     project = tmp_path / "project"
     files = _not_a_run(project)
     capsys.readouterr()
-    rc = main(_train(project, data_root, *(["--overwrite-run"] if overwrite else []), **{"train.max_steps": 1}))
+    rc = main(_train(project, tiny_dataset, *(["--overwrite-run"] if overwrite else []), **{"train.max_steps": 1}))
     line = _one_error_line(capsys.readouterr().err)
     assert rc == 2
     assert f"--run-dir {project}: is not a training run" in line and "nothing deleted" in line, line
@@ -206,7 +201,7 @@ def _bad_start(tmp_path: Path, case: str) -> tuple[list[str], dict[str, object]]
 @pytest.mark.parametrize("case", ["first stage", "teacher", "gpus"])
 @pytest.mark.parametrize("folder", ["new", "existing"])
 def test_a_start_that_fails_before_training_leaves_no_half_made_run(
-    data_root: Path, tmp_path: Path, capsys: Any, case: str, folder: str
+    tiny_dataset: Path, tmp_path: Path, capsys: Any, case: str, folder: str
 ) -> None:
     flags, extra = _bad_start(tmp_path, case)
     if folder == "new":
@@ -216,7 +211,7 @@ def test_a_start_that_fails_before_training_leaves_no_half_made_run(
         _write({run / "notes.txt": b"mine", run / "images" / "keep.png": b"mine too"})
     before = _tree(run) if run.exists() else None
     capsys.readouterr()
-    assert main(_train(run, data_root, *flags, **{"train.max_steps": 1, **extra})) == 2
+    assert main(_train(run, tiny_dataset, *flags, **{"train.max_steps": 1, **extra})) == 2
     _one_error_line(capsys.readouterr().err)
     if before is None:
         assert not (tmp_path / "logs").exists()
@@ -236,28 +231,28 @@ class _FailAt(pl.Callback):
             raise RuntimeError(f"crash at step {self.step}")
 
 
-def test_a_crash_before_the_first_step_removes_the_new_run_folder(data_root: Path, tmp_path: Path) -> None:
+def test_a_crash_before_the_first_step_removes_the_new_run_folder(tiny_dataset: Path, tmp_path: Path) -> None:
     run = tmp_path / "run"
     with pytest.raises(RuntimeError, match="crash at step 0"):
-        main(_train(run, data_root, **{"train.max_steps": 2}), [_FailAt(0)])
+        main(_train(run, tiny_dataset, **{"train.max_steps": 2}), [_FailAt(0)])
     assert not run.exists()
 
 
-def test_a_crash_after_the_first_step_keeps_the_run(data_root: Path, tmp_path: Path) -> None:
+def test_a_crash_after_the_first_step_keeps_the_run(tiny_dataset: Path, tmp_path: Path) -> None:
     from talkingface.training.run_dir import run_lock
 
     run = tmp_path / "run"
     with pytest.raises(RuntimeError, match="crash at step 1"):
-        main(_train(run, data_root, **{"train.max_steps": 2}), [_FailAt(1)])
+        main(_train(run, tiny_dataset, **{"train.max_steps": 2}), [_FailAt(1)])
     assert (run / "configs" / "config.yaml").is_file() and (run / "configs" / "command.txt").is_file()
     with run_lock(run):  # released when the run ended, even by an exception
         pass
 
 
-def test_a_run_dir_that_is_a_file_is_refused_at_once(data_root: Path, tmp_path: Path, capsys: Any) -> None:
+def test_a_run_dir_that_is_a_file_is_refused_at_once(tiny_dataset: Path, tmp_path: Path, capsys: Any) -> None:
     notes = tmp_path / "notes.txt"
     notes.write_bytes(b"mine")
     capsys.readouterr()
-    assert main(_train(notes, data_root, **{"train.max_steps": 1})) == 2
+    assert main(_train(notes, tiny_dataset, **{"train.max_steps": 1})) == 2
     assert f"--run-dir {notes}: is a file" in _one_error_line(capsys.readouterr().err)
     assert notes.read_bytes() == b"mine"

@@ -7,9 +7,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 from data_fixtures import tone_track, write_video, write_wav
-from golden import TINY_CONFIG, fill_deterministic
+from golden import TINY_CONFIG
 
 import demo
 from talkingface.inference import InferenceError, LipSyncOptions, LipSyncPipeline, LipSyncStream, MelStats
@@ -17,7 +16,7 @@ from talkingface.inference.stream import LOOKAHEAD_FRAMES, speech_samples
 from talkingface.inference.timeline import n_output_frames, pingpong_indices
 from talkingface.media.features import DeepSpeechNpyBackend, IncrementalLogMel, LogMelBackend, log_mel
 from talkingface.media.windows import smooth_windows
-from talkingface.model.image_driven_talkingface.DiffTalk import DiffTalkModel, load_config
+from talkingface.model.image_driven_talkingface.DiffTalk import DiffTalkModel
 
 FPS, RATE, HOP = 25, 16_000, 640
 #: Frames of audio a frame waits for (7 x 40 ms = 280 ms), as the README explains.
@@ -25,18 +24,15 @@ FLOOR_S = LOOKAHEAD_FRAMES / FPS
 
 
 @pytest.fixture(scope="module")
-def setup(tmp_path_factory: pytest.TempPathFactory) -> dict:
+def stream_setup(tiny_model: DiffTalkModel, tiny_ckpt: Path, tmp_path_factory: pytest.TempPathFactory) -> dict:
     d = tmp_path_factory.mktemp("stream")
-    model = DiffTalkModel(load_config(TINY_CONFIG).model).eval().requires_grad_(False)
-    fill_deterministic(model)
     options = LipSyncOptions(
         sampler="dpm++", steps=2, batch_size=2, crop_size=128, seed=7, decode_window=True, decode_margin=0
     )
-    pipe = LipSyncPipeline(model, audio_features="mel", options=options)
+    pipe = LipSyncPipeline(tiny_model, audio_features="mel", options=options)
     video = write_video(d / "person.mp4", seconds=0.12, fps=25)  # 3 frames: the ping-pong shows them again
     wav = write_wav(d / "speech.wav", seconds=10.3 / FPS)  # 10 frames and a partial one the offline path drops
-    torch.save({"state_dict": model.state_dict(), "audio_feature_kind": "logmel29"}, d / "tiny.ckpt")
-    return {"pipe": pipe, "prepared": pipe.prepare_video(video), "video": video, "wav": wav, "ckpt": d / "tiny.ckpt"}
+    return {"pipe": pipe, "prepared": pipe.prepare_video(video), "video": video, "wav": wav, "ckpt": tiny_ckpt}
 
 
 def feed(stream: LipSyncStream, samples: np.ndarray, rng: np.random.Generator, lo: int = 320, hi: int = 3200) -> list:
@@ -55,7 +51,7 @@ def offline_windows(samples: np.ndarray) -> np.ndarray:
 
 
 @pytest.fixture
-def recorded(setup: dict, monkeypatch: pytest.MonkeyPatch) -> list:
+def recorded(stream_setup: dict, monkeypatch: pytest.MonkeyPatch) -> list:
     """Stand in for the generation (the windows and source frames each batch gets are recorded): tests of the
     bookkeeping run in milliseconds."""
     calls: list = []
@@ -65,7 +61,7 @@ def recorded(setup: dict, monkeypatch: pytest.MonkeyPatch) -> list:
         n = len(src)
         return [None] * n, np.zeros((n, 8, 8, 3), np.uint8), [np.zeros((8, 8), np.float32)] * n
 
-    monkeypatch.setattr(setup["pipe"], "generate_batch", generate_batch)
+    monkeypatch.setattr(stream_setup["pipe"], "generate_batch", generate_batch)
     return calls
 
 
@@ -97,8 +93,8 @@ def test_incremental_log_mel_equals_offline() -> None:
         assert np.array_equal(np.concatenate(parts), log_mel(audio[: n * HOP]))  # bit-exact, whole frames only
 
 
-def test_whole_file_stats_give_the_offline_frames(setup: dict) -> None:
-    pipe, prepared, wav = setup["pipe"], setup["prepared"], setup["wav"]
+def test_whole_file_stats_give_the_offline_frames(stream_setup: dict) -> None:
+    pipe, prepared, wav = stream_setup["pipe"], stream_setup["prepared"], stream_setup["wav"]
     offline = list(pipe.generate(prepared, pipe.prepare_speech(wav)))
     samples = speech_samples(wav)
     stream = LipSyncStream(pipe, prepared, normalization=MelStats.of_speech(samples))
@@ -112,15 +108,15 @@ def test_whole_file_stats_give_the_offline_frames(setup: dict) -> None:
 
 
 @pytest.mark.parametrize("batch_size", [1, 3, 5])
-def test_order_count_and_latency_bound(setup: dict, recorded: list, batch_size: int) -> None:
+def test_order_count_and_latency_bound(stream_setup: dict, recorded: list, batch_size: int) -> None:
     """Each frame comes once the speech reaches its time + 280 ms (never earlier: its windows are complete), at most
     one batch and one chunk later; with whole-file statistics its windows are the offline ones exactly."""
-    pipe = setup["pipe"]
+    pipe = stream_setup["pipe"]
     pipe.options.batch_size, rng = batch_size, np.random.default_rng(batch_size)
     try:
         samples = speechlike(2.0 + rng.uniform(0, 0.04))
         clock = Clock()  # the audio time: generation takes no time here
-        stream = LipSyncStream(pipe, setup["prepared"], normalization=MelStats.of_speech(samples), clock=clock)
+        stream = LipSyncStream(pipe, stream_setup["prepared"], normalization=MelStats.of_speech(samples), clock=clock)
         clock.stream = stream
         pushes = feed(stream, samples, rng)
     finally:
@@ -128,7 +124,7 @@ def test_order_count_and_latency_bound(setup: dict, recorded: list, batch_size: 
     n = n_output_frames(len(samples))
     assert sum(map(len, pushes)) == n == stream.stats.n_frames
     src = np.concatenate([s for s, _ in recorded])
-    assert np.array_equal(src, pingpong_indices(n, setup["prepared"].n_frames))
+    assert np.array_equal(src, pingpong_indices(n, stream_setup["prepared"].n_frames))
     assert np.array_equal(np.concatenate([w for _, w in recorded]), offline_windows(samples))
     live = stream.stats.n_frames - len(pushes[-1])
     lags = np.array(stream.stats.frame_audio_lag_s[:live])
@@ -140,11 +136,11 @@ def test_order_count_and_latency_bound(setup: dict, recorded: list, batch_size: 
     assert summary["frames"] == n and summary["chunks"] == len(pushes) - 1 and summary["rtf"] > 0
 
 
-def test_running_normalisation_converges_to_the_whole_file(setup: dict, recorded: list) -> None:
+def test_running_normalisation_converges_to_the_whole_file(stream_setup: dict, recorded: list) -> None:
     """Running statistics: early frames differ from the offline windows (documented in NOTES_stream.md), the
     difference shrinks as speech accumulates, and the last frames use the whole-file statistics."""
     samples = speechlike(6.0, seed=3)
-    stream = LipSyncStream(setup["pipe"], setup["prepared"])
+    stream = LipSyncStream(stream_setup["pipe"], stream_setup["prepared"])
     feed(stream, samples, np.random.default_rng(3))
     got = np.concatenate([w for _, w in recorded])
     diff = np.abs(got - offline_windows(samples)).reshape(len(got), -1).max(axis=1)
@@ -156,17 +152,17 @@ def test_running_normalisation_converges_to_the_whole_file(setup: dict, recorded
     np.testing.assert_allclose(std, whole.std, atol=1e-3)
 
 
-def test_other_sample_rates_are_resampled_as_they_come(setup: dict, recorded: list) -> None:
+def test_other_sample_rates_are_resampled_as_they_come(stream_setup: dict, recorded: list) -> None:
     samples = speechlike(1.0)
     hi = np.interp(np.arange(3 * len(samples)) / 3, np.arange(len(samples)), samples).astype(np.float32)
-    stream = LipSyncStream(setup["pipe"], setup["prepared"], sample_rate=48_000)
+    stream = LipSyncStream(stream_setup["pipe"], stream_setup["prepared"], sample_rate=48_000)
     pushes = feed(stream, hi, np.random.default_rng(4), 960, 9600)
     assert sum(map(len, pushes)) == n_output_frames(len(samples)) == 25
 
 
-def test_bad_chunks_and_backends(setup: dict, recorded: list, tmp_path: Path) -> None:
-    pipe = setup["pipe"]
-    stream = LipSyncStream(pipe, setup["prepared"])
+def test_bad_chunks_and_backends(stream_setup: dict, recorded: list, tmp_path: Path) -> None:
+    pipe = stream_setup["pipe"]
+    stream = LipSyncStream(pipe, stream_setup["prepared"])
     for chunk, problem in (
         (np.zeros(0, np.float32), "chunk: is empty"),
         (np.zeros((640, 2), np.float32), r"mono float samples \(n,\), got float32 \(640, 2\)"),
@@ -182,18 +178,18 @@ def test_bad_chunks_and_backends(setup: dict, recorded: list, tmp_path: Path) ->
     with pytest.raises(InferenceError, match="the stream is closed"):
         stream.push(np.zeros(320, np.float32))
     with pytest.raises(InferenceError, match="normalization: must be 'running' or MelStats"):
-        LipSyncStream(pipe, setup["prepared"], normalization="whole")
+        LipSyncStream(pipe, stream_setup["prepared"], normalization="whole")
     (tmp_path / "aud.npy").write_bytes(b"")
     backend, pipe.backend = pipe.backend, DeepSpeechNpyBackend(tmp_path / "aud.npy")
     try:
         with pytest.raises(InferenceError, match="--audio-features: 'deepspeech29' features cannot be streamed"):
-            LipSyncStream(pipe, setup["prepared"])
+            LipSyncStream(pipe, stream_setup["prepared"])
     finally:
         pipe.backend = backend
 
 
 def test_stream_cli_writes_an_mp4_with_audio_and_nothing_partial_on_error(
-    setup: dict,
+    stream_setup: dict,
     tmp_path: Path,
     capsys: pytest.CaptureFixture[str],
     caplog: pytest.LogCaptureFixture,
@@ -203,7 +199,7 @@ def test_stream_cli_writes_an_mp4_with_audio_and_nothing_partial_on_error(
 
     caplog.set_level("INFO", logger="talkingface.inference.stream")
     speech = write_wav(tmp_path / "speech.wav", seconds=5 / FPS)
-    argv = ["--video", str(setup["video"]), "--audio", str(speech), "--ckpt", str(setup["ckpt"])]
+    argv = ["--video", str(stream_setup["video"]), "--audio", str(speech), "--ckpt", str(stream_setup["ckpt"])]
     argv += ["--config", str(TINY_CONFIG), "--steps", "1", "--crop-size", "128", "--batch-size", "3", "--no-progress"]
     argv += ["--decode-window", "--decode-margin", "0", "--stream", "--stream-no-wait", "--chunk-ms", "20"]
     out = tmp_path / "out.mp4"

@@ -8,15 +8,14 @@ import sys
 from pathlib import Path
 
 import torch
-from train_support import ROOT, TINY_CONFIG, TRAINER, tiny_overrides, write_dataset
+from train_support import ROOT, TINY_CONFIG, TRAINER, tiny_overrides
 
 
-def test_two_process_cpu_ddp_writes_one_checkpoint(tmp_path: Path) -> None:
-    data_root = write_dataset(tmp_path / "data")
+def test_two_process_cpu_ddp_writes_one_checkpoint(tiny_dataset: Path, tmp_path: Path) -> None:
     logdir = tmp_path / "logs"
     extra = {"train.max_steps": 2, "train.ddp_timeout_s": 60, "data.batch_size": 1}
     cmd = [sys.executable, str(TRAINER), "--base", str(TINY_CONFIG), "-t", "--devices", "2", "--strategy", "ddp"]
-    cmd += ["-l", str(logdir), *tiny_overrides(data_root, **extra)]
+    cmd += ["-l", str(logdir), *tiny_overrides(tiny_dataset, **extra)]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
     env.pop("TALKINGFACE_RUN_DIR", None)
     proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=240)

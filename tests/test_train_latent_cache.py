@@ -21,7 +21,7 @@ from talkingface.training.module import LatentDiffusion
 
 
 @pytest.fixture(scope="module")
-def setup(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, Path, list[str]]:
+def cache_setup(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, Path, list[str]]:
     tmp = tmp_path_factory.mktemp("cache")
     root = write_dataset(tmp)
     overrides = tiny_overrides(root)
@@ -34,8 +34,8 @@ def setup(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, Path, l
     return root, vq, cache, overrides
 
 
-def test_cached_latents_give_the_same_loss(setup: tuple[Path, Path, Path, list[str]]) -> None:
-    root, vq, cache, overrides = setup
+def test_cached_latents_give_the_same_loss(cache_setup: tuple[Path, Path, Path, list[str]]) -> None:
+    root, vq, cache, overrides = cache_setup
     cfg = load_config(TINY_CONFIG, overrides)
     model = LatentDiffusion(cfg.model).eval()
     load_first_stage(model, vq)
@@ -57,8 +57,10 @@ def test_cached_latents_give_the_same_loss(setup: tuple[Path, Path, Path, list[s
     torch.testing.assert_close(loss_a, loss_b, rtol=1e-5, atol=1e-6)
 
 
-def test_cache_is_checked_and_used_by_the_trainer(setup: tuple[Path, Path, Path, list[str]], tmp_path: Path) -> None:
-    root, vq, cache, overrides = setup
+def test_cache_is_checked_and_used_by_the_trainer(
+    cache_setup: tuple[Path, Path, Path, list[str]], tmp_path: Path
+) -> None:
+    root, vq, cache, overrides = cache_setup
     cfg = load_config(TINY_CONFIG, overrides)
     other = LatentDiffusion(cfg.model)
     with torch.no_grad():
@@ -87,12 +89,12 @@ def test_old_command_points_to_the_builder() -> None:
     assert done.returncode == 2 and "python -m talkingface.training.latent_cache build" in done.stderr
 
 
-def test_cached_items_collate_without_the_read_only_warning(setup: tuple[Path, Path, Path, list[str]]) -> None:
+def test_cached_items_collate_without_the_read_only_warning(cache_setup: tuple[Path, Path, Path, list[str]]) -> None:
     """The cache is memory-mapped read-only; items hold writable copies, so collating them raises no torch warning
     ("The given NumPy array is not writable") in every training run."""
     import warnings
 
-    root, _, cache, _ = setup
+    root, _, cache, _ = cache_setup
     ds = TalkDataset(root, root.parent / "data_train.txt", image_size=64, latent_cache=cache)
     item = ds[0]
     assert item["latent"].flags.writeable and item["masked_latent"].flags.writeable

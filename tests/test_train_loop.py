@@ -13,18 +13,13 @@ from typing import Any
 import pytest
 import pytorch_lightning as pl
 import torch
-from train_support import FEATURE_KIND, TINY_CONFIG, InterruptAt, tiny_overrides, write_dataset
+from train_support import FEATURE_KIND, TINY_CONFIG, InterruptAt, tiny_overrides
 
 from talkingface.model.image_driven_talkingface.DiffTalk import get_difftalk_inference
 from talkingface.model.image_driven_talkingface.DiffTalk.config import load_config
 from talkingface.training import module as training_module
 from talkingface.training.cli import main
 from talkingface.training.module import LatentDiffusion
-
-
-@pytest.fixture(scope="module")
-def data_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return write_dataset(tmp_path_factory.mktemp("train_data"))
 
 
 def _run_dir(logdir: Path) -> Path:
@@ -36,9 +31,9 @@ def _ema(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     return {k: v.clone() for k, v in state_dict.items() if k.startswith("model_ema.")}
 
 
-def test_training_steps_lower_the_loss_on_a_fixed_batch(data_root: Path) -> None:
+def test_training_steps_lower_the_loss_on_a_fixed_batch(tiny_dataset: Path) -> None:
     """AdamW + clip 0.1 through Lightning on one repeated batch: the loss at fixed (t, noise) goes down."""
-    cfg = load_config(TINY_CONFIG, tiny_overrides(data_root))
+    cfg = load_config(TINY_CONFIG, tiny_overrides(tiny_dataset))
     module = LatentDiffusion(cfg.model, learning_rate=1e-3)
     g = torch.Generator().manual_seed(0)
     batch = {
@@ -92,10 +87,10 @@ class _Record(pl.Callback):
         self.steps.append(trainer.global_step)
 
 
-def test_interrupt_writes_checkpoint_and_resume_continues(data_root: Path, tmp_path: Path) -> None:
+def test_interrupt_writes_checkpoint_and_resume_continues(tiny_dataset: Path, tmp_path: Path) -> None:
     logdir = tmp_path / "logs"
     base = ["--base", str(TINY_CONFIG), "-t", "-l", str(logdir)]
-    rc = main([*base, *tiny_overrides(data_root, **{"train.max_steps": 6})], extra_callbacks=[InterruptAt(2)])
+    rc = main([*base, *tiny_overrides(tiny_dataset, **{"train.max_steps": 6})], extra_callbacks=[InterruptAt(2)])
     assert rc == 128 + signal.SIGINT
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # handlers restored
     run = _run_dir(logdir)
@@ -165,7 +160,7 @@ def _same(a: Any, b: Any, where: str = "") -> None:
 
 
 def test_sigterm_mid_step_then_resume_restores_step_ema_and_optimizer(
-    data_root: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture, recwarn: pytest.WarningsRecorder
+    tiny_dataset: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture, recwarn: pytest.WarningsRecorder
 ) -> None:
     """SIGTERM at a seeded step: the step finishes, last.ckpt is written, exit 128 + 15. --resume starts at that very
     step with the checkpoint's weights, EMA and AdamW state, bit for bit; keep_last_checkpoints=2 keeps the newest two
@@ -174,7 +169,7 @@ def test_sigterm_mid_step_then_resume_restores_step_ema_and_optimizer(
     step = random.Random(15).randrange(1, 4)
     run = tmp_path / "run"
     extra = {"train.max_steps": step + 3, "train.checkpoint_every_n_steps": 1, "train.keep_last_checkpoints": 2}
-    argv = ["--base", str(TINY_CONFIG), "-t", "--run-dir", str(run), *tiny_overrides(data_root, **extra)]
+    argv = ["--base", str(TINY_CONFIG), "-t", "--run-dir", str(run), *tiny_overrides(tiny_dataset, **extra)]
     assert main(argv, extra_callbacks=[_TermDuringStep(step)]) == 128 + signal.SIGTERM
     ckpts = run / "checkpoints"
     ckpt = torch.load(ckpts / "last.ckpt", map_location="cpu", weights_only=True)
@@ -195,7 +190,7 @@ def test_sigterm_mid_step_then_resume_restores_step_ema_and_optimizer(
     assert {p.name for p in ckpts.glob("step-*.ckpt")} == newest
 
 
-def test_checkpoint_loads_for_inference_and_grids_and_export(data_root: Path, tmp_path: Path) -> None:
+def test_checkpoint_loads_for_inference_and_grids_and_export(tiny_dataset: Path, tmp_path: Path) -> None:
     logdir = tmp_path / "logs"
     extra = {
         "train.max_steps": 2,
@@ -204,7 +199,7 @@ def test_checkpoint_loads_for_inference_and_grids_and_export(data_root: Path, tm
         "train.export_slim_on_end": True,
         "train.channels_last": True,
     }
-    assert main(["--base", str(TINY_CONFIG), "-t", "-l", str(logdir), *tiny_overrides(data_root, **extra)]) == 0
+    assert main(["--base", str(TINY_CONFIG), "-t", "-l", str(logdir), *tiny_overrides(tiny_dataset, **extra)]) == 0
     run = _run_dir(logdir)
     ckpts = run / "checkpoints"
     assert sorted(p.name for p in ckpts.iterdir()) == ["difftalk_ema.safetensors", "difftalk_ema.yaml", "last.ckpt"]
@@ -229,29 +224,29 @@ def test_checkpoint_loads_for_inference_and_grids_and_export(data_root: Path, tm
         assert torch.equal(v, slim.model.state_dict()[k]), k
 
 
-def test_data_check_fails_early_with_a_clear_message(data_root: Path, tmp_path: Path, capsys: Any) -> None:
+def test_data_check_fails_early_with_a_clear_message(tiny_dataset: Path, tmp_path: Path, capsys: Any) -> None:
     base = ["--base", str(TINY_CONFIG), "-l", str(tmp_path / "logs")]
-    overrides = tiny_overrides(data_root, **{"model.conditioning.audio_feature_kind": "deepspeech29"})
+    overrides = tiny_overrides(tiny_dataset, **{"model.conditioning.audio_feature_kind": "deepspeech29"})
     capsys.readouterr()
     assert main([*base, "-t", *overrides]) == 2
     err = capsys.readouterr().err
     assert "deepspeech29" in err and "logmel29" in err and err.count("error:") == 1
     assert not (tmp_path / "logs").exists()  # nothing started
-    assert main([*base, *tiny_overrides(data_root, **{"data.train_list": tmp_path / "nope.txt"})]) == 2
+    assert main([*base, *tiny_overrides(tiny_dataset, **{"data.train_list": tmp_path / "nope.txt"})]) == 2
     assert "nope.txt" in capsys.readouterr().err
     # without -t: checks only
-    assert main([*base, *tiny_overrides(data_root)]) == 0
+    assert main([*base, *tiny_overrides(tiny_dataset)]) == 0
     assert not (tmp_path / "logs").exists()
 
 
 @pytest.mark.parametrize("fused", [False, True])
-def test_bf16_mixed_precision_step_runs(data_root: Path, tmp_path: Path, monkeypatch: Any, fused: bool) -> None:
+def test_bf16_mixed_precision_step_runs(tiny_dataset: Path, tmp_path: Path, monkeypatch: Any, fused: bool) -> None:
     # fused=True: the optimiser the trainer builds on a GPU. Lightning's AMP plugin refuses to clip gradients for
     # the fused AdamW; on an H100 `train.precision=bf16-mixed` crashed at the first step. The fused kernel also
     # exists on CPU, so pretending the parameters qualify reproduces that crash here.
     monkeypatch.setattr(training_module, "fused_adamw_supported", lambda params: fused)
     extra = {"train.max_steps": 2, "train.precision": "bf16-mixed"}
-    assert main(["--base", str(TINY_CONFIG), "-t", "-l", str(tmp_path), *tiny_overrides(data_root, **extra)]) == 0
+    assert main(["--base", str(TINY_CONFIG), "-t", "-l", str(tmp_path), *tiny_overrides(tiny_dataset, **extra)]) == 0
     ckpt = torch.load(_run_dir(tmp_path) / "checkpoints" / "last.ckpt", weights_only=True)
     assert ckpt["global_step"] == 2
     assert all(torch.isfinite(v).all() for v in ckpt["state_dict"].values() if v.is_floating_point())

@@ -13,16 +13,11 @@ from typing import Any
 import pytest
 import pytorch_lightning as pl
 import torch
-from train_support import TINY_CONFIG, tiny_overrides, write_dataset
+from train_support import TINY_CONFIG, tiny_overrides
 
 from talkingface.model.image_driven_talkingface.DiffTalk.config import ConfigError, load_config
 from talkingface.training.cli import main
 from talkingface.training.export import main as export_main
-
-
-@pytest.fixture(scope="module")
-def data_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return write_dataset(tmp_path_factory.mktemp("train_data"))
 
 
 def _fake_run(run: Path) -> dict[Path, bytes]:
@@ -41,12 +36,14 @@ def _fake_run(run: Path) -> dict[Path, bytes]:
 
 @pytest.mark.parametrize("flag", ["--run-dir", "--run_dir"])
 def test_new_run_into_an_existing_run_folder_is_refused(
-    data_root: Path, tmp_path: Path, capsys: Any, flag: str
+    tiny_dataset: Path, tmp_path: Path, capsys: Any, flag: str
 ) -> None:
     run = tmp_path / "run"
     files = _fake_run(run)
     capsys.readouterr()
-    rc = main(["--base", str(TINY_CONFIG), "-t", flag, str(run), *tiny_overrides(data_root, **{"train.max_steps": 1})])
+    rc = main(
+        ["--base", str(TINY_CONFIG), "-t", flag, str(run), *tiny_overrides(tiny_dataset, **{"train.max_steps": 1})]
+    )
     err = capsys.readouterr().err
     assert rc == 2
     assert err.count("error:") == 1 and len(err.strip().splitlines()) == 1, err
@@ -55,7 +52,7 @@ def test_new_run_into_an_existing_run_folder_is_refused(
         assert path.read_bytes() == data, path  # nothing overwritten
 
 
-def test_overwrite_run_starts_over_in_an_existing_run_folder(data_root: Path, tmp_path: Path) -> None:
+def test_overwrite_run_starts_over_in_an_existing_run_folder(tiny_dataset: Path, tmp_path: Path) -> None:
     run = tmp_path / "run"
     _fake_run(run)
     (run / "checkpoints" / "step-000000050.ckpt").write_bytes(b"stale")
@@ -71,7 +68,7 @@ def test_overwrite_run_starts_over_in_an_existing_run_folder(data_root: Path, tm
                 "--run-dir",
                 str(run),
                 "--overwrite-run",
-                *tiny_overrides(data_root, **extra),
+                *tiny_overrides(tiny_dataset, **extra),
             ]
         )
         == 0
@@ -82,7 +79,7 @@ def test_overwrite_run_starts_over_in_an_existing_run_folder(data_root: Path, tm
     assert "old command" not in (run / "configs" / "command.txt").read_text()
 
 
-def test_an_empty_run_folder_is_fine(data_root: Path, tmp_path: Path) -> None:
+def test_an_empty_run_folder_is_fine(tiny_dataset: Path, tmp_path: Path) -> None:
     run = tmp_path / "run"
     run.mkdir()
     assert (
@@ -93,7 +90,7 @@ def test_an_empty_run_folder_is_fine(data_root: Path, tmp_path: Path) -> None:
                 "-t",
                 "--run-dir",
                 str(run),
-                *tiny_overrides(data_root, **{"train.max_steps": 1}),
+                *tiny_overrides(tiny_dataset, **{"train.max_steps": 1}),
             ]
         )
         == 0
@@ -103,10 +100,10 @@ def test_an_empty_run_folder_is_fine(data_root: Path, tmp_path: Path) -> None:
 
 @pytest.mark.parametrize(("batch", "devices", "samples"), [(12, 1, "11"), (7, 2, "6")])
 def test_batch_larger_than_the_training_set_is_refused_at_start(
-    data_root: Path, tmp_path: Path, capsys: Any, batch: int, devices: int, samples: str
+    tiny_dataset: Path, tmp_path: Path, capsys: Any, batch: int, devices: int, samples: str
 ) -> None:
     """11 training samples (frames 1-11 of video 1); the loader drops incomplete batches: no step would ever run."""
-    overrides = tiny_overrides(data_root, **{"train.max_steps": 1, "data.batch_size": batch})
+    overrides = tiny_overrides(tiny_dataset, **{"train.max_steps": 1, "data.batch_size": batch})
     capsys.readouterr()
     rc = main(["--base", str(TINY_CONFIG), "-t", "-l", str(tmp_path / "logs"), "--devices", str(devices), *overrides])
     err = capsys.readouterr().err
@@ -116,8 +113,8 @@ def test_batch_larger_than_the_training_set_is_refused_at_start(
     assert not (tmp_path / "logs").exists()  # nothing started
 
 
-def test_a_batch_as_large_as_the_training_set_trains(data_root: Path, tmp_path: Path) -> None:
-    overrides = tiny_overrides(data_root, **{"train.max_steps": 1, "data.batch_size": 11})
+def test_a_batch_as_large_as_the_training_set_trains(tiny_dataset: Path, tmp_path: Path) -> None:
+    overrides = tiny_overrides(tiny_dataset, **{"train.max_steps": 1, "data.batch_size": 11})
     assert main(["--base", str(TINY_CONFIG), "-t", "--run-dir", str(tmp_path / "run"), *overrides]) == 0
     assert (tmp_path / "run" / "checkpoints" / "last.ckpt").is_file()
 
@@ -135,9 +132,11 @@ class _SignalTwice(pl.Callback):
 
 
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
-def test_a_second_signal_exits_at_once_with_128_plus_the_signal(data_root: Path, tmp_path: Path, signum: int) -> None:
+def test_a_second_signal_exits_at_once_with_128_plus_the_signal(
+    tiny_dataset: Path, tmp_path: Path, signum: int
+) -> None:
     before = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGINT)}
-    overrides = tiny_overrides(data_root, **{"train.max_steps": 5})
+    overrides = tiny_overrides(tiny_dataset, **{"train.max_steps": 5})
     with pytest.raises(SystemExit) as exit_info:
         main(["--base", str(TINY_CONFIG), "-t", "--run-dir", str(tmp_path / "run"), *overrides], [_SignalTwice(signum)])
     assert exit_info.value.code == 128 + signum  # Lightning's SIGTERMException would exit with status 0
@@ -146,10 +145,10 @@ def test_a_second_signal_exits_at_once_with_128_plus_the_signal(data_root: Path,
 
 
 @pytest.fixture(scope="module")
-def trained_run(data_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+def trained_run(tiny_dataset: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A finished 2-step run with ``step-000000001.ckpt``, ``step-000000002.ckpt`` and ``last.ckpt``."""
     run = tmp_path_factory.mktemp("trained") / "run"
-    overrides = tiny_overrides(data_root, **{"train.max_steps": 2, "train.checkpoint_every_n_steps": 1})
+    overrides = tiny_overrides(tiny_dataset, **{"train.max_steps": 2, "train.checkpoint_every_n_steps": 1})
     assert main(["--base", str(TINY_CONFIG), "-t", "--run-dir", str(run), *overrides]) == 0
     return run
 
@@ -231,7 +230,7 @@ def _intact_step(path: Path) -> int:
 
 
 def test_disk_full_while_writing_a_checkpoint_keeps_the_previous_one(
-    data_root: Path, tmp_path: Path, capsys: Any, monkeypatch: pytest.MonkeyPatch
+    tiny_dataset: Path, tmp_path: Path, capsys: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The 5th checkpoint write (last.ckpt at step 3) hits a full disk after writing part of the file: one error line
     naming that checkpoint, exit 1; every checkpoint on disk is intact and the one named still holds step 2."""
@@ -251,7 +250,7 @@ def test_disk_full_while_writing_a_checkpoint_keeps_the_previous_one(
     run = tmp_path / "run"
     extra = {"train.max_steps": 3, "train.checkpoint_every_n_steps": 1, "train.keep_last_checkpoints": 2}
     capsys.readouterr()
-    assert main(["--base", str(TINY_CONFIG), "-t", "--run-dir", str(run), *tiny_overrides(data_root, **extra)]) == 1
+    assert main(["--base", str(TINY_CONFIG), "-t", "--run-dir", str(run), *tiny_overrides(tiny_dataset, **extra)]) == 1
     line = _one_error_line(capsys.readouterr().err)
     assert "No space left on device" in line and "intact" in line, line
     ckpts = run / "checkpoints"
@@ -261,7 +260,7 @@ def test_disk_full_while_writing_a_checkpoint_keeps_the_previous_one(
     assert not [p for p in ckpts.iterdir() if not p.name.endswith(".ckpt")]  # no temporary file left
 
 
-def test_keep_last_checkpoints_must_be_at_least_1(data_root: Path) -> None:
+def test_keep_last_checkpoints_must_be_at_least_1(tiny_dataset: Path) -> None:
     with pytest.raises(ConfigError, match="train.keep_last_checkpoints"):
-        load_config(TINY_CONFIG, tiny_overrides(data_root, **{"train.keep_last_checkpoints": 0}))
-    assert load_config(TINY_CONFIG, tiny_overrides(data_root)).train.keep_last_checkpoints is None
+        load_config(TINY_CONFIG, tiny_overrides(tiny_dataset, **{"train.keep_last_checkpoints": 0}))
+    assert load_config(TINY_CONFIG, tiny_overrides(tiny_dataset)).train.keep_last_checkpoints is None
