@@ -10,12 +10,19 @@ from __future__ import annotations
 
 import copy
 import hashlib
+import os
 import sys
 from collections.abc import Iterator
 from pathlib import Path
 
-import pytest
-import torch
+#: Torch threads in the test process and (through OMP_NUM_THREADS) in the commands the tests start: one unless
+#: TALKINGFACE_TEST_THREADS says more. Two threads on two cores that other work also uses spin-wait for each other:
+#: the tiny models' steps then take 2-10x longer than on one thread.
+THREADS = max(1, int(os.environ.get("TALKINGFACE_TEST_THREADS", "1")))
+os.environ.setdefault("OMP_NUM_THREADS", str(THREADS))
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
@@ -27,7 +34,7 @@ from golden import TINY_CONFIG, fill_deterministic  # noqa: E402
 
 from talkingface.model.image_driven_talkingface.DiffTalk import DiffTalkModel, load_config  # noqa: E402
 
-torch.set_num_threads(max(1, min(2, torch.get_num_threads())))
+torch.set_num_threads(THREADS)
 
 
 @pytest.fixture(autouse=True)

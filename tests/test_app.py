@@ -203,6 +203,7 @@ def test_unreadable_upload_is_named_by_its_own_name(temp_root: Path, app_media: 
     assert str(temp_root) not in job["message"]
 
 
+@pytest.mark.slow
 def test_job_runs_reports_progress_and_files_are_removed(temp_root: Path, app_media: dict[str, Path]) -> None:
     """Upload -> job -> mp4; a second job meanwhile is refused; discarding a job and stopping remove the files."""
     with make_client(temp_root) as client:
@@ -337,6 +338,7 @@ def decoded(path: Path) -> tuple[list[np.ndarray], np.ndarray, int]:
     return frames, audio.samples, audio.sample_rate
 
 
+@pytest.mark.slow
 def test_browser_upload_runs_plays_and_downloads(
     server: str, app_media: dict[str, Path], tmp_path: Path, temp_root: Path
 ) -> None:
@@ -399,6 +401,7 @@ def test_browser_upload_runs_plays_and_downloads(
     assert max(float(np.abs(f.astype(np.int16) - frames[0]).mean()) for f in frames[1:]) > 0.5
 
 
+@pytest.mark.slow
 def test_browser_microphone_recording_drives_the_sample_face(server: str, tmp_path: Path) -> None:
     """Record from Chromium's fake microphone (webm/opus from MediaRecorder) and lip-sync the sample portrait to it."""
     from playwright.sync_api import sync_playwright

@@ -61,6 +61,7 @@ def test_golden_fixture_has_every_output(golden: dict) -> None:
     assert expected | {"ddim_latent", "ddim_image"} == set(golden["outputs"])
 
 
+@pytest.mark.slow
 def test_stagewise_outputs_match_reference(tiny_model: DiffTalkModel, golden: dict) -> None:
     """Each output from the golden inputs of its own stage: all within 1e-4."""
     i, o = golden["inputs"], golden["outputs"]
@@ -86,6 +87,7 @@ def test_stagewise_outputs_match_reference(tiny_model: DiffTalkModel, golden: di
     assert all(e < TOL for e in errors.values()), errors
 
 
+@pytest.mark.slow
 def test_chained_outputs_match_reference(chained: dict, golden: dict) -> None:
     """End to end from the raw inputs. The reference's own first-stage encodings are 1.4e-5 (relative) away from
     a float64 evaluation of the same network (ours in float32 is much closer to float64), and the UNet with
@@ -97,6 +99,7 @@ def test_chained_outputs_match_reference(chained: dict, golden: dict) -> None:
     assert all(errors[k] < limits[k] for k in o), errors
 
 
+@pytest.mark.slow
 def test_ema_weights_differ_from_raw(golden: dict, chained: dict) -> None:
     """Guards the EMA path: eps and eps_ema must differ, so using the wrong weights cannot pass."""
     assert rel_err(chained["eps_ema"], golden["outputs"]["eps"]) > 1e-2

@@ -53,6 +53,7 @@ def no_leftovers(folder: Path, allowed: set[str]) -> None:
     assert {p.name for p in folder.iterdir()} == allowed
 
 
+@pytest.mark.slow
 def test_demo_writes_lipsynced_video(assets: dict[str, Path], tmp_path: Path) -> None:
     out, frames_dir = tmp_path / "result.mp4", tmp_path / "frames"
     out.write_bytes(b"an older result")  # replaced thanks to --overwrite
@@ -77,6 +78,7 @@ def test_demo_writes_lipsynced_video(assets: dict[str, Path], tmp_path: Path) ->
         assert diff[110:140, 120:160].mean() > 15.0
 
 
+@pytest.mark.slow
 def test_refuses_existing_output_without_overwrite(assets: dict[str, Path], tmp_path: Path) -> None:
     out = tmp_path / "result.mp4"
     out.write_bytes(b"keep me")
@@ -216,6 +218,7 @@ def test_read_only_output_folder_is_refused_up_front(
         locked.chmod(0o755)
 
 
+@pytest.mark.slow
 def test_ctrl_c_is_one_line_and_leaves_no_partial_output(
     assets: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -21,6 +21,7 @@ def _device_check():
     return module
 
 
+@pytest.mark.slow
 def test_smoke_run_passes_and_writes_json(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("OUT", raising=False)
     out = tmp_path / "check.json"
@@ -57,6 +58,7 @@ def test_untrained_unet_is_perturbed_so_comparisons_mean_something() -> None:
     assert eps.abs().mean() > 1e-3
 
 
+@pytest.mark.slow
 def test_fused_adamw_check_compares_the_optimisers_on_the_same_gradients(monkeypatch: pytest.MonkeyPatch) -> None:
     """The CUDA-only check, run with the CPU fused kernel (torch >= 2.4) by pretending the device is a GPU."""
     from talkingface.training import module as training_module

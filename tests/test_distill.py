@@ -384,6 +384,7 @@ def trajectory_module(tmp: Path, data_root: Path, teacher: Path, **extra: object
     return module, next(iter(datamodule.train_dataloader()))
 
 
+@pytest.mark.slow
 def test_trajectory_loss_is_the_gap_between_the_chains_and_training_closes_it(runs: dict[str, Any]) -> None:
     """The loss is the generated-region MSE between the student's 2-step chain and the teacher's 8-step chain from
     the same noise; a few optimizer steps on one batch shrink it (the gradient reaches the student through the
@@ -410,6 +411,7 @@ def test_trajectory_loss_is_the_gap_between_the_chains_and_training_closes_it(ru
     assert end < 0.5 * start, (start, end)
 
 
+@pytest.mark.slow
 def test_trajectory_run_continues_a_progressive_student_and_records_its_method(
     runs: dict[str, Any], capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -109,6 +109,7 @@ def test_bf16_autocast_around_the_unet(tiny_model: DiffTalkModel) -> None:
     assert float((half - full).norm() / full.norm()) < 0.05
 
 
+@pytest.mark.slow
 def test_pipeline_api(tiny_model: DiffTalkModel, tmp_path: Path) -> None:
     video = write_video(tmp_path / "person.mp4", seconds=0.12, fps=25)  # 3 frames
     speech = write_wav(tmp_path / "speech.wav", seconds=0.08)  # 2 frames
@@ -138,6 +139,7 @@ def test_pipeline_api(tiny_model: DiffTalkModel, tmp_path: Path) -> None:
     assert not (tmp_path / "x.mp4").exists()
 
 
+@pytest.mark.slow
 def test_cpu_time_estimate_after_the_first_batch(
     tiny_model: DiffTalkModel, tmp_path: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -107,6 +107,7 @@ def test_boxes_from_landmarks_are_those_of_detections(landmark_clip: dict[str, P
         analyse_landmarks(landmark_clip["video"], points, max_missing=0.1, source="given.npy")
 
 
+@pytest.mark.slow
 def test_synthetic_sidecar_through_the_command(landmark_clip: dict[str, Path], tmp_path: Path) -> None:
     out = tmp_path / "result.mp4"
     assert run_demo(landmark_clip, out, landmark_clip["sidecar"]) == 0

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 
 from talkingface.model.image_driven_talkingface.DiffTalk import DiffTalkModel
 
 
+@pytest.mark.slow
 def test_bf16_autocast_training_step_and_sampling(fresh_tiny_model: DiffTalkModel) -> None:
     model = fresh_tiny_model  # trained a step: its own copy
     g = torch.Generator().manual_seed(0)

@@ -56,6 +56,7 @@ def test_unit_conversion_is_bit_equal_to_the_loader_formula() -> None:
     assert np.array_equal(to_unit_tensor(torch.from_numpy(x)).numpy(), formula)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("decode_window", [False, True])
 def test_pipelined_run_gives_the_serial_frames_bit_for_bit(
     tiny_model: DiffTalkModel, prepared_clip: tuple[PreparedVideo, Path], tmp_path: Path, decode_window: bool
@@ -74,6 +75,7 @@ def test_pipelined_run_gives_the_serial_frames_bit_for_bit(
     assert no_worker_threads()
 
 
+@pytest.mark.slow
 def test_stage_clock_times_every_stage_of_a_run(
     tiny_model: DiffTalkModel, prepared_clip: tuple[PreparedVideo, Path], tmp_path: Path
 ) -> None:
@@ -86,6 +88,7 @@ def test_stage_clock_times_every_stage_of_a_run(
     assert all(r["ms_per_frame"] > 0 for r in rows) and sum(r["share"] for r in rows) <= 1.0
 
 
+@pytest.mark.slow
 def test_a_writer_error_stops_the_pipelined_run_leaving_nothing(
     tiny_model: DiffTalkModel,
     prepared_clip: tuple[PreparedVideo, Path],
@@ -114,6 +117,7 @@ def test_a_writer_error_stops_the_pipelined_run_leaving_nothing(
     assert no_worker_threads()
 
 
+@pytest.mark.slow
 def test_ctrl_c_while_generating_stops_the_threads_and_leaves_nothing(
     tiny_model: DiffTalkModel,
     prepared_clip: tuple[PreparedVideo, Path],

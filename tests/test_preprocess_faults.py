@@ -139,6 +139,7 @@ def _complete(root: Path) -> None:
     assert not (root / ".tmp").exists() and not list((root / ".done").glob("*.moving"))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("fault", [f"{kind}:{k}" for kind, k in KILL_POINTS])
 def test_kill_9_at_a_seeded_point_then_a_rerun_completes(clips: list[Path], tmp_path: Path, fault: str) -> None:
     root = tmp_path / "data" / "HDTF"
@@ -199,6 +200,7 @@ def test_disk_full_while_writing_the_index_is_one_line(
     assert validate_dataset(root, progress=False) == []
 
 
+@pytest.mark.slow
 def test_a_second_process_on_the_same_out_exits_2_at_once(clips: list[Path], tmp_path: Path) -> None:
     """Two real processes: the first holds the lock (paused at its first frame); the second exits 2 at once naming
     the lock and touching nothing; the first then finishes a valid dataset."""

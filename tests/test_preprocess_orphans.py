@@ -50,6 +50,7 @@ def _alive(pids: set[int]) -> set[int]:
     return {p for p in pids if p in table and table[p][1] != "Z"}
 
 
+@pytest.mark.slow
 def test_workers_die_with_a_killed_parent(source_clips: dict[str, Path], tmp_path: Path) -> None:
     root = tmp_path / "data" / "HDTF"
     clips = [str(source_clips["face"]), str(source_clips["stereo"])]

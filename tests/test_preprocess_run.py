@@ -197,6 +197,7 @@ def test_interrupted_run_resumes(
     assert not (root / ".tmp").exists() and not (root / "images" / "1_999.jpg").exists()
 
 
+@pytest.mark.slow
 def test_shards_workers_separate_audio_and_cli(source_clips: dict[str, Path], tmp_path: Path) -> None:
     root = tmp_path / "data" / "HDTF"
     videos = [str(source_clips["face"]), str(source_clips["stereo"])]

@@ -93,6 +93,7 @@ def test_incremental_log_mel_equals_offline() -> None:
         assert np.array_equal(np.concatenate(parts), log_mel(audio[: n * HOP]))  # bit-exact, whole frames only
 
 
+@pytest.mark.slow
 def test_whole_file_stats_give_the_offline_frames(stream_setup: dict) -> None:
     pipe, prepared, wav = stream_setup["pipe"], stream_setup["prepared"], stream_setup["wav"]
     offline = list(pipe.generate(prepared, pipe.prepare_speech(wav)))
@@ -188,6 +189,7 @@ def test_bad_chunks_and_backends(stream_setup: dict, recorded: list, tmp_path: P
         pipe.backend = backend
 
 
+@pytest.mark.slow
 def test_stream_cli_writes_an_mp4_with_audio_and_nothing_partial_on_error(
     stream_setup: dict,
     tmp_path: Path,

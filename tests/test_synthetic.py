@@ -112,6 +112,7 @@ def test_cli_writes_videos_and_a_valid_layout(tmp_path: Path) -> None:
     assert (out / "data_test.txt").read_text().startswith("2_1\n")
 
 
+@pytest.mark.slow
 def test_learnability_benchmark_smoke(tmp_path: Path) -> None:
     """The benchmark trains through the product's trainer (its run folders, checkpoints and config snapshots are
     the trainer's) and evaluates with the learning-curve callback."""
@@ -172,6 +173,7 @@ def test_learnability_benchmark_smoke(tmp_path: Path) -> None:
     assert evaluation["eval_frames"] == 4 and "correlation_first_stage" in evaluation["videos"][0]
 
 
+@pytest.mark.slow
 def test_no_argument_demo_writes_an_mp4(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from talkingface.synthetic.export import demo_model_paths
 
@@ -225,6 +227,7 @@ def shipped_heldout(tmp_path_factory: pytest.TempPathFactory) -> dict:
     return {v.skin_tone: v for v in res.videos}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("tone", [0, 7, 8, 9])
 def test_shipped_model_mouth_follows_unseen_speech_per_skin_tone(shipped_heldout: dict, tone: int) -> None:
     """Regression guard for the whole conditioning path (audio windows, landmarks, masks, reference, sampler), per
@@ -239,6 +242,7 @@ def test_shipped_model_mouth_follows_unseen_speech_per_skin_tone(shipped_heldout
     assert v.correlation > SHIPPED_MIN_R, f"{who}: the mouth follows the speech with r = {v.correlation:.2f} only"
 
 
+@pytest.mark.slow
 def test_shipped_model_closes_the_mouth_in_silence(shipped_heldout: dict) -> None:
     """In the pauses of the speech the generated mouth is as closed as the truth, within ``SILENCE_TOLERANCE`` of
     the truth's speech opening (both read by the same pixel measure), on every tone."""
@@ -273,6 +277,7 @@ def test_small_layout_with_default_split(tmp_path: Path) -> None:
     assert (out / "data_train.txt").read_text().startswith("1_1\n")
 
 
+@pytest.mark.slow
 def test_first_stage_gamma_loss_trains_reproducibly() -> None:
     """``gamma`` (the loss also on gamma-encoded intensities, ``--first-stage-gamma``) runs, stays finite, and a
     seed gives the same model."""

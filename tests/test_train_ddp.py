@@ -7,10 +7,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import torch
 from train_support import ROOT, TINY_CONFIG, TRAINER, tiny_overrides
 
 
+@pytest.mark.slow
 def test_two_process_cpu_ddp_writes_one_checkpoint(tiny_dataset: Path, tmp_path: Path) -> None:
     logdir = tmp_path / "logs"
     extra = {"train.max_steps": 2, "train.ddp_timeout_s": 60, "data.batch_size": 1}

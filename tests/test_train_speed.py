@@ -72,6 +72,7 @@ def test_compiled_training_step_matches_eager() -> None:
     torch.testing.assert_close(grads[1], grads[0], rtol=1e-3, atol=1e-5)
 
 
+@pytest.mark.slow
 def test_bf16_autocast_stays_finite_over_100_steps() -> None:
     model = small_model().train()
     optimizer = torch.optim.AdamW(model.trainable_parameters(), lr=1e-4)

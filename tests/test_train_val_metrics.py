@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 
+import pytest
 import torch
 from golden import TINY_CONFIG, fill_deterministic
 
@@ -24,6 +25,7 @@ def fake_batch(b: int = 2, size: int = 256) -> dict[str, torch.Tensor]:
     }
 
 
+@pytest.mark.slow
 def test_sample_metrics_keys_values_and_determinism() -> None:
     model = LatentDiffusion(load_config(TINY_CONFIG).model, val_metrics_steps=2).eval()
     fill_deterministic(model)
