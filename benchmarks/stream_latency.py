@@ -38,7 +38,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from talkingface.data.constants import SAMPLE_RATE  # noqa: E402
+from talkingface.constants import SAMPLE_RATE  # noqa: E402
 from talkingface.inference import LipSyncOptions, LipSyncPipeline, LipSyncStream, MelStats  # noqa: E402
 from talkingface.inference.stream import speech_samples  # noqa: E402
 from talkingface.model.image_driven_talkingface.DiffTalk import (  # noqa: E402

@@ -25,7 +25,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from talkingface.data.constants import DEFAULT_IMAGE_SIZE, FPS, MODEL_IMAGE_SIZE
+from talkingface.constants import DEFAULT_IMAGE_SIZE, FPS, MODEL_IMAGE_SIZE
 from talkingface.inference.blend import DEFAULT_FEATHER, mouth_alpha, paste_back, paste_window
 from talkingface.inference.errors import InferenceError
 from talkingface.inference.features import resolve_feature_backend

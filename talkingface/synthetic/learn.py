@@ -22,7 +22,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from talkingface.data.constants import NOSE_BOTTOM
+from talkingface.constants import NOSE_BOTTOM
 from talkingface.data.dataset import TalkDataset
 from talkingface.data.layout import DatasetLayout, parse_name
 from talkingface.evaluate.metrics import batch_metrics
