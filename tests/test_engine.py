@@ -68,12 +68,12 @@ def test_inference_and_the_loader_import_no_lightning() -> None:
     subprocess.run([sys.executable, "-c", code], check=True, cwd=ROOT)
 
 
-def test_latent_diffusion_is_forwarded_from_training_with_a_deprecation_warning() -> None:
+def test_latent_diffusion_is_named_at_its_home_not_forwarded_by_the_model_package() -> None:
     from talkingface.training.module import LatentDiffusion
 
-    with pytest.warns(DeprecationWarning, match="talkingface.training.module"):
-        from talkingface.model.image_driven_talkingface.DiffTalk import LatentDiffusion as Forwarded
-    assert Forwarded is LatentDiffusion and issubclass(LatentDiffusion, DiffTalkModel)
+    assert issubclass(LatentDiffusion, DiffTalkModel)
+    with pytest.raises(ImportError, match="from talkingface.training.module import LatentDiffusion"):
+        from talkingface.model.image_driven_talkingface.DiffTalk import LatentDiffusion as Forwarded  # noqa: F401
 
 
 def test_one_set_of_sampler_names_and_one_error(small: DiffTalkModel) -> None:
