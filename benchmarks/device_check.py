@@ -49,9 +49,9 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests"))
 
+from talkingface.demo_assets import demo_student_path  # noqa: E402
 from talkingface.inference.sampling import UNetRunner  # noqa: E402
 from talkingface.model.image_driven_talkingface.DiffTalk import DiffTalkConditions, load_config  # noqa: E402
-from talkingface.synthetic.export import demo_student_path  # noqa: E402
 from talkingface.training.module import LatentDiffusion  # noqa: E402
 
 log = logging.getLogger("device_check")

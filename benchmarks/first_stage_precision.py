@@ -5,7 +5,7 @@
 
 For each first stage, the benchmark clip's face crops (4 frames of the synthetic portrait at the first stage's
 resolution) are encoded and decoded by ``DiffTalkModel.encode_first_stage`` / ``decode_first_stage`` under the
-pipeline's own autocast (``pipeline._first_stage_autocast``) and in float32; printed: the PSNR of the bf16 frames
+pipeline's own ``FirstStageRunner`` in bf16 and in float32; printed: the PSNR of the bf16 frames
 against the float32 ones (uint8, as the pipeline writes them) for the decode alone and for encode + decode, the
 relative error of the latents, and the milliseconds per frame of each (``--batch`` frames at a time; on CUDA with
 the first stage in channels-last, as the pipeline puts it). The paper config has random weights (its published
@@ -31,7 +31,8 @@ sys.path.insert(0, str(ROOT / "tests"))
 from data_fixtures import face_frames  # noqa: E402
 
 from talkingface.inference.model_choice import resolve_checkpoint  # noqa: E402
-from talkingface.inference.pipeline import _first_stage_autocast, to_uint8  # noqa: E402
+from talkingface.inference.pipeline import to_uint8  # noqa: E402
+from talkingface.inference.sampling import FirstStageRunner  # noqa: E402
 from talkingface.model.image_driven_talkingface.DiffTalk import (  # noqa: E402
     DiffTalkModel,
     get_difftalk_inference,
@@ -65,15 +66,13 @@ def measure(name: str, model: DiffTalkModel, device: torch.device, batch: int, r
     r = model.config.first_stage.resolution
     faces = np.stack([cv2.resize(f, (r, r), interpolation=cv2.INTER_AREA) for f in face_frames(0.16, 25)])
     x = (torch.from_numpy(faces).permute(0, 3, 1, 2).float() / 127.5 - 1.0).to(device)
-    z32 = model.encode_first_stage(x)
-    d32 = to_uint8(model.decode_first_stage(z32).clamp(-1, 1))
-    bf16 = torch.bfloat16
-    if device.type == "cuda":
-        model.first_stage_model.to(memory_format=torch.channels_last)
-    with _first_stage_autocast(model, bf16):
-        z16 = model.encode_first_stage(x).float()
-        dec16 = to_uint8(model.decode_first_stage(z32).float().clamp(-1, 1))
-        both16 = to_uint8(model.decode_first_stage(z16).float().clamp(-1, 1))
+    fp32 = FirstStageRunner(model)
+    z32 = fp32.encode(x)
+    d32 = to_uint8(fp32.decode(z32).clamp(-1, 1))
+    bf16 = FirstStageRunner(model, torch.bfloat16)  # channels-last on CUDA, as the pipeline runs it
+    z16 = bf16.encode(x)
+    dec16 = to_uint8(bf16.decode(z32).clamp(-1, 1))
+    both16 = to_uint8(bf16.decode(z16).clamp(-1, 1))
     row = {
         "decode_psnr_db": psnr(d32, dec16),
         "encode_decode_psnr_db": psnr(d32, both16),
@@ -81,10 +80,9 @@ def measure(name: str, model: DiffTalkModel, device: torch.device, batch: int, r
     }
     xb = x[torch.arange(batch) % len(x)]
     zb = z32[torch.arange(batch) % len(x)]
-    for label, dtype in (("fp32", None), ("bf16", bf16)):
-        with _first_stage_autocast(model, dtype):
-            row[f"encode_ms_{label}"] = timed_ms(lambda: model.encode_first_stage(xb), device, batch, reps)
-            row[f"decode_ms_{label}"] = timed_ms(lambda: model.decode_first_stage(zb), device, batch, reps)
+    for label, runner in (("fp32", fp32), ("bf16", bf16)):
+        row[f"encode_ms_{label}"] = timed_ms(lambda r=runner: r.encode(xb), device, batch, reps)
+        row[f"decode_ms_{label}"] = timed_ms(lambda r=runner: r.decode(zb), device, batch, reps)
     print(
         f"| {name} | {r} | {row['decode_psnr_db']:.1f} | {row['encode_decode_psnr_db']:.1f} | "
         f"{row['latent_rel_err']:.4f} | {row['encode_ms_fp32']:.2f} / {row['encode_ms_bf16']:.2f} | "

@@ -41,7 +41,7 @@ sys.path.insert(0, str(ROOT / "tests"))  # the synthetic face clip of the data t
 
 from data_fixtures import write_video, write_wav  # noqa: E402
 
-from talkingface.data.constants import FPS, SAMPLE_RATE  # noqa: E402
+from talkingface.constants import FPS, SAMPLE_RATE  # noqa: E402
 from talkingface.inference import LipSyncOptions, LipSyncPipeline, Speech  # noqa: E402
 from talkingface.inference.blend import mouth_alpha, paste_window  # noqa: E402
 from talkingface.inference.pipeline import DEFAULT_DECODE_MARGIN  # noqa: E402

@@ -359,8 +359,8 @@ def evaluate_only(args: argparse.Namespace) -> dict:
     from dataclasses import asdict
 
     resolve_sample_steps(args)
+    from talkingface.demo_assets import demo_model_paths
     from talkingface.model.image_driven_talkingface.DiffTalk import get_difftalk_inference
-    from talkingface.synthetic.export import demo_model_paths
     from talkingface.synthetic.learn import evaluate_heldout
 
     if args.threads:

@@ -38,7 +38,8 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from talkingface.data.constants import SAMPLE_RATE  # noqa: E402
+from talkingface.constants import SAMPLE_RATE  # noqa: E402
+from talkingface.demo_assets import demo_model_paths, demo_student_path  # noqa: E402
 from talkingface.inference import LipSyncOptions, LipSyncPipeline, LipSyncStream, MelStats  # noqa: E402
 from talkingface.inference.stream import speech_samples  # noqa: E402
 from talkingface.model.image_driven_talkingface.DiffTalk import (  # noqa: E402
@@ -48,7 +49,6 @@ from talkingface.model.image_driven_talkingface.DiffTalk import (  # noqa: E402
 )
 from talkingface.model.image_driven_talkingface.DiffTalk.config import default_config_path  # noqa: E402
 from talkingface.synthetic.demo import DEMO_CROP_SIZE, SidecarDetector, make_sample_media  # noqa: E402
-from talkingface.synthetic.export import demo_model_paths, demo_student_path  # noqa: E402
 from talkingface.synthetic.generate import sidecar_path  # noqa: E402
 
 CHUNKS_MS = (20, 40, 100, 200)

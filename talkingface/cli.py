@@ -28,7 +28,7 @@ class Command:
 COMMANDS: dict[str, Command] = {
     "preprocess": Command("talkingface.preprocess", "videos -> training layout: run | validate | finalize"),
     "train": Command("talkingface.training.cli", "train DiffTalk (same flags as trainer/DiffTalkTrainer.py)"),
-    "lipsync": Command("talkingface.inference.cli", "lip-sync a portrait video to speech (same flags as demo.py)"),
+    "lipsync": Command("talkingface.lipsync", "lip-sync a portrait video to speech (same flags as demo.py)"),
     "evaluate": Command("talkingface.evaluate.cli", "PSNR/SSIM/LMD/LPIPS/FID/LSE of a result against ground truth"),
     "synthetic": Command("talkingface.synthetic.cli", "generate synthetic talking-face videos and datasets"),
     "cache": Command("talkingface.training.latent_cache", "precompute first-stage latents of a dataset (build)"),

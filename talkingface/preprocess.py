@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from talkingface.cli_support import EXIT_OK, EXIT_PROBLEMS, ArgumentParser, fail, report
-from talkingface.data.constants import DEFAULT_IMAGE_SIZE, FPS
+from talkingface.constants import DEFAULT_IMAGE_SIZE, FPS
 from talkingface.data.layout import JPEG_QUALITY as DEFAULT_JPEG_QUALITY
 from talkingface.data.layout import DatasetLayout
 from talkingface.data.writer import (

@@ -15,12 +15,7 @@ import torch
 from golden import fill_deterministic
 from train_support import ROOT, TINY_CONFIG, tiny_overrides
 
-from talkingface.model.image_driven_talkingface.DiffTalk import (
-    ConfigError,
-    LatentDiffusion,
-    get_difftalk_inference,
-    load_config,
-)
+from talkingface.model.image_driven_talkingface.DiffTalk import ConfigError, get_difftalk_inference, load_config
 from talkingface.model.image_driven_talkingface.DiffTalk.config import (
     CONFIG_CKPT_KEY,
     LEGACY_FEATURE_KIND_CKPT_KEY,
@@ -31,6 +26,7 @@ from talkingface.model.image_driven_talkingface.DiffTalk.config import (
     with_audio_feature_kind,
 )
 from talkingface.training.data import check_dataset
+from talkingface.training.module import LatentDiffusion
 
 TOP_LEVEL = ROOT / "configs" / "latent-diffusion"
 PACKAGED = ROOT / "talkingface" / "configs" / "latent-diffusion"

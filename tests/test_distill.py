@@ -19,7 +19,7 @@ from safetensors import safe_open
 from train_support import TINY_CONFIG, InterruptAt, tiny_overrides
 
 import demo
-import talkingface.inference.cli as cli
+import talkingface.lipsync as cli
 from talkingface.inference import LipSyncOptions, LipSyncPipeline
 from talkingface.model.image_driven_talkingface.DiffTalk import get_difftalk_inference
 from talkingface.model.image_driven_talkingface.DiffTalk.checkpoint import load_difftalk_checkpoint

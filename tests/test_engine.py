@@ -1,5 +1,5 @@
 """One engine, thin drivers: ``DiffTalkModel`` is the only sampler dispatch and the only inpainting code; the
-pipeline and the learnability benchmark give the same frames; inference does not import Lightning."""
+pipeline and the learnability benchmark give the same frames; LatentDiffusion is named at its home."""
 
 from __future__ import annotations
 
@@ -52,12 +52,12 @@ def inputs(model: DiffTalkModel, b: int = 2, seed: int = 0) -> dict[str, torch.T
     }
 
 
-def test_latent_diffusion_is_forwarded_from_training_with_a_deprecation_warning() -> None:
+def test_latent_diffusion_is_named_at_its_home_not_forwarded_by_the_model_package() -> None:
     from talkingface.training.module import LatentDiffusion
 
-    with pytest.warns(DeprecationWarning, match="talkingface.training.module"):
-        from talkingface.model.image_driven_talkingface.DiffTalk import LatentDiffusion as Forwarded
-    assert Forwarded is LatentDiffusion and issubclass(LatentDiffusion, DiffTalkModel)
+    assert issubclass(LatentDiffusion, DiffTalkModel)
+    with pytest.raises(ImportError, match="from talkingface.training.module import LatentDiffusion"):
+        from talkingface.model.image_driven_talkingface.DiffTalk import LatentDiffusion as Forwarded  # noqa: F401
 
 
 def test_one_set_of_sampler_names_and_one_error(engine_model: DiffTalkModel) -> None:

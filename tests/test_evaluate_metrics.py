@@ -9,9 +9,10 @@ import pytest
 import torch
 from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 
-from talkingface.evaluate.image_metrics import psnr, psnr_image, ssim, ssim_image
-from talkingface.evaluate.landmarks import lmd, lmd_frame, mouth_box, mouth_opening, points_box
+from talkingface.evaluate.landmarks import lmd, lmd_frame, mouth_opening
 from talkingface.evaluate.metrics import batch_metrics
+from talkingface.metrics.image import psnr, psnr_image, ssim, ssim_image
+from talkingface.metrics.regions import mouth_box, points_box
 
 
 def _pair(rng: np.random.Generator, shape: tuple[int, ...], noise: float) -> tuple[np.ndarray, np.ndarray]:

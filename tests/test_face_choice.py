@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 from data_fixtures import face_frames
 
-from talkingface.inference.cli import build_parser
-from talkingface.inference.cli import main as lipsync_main
+from talkingface.lipsync import build_parser
+from talkingface.lipsync import main as lipsync_main
 from talkingface.media.errors import PreprocessError
 from talkingface.media.extract import analyse_video
 from talkingface.media.face_choice import (

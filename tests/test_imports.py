@@ -1,7 +1,8 @@
-"""The package's import graph: no cycles, and the layers only import downwards.
+"""The package's import graph: no cycles between files or between packages, and the layers only import downwards.
 
-Every ``import talkingface...`` / ``from talkingface... import`` and relative import is read from the source with
-``ast`` (function-level imports included: a loop hidden in a function is still a loop).
+Every ``import talkingface...`` / ``from talkingface... import``, relative import, and string import with a literal
+name (``importlib.import_module("talkingface...")``, ``__import__("talkingface...")``) is read from the source with
+``ast``; function-level imports count too: a loop hidden in a function, or behind a string, is still a loop.
 """
 
 from __future__ import annotations
@@ -13,14 +14,33 @@ from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parents[1] / "talkingface"
 MODEL = "talkingface.model"
-#: packages the model package must never import: the engine knows nothing of the drivers
-ABOVE_MODEL = ("talkingface.data", "talkingface.training", "talkingface.inference", "talkingface.evaluate")
+
+#: The layers, bottom first. A package may import packages of lower layers only (never its own layer's others);
+#: every top-level module and package of ``talkingface`` must be listed.
+LAYERS: tuple[tuple[str, ...], ...] = (
+    # the base: named constants, where the shipped demo model lies, path and command-line helpers, package data
+    (
+        "talkingface",
+        "talkingface.constants",
+        "talkingface.demo_assets",
+        "talkingface.paths",
+        "talkingface.cli_support",
+        "talkingface.configs",
+    ),
+    ("talkingface.model",),  # the engine
+    ("talkingface.media", "talkingface.metrics"),  # the face/audio/video library; image metrics
+    ("talkingface.data",),  # the training set on disk
+    ("talkingface.training", "talkingface.inference", "talkingface.evaluate"),  # the drivers
+    ("talkingface.synthetic",),  # synthetic faces, learnability and the demo, through the drivers
+    ("talkingface.app", "talkingface.cli", "talkingface.lipsync", "talkingface.preprocess"),  # the commands
+)
+STRING_IMPORTERS = ("import_module", "__import__")
 
 
-def _modules() -> dict[str, Path]:
+def _modules(package: Path) -> dict[str, Path]:
     out = {}
-    for path in PACKAGE.rglob("*.py"):
-        parts = path.relative_to(PACKAGE.parent).with_suffix("").parts
+    for path in package.rglob("*.py"):
+        parts = path.relative_to(package.parent).with_suffix("").parts
         name = ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
         out[name] = path
     return out
@@ -35,32 +55,61 @@ def _owner(name: str, modules: dict[str, Path]) -> str | None:
     return None
 
 
-def import_graph() -> dict[str, set[str]]:
-    modules = _modules()
+def imported_names(tree: ast.AST, package: str) -> list[str]:
+    """Every absolute name an ``import``, ``from ... import`` or literal string import of ``tree`` asks for
+    (``package``: the package that relative imports start from)."""
+    names: list[str] = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            names += [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                anchor = package.split(".")[: len(package.split(".")) - node.level + 1]
+                base = ".".join(anchor + ([base] if base else []))
+            names += [base] + [f"{base}.{alias.name}" for alias in node.names]
+        elif isinstance(node, ast.Call) and node.args:
+            func = node.func
+            called = func.attr if isinstance(func, ast.Attribute) else func.id if isinstance(func, ast.Name) else None
+            first = node.args[0]
+            if called in STRING_IMPORTERS and isinstance(first, ast.Constant) and isinstance(first.value, str):
+                names.append(first.value)
+    return names
+
+
+def import_graph(package: Path = PACKAGE) -> dict[str, set[str]]:
+    """Module -> the modules of the package it imports."""
+    modules = _modules(package)
     graph: dict[str, set[str]] = {m: set() for m in modules}
     for module, path in modules.items():
-        package = module if path.name == "__init__.py" else module.rpartition(".")[0]
-        for node in ast.walk(ast.parse(path.read_text(), str(path))):
-            if isinstance(node, ast.Import):
-                names = [alias.name for alias in node.names]
-            elif isinstance(node, ast.ImportFrom):
-                base = node.module or ""
-                if node.level:
-                    anchor = package.split(".")[: len(package.split(".")) - node.level + 1]
-                    base = ".".join(anchor + ([base] if base else []))
-                names = [base] + [f"{base}.{alias.name}" for alias in node.names]
-            else:
-                continue
-            for name in names:
-                target = _owner(name, modules) if name.startswith("talkingface") else None
-                # a module importing its own package's __init__ (e.g. for a sibling) is not an edge of the graph
-                if target and target != module and not module.startswith(target + "."):
-                    graph[module].add(target)
+        parent = module if path.name == "__init__.py" else module.rpartition(".")[0]
+        for name in imported_names(ast.parse(path.read_text(), str(path)), parent):
+            target = _owner(name, modules) if name.startswith("talkingface") else None
+            # a module importing its own package's __init__ (e.g. for a sibling) is not an edge of the graph
+            if target and target != module and not module.startswith(target + "."):
+                graph[module].add(target)
     return graph
 
 
+def package_of(module: str) -> str:
+    """The top-level package (or module) of ``talkingface`` that ``module`` belongs to."""
+    return ".".join(module.split(".")[:2])
+
+
+def package_graph(graph: dict[str, set[str]]) -> dict[str, set[str]]:
+    """The module graph with every module replaced by its top-level package; edges inside a package dropped."""
+    out: dict[str, set[str]] = {}
+    for src, targets in graph.items():
+        out.setdefault(package_of(src), set())
+        for dst in targets:
+            out.setdefault(package_of(dst), set())
+            if package_of(dst) != package_of(src):
+                out[package_of(src)].add(package_of(dst))
+    return out
+
+
 def cycles(graph: dict[str, set[str]]) -> list[list[str]]:
-    """Strongly connected components of more than one module (Tarjan, iterative)."""
+    """Strongly connected components of more than one node (Tarjan, iterative)."""
     index: dict[str, int] = {}
     low: dict[str, int] = {}
     stack: list[str] = []
@@ -104,26 +153,59 @@ def cycles(graph: dict[str, set[str]]) -> list[list[str]]:
     return found
 
 
-def forbidden_edges(graph: dict[str, set[str]]) -> list[str]:
-    return [
-        f"{src} -> {dst}"
-        for src, targets in sorted(graph.items())
-        if src.startswith(MODEL)
-        for dst in sorted(targets)
-        if dst.startswith(ABOVE_MODEL)
-    ]
+def layer_of(package: str) -> int | None:
+    return next((i for i, layer in enumerate(LAYERS) if package in layer), None)
 
 
-def test_no_import_cycles() -> None:
-    assert cycles(import_graph()) == []
+def unlayered(graph: dict[str, set[str]]) -> list[str]:
+    """Top-level packages that no layer lists."""
+    return sorted({package_of(m) for m in graph if layer_of(package_of(m)) is None})
 
 
-def test_model_package_imports_no_driver() -> None:
-    assert forbidden_edges(import_graph()) == []
+def edges_not_down(graph: dict[str, set[str]]) -> list[str]:
+    """``src -> dst`` for every module edge to a package of the same layer or a higher one."""
+    bad = []
+    for src, targets in sorted(graph.items()):
+        for dst in sorted(targets):
+            a, b = layer_of(package_of(src)), layer_of(package_of(dst))
+            if package_of(src) != package_of(dst) and a is not None and b is not None and b >= a:
+                bad.append(f"{src} -> {dst}")
+    return bad
+
+
+def test_no_import_cycles_between_files() -> None:
+    found = cycles(import_graph())
+    assert not found, "files that import each other: " + "; ".join(" <-> ".join(c) for c in found)
+
+
+def test_no_import_cycles_between_packages() -> None:
+    found = cycles(package_graph(import_graph()))
+    assert not found, "packages that import each other: " + "; ".join(" <-> ".join(c) for c in found)
+
+
+def test_every_package_has_a_layer() -> None:
+    missing = unlayered(import_graph())
+    assert not missing, f"add to LAYERS in {Path(__file__).name}: {', '.join(missing)}"
+
+
+def test_packages_import_only_lower_layers() -> None:
+    bad = edges_not_down(import_graph())
+    assert not bad, "imports that do not go down a layer (see LAYERS):\n" + "\n".join(bad)
 
 
 def test_the_checks_find_what_they_look_for() -> None:
-    """The detectors themselves: a planted two-module loop and an upward edge are reported."""
+    """The detectors themselves: string imports are read, and a planted loop, package loop and upward edge are
+    reported."""
+    snippet = (
+        "import importlib\n"
+        "def f():\n"
+        "    importlib.import_module('talkingface.training.module')\n"
+        "    __import__('talkingface.synthetic.export')\n"
+        "    from ..media import decode\n"
+    )
+    names = imported_names(ast.parse(snippet), "talkingface.model.sub")
+    assert {"talkingface.training.module", "talkingface.synthetic.export", "talkingface.model.media"} <= set(names)
+
     graph = import_graph()
     assert len(graph) > 30 and sum(map(len, graph.values())) > 50  # the real package was read
     planted = {k: set(v) for k, v in graph.items()}
@@ -131,7 +213,19 @@ def test_the_checks_find_what_they_look_for() -> None:
     planted[some_model].add("talkingface.training.cli")
     planted["talkingface.training.cli"].add(some_model)
     assert any(some_model in c for c in cycles(planted))
-    assert f"{some_model} -> talkingface.training.cli" in forbidden_edges(planted)
+    assert f"{some_model} -> talkingface.training.cli" in edges_not_down(planted)
+
+    # no file-level loop, but two packages that import each other through different files
+    planted = {k: set(v) for k, v in graph.items()}
+    planted["talkingface.media.decode"].add("talkingface.data.layout")
+    assert any({"talkingface.data", "talkingface.media"} <= set(c) for c in cycles(package_graph(planted)))
+    assert "talkingface.media.decode -> talkingface.data.layout" in edges_not_down(planted)
+    # a sideways edge inside one layer is refused too
+    planted = {k: set(v) for k, v in graph.items()}
+    planted["talkingface.training.module"].add("talkingface.evaluate.harness")
+    assert "talkingface.training.module -> talkingface.evaluate.harness" in edges_not_down(planted)
+    planted["talkingface.newpart"] = set()
+    assert unlayered(planted) == ["talkingface.newpart"]
 
 
 def test_inference_side_does_not_import_lightning() -> None:

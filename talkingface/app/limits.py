@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from talkingface.data.constants import FPS
+from talkingface.constants import FPS
 from talkingface.media.decode import iter_frames
 
 DEFAULT_MAX_SECONDS = 60.0

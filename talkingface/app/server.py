@@ -48,10 +48,10 @@ from talkingface.app.jobs import DONE, BusyError, JobRequest, JobRunner, RunnerS
 from talkingface.app.limits import MediaLimits, UploadError, check_sound_header, check_video_header
 from talkingface.app.uploads import ACCEPT, Form, UploadLimit, read_form
 from talkingface.cli_support import one_line
+from talkingface.demo_assets import demo_model_paths, demo_student_path
 from talkingface.inference.model_choice import is_bundled_model
 from talkingface.inference.sampling import DEFAULT_SAMPLER, DEFAULT_STEPS, SAMPLERS
 from talkingface.model.image_driven_talkingface.DiffTalk.loader import DEFAULT_CKPT, resolve_path
-from talkingface.synthetic.export import demo_model_paths, demo_student_path
 
 log = logging.getLogger(__name__)
 

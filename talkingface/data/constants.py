@@ -1,52 +1,44 @@
-"""Named constants shared by preprocessing, the dataset and validation.
+"""The shared constants under their older name: they live in :mod:`talkingface.constants` (the base of the package,
+which media, data and the model all import); this module only hands them on for code that imports them from here."""
 
-Values that are also DiffTalk config fields are taken from the config schema's defaults (one source): the audio
-window shape (``model.conditioning``), the model image and latent sides and the reference distance (``data``,
-``model.unet``).
-"""
+from talkingface.constants import (
+    AUDIO_SMOOTH_SHAPE,
+    AUDIO_WINDOW,
+    DEFAULT_IMAGE_SIZE,
+    FEATURE_DIM,
+    FEATURE_RATE_HZ,
+    FEATURES_PER_FRAME,
+    FPS,
+    INFERENCE_MASK_ROWS,
+    LATENT_SIZE,
+    MODEL_IMAGE_SIZE,
+    MODEL_LANDMARK_ROWS,
+    N_LANDMARKS,
+    NOSE_BOTTOM,
+    NOSE_TIP,
+    REFERENCE_MIN_DISTANCE,
+    SAMPLE_RATE,
+    SMOOTH_WINDOWS,
+    TRAIN_MASK_LANDMARK,
+)
 
-from __future__ import annotations
-
-from talkingface.model.image_driven_talkingface.DiffTalk.config import ConditioningConfig, DataConfig, UNetConfig
-
-_CONDITIONING, _DATA, _UNET = ConditioningConfig(), DataConfig(), UNetConfig()
-
-#: Video frame rate of every dataset (frames per second).
-FPS = 25
-#: Audio sample rate fed to every feature backend (Hz).
-SAMPLE_RATE = 16_000
-#: Rate of the per-feature-frame audio features (Hz): two feature frames per video frame.
-FEATURE_RATE_HZ = 50
-#: Feature frames per video frame.
-FEATURES_PER_FRAME = FEATURE_RATE_HZ // FPS
-#: Default feature dimension (DeepSpeech's 29 symbols, or 29 log-mel bands); whisper features have the encoder's
-#: width, recorded in meta.json and set by ``model.conditioning.audio_feature_dim``.
-FEATURE_DIM = _CONDITIONING.audio_feature_dim
-#: Feature frames in one per-video-frame window (AD-NeRF ``aud.npy``: 16 x 29).
-AUDIO_WINDOW = _CONDITIONING.audio_window
-#: Neighbouring windows stacked for smoothing (AD-NeRF ``smo_size``).
-SMOOTH_WINDOWS = _CONDITIONING.audio_smooth_windows
-#: Shape of one ``audio_smooth/<v>_<f>.npy`` file.
-AUDIO_SMOOTH_SHAPE = (SMOOTH_WINDOWS, AUDIO_WINDOW, FEATURE_DIM)
-
-#: Points in the iBUG 68-point layout.
-N_LANDMARKS = 68
-#: Rows of the 68 that the model consumes: 0-3 then 13-47 (39 rows), as the reference loader selects them.
-MODEL_LANDMARK_ROWS = tuple(range(0, 4)) + tuple(range(13, 48))
-#: iBUG 68-point names (0-based), used alike in code and README: landmark 30 is the nose tip; landmark 33 is the
-#: nose bottom (the base of the nose between the nostrils), which does not move with speech.
-NOSE_TIP = 30
-NOSE_BOTTOM = 33
-#: Landmark whose y coordinate starts the masked (generated) lower half in training.
-TRAIN_MASK_LANDMARK = NOSE_TIP
-#: Jaw points 2..14 plus the nose bottom outline the region generated at inference.
-INFERENCE_MASK_ROWS = tuple(range(2, 15)) + (NOSE_BOTTOM,)
-
-#: Default side of the saved square frames (pixels).
-DEFAULT_IMAGE_SIZE = 512
-#: Side of the images the model sees (pixels).
-MODEL_IMAGE_SIZE = _DATA.image_size
-#: Side of the first-stage latent the inference mask is built for.
-LATENT_SIZE = _UNET.image_size
-#: Minimum distance (frames) between a frame and its reference frame.
-REFERENCE_MIN_DISTANCE = _DATA.reference_min_distance
+__all__ = [
+    "AUDIO_SMOOTH_SHAPE",
+    "AUDIO_WINDOW",
+    "DEFAULT_IMAGE_SIZE",
+    "FEATURES_PER_FRAME",
+    "FEATURE_DIM",
+    "FEATURE_RATE_HZ",
+    "FPS",
+    "INFERENCE_MASK_ROWS",
+    "LATENT_SIZE",
+    "MODEL_IMAGE_SIZE",
+    "MODEL_LANDMARK_ROWS",
+    "NOSE_BOTTOM",
+    "NOSE_TIP",
+    "N_LANDMARKS",
+    "REFERENCE_MIN_DISTANCE",
+    "SAMPLE_RATE",
+    "SMOOTH_WINDOWS",
+    "TRAIN_MASK_LANDMARK",
+]

@@ -11,7 +11,7 @@ import pytorch_lightning as pl
 import torch
 from torch.utils.data import DataLoader
 
-from talkingface.data.constants import MODEL_IMAGE_SIZE, REFERENCE_MIN_DISTANCE
+from talkingface.constants import MODEL_IMAGE_SIZE, REFERENCE_MIN_DISTANCE
 from talkingface.data.dataset import TalkDataset
 from talkingface.data.latent_cache import LatentCache
 from talkingface.data.layout import IMAGE, DatasetLayout, read_split

@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 from torch.utils.data import Dataset, get_worker_info
 
-from talkingface.data.constants import MODEL_IMAGE_SIZE, MODEL_LANDMARK_ROWS, REFERENCE_MIN_DISTANCE
+from talkingface.constants import MODEL_IMAGE_SIZE, MODEL_LANDMARK_ROWS, REFERENCE_MIN_DISTANCE
 from talkingface.data.latent_cache import LatentCache
 from talkingface.data.layout import DatasetLayout, frame_name, read_split
 from talkingface.data.masks import training_mask

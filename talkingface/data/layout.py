@@ -29,7 +29,7 @@ from typing import Any
 
 import numpy as np
 
-from talkingface.data.constants import AUDIO_WINDOW, N_LANDMARKS, SMOOTH_WINDOWS
+from talkingface.constants import AUDIO_WINDOW, N_LANDMARKS, SMOOTH_WINDOWS
 from talkingface.data.meta import DatasetMetaError, check_meta, meta_feature_dim
 
 IMAGES_DIR = "images"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from talkingface.data.constants import INFERENCE_MASK_ROWS, LATENT_SIZE, MODEL_IMAGE_SIZE, TRAIN_MASK_LANDMARK
+from talkingface.constants import INFERENCE_MASK_ROWS, LATENT_SIZE, MODEL_IMAGE_SIZE, TRAIN_MASK_LANDMARK
 
 
 def training_mask(landmarks68: np.ndarray, scaler: float, size: int = MODEL_IMAGE_SIZE) -> np.ndarray:

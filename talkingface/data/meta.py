@@ -10,7 +10,7 @@ import os
 from collections.abc import Mapping
 from typing import Any
 
-from talkingface.data.constants import AUDIO_WINDOW, FEATURE_DIM, FEATURE_RATE_HZ, SMOOTH_WINDOWS
+from talkingface.constants import AUDIO_WINDOW, FEATURE_DIM, FEATURE_RATE_HZ, SMOOTH_WINDOWS
 
 META_VERSION = 1
 #: Keys every ``meta.json`` has.

@@ -29,7 +29,7 @@ from typing import Any
 
 from tqdm import tqdm
 
-from talkingface.data.constants import DEFAULT_IMAGE_SIZE, FEATURE_DIM, FPS, REFERENCE_MIN_DISTANCE, SAMPLE_RATE
+from talkingface.constants import DEFAULT_IMAGE_SIZE, FEATURE_DIM, FPS, REFERENCE_MIN_DISTANCE, SAMPLE_RATE
 from talkingface.data.layout import (
     DONE_DIR,
     FIRST_LISTED_FRAME,

@@ -1,12 +1,12 @@
 """Evaluation of talking-face videos: PSNR, SSIM, LMD, and with user-supplied weights LPIPS, FID, LSE-C/D.
 
 ``python -m talkingface.evaluate --pred PRED --gt GT --out report.json`` (see README "Evaluation");
-``talkingface.evaluate.metrics.batch_metrics`` for validation during training.
+``talkingface.metrics.batch.batch_metrics`` for validation during training.
 """
 
 from talkingface.evaluate.errors import EvaluationError, MissingWeightsError
 from talkingface.evaluate.harness import EvalOptions, EvalResult, evaluate, evaluate_frames
-from talkingface.evaluate.metrics import batch_metrics
+from talkingface.metrics.batch import batch_metrics
 
 __all__ = [
     "EvalOptions",

@@ -12,17 +12,10 @@ from typing import Any
 import numpy as np
 
 from talkingface.evaluate.errors import EvaluationError, MissingWeightsError
-from talkingface.evaluate.image_metrics import psnr_image, ssim_image
-from talkingface.evaluate.landmarks import (
-    Detector,
-    crop,
-    face_box,
-    landmarks_for,
-    lmd,
-    mouth_box,
-    mouth_opening,
-)
+from talkingface.evaluate.landmarks import Detector, landmarks_for, lmd, mouth_opening
 from talkingface.evaluate.media import align, load_frames
+from talkingface.metrics.image import psnr_image, ssim_image
+from talkingface.metrics.regions import crop, face_box, mouth_box
 
 log = logging.getLogger(__name__)
 

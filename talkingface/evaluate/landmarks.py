@@ -1,4 +1,5 @@
-"""Landmark-based regions and metrics: face / mouth boxes, LMD and mouth opening (iBUG 68-point layout).
+"""Landmark-based metrics: LMD and mouth opening (iBUG 68-point layout); the face and mouth boxes that PSNR and
+SSIM are measured on are :mod:`talkingface.metrics.regions`.
 
 LMD (landmark distance, Chen et al. 2018, as reported by DiffTalk and Wav2Lip-style papers): per frame, the
 mean Euclidean distance between the predicted and ground-truth mouth points 48-67, in pixels of the
@@ -17,12 +18,11 @@ import numpy as np
 
 from talkingface.evaluate.errors import EvaluationError
 from talkingface.evaluate.media import natural_key
+from talkingface.metrics.regions import MOUTH
 
 log = logging.getLogger(__name__)
 
 N_POINTS = 68
-#: Mouth points (outer 48-59, inner 60-67).
-MOUTH = slice(48, 68)
 #: Inner-lip middle points, top and bottom: their distance is the mouth opening.
 INNER_LIP_TOP, INNER_LIP_BOTTOM = 62, 66
 #: Outer eye corners: the face-size unit.
@@ -76,44 +76,6 @@ def load_landmarks(path: str | Path) -> np.ndarray:
     if arr.ndim != 3 or arr.shape[1:] != (N_POINTS, 2):
         raise EvaluationError(path, f"landmarks must have shape (N, 68, 2), got {arr.shape}")
     return arr.astype(np.float64)
-
-
-def points_box(
-    points: np.ndarray, image_hw: tuple[int, int], margin: float, min_side: int = 11
-) -> tuple[int, int, int, int]:
-    """``(x0, y0, x1, y1)`` (exclusive end) around ``points``, grown by ``margin`` of its size on each side,
-    grown further to at least ``min_side`` pixels (SSIM's window), clipped to the image."""
-    h, w = image_hw
-    lo, hi = points.min(axis=0), points.max(axis=0)
-    size = hi - lo
-    lo, hi = lo - margin * size, hi + margin * size
-    box = []
-    for a, b, limit in ((lo[0], hi[0], w), (lo[1], hi[1], h)):
-        a, b = int(np.floor(a)), int(np.ceil(b)) + 1
-        if b - a < min_side:
-            grow = min_side - (b - a)
-            a, b = a - grow // 2, b + grow - grow // 2
-        a, b = max(a, 0), min(b, limit)
-        if b - a < min_side:  # at an image edge: shift inwards
-            a, b = (0, min(min_side, limit)) if a == 0 else (max(limit - min_side, 0), limit)
-        box.append((a, b))
-    (x0, x1), (y0, y1) = box
-    return x0, y0, x1, y1
-
-
-def face_box(lms: np.ndarray, image_hw: tuple[int, int], margin: float = 0.1) -> tuple[int, int, int, int]:
-    """Box around all 68 points (the face crop used for PSNR/SSIM)."""
-    return points_box(lms, image_hw, margin)
-
-
-def mouth_box(lms: np.ndarray, image_hw: tuple[int, int], margin: float = 0.25) -> tuple[int, int, int, int]:
-    """Box around the mouth points 48-67 (the mouth region used for PSNR/SSIM)."""
-    return points_box(lms[MOUTH], image_hw, margin)
-
-
-def crop(image: np.ndarray, box: tuple[int, int, int, int]) -> np.ndarray:
-    x0, y0, x1, y1 = box
-    return image[y0:y1, x0:x1]
 
 
 def eye_distance(lms: np.ndarray) -> float:

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
+from talkingface.constants import FPS
 from talkingface.evaluate.errors import EvaluationError
 
 log = logging.getLogger(__name__)
@@ -128,14 +129,12 @@ def _time_map(seq: FrameSequence, fps: float) -> np.ndarray:
 def align(pred: FrameSequence, gt: FrameSequence) -> AlignedFrames:
     """Align ``pred`` and ``gt`` by time, truncate to the shorter sequence and resize ``pred`` to ``gt``'s size.
 
-    Videos at different frame rates are both resampled to the pipeline's 25 fps (:data:`~talkingface.data.
-    constants.FPS`, the rate SyncNet expects) with the frame-rate rule of :func:`talkingface.media.decode.iter_frames`
-    (frame ``k`` shows the source frame on screen at ``k / 25`` s). A frame directory has no rate; it is taken to
-    run at the other input's. Every change is noted (and warned).
+    Videos at different frame rates are both resampled to the pipeline's 25 fps (:data:`~talkingface.constants.FPS`,
+    the rate SyncNet expects) with the frame-rate rule of :func:`talkingface.media.decode.iter_frames` (frame
+    ``k`` shows the source frame on screen at ``k / 25`` s). A frame directory has no rate; it is taken to run at the
+    other input's. Every change is noted (and warned).
     """
     import cv2
-
-    from talkingface.data.constants import FPS
 
     notes: list[str] = []
     pred_index = np.arange(len(pred), dtype=np.int64)

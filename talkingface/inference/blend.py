@@ -6,7 +6,7 @@ import math
 
 import numpy as np
 
-from talkingface.data.constants import INFERENCE_MASK_ROWS
+from talkingface.constants import INFERENCE_MASK_ROWS
 
 #: Gaussian feather (sigma) as a fraction of the crop side.
 DEFAULT_FEATHER = 0.02

@@ -17,7 +17,7 @@ from dataclasses import dataclass, fields
 import numpy as np
 import torch
 
-from talkingface.data.constants import LATENT_SIZE, MODEL_IMAGE_SIZE, MODEL_LANDMARK_ROWS, NOSE_BOTTOM
+from talkingface.constants import LATENT_SIZE, MODEL_IMAGE_SIZE, MODEL_LANDMARK_ROWS, NOSE_BOTTOM
 from talkingface.data.masks import inference_mask
 
 #: Landmark whose row starts the blacked-out lower face of the masked image at inference.

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from talkingface.data.constants import FPS, N_LANDMARKS
+from talkingface.constants import FPS, N_LANDMARKS
 from talkingface.data.layout import LANDMARKS
 from talkingface.inference.errors import InferenceError
 from talkingface.media.decode import map_frames

@@ -9,8 +9,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from talkingface.demo_assets import demo_model_paths, demo_student_path
 from talkingface.model.image_driven_talkingface.DiffTalk.loader import DEFAULT_CKPT, resolve_path
-from talkingface.synthetic.export import demo_model_paths, demo_student_path
 
 TRAIN_COMMAND = "python trainer/DiffTalkTrainer.py --base configs/latent-diffusion/talking.yaml -t ..."
 SYNTHETIC_MODEL_WARNING = (

@@ -25,13 +25,19 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from talkingface.data.constants import DEFAULT_IMAGE_SIZE, FPS, MODEL_IMAGE_SIZE
+from talkingface.constants import DEFAULT_IMAGE_SIZE, FPS, MODEL_IMAGE_SIZE
 from talkingface.inference.blend import DEFAULT_FEATHER, mouth_alpha, paste_back, paste_window
 from talkingface.inference.errors import InferenceError
 from talkingface.inference.features import resolve_feature_backend
 from talkingface.inference.inputs import FrameInputs, frame_inputs, resize_bicubic, to_unit_tensor
 from talkingface.inference.landmark_file import SourceLandmarks
-from talkingface.inference.sampling import UNetRunner, check_steps, resolve_precision, resolve_sampling
+from talkingface.inference.sampling import (
+    FirstStageRunner,
+    UNetRunner,
+    check_steps,
+    resolve_precision,
+    resolve_sampling,
+)
 from talkingface.inference.speech import Speech, prepare_speech
 from talkingface.inference.stages import StageClock, timed
 from talkingface.inference.threads import BackgroundSink, SerialSink
@@ -108,31 +114,27 @@ def _images(model: DiffTalkModel, images: np.ndarray | torch.Tensor) -> torch.Te
     return to_unit_tensor(_to_device(model, images))
 
 
-def _first_stage_autocast(model: DiffTalkModel, dtype: torch.dtype | None) -> contextlib.AbstractContextManager:
-    if dtype is None:
-        return contextlib.nullcontext()
-    return torch.autocast(model.device.type, dtype=dtype)
-
-
 @torch.no_grad()
 def reference_latent(
-    model: DiffTalkModel, crop: np.ndarray, first_stage_dtype: torch.dtype | None = None
+    model: DiffTalkModel, crop: np.ndarray, first_stage: FirstStageRunner | None = None
 ) -> torch.Tensor:
-    """First-stage latent ``(1, C, h, w)`` of a reference crop (uint8 ``(S, S, 3)``), resized as the loader does."""
-    image = resize_bicubic(crop, model.config.first_stage.resolution)[None]
-    with _first_stage_autocast(model, first_stage_dtype):
-        return model.encode_first_stage(_images(model, image)).float()
+    """First-stage latent ``(1, C, h, w)`` of a reference crop (uint8 ``(S, S, 3)``), resized as the loader does.
+    ``first_stage``: how to run the first stage (default: float32, eager)."""
+    image = _images(model, resize_bicubic(crop, model.config.first_stage.resolution)[None])
+    return (first_stage or FirstStageRunner(model)).encode(image)
 
 
 @torch.no_grad()
 def encode_frames(
-    model: DiffTalkModel, inputs: FrameInputs, first_stage_dtype: torch.dtype | None = None
+    model: DiffTalkModel, inputs: FrameInputs, first_stage: FirstStageRunner | None = None
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """First-stage latents of the frames (``x0``) and of their masked images (the engine's one batched encode).
-    ``first_stage_dtype``: autocast dtype of the first stage (None: float32); the latents are float32."""
-    with _first_stage_autocast(model, first_stage_dtype):
-        z, zm = model.encode_frames(_images(model, inputs.image), _images(model, inputs.masked))
-    return z.float(), zm.float()
+    """First-stage latents of the frames (``x0``) and of their masked images, in one batched encode (as
+    ``DiffTalkModel.encode_frames``). ``first_stage``: how to run the first stage (default: float32, eager)."""
+    n = len(inputs.image)
+    z = (first_stage or FirstStageRunner(model)).encode(
+        torch.cat([_images(model, inputs.image), _images(model, inputs.masked)])
+    )
+    return z[:n], z[n:]
 
 
 @torch.no_grad()
@@ -151,7 +153,7 @@ def inpaint_frames(
     eps_wrapper: EpsWrapper | None = None,
     decode_window: tuple[int, int, int, int] | None = None,
     timesteps: Sequence[int] | None = None,
-    first_stage_dtype: torch.dtype | None = None,
+    first_stage: FirstStageRunner | None = None,
     clock: StageClock | None = None,
 ) -> torch.Tensor:
     """Generated frames ``(B, 3, R, R)`` in [-1, 1] from a batch of frame inputs and audio windows ``(B, 8, 16, 29)``.
@@ -160,13 +162,14 @@ def inpaint_frames(
     latent (:func:`reference_latent`); ``noise``: ``x_T``; ``latents``: the frames' and masked images' latents when
     already encoded (:func:`encode_frames`), else they are encoded here. ``decode_window``: decode only these latent
     cells (:func:`~talkingface.inference.blend.paste_window`); the rest of each frame is its source image. None
-    decodes the whole latent. ``timesteps``: an explicit DDIM grid (a distilled student's). ``first_stage_dtype``:
-    autocast dtype of the first stage's encode and decode (None: float32). ``clock``: time the encode, sample and
-    decode stages (:class:`~talkingface.inference.stages.StageClock`).
+    decodes the whole latent. ``timesteps``: an explicit DDIM grid (a distilled student's). ``first_stage``: how
+    the first stage encodes and decodes (precision, layout, compile; default float32, eager). ``clock``: time the
+    encode, sample and decode stages (:class:`~talkingface.inference.stages.StageClock`).
     """
+    first_stage = first_stage or FirstStageRunner(model)
     if latents is None:
         with timed(clock, "encode"):
-            latents = encode_frames(model, inputs, first_stage_dtype)
+            latents = encode_frames(model, inputs, first_stage)
     image_latent, masked_latent = latents
     with timed(clock, "sample"):
         sampled = model.inpaint(
@@ -185,12 +188,9 @@ def inpaint_frames(
             timesteps=timesteps,
             decode=False,
         )
-    with timed(clock, "decode"), _first_stage_autocast(model, first_stage_dtype):
-        if decode_window is not None:
-            frames = model.decode_first_stage_window(sampled.float(), decode_window, _images(model, inputs.image))
-        else:
-            frames = model.decode_first_stage(sampled.float())
-        return frames.float().clamp(-1.0, 1.0)
+    with timed(clock, "decode"):
+        fill = _images(model, inputs.image) if decode_window is not None else None
+        return first_stage.decode(sampled.float(), decode_window, fill).clamp(-1.0, 1.0)
 
 
 def to_uint8(frames: torch.Tensor) -> np.ndarray:
@@ -275,7 +275,7 @@ class Generation:
     steps: int
     grid: tuple[int, ...] | None
     window: bool  # decode only the latent window under the paste-back region
-    first_stage_dtype: torch.dtype | None = None  # autocast dtype of the first stage (None: float32)
+    first_stage: FirstStageRunner | None = None  # how the first stage runs (precision, layout, compile)
 
 
 @dataclass
@@ -354,6 +354,7 @@ class LipSyncPipeline:
             conditioning.audio_feature_dim,
         )
         self._runners: dict[tuple[torch.dtype | None, bool], UNetRunner] = {}
+        self._first_stages: dict[tuple[torch.dtype | None, bool], FirstStageRunner] = {}
         #: set a :class:`~talkingface.inference.stages.StageClock` to time each stage (the benchmarks do)
         self.clock: StageClock | None = None
 
@@ -436,19 +437,19 @@ class LipSyncPipeline:
         return self._runners[key]
 
     # -------------------------------------------------------------- generation
-    def first_stage_dtype(self) -> torch.dtype | None:
-        """The first stage's autocast dtype (``first_stage_precision``; None: float32). In bf16 on CUDA the first
-        stage is also put in channels-last memory format (the same values, faster convolutions)."""
-        dtype = resolve_precision(self.options.first_stage_precision, self.model.device, "--first-stage-precision")
-        if dtype is not None and self.model.device.type == "cuda":
-            self.model.first_stage_model.to(memory_format=torch.channels_last)
-        return dtype
+    def first_stage(self) -> FirstStageRunner:
+        """How the first stage runs (``first_stage_precision``; compiled with ``compile``, once per setting)."""
+        o = self.options
+        key = (resolve_precision(o.first_stage_precision, self.model.device, "--first-stage-precision"), o.compile)
+        if key not in self._first_stages:
+            self._first_stages[key] = FirstStageRunner(self.model, *key)
+        return self._first_stages[key]
 
     @torch.no_grad()
-    def reference_latent(self, video: PreparedVideo, first_stage_dtype: torch.dtype | None = None) -> torch.Tensor:
+    def reference_latent(self, video: PreparedVideo, first_stage: FirstStageRunner | None = None) -> torch.Tensor:
         """First-stage latent ``(1, C, h, w)`` of the reference frame (encoded once per video; 64 x 64 for DiffTalk)."""
         crop, _ = video.crop(self.reference_index(video))
-        return reference_latent(self.model, crop, first_stage_dtype)
+        return reference_latent(self.model, crop, first_stage or self.first_stage())
 
     @torch.no_grad()
     def _target_latents(
@@ -460,7 +461,7 @@ class LipSyncPipeline:
         todo = [j for j, i in enumerate(src) if cache is None or int(i) not in cache]
         if todo:
             with timed(self.clock, "encode"):
-                z, zm = encode_frames(self.model, inputs.take(np.asarray(todo)), gen.first_stage_dtype)
+                z, zm = encode_frames(self.model, inputs.take(np.asarray(todo)), gen.first_stage)
             fresh = {j: (z[k], zm[k]) for k, j in enumerate(todo)}
             if cache is not None:
                 cache.update({int(src[j]): pair for j, pair in fresh.items()})
@@ -478,10 +479,10 @@ class LipSyncPipeline:
         region."""
         self._check_options()
         sampler, steps, grid = self.sampling()
-        dtype = self.first_stage_dtype()
+        first_stage = self.first_stage()
         return Generation(
             video=video,
-            reference=self.reference_latent(video, dtype),
+            reference=self.reference_latent(video, first_stage),
             generator=torch.Generator().manual_seed(self.options.seed),
             runner=self._runner(),
             cache={} if cache and video.n_frames <= LATENT_CACHE_FRAMES else None,
@@ -489,7 +490,7 @@ class LipSyncPipeline:
             steps=steps,
             grid=grid,
             window=window,
-            first_stage_dtype=dtype,
+            first_stage=first_stage,
         )
 
     def prepare_batch(self, gen: Generation, src: np.ndarray, pool: Executor | None = None) -> BatchInputs:
@@ -538,7 +539,7 @@ class LipSyncPipeline:
             eps_wrapper=gen.runner,
             decode_window=decode_window,
             timesteps=gen.grid,
-            first_stage_dtype=gen.first_stage_dtype,
+            first_stage=gen.first_stage,
             clock=self.clock,
         )
         with timed(self.clock, "download"):

@@ -26,6 +26,7 @@ __all__ = [
     "DEFAULT_STEPS",
     "PRECISIONS",
     "SAMPLERS",
+    "FirstStageRunner",
     "UNetRunner",
     "check_steps",
     "resolve_precision",
@@ -129,3 +130,50 @@ class UNetRunner:
     def eps_fn(self, conditions: DiffTalkConditions) -> EpsFn:
         """The samplers' ``eps_fn(x, t)`` on ``conditions`` through this wrapper (for checks and benchmarks)."""
         return self.model.eps_fn(conditions, eps_wrapper=self)
+
+
+class FirstStageRunner:
+    """The first stage's encode and decode as the pipeline runs them (``--first-stage-precision``): under autocast
+    (``autocast_dtype``; None: float32), in channels-last memory format on CUDA when in bf16, compiled with
+    ``torch.compile`` when asked (whole-latent encode and decode; a window decode changes shape and stays eager).
+    Latents and images come back float32; the codebook lookup always runs in float32 (``VectorQuantizer``).
+
+    Channels-last changes the module's parameters' memory format in place (the same values)."""
+
+    def __init__(self, model: DiffTalkModel, autocast_dtype: torch.dtype | None = None, compile: bool = False):
+        self.model = model
+        self.autocast_dtype = autocast_dtype
+        self.channels_last = autocast_dtype is not None and model.device.type == "cuda"
+        if self.channels_last:
+            model.first_stage_model.to(memory_format=torch.channels_last)
+        if compile:
+            log.info("compiling the first stage with torch.compile (the first batch is slow)")
+        self._encode = torch.compile(model.encode_first_stage, dynamic=False) if compile else model.encode_first_stage
+        self._decode = torch.compile(model.decode_first_stage, dynamic=False) if compile else model.decode_first_stage
+
+    def autocast(self) -> contextlib.AbstractContextManager:
+        if self.autocast_dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(self.model.device.type, dtype=self.autocast_dtype)
+
+    def _layout(self, x: torch.Tensor) -> torch.Tensor:
+        return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x
+
+    @torch.no_grad()
+    def encode(self, images: torch.Tensor) -> torch.Tensor:
+        """(B, 3, H, W) images in [-1, 1] -> float32 latents (``DiffTalkModel.encode_first_stage``)."""
+        with self.autocast():
+            return self._encode(self._layout(images)).float().contiguous()
+
+    @torch.no_grad()
+    def decode(
+        self, latents: torch.Tensor, window: tuple[int, int, int, int] | None = None, fill: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """Latents -> float32 images (``decode_first_stage``), or only ``window``'s cells with the rest ``fill``
+        (``decode_first_stage_window``)."""
+        with self.autocast():
+            if window is not None:
+                out = self.model.decode_first_stage_window(self._layout(latents), window, fill)
+            else:
+                out = self._decode(self._layout(latents))
+            return out.float().contiguous()

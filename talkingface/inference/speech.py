@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from talkingface.data.constants import FPS, SAMPLE_RATE
+from talkingface.constants import FPS, SAMPLE_RATE
 from talkingface.inference.errors import InferenceError
 from talkingface.inference.timeline import n_output_frames
 from talkingface.media.decode import align_audio, load_audio, probe_video

@@ -30,7 +30,7 @@ from pathlib import Path
 
 import numpy as np
 
-from talkingface.data.constants import AUDIO_WINDOW, FEATURE_DIM, FEATURES_PER_FRAME, FPS, SAMPLE_RATE, SMOOTH_WINDOWS
+from talkingface.constants import AUDIO_WINDOW, FEATURE_DIM, FEATURES_PER_FRAME, FPS, SAMPLE_RATE, SMOOTH_WINDOWS
 from talkingface.inference.blend import paste_back
 from talkingface.inference.errors import InferenceError
 from talkingface.inference.landmark_file import SourceLandmarks

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from talkingface.data.constants import FPS, SAMPLE_RATE
+from talkingface.constants import FPS, SAMPLE_RATE
 from talkingface.media.decode import frames_for_seconds
 
 

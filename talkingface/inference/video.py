@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from talkingface.data.constants import DEFAULT_IMAGE_SIZE, FPS
+from talkingface.constants import DEFAULT_IMAGE_SIZE, FPS
 from talkingface.inference.landmark_file import SourceLandmarks, landmarks_at_fps, read_landmarks
 from talkingface.media.crop import CropConfig, crop_square, landmarks_to_crop
 from talkingface.media.decode import iter_frames

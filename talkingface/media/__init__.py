@@ -3,5 +3,5 @@
 per-frame windows (``windows``).
 
 Data preparation (``talkingface.data.writer``), inference, evaluation and the synthetic set all use it; it imports
-nothing from them (only ``talkingface.data.constants``).
+nothing from them (only the shared ``talkingface.constants``).
 """

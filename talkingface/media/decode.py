@@ -12,7 +12,7 @@ from typing import Any, TypeVar
 
 import numpy as np
 
-from talkingface.data.constants import FPS, SAMPLE_RATE
+from talkingface.constants import FPS, SAMPLE_RATE
 from talkingface.media.errors import PreprocessError
 
 log = logging.getLogger(__name__)

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from talkingface.data.constants import DEFAULT_IMAGE_SIZE, FPS, N_LANDMARKS, SAMPLE_RATE
+from talkingface.constants import DEFAULT_IMAGE_SIZE, FPS, N_LANDMARKS, SAMPLE_RATE
 from talkingface.media.crop import CropConfig, crop_square, fill_missing, landmarks_to_crop, plan_crops
 from talkingface.media.decode import align_audio, frames_for_seconds, iter_frames, load_audio, probe_video
 from talkingface.media.errors import PreprocessError

@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from talkingface.data.constants import AUDIO_WINDOW, FEATURE_DIM, FEATURE_RATE_HZ, SAMPLE_RATE
+from talkingface.constants import AUDIO_WINDOW, FEATURE_DIM, FEATURE_RATE_HZ, SAMPLE_RATE
 from talkingface.media.errors import PreprocessError
 from talkingface.media.whisper import encoder_states, load_whisper_encoder
 from talkingface.media.windows import frame_windows, n_feature_frames

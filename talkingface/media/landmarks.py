@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from talkingface.data.constants import N_LANDMARKS
+from talkingface.constants import N_LANDMARKS
 
 log = logging.getLogger(__name__)
 

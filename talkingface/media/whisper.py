@@ -25,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-from talkingface.data.constants import FEATURE_RATE_HZ, SAMPLE_RATE
+from talkingface.constants import FEATURE_RATE_HZ, SAMPLE_RATE
 from talkingface.media.errors import PreprocessError
 from talkingface.media.windows import n_feature_frames
 

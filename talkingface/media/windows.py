@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from talkingface.data.constants import AUDIO_WINDOW, FEATURES_PER_FRAME, SMOOTH_WINDOWS
+from talkingface.constants import AUDIO_WINDOW, FEATURES_PER_FRAME, SMOOTH_WINDOWS
 
 
 def n_feature_frames(n_samples: int, sample_rate: int, feature_rate: float) -> int:

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from talkingface.synthetic.export import ASSETS_DIR, METRICS_FILE, demo_model_paths, demo_student_path
+from talkingface.demo_assets import ASSETS_DIR, METRICS_FILE, demo_model_paths, demo_student_path
 from talkingface.synthetic.face import sample_identity
 from talkingface.synthetic.generate import render_clip, sidecar_path, write_clip_video
 

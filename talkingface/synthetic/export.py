@@ -5,6 +5,7 @@ the file beside it, as its first stage; so ``get_difftalk_inference(ckpt=".../as
 ``python demo.py --ckpt .../assets/model.safetensors --video V --audio A --out O`` need no other argument.
 ``config.yaml`` is the same config, for reading. ``student4.safetensors`` is that model distilled to 4 DDIM steps
 (the trainer's distillation mode); it shares ``first_stage.pt`` and records its sampler (``difftalk_sampling``).
+Where these files lie is :mod:`talkingface.demo_assets` (re-exported here).
 """
 
 from __future__ import annotations
@@ -17,6 +18,16 @@ from typing import Any
 import torch
 from safetensors.torch import load_file, save_file
 
+from talkingface.demo_assets import (
+    ASSETS_DIR,
+    CONFIG_FILE,
+    FIRST_STAGE_FILE,
+    METRICS_FILE,
+    MODEL_FILE,
+    STUDENT_FILE,
+    demo_model_paths,
+    demo_student_path,
+)
 from talkingface.model.image_driven_talkingface.DiffTalk.checkpoint import export_safetensors
 from talkingface.model.image_driven_talkingface.DiffTalk.config import (
     CONFIG_CKPT_KEY,
@@ -26,15 +37,16 @@ from talkingface.model.image_driven_talkingface.DiffTalk.config import (
     save_config,
 )
 
-log = logging.getLogger(__name__)
+__all__ = [
+    "ASSETS_DIR",
+    "demo_metadata",
+    "demo_model_paths",
+    "demo_student_path",
+    "export_demo_model",
+    "export_demo_student",
+]
 
-ASSETS_DIR = Path(__file__).resolve().parent / "assets"
-MODEL_FILE = "model.safetensors"
-#: The demo model distilled to 4 DDIM steps (trajectory distillation; it records its sampler), beside it.
-STUDENT_FILE = "student4.safetensors"
-FIRST_STAGE_FILE = "first_stage.pt"
-CONFIG_FILE = "config.yaml"
-METRICS_FILE = "metrics.json"
+log = logging.getLogger(__name__)
 
 
 def demo_metadata(config: DiffTalkConfig) -> dict[str, str]:
@@ -70,11 +82,6 @@ def export_demo_model(model: torch.nn.Module, first_stage_path: Path, folder: Pa
     return folder
 
 
-def demo_student_path(folder: Path = ASSETS_DIR) -> Path:
-    """The shipped 4-step student of the synthetic demo model."""
-    return folder / STUDENT_FILE
-
-
 def export_demo_student(slim: Path, folder: Path = ASSETS_DIR, name: str = STUDENT_FILE) -> Path:
     """Ship a distilled student's slim export (``difftalk_ema.safetensors`` of a distillation run of the demo model)
     beside the demo model: fp16, its first stage pointed at the demo model's ``first_stage.pt`` (the student copies
@@ -105,8 +112,3 @@ def _model_dict(model: torch.nn.Module) -> dict[str, Any]:
     from omegaconf import OmegaConf
 
     return OmegaConf.to_container(OmegaConf.structured(model.config), resolve=True)  # type: ignore[return-value]
-
-
-def demo_model_paths(folder: Path = ASSETS_DIR) -> tuple[Path, Path, Path]:
-    """``(config, checkpoint, first stage)`` of the shipped synthetic model."""
-    return folder / CONFIG_FILE, folder / MODEL_FILE, folder / FIRST_STAGE_FILE

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
-from talkingface.data.constants import FEATURE_DIM, FPS, NOSE_BOTTOM
+from talkingface.constants import FEATURE_DIM, FPS, NOSE_BOTTOM
 from talkingface.data.layout import DatasetLayout, write_split
 from talkingface.data.meta import audio_feature_spec, dataset_meta
 from talkingface.media.crop import crop_square, landmarks_to_crop, plan_crops

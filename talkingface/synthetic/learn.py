@@ -22,10 +22,9 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from talkingface.data.constants import NOSE_BOTTOM
+from talkingface.constants import NOSE_BOTTOM
 from talkingface.data.dataset import TalkDataset
 from talkingface.data.layout import DatasetLayout, parse_name
-from talkingface.evaluate.metrics import batch_metrics
 from talkingface.inference.inputs import FrameInputs, frame_inputs, to_unit
 from talkingface.inference.pipeline import (
     default_reference_frame,
@@ -35,6 +34,7 @@ from talkingface.inference.pipeline import (
     to_uint8,
 )
 from talkingface.inference.sampling import resolve_sampling
+from talkingface.metrics.batch import batch_metrics
 from talkingface.model.image_driven_talkingface.DiffTalk.model import DiffTalkModel
 from talkingface.synthetic.face import mouth_opening_px, video_mouth_width
 from talkingface.synthetic.generate import mouth_truth, video_skin

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.signal import lfilter
 
-from talkingface.data.constants import FPS, SAMPLE_RATE
+from talkingface.constants import FPS, SAMPLE_RATE
 
 #: Vowel -> (F1, F2, F3) formant frequencies in Hz (adult averages).
 VOWEL_FORMANTS: dict[str, tuple[float, float, float]] = {

@@ -21,8 +21,8 @@ import pytorch_lightning as pl
 import torch
 from einops import rearrange
 
-from talkingface.data.constants import MODEL_LANDMARK_ROWS, NOSE_TIP
-from talkingface.evaluate.metrics import batch_metrics
+from talkingface.constants import MODEL_LANDMARK_ROWS, NOSE_TIP
+from talkingface.metrics.batch import batch_metrics
 from talkingface.model.image_driven_talkingface.DiffTalk.checkpoint import CheckpointError, check_feature_kind
 from talkingface.model.image_driven_talkingface.DiffTalk.conditions import DiffTalkConditions
 from talkingface.model.image_driven_talkingface.DiffTalk.config import (

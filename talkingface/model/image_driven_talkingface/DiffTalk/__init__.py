@@ -11,13 +11,11 @@ Public API::
     latents = model.sample(cond, steps=200, x0=model.encode_first_stage(target), mask=mask)
     frames = model.decode_first_stage(latents)
 
-The package imports no training framework. ``LatentDiffusion`` (the Lightning module) lives in
-``talkingface.training.module``; importing it from here still works but is deprecated (it loads Lightning on
-first use).
+The package imports no training framework and nothing of the drivers above it. ``LatentDiffusion`` (the
+Lightning module) is ``talkingface.training.module.LatentDiffusion``; importing it from here raises an
+``ImportError`` that says so.
 """
 
-import importlib
-import warnings
 from typing import Any
 
 from .checkpoint import CheckpointError, export_safetensors, load_difftalk_checkpoint, load_first_stage
@@ -42,13 +40,12 @@ __all__ = [
 
 
 def __getattr__(name: str) -> Any:
-    """``LatentDiffusion`` forwarded from ``talkingface.training.module`` (deprecated location, kept for Step 1's
-    API); the model package does not import training at module level."""
+    """``LatentDiffusion`` was importable from here once: say where it lives now (the model package imports nothing
+    of training, so it cannot hand it on)."""
     if name == "LatentDiffusion":
-        warnings.warn(
-            "import LatentDiffusion from talkingface.training.module; the DiffTalk model package no longer defines it",
-            DeprecationWarning,
-            stacklevel=2,
+        raise ImportError(
+            "LatentDiffusion (the Lightning module) lives in talkingface.training.module: "
+            "from talkingface.training.module import LatentDiffusion",
+            name=__name__,
         )
-        return importlib.import_module("talkingface.training.module").LatentDiffusion
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -18,6 +18,16 @@ import yaml
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
+from talkingface.constants import (
+    AUDIO_WINDOW,
+    FEATURE_DIM,
+    LATENT_SIZE,
+    MODEL_IMAGE_SIZE,
+    MODEL_LANDMARK_ROWS,
+    REFERENCE_MIN_DISTANCE,
+    SMOOTH_WINDOWS,
+)
+
 #: The repository root of a source checkout; only a fallback for relative model/checkpoint paths
 #: (``resolve_path``), never needed for the packaged default configs.
 REPO_ROOT = Path(__file__).resolve().parents[4]
@@ -56,7 +66,7 @@ class DiffusionConfig:
 
 @dataclass
 class UNetConfig:
-    image_size: int = 64
+    image_size: int = LATENT_SIZE
     in_channels: int = 9  # noisy latent + masked-image latent + reference latent, 3 channels each
     out_channels: int = 3
     model_channels: int = 256
@@ -93,12 +103,12 @@ class ConditioningConfig:
     # Which audio features the model consumes (e.g. "deepspeech", "logmel29"). null: taken from the dataset
     # when training starts and stored in the checkpoint; inference refuses audio of another kind.
     audio_feature_kind: str | None = None
-    audio_feature_dim: int = 29  # channels per 50 Hz feature frame (DeepSpeech: 29 logits; whisper tiny: 384)
-    audio_window: int = 16  # feature frames per 25 fps video frame
-    audio_smooth_windows: int = 8  # neighbouring windows attended over
+    audio_feature_dim: int = FEATURE_DIM  # channels per 50 Hz feature frame (DeepSpeech: 29 logits; whisper tiny: 384)
+    audio_window: int = AUDIO_WINDOW  # feature frames per 25 fps video frame
+    audio_smooth_windows: int = SMOOTH_WINDOWS  # neighbouring windows attended over
     audio_dim: int = 64  # AudioNet output
     audio_attention_dim: int = 32  # channels AudioAttNet scores from
-    landmark_count: int = 39  # rows 0-3 and 13-47 of the 68-point layout
+    landmark_count: int = len(MODEL_LANDMARK_ROWS)  # 39: rows 0-3 and 13-47 of the 68-point layout
     landmark_dim: int = 64  # LdmNet output
 
 
@@ -123,8 +133,8 @@ class DataConfig:
     val_list: str = "data/data_test.txt"
     batch_size: int = 8
     num_workers: int = 12
-    image_size: int = 256
-    reference_min_distance: int = 60
+    image_size: int = MODEL_IMAGE_SIZE
+    reference_min_distance: int = REFERENCE_MIN_DISTANCE
     latent_cache: str | None = None
     seed: int = 0
     # control experiment: training items get the audio of other items (a fixed permutation), so audio is no cue

@@ -18,6 +18,9 @@ Bad inputs (no face, audio shorter than one frame, unreadable media, a landmarks
 a checkpoint trained on other audio features, an existing output, an output that is one of the inputs, a read-only
 output folder) end with exit code 2 and one line naming the file and the problem; Ctrl-C ends with one line and
 exit code 130, leaving no partial output.
+
+A command above two packages: with --video it drives the inference pipeline (``talkingface.inference``), without
+it the synthetic demo (``talkingface.synthetic.demo``), which drives the same pipeline.
 """
 
 from __future__ import annotations
@@ -40,6 +43,7 @@ from talkingface.media.face_choice import add_face_argument
 from talkingface.media.features import BACKEND_KINDS
 from talkingface.model.image_driven_talkingface.DiffTalk import CheckpointError, ConfigError, get_difftalk_inference
 from talkingface.model.image_driven_talkingface.DiffTalk.loader import DEFAULT_CKPT
+from talkingface.synthetic.demo import DEFAULT_OUT, run_synthetic_demo
 
 log = logging.getLogger(__name__)
 
@@ -283,8 +287,6 @@ def run(args: argparse.Namespace) -> None:
 
 def run_synthetic(args: argparse.Namespace) -> None:
     """No --video: the shipped synthetic demo model on a generated face (talkingface/synthetic/assets)."""
-    from talkingface.synthetic.demo import DEFAULT_OUT, run_synthetic_demo
-
     if args.stream:
         check_chunk_ms(args.chunk_ms)
     # without --out the demo replaces its own previous result; an explicit --out still needs --overwrite
@@ -324,3 +326,7 @@ def main(argv: list[str] | None = None) -> int:
         print("error: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
     return EXIT_OK
+
+
+if __name__ == "__main__":
+    sys.exit(main())
