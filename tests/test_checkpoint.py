@@ -39,7 +39,6 @@ def same_weights(a: torch.nn.Module, b: torch.nn.Module) -> bool:
     return sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)
 
 
-@pytest.mark.slow
 def test_reference_format_loads_strictly(tiny_model: DiffTalkModel, tmp_path: Path) -> None:
     path = reference_style_ckpt(tiny_model, tmp_path / "model.ckpt")
     loaded = get_difftalk_inference(TINY_CONFIG, path, device="cpu", use_ema=False)
@@ -47,7 +46,6 @@ def test_reference_format_loads_strictly(tiny_model: DiffTalkModel, tmp_path: Pa
     assert not loaded.training and not any(p.requires_grad for p in loaded.parameters())
 
 
-@pytest.mark.slow
 def test_use_ema_puts_ema_weights_in_unet(tiny_model: DiffTalkModel, tmp_path: Path) -> None:
     path = reference_style_ckpt(tiny_model, tmp_path / "model.ckpt")
     loaded = get_difftalk_inference(TINY_CONFIG, path, device="cpu", use_ema=True)
@@ -74,7 +72,6 @@ def test_missing_and_unexpected_keys_are_listed(tiny_model: DiffTalkModel, tmp_p
     assert "unexpected keys (1)" in text and "model.diffusion_model.extra.weight" in text
 
 
-@pytest.mark.slow
 def test_shape_mismatch_is_reported(tmp_path: Path) -> None:
     other = DiffTalkModel(load_config(TINY_CONFIG, ["model.unet.model_channels=64"]).model)
     path = reference_style_ckpt(other, tmp_path / "wide.ckpt")
@@ -82,7 +79,6 @@ def test_shape_mismatch_is_reported(tmp_path: Path) -> None:
         get_difftalk_inference(TINY_CONFIG, path, device="cpu")
 
 
-@pytest.mark.slow
 def test_pickled_objects_need_trust(tiny_model: DiffTalkModel, tmp_path: Path) -> None:
     path = reference_style_ckpt(tiny_model, tmp_path / "pickled.ckpt", {"hyper_parameters": argparse.Namespace(a=1)})
     with pytest.raises(CheckpointError, match="--trust-checkpoint"):
@@ -113,7 +109,6 @@ def test_released_first_stage_file_initialises_vq(tiny_model: DiffTalkModel, tmp
         load_first_stage(fresh, path)
 
 
-@pytest.mark.slow
 def test_slim_safetensors_export_round_trip(tiny_model: DiffTalkModel, tmp_path: Path) -> None:
     slim = export_safetensors(tiny_model, tmp_path / "difftalk.safetensors", slim=True)
     vq = tmp_path / "vq.ckpt"

@@ -115,7 +115,6 @@ def test_feature_kind_is_stored_once(tiny_module: LatentDiffusion) -> None:
         other.on_load_checkpoint(checkpoint)
 
 
-@pytest.mark.slow
 def test_checkpoint_in_the_old_format_still_loads(tiny_module: LatentDiffusion, tmp_path: Path) -> None:
     """Checkpoints written before this change carry the kind twice: at the top level and in the config."""
     cfg = with_audio_feature_kind(load_config(TINY_CONFIG), "logmel29")
