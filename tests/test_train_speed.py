@@ -8,7 +8,11 @@ Both use the tiny config at 64 px (16 x 16 latents, the tests' small variant) so
 from __future__ import annotations
 
 import copy
+import importlib.util
+import json
 import os
+import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -26,6 +30,7 @@ SMALL = [
     "model.unet.num_res_blocks=1",
     "model.first_stage.num_res_blocks=1",
 ]
+ROOT = Path(__file__).resolve().parents[1]
 #: torch.compile of the UNet on CPU takes over a minute (see tests/test_device_check.py), too slow for every run.
 COMPILE_ENV = "TALKINGFACE_TEST_COMPILE"
 
@@ -129,3 +134,21 @@ def test_bf16_autocast_stays_finite_over_100_steps() -> None:
         optimizer.step()
     assert all(torch.isfinite(p).all() for p in model.trainable_parameters())
     assert loss.dtype == torch.float32
+
+
+def test_compile_benchmark_prints_its_table(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``benchmarks/train_compile.py`` on the small model, blocks compiled with dynamo's ``eager`` backend (graphs
+    captured, no code generated), so the script that the GPU check runs cannot rot on CPU."""
+    monkeypatch.setattr(torch._dynamo.config, "recompile_limit", torch._dynamo.config.recompile_limit)
+    spec = importlib.util.spec_from_file_location("train_compile", ROOT / "benchmarks" / "train_compile.py")
+    bench = importlib.util.module_from_spec(spec)
+    sys.modules["train_compile"] = bench  # its dataclasses look their module up
+    spec.loader.exec_module(bench)
+    out = tmp_path / "compile.json"
+    sets = [a for o in SMALL for a in ("--set", o)]
+    argv = ["--tiny", *sets, "--batch-size", "2", "--steps", "1", "--warmup", "0", "--threads", "1"]
+    assert bench.main([*argv, "--modes", "eager,blocks", "--backend", "eager", "--json", str(out)]) == 0
+    eager, blocks = json.loads(out.read_text())["results"]
+    assert (eager["mode"], eager["graphs"], eager["compile_s"]) == ("eager", 0, None)
+    assert (blocks["mode"], blocks["graphs"]) == ("blocks", 9)  # the small UNet's 9 blocks all differ
+    assert blocks["loss_diff_vs_eager"] < 1e-5 * abs(eager["loss_first_step"])
