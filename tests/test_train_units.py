@@ -37,27 +37,7 @@ def test_gpus_like_the_reference() -> None:
 
 def test_lr_scaling_as_the_reference() -> None:
     assert scaled_learning_rate(1e-6, 8, 8, 2, True) == pytest.approx(1.28e-4)
-    assert scaled_learning_rate(1e-6, 8, 8, 2, "linear") == pytest.approx(1.28e-4)
     assert scaled_learning_rate(1e-6, 8, 8, 2, False) == 1e-6
-
-
-def test_lr_square_root_scaling(caplog: pytest.LogCaptureFixture) -> None:
-    """sqrt: base lr x sqrt(processes x batch x accumulate): 4x the batch doubles the lr (linear: 4x)."""
-    with caplog.at_level("INFO", logger="talkingface.training.lr"):
-        assert scaled_learning_rate(7.5e-5, 1, 64, 1, "sqrt") == pytest.approx(6e-4)
-    assert "learning rate 6.00e-04 = sqrt(1 (accumulate_grad_batches) * 1 (processes) * 64 (batch size))" in caplog.text
-    assert scaled_learning_rate(7.5e-5, 1, 16, 1, "sqrt") == pytest.approx(3e-4)
-    assert scaled_learning_rate(1e-6, 8, 8, 2, "sqrt") == pytest.approx(1e-6 * 128**0.5)
-    with pytest.raises(ValueError, match="linear or sqrt"):
-        scaled_learning_rate(1e-6, 1, 8, 1, "cubic")
-    cfg = load_config(TINY_CONFIG, ["model.scale_lr=sqrt"])
-    assert cfg.model.scale_lr == "sqrt"
-    with pytest.raises(ConfigError, match="model.scale_lr must be false, linear or sqrt"):
-        load_config(TINY_CONFIG, ["model.scale_lr=cubic"])
-    args, _ = parse_args(["--scale-lr", "sqrt"])
-    assert args.scale_lr == "sqrt"
-    with pytest.raises(SystemExit):
-        parse_args(["--scale-lr", "cubic"])
 
 
 def test_options_overrides_and_option_files(tmp_path: Path) -> None:

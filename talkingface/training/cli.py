@@ -45,16 +45,6 @@ def _str2bool(v: str | bool) -> bool:
     raise argparse.ArgumentTypeError(f"boolean value expected, got {v!r}")
 
 
-def _scale_lr(v: str) -> bool | str:
-    """``--scale-lr``: a boolean (true: linear), ``linear`` or ``sqrt``."""
-    if v.lower() in ("linear", "sqrt"):
-        return v.lower()
-    try:
-        return _str2bool(v)
-    except argparse.ArgumentTypeError:
-        raise argparse.ArgumentTypeError(f"true, false, linear or sqrt expected, got {v!r}") from None
-
-
 def build_parser() -> ArgumentParser:
     p = ArgumentParser(
         prog="DiffTalkTrainer.py",
@@ -96,12 +86,11 @@ def build_parser() -> ArgumentParser:
     p.add_argument(
         "--scale-lr",
         "--scale_lr",
-        type=_scale_lr,
+        type=_str2bool,
         nargs="?",
         const=True,
         default=None,
-        help="true or linear: lr = base lr x processes x batch x accumulate; sqrt: base lr x sqrt(processes x batch x "
-        "accumulate); false: base lr (model.scale_lr)",
+        help="lr x processes x batch x accumulate",
     )
     return p
 

@@ -105,9 +105,7 @@ class ConditioningConfig:
 @dataclass
 class ModelConfig:
     base_learning_rate: float = 1.0e-6
-    # how the lr follows n = processes * batch_size * accumulate_grad_batches (see LR_SCALING_RULES): true or "linear"
-    # base_learning_rate * n (the reference), "sqrt" base_learning_rate * sqrt(n), false base_learning_rate
-    scale_lr: bool | str = True
+    scale_lr: bool = True  # lr = base_learning_rate * gpus * batch_size * accumulate_grad_batches
     # accepted so that the reference's YAMLs load unchanged; read by nothing (the trainer keeps last.ckpt and the
     # EMA export, and the batch's image key is always "image")
     monitor: str = "val/loss_simple_ema"
@@ -166,9 +164,6 @@ class TrainConfig:
     val_metrics_batches: int = 1  # validation batches per epoch sampled for PSNR/SSIM (0: off)
     val_metrics_steps: int = 10  # DPM-Solver++ steps of those samples
 
-
-#: ``model.scale_lr`` values: ``True`` is ``"linear"`` (the switch was a boolean before ``"sqrt"`` existed).
-LR_SCALING_RULES = (False, True, "linear", "sqrt")
 
 #: ``train.compile`` values: ``True`` is ``"full"`` (the switch was a boolean before ``"blocks"`` existed).
 TRAIN_COMPILE_MODES = (False, True, "blocks", "full")
@@ -345,8 +340,6 @@ def validate_config(config: DiffTalkConfig, origin: str = "config") -> None:
         problems.append(
             f"model.unet.image_size ({m.unet.image_size}) must equal the first-stage latent size ({latent})"
         )
-    if m.scale_lr not in LR_SCALING_RULES:
-        problems.append(f"model.scale_lr must be false, linear or sqrt (true: linear), got {m.scale_lr!r}")
     d = config.distill
     if d.method not in DISTILL_METHODS:
         problems.append(f"distill.method must be one of {', '.join(DISTILL_METHODS)}, got {d.method!r}")
