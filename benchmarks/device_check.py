@@ -20,7 +20,8 @@ part goes through the product's own code:
   student's DDIM grid), with each setting's per-stage table; then the student at batch 32 on a 720p clip;
 - ``benchmarks/stream_latency.py --model paper-student``: ``LipSyncStream``'s real-time factor and latency;
 - ``benchmarks/train_throughput.py``: reference-equivalent fp32 against the fast path at batch 8, then the fast
-  path (eager) at batch 32 and 64;
+  path (eager) at batch 32 and 64; ``benchmarks/train_compile.py``: eager, ``train.compile=blocks`` and ``full``
+  at batch 32 (first-step compile time, then step time);
 
 each in a subprocess with its own time limit, their JSON merged here, in that order (the most wanted first:
 what does not fit in ``--budget-s`` is skipped and says so).
@@ -238,7 +239,8 @@ def run_benchmark(name: str, argv: list[str], json_path: Path, timeout_s: int) -
         out = (e.stdout or b"").decode() if isinstance(e.stdout, bytes) else (e.stdout or "")
         return None, f"did not finish in {timeout_s} s; output so far:\n{out[-2000:]}"
     text = proc.stdout + ("\n" + proc.stderr[-3000:] if proc.returncode else "")
-    if proc.returncode != 0 or not json_path.is_file():
+    # train_compile.py exits 3 after writing its JSON when a mode's first step ran past --timeout (a result)
+    if proc.returncode not in (0, 3) or not json_path.is_file():
         return None, f"exited {proc.returncode}:\n{text[-3000:]}"
     return json.loads(json_path.read_text()), proc.stdout
 
@@ -278,9 +280,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument(
         "--skip",
         default="",
-        help="comma-separated parts to skip: inference, inference720, stream, first_stage, train, bf16, unet, "
-        "compile, adamw, "
-        "ddp (correctness: bf16, unet, compile and adamw)",
+        help="comma-separated parts to skip: inference, inference720, stream, first_stage, train, train_compile, "
+        "bf16, unet, compile, adamw, ddp (correctness: bf16, unet, compile and adamw)",
     )
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", stream=sys.stderr)
@@ -378,6 +379,20 @@ def main(argv: list[str] | None = None) -> int:
             out.append(Row(f"first stage bf16 ({name})", figure, None, data=r))
         return out
 
+    def compile_rows(data: dict) -> list[Row]:
+        out = []
+        for r in data["results"]:
+            compiled = f"compile {r['compile_s']:.0f} s, " if r.get("compile_s") is not None else ""
+            figure = f"first step {r['first_step_s']:.1f} s ({compiled}{r['graphs']} graphs), "
+            figure += f"then {r['step_ms']:.0f} ms/step"
+            out.append(Row(f"train step compile={r['mode']} (batch {data['batch_size']})", figure, None, data=r))
+        for mode in data.get("timed_out", []):
+            out.append(
+                Row(f"train step compile={mode} (batch {data['batch_size']})", "first step past --timeout", None)
+            )
+        return out
+
+    compile_args = ["--batch-size", "32", "--modes", "eager,blocks,full", "--timeout", "150", "--steps", "5"]
     first_stage_args = ["--device", "cuda", "--batch", "32", "--reps", "5"]
     frames = ["--frames", str(args.frames)]
     student = ["--student", str(args.student.resolve())] if args.student else []
@@ -400,6 +415,8 @@ def main(argv: list[str] | None = None) -> int:
         stream_args += ["--no-realtime", "--batch-size", "4"]
         train_sweep = [("2", ["--tiny", "--steps", "2", "--warmup", "0"])]
         first_stage_args = ["--device", "cpu", "--batch", "1", "--no-paper"]
+        compile_args = ["--tiny", "--batch-size", "1", "--steps", "1", "--warmup", "0", "--modes", "eager,blocks"]
+        compile_args += ["--backend", "eager"]
     if args.detections:
         inf_args += ["--detections", str(args.detections)]
     if args.detections_720p:
@@ -410,6 +427,7 @@ def main(argv: list[str] | None = None) -> int:
     bench("first_stage", "first_stage_precision.py", first_stage_args, 60, first_stage_rows)
     for _, argv_b in train_sweep:
         bench("train", "train_throughput.py", argv_b, 150, train_rows)
+    bench("train_compile", "train_compile.py", compile_args, 240, compile_rows)
     checks: list[tuple[str, Callable[[], Row], float]] = [
         ("bf16", lambda: check_bf16(config, device), 20),
         ("unet", lambda: time_unet(config, device, *((2, 2) if args.smoke else (16, 20))), 20),

@@ -93,6 +93,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--steps", type=int, default=12000, help="diffusion training steps per variant (train.max_steps)")
     p.add_argument("--batch-size", type=int, default=None, help="default: the config's data.batch_size")
     p.add_argument("--lr", type=float, default=None, help="default: the config's model.base_learning_rate")
+    p.add_argument(
+        "--set",
+        dest="config_overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a config override for the trainer runs, e.g. --set model.scale_lr=true (repeatable)",
+    )
     p.add_argument("--variants", default="real,control", help="comma list of real, control")
     p.add_argument("--eval-frames", type=int, default=100, help="held-out frames per identity")
     p.add_argument(
@@ -251,6 +259,7 @@ def run(args: argparse.Namespace) -> dict:
     ]
     overrides += [f"data.batch_size={args.batch_size}"] if args.batch_size else []
     overrides += [f"model.base_learning_rate={args.lr}"] if args.lr else []
+    overrides += args.config_overrides
     if args.smoke:
         overrides += ["train.num_sanity_val_steps=0", "train.val_metrics_batches=0", "train.limit_val_batches=1"]
     # the trainer's latent cache, built by the product's command from this very first stage

@@ -46,6 +46,7 @@ def test_smoke_run_passes_and_writes_json(tmp_path: Path, monkeypatch: pytest.Mo
     (stream,) = [r for p, r in rows.items() if p.startswith("stream ")]
     assert stream["data"]["rtf"] > 0
     assert rows["first stage bf16 (shipped)"]["data"]["encode_decode_psnr_db"] >= 45
+    assert {"train step compile=eager (batch 1)", "train step compile=blocks (batch 1)"} <= rows.keys()
     assert all(r["ok"] is not False for r in report["rows"])
 
 

@@ -87,6 +87,16 @@ def test_wrong_type_and_inconsistent_values_are_errors() -> None:
         load_config(None, ["model.unet.context_dim=100"])
 
 
+def test_train_compile_modes() -> None:
+    """``train.compile``: false, true (the whole UNet, as before "blocks" existed), blocks, full; nothing else."""
+    modes = [load_config(None, [f"train.compile={v}"]).train.compile for v in ("false", "true", "blocks", "full")]
+    assert modes == [False, True, "blocks", "full"]
+    with pytest.raises(ConfigError, match="train.compile must be false, blocks or full"):
+        load_config(None, ["train.compile=fast"])
+    with pytest.raises(ConfigError, match="compile"):
+        load_config(None, ["train.compile=2"])
+
+
 def test_overrides_apply() -> None:
     cfg = load_config(CONFIGS / "talking.yaml", ["model.unet.model_channels=64", "data.batch_size=3"])
     assert cfg.model.unet.model_channels == 64 and cfg.data.batch_size == 3

@@ -159,10 +159,12 @@ def test_learnability_benchmark_smoke(tmp_path: Path) -> None:
     # --resume goes on with the trainer's own --resume, and the curve goes on
     again = learnability.build_parser().parse_args(
         ["--out", str(tmp_path / "run"), "--smoke", "--no-progress", "--threads", "1", "--variants", "real"]
-        + ["--eval-every", "2", "--steps", "4", "--resume"]
+        + ["--eval-every", "2", "--steps", "4", "--resume", "--set", "train.log_every_n_steps=1"]
     )
     report = learnability.run(again)
     assert [p["step"] for p in report["variants"]["real"]["curve"]] == [2, 3, 4]
+    snapshot = yaml.safe_load((tmp_path / "run" / "real" / "run" / "configs" / "config.yaml").read_text())
+    assert snapshot["train"]["log_every_n_steps"] == 1  # --set reached the trainer
     ckpt = torch.load(tmp_path / "run" / "real" / "run" / "checkpoints" / "last.ckpt", weights_only=True)
     assert ckpt["global_step"] == 4
     # --evaluate: the same held-out figures for a saved model, without training

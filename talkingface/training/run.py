@@ -85,8 +85,7 @@ def build_module(cfg: DiffTalkConfig, learning_rate: float, load_vq: bool = True
             module = ProgressiveDistillation(cfg.model, teacher, cfg.distill, **options)
         if load_vq:
             module.init_from_teacher()  # type: ignore[attr-defined]
-        if t.compile:
-            compile_unet(module)
+        compile_unet(module, t.compile)
         return module
     module = LatentDiffusion(cfg.model, **_module_options(cfg, learning_rate))
     ckpt = cfg.model.first_stage.ckpt_path
@@ -100,8 +99,7 @@ def build_module(cfg: DiffTalkConfig, learning_rate: float, load_vq: bool = True
         load_first_stage(module, path)
     elif not ckpt:
         log.warning("model.first_stage.ckpt_path is null: the first stage is randomly initialised (tests only)")
-    if t.compile:
-        compile_unet(module)
+    compile_unet(module, t.compile)
     return module
 
 

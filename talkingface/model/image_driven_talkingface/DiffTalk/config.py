@@ -158,7 +158,9 @@ class TrainConfig:
     image_log_every_n_steps: int = 5000
     image_log_max_images: int = 8
     image_log_ddim_steps: int = 50
-    compile: bool = False  # torch.compile the UNet (in place: checkpoint keys are unchanged)
+    # torch.compile the UNet in place (checkpoint keys are unchanged): false (eager), "blocks" (each UNet block on its
+    # own, static shapes: a shorter first step) or "full" / true (the whole UNet at once); see TRAIN_COMPILE_MODES
+    compile: bool | str = False
     channels_last: bool = False
     seed: int = 23
     num_sanity_val_steps: int = 2
@@ -172,6 +174,9 @@ class TrainConfig:
     val_metrics_batches: int = 1  # validation batches per epoch sampled for PSNR/SSIM (0: off)
     val_metrics_steps: int = 10  # DPM-Solver++ steps of those samples
 
+
+#: ``train.compile`` values: ``True`` is ``"full"`` (the switch was a boolean before ``"blocks"`` existed).
+TRAIN_COMPILE_MODES = (False, True, "blocks", "full")
 
 #: ``distill.method`` values.
 DISTILL_METHODS = ("progressive", "trajectory")
@@ -365,6 +370,8 @@ def validate_config(config: DiffTalkConfig, origin: str = "config") -> None:
         )
     if d.steps_per_round < 1:
         problems.append(f"distill.steps_per_round must be at least 1, got {d.steps_per_round}")
+    if config.train.compile not in TRAIN_COMPILE_MODES:
+        problems.append(f"train.compile must be false, blocks or full (true: full), got {config.train.compile!r}")
     keep = config.train.keep_last_checkpoints
     if keep is not None and keep < 1:
         problems.append(f"train.keep_last_checkpoints must be null (keep all) or at least 1, got {keep}")
