@@ -87,6 +87,7 @@ def test_compiled_training_step_matches_eager(mode: str) -> None:
     assert_step_matches(compiled, eager)
 
 
+@pytest.mark.slow
 def test_block_compile_reaches_every_block_and_blocks_alike_share_a_graph(monkeypatch: pytest.MonkeyPatch) -> None:
     """``train.compile=blocks`` with a backend that only records dynamo's graphs (no code generation: seconds)."""
     torch._dynamo.reset()
@@ -149,6 +150,7 @@ def test_bf16_autocast_stays_finite_over_100_steps() -> None:
     assert loss.dtype == torch.float32
 
 
+@pytest.mark.slow
 def test_compile_benchmark_prints_its_table(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """``benchmarks/train_compile.py`` on the small model, blocks compiled with dynamo's ``eager`` backend (graphs
     captured, no code generated), so the script that the GPU check runs cannot rot on CPU."""
