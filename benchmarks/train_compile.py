@@ -16,7 +16,6 @@ mode whose first step takes longer (reported as such; the process then exits, as
 from __future__ import annotations
 
 import argparse
-import contextlib
 import gc
 import json
 import os
@@ -36,7 +35,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from train_throughput import PAPER_CONFIG, TINY_CONFIG, synthetic_batch  # noqa: E402
+from train_throughput import PAPER_CONFIG, TINY_CONFIG, synthetic_batch, training_step  # noqa: E402
 
 from talkingface.model.image_driven_talkingface.DiffTalk.config import load_config  # noqa: E402
 from talkingface.training.module import LatentDiffusion  # noqa: E402
@@ -77,21 +76,13 @@ def run_mode(
     params = [p for p in model.trainable_parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=1e-5, fused=device.type == "cuda" or None)
     batch = synthetic_batch(model, batch_size, True, device)
-    autocast: Callable[[], contextlib.AbstractContextManager] = (
-        (lambda: torch.autocast(device.type, dtype=torch.bfloat16)) if bf16 else contextlib.nullcontext
-    )
+    one_step = training_step(model, batch, optimizer, params, bf16, device)
 
     def step() -> float:
-        with autocast():
-            loss, _ = model.shared_step(batch)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(params, 0.1)
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-        model.model_ema(model.model)
+        loss = one_step()
         if device.type == "cuda":
             torch.cuda.synchronize(device)
-        return float(loss.detach())
+        return float(loss)
 
     torch.manual_seed(1)  # the same timesteps and noise in the first step of every mode
     start = time.perf_counter()

@@ -87,6 +87,33 @@ def synthetic_batch(model: LatentDiffusion, batch_size: int, cached: bool, devic
     return {k: v.to(device) for k, v in batch.items()}
 
 
+def training_step(
+    model: LatentDiffusion,
+    batch: dict[str, torch.Tensor],
+    optimizer: torch.optim.Optimizer,
+    params: list[torch.nn.Parameter],
+    bf16: bool,
+    device: torch.device,
+) -> Callable[[], torch.Tensor]:
+    """One full training step as the trainer runs it (loss, backward, clipping at 0.1, optimiser, EMA), for the
+    speed benchmarks (``train_throughput.py``, ``train_compile.py``); returns the detached loss."""
+    autocast: Callable[[], contextlib.AbstractContextManager] = (
+        (lambda: torch.autocast(device.type, dtype=torch.bfloat16)) if bf16 else contextlib.nullcontext
+    )
+
+    def step() -> torch.Tensor:
+        with autocast():
+            loss, _ = model.shared_step(batch)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 0.1)
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        model.model_ema(model.model)
+        return loss.detach()
+
+    return step
+
+
 def _sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
@@ -113,19 +140,7 @@ def run_path(spec: PathSpec, config: Path, batch_size: int, steps: int, warmup: 
     fused = spec.fused_adamw and device.type == "cuda"
     optimizer = torch.optim.AdamW(params, lr=1e-5, fused=fused or None)
     batch = synthetic_batch(model, batch_size, spec.cached_latents, device)
-    autocast: Callable[[], contextlib.AbstractContextManager] = (
-        (lambda: torch.autocast(device.type, dtype=torch.bfloat16)) if spec.bf16 else contextlib.nullcontext
-    )
-
-    def step() -> torch.Tensor:
-        with autocast():
-            loss, _ = model.shared_step(batch)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(params, 0.1)
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-        model.model_ema(model.model)
-        return loss.detach()
+    step = training_step(model, batch, optimizer, params, spec.bf16, device)
 
     for _ in range(warmup):
         step()
