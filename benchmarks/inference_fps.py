@@ -41,7 +41,7 @@ sys.path.insert(0, str(ROOT / "tests"))  # the synthetic face clip of the data t
 
 from data_fixtures import write_video, write_wav  # noqa: E402
 
-from talkingface.constants import FPS, SAMPLE_RATE  # noqa: E402
+from talkingface.constants import DEFAULT_STEPS, FPS, REFERENCE_DDIM_STEPS, SAMPLE_RATE  # noqa: E402  # noqa: E402
 from talkingface.inference import LipSyncOptions, LipSyncPipeline, Speech  # noqa: E402
 from talkingface.inference.blend import mouth_alpha, paste_window  # noqa: E402
 from talkingface.inference.pipeline import DEFAULT_DECODE_MARGIN  # noqa: E402
@@ -101,10 +101,14 @@ def settings(args: argparse.Namespace) -> list[LipSyncOptions]:
     base = {"crop_size": args.crop_size, "seed": 0}
     out = []
     if "reference" in args.settings:
-        out.append(LipSyncOptions(sampler="ddim", steps=args.steps or 200, precision="fp32", batch_size=20, **base))
+        out.append(
+            LipSyncOptions(
+                sampler="ddim", steps=args.steps or REFERENCE_DDIM_STEPS, precision="fp32", batch_size=20, **base
+            )
+        )
     if "fast" in args.settings:
         fast = LipSyncOptions(
-            sampler="dpm++", steps=args.steps or 25, precision="auto", batch_size=args.batch_size, **base
+            sampler="dpm++", steps=args.steps or DEFAULT_STEPS, precision="auto", batch_size=args.batch_size, **base
         )
         out.append(fast)
         if args.compile:

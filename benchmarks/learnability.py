@@ -33,6 +33,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from talkingface.constants import DEMO_STEPS  # noqa: E402
 from talkingface.data.layout import DatasetLayout  # noqa: E402
 from talkingface.model.image_driven_talkingface.DiffTalk.checkpoint import load_first_stage  # noqa: E402
 from talkingface.model.image_driven_talkingface.DiffTalk.config import default_config_path, load_config  # noqa: E402
@@ -50,7 +51,7 @@ from talkingface.training.latent_cache import main as latent_cache_main  # noqa:
 log = logging.getLogger("learnability")
 
 VARIANTS = {"real": "false", "control": "true"}  # variant -> data.shuffle_audio
-DEFAULT_SAMPLE_STEPS = 20
+DEFAULT_SAMPLE_STEPS = DEMO_STEPS
 
 
 def build_parser() -> argparse.ArgumentParser:

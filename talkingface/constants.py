@@ -47,3 +47,18 @@ MODEL_IMAGE_SIZE = 256
 LATENT_SIZE = 64
 #: Minimum distance (frames) between a frame and its reference frame.
 REFERENCE_MIN_DISTANCE = 60
+
+# ------------------------------------------------------------------------------------------------- sampling
+#: The sampler names: ``ddim`` (reference-exact) and ``dpm++`` (DPM-Solver++ 2M).
+DDIM, DPM_SOLVER_PP = "ddim", "dpm++"
+#: The sampler and steps of the lip-sync pipeline, the web app and ``DiffTalkModel.sample`` / ``inpaint`` when
+#: neither the user nor the checkpoint names any (the fast defaults).
+DEFAULT_SAMPLER, DEFAULT_STEPS = DPM_SOLVER_PP, 25
+#: The DDIM steps of the reference's inference script (``ddim_ldm_ref_inpaint.py``).
+REFERENCE_DDIM_STEPS = 200
+#: DDIM steps of the images the trainer logs (``train.image_log_ddim_steps``).
+IMAGE_LOG_DDIM_STEPS = 50
+#: DPM-Solver++ steps of the validation samples scored with PSNR/SSIM (``train.val_metrics_steps``).
+VALIDATION_STEPS = 10
+#: DPM-Solver++ steps of the synthetic demo and of the learnability benchmark's evaluation.
+DEMO_STEPS = 20

@@ -188,7 +188,8 @@ def _check_input(path: str, what: str) -> None:
 
 
 def _check_counts(args: argparse.Namespace) -> None:
-    """The flags checkable without the model (the upper bound of --steps needs its number of timesteps)."""
+    """The counts that must be positive, refused before the model loads. The sampling plan (--sampler, --steps,
+    --eta against the model's schedule and the checkpoint's record) is checked once, by the pipeline."""
     for flag, value in (("--steps", args.steps), ("--batch-size", args.batch_size)):
         if value is not None and value < 1:
             raise InferenceError(flag, f"must be at least 1, got {value}")

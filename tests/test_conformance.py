@@ -47,7 +47,7 @@ def chained(tiny_model: DiffTalkModel, golden: dict) -> dict[str, torch.Tensor]:
         out["loss"], _ = tiny_model.training_loss(out["z"], cond, i["t"], i["noise"])
         out["x_rec"] = tiny_model.decode_first_stage(out["z"])
         with tiny_model.ema_scope():
-            out["ddim_latent"] = tiny_model.sample(cond, steps=steps, eta=eta, x_T=i["x_T"])
+            out["ddim_latent"] = tiny_model.sample(cond, tiny_model.sampling_plan("ddim", steps, eta), x_T=i["x_T"])
         out["ddim_image"] = tiny_model.decode_first_stage(out["ddim_latent"])
     return out
 
@@ -77,9 +77,8 @@ def test_stagewise_outputs_match_reference(tiny_model: DiffTalkModel, golden: di
         got["eps"] = tiny_model.predict_eps(o["x_noisy"], i["t"], cond)
         with tiny_model.ema_scope():
             got["eps_ema"] = tiny_model.predict_eps(o["x_noisy"], i["t"], cond)
-            got["ddim_latent"] = tiny_model.sample(
-                cond, steps=golden["ddim_steps"], eta=golden["ddim_eta"], x_T=i["x_T"]
-            )
+            plan = tiny_model.sampling_plan("ddim", golden["ddim_steps"], golden["ddim_eta"])
+            got["ddim_latent"] = tiny_model.sample(cond, plan, x_T=i["x_T"])
         got["loss"], _ = tiny_model.training_loss(o["z"], cond, i["t"], i["noise"])
         got["x_rec"] = tiny_model.decode_first_stage(o["z"])
         got["ddim_image"] = tiny_model.decode_first_stage(o["ddim_latent"])

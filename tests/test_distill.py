@@ -24,21 +24,23 @@ from talkingface.inference import LipSyncOptions, LipSyncPipeline
 from talkingface.model.image_driven_talkingface.DiffTalk import get_difftalk_inference
 from talkingface.model.image_driven_talkingface.DiffTalk.checkpoint import load_difftalk_checkpoint
 from talkingface.model.image_driven_talkingface.DiffTalk.config import SAMPLING_CKPT_KEY, load_config
-from talkingface.model.image_driven_talkingface.DiffTalk.samplers import (
-    SamplerError,
-    ddim_alphas,
-    ddim_sample,
-    ddim_timesteps,
+from talkingface.model.image_driven_talkingface.DiffTalk.plan import SamplerError, ddim_timesteps, make_plan
+from talkingface.model.image_driven_talkingface.DiffTalk.samplers import ddim_alphas, ddim_sample
+from talkingface.model.image_driven_talkingface.DiffTalk.schedule import linear_sqrt_betas, schedule_buffers
+from talkingface.training.cli import main
+from talkingface.training.distill.targets import (
     ddim_trajectory,
     distillation_grids,
     nested_timesteps,
     two_step_eps_target,
 )
-from talkingface.model.image_driven_talkingface.DiffTalk.schedule import linear_sqrt_betas, schedule_buffers
-from talkingface.training.cli import main
 from talkingface.training.module import LatentDiffusion
 
 ALPHAS = schedule_buffers(linear_sqrt_betas(1000, 0.0015, 0.0195))["alphas_cumprod"]
+
+
+def ddim(steps: int, timesteps: Any = None) -> Any:
+    return make_plan("ddim", steps, ALPHAS, timesteps=timesteps)
 
 
 def toy_eps(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
@@ -77,21 +79,23 @@ def test_one_student_step_with_the_target_reproduces_two_teacher_steps_with_inpa
     teacher_grid = ddim_timesteps(8)
     student_grid = nested_timesteps(teacher_grid)
 
-    teacher = ddim_sample(toy_eps, ALPHAS, x_T, 8, x0=x0, mask=mask, generator=torch.Generator().manual_seed(5))
+    teacher = ddim_sample(toy_eps, ALPHAS, x_T, ddim(8), x0=x0, mask=mask, generator=torch.Generator().manual_seed(5))
     gen = torch.Generator().manual_seed(5)
     eps = student_from_teacher(teacher_grid, gen, x0, mask)
-    student = ddim_sample(eps, ALPHAS, x_T, 4, x0=x0, mask=mask, generator=gen, timesteps=student_grid)
+    student = ddim_sample(eps, ALPHAS, x_T, ddim(4, student_grid), x0=x0, mask=mask, generator=gen)
     assert float((student - teacher).abs().max()) < 1e-5
 
     gen = torch.Generator().manual_seed(5)  # the uniform 4-step grid (even teacher indices) does not reproduce it
     uniform = ddim_sample(
-        student_from_teacher(teacher_grid, gen, x0, mask), ALPHAS, x_T, 4, x0=x0, mask=mask, generator=gen
+        student_from_teacher(teacher_grid, gen, x0, mask), ALPHAS, x_T, ddim(4), x0=x0, mask=mask, generator=gen
     )
     assert float((uniform - teacher).abs().max()) > 1e-3
-    other_noise = ddim_sample(toy_eps, ALPHAS, x_T, 8, x0=x0, mask=mask, generator=torch.Generator().manual_seed(6))
+    other_noise = ddim_sample(
+        toy_eps, ALPHAS, x_T, ddim(8), x0=x0, mask=mask, generator=torch.Generator().manual_seed(6)
+    )
     kept, generated = mask.bool().expand_as(x_T), ~mask.bool().expand_as(x_T)
     assert float((other_noise - teacher)[kept].abs().max()) > 1e-3  # the kept region is re-noised each step
-    no_mask = ddim_sample(toy_eps, ALPHAS, x_T, 8)
+    no_mask = ddim_sample(toy_eps, ALPHAS, x_T, ddim(8))
     assert float((no_mask - teacher)[generated].abs().max()) > 1e-3  # and the replacement reaches the rest
 
 
@@ -218,8 +222,8 @@ def test_pipeline_defaults_to_the_recorded_sampler_and_an_explicit_choice_wins(
     assert teacher.sampling is None
 
     def sampling(model: Any, **options: Any) -> tuple[str, int, Any]:
-        sampler, steps, grid = LipSyncPipeline(model, options=LipSyncOptions(**options)).sampling()
-        return sampler, steps, None if grid is None else list(grid)
+        plan = LipSyncPipeline(model, options=LipSyncOptions(**options)).sampling_plan()
+        return plan.sampler, plan.steps, list(plan.timesteps) if plan.explicit else None
 
     assert sampling(student) == ("ddim", 2, STUDENT_GRID)
     assert sampling(student, steps=5) == ("ddim", 5, None)  # the uniform 5-step grid
@@ -236,9 +240,8 @@ def sampling_spy(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, int, Any]]:
 
     class Spy(LipSyncPipeline):
         def run(self, *args: Any, **kwargs: Any) -> None:
-            self._check_options()
-            sampler, steps, grid = self.sampling()
-            seen.append((sampler, steps, None if grid is None else list(grid)))
+            plan = self._check_options()
+            seen.append((plan.sampler, plan.steps, list(plan.timesteps) if plan.explicit else None))
 
     monkeypatch.setattr(cli, "LipSyncPipeline", Spy)
     return seen
@@ -352,7 +355,7 @@ def test_the_unrolled_chain_is_the_ddim_sampler_and_passes_gradients_to_every_st
     x0 = torch.randn(2, 3, 8, 8, generator=torch.Generator().manual_seed(1))
     mask = torch.zeros(2, 1, 8, 8)
     mask[:, :, :3] = 1.0
-    sampled = ddim_sample(toy_eps, ALPHAS, x_T, 4, 0.0, x0, mask, torch.Generator().manual_seed(5), timesteps=grid)
+    sampled = ddim_sample(toy_eps, ALPHAS, x_T, ddim(4, grid), x0, mask, torch.Generator().manual_seed(5))
     scales = torch.ones(len(grid), requires_grad=True)
     index = {int(t): i for i, t in enumerate(grid)}
 

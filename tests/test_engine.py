@@ -15,10 +15,10 @@ from train_support import SAVED, tiny_overrides
 from talkingface.data.dataset import TalkDataset
 from talkingface.inference import InferenceError, LipSyncOptions, LipSyncPipeline, Speech
 from talkingface.inference.pipeline import to_uint8
-from talkingface.inference.sampling import UNetRunner, check_steps
+from talkingface.inference.sampling import UNetRunner, plan_sampling
 from talkingface.inference.video import PreparedVideo
 from talkingface.model.image_driven_talkingface.DiffTalk import DiffTalkModel, load_config
-from talkingface.model.image_driven_talkingface.DiffTalk.samplers import SAMPLERS, SamplerError
+from talkingface.model.image_driven_talkingface.DiffTalk.plan import SAMPLERS, SamplerError
 from talkingface.synthetic.learn import generate_heldout
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -76,25 +76,27 @@ def test_one_set_of_sampler_names_and_one_error(engine_model: DiffTalkModel) -> 
         ("dpm++", 5, 0.5, "eta"),
     ):
         with pytest.raises(SamplerError) as engine_err:
-            engine_model.sample(cond, steps=steps, eta=eta, sampler=sampler)
+            engine_model.sampling_plan(sampler, steps, eta)
         assert engine_err.value.option == option and isinstance(engine_err.value, ValueError)
         with pytest.raises(InferenceError, match=f"^--{option}: ") as cli_err:
-            check_steps(sampler, steps, engine_model.num_timesteps, eta)
+            plan_sampling(engine_model, sampler, steps, eta)
         assert cli_err.value.problem == str(engine_err.value)  # the same message, naming the flag
     for sampler in SAMPLERS:
-        engine_model.sample(cond, steps=2, sampler=sampler, generator=torch.Generator().manual_seed(0))
+        plan = engine_model.sampling_plan(sampler, 2)
+        engine_model.sample(cond, plan, generator=torch.Generator().manual_seed(0))
 
 
 def test_inpaint_is_encode_condition_sample_decode(engine_model: DiffTalkModel) -> None:
     """``inpaint`` equals the step-by-step public calls, keeps the unmasked latent, and the mask matters."""
     x = inputs(engine_model)
     noise = engine_model.initial_noise(2, torch.Generator().manual_seed(1))
-    frames = engine_model.inpaint(**x, noise=noise, sampler="ddim", steps=4, generator=gen())
+    ddim4 = engine_model.sampling_plan("ddim", 4)
+    frames = engine_model.inpaint(**x, noise=noise, plan=ddim4, generator=gen())
     z = engine_model.encode_first_stage(x["image"])
     cond = engine_model.encode_conditions(
         x["audio"], x["landmarks"], reference_latent=x["reference_latent"].expand(2, -1, -1, -1), masked=x["masked"]
     )
-    latents = engine_model.sample(cond, steps=4, x_T=noise, x0=z, mask=x["mask"], sampler="ddim", generator=gen())
+    latents = engine_model.sample(cond, ddim4, x_T=noise, x0=z, mask=x["mask"], generator=gen())
     expected = engine_model.decode_first_stage(latents).clamp(-1, 1)
     assert frames.shape == x["image"].shape and frames.dtype == torch.float32
     torch.testing.assert_close(frames, expected, rtol=1e-5, atol=1e-5)
@@ -102,7 +104,7 @@ def test_inpaint_is_encode_condition_sample_decode(engine_model: DiffTalkModel) 
     # DDIM ends at t=1, where the kept region is re-noised only slightly: the top half stays near x0
     kept, generated = (latents - z).abs()[:, :, :8].mean(), (latents - z).abs()[:, :, 8:].mean()
     assert kept < 0.1 * generated
-    unmasked = engine_model.inpaint(**{**x, "mask": None}, noise=noise, sampler="ddim", steps=4, generator=gen())
+    unmasked = engine_model.inpaint(**{**x, "mask": None}, noise=noise, plan=ddim4, generator=gen())
     assert (unmasked - frames).abs().mean() > 1e-3
     with pytest.raises(ValueError, match="masked"):
         engine_model.inpaint(**{**x, "masked": None}, noise=noise)
@@ -120,18 +122,16 @@ def test_the_eps_wrapper_is_the_one_way_to_change_the_noise_predictor(engine_mod
         return wrapped
 
     noise = engine_model.initial_noise(2, torch.Generator().manual_seed(2))
-    plain = engine_model.inpaint(**x, noise=noise, sampler="dpm++", steps=3, generator=gen())
-    wrapped = engine_model.inpaint(**x, noise=noise, sampler="dpm++", steps=3, generator=gen(), eps_wrapper=counting)
+    dpm3 = engine_model.sampling_plan("dpm++", 3)
+    plain = engine_model.inpaint(**x, noise=noise, plan=dpm3, generator=gen())
+    wrapped = engine_model.inpaint(**x, noise=noise, plan=dpm3, generator=gen(), eps_wrapper=counting)
     assert len(calls) == 3 and torch.equal(plain, wrapped)
-    fp32 = engine_model.inpaint(
-        **x, noise=noise, sampler="dpm++", steps=3, generator=gen(), eps_wrapper=UNetRunner(engine_model)
-    )
+    fp32 = engine_model.inpaint(**x, noise=noise, plan=dpm3, generator=gen(), eps_wrapper=UNetRunner(engine_model))
     assert torch.equal(plain, fp32)
     bf16 = engine_model.inpaint(
         **x,
         noise=noise,
-        sampler="dpm++",
-        steps=3,
+        plan=dpm3,
         generator=gen(),
         eps_wrapper=UNetRunner(engine_model, torch.bfloat16),
     )

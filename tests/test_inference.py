@@ -16,7 +16,7 @@ from talkingface.inference import InferenceError, LipSyncOptions, LipSyncPipelin
 from talkingface.inference.blend import mouth_alpha, paste_back
 from talkingface.inference.features import resolve_feature_backend
 from talkingface.inference.inputs import frame_inputs
-from talkingface.inference.sampling import UNetRunner, check_steps
+from talkingface.inference.sampling import UNetRunner, plan_sampling
 from talkingface.inference.timeline import n_output_frames, pingpong_indices
 from talkingface.inference.writer import FramesDirWriter, VideoWriter
 from talkingface.model.image_driven_talkingface.DiffTalk import DiffTalkModel
@@ -67,14 +67,14 @@ def test_feature_kind_resolution() -> None:
         resolve_feature_backend("mfcc13")
 
 
-def test_step_checks() -> None:
-    check_steps("dpm++", 25, 1000)
-    check_steps("ddim", 200, 1000)
+def test_step_checks(tiny_model: DiffTalkModel) -> None:
+    assert plan_sampling(tiny_model, "dpm++", 25)[0].steps == 25
+    assert plan_sampling(tiny_model, "ddim", 200)[0].timesteps[:3] == (1, 6, 11)
     for sampler, steps in (("ddim", 0), ("ddim", 600), ("dpm++", 1000)):
         with pytest.raises(InferenceError, match="--steps"):
-            check_steps(sampler, steps, 1000)
+            plan_sampling(tiny_model, sampler, steps)
     with pytest.raises(InferenceError, match="--sampler"):
-        check_steps("euler", 10, 1000)
+        plan_sampling(tiny_model, "euler", 10)
 
 
 def test_writers_leave_nothing_when_interrupted(tmp_path: Path) -> None:

@@ -22,7 +22,7 @@ def test_bf16_autocast_training_step_and_sampling(fresh_tiny_model: DiffTalkMode
     assert torch.isfinite(loss) and loss.dtype == torch.float32
     assert all(torch.isfinite(p.grad).all() for p in model.model.parameters() if p.grad is not None)
     with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
-        latents = model.sample(cond, steps=3, sampler="dpm++", generator=torch.Generator().manual_seed(1))
+        latents = model.sample(cond, model.sampling_plan("dpm++", 3), generator=torch.Generator().manual_seed(1))
     assert latents.dtype == torch.float32 and torch.isfinite(latents).all()
 
 

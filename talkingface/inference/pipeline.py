@@ -31,13 +31,7 @@ from talkingface.inference.errors import InferenceError
 from talkingface.inference.features import resolve_feature_backend
 from talkingface.inference.inputs import FrameInputs, frame_inputs, resize_bicubic, to_unit_tensor
 from talkingface.inference.landmark_file import SourceLandmarks
-from talkingface.inference.sampling import (
-    FirstStageRunner,
-    UNetRunner,
-    check_steps,
-    resolve_precision,
-    resolve_sampling,
-)
+from talkingface.inference.sampling import FirstStageRunner, UNetRunner, plan_sampling, resolve_precision
 from talkingface.inference.speech import Speech, prepare_speech
 from talkingface.inference.stages import StageClock, timed
 from talkingface.inference.threads import BackgroundSink, SerialSink
@@ -56,6 +50,7 @@ from talkingface.media.face_choice import LARGEST, FaceChoice
 from talkingface.media.landmarks import LandmarkDetector
 from talkingface.model.image_driven_talkingface.DiffTalk import DiffTalkModel
 from talkingface.model.image_driven_talkingface.DiffTalk.model import EpsWrapper
+from talkingface.model.image_driven_talkingface.DiffTalk.plan import SamplingPlan
 
 log = logging.getLogger(__name__)
 
@@ -146,13 +141,10 @@ def inpaint_frames(
     noise: torch.Tensor,
     latents: tuple[torch.Tensor, torch.Tensor] | None = None,
     *,
-    sampler: str = "dpm++",
-    steps: int = 25,
-    eta: float = 0.0,
+    plan: SamplingPlan | None = None,
     generator: torch.Generator | None = None,
     eps_wrapper: EpsWrapper | None = None,
     decode_window: tuple[int, int, int, int] | None = None,
-    timesteps: Sequence[int] | None = None,
     first_stage: FirstStageRunner | None = None,
     clock: StageClock | None = None,
 ) -> torch.Tensor:
@@ -162,7 +154,7 @@ def inpaint_frames(
     latent (:func:`reference_latent`); ``noise``: ``x_T``; ``latents``: the frames' and masked images' latents when
     already encoded (:func:`encode_frames`), else they are encoded here. ``decode_window``: decode only these latent
     cells (:func:`~talkingface.inference.blend.paste_window`); the rest of each frame is its source image. None
-    decodes the whole latent. ``timesteps``: an explicit DDIM grid (a distilled student's). ``first_stage``: how
+    decodes the whole latent. ``plan``: the sampling plan (None: ``model.sampling_plan()``). ``first_stage``: how
     the first stage encodes and decodes (precision, layout, compile; default float32, eager). ``clock``: time the
     encode, sample and decode stages (:class:`~talkingface.inference.stages.StageClock`).
     """
@@ -180,12 +172,9 @@ def inpaint_frames(
             image_latent=image_latent,
             masked_latent=masked_latent,
             mask=_to_device(model, inputs.mask[:, None]),
-            sampler=sampler,
-            steps=steps,
-            eta=eta,
+            plan=plan,
             generator=generator,
             eps_wrapper=eps_wrapper,
-            timesteps=timesteps,
             decode=False,
         )
     with timed(clock, "decode"):
@@ -204,7 +193,7 @@ class LipSyncOptions:
     """Sampling and preprocessing settings (the defaults are the fast ones the demo uses).
 
     ``sampler``/``steps`` None: the checkpoint's recorded sampler (a distilled student's, ``model.sampling``),
-    else dpm++ 25 steps (``sampling.resolve_sampling``)."""
+    else dpm++ 25 steps (``sampling.plan_sampling``, resolved once per run into a ``SamplingPlan``)."""
 
     steps: int | None = None
     sampler: str | None = None  # "ddim" (reference-exact) or "dpm++"
@@ -271,9 +260,7 @@ class Generation:
     generator: torch.Generator
     runner: UNetRunner
     cache: dict[int, tuple[torch.Tensor, torch.Tensor]] | None  # source frame -> (latent, masked latent)
-    sampler: str
-    steps: int
-    grid: tuple[int, ...] | None
+    plan: SamplingPlan
     window: bool  # decode only the latent window under the paste-back region
     first_stage: FirstStageRunner | None = None  # how the first stage runs (precision, layout, compile)
 
@@ -387,21 +374,20 @@ class LipSyncPipeline:
         """Decode the speech and compute the model's audio windows (one per output frame)."""
         return prepare_speech(audio, self.backend, from_video=from_video, fps=FPS)
 
-    def sampling(self) -> tuple[str, int, tuple[int, ...] | None]:
-        """The sampler, steps and explicit DDIM grid (or None) this pipeline samples with: the options', else the
-        checkpoint's recorded ones (``model.sampling``), else dpm++ 25."""
+    def sampling_plan(self) -> SamplingPlan:
+        """The plan this pipeline samples with: the options' sampler/steps/eta/timesteps, else the checkpoint's
+        recorded ones (``model.sampling``), else dpm++ 25 (:func:`~talkingface.inference.sampling.plan_sampling`).
+        Raises :class:`InferenceError` naming the flag when the options are not a valid plan."""
         o = self.options
-        recorded = getattr(self.model, "sampling", None)
-        sampler, steps, grid, _ = resolve_sampling(o.sampler, o.steps, recorded, o.timesteps)
-        return sampler, steps, grid
+        return plan_sampling(self.model, o.sampler, o.steps, o.eta, o.timesteps)[0]
 
-    def _check_options(self) -> None:
+    def _check_options(self) -> SamplingPlan:
+        """Check the options (raising :class:`InferenceError` naming the flag) and return the sampling plan, with
+        the line that says why when the checkpoint records a sampler."""
         o = self.options
-        _, _, _, why = resolve_sampling(o.sampler, o.steps, getattr(self.model, "sampling", None), o.timesteps)
+        plan, why = plan_sampling(self.model, o.sampler, o.steps, o.eta, o.timesteps)
         if why:
             log.info("%s", why)
-        sampler, steps, grid = self.sampling()
-        check_steps(sampler, steps, self.model.num_timesteps, o.eta, grid)
         resolve_precision(o.precision, self.model.device)
         if o.batch_size < 1:
             raise InferenceError("--batch-size", f"must be at least 1, got {o.batch_size}")
@@ -418,6 +404,7 @@ class LipSyncPipeline:
             raise InferenceError(
                 "--x264-preset", f"unknown preset {o.x264_preset!r}; choose one of {', '.join(X264_PRESETS)}"
             )
+        return plan
 
     def reference_index(self, video: PreparedVideo) -> int:
         r = self.options.reference_frame
@@ -472,13 +459,15 @@ class LipSyncPipeline:
         pairs = [fresh[j] if j in fresh else cache[int(i)] for j, i in enumerate(src)]
         return torch.stack([p[0] for p in pairs]), torch.stack([p[1] for p in pairs])
 
-    def start_generation(self, video: PreparedVideo, cache: bool, window: bool = False) -> Generation:
+    def start_generation(
+        self, video: PreparedVideo, cache: bool, window: bool = False, plan: SamplingPlan | None = None
+    ) -> Generation:
         """What :meth:`generate_batch` keeps from batch to batch for ``video``: the reference latent, the seeded
         noise generator (drawn batch after batch), the UNet runner, the sampler. ``cache``: keep source-frame
         latents (the ping-pong shows frames again); ``window``: decode only the latent window under the paste-back
-        region."""
-        self._check_options()
-        sampler, steps, grid = self.sampling()
+        region. ``plan``: the sampling plan when the caller has checked the options already (None: check them
+        here)."""
+        plan = plan if plan is not None else self._check_options()
         first_stage = self.first_stage()
         return Generation(
             video=video,
@@ -486,9 +475,7 @@ class LipSyncPipeline:
             generator=torch.Generator().manual_seed(self.options.seed),
             runner=self._runner(),
             cache={} if cache and video.n_frames <= LATENT_CACHE_FRAMES else None,
-            sampler=sampler,
-            steps=steps,
-            grid=grid,
+            plan=plan,
             window=window,
             first_stage=first_stage,
         )
@@ -532,13 +519,10 @@ class LipSyncPipeline:
             gen.reference,
             noise,
             latents,
-            sampler=gen.sampler,
-            steps=gen.steps,
-            eta=o.eta,
+            plan=gen.plan,
             generator=gen.generator,
             eps_wrapper=gen.runner,
             decode_window=decode_window,
-            timesteps=gen.grid,
             first_stage=gen.first_stage,
             clock=self.clock,
         )
@@ -579,16 +563,17 @@ class LipSyncPipeline:
         progress: bool,
         window: bool = False,
         pools: tuple[Executor | None, Executor | None] = (None, None),
+        plan: SamplingPlan | None = None,
     ) -> Iterator[BatchResult]:
         """The batches in order. ``window``: decode only the latent window under the batch's paste-back region.
         ``pools``: ``(prefetch, pool)`` from :meth:`_threads`: with them, batch k + 1's inputs are prepared while
         batch k is generated (the same frames as the serial loop: the model sees the same inputs in the same
-        order)."""
+        order). ``plan``: the checked sampling plan (None: check the options here)."""
         o, model = self.options, self.model
         prefetch, pool = pools
         indices = pingpong_indices(speech.n_frames, video.n_frames)
         # the ping-pong shows source frames again: keep their latents when the speech outlasts the video
-        gen = self.start_generation(video, cache=len(indices) > video.n_frames, window=window)
+        gen = self.start_generation(video, cache=len(indices) > video.n_frames, window=window, plan=plan)
         starts = list(range(0, len(indices), o.batch_size))
 
         def prepare(k: int) -> BatchInputs:
@@ -605,7 +590,7 @@ class LipSyncPipeline:
                 n = len(batch.src)
                 faces = self.generate_faces(gen, batch, speech.windows[start : start + n])
                 if start == 0 and model.device.type == "cpu":
-                    estimate = time_estimate(time.perf_counter() - started, n, len(indices), gen.steps)
+                    estimate = time_estimate(time.perf_counter() - started, n, len(indices), gen.plan.steps)
                     if estimate:
                         log.info("%s", estimate)
                 yield BatchResult(batch.src, batch.crops, faces, batch.alphas)
@@ -669,7 +654,7 @@ class LipSyncPipeline:
             raise InferenceError("out", "give an output video path, a frames folder, or both")
         out = check_output(out, overwrite) if out is not None else None
         frames_dir = check_output(frames_dir, overwrite, directory=True) if frames_dir is not None else None
-        self._check_options()
+        plan = self._check_options()
         if landmarks is not None and isinstance(video, PreparedVideo):
             name = landmarks.path if isinstance(landmarks, SourceLandmarks) else landmarks
             raise InferenceError(name, "give the landmarks to prepare_video, not with an already prepared video")
@@ -722,7 +707,8 @@ class LipSyncPipeline:
             sink = BackgroundSink(write, name="talkingface-writer") if pools[0] is not None else SerialSink(write)
             self.generation_started(audio.n_frames)
             with sink:
-                for batch in self._batches(video, audio, progress, window=self.options.decode_window, pools=pools):
+                batches = self._batches(video, audio, progress, self.options.decode_window, pools, plan)
+                for batch in batches:
                     sink.put(batch)
         t2 = time.perf_counter()
         result = LipSyncResult(

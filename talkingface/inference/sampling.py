@@ -1,8 +1,8 @@
-"""Sampling options of the lip-sync pipeline: sampler/step checks that name the flags, the UNet precision, and
-``UNetRunner``, the engine's ``eps_wrapper`` for bf16 autocast and ``torch.compile``.
+"""Sampling options of the lip-sync pipeline: its sampling plan (resolved once, errors naming the flags), the UNet
+and first-stage precision, and ``UNetRunner``, the engine's ``eps_wrapper`` for bf16 autocast and ``torch.compile``.
 
 Autocast wraps the UNet calls only: the conditions, the sampler arithmetic and the first stage stay in float32.
-The sampler itself is the engine's (``DiffTalkModel.sample`` / ``inpaint``); nothing here picks one by name.
+The sampler itself is the engine's (``DiffTalkModel.sample`` / ``inpaint`` with the plan); nothing here runs one.
 """
 
 from __future__ import annotations
@@ -15,9 +15,16 @@ import torch
 
 from talkingface.inference.errors import InferenceError
 from talkingface.model.image_driven_talkingface.DiffTalk import DiffTalkConditions, DiffTalkModel
-from talkingface.model.image_driven_talkingface.DiffTalk.config import SamplingSetting
 from talkingface.model.image_driven_talkingface.DiffTalk.model import NoisePredictor
-from talkingface.model.image_driven_talkingface.DiffTalk.samplers import SAMPLERS, EpsFn, SamplerError, check_sampler
+from talkingface.model.image_driven_talkingface.DiffTalk.plan import (
+    DEFAULT_SAMPLER,
+    DEFAULT_STEPS,
+    SAMPLERS,
+    SamplerError,
+    SamplingPlan,
+    resolve_plan,
+)
+from talkingface.model.image_driven_talkingface.DiffTalk.samplers import EpsFn
 
 log = logging.getLogger(__name__)
 
@@ -28,49 +35,27 @@ __all__ = [
     "SAMPLERS",
     "FirstStageRunner",
     "UNetRunner",
-    "check_steps",
+    "plan_sampling",
     "resolve_precision",
-    "resolve_sampling",
 ]
 
 PRECISIONS = ("auto", "fp32", "bf16")
-#: The sampler and steps of a checkpoint that records none, when the user names none (the fast defaults).
-DEFAULT_SAMPLER, DEFAULT_STEPS = "dpm++", 25
 
 
-def resolve_sampling(
-    sampler: str | None,
-    steps: int | None,
-    recorded: SamplingSetting | None = None,
+def plan_sampling(
+    model: DiffTalkModel,
+    sampler: str | None = None,
+    steps: int | None = None,
+    eta: float = 0.0,
     timesteps: Sequence[int] | None = None,
-) -> tuple[str, int, tuple[int, ...] | None, str | None]:
-    """The sampler, steps and explicit DDIM grid (or None) to sample with, and a line saying why (or None).
-
-    ``sampler``/``steps``: the user's choice (None: not given); ``recorded``: the checkpoint's recorded sampler (a
-    distilled student's, ``DiffTalkModel.sampling``); ``timesteps``: an explicit grid given by the caller. Without a
-    record the defaults are :data:`DEFAULT_SAMPLER` / :data:`DEFAULT_STEPS`, as for every checkpoint before. With
-    one, what the user leaves out comes from the record, and the record's exact timesteps are used whenever the
-    result is its sampler with its number of steps; an explicit choice wins.
-    """
-    if timesteps is not None:
-        grid = tuple(int(t) for t in timesteps)
-        return sampler or "ddim", steps or len(grid), grid, None
-    if recorded is None:
-        return sampler or DEFAULT_SAMPLER, steps or DEFAULT_STEPS, None, None
-    chosen = sampler or recorded.sampler
-    n = steps or (recorded.steps if chosen == recorded.sampler else DEFAULT_STEPS)
-    same = chosen == recorded.sampler == "ddim" and n == recorded.steps
-    grid = recorded.timesteps if same else None
-    what = f"{recorded.sampler} {recorded.steps} steps (timesteps {list(recorded.timesteps)})"
-    if sampler is None and steps is None:
-        why = f"sampling as the checkpoint records: {what}"
-    else:
-        flags = (f"--sampler {sampler}" if sampler else "", f"--steps {steps}" if steps else "")
-        given = " ".join(f for f in flags if f)
-        why = f"{given} given: sampling with {chosen} {n} steps instead of the checkpoint's recorded {what}"
-        if same:
-            why = f"{given} given: the checkpoint's recorded {what}"
-    return chosen, n, grid, why
+) -> tuple[SamplingPlan, str | None]:
+    """The pipeline's sampling plan, resolved and checked once (``plan.resolve_plan`` on the model's schedule and
+    the checkpoint's record, ``model.sampling``), and the line saying why when a record is involved. A bad choice
+    raises :class:`InferenceError` naming the flag (``--sampler``, ``--steps``, ``--eta``)."""
+    try:
+        return resolve_plan(model.alphas_cumprod, sampler, steps, eta, getattr(model, "sampling", None), timesteps)
+    except SamplerError as err:
+        raise InferenceError(f"--{err.option}", str(err)) from None
 
 
 def resolve_precision(precision: str, device: torch.device, flag: str = "--precision") -> torch.dtype | None:
@@ -84,16 +69,6 @@ def resolve_precision(precision: str, device: torch.device, flag: str = "--preci
         ok = device.type == "cuda" and torch.cuda.is_bf16_supported()
         return torch.bfloat16 if ok else None
     return torch.bfloat16
-
-
-def check_steps(
-    sampler: str, steps: int, num_timesteps: int, eta: float = 0.0, timesteps: Sequence[int] | None = None
-) -> None:
-    """The engine's sampler check, with its message naming the flag (``--sampler``, ``--steps``, ``--eta``)."""
-    try:
-        check_sampler(sampler, steps, eta, num_timesteps, timesteps)
-    except SamplerError as err:
-        raise InferenceError(f"--{err.option}", str(err)) from None
 
 
 class UNetRunner:

@@ -17,6 +17,7 @@ from typing import Any
 import pytorch_lightning as pl
 import torch
 
+from talkingface.model.image_driven_talkingface.DiffTalk.plan import DEMO_STEPS
 from talkingface.synthetic.learn import EvalResult, evaluate_heldout
 
 log = logging.getLogger(__name__)
@@ -36,7 +37,7 @@ class HeldoutCurve(pl.Callback):
         every: int,
         on_point: Callable[[int, EvalResult, dict[str, Any], pl.LightningModule], None],
         eval_frames: int = 100,
-        sample_steps: int = 20,
+        sample_steps: int = DEMO_STEPS,
         seed: int = 0,
         train_seconds: float = 0.0,
     ) -> None:

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
+from talkingface.constants import DEMO_STEPS
 from talkingface.demo_assets import ASSETS_DIR, METRICS_FILE, demo_model_paths, demo_student_path
 from talkingface.synthetic.face import sample_identity
 from talkingface.synthetic.generate import render_clip, sidecar_path, write_clip_video
@@ -25,7 +26,7 @@ DEMO_SEED = 20_231_105  # not a training seed: the demo identity and speech are 
 ENV_SECONDS = "TALKINGFACE_DEMO_SECONDS"
 ENV_STEPS = "TALKINGFACE_DEMO_STEPS"
 DEFAULT_SECONDS = 4.0
-DEFAULT_STEPS = 20
+DEFAULT_STEPS = DEMO_STEPS
 DEMO_CROP_SIZE = 128  # the saved crop side of the synthetic training layout
 #: The 4-step student's figures in metrics.json.
 STUDENT_METRICS = "student4"

@@ -33,9 +33,10 @@ from talkingface.inference.pipeline import (
     reference_latent,
     to_uint8,
 )
-from talkingface.inference.sampling import resolve_sampling
+from talkingface.inference.sampling import plan_sampling
 from talkingface.metrics.batch import batch_metrics
 from talkingface.model.image_driven_talkingface.DiffTalk.model import DiffTalkModel
+from talkingface.model.image_driven_talkingface.DiffTalk.plan import DEMO_STEPS, DPM_SOLVER_PP
 from talkingface.synthetic.face import mouth_opening_px, video_mouth_width
 from talkingface.synthetic.generate import mouth_truth, video_skin
 
@@ -142,16 +143,16 @@ def generate_heldout(
     ds: TalkDataset,
     rows: list[int],
     generator: torch.Generator,
-    sample_steps: int | None = 20,
+    sample_steps: int | None = DEMO_STEPS,
     batch_size: int = 50,
-    sampler: str | None = "dpm++",
+    sampler: str | None = DPM_SOLVER_PP,
 ) -> Iterator[HeldoutBatch]:
     """Generate the dataset items ``rows`` (frames of one video) as the lip-sync pipeline does: its reference
     frame, its frame inputs from the saved crops, the dataset's audio windows, ``x_T`` drawn per batch from
     ``generator``, ``sampler`` (DPM-Solver++ by default) with ``sample_steps`` steps and the model's current weights.
     ``sampler=None, sample_steps=None``: the sampler the checkpoint records (a distilled student's DDIM grid), as the
-    pipeline resolves it (:func:`~talkingface.inference.sampling.resolve_sampling`)."""
-    sampler, sample_steps, grid, _ = resolve_sampling(sampler, sample_steps, getattr(model, "sampling", None))
+    pipeline resolves it (:func:`~talkingface.inference.sampling.plan_sampling`)."""
+    plan, _ = plan_sampling(model, sampler, sample_steps)
     size, latent = model.config.first_stage.resolution, model.image_size
     v = int(ds.videos[rows[0]])
     if any(int(ds.videos[i]) != v for i in rows):
@@ -172,10 +173,8 @@ def generate_heldout(
             ref,
             noise,
             latents,
-            sampler=sampler,
-            steps=sample_steps,
+            plan=plan,
             generator=generator,
-            timesteps=grid,
         )
         landmarks = np.stack([lm * (size / c.shape[1]) for c, lm in crops])
         yield HeldoutBatch(list(chunk), inputs, landmarks, latents[0], frames)
@@ -187,11 +186,11 @@ def evaluate_heldout(
     root: str | Path,
     split: str | Path,
     max_frames_per_video: int = 100,
-    sample_steps: int | None = 20,
+    sample_steps: int | None = DEMO_STEPS,
     batch_size: int = 50,
     seed: int = 0,
     progress: bool = True,
-    sampler: str | None = "dpm++",
+    sampler: str | None = DPM_SOLVER_PP,
 ) -> EvalResult:
     """Generate the mouths of held-out frames as the inference pipeline does (EMA weights) and compare with the
     truth, pooled and per identity (see :class:`VideoEval`)."""

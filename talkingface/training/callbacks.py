@@ -13,6 +13,7 @@ import pytorch_lightning as pl
 import torch
 from pytorch_lightning.utilities import rank_zero_only
 
+from talkingface.model.image_driven_talkingface.DiffTalk.plan import IMAGE_LOG_DDIM_STEPS
 from talkingface.training.export import export_slim
 from talkingface.training.images import make_grid, write_png
 
@@ -56,7 +57,9 @@ class ImageLogger(pl.Callback):
     """Every ``every_n_steps`` optimizer steps, rank 0 writes a grid (input | reference | masked | generated, one
     row per sample) to ``<run>/images/train/step-<step>.png`` and to TensorBoard. 0 disables it."""
 
-    def __init__(self, image_dir: str | Path, every_n_steps: int, max_images: int = 8, ddim_steps: int = 50) -> None:
+    def __init__(
+        self, image_dir: str | Path, every_n_steps: int, max_images: int = 8, ddim_steps: int = IMAGE_LOG_DDIM_STEPS
+    ) -> None:
         self.image_dir = Path(image_dir)
         self.every_n_steps = every_n_steps
         self.max_images = max_images

@@ -5,10 +5,11 @@ Public API::
     from talkingface.model.image_driven_talkingface.DiffTalk import get_difftalk_inference
     model = get_difftalk_inference()            # DiffTalkModel: EMA weights, eval mode, CUDA when available
     frames = model.inpaint(audio=..., landmarks=..., reference_latent=..., noise=model.initial_noise(b),
-                           image=..., masked=..., mask=..., sampler="dpm++", steps=25)   # (B, 3, H, W) in [-1, 1]
-    # or step by step:
+                           image=..., masked=..., mask=...)   # (B, 3, H, W) in [-1, 1]; dpm++ 25 steps
+    # or step by step, with the reference's sampler (a SamplingPlan, checked once):
     cond = model.encode_conditions(audio, landmarks, reference, masked)
-    latents = model.sample(cond, steps=200, x0=model.encode_first_stage(target), mask=mask)
+    plan = model.sampling_plan("ddim", 200)
+    latents = model.sample(cond, plan, x0=model.encode_first_stage(target), mask=mask)
     frames = model.decode_first_stage(latents)
 
 The package imports no training framework and nothing of the drivers above it. ``LatentDiffusion`` (the
@@ -23,6 +24,7 @@ from .conditions import DiffTalkConditions
 from .config import ConfigError, DiffTalkConfig, ModelConfig, load_config
 from .loader import get_difftalk_inference
 from .model import DiffTalkModel
+from .plan import SamplerError, SamplingPlan
 
 __all__ = [
     "CheckpointError",
@@ -31,6 +33,8 @@ __all__ = [
     "DiffTalkConfig",
     "DiffTalkModel",
     "ModelConfig",
+    "SamplerError",
+    "SamplingPlan",
     "export_safetensors",
     "get_difftalk_inference",
     "load_config",

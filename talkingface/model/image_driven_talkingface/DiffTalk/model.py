@@ -11,7 +11,7 @@ Attribute names are the reference's (``model.diffusion_model``, ``first_stage_mo
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 import torch
@@ -23,6 +23,7 @@ from .conditions import DiffTalkConditions
 from .config import FirstStageConfig, ModelConfig, SamplingSetting
 from .ema import LitEma
 from .encoders import AudioAttNet, AudioNet, LdmNet
+from .plan import SamplingPlan, resolve_plan
 from .samplers import EpsFn, run_sampler
 from .schedule import extract, linear_sqrt_betas, schedule_buffers
 from .unet import UNetModel
@@ -289,28 +290,38 @@ class DiffTalkModel(nn.Module):
         gen_device = generator.device if generator is not None else self.device
         return torch.randn(shape, generator=generator, device=gen_device).to(self.device)
 
+    def sampling_plan(
+        self,
+        sampler: str | None = None,
+        steps: int | None = None,
+        eta: float = 0.0,
+        timesteps: tuple[int, ...] | list[int] | None = None,
+    ) -> SamplingPlan:
+        """A checked :class:`~.plan.SamplingPlan` on this model's schedule: the given sampler/steps (None: not
+        given), else what the checkpoint records (a distilled student's, :attr:`sampling`), else dpm++ 25 steps
+        (:func:`~.plan.resolve_plan`). ``timesteps``: an explicit DDIM grid. A bad choice raises
+        ``plan.SamplerError`` (a ``ValueError``) naming the option."""
+        return resolve_plan(self.alphas_cumprod, sampler, steps, eta, self.sampling, timesteps)[0]
+
     @torch.no_grad()
     def sample(
         self,
         conditions: DiffTalkConditions,
-        steps: int = 200,
-        eta: float = 0.0,
+        plan: SamplingPlan | None = None,
+        *,
         x_T: torch.Tensor | None = None,
         x0: torch.Tensor | None = None,
         mask: torch.Tensor | None = None,
         generator: torch.Generator | None = None,
-        sampler: str = "ddim",
         progress: bool = False,
         eps_wrapper: EpsWrapper | None = None,
-        timesteps: Sequence[int] | None = None,
     ) -> torch.Tensor:
-        """Sample latents. ``mask`` (B or 1, 1, h, w): 1 keeps ``x0``'s region (re-noised each step), 0 generates.
-
-        ``sampler`` is one of ``samplers.SAMPLERS``: ``"ddim"`` (reference-exact) or ``"dpm++"`` (DPM-Solver++
-        2M, fewer steps). A bad name, step count or ``eta`` raises ``samplers.SamplerError`` (a ``ValueError``).
-        ``eps_wrapper`` wraps the noise predictor (e.g. bf16 autocast, ``torch.compile``). ``timesteps``: an explicit
-        DDIM grid of ``steps`` entries (a distilled student's, ``self.sampling.timesteps``); None: the uniform grid.
+        """Sample latents with ``plan`` (:meth:`sampling_plan`; None: ``self.sampling_plan()``, e.g.
+        ``model.sampling_plan("ddim", 200)`` for the reference's sampler). ``mask`` (B or 1, 1, h, w): 1 keeps
+        ``x0``'s region (re-noised each step), 0 generates. ``eps_wrapper`` wraps the noise predictor (e.g. bf16
+        autocast, ``torch.compile``).
         """
+        plan = plan if plan is not None else self.sampling_plan()
         if x_T is None:
             x_T = self.initial_noise(conditions.batch_size, generator)
         # the sampler state stays in float32 even when the UNet runs under bf16 autocast
@@ -318,7 +329,7 @@ class DiffTalkModel(nn.Module):
         x0 = x0.float() if x0 is not None else None
         mask = mask.to(x_T.device, torch.float32) if mask is not None else None
         eps = self.eps_fn(conditions, eps_wrapper)
-        return run_sampler(sampler, eps, self.alphas_cumprod, x_T, steps, eta, x0, mask, generator, progress, timesteps)
+        return run_sampler(plan, eps, self.alphas_cumprod, x_T, x0, mask, generator, progress)
 
     @torch.no_grad()
     def inpaint(
@@ -333,14 +344,11 @@ class DiffTalkModel(nn.Module):
         image: torch.Tensor | None = None,
         image_latent: torch.Tensor | None = None,
         mask: torch.Tensor | None = None,
-        sampler: str = "dpm++",
-        steps: int = 25,
-        eta: float = 0.0,
+        plan: SamplingPlan | None = None,
         generator: torch.Generator | None = None,
         eps_wrapper: EpsWrapper | None = None,
         decode_window: tuple[int, int, int, int] | None = None,
         decode_fill: torch.Tensor | None = None,
-        timesteps: Sequence[int] | None = None,
         decode: bool = True,
     ) -> torch.Tensor:
         """Frame inputs -> decoded frames: encode, condition, sample, decode (DiffTalk's masked inpainting).
@@ -353,7 +361,7 @@ class DiffTalkModel(nn.Module):
             image / image_latent: the target frames (or their latents); where ``mask`` is 1 their latent is kept.
             mask: (B, 1, h, w), 1 = keep ``image``'s latent (re-noised each step), 0 = generate; None generates
                 the whole latent (``image`` is then not needed).
-            sampler, steps, eta, generator, eps_wrapper, timesteps: as :meth:`sample`.
+            plan, generator, eps_wrapper: as :meth:`sample`.
             decode_window: ``(y0, y1, x0, x1)`` latent cells to decode (:meth:`decode_first_stage_window`, the
                 rest of the frame is ``decode_fill`` or 0); None decodes the whole latent.
             decode: False returns the sampled latents ``(B, C, h, w)`` instead (the caller decodes).
@@ -380,15 +388,12 @@ class DiffTalkModel(nn.Module):
         )
         latents = self.sample(
             conditions,
-            steps=steps,
-            eta=eta,
+            plan,
             x_T=noise,
             x0=image_latent if mask is not None else None,
             mask=mask,
             generator=generator,
-            sampler=sampler,
             eps_wrapper=eps_wrapper,
-            timesteps=timesteps,
         )
         if not decode:
             return latents

@@ -9,13 +9,13 @@ teacher's many-step sample).
 Each round halves the DDIM steps (16 -> 8 -> 4): the student starts as a copy of the teacher's EMA weights (so its
 parameter names and shapes are the teacher's, and it stays eps-parameterised: the ordinary DDIM sampler runs it),
 and learns to do in one DDIM step what the teacher does in two. The student's grid is every other timestep of the
-teacher's (``samplers.nested_timesteps``); after ``distill.steps_per_round`` optimizer steps the student's EMA
+teacher's (``targets.nested_timesteps``); after ``distill.steps_per_round`` optimizer steps the student's EMA
 becomes the next round's teacher.
 
 One training step: target latents ``x0`` and conditions from the ordinary batch; a student timestep ``t``; ``x_t``
 = ``q_sample(x0, t)`` with the inpainting replacement (kept region := ``x0`` re-noised to ``t``, the samplers'
 ``inpaint_replace``); two teacher DDIM steps ``t -> t' -> t''`` with the replacement at ``t'``; the closed-form noise
-for which one student DDIM step ``t -> t''`` lands on the teacher's ``x_t''`` (``samplers.two_step_eps_target``);
+for which one student DDIM step ``t -> t''`` lands on the teacher's ``x_t''`` (``targets.two_step_eps_target``);
 the loss on the generated region only, weighted as the paper's truncated SNR (``x0`` MSE x ``max(SNR, 1)``) or
 plain eps MSE (``distill.weighting``). The kept region is the rows above the nose tip (the training mask's rows),
 a superset of what the pipeline keeps.
@@ -46,12 +46,11 @@ from talkingface.model.image_driven_talkingface.DiffTalk.config import (
 from talkingface.model.image_driven_talkingface.DiffTalk.ema import LitEma
 from talkingface.model.image_driven_talkingface.DiffTalk.loader import get_difftalk_inference, resolve_path
 from talkingface.model.image_driven_talkingface.DiffTalk.model import DiffTalkModel
-from talkingface.model.image_driven_talkingface.DiffTalk.samplers import (
-    SamplerError,
-    ddim_alphas,
+from talkingface.model.image_driven_talkingface.DiffTalk.plan import SamplerError, SamplingPlan, make_plan
+from talkingface.model.image_driven_talkingface.DiffTalk.samplers import ddim_alphas, inpaint_replace
+from talkingface.training.distill.targets import (
     ddim_trajectory,
     distillation_grids,
-    inpaint_replace,
     two_step_eps_target,
 )
 from talkingface.training.module import (
@@ -214,10 +213,10 @@ class ProgressiveDistillation(LatentDiffusion):
     def on_fit_start(self) -> None:
         self.teacher.to(self.device)
 
-    def metrics_sampling(self) -> dict[str, Any]:
+    def metrics_plan(self) -> SamplingPlan:
         """Validation samples with the current student's own sampler."""
         s = self.round_setting(self.round)
-        return {"sampler": s.sampler, "steps": s.steps, "timesteps": s.timesteps}
+        return make_plan(s.sampler, s.steps, self.alphas_cumprod, timesteps=s.timesteps)
 
     # ------------------------------------------------------------------- rounds
     def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
