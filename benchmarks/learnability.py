@@ -36,7 +36,7 @@ if str(ROOT) not in sys.path:
 from talkingface.constants import DEMO_STEPS  # noqa: E402
 from talkingface.data.layout import DatasetLayout  # noqa: E402
 from talkingface.model.image_driven_talkingface.DiffTalk.checkpoint import load_first_stage  # noqa: E402
-from talkingface.model.image_driven_talkingface.DiffTalk.config import default_config_path, load_config  # noqa: E402
+from talkingface.model.image_driven_talkingface.DiffTalk.config import default_config_path  # noqa: E402
 from talkingface.model.image_driven_talkingface.DiffTalk.model import build_first_stage  # noqa: E402
 from talkingface.synthetic.cli import DATASET_DIR  # noqa: E402
 from talkingface.synthetic.cli import main as synthetic_main  # noqa: E402
@@ -46,6 +46,7 @@ from talkingface.synthetic.first_stage import save_first_stage, train_first_stag
 from talkingface.synthetic.generate import measure_ceiling_by_tone  # noqa: E402
 from talkingface.synthetic.learn import SILENCE_TOLERANCE, EvalResult, load_first_stage_images  # noqa: E402
 from talkingface.training.cli import main as trainer_main  # noqa: E402
+from talkingface.training.config import load_training_config  # noqa: E402
 from talkingface.training.latent_cache import main as latent_cache_main  # noqa: E402
 
 log = logging.getLogger("learnability")
@@ -235,7 +236,7 @@ def run(args: argparse.Namespace) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     data = Path(args.data) if args.data else out / "data"
     root = prepare_data(args, data, progress)
-    cfg = load_config(args.config)
+    cfg = load_training_config(args.config)
     report: dict = {"config": args.config, "data": str(data), "threads": torch.get_num_threads(), "variants": {}}
     report["audio_feature"] = DatasetLayout(root).read_meta()["audio_feature"]
     if args.resume and (out / "report.json").is_file():  # the variants' curves go on

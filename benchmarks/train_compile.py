@@ -37,7 +37,7 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from train_throughput import PAPER_CONFIG, TINY_CONFIG, synthetic_batch, training_step  # noqa: E402
 
-from talkingface.model.image_driven_talkingface.DiffTalk.config import load_config  # noqa: E402
+from talkingface.training.config import load_training_config  # noqa: E402
 from talkingface.training.module import LatentDiffusion  # noqa: E402
 from talkingface.training.speed import compile_unet, unet_blocks  # noqa: E402
 
@@ -70,7 +70,7 @@ def run_mode(
     torch._dynamo.reset()
     counters.clear()
     torch.manual_seed(0)
-    cfg = load_config(config, overrides)
+    cfg = load_training_config(config, overrides)
     model = LatentDiffusion(cfg.model, learning_rate=1e-5).to(device).train()
     compile_unet(model, MODES[name], backend=backend)
     params = [p for p in model.trainable_parameters() if p.requires_grad]

@@ -34,7 +34,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from talkingface.model.image_driven_talkingface.DiffTalk.config import load_config  # noqa: E402
+from talkingface.training.config import load_training_config  # noqa: E402
 from talkingface.training.module import LatentDiffusion  # noqa: E402
 
 PAPER_CONFIG = ROOT / "configs" / "latent-diffusion" / "talking.yaml"
@@ -129,7 +129,7 @@ def run_path(spec: PathSpec, config: Path, batch_size: int, steps: int, warmup: 
     torch.backends.cuda.matmul.allow_tf32 = spec.tf32
     torch.set_float32_matmul_precision("high" if spec.tf32 else "highest")
     torch.manual_seed(0)
-    cfg = load_config(config)
+    cfg = load_training_config(config)
     model = LatentDiffusion(
         cfg.model, learning_rate=1e-5, channels_last=spec.channels_last, fused_optimizer=spec.fused_adamw
     )

@@ -1,9 +1,10 @@
 """Named constants shared by the model, media, data, the drivers and the commands; this module imports nothing.
 
 Values that are also DiffTalk config fields are the defaults of the config schema
-(``talkingface/model/image_driven_talkingface/DiffTalk/config.py`` takes them from here, one source): the audio
-window shape (``model.conditioning``), the model landmark count, the model image and latent sides and the reference
-distance (``data``, ``model.unet``). A config may override those fields; these names are the defaults.
+(``talkingface/model/image_driven_talkingface/DiffTalk/config.py`` and ``talkingface/training/config.py`` take them
+from here, one source): the audio window shape (``model.conditioning``), the model landmark count, the model image
+and latent sides and the reference distance (``data``, ``model.unet``). A config may override those fields; these
+names are the defaults.
 """
 
 from __future__ import annotations

@@ -25,6 +25,7 @@ from talkingface.model.image_driven_talkingface.DiffTalk.config import (
     validate_config,
     with_audio_feature_kind,
 )
+from talkingface.training.config import TrainingConfig, load_training_config
 from talkingface.training.data import check_dataset
 from talkingface.training.module import LatentDiffusion
 
@@ -64,17 +65,20 @@ def test_layers_merge_left_to_right_and_inputs_are_not_changed(tmp_path: Path) -
     extra.write_text("data:\n  batch_size: 5\ntrain:\n  max_steps: 7\n")
     layer = {"train": {"max_steps": 8}}
     before = copy.deepcopy(layer)
-    cfg = load_config([TINY_CONFIG, extra, layer], ["train.seed=3"])
+    cfg = load_training_config([TINY_CONFIG, extra, layer], ["train.seed=3"])
     assert (cfg.data.batch_size, cfg.train.max_steps, cfg.train.seed, cfg.model.unet.model_channels) == (5, 8, 3, 32)
     assert layer == before
-    again = load_config(cfg, ["train.seed=4"])
+    again = load_training_config(cfg, ["train.seed=4"])
     assert (again.train.seed, cfg.train.seed) == (4, 3)  # a new config; the one passed in is unchanged
-    with pytest.raises(ConfigError, match="nope.yaml: config file not found"):
-        load_config([TINY_CONFIG, tmp_path / "nope.yaml"])
+    model = load_config([TINY_CONFIG, extra, layer, cfg], ["model.unet.num_res_blocks=1"])  # the model-level loader
+    assert (model.model.unet.num_res_blocks, cfg.model.unet.num_res_blocks) == (1, 2) and layer == before
+    for load in (load_config, load_training_config):
+        with pytest.raises(ConfigError, match="nope.yaml: config file not found"):
+            load([TINY_CONFIG, tmp_path / "nope.yaml"])
 
 
 def test_checks_never_change_the_config(tiny_dataset: Path) -> None:
-    cfg = load_config(TINY_CONFIG, tiny_overrides(tiny_dataset))
+    cfg = load_training_config(TINY_CONFIG, tiny_overrides(tiny_dataset))
     snapshot = config_to_dict(cfg)
     validate_config(cfg)
     meta = check_dataset(cfg)
@@ -89,7 +93,7 @@ def test_checks_never_change_the_config(tiny_dataset: Path) -> None:
 
 def test_synthetic_config_trains_as_the_benchmark_documents() -> None:
     """benchmarks/learnability.py runs the trainer on this config: its training keys are read, not decorative."""
-    cfg = load_config(TOP_LEVEL / "synthetic.yaml")
+    cfg = load_training_config(TOP_LEVEL / "synthetic.yaml")
     assert cfg.train.gradient_clip_val == 1.0 and cfg.train.lr_warmup_steps == 200
     assert cfg.data.shuffle_audio is False  # the control sets data.shuffle_audio=true on the command line
 
@@ -140,9 +144,8 @@ def test_checkpoint_in_the_old_format_still_loads(tiny_module: LatentDiffusion, 
 
 def test_data_constants_come_from_the_config_defaults() -> None:
     from talkingface.data import constants
-    from talkingface.model.image_driven_talkingface.DiffTalk.config import DiffTalkConfig
 
-    d = DiffTalkConfig()
+    d = TrainingConfig()
     c = d.model.conditioning
     assert constants.AUDIO_SMOOTH_SHAPE == (c.audio_smooth_windows, c.audio_window, c.audio_feature_dim)
     assert (constants.MODEL_IMAGE_SIZE, constants.LATENT_SIZE) == (d.data.image_size, d.model.unet.image_size)

@@ -28,6 +28,7 @@ from talkingface.model.image_driven_talkingface.DiffTalk.plan import SamplerErro
 from talkingface.model.image_driven_talkingface.DiffTalk.samplers import ddim_alphas, ddim_sample
 from talkingface.model.image_driven_talkingface.DiffTalk.schedule import linear_sqrt_betas, schedule_buffers
 from talkingface.training.cli import main
+from talkingface.training.config import load_training_config
 from talkingface.training.distill.targets import (
     ddim_trajectory,
     distillation_grids,
@@ -379,7 +380,7 @@ def trajectory_module(tmp: Path, data_root: Path, teacher: Path, **extra: object
 
     values = {"distill.teacher": teacher, "distill.method": "trajectory", "distill.teacher_steps": 8}
     values.update({"distill.student_steps": 2, **extra})
-    cfg = check_distill_config(load_config(TINY_CONFIG, tiny_overrides(data_root, **values)))
+    cfg = check_distill_config(load_training_config(TINY_CONFIG, tiny_overrides(data_root, **values)))
     module = build_module(cfg, 1e-3)
     assert isinstance(module, TrajectoryDistillation)
     datamodule = build_datamodule(cfg)

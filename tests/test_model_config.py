@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import ast
+from dataclasses import fields, is_dataclass
 from pathlib import Path
 
 import pytest
 import torch
 
-from talkingface.model.image_driven_talkingface.DiffTalk import ConfigError, DiffTalkModel, load_config
+from talkingface.model.image_driven_talkingface.DiffTalk import ConfigError, DiffTalkConfig, DiffTalkModel, load_config
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs" / "latent-diffusion"
 MANIFEST = Path(__file__).resolve().parent / "fixtures" / "difftalk_state_dict.tsv"
@@ -74,32 +76,69 @@ def test_inference_config_is_the_paper_architecture() -> None:
 def test_unknown_key_is_an_error(tmp_path: Path) -> None:
     bad = tmp_path / "bad.yaml"
     bad.write_text("model:\n  unet:\n    model_chanels: 64\n")
-    with pytest.raises(ConfigError, match="model_chanels"):
+    with pytest.raises(ConfigError, match="bad.yaml.*model_chanels"):
         load_config(bad)
-    with pytest.raises(ConfigError, match="bogus"):
-        load_config(None, ["data.bogus=1"])
+    with pytest.raises(ConfigError, match="override model.bogus=1.*bogus"):
+        load_config(None, ["model.bogus=1"])
+
+
+def test_unknown_top_level_key_is_an_error(tmp_path: Path) -> None:
+    """The training sections are the only top-level keys beside ``model:`` that the model-level loader lets pass."""
+    bad = tmp_path / "bad.yaml"
+    bad.write_text((CONFIGS / "talking.yaml").read_text() + "trian:\n  max_steps: 5\n")
+    with pytest.raises(ConfigError, match="bad.yaml.*trian"):
+        load_config(bad)
+    with pytest.raises(ConfigError, match="override bogus.x=1.*bogus"):
+        load_config(None, ["bogus.x=1"])
+    with pytest.raises(ConfigError, match=r"invalid config \(dict\).*evaluate"):
+        load_config({"model": {}, "evaluate": {}})
+    with pytest.raises(ConfigError, match="override data=5.*data must be a mapping"):
+        load_config(None, ["data=5"])
+
+
+def test_model_loader_accepts_a_whole_training_config_and_keeps_only_the_model(tmp_path: Path) -> None:
+    """A training YAML (model + data + train + distill) or a checkpoint's stored config loads for inference: the
+    training sections are left out unchecked (they are the training schema's), the model section is checked."""
+    cfg = load_config(CONFIGS / "talking.yaml")
+    assert type(cfg) is DiffTalkConfig and [f.name for f in fields(cfg)] == ["model"]
+    assert cfg.model.unet.model_channels == 256
+    stored = {"model": {"unet": {"num_res_blocks": 1}}, "train": {"key_of_another_version": 1}, "distill": None}
+    assert load_config(stored).model.unet.num_res_blocks == 1
+    assert load_config(None, ["data.batch_size=many", "model.unet.num_res_blocks=1"]).model.unet.num_res_blocks == 1
+    with pytest.raises(ConfigError, match="model_chanels"):
+        load_config({**stored, "model": {"unet": {"model_chanels": 64}}})
 
 
 def test_wrong_type_and_inconsistent_values_are_errors() -> None:
-    with pytest.raises(ConfigError, match="batch_size"):
-        load_config(None, ["data.batch_size=many"])
+    with pytest.raises(ConfigError, match="model_channels"):
+        load_config(None, ["model.unet.model_channels=many"])
     with pytest.raises(ConfigError, match="context_dim"):
         load_config(None, ["model.unet.context_dim=100"])
 
 
-def test_train_compile_modes() -> None:
-    """``train.compile``: false, true (the whole UNet, as before "blocks" existed), blocks, full; nothing else."""
-    modes = [load_config(None, [f"train.compile={v}"]).train.compile for v in ("false", "true", "blocks", "full")]
-    assert modes == [False, True, "blocks", "full"]
-    with pytest.raises(ConfigError, match="train.compile must be false, blocks or full"):
-        load_config(None, ["train.compile=fast"])
-    with pytest.raises(ConfigError, match="compile"):
-        load_config(None, ["train.compile=2"])
-
-
 def test_overrides_apply() -> None:
-    cfg = load_config(CONFIGS / "talking.yaml", ["model.unet.model_channels=64", "data.batch_size=3"])
-    assert cfg.model.unet.model_channels == 64 and cfg.data.batch_size == 3
+    cfg = load_config(CONFIGS / "talking.yaml", ["model.unet.model_channels=64", "model.unet.num_res_blocks=3"])
+    assert (cfg.model.unet.model_channels, cfg.model.unet.num_res_blocks) == (64, 3)
+
+
+def test_the_model_package_defines_no_training_config() -> None:
+    """The training sections' schema lives in ``talkingface.training.config``; the model package names the sections
+    only (``TRAINING_SECTIONS``), and no class of it has a field or name of the training schema."""
+    from talkingface.model.image_driven_talkingface.DiffTalk import config
+
+    training_names = {"DataConfig", "TrainConfig", "DistillConfig", "TrainingConfig", "TRAIN_COMPILE_MODES"}
+    package = CONFIGS.parents[1] / "talkingface" / "model"
+    for path in package.rglob("*.py"):
+        tree = ast.parse(path.read_text())
+        defined = {n.name for n in ast.walk(tree) if isinstance(n, ast.ClassDef)}
+        defined |= {
+            t.id for n in ast.walk(tree) if isinstance(n, ast.Assign) for t in n.targets if isinstance(t, ast.Name)
+        }
+        assert not defined & training_names, (path, defined & training_names)
+    schemas = [v for v in vars(config).values() if is_dataclass(v) and v.__module__ == config.__name__]
+    assert DiffTalkConfig in schemas
+    for schema in schemas:
+        assert not {f.name for f in fields(schema)} & set(config.TRAINING_SECTIONS), schema
 
 
 def test_missing_config_file_names_it(tmp_path: Path) -> None:

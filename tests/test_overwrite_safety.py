@@ -21,6 +21,7 @@ from talkingface.data.layout import DatasetLayout
 from talkingface.data.validate import validate_dataset
 from talkingface.model.image_driven_talkingface.DiffTalk.config import CONFIG_CKPT_KEY, config_to_dict, load_config
 from talkingface.synthetic.cli import main as synthetic_main
+from talkingface.training.config import load_training_config
 from talkingface.training.export import main as export_main
 from talkingface.training.latent_cache import main as cache_main
 from talkingface.training.module import LatentDiffusion
@@ -133,7 +134,7 @@ def test_cache_overwrite_refuses_a_folder_of_other_files(
 def trainer_ckpt(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A small trainer checkpoint (state dict + the run config, as the trainer writes them)."""
     folder = tmp_path_factory.mktemp("export")
-    cfg = load_config(TINY_CONFIG, tiny_overrides(folder / "HDTF"))
+    cfg = load_training_config(TINY_CONFIG, tiny_overrides(folder / "HDTF"))
     model = LatentDiffusion(cfg.model, run_config=config_to_dict(cfg))
     path = folder / "last.ckpt"
     torch.save({"state_dict": model.state_dict(), CONFIG_CKPT_KEY: config_to_dict(cfg), "global_step": 1}, path)

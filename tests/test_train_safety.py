@@ -17,6 +17,7 @@ from train_support import TINY_CONFIG, tiny_overrides
 
 from talkingface.model.image_driven_talkingface.DiffTalk.config import ConfigError, load_config
 from talkingface.training.cli import main
+from talkingface.training.config import load_training_config
 from talkingface.training.export import main as export_main
 
 
@@ -262,5 +263,5 @@ def test_disk_full_while_writing_a_checkpoint_keeps_the_previous_one(
 
 def test_keep_last_checkpoints_must_be_at_least_1(tiny_dataset: Path) -> None:
     with pytest.raises(ConfigError, match="train.keep_last_checkpoints"):
-        load_config(TINY_CONFIG, tiny_overrides(tiny_dataset, **{"train.keep_last_checkpoints": 0}))
-    assert load_config(TINY_CONFIG, tiny_overrides(tiny_dataset)).train.keep_last_checkpoints is None
+        load_training_config(TINY_CONFIG, tiny_overrides(tiny_dataset, **{"train.keep_last_checkpoints": 0}))
+    assert load_training_config(TINY_CONFIG, tiny_overrides(tiny_dataset)).train.keep_last_checkpoints is None

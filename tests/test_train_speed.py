@@ -20,6 +20,7 @@ import torch._dynamo
 from golden import TINY_CONFIG, fill_deterministic
 
 from talkingface.model.image_driven_talkingface.DiffTalk import DiffTalkConditions, DiffTalkModel, load_config
+from talkingface.training.config import load_training_config
 from talkingface.training.run import build_module
 from talkingface.training.speed import compile_unet, unet_blocks
 
@@ -115,11 +116,11 @@ def test_block_compile_reaches_every_block_and_blocks_alike_share_a_graph(monkey
 
 def test_trainer_compiles_as_train_compile_says() -> None:
     """The trainer's ``build_module`` hands ``train.compile`` on: blocks compiles the blocks, not the whole UNet."""
-    module = build_module(load_config(TINY_CONFIG, [*SMALL, "train.compile=blocks"]), 1e-4)
+    module = build_module(load_training_config(TINY_CONFIG, [*SMALL, "train.compile=blocks"]), 1e-4)
     unet = module.model.diffusion_model
     assert unet._compiled_call_impl is None
     assert all(b._compiled_call_impl is not None for b in unet_blocks(unet))
-    whole = build_module(load_config(TINY_CONFIG, [*SMALL, "train.compile=true"]), 1e-4).model.diffusion_model
+    whole = build_module(load_training_config(TINY_CONFIG, [*SMALL, "train.compile=true"]), 1e-4).model.diffusion_model
     assert whole._compiled_call_impl is not None
     assert all(b._compiled_call_impl is None for b in unet_blocks(whole))
 

@@ -14,6 +14,7 @@ from train_support import TINY_CONFIG, tiny_overrides
 from talkingface.model.image_driven_talkingface.DiffTalk.config import ConfigError, load_config
 from talkingface.training.checkpoint_io import AtomicCheckpointIO
 from talkingface.training.cli import parse_args
+from talkingface.training.config import load_training_config
 from talkingface.training.devices import DeviceSpecError, device_spec, parse_gpus
 from talkingface.training.images import make_grid, write_png
 from talkingface.training.lr import scaled_learning_rate
@@ -58,12 +59,12 @@ def test_options_overrides_and_option_files(tmp_path: Path) -> None:
 def test_config_files_merge_left_to_right(tmp_path: Path) -> None:
     extra = tmp_path / "extra.yaml"
     extra.write_text("data:\n  batch_size: 5\ntrain:\n  max_steps: 7\n")
-    cfg = load_config([TINY_CONFIG, extra], ["train.max_steps=9"])
+    cfg = load_training_config([TINY_CONFIG, extra], ["train.max_steps=9"])
     assert (cfg.data.batch_size, cfg.train.max_steps, cfg.model.unet.model_channels) == (5, 9, 32)
     with pytest.raises(ConfigError, match="nope.yaml"):
-        load_config([tmp_path / "nope.yaml"], [])
+        load_training_config([tmp_path / "nope.yaml"], [])
     with pytest.raises(ConfigError, match="batchsize"):
-        load_config([TINY_CONFIG], ["data.batchsize=3"])
+        load_training_config([TINY_CONFIG], ["data.batchsize=3"])
 
 
 def test_resume_targets(tmp_path: Path) -> None:

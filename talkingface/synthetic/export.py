@@ -29,13 +29,8 @@ from talkingface.demo_assets import (
     demo_student_path,
 )
 from talkingface.model.image_driven_talkingface.DiffTalk.checkpoint import export_safetensors
-from talkingface.model.image_driven_talkingface.DiffTalk.config import (
-    CONFIG_CKPT_KEY,
-    DiffTalkConfig,
-    config_to_dict,
-    load_config,
-    save_config,
-)
+from talkingface.model.image_driven_talkingface.DiffTalk.config import CONFIG_CKPT_KEY, config_to_dict, save_config
+from talkingface.training.config import TrainingConfig, load_training_config
 
 __all__ = [
     "ASSETS_DIR",
@@ -49,7 +44,7 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 
-def demo_metadata(config: DiffTalkConfig) -> dict[str, str]:
+def demo_metadata(config: TrainingConfig) -> dict[str, str]:
     """safetensors metadata of the demo model: its whole config as JSON, and a note."""
     return {
         "format": "pt",
@@ -69,7 +64,7 @@ def export_demo_model(model: torch.nn.Module, first_stage_path: Path, folder: Pa
     and ``metrics.json``."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    cfg = load_config({"model": json.loads(json.dumps(_model_dict(model)))})
+    cfg = load_training_config({"model": json.loads(json.dumps(_model_dict(model)))})
     cfg.model.first_stage.ckpt_path = FIRST_STAGE_FILE  # relative: the loader finds it beside model.safetensors
     export_safetensors(model, folder / MODEL_FILE, slim=True)
     _to_half_safetensors(folder / MODEL_FILE, demo_metadata(cfg))
@@ -95,7 +90,8 @@ def export_demo_student(slim: Path, folder: Path = ASSETS_DIR, name: str = STUDE
         meta = dict(f.metadata() or {})
     if CONFIG_CKPT_KEY not in meta or SAMPLING_CKPT_KEY not in meta:
         raise ValueError(f"{slim}: not a distilled student's slim export (no {CONFIG_CKPT_KEY} / {SAMPLING_CKPT_KEY})")
-    cfg = load_config({"model": json.loads(meta[CONFIG_CKPT_KEY])["model"]})  # the model only, as the demo model
+    # the model only, as the demo model (the run's data and train sections are not the demo's)
+    cfg = load_training_config({"model": json.loads(meta[CONFIG_CKPT_KEY])["model"]})
     cfg.model.first_stage.ckpt_path = FIRST_STAGE_FILE
     out = folder / name
     sd = {k: (v.half() if v.is_floating_point() else v).contiguous() for k, v in load_file(str(slim)).items()}

@@ -10,6 +10,7 @@ from talkingface.data.latent_cache import LatentCacheError, check_latent_cache
 from talkingface.data.layout import read_split
 from talkingface.data.meta import DatasetMetaError, check_feature_kind
 from talkingface.model.image_driven_talkingface.DiffTalk.config import DiffTalkConfig
+from talkingface.training.config import TrainingConfig
 
 log = logging.getLogger(__name__)
 
@@ -27,7 +28,7 @@ def expected_audio_feature(cfg: DiffTalkConfig) -> dict[str, Any]:
     return expected
 
 
-def build_datamodule(cfg: DiffTalkConfig, meta: dict[str, Any] | None = None) -> Any:
+def build_datamodule(cfg: TrainingConfig, meta: dict[str, Any] | None = None) -> Any:
     """``TalkDataModule`` for ``cfg.data``; pass the ``meta`` of :func:`check_dataset` to skip re-checking."""
     from talkingface.data.datamodule import TalkDataModule
 
@@ -50,7 +51,7 @@ def build_datamodule(cfg: DiffTalkConfig, meta: dict[str, Any] | None = None) ->
     return dm
 
 
-def check_dataset(cfg: DiffTalkConfig) -> dict[str, Any]:
+def check_dataset(cfg: TrainingConfig) -> dict[str, Any]:
     """Check meta.json, the audio feature kind and dimensions against the config, the split lists (and the latent
     cache when configured). ``cfg`` is not changed; the dataset's feature kind is in the returned meta
     (``meta["audio_feature"]["kind"]``).
@@ -84,7 +85,7 @@ def check_dataset(cfg: DiffTalkConfig) -> dict[str, Any]:
     return meta
 
 
-def check_batch_fits(cfg: DiffTalkConfig, world_size: int) -> int:
+def check_batch_fits(cfg: TrainingConfig, world_size: int) -> int:
     """The number of training samples; each process must get at least one full batch of them.
 
     The training loader drops the last incomplete batch and the distributed sampler gives each of the ``world_size``

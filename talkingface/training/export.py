@@ -35,16 +35,15 @@ from talkingface.model.image_driven_talkingface.DiffTalk.config import (
     CONFIG_CKPT_KEY,
     SAMPLING_CKPT_KEY,
     ConfigError,
-    DiffTalkConfig,
     checkpoint_config,
     checkpoint_feature_kind,
     checkpoint_sampling,
     config_to_dict,
-    load_config,
     save_config,
     with_audio_feature_kind,
 )
 from talkingface.paths import same_file
+from talkingface.training.config import TrainingConfig, load_training_config
 from talkingface.training.module import LatentDiffusion
 
 log = logging.getLogger(__name__)
@@ -56,7 +55,7 @@ def module_config(module: Any) -> dict[str, Any]:
     run_config = getattr(module, "run_config", None)
     if run_config is not None:
         return run_config
-    return config_to_dict(DiffTalkConfig(model=module.config))
+    return config_to_dict(TrainingConfig(model=module.config))
 
 
 def slim_metadata(module: Any) -> dict[str, str]:
@@ -78,7 +77,7 @@ def export_slim(module: Any, path: str | Path) -> Path:
     yaml = path.with_suffix(".yaml")
     tmp = yaml.with_name(f".{yaml.name}.{os.getpid()}.tmp")
     try:
-        save_config(load_config(module_config(module)), tmp)
+        save_config(load_training_config(module_config(module)), tmp)
         os.replace(tmp, yaml)
     finally:
         tmp.unlink(missing_ok=True)
@@ -113,7 +112,7 @@ def export_checkpoint(
     stored = checkpoint_config(raw)
     if stored is None:
         raise CheckpointError(f"{ckpt}: no '{CONFIG_CKPT_KEY}' entry: it was not written by the DiffTalk trainer")
-    cfg = load_config(stored)
+    cfg = load_training_config(stored)
     kind = checkpoint_feature_kind(raw)  # older checkpoints also carry it at the top level
     if kind is not None:
         cfg = with_audio_feature_kind(cfg, kind)

@@ -187,12 +187,13 @@ def _build_command(args: argparse.Namespace) -> int:
         load_checkpoint_file,
         load_state_dict_strict,
     )
-    from talkingface.model.image_driven_talkingface.DiffTalk.config import default_config_path, load_config
+    from talkingface.model.image_driven_talkingface.DiffTalk.config import default_config_path
     from talkingface.model.image_driven_talkingface.DiffTalk.model import build_first_stage
+    from talkingface.training.config import load_training_config
 
     out = args.out or Path(args.root) / "latents"
     check_cache_out(args.root, out, args.overwrite)  # before loading anything
-    cfg = load_config(args.config or default_config_path("talking.yaml"), args.overrides)
+    cfg = load_training_config(args.config or default_config_path("talking.yaml"), args.overrides)
     ckpt = args.first_stage or cfg.model.first_stage.ckpt_path
     first_stage = build_first_stage(cfg.model.first_stage)
     if ckpt:

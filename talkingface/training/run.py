@@ -15,15 +15,11 @@ from pytorch_lightning.loggers import TensorBoardLogger
 from pytorch_lightning.utilities import rank_zero_only
 
 from talkingface.model.image_driven_talkingface.DiffTalk.checkpoint import load_first_stage
-from talkingface.model.image_driven_talkingface.DiffTalk.config import (
-    DiffTalkConfig,
-    config_to_dict,
-    load_config,
-    with_audio_feature_kind,
-)
+from talkingface.model.image_driven_talkingface.DiffTalk.config import config_to_dict, with_audio_feature_kind
 from talkingface.model.image_driven_talkingface.DiffTalk.loader import resolve_path
 from talkingface.training.callbacks import ImageLogger, LastCheckpoint, SlimExport, ThroughputMonitor
 from talkingface.training.checkpoint_io import AtomicCheckpointIO, StepCheckpoint
+from talkingface.training.config import TrainingConfig, load_training_config
 from talkingface.training.console import StepProgressBar, quiet_lightning
 from talkingface.training.data import DataCheckError, build_datamodule, check_batch_fits, check_dataset
 from talkingface.training.devices import DeviceSpec, build_strategy, device_spec
@@ -68,7 +64,7 @@ def count_or_fraction(value: float | None) -> int | float | None:
     return int(value)
 
 
-def build_module(cfg: DiffTalkConfig, learning_rate: float, load_vq: bool = True) -> LatentDiffusion:
+def build_module(cfg: TrainingConfig, learning_rate: float, load_vq: bool = True) -> LatentDiffusion:
     """The Lightning module, with the frozen first stage loaded from ``model.first_stage.ckpt_path``.
 
     With ``distill.teacher`` set: the distillation module (``talkingface.training.distill``), initialised from the
@@ -103,7 +99,7 @@ def build_module(cfg: DiffTalkConfig, learning_rate: float, load_vq: bool = True
     return module
 
 
-def _module_options(cfg: DiffTalkConfig, learning_rate: float) -> dict[str, Any]:
+def _module_options(cfg: TrainingConfig, learning_rate: float) -> dict[str, Any]:
     t = cfg.train
     return dict(
         learning_rate=learning_rate,
@@ -118,7 +114,7 @@ def _module_options(cfg: DiffTalkConfig, learning_rate: float) -> dict[str, Any]
 
 
 def build_trainer(
-    cfg: DiffTalkConfig, spec: DeviceSpec, paths: RunPaths, extra_callbacks: list[Any]
+    cfg: TrainingConfig, spec: DeviceSpec, paths: RunPaths, extra_callbacks: list[Any]
 ) -> tuple[pl.Trainer, LastCheckpoint]:
     t = cfg.train
     stopper = LastCheckpoint(paths.last_ckpt, t.checkpoint_every_n_steps)
@@ -166,7 +162,7 @@ def run_training(args: Any, overrides: list[str], argv: list[str], extra_callbac
         base = [str(paths.config_snapshot), *base]
     flags = [] if args.seed is None else [f"train.seed={args.seed}"]
     flags += [] if args.scale_lr is None else [f"model.scale_lr={str(args.scale_lr).lower()}"]
-    cfg = check_distill_config(load_config(base, [*overrides, *flags]))  # a bad teacher path fails here
+    cfg = check_distill_config(load_training_config(base, [*overrides, *flags]))  # a bad teacher path fails here
 
     spec = device_spec(args.gpus, args.devices, args.num_nodes, args.strategy)
     meta = check_dataset(cfg)  # fails early

@@ -16,7 +16,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from talkingface.model.image_driven_talkingface.DiffTalk.config import DiffTalkConfig, save_config
+from talkingface.model.image_driven_talkingface.DiffTalk.config import save_config
+from talkingface.training.config import TrainingConfig
 
 #: Set by the launching process so that DDP processes started by Lightning use the same run folder.
 RUN_DIR_ENV = "TALKINGFACE_RUN_DIR"
@@ -191,7 +192,7 @@ def remove_created(created: list[Path]) -> None:
         shutil.rmtree(path, ignore_errors=True)
 
 
-def write_snapshot(paths: RunPaths, config: DiffTalkConfig, argv: list[str]) -> None:
+def write_snapshot(paths: RunPaths, config: TrainingConfig, argv: list[str]) -> None:
     """Write ``configs/config.yaml`` (the effective config) and append the command line to ``configs/command.txt``."""
     paths.create()
     tmp = paths.config_snapshot.with_name(f".{CONFIG_SNAPSHOT}.tmp")

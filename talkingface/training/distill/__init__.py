@@ -35,19 +35,13 @@ import torch
 
 from talkingface.model.image_driven_talkingface.DiffTalk.checkpoint import CheckpointError, load_state_dict_strict
 from talkingface.model.image_driven_talkingface.DiffTalk.conditions import DiffTalkConditions
-from talkingface.model.image_driven_talkingface.DiffTalk.config import (
-    ConfigError,
-    DiffTalkConfig,
-    DistillConfig,
-    ModelConfig,
-    SamplingSetting,
-    load_config,
-)
+from talkingface.model.image_driven_talkingface.DiffTalk.config import ConfigError, ModelConfig, SamplingSetting
 from talkingface.model.image_driven_talkingface.DiffTalk.ema import LitEma
 from talkingface.model.image_driven_talkingface.DiffTalk.loader import get_difftalk_inference, resolve_path
 from talkingface.model.image_driven_talkingface.DiffTalk.model import DiffTalkModel
 from talkingface.model.image_driven_talkingface.DiffTalk.plan import SamplerError, SamplingPlan, make_plan
 from talkingface.model.image_driven_talkingface.DiffTalk.samplers import ddim_alphas, inpaint_replace
+from talkingface.training.config import DistillConfig, TrainingConfig, load_training_config
 from talkingface.training.distill.targets import (
     ddim_trajectory,
     distillation_grids,
@@ -74,7 +68,7 @@ DISTILL_STATE_KEY = "distill_state"
 _SCHEDULE_FIELDS = ("timesteps", "beta_schedule", "linear_start", "linear_end", "parameterization")
 
 
-def check_distill_config(cfg: DiffTalkConfig) -> DiffTalkConfig:
+def check_distill_config(cfg: TrainingConfig) -> TrainingConfig:
     """Fail early on a missing teacher file or an impossible step schedule (``ConfigError`` naming the file or key);
     returns ``cfg`` with ``train.max_steps`` = rounds x ``distill.steps_per_round`` when it was -1."""
     d = cfg.distill
@@ -91,11 +85,11 @@ def check_distill_config(cfg: DiffTalkConfig) -> DiffTalkConfig:
         raise ConfigError(f"distill.teacher_steps / distill.student_steps: {err}") from None
     rounds = 1 if d.method == "trajectory" else len(grids) - 1
     if cfg.train.max_steps < 0:
-        cfg = load_config(cfg, [f"train.max_steps={rounds * d.steps_per_round}"])
+        cfg = load_training_config(cfg, [f"train.max_steps={rounds * d.steps_per_round}"])
     return cfg
 
 
-def load_teacher(cfg: DiffTalkConfig, key: str = "teacher") -> DiffTalkModel:
+def load_teacher(cfg: TrainingConfig, key: str = "teacher") -> DiffTalkModel:
     """The teacher (EMA weights, eval mode, frozen, CPU) from ``distill.teacher`` (or another ``distill`` key naming
     a checkpoint, e.g. ``student``): a trainer ``.ckpt`` or a slim ``.safetensors`` export (its first stage from
     ``model.first_stage.ckpt_path`` when that file exists, else as the loader finds it). Its schedule and audio

@@ -1,18 +1,23 @@
-"""Typed configuration of DiffTalk: one schema for the trainer, the loader and inference.
+"""Typed configuration of the DiffTalk model and the one config loader.
 
 YAML files are merged onto these dataclasses with OmegaConf, so a misspelled or unknown key is an error that
 names the key and the file. Magic numbers of the architecture (16x29 audio windows, 8-window smoothing,
 39 landmarks) are named fields here.
+
+This module holds the model-level schema (:class:`DiffTalkConfig`: the ``model:`` section, all that inference
+needs). The loader is generic over the schema: ``talkingface.training.config`` adds the training sections
+(``data:``, ``train:``, ``distill:``) with their own schema and checks, and loads the same YAML files with it. The
+model-level loader accepts those sections and leaves them out (:data:`TRAINING_SECTIONS`).
 """
 
 from __future__ import annotations
 
 import json
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from importlib.resources import files
 from pathlib import Path
-from typing import Any, Union
+from typing import Any, TypeVar, overload
 
 import yaml
 from omegaconf import DictConfig, OmegaConf
@@ -22,9 +27,7 @@ from talkingface.constants import (
     AUDIO_WINDOW,
     FEATURE_DIM,
     LATENT_SIZE,
-    MODEL_IMAGE_SIZE,
     MODEL_LANDMARK_ROWS,
-    REFERENCE_MIN_DISTANCE,
     SMOOTH_WINDOWS,
 )
 
@@ -126,86 +129,23 @@ class ModelConfig:
     conditioning: ConditioningConfig = field(default_factory=ConditioningConfig)
 
 
-@dataclass
-class DataConfig:
-    root: str = "data/HDTF"
-    train_list: str = "data/data_train.txt"
-    val_list: str = "data/data_test.txt"
-    batch_size: int = 8
-    num_workers: int = 12
-    image_size: int = MODEL_IMAGE_SIZE
-    reference_min_distance: int = REFERENCE_MIN_DISTANCE
-    latent_cache: str | None = None
-    seed: int = 0
-    # control experiment: training items get the audio of other items (a fixed permutation), so audio is no cue
-    shuffle_audio: bool = False
-
-
-@dataclass
-class TrainConfig:
-    max_epochs: int | None = None
-    max_steps: int = -1
-    precision: str = "32-true"
-    accumulate_grad_batches: int = 1
-    gradient_clip_val: float = 0.1
-    benchmark: bool = True
-    log_every_n_steps: int = 50
-    val_check_interval: float | None = None  # < 1: fraction of an epoch; >= 1: every N training batches
-    check_val_every_n_epoch: int | None = 1
-    limit_val_batches: float | None = None  # < 1: fraction of the validation set; >= 1: number of batches
-    checkpoint_every_n_steps: int = 5000
-    keep_last_checkpoints: int | None = None  # keep the newest K step-N.ckpt (None: all); last.ckpt always stays
-    image_log_every_n_steps: int = 5000
-    image_log_max_images: int = 8
-    image_log_ddim_steps: int = 50
-    # torch.compile the UNet in place (checkpoint keys are unchanged): false (eager), "blocks" (each UNet block on its
-    # own, static shapes: a shorter first step) or "full" / true (the whole UNet at once); see TRAIN_COMPILE_MODES
-    compile: bool | str = False
-    channels_last: bool = False
-    seed: int = 23
-    num_sanity_val_steps: int = 2
-    fused_optimizer: bool = True  # fused CUDA AdamW (same maths); ignored on CPU
-    tf32: bool = False  # TF32 matmuls/convs on Ampere+ GPUs (false: PyTorch's defaults, as the reference)
-    ddp_timeout_s: int = 1800  # collective timeout: a stuck rank fails instead of hanging forever
-    find_unused_parameters: bool = False
-    lr_warmup_steps: int = 0  # linear learning-rate warm-up from 0 over this many optimizer steps (0: none)
-    export_slim_on_end: bool = True  # write checkpoints/difftalk_ema.safetensors when training ends
-    validation_seed: int = 1234  # validation noise/timesteps are fixed, so val losses are comparable
-    val_metrics_batches: int = 1  # validation batches per epoch sampled for PSNR/SSIM (0: off)
-    val_metrics_steps: int = 10  # DPM-Solver++ steps of those samples
-
-
-#: ``train.compile`` values: ``True`` is ``"full"`` (the switch was a boolean before ``"blocks"`` existed).
-TRAIN_COMPILE_MODES = (False, True, "blocks", "full")
-
-#: ``distill.method`` values.
-DISTILL_METHODS = ("progressive", "trajectory")
-
-
-@dataclass
-class DistillConfig:
-    """Distillation of a trained DiffTalk (the teacher) into a few-step DDIM student; the trainer runs it when
-    ``teacher`` is set (``talkingface.training.distill``). ``progressive``: Salimans & Ho (ICLR 2022), rounds that
-    halve the steps; ``trajectory``: the student's whole unrolled DDIM chain regressed on the teacher's many-step
-    sample from the same noise (multistep knowledge distillation, after Luhman & Luhman 2021), one round."""
-
-    teacher: str | None = None  # trainer .ckpt or slim .safetensors of the teacher; null: ordinary training
-    method: str = "progressive"  # "progressive" (rounds halving the steps) or "trajectory" (one unrolled round)
-    student: str | None = None  # trajectory: the student's starting weights (e.g. a progressive student); null: teacher
-    teacher_steps: int = 16  # DDIM steps of the first teacher (the reference's uniform grid)
-    student_steps: int = 4  # DDIM steps of the final student; teacher_steps / student_steps a power of 2
-    steps_per_round: int = 2000  # optimizer steps per halving round (train.max_steps -1: rounds x this)
-    # loss on the generated region: "truncated_snr" (the paper's x0 MSE weighted max(SNR, 1)) or "eps" (plain
-    # MSE between the student's and the target noise, as the teacher was trained)
-    weighting: str = "truncated_snr"
+#: Top-level sections of a config YAML that belong to training (``talkingface.training.config`` has their schema).
+#: The model-level loader accepts them and leaves them out; any other unknown top-level key is an error.
+TRAINING_SECTIONS = ("data", "train", "distill")
 
 
 @dataclass
 class DiffTalkConfig:
+    """The model-level config: the ``model:`` section, all that building and running DiffTalk needs.
+
+    ``talkingface.training.config.TrainingConfig`` subclasses it with the training sections (``data``, ``train``,
+    ``distill``). A schema's :meth:`problems` lists the cross-field problems that its types cannot express."""
+
     model: ModelConfig = field(default_factory=ModelConfig)
-    data: DataConfig = field(default_factory=DataConfig)
-    train: TrainConfig = field(default_factory=TrainConfig)
-    distill: DistillConfig = field(default_factory=DistillConfig)
+
+    def problems(self) -> list[str]:
+        """Cross-field problems of this config (empty: valid); :func:`load_config` raises with them."""
+        return model_problems(self.model)
 
 
 @dataclass(frozen=True)
@@ -266,43 +206,75 @@ def yaml_problem(err: yaml.YAMLError) -> str:
     return " ".join(f"{problem}{where}".split())
 
 
-def _schema() -> DictConfig:
-    cfg = OmegaConf.structured(DiffTalkConfig)
+C = TypeVar("C", bound=DiffTalkConfig)
+ConfigSource = str | Path | Mapping[str, Any] | DictConfig | DiffTalkConfig
+
+
+def _schema(schema: type[DiffTalkConfig]) -> DictConfig:
+    cfg = OmegaConf.structured(schema)
     OmegaConf.set_struct(cfg, True)
     return cfg
 
 
-ConfigSource = Union[str, Path, Mapping[str, Any], DictConfig, "DiffTalkConfig"]
+def _without_sections(node: Any, sections: Sequence[str], origin: str) -> Any:
+    """``node`` (a fresh OmegaConf node, changed in place) without the top-level ``sections``; each must be a mapping
+    or null."""
+    if not isinstance(node, DictConfig):
+        return node  # not a mapping at all: the merge names the problem
+    for key in sections:
+        if key in node:
+            if not isinstance(node.get(key), (DictConfig, type(None))):
+                raise ConfigError(f"{origin}: invalid config: {key} must be a mapping (a training section)")
+            node.pop(key)
+    return node
 
 
-def _merge_one(cfg: DictConfig, source: ConfigSource) -> DictConfig:
+def _merge_one(cfg: DictConfig, source: ConfigSource, ignored: Sequence[str]) -> DictConfig:
     if isinstance(source, (str, Path)):
         path = Path(source)
         if not path.is_file():
             raise ConfigError(f"{path}: config file not found")
         try:
-            return OmegaConf.merge(cfg, OmegaConf.load(path))
+            return OmegaConf.merge(cfg, _without_sections(OmegaConf.load(path), ignored, str(path)))
         except OmegaConfBaseException as err:
             raise ConfigError(f"{path}: invalid config: {' '.join(str(err).split())}") from None
         except yaml.YAMLError as err:  # e.g. a !!python tag: refused by the safe loader, never executed
             raise ConfigError(f"{path}: invalid YAML: {yaml_problem(err)}") from None
-    if isinstance(source, DiffTalkConfig):
-        return OmegaConf.merge(cfg, OmegaConf.structured(source))
-    try:
-        return OmegaConf.merge(cfg, source)
+    try:  # a copy as a plain node: a config object of another schema merges like its dict
+        node = OmegaConf.create(config_to_dict(source) if isinstance(source, DiffTalkConfig) else source)
+        return OmegaConf.merge(cfg, _without_sections(node, ignored, "config (dict)"))
     except OmegaConfBaseException as err:
         raise ConfigError(f"invalid config (dict): {' '.join(str(err).split())}") from None
+
+
+@overload
+def load_config(
+    source: ConfigSource | Sequence[ConfigSource] | None = None, overrides: Sequence[str] | None = None
+) -> DiffTalkConfig: ...
+
+
+@overload
+def load_config(
+    source: ConfigSource | Sequence[ConfigSource] | None = None,
+    overrides: Sequence[str] | None = None,
+    *,
+    schema: type[C],
+) -> C: ...
 
 
 def load_config(
     source: ConfigSource | Sequence[ConfigSource] | None = None,
     overrides: Sequence[str] | None = None,
+    *,
+    schema: type[DiffTalkConfig] = DiffTalkConfig,
 ) -> DiffTalkConfig:
-    """The one config loader: YAML paths, dicts or configs merged left to right onto the schema (nothing: the paper
+    """The one config loader: YAML paths, dicts or configs merged left to right onto ``schema`` (nothing: the paper
     defaults), then ``key.sub=value`` overrides (OmegaConf dotlist), e.g. ``model.unet.model_channels=64``.
 
-    Returns a new ``DiffTalkConfig``; nothing passed in is changed. Unknown keys and wrong types raise
-    ``ConfigError`` naming the file or the override.
+    Returns a new ``schema`` instance (default: the model-level :class:`DiffTalkConfig`); nothing passed in is
+    changed. Unknown keys and wrong types raise ``ConfigError`` naming the file or the override, and so do the
+    schema's cross-field :meth:`~DiffTalkConfig.problems`. The training sections (:data:`TRAINING_SECTIONS`) that
+    ``schema`` has no field for are accepted and left out, unchecked: ``talkingface.training.config`` checks them.
     """
     if source is None:
         sources: list[ConfigSource] = []
@@ -310,24 +282,34 @@ def load_config(
         sources = [source]
     else:
         sources = list(source)
-    cfg = _schema()
+    ignored = [name for name in TRAINING_SECTIONS if name not in {f.name for f in fields(schema)}]
+    cfg = _schema(schema)
     for item in sources:
-        cfg = _merge_one(cfg, item)
+        cfg = _merge_one(cfg, item, ignored)
     if overrides:
         try:
-            cfg = OmegaConf.merge(cfg, OmegaConf.from_dotlist(list(overrides)))
+            origin = f"override {' '.join(overrides)}"
+            dotlist = _without_sections(OmegaConf.from_dotlist(list(overrides)), ignored, origin)
+            cfg = OmegaConf.merge(cfg, dotlist)
         except OmegaConfBaseException as err:
             raise ConfigError(f"override {' '.join(overrides)}: {' '.join(str(err).split())}") from None
     config = OmegaConf.to_object(cfg)
-    assert isinstance(config, DiffTalkConfig)
+    assert isinstance(config, schema)
     names = [str(s) if isinstance(s, (str, Path)) else type(s).__name__ for s in sources]
     validate_config(config, " + ".join(names + (["overrides"] if overrides else [])) or "defaults")
     return config
 
 
 def validate_config(config: DiffTalkConfig, origin: str = "config") -> None:
-    """Cross-field checks that the schema types cannot express."""
-    m = config.model
+    """Raise ``ConfigError`` naming ``origin`` with every cross-field problem of ``config`` (its schema's
+    :meth:`~DiffTalkConfig.problems`)."""
+    problems = config.problems()
+    if problems:
+        raise ConfigError(f"{origin}: invalid config: " + "; ".join(problems))
+
+
+def model_problems(m: ModelConfig) -> list[str]:
+    """Cross-field problems of the ``model`` section that the schema types cannot express."""
     problems = []
     if m.diffusion.parameterization != "eps":
         problems.append("model.diffusion.parameterization: only 'eps' is supported (as in DiffTalk)")
@@ -350,37 +332,11 @@ def validate_config(config: DiffTalkConfig, origin: str = "config") -> None:
         problems.append(
             f"model.unet.image_size ({m.unet.image_size}) must equal the first-stage latent size ({latent})"
         )
-    d = config.distill
-    if d.method not in DISTILL_METHODS:
-        problems.append(f"distill.method must be one of {', '.join(DISTILL_METHODS)}, got {d.method!r}")
-    if d.student and d.method != "trajectory":
-        problems.append("distill.student: only distill.method=trajectory starts from a separate student")
-    if d.weighting not in ("truncated_snr", "eps"):
-        problems.append(f"distill.weighting must be 'truncated_snr' or 'eps', got {d.weighting!r}")
-    ratio = d.teacher_steps // max(d.student_steps, 1)
-    if (
-        d.student_steps < 1
-        or d.teacher_steps <= d.student_steps
-        or d.teacher_steps % d.student_steps
-        or ratio & (ratio - 1)
-    ):
-        problems.append(
-            f"distill.teacher_steps / distill.student_steps must be a power of 2 (at least 2), "
-            f"got {d.teacher_steps} / {d.student_steps}"
-        )
-    if d.steps_per_round < 1:
-        problems.append(f"distill.steps_per_round must be at least 1, got {d.steps_per_round}")
-    if config.train.compile not in TRAIN_COMPILE_MODES:
-        problems.append(f"train.compile must be false, blocks or full (true: full), got {config.train.compile!r}")
-    keep = config.train.keep_last_checkpoints
-    if keep is not None and keep < 1:
-        problems.append(f"train.keep_last_checkpoints must be null (keep all) or at least 1, got {keep}")
-    if problems:
-        raise ConfigError(f"{origin}: invalid config: " + "; ".join(problems))
+    return problems
 
 
 def config_to_dict(config: DiffTalkConfig) -> dict[str, Any]:
-    """Plain-Python dict (safe for ``torch.load(weights_only=True)`` and YAML)."""
+    """Plain-Python dict of a config of any schema (safe for ``torch.load(weights_only=True)`` and YAML)."""
     out = OmegaConf.to_container(OmegaConf.structured(config), resolve=True)
     assert isinstance(out, dict)
     return out
@@ -398,13 +354,13 @@ def default_config_path(name: str = "talking-inference.yaml") -> Path:
     return path
 
 
-def with_audio_feature_kind(config: DiffTalkConfig, kind: str) -> DiffTalkConfig:
-    """A copy of ``config`` whose ``model.conditioning.audio_feature_kind`` is ``kind``; raises ``ConfigError`` when
-    the config already names another kind. ``config`` itself is left unchanged."""
+def with_audio_feature_kind(config: C, kind: str) -> C:
+    """A copy of ``config`` (of the same schema) whose ``model.conditioning.audio_feature_kind`` is ``kind``; raises
+    ``ConfigError`` when the config already names another kind. ``config`` itself is left unchanged."""
     current = config.model.conditioning.audio_feature_kind
     if current not in (None, kind):
         raise ConfigError(f"model.conditioning.audio_feature_kind: the config says '{current}', but found '{kind}'")
-    return load_config(config, [f"model.conditioning.audio_feature_kind={kind}"])
+    return load_config(config, [f"model.conditioning.audio_feature_kind={kind}"], schema=type(config))
 
 
 def checkpoint_config(checkpoint: Mapping[str, Any]) -> dict[str, Any] | None:
