@@ -5,12 +5,13 @@ compiled block by block (``train.compile=blocks``) vs the whole UNet (``train.co
     python benchmarks/train_compile.py --batch-size 64 --modes eager,blocks --timeout 600
     python benchmarks/train_compile.py --tiny --batch-size 2 --steps 3   # CPU (needs a C compiler)
 
-Each mode builds the same model (same seed) and runs the full training step of ``benchmarks/train_throughput.py``
-(forward, simple eps loss, backward, clipping at 0.1, AdamW, EMA) on the same random cached-latent batch, compiled
-by the trainer's own :func:`~talkingface.training.speed.compile_unet`. The first step's noise and timesteps are
-the same in every mode, so its loss is compared with eager's. Inductor's on-disk caches are off unless ``--cache``
-(a second run with them would show warm-cache compile times); dynamo is reset between modes. ``--timeout`` stops a
-mode whose first step takes longer (reported as such; the process then exits, as a compile cannot be interrupted).
+Each mode runs the product's own trainer (``benchmarks/product_training.py``: the Lightning module and
+``pl.Trainer`` of ``talkingface train``, with ``train.compile`` set to the mode, which the trainer applies with its
+:func:`~talkingface.training.speed.compile_unet`) on the same random cached-latent batches, from the same seed, so
+the first step's noise and timesteps are the same in every mode and its loss is compared with eager's. Inductor's
+on-disk caches are off unless ``--cache`` (a second run with them would show warm-cache compile times); dynamo is
+reset between modes. ``--timeout`` stops a mode whose first step takes longer (reported as such; the process then
+exits, as a compile cannot be interrupted).
 """
 
 from __future__ import annotations
@@ -35,11 +36,10 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from train_throughput import PAPER_CONFIG, TINY_CONFIG, synthetic_batch, training_step  # noqa: E402
+from product_training import fit_steps  # noqa: E402
+from train_throughput import PAPER_CONFIG, TINY_CONFIG  # noqa: E402
 
-from talkingface.training.config import load_training_config  # noqa: E402
-from talkingface.training.module import LatentDiffusion  # noqa: E402
-from talkingface.training.speed import compile_unet, unet_blocks  # noqa: E402
+from talkingface.training.speed import unet_blocks  # noqa: E402
 
 MODES = {"eager": False, "blocks": "blocks", "full": "full"}  # --modes name -> train.compile
 
@@ -69,36 +69,24 @@ def run_mode(
 ) -> ModeResult:
     torch._dynamo.reset()
     counters.clear()
-    torch.manual_seed(0)
-    cfg = load_training_config(config, overrides)
-    model = LatentDiffusion(cfg.model, learning_rate=1e-5).to(device).train()
-    compile_unet(model, MODES[name], backend=backend)
-    params = [p for p in model.trainable_parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(params, lr=1e-5, fused=device.type == "cuda" or None)
-    batch = synthetic_batch(model, batch_size, True, device)
-    one_step = training_step(model, batch, optimizer, params, bf16, device)
-
-    def step() -> float:
-        loss = one_step()
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        return float(loss)
-
-    torch.manual_seed(1)  # the same timesteps and noise in the first step of every mode
-    start = time.perf_counter()
-    loss = step()
-    first = time.perf_counter() - start
-    for _ in range(warmup):
-        step()
-    start = time.perf_counter()
-    for _ in range(steps):
-        step()
-    step_s = (time.perf_counter() - start) / steps
+    precision = "bf16-mixed" if bf16 else "32-true"
+    mode = {False: "false", "blocks": "blocks", "full": "full"}[MODES[name]]
+    times = fit_steps(
+        config,
+        [*overrides, f"train.precision={precision}", f"train.compile={mode}"],
+        batch_size,
+        1 + warmup + steps,
+        device,
+        cached=True,
+        compile_backend=backend,
+    )
+    step_s = times.mean_s(1 + warmup)
+    first = times.seconds[0]
     compile_s = None if MODES[name] is False else max(first - step_s, 0.0)
     graphs = int(counters["stats"]["unique_graphs"])
-    return ModeResult(
-        name, first, 1000 * step_s, compile_s, graphs, len(unet_blocks(model.model.diffusion_model)), loss
-    )
+    assert times.module is not None
+    blocks = len(unet_blocks(times.module.model.diffusion_model))
+    return ModeResult(name, first, 1000 * step_s, compile_s, graphs, blocks, times.losses[0])
 
 
 def free_memory(device: torch.device) -> None:

@@ -168,3 +168,33 @@ def test_compile_benchmark_prints_its_table(tmp_path: Path, monkeypatch: pytest.
     assert (eager["mode"], eager["graphs"], eager["compile_s"]) == ("eager", 0, None)
     assert (blocks["mode"], blocks["graphs"]) == ("blocks", 9)  # the small UNet's 9 blocks all differ
     assert blocks["loss_diff_vs_eager"] < 1e-5 * abs(eager["loss_first_step"])
+
+
+@pytest.mark.slow
+def test_throughput_benchmark_trains_through_the_product_trainer(tmp_path: Path) -> None:
+    """``benchmarks/train_throughput.py`` times the Lightning steps ``talkingface train`` runs (its module, trainer,
+    precision plugin and callbacks), not a copy of the step: each path's options reach the trainer."""
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    import product_training
+
+    seen: list[tuple[str, bool]] = []
+    fit = product_training.fit_steps
+
+    def spy(config, overrides, batch_size, steps, device, cached, compile_backend="inductor"):  # noqa: ANN001, ANN202
+        times = fit(config, overrides, batch_size, steps, device, cached, compile_backend)
+        trainer_precision = times.module.trainer.precision  # the product's trainer ran the steps
+        seen.append((trainer_precision, times.module.channels_last))
+        return times
+
+    spec = importlib.util.spec_from_file_location("train_throughput", ROOT / "benchmarks" / "train_throughput.py")
+    bench = importlib.util.module_from_spec(spec)
+    sys.modules["train_throughput"] = bench
+    spec.loader.exec_module(bench)
+    bench.fit_steps = spy
+    out = tmp_path / "throughput.json"
+    sets = [a for o in SMALL for a in ("--set", o)]
+    assert bench.main(["--tiny", *sets, "--batch-size", "2", "--steps", "1", "--warmup", "1", "--json", str(out)]) == 0
+    results = {r["name"]: r for r in json.loads(out.read_text())["results"]}
+    assert seen == [("32-true", False), ("bf16-mixed", True)]
+    assert set(results) == {"reference", "fast"}
+    assert all(r["samples_per_sec"] > 0 and 0.5 < r["loss"] < 2.0 for r in results.values()), results
