@@ -90,6 +90,16 @@ def small_face_frames(face_px: float, width: int, height: int, n: int, motion: f
     return frames
 
 
+def face_free_frames(width: int, height: int, n: int) -> np.ndarray:
+    """``(n, height, width, 3)`` uint8: skimage's coffee photo filling the frame, panning by a few pixels (dlib
+    finds no face in it, at the default pass or upsampled)."""
+    import cv2
+    import skimage.data
+
+    big = cv2.resize(skimage.data.coffee(), (width + 16, height + 16), interpolation=cv2.INTER_AREA)
+    return np.stack([big[i % 16 : i % 16 + height, i % 16 : i % 16 + width] for i in range(n)])
+
+
 def face_landmarks(size: int) -> np.ndarray:
     """A plausible 68-point layout in a ``size`` crop: jaw on an ellipse, the rest near the centre."""
     lms = np.full((68, 2), size / 2, dtype=np.float32)

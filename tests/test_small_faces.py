@@ -13,7 +13,15 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from data_fixtures import PHOTO_FACE_BOX, face_frames, on_canvas, small_face_frames, write_video, write_wav
+from data_fixtures import (
+    PHOTO_FACE_BOX,
+    face_frames,
+    face_free_frames,
+    on_canvas,
+    small_face_frames,
+    write_video,
+    write_wav,
+)
 
 from talkingface import cli
 from talkingface.media import face_search as fs
@@ -138,15 +146,30 @@ def test_once_small_the_search_skips_the_default_pass_and_looks_around_the_face(
 
 
 def test_frames_without_faces_back_off_the_full_retry(
-    detector: LandmarkDetector, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    detector: LandmarkDetector, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """A face-free stretch costs the default pass and a full retry in one frame of RETRY_EVERY; no false faces."""
+    """A face-free stretch costs the default pass on every frame and few full retries; no false faces."""
     background = on_canvas(face_frames(30 / 25, 25, face=False), 176, 144)
     counts = Counting(detector, monkeypatch)
     search = FaceSearch(detector, "flag")
     assert not any(search.detect_boxes(rgb) for rgb in background)
     assert counts.default == 30
-    assert fs.FREE_RETRIES <= counts.full <= fs.FREE_RETRIES + 30 // fs.RETRY_EVERY + 1 < 30 // 2
+    # frames 0 and 1, then one RETRY_EVERY frames later (frame 14); the next would wait twice as long (frame 39)
+    assert (fs.FREE_RETRIES, fs.RETRY_EVERY) == (2, 12) and counts.full == 3
+
+
+def test_a_large_face_missed_for_a_moment_is_not_searched_upsampled(
+    detector: LandmarkDetector, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Upsampling cannot bring back a large face (turned or covered): no retry for RECENT_FRAMES, then the usual."""
+    face = small_face_frames(150, 640, 360, 5)
+    gone = face_free_frames(640, 360, 30)
+    counts = Counting(detector, monkeypatch)
+    search = FaceSearch(detector, "turned")
+    found = [bool(search.detect_boxes(rgb)) for rgb in np.concatenate([face, gone])]
+    assert found == [True] * 5 + [False] * 30
+    # none in the RECENT_FRAMES after frame 4, then two (frames 31 and 32) before the back-off
+    assert fs.RECENT_FRAMES == 25 and counts.full == 2 and len(counts.scaled) == 2
 
 
 def test_a_lost_small_face_hands_back_to_the_default_pass(detector: LandmarkDetector) -> None:

@@ -1,8 +1,8 @@
 """Face search over one video: dlib's default pass, and an upsampled retry for faces too small for it.
 
 dlib's HOG detector scans an 80 px window, so at the default pass (frames downscaled to a longer side of at most
-640 px, see :class:`~talkingface.media.landmarks.LandmarkDetector`) it finds faces of about 60-80 px *after* the
-downscale: 60 px in a 176 x 144 clip, 180-240 px in a 1080p one. A :class:`FaceSearch` keeps the default pass and
+640 px, see :class:`~talkingface.media.landmarks.LandmarkDetector`) it finds faces from about 55-80 px *after* the
+downscale: 55 px in a 176 x 144 clip, 170-240 px in a 1080p one. A :class:`FaceSearch` keeps the default pass and
 adds a retry on frames where it finds nothing:
 
 * **Full retry**: the whole frame upsampled by :data:`RETRY_SCALE` (2x: a 40 px face becomes 80 px), the upsampled
@@ -10,13 +10,17 @@ adds a retry on frames where it finds nothing:
   smallest findable face is larger). Upsampled images show false faces (a badge, a pattern) that dlib scores low:
   the retry keeps detections scoring at least :data:`RETRY_MIN_SCORE` (real faces score about 1 or more).
 * **Memory per video**: once the retry has found the faces, the search stays in *small-face mode*: it skips the
-  default pass (which would miss them again) and searches only around the last faces (each box widened by one
-  box width on every side), upsampled so that the smallest is :data:`REGION_FACE_PX` wide: a few milliseconds per
-  frame whatever the frame size. It leaves that mode when the faces grow large enough for the default pass, or
-  when they are lost (then the default pass runs again, and the full retry).
+  default pass (which would miss them again) and searches only around the last faces (each box widened by
+  :data:`REGION_MARGIN` of its width on every side), upsampled so that the smallest is :data:`REGION_FACE_PX`
+  wide: a few milliseconds per frame whatever the frame size. It leaves that mode when the faces grow large enough
+  for the default pass, or when they are lost (then the default pass runs again, and the full retry).
+* **No blind retries**: a large face (one the default pass finds) that is missed for a moment (turned, covered,
+  blurred) is not searched upsampled: size is not why it was missed. Only after :data:`RECENT_FRAMES` without it
+  does the full retry run, as it does from the start of a video.
 * **Back-off**: while full retries keep finding nothing (a stretch without a face), after :data:`FREE_RETRIES` of
-  them in a row only one frame in :data:`RETRY_EVERY` gets one, so a video without small faces costs at most the
-  default pass plus a fraction of a full retry per frame.
+  them in a row the next one waits :data:`RETRY_EVERY` frames, then twice as long each time, up to
+  :data:`MAX_WAIT` frames, so a video without faces costs the default pass and a small fraction of a full retry
+  per frame.
 
 The first time the retry finds faces in a video, one INFO line says so (not one per frame).
 """
@@ -43,16 +47,23 @@ RETRY_SCALE = HOG_WINDOW_PX / MIN_FACE_PX
 RETRY_MAX_PIXELS = 3840 * 2160
 #: Retry detections scoring below this are dropped (false faces on upsampled images score about 0-0.2).
 RETRY_MIN_SCORE = 0.4
+#: The search around known faces looks this far (in face widths) beyond each box: at 25 fps a face moves far less
+#: between two frames; when it moves more, the full retry finds it.
+REGION_MARGIN = 0.5
 #: The search around known faces upsamples so that the smallest of them is this wide (comfortably above 80 px).
 REGION_FACE_PX = 100
 #: Faces at least this wide on the default pass's image are left to it (small-face mode ends).
 DEFAULT_FACE_PX = 100
 #: A retry must upsample at least this much more than the default pass to find anything it did not.
 GAIN = 1.2
+#: A large face missed for up to this many frames (1 s at 25 fps) gets no full retry.
+RECENT_FRAMES = 25
 #: Full retries in a row that may find nothing before the back-off starts ...
 FREE_RETRIES = 2
-#: ... after which one frame in this many gets a full retry while none finds a face.
+#: ... then the next one waits this many frames, twice as long after each further miss, ...
 RETRY_EVERY = 12
+#: ... and at most this many (2 s at 25 fps).
+MAX_WAIT = 50
 
 
 class FaceSearch:
@@ -69,9 +80,11 @@ class FaceSearch:
         self.frames = 0  # frames searched
         self.retried = 0  # frames whose faces only the retry found
         self.small = False  # small-face mode: the default pass is skipped
-        self._last: list[Box] = []  # the faces of the last frame that had any
+        self._last: list[Box] = []  # the faces of the last frame that had any ...
+        self._last_frame = -1  # ... its index ...
+        self._last_small = False  # ... and whether they were too small for the default pass
         self._misses = 0  # full retries in a row that found nothing
-        self._since_full = 0  # frames since the last full retry
+        self._wait = 0  # frames to go before the next full retry may run
         self._announced = False
 
     def __call__(self, rgb: np.ndarray) -> np.ndarray | None:
@@ -89,7 +102,9 @@ class FaceSearch:
         self.frames += 1
         boxes = self._search(rgb)
         if boxes:
-            self._last = boxes
+            h, w = rgb.shape[:2]
+            self._last, self._last_frame = boxes, self.frames - 1
+            self._last_small = max(b[2] - b[0] for b in boxes) * self.detector.default_scale(w, h) < DEFAULT_FACE_PX
         return boxes
 
     def retry_scale(self, width: int, height: int) -> float:
@@ -119,13 +134,16 @@ class FaceSearch:
             boxes = self.detector.detect_boxes(rgb)
             if boxes:
                 return boxes
-        self._since_full += 1
-        if self._misses >= FREE_RETRIES and self._since_full < RETRY_EVERY:
+        if self._last and not self._last_small and self.frames - 1 - self._last_frame <= RECENT_FRAMES:
+            return []  # a large face missed for a moment: upsampling would not bring it back
+        if self._wait > 0:
+            self._wait -= 1
             return []
-        self._since_full = 0
         boxes = self.detector.detect_boxes_scaled(rgb, full_scale, min_score=RETRY_MIN_SCORE)
         if not boxes:
             self._misses += 1
+            if self._misses >= FREE_RETRIES:
+                self._wait = min(RETRY_EVERY * 2 ** (self._misses - FREE_RETRIES), MAX_WAIT)
             return []
         where = f"whole frame, {round(w * full_scale)}x{round(h * full_scale)} px"
         return self._found(boxes, default_scale, full_scale, where, (w, h))
@@ -147,7 +165,7 @@ class FaceSearch:
     def _found(
         self, boxes: list[Box], default_scale: float, scale: float, where: str, size: tuple[int, int]
     ) -> list[Box]:
-        self._misses = 0
+        self._misses = self._wait = 0
         self.retried += 1
         widest = max(b[2] - b[0] for b in boxes)
         self.small = widest * default_scale < DEFAULT_FACE_PX
@@ -171,8 +189,8 @@ class FaceSearch:
 
 
 def _widened(box: Box) -> Box:
-    """``box`` with one box width (height) of margin on each side."""
-    w, h = box[2] - box[0], box[3] - box[1]
+    """``box`` with REGION_MARGIN of its width (height) added on each side."""
+    w, h = round(REGION_MARGIN * (box[2] - box[0])), round(REGION_MARGIN * (box[3] - box[1]))
     return box[0] - w, box[1] - h, box[2] + w, box[3] + h
 
 
