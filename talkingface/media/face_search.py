@@ -43,7 +43,7 @@ MIN_FACE_PX = 40
 HOG_WINDOW_PX = 80
 #: Upsampling of the full retry: a MIN_FACE_PX face becomes HOG_WINDOW_PX wide.
 RETRY_SCALE = HOG_WINDOW_PX / MIN_FACE_PX
-#: Largest upsampled image (pixels) a retry scans: a 1920 x 1080 frame at 2x (about 0.8 s on one CPU core).
+#: Largest upsampled image (pixels) a retry scans: a 1920 x 1080 frame at 2x (about 1 s on one CPU core).
 RETRY_MAX_PIXELS = 3840 * 2160
 #: Retry detections scoring below this are dropped (false faces on upsampled images score about 0-0.2).
 RETRY_MIN_SCORE = 0.4
