@@ -12,6 +12,10 @@ from talkingface.data.constants import FEATURE_RATE_HZ, SAMPLE_RATE
 
 #: Source crop of skimage's astronaut photo that holds the face (~90 px wide, found by dlib at upsample 0).
 FACE_WINDOW = (10, 40, 288, 288)  # y0, x0, h, w in the 512 x 512 photo
+#: dlib's face box in skimage's astronaut photo (left, top, right, bottom; 88 px wide); the photo's rows below
+#: PHOTO_ROWS (the badge, which dlib takes for a small face when upsampled) are left out of small-face frames.
+PHOTO_FACE_BOX = (179, 83, 266, 170)
+PHOTO_ROWS = 320
 #: Peak horizontal / vertical motion (pixels) of the face over the clip.
 MOTION_PX = (10.0, 6.0)
 #: Saved frame side in the end-to-end tests (small for speed).
@@ -63,6 +67,39 @@ def face_frames(seconds: float, fps: int, face: bool = True) -> np.ndarray:
     return frames
 
 
+def small_face_frames(face_px: float, width: int, height: int, n: int, motion: float = 3.0) -> np.ndarray:
+    """``(n, height, width, 3)`` uint8 frames: the astronaut photo scaled so that dlib's box of the face is about
+    ``face_px`` wide, the face at the centre moving by up to ``motion`` pixels, the photo's edges replicated
+    beyond it."""
+    import cv2
+    import skimage.data
+
+    photo = skimage.data.astronaut()[:PHOTO_ROWS]
+    left, top, right, bottom = PHOTO_FACE_BOX
+    s = face_px / (right - left)
+    small = cv2.resize(photo, None, fx=s, fy=s, interpolation=cv2.INTER_AREA)
+    pad = max(width, height)
+    big = cv2.copyMakeBorder(small, pad, pad, pad, pad, cv2.BORDER_REPLICATE)
+    cx, cy = pad + s * (left + right) / 2, pad + s * (top + bottom) / 2
+    frames = np.empty((n, height, width, 3), dtype=np.uint8)
+    for i in range(n):
+        phase = 2 * np.pi * i / max(n, 1)
+        x0 = int(round(cx - width / 2 + motion * np.sin(phase)))
+        y0 = int(round(cy - height / 2 + motion * np.sin(2 * phase) / 2))
+        frames[i] = big[y0 : y0 + height, x0 : x0 + width]
+    return frames
+
+
+def face_free_frames(width: int, height: int, n: int) -> np.ndarray:
+    """``(n, height, width, 3)`` uint8: skimage's coffee photo filling the frame, panning by a few pixels (dlib
+    finds no face in it, at the default pass or upsampled)."""
+    import cv2
+    import skimage.data
+
+    big = cv2.resize(skimage.data.coffee(), (width + 16, height + 16), interpolation=cv2.INTER_AREA)
+    return np.stack([big[i % 16 : i % 16 + height, i % 16 : i % 16 + width] for i in range(n)])
+
+
 def face_landmarks(size: int) -> np.ndarray:
     """A plausible 68-point layout in a ``size`` crop: jaw on an ellipse, the rest near the centre."""
     lms = np.full((68, 2), size / 2, dtype=np.float32)
@@ -85,14 +122,19 @@ def write_video(
     channels: int = 1,
     face: bool = True,
     size: tuple[int, int] | None = None,
+    frames: np.ndarray | None = None,
 ) -> Path:
     """Encode an h264 (+ aac) clip with PyAV. ``audio``: "tones", "silent" or None (no audio stream).
-    ``size``: ``(width, height)`` of the frames (:func:`on_canvas`; default 288 x 288)."""
+    ``size``: ``(width, height)`` of the frames (:func:`on_canvas`; default 288 x 288).
+    ``frames``: ``(N, H, W, 3)`` uint8 to encode instead of the moving astronaut (``seconds`` = N / ``fps``)."""
     import av
 
-    frames = face_frames(seconds, fps, face)
-    if size is not None:
-        frames = on_canvas(frames, *size)
+    if frames is None:
+        frames = face_frames(seconds, fps, face)
+        if size is not None:
+            frames = on_canvas(frames, *size)
+    else:
+        seconds = len(frames) / fps
     with av.open(str(path), "w") as container:
         vstream = container.add_stream("libx264", rate=fps)
         vstream.width, vstream.height = frames.shape[2], frames.shape[1]

@@ -354,6 +354,7 @@ def _write_frames(job: VideoJob, tmp: Path, options: BuildOptions, progress: boo
         allow_silent=options.allow_silent,
         n_frames_limit=n_limit,
         face=options.face,
+        image_size=options.size,
         progress=progress,
     )
     n = analysis.n_frames

@@ -98,13 +98,16 @@ def prepare_video(
             audio=False,
             max_missing=max_missing,
             face=face,
+            image_size=crop_size,
             progress=progress,
         )
     else:
         if not isinstance(landmarks, SourceLandmarks):
             landmarks = read_landmarks(landmarks)
         points = landmarks_at_fps(landmarks, path, fps)
-        analysis = analyse_landmarks(path, points, fps=fps, crop=crop, max_missing=max_missing, source=landmarks.path)
+        analysis = analyse_landmarks(
+            path, points, fps=fps, crop=crop, max_missing=max_missing, source=landmarks.path, image_size=crop_size
+        )
     for message in analysis.warnings:
         log.warning(message)
     frames: np.ndarray | None = None

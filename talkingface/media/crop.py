@@ -14,6 +14,8 @@ DEFAULT_CROP_SHIFT_UP = 0.05
 DEFAULT_CENTER_SIGMA = 3.0
 #: ... and of the box side (slower: zoom changes are distracting).
 DEFAULT_SIDE_SIGMA = 12.0
+#: Crops upscaled more than this (crop size / box side) are visibly soft: the video gets a warning.
+SOFT_UPSCALE = 2.0
 
 
 @dataclass(frozen=True)
@@ -103,3 +105,22 @@ def landmarks_to_crop(landmarks: np.ndarray, box: np.ndarray, size: int) -> np.n
     out[..., 0] = (landmarks[..., 0] - x0 + 0.5) * s - 0.5
     out[..., 1] = (landmarks[..., 1] - y0 + 0.5) * s - 0.5
     return out
+
+
+def upscale_warning(source: object, landmarks: np.ndarray, boxes: np.ndarray, size: int) -> str | None:
+    """A warning naming the face width and the upscale when the ``size`` crops of ``boxes`` (``(N, 3)``, see
+    :func:`plan_crops`) are upscaled more than :data:`SOFT_UPSCALE` on the median frame; None otherwise.
+
+    ``landmarks``: ``(N, 68, 2)`` in source pixels (the face width is their median horizontal extent).
+    """
+    if len(boxes) == 0:
+        return None
+    side = float(np.median(boxes[:, 2]))
+    factor = size / side
+    if factor <= SOFT_UPSCALE:
+        return None
+    face = float(np.median(np.ptp(landmarks[..., 0], axis=1)))
+    return (
+        f"{source}: face is {face:.0f} px wide; its {size}-px crop is upscaled {factor:.1f}x from {side:.0f} px of "
+        "the video, so the result will be soft (a source with a larger face gives a sharper one)"
+    )

@@ -16,10 +16,18 @@ import numpy as np
 from tqdm import tqdm
 
 from talkingface.constants import DEFAULT_IMAGE_SIZE, FPS, N_LANDMARKS, SAMPLE_RATE
-from talkingface.media.crop import CropConfig, crop_square, fill_missing, landmarks_to_crop, plan_crops
+from talkingface.media.crop import (
+    CropConfig,
+    crop_square,
+    fill_missing,
+    landmarks_to_crop,
+    plan_crops,
+    upscale_warning,
+)
 from talkingface.media.decode import align_audio, frames_for_seconds, iter_frames, load_audio, probe_video
 from talkingface.media.errors import PreprocessError
 from talkingface.media.face_choice import LARGEST, FaceChoice, FaceChoiceError, FaceTracker
+from talkingface.media.face_search import FaceSearch
 from talkingface.media.landmarks import LandmarkDetector, shared_detector
 
 log = logging.getLogger(__name__)
@@ -126,15 +134,22 @@ def analyse_video(
     allow_silent: bool = False,
     n_frames_limit: int | None = None,
     face: FaceChoice = LARGEST,
+    image_size: int | None = None,
     progress: bool = False,
 ) -> VideoAnalysis:
     """Detection pass: landmarks on every 25 fps frame, gap filling, smoothed crop boxes, aligned audio.
+
+    A :class:`~talkingface.media.landmarks.LandmarkDetector` searches each video through a
+    :class:`~talkingface.media.face_search.FaceSearch`: frames without a face at its default scale are searched
+    again upsampled (faces down to about 40 px); other detectors (tests, scripted boxes) are used as given.
 
     Args:
         audio: True: the video's own track; a path: a separate audio file; False: no audio.
         n_frames_limit: keep at most this many frames (e.g. the length of precomputed audio features).
         face: which face (``--face``, :mod:`talkingface.media.face_choice`): the largest in each frame, or one
             chosen in the first frame with a face and tracked; a frame where it is lost counts as without a face.
+        image_size: side of the crops that will be cut (``iter_crops``); when they are upscaled more than
+            :data:`~talkingface.media.crop.SOFT_UPSCALE`, a warning names the face size and the upscale.
     Raises:
         PreprocessError: no video/audio stream, undecodable file, too many frames without a face (or the chosen
             one), A/V mismatch, ``--face`` naming a face that is not there.
@@ -145,6 +160,8 @@ def analyse_video(
     if audio is not False:
         samples = _load_aligned_audio(path, None if audio is True else Path(audio), probe.start_s, allow_silent)
     detector = detector or shared_detector()
+    if isinstance(detector, LandmarkDetector):
+        detector = FaceSearch(detector, path)
     crop = crop or CropConfig()
     rows: list[np.ndarray] = []
     nan = np.full((N_LANDMARKS, 2), np.nan, dtype=np.float32)
@@ -175,12 +192,16 @@ def analyse_video(
     landmarks, missing = _fill_gaps(raw, path, max_missing, warnings, failure, gap)
     if samples is not None:
         samples = samples[: int(round(n / fps * SAMPLE_RATE))]
+    boxes = plan_crops(landmarks, crop)
+    soft = None if image_size is None else upscale_warning(path, landmarks, boxes, image_size)
+    if soft:
+        warnings.append(soft)
     return VideoAnalysis(
         path=path,
         n_frames=n,
         landmarks=landmarks,
         missing=missing,
-        boxes=plan_crops(landmarks, crop),
+        boxes=boxes,
         audio=samples,
         source_size=(probe.width, probe.height),
         fps=fps,
@@ -196,12 +217,13 @@ def analyse_landmarks(
     crop: CropConfig | None = None,
     max_missing: float = DEFAULT_MAX_MISSING,
     source: str | Path | None = None,
+    image_size: int | None = None,
 ) -> VideoAnalysis:
     """The detection pass's result from landmarks found elsewhere (no dlib): ``landmarks (N, 68, 2)`` in source
     pixels, one row per ``fps`` frame of the video ``path``, NaN rows where there is no face.
 
     Gap filling, the ``max_missing`` check and the crop planning are those of :func:`analyse_video` (no audio).
-    ``source`` (default ``path``) is the file errors name.
+    ``source`` (default ``path``) is the file errors name; ``image_size`` as for :func:`analyse_video`.
 
     Raises:
         PreprocessError: too many frames without landmarks.
@@ -212,12 +234,16 @@ def analyse_landmarks(
     n = len(landmarks)
     warnings: list[str] = []
     filled, missing = _fill_gaps(landmarks, source, max_missing, warnings, "no landmarks", "no landmarks")
+    boxes = plan_crops(filled, crop or CropConfig())
+    soft = None if image_size is None else upscale_warning(path, filled, boxes, image_size)
+    if soft:
+        warnings.append(soft)
     return VideoAnalysis(
         path=path,
         n_frames=n,
         landmarks=filled,
         missing=missing,
-        boxes=plan_crops(filled, crop or CropConfig()),
+        boxes=boxes,
         audio=None,
         source_size=(probe.width, probe.height),
         fps=fps,
@@ -277,6 +303,7 @@ def extract_video(
         max_av_gap_s=max_av_gap_s,
         allow_silent=allow_silent,
         face=face,
+        image_size=size,
         progress=progress,
     )
     for message in analysis.warnings:

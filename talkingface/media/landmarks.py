@@ -17,6 +17,11 @@ PREDICTOR_FILE = "shape_predictor_68_face_landmarks.dat"
 DEFAULT_UPSAMPLE = 0
 #: Frames are downscaled so that their longer side is at most this before HOG detection (speed).
 DEFAULT_DETECT_MAX_SIDE = 640
+#: Face boxes narrower than this (pixels) get their landmarks on a patch upscaled to this width: dlib's predictor
+#: reads whole pixels, so on a 40 px face its points are coarse (integers) without it.
+PREDICT_MIN_BOX_PX = 100
+
+Box = tuple[int, int, int, int]
 
 
 def default_predictor_path() -> Path:
@@ -55,23 +60,52 @@ class LandmarkDetector:
         self._predictor = dlib.shape_predictor(str(self.predictor_path))
         self._dlib = dlib
 
+    def default_scale(self, width: int, height: int) -> float:
+        """Scale of the default pass on ``width x height`` frames: at most 1, longer side ``detect_max_side``."""
+        return min(1.0, self.detect_max_side / max(width, height))
+
     def _detect_rects(self, rgb: np.ndarray) -> tuple[list, float]:
         """dlib's face rectangles on the (downscaled) image and the scale from source pixels to theirs."""
         import cv2
 
         rgb = _check_rgb(rgb)
-        scale = 1.0
+        scale = self.default_scale(rgb.shape[1], rgb.shape[0])
         small = rgb
-        if max(rgb.shape[:2]) > self.detect_max_side:
-            scale = self.detect_max_side / max(rgb.shape[:2])
+        if scale < 1.0:
             small = cv2.resize(rgb, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
         return list(self._detector(np.ascontiguousarray(small), self.upsample)), scale
 
     @staticmethod
-    def _to_box(rect, scale: float) -> tuple[int, int, int, int]:
-        return tuple(int(round(c / scale)) for c in (rect.left(), rect.top(), rect.right(), rect.bottom()))
+    def _to_box(rect, scale: float, x0: int = 0, y0: int = 0) -> Box:
+        left, top, right, bottom = (rect.left(), rect.top(), rect.right(), rect.bottom())
+        return (
+            int(round(left / scale)) + x0,
+            int(round(top / scale)) + y0,
+            int(round(right / scale)) + x0,
+            int(round(bottom / scale)) + y0,
+        )
 
-    def detect_box(self, rgb: np.ndarray) -> tuple[int, int, int, int] | None:
+    def detect_boxes_scaled(
+        self, rgb: np.ndarray, scale: float, region: Box | None = None, min_score: float = 0.0
+    ) -> list[Box]:
+        """Face boxes found on ``region`` (default: the whole frame) resized by ``scale`` (above 1: upsampled, so
+        that faces smaller than dlib's 80 px window are found), keeping those scoring at least ``min_score``.
+
+        Boxes are ``(left, top, right, bottom)`` in ``rgb``'s pixels, best score first.
+        """
+        import cv2
+
+        rgb = _check_rgb(rgb)
+        x0, y0, x1, y1 = region if region is not None else (0, 0, rgb.shape[1], rgb.shape[0])
+        patch = rgb[y0:y1, x0:x1]
+        if patch.size == 0:
+            return []
+        interpolation = cv2.INTER_LINEAR if scale > 1.0 else cv2.INTER_AREA
+        image = np.ascontiguousarray(cv2.resize(patch, None, fx=scale, fy=scale, interpolation=interpolation))
+        rects, scores, _ = self._detector.run(image, 0, min_score)
+        return [self._to_box(rect, scale, x0, y0) for rect, _ in sorted(zip(rects, scores), key=lambda rs: -rs[1])]
+
+    def detect_box(self, rgb: np.ndarray) -> Box | None:
         """Largest face box ``(left, top, right, bottom)`` in ``rgb``'s pixels, or None."""
         rects, scale = self._detect_rects(rgb)
         if len(rects) == 0:
@@ -79,14 +113,36 @@ class LandmarkDetector:
         rect = max(rects, key=lambda r: r.width() * r.height())
         return self._to_box(rect, scale)
 
-    def detect_boxes(self, rgb: np.ndarray) -> list[tuple[int, int, int, int]]:
+    def detect_boxes(self, rgb: np.ndarray) -> list[Box]:
         """Every face box ``(left, top, right, bottom)`` in ``rgb``'s pixels (dlib's order; may be empty)."""
         rects, scale = self._detect_rects(rgb)
         return [self._to_box(rect, scale) for rect in rects]
 
-    def landmarks_in_box(self, rgb: np.ndarray, box: tuple[int, int, int, int]) -> np.ndarray:
-        """Run the shape predictor inside a given face box."""
+    def landmarks_in_box(self, rgb: np.ndarray, box: Box) -> np.ndarray:
+        """Run the shape predictor inside a given face box (on an upscaled patch when the box is small)."""
+        import cv2
+
         rgb = _check_rgb(rgb)
+        width = box[2] - box[0]
+        if width >= PREDICT_MIN_BOX_PX or width <= 0:
+            return self._predict(rgb, box)
+        h, w = rgb.shape[:2]  # a patch with one box width of margin, upscaled so that the box is PREDICT_MIN_BOX_PX
+        x0, y0 = max(box[0] - width, 0), max(box[1] - width, 0)
+        x1, y1 = min(box[2] + width, w), min(box[3] + width, h)
+        if x1 <= x0 or y1 <= y0:
+            return self._predict(rgb, box)
+        factor = PREDICT_MIN_BOX_PX / width
+        size = (int(round((x1 - x0) * factor)), int(round((y1 - y0) * factor)))
+        patch = cv2.resize(rgb[y0:y1, x0:x1], size, interpolation=cv2.INTER_LINEAR)
+        fx, fy = size[0] / (x1 - x0), size[1] / (y1 - y0)
+        inner = (box[0] - x0) * fx, (box[1] - y0) * fy, (box[2] - x0) * fx, (box[3] - y0) * fy
+        points = self._predict(np.ascontiguousarray(patch), tuple(int(round(c)) for c in inner))
+        # pixel centres as cv2.resize maps them: patch pixel u covers source x0 + (u + 0.5) / fx - 0.5
+        points[:, 0] = x0 + (points[:, 0] + 0.5) / fx - 0.5
+        points[:, 1] = y0 + (points[:, 1] + 0.5) / fy - 0.5
+        return points
+
+    def _predict(self, rgb: np.ndarray, box: Box) -> np.ndarray:
         shape = self._predictor(rgb, self._dlib.rectangle(*box))
         return np.array([(p.x, p.y) for p in shape.parts()], dtype=np.float32).reshape(N_LANDMARKS, 2)
 
