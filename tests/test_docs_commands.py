@@ -29,7 +29,7 @@ from unittest import mock
 import pytest
 
 from talkingface.cli_support import is_override
-from talkingface.model.image_driven_talkingface.DiffTalk.config import DiffTalkConfig
+from talkingface.training.config import TrainingConfig
 
 ROOT = Path(__file__).resolve().parents[1]
 DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
@@ -193,7 +193,7 @@ def script_parser(path: str) -> argparse.ArgumentParser:
 
 # ------------------------------------------------------------------------------------------------- the checks
 def config_key_problem(key: str) -> str | None:
-    node: Any = DiffTalkConfig()
+    node: Any = TrainingConfig()
     for i, part in enumerate(key.split(".")):
         if not dataclasses.is_dataclass(node) or part not in {f.name for f in dataclasses.fields(node)}:
             return f"{key}: not a config key ({'.'.join(key.split('.')[:i]) or 'top level'} has no {part!r})"
