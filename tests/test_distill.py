@@ -235,8 +235,9 @@ def sampling_spy(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, int, Any]]:
     seen: list[tuple[str, int, Any]] = []
 
     class Spy(LipSyncPipeline):
-        def run(self, *args: Any, **kwargs: Any) -> None:
+        def run(self, video: Any, *args: Any, **kwargs: Any) -> None:
             self._check_options()
+            self.start_generation(self.prepare_video(video), cache=False)  # where the sampling line is said
             sampler, steps, grid = self.sampling()
             seen.append((sampler, steps, None if grid is None else list(grid)))
 
