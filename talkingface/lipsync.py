@@ -31,6 +31,7 @@ import sys
 from pathlib import Path
 
 from talkingface.cli_support import EXIT_OK, ArgumentParser, report
+from talkingface.demo_assets import demo_student_path
 from talkingface.inference import InferenceError, LipSyncOptions, LipSyncPipeline
 from talkingface.inference.landmark_file import read_landmarks
 from talkingface.inference.model_choice import resolve_checkpoint, same_file
@@ -208,10 +209,11 @@ def _check_outputs_are_not_inputs(args: argparse.Namespace) -> None:
                 raise InferenceError(out, f"is the input {flag} {path}; write the result to another path")
 
 
-def choose_checkpoint(ckpt: str | None) -> Path:
+def choose_checkpoint(ckpt: str | None, video: str | None = None) -> Path:
     """The checkpoint a run with a user video uses: ``--ckpt``, else ``DEFAULT_CKPT`` when it exists, else the
-    bundled synthetic demo model; a warning says when that model is used (chosen or by default)."""
-    path, warning = resolve_checkpoint(ckpt)
+    bundled synthetic demo model; a warning says when that model is used (chosen or by default) on a ``video`` that
+    is not a synthetic clip."""
+    path, warning = resolve_checkpoint(ckpt, video=video)
     if warning is not None:
         log.warning("%s", warning)
     return path
@@ -249,7 +251,7 @@ def run(args: argparse.Namespace) -> None:
     if args.audio is not None:
         _check_input(args.audio, "audio")
     landmarks = read_landmarks(args.landmarks) if args.landmarks is not None else None
-    ckpt = choose_checkpoint(args.ckpt)
+    ckpt = choose_checkpoint(args.ckpt, args.video)
     model = get_difftalk_inference(
         args.config,
         ckpt,
@@ -310,7 +312,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.video is None and args.landmarks is not None:
         parser.error("argument --landmarks: needs --video")
     if args.video is not None and args.demo_student:
-        parser.error("argument --demo-student: only without --video (with a video: --ckpt PATH)")
+        parser.error(f"argument --demo-student: only without --video (with a video: --ckpt {demo_student_path()})")
     if args.stream_no_wait and not args.stream:
         parser.error("argument --stream-no-wait: needs --stream")
     if args.landmarks is not None and not args.face.is_largest:

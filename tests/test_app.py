@@ -16,10 +16,12 @@ from typing import Any
 import httpx
 import numpy as np
 import pytest
+from data_fixtures import write_video
 from fastapi import FastAPI
 
 from talkingface.app import cli as app_cli
 from talkingface.app.jobs import RunnerSettings
+from talkingface.app.limits import UploadError
 from talkingface.app.server import AppSettings, create_app
 from talkingface.media.decode import load_audio, probe_video
 from talkingface.synthetic.demo import make_sample_media
@@ -29,6 +31,7 @@ from talkingface.synthetic.generate import sidecar_path
 FPS = 25
 SAMPLE_SECONDS = 0.6  # 15 frames: the bundled demo model at 2 steps takes a few seconds on CPU
 HEADERS = {"X-Talkingface": "1"}
+ROOT = Path(__file__).resolve().parents[1]
 CHROMIUM_ARGS = [
     "--headless",
     "--no-sandbox",
@@ -110,8 +113,13 @@ def test_options_offer_the_bundled_model_and_samplers(temp_root: Path) -> None:
     with make_client(temp_root) as client:
         options = client.get("/api/options").json()
         page = client.get("/").text
-    bundled = str(demo_model_paths()[1])
-    assert bundled in [c["path"] for c in options["checkpoints"]]
+        icons = [client.get(path) for path in ("/favicon.ico", "/favicon.svg")]
+    offered = {c["id"]: c["label"] for c in options["checkpoints"]}
+    assert offered["demo"] == "the bundled demo model (synthetic cartoon faces only)"
+    assert offered["demo-student"].startswith("the bundled demo model, 4-step student")
+    assert options["any_checkpoint"] is True
+    assert all(r.status_code == 200 and r.headers["content-type"] == "image/svg+xml" for r in icons)
+    assert icons[0].text.startswith("<svg") and 'href="/favicon.svg"' in page
     assert set(options["samplers"]) == {"ddim", "dpm++"}
     assert ".mp4" in options["accept"]["video"] and ".webm" in options["accept"]["speech"]
     # the page is self-contained: nothing fetched from another origin
@@ -126,7 +134,7 @@ def test_options_offer_the_bundled_model_and_samplers(temp_root: Path) -> None:
         (
             {"speech": ("voice.wav", b"RIFF", "audio/wav")},
             400,
-            "error: video: missing; upload a file or choose another",
+            "error: video: no file chosen; choose a video file, or the sample",
         ),
         ({"video": ("clip.mp4", b"", "video/mp4")}, 400, "error: clip.mp4: empty file"),
         ({"video": ("clip.mp4", b"x" * 20_000, "video/mp4")}, 413, "error: clip.mp4: larger than the 0.01 MB"),
@@ -157,7 +165,7 @@ def test_oversize_request_refused_before_reading(temp_root: Path) -> None:
         ({"steps": "2.5"}, "error: steps: must be a whole number of at least 1, got '2.5'"),
         ({"sampler": "euler"}, "error: sampler: unknown 'euler'; choose one of ddim, dpm++"),
         ({"video_source": "camera"}, "error: video_source: must be one of upload, sample, got 'camera'"),
-        ({"speech_source": "upload"}, "error: speech: missing; upload a file or choose another speech_source"),
+        ({"speech_source": "upload"}, "error: speech: no file chosen; choose a file or record one, or use another"),
     ],
 )
 def test_bad_fields(temp_root: Path, data: dict[str, str], message: str) -> None:
@@ -176,10 +184,27 @@ def test_requests_without_the_app_header_are_refused(temp_root: Path) -> None:
 
 def test_a_public_server_takes_only_the_offered_checkpoints(temp_root: Path) -> None:
     with make_client(temp_root, any_checkpoint=False) as client:
+        assert client.get("/api/options").json()["any_checkpoint"] is False
         r = client.post("/api/jobs", data={"checkpoint": "/etc/passwd"}, headers=HEADERS)
         assert r.status_code == 400
         assert assert_one_line(r.json()).startswith("error: checkpoint: not one of the offered ones")
         assert list(app_folder(temp_root).iterdir()) == []
+
+
+def test_checkpoints_are_chosen_by_id() -> None:
+    from talkingface.app.server import _checkpoint, checkpoint_choices
+    from talkingface.synthetic.export import demo_student_path
+
+    choices = checkpoint_choices(("/elsewhere/a/model.ckpt", "/elsewhere/b/model.ckpt"))
+    assert [c.id for c in choices][:2] == ["ckpt-1", "ckpt-2"]
+    assert [c.label for c in choices][:2] == ["model.ckpt", "model.ckpt (ckpt-2)"]  # told apart, no folders shown
+    assert _checkpoint("demo", choices, any_checkpoint=False) == str(demo_model_paths()[1])
+    assert _checkpoint("demo-student", choices, any_checkpoint=False) == str(demo_student_path())
+    assert _checkpoint("ckpt-2", choices, any_checkpoint=False) == "/elsewhere/b/model.ckpt"
+    assert _checkpoint(" ", choices, any_checkpoint=False) is None  # the default
+    assert _checkpoint("/mine.ckpt", choices, any_checkpoint=True) == "/mine.ckpt"
+    with pytest.raises(UploadError, match="not one of the offered ones"):
+        _checkpoint("/mine.ckpt", choices, any_checkpoint=False)
 
 
 def test_missing_checkpoint_is_one_line_in_the_job(temp_root: Path) -> None:
@@ -199,8 +224,10 @@ def test_unreadable_upload_is_named_by_its_own_name(temp_root: Path, app_media: 
         r = client.post("/api/jobs", files=files, headers=HEADERS)
         job = wait(client, r.json()["id"])
     assert job["state"] == "failed"
-    assert job["message"].startswith("error: holiday.mp4: cannot open as a media file")
-    assert str(temp_root) not in job["message"]
+    assert (
+        job["message"] == "error: holiday.mp4: cannot open as a media file (Invalid data found when processing input)"
+    )
+    assert str(temp_root) not in job["message"] and "Errno" not in job["message"]
 
 
 @pytest.mark.slow
@@ -212,12 +239,13 @@ def test_job_runs_reports_progress_and_files_are_removed(temp_root: Path, app_me
         job_id = r.json()["id"]
         busy = client.post("/api/jobs", data={"video_source": "sample"}, headers=HEADERS)
         assert busy.status_code == 409
-        assert busy.json()["message"] == "error: job: another job is running; wait for it to finish"
+        assert busy.json()["message"] == "error: job: the server is busy with another job; wait for it to finish"
         job = wait(client, job_id)
         assert job["state"] == "done", job["message"]
         assert job["done"] == job["total"]
         assert abs(int(job["total"]) - load_audio(app_media["speech"]).seconds * FPS) <= 1
-        assert "synthetic cartoon faces" in str(job["warning"])
+        assert job["warning"] is None  # the uploaded clip is the synthetic generator's: the demo model suits it
+        assert float(job["elapsed_s"]) > 0 and job["seconds_left"] is None
         result = client.get(str(job["result"]))
         assert result.status_code == 200 and result.headers["content-type"] == "video/mp4"
         assert result.content[4:8] == b"ftyp"
@@ -233,22 +261,132 @@ def test_job_runs_reports_progress_and_files_are_removed(temp_root: Path, app_me
     assert list(temp_root.iterdir()) == []
 
 
-def test_discarding_a_running_job_cancels_it_and_removes_its_files(temp_root: Path) -> None:
+def test_cancelling_a_running_job_stops_it_and_removes_its_files(temp_root: Path) -> None:
+    """DELETE of a running job cancels it: it stays listed as cancelled, without files, and the runner is free."""
     with make_client(temp_root) as client:
         job_id = client.post("/api/jobs", data={"steps": "2"}, headers=HEADERS).json()["id"]
-        assert client.delete(f"/api/jobs/{job_id}", headers=HEADERS).status_code == 204
+        r = client.delete(f"/api/jobs/{job_id}", headers=HEADERS)
+        assert r.status_code == 202 and r.json()["phase"] == "cancelling"
+        job = wait(client, job_id)
+        assert job["state"] == "cancelled" and job["phase"] == "cancelled" and job["message"] == "cancelled"
+        assert job["warning"] is None  # the sample clip with the bundled model: no notice
+        assert list(app_folder(temp_root).iterdir()) == []  # its files went when it stopped
+        r = client.post("/api/jobs", data={"checkpoint": "/nowhere.ckpt"}, headers=HEADERS)
+        assert r.status_code == 202  # the runner is free again
+        wait(client, r.json()["id"])
+        assert client.delete(f"/api/jobs/{job_id}", headers=HEADERS).status_code == 204  # a finished one: discarded
         assert client.get(f"/api/jobs/{job_id}").status_code == 404
-        deadline = time.monotonic() + 60
-        while list(app_folder(temp_root).iterdir()) and time.monotonic() < deadline:
+
+
+@pytest.mark.slow
+def test_cancel_stops_within_one_batch(temp_root: Path) -> None:
+    """A 51-frame job (batches of 16) cancelled once its first batch is written stops before its next batch."""
+    runner = RunnerSettings(sample_seconds=2.0)
+    app = create_app(AppSettings(runner=runner, temp_dir=temp_root))
+    with serve(app) as url, httpx.Client(base_url=url, timeout=60) as client:
+        job_id = client.post("/api/jobs", data={"steps": "2"}, headers=HEADERS).json()["id"]
+        deadline = time.monotonic() + 120
+        while (job := client.get(f"/api/jobs/{job_id}").json())["done"] == 0 and time.monotonic() < deadline:
             time.sleep(0.05)
-        assert list(app_folder(temp_root).iterdir()) == []  # removed once the job stopped
-        # and the runner is free again once the job has stopped
-        while time.monotonic() < deadline:
-            r = client.post("/api/jobs", data={"checkpoint": "/nowhere.ckpt"}, headers=HEADERS)
-            if r.status_code != 409:
-                break
+        assert job["state"] == "running" and 0 < job["done"] < job["total"] and job["total"] > 32
+        cancelled = client.delete(f"/api/jobs/{job_id}", headers=HEADERS)
+        assert cancelled.status_code == 202
+        job = wait(client, job_id)
+        assert job["state"] == "cancelled"
+        assert job["done"] <= cancelled.json()["done"] + 16 < job["total"]  # at most the batch under way
+        assert list(app_folder(temp_root).iterdir()) == []
+
+
+def test_a_users_own_video_with_the_demo_model_gets_a_plain_notice(temp_root: Path, tmp_path: Path) -> None:
+    """The user's video (not a synthetic clip) with the bundled model: a notice in plain words, no command line."""
+    from talkingface.app.jobs import DEMO_MODEL_NOTICE
+
+    video = write_video(tmp_path / "me.mp4", seconds=0.2, fps=FPS)
+    files = {"video": ("me.mp4", video.read_bytes(), "video/mp4")}
+    with make_client(temp_root) as client:
+        job_id = client.post("/api/jobs", files=files, data={"checkpoint": "demo"}, headers=HEADERS).json()["id"]
+        deadline = time.monotonic() + 60  # the notice comes first: no need to wait for the rest
+        while (job := client.get(f"/api/jobs/{job_id}").json())["warning"] is None and time.monotonic() < deadline:
             time.sleep(0.05)
-        assert r.status_code == 202
+        if client.delete(f"/api/jobs/{job_id}", headers=HEADERS).status_code == 202:  # (else it had ended)
+            wait(client, job_id)
+    assert job["warning"] == DEMO_MODEL_NOTICE
+    assert "--" not in DEMO_MODEL_NOTICE and "trainer" not in DEMO_MODEL_NOTICE and "/" not in DEMO_MODEL_NOTICE
+
+
+def test_time_left_counts_down_between_batches_and_elapsed_stops_when_done() -> None:
+    from talkingface.app.jobs import DONE, RUNNING, Job, JobRequest
+    from talkingface.inference.estimate import TimeLeft
+
+    now = [100.0]
+    job = Job("j", Path("unused"), JobRequest(), state=RUNNING, clock=lambda: now[0])
+    job.started = 100.0
+    job.pace = TimeLeft(48, 16, clock=job.clock)
+    for seconds in (30.0, 10.0):  # a warm-up batch, then 10 s a batch: 10 s left
+        now[0] += seconds
+        job.pace.batch_done(16)
+    assert job.to_json()["seconds_left"] == 10 and job.to_json()["elapsed_s"] == 40.0
+    now[0] += 4.0
+    assert job.to_json()["seconds_left"] == 6
+    now[0] += 60.0  # a slow batch: never below 1 s while running
+    assert job.to_json()["seconds_left"] == 1
+    job.state, job.finished = DONE, now[0]
+    now[0] += 50.0
+    assert job.to_json()["seconds_left"] is None and job.to_json()["elapsed_s"] == 104.0
+
+
+def test_messages_name_no_server_folder(tmp_path: Path) -> None:
+    from talkingface.app.jobs import Job, JobRequest
+    from talkingface.demo_assets import ASSETS_DIR
+    from talkingface.model.image_driven_talkingface.DiffTalk import CheckpointError
+    from talkingface.model.image_driven_talkingface.DiffTalk.loader import REPO_ROOT
+
+    job = Job("j", tmp_path / "j", JobRequest())
+    broken = CheckpointError(f"{ASSETS_DIR / 'model.safetensors'}: broken; see {REPO_ROOT / 'README.md'}")
+    assert job.user_message(broken) == (
+        "error: talkingface/synthetic/assets/model.safetensors: broken; see ./README.md"
+    )
+    upload = CheckpointError(f"{tmp_path / 'j' / 'video' / 'me.mp4'}: no face")
+    assert job.user_message(upload) == "error: me.mp4: no face"
+
+
+ABSOLUTE_PATH = re.compile(r"(?<![\w.:])/(?!api/)[\w.-]+/[\w./-]+")
+
+
+def absolute_paths(text: str) -> list[str]:
+    """Absolute file paths in an API answer (the API's own URLs, /api/..., are not paths)."""
+    return ABSOLUTE_PATH.findall(text)
+
+
+@pytest.mark.slow
+def test_no_answer_holds_a_server_path(temp_root: Path, app_media: dict[str, Path]) -> None:
+    """Every answer of a session (options, a job from start to result, a failed upload, refusals) names no server
+    path: not the repository, not the bundled model's folder, not the temp folders."""
+    assert absolute_paths('{"a": "/work/x/talkingface/synthetic/assets/model.safetensors", "b": "/api/jobs/1"}') == [
+        "/work/x/talkingface/synthetic/assets/model.safetensors"
+    ]
+    answers: list[str] = []
+    with make_client(temp_root) as client:
+
+        def keep(r: httpx.Response) -> httpx.Response:
+            answers.append(r.text)
+            return r
+
+        keep(client.get("/api/options"))
+        job_id = keep(client.post("/api/jobs", data={"checkpoint": "demo", "steps": "1"}, headers=HEADERS)).json()["id"]
+        keep(client.post("/api/jobs", data={"video_source": "sample"}, headers=HEADERS))  # busy
+        while keep(client.get(f"/api/jobs/{job_id}")).json()["state"] in ("queued", "running"):
+            time.sleep(0.1)
+        assert client.get(f"/api/jobs/{job_id}").json()["state"] == "done"
+        broken = {"video": ("holiday.mp4", np.random.default_rng(0).bytes(4096), "video/mp4")}
+        failed = keep(client.post("/api/jobs", files=broken, headers=HEADERS)).json()["id"]
+        keep(client.get(f"/api/jobs/{wait(client, failed)['id']}"))
+        keep(client.post("/api/jobs", data={"steps": "0"}, headers=HEADERS))
+        keep(client.get("/api/jobs/nothing"))
+        keep(client.delete(f"/api/jobs/{job_id}", headers=HEADERS))
+    assert len(answers) > 8
+    found = [path for text in answers for path in absolute_paths(text)]
+    assert not found, found
 
 
 def test_finished_jobs_expire(temp_root: Path) -> None:
@@ -329,6 +467,18 @@ def server(temp_root: Path) -> Iterator[str]:
         yield url
 
 
+def watch_failures(page: Any) -> list[str]:
+    """The page's GET requests answered 4xx/5xx (a missing favicon, say), as they come."""
+    failures: list[str] = []
+
+    def seen(r: Any) -> None:
+        if r.status >= 400 and r.request.method == "GET":
+            failures.append(f"{r.status} {r.url}")
+
+    page.on("response", seen)
+    return failures
+
+
 def decoded(path: Path) -> tuple[list[np.ndarray], np.ndarray, int]:
     import av
 
@@ -349,9 +499,12 @@ def test_browser_upload_runs_plays_and_downloads(
         browser = p.chromium.launch(executable_path=chromium, args=CHROMIUM_ARGS)
         try:
             page = browser.new_page()
+            failures = watch_failures(page)
             page.goto(server)
             page.wait_for_function("document.getElementById('checkpoint').value !== ''")
-            assert page.input_value("#checkpoint") == str(demo_model_paths()[1])
+            assert page.input_value("#checkpoint") == "demo"
+            assert "synthetic cartoon faces only" in page.inner_text("#checkpoint")
+            assert str(ROOT) not in page.content()  # no server path on the page
             page.set_input_files("#video", str(app_media["video"]))
             page.set_input_files("#speech", str(app_media["speech"]))
             page.set_input_files("#landmarks", str(app_media["landmarks"]))
@@ -361,8 +514,9 @@ def test_browser_upload_runs_plays_and_downloads(
             page.click("#run")
             page.wait_for_selector("#output:not([hidden])", timeout=120_000)
             assert page.is_hidden("#error")
-            assert "synthetic cartoon faces" in page.inner_text("#warning")
-            assert page.inner_text("#phase") == "done"
+            assert page.is_hidden("#warning")  # a synthetic clip with the demo model: nothing to warn about
+            assert re.fullmatch(r"done in \d+ s", page.inner_text("#phase")), page.inner_text("#phase")
+            assert page.is_hidden("#cancel") and page.is_enabled("#run")
             # the <video> element loads the result (Chromium decodes it)
             page.wait_for_function("document.getElementById('result').readyState >= 1", timeout=30_000)
             played = page.evaluate("document.getElementById('result').duration")
@@ -378,10 +532,21 @@ def test_browser_upload_runs_plays_and_downloads(
             page.check("#speech-video")
             page.click("#run")
             page.wait_for_selector("#error:not([hidden])", timeout=60_000)
-            assert page.inner_text("#error").startswith("error: broken.mp4: cannot open as a media file")
+            assert page.inner_text("#error") == (
+                "error: broken.mp4: cannot open as a media file (Invalid data found when processing input)"
+            )
             assert page.is_hidden("#output")
             first_job = href.split("/")[3]  # /api/jobs/ID/result.mp4: the next run discarded it with its files
             assert not (app_folder(temp_root) / first_job).exists()
+
+            # "my audio" without a file: the form's words, not the API's field names
+            page.check("#speech-upload")
+            page.set_input_files("#speech", [])
+            page.click("#run")
+            page.wait_for_function("document.getElementById('error').textContent.includes('Speech')")
+            assert page.inner_text("#error").startswith("error: Speech: no file chosen")
+            assert "_source" not in page.inner_text("#error")
+            assert not failures, failures  # the favicon too
         finally:
             browser.close()
 
@@ -438,3 +603,54 @@ def test_browser_microphone_recording_drives_the_sample_face(server: str, tmp_pa
     assert 0.5 < speech.seconds < 5.0
     assert abs(len(frames) - speech.seconds * FPS) <= 1
     assert abs(len(samples) / rate - speech.seconds) <= 1 / FPS
+
+
+@pytest.mark.slow
+def test_browser_reload_reattaches_and_cancel_stops_the_job(temp_root: Path) -> None:
+    """Start a job, reload the page mid-job: it shows the job's progress again (not "busy"); Cancel stops it, the
+    page says cancelled, its files are gone and a new run is taken."""
+    from playwright.sync_api import sync_playwright
+
+    chromium = find_chromium()
+    runner = RunnerSettings(sample_seconds=2.0)  # 51 frames in 4 batches
+    app = create_app(AppSettings(runner=runner, temp_dir=temp_root))
+    with serve(app) as server, sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=chromium, args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page()
+            failures = watch_failures(page)
+            page.goto(server)
+            page.wait_for_function("document.getElementById('checkpoint').value !== ''")
+            page.fill("#steps", "20")
+            page.click("#run")
+            page.wait_for_selector("#cancel:not([hidden])")
+            job_id = page.evaluate("localStorage.getItem('talkingface-job')")
+            assert job_id and (app_folder(temp_root) / job_id).is_dir()
+            page.wait_for_function("document.getElementById('phase').textContent.startsWith('generating: frame')")
+
+            page.reload()
+            page.wait_for_function(
+                "document.getElementById('phase').textContent.startsWith('generating: frame')", timeout=60_000
+            )
+            assert re.fullmatch(
+                r"generating: frame \d+ of 5\d(, about \d+ (s|min \d+ s) left)?", page.inner_text("#phase")
+            )
+            assert page.is_visible("#cancel") and page.is_disabled("#run") and page.is_hidden("#error")
+            assert page.is_hidden("#warning")  # the sample with the bundled model: no notice
+
+            page.click("#cancel")
+            page.wait_for_function("document.getElementById('phase').textContent === 'cancelled'", timeout=60_000)
+            assert page.is_hidden("#cancel") and page.is_enabled("#run") and page.is_hidden("#error")
+            assert list(app_folder(temp_root).iterdir()) == []  # the job's files are gone
+            state = page.request.get(f"{server}/api/jobs/{job_id}").json()
+            assert state["state"] == "cancelled" and state["done"] < state["total"]
+
+            page.reload()  # a cancelled job stays cancelled after a reload
+            page.wait_for_function("document.getElementById('phase').textContent === 'cancelled'")
+            page.fill("#steps", "1")
+            page.click("#run")  # and the server takes the next job
+            page.wait_for_selector("#output:not([hidden])", timeout=120_000)
+            assert page.is_hidden("#error")
+            assert not failures, failures
+        finally:
+            browser.close()

@@ -152,7 +152,10 @@ def test_a_file_past_the_limit_is_refused_as_its_bytes_arrive(temp_root: Path, w
     with make_app(temp_root) as app:
         answer = asyncio.run(post(app, headers, chunks(head, filler, b"\r\n" + END)))
         assert answer.status == 413
-        assert answer.message == f"error: clip.mp4: larger than the {LIMIT_MB:g} MB upload limit (--max-upload-mb)"
+        assert (
+            answer.message
+            == f"error: clip.mp4: larger than the {LIMIT_MB:g} MB upload limit (the server's --max-upload-mb)"
+        )
         assert answer.read <= len(head) + LIMIT + CHUNK  # stopped within a chunk of the limit
         assert answer.headers.get("connection") == "close"  # the server does not read the rest to discard it
         assert job_folders(temp_root) == []  # what was written is gone
@@ -352,15 +355,15 @@ def test_media_past_the_limits_are_refused_from_their_headers(temp_root: Path, t
     with make_app(temp_root, limits) as app, TestClient(app) as client:
         r = submit(client, {"video": ("long.mkv", long_video, "video/x-matroska")})
         assert r.status_code == 413
-        assert r.json()["message"] == "error: long.mkv: 3.0 s long; the limit is 2 s (--max-seconds)"
+        assert r.json()["message"] == "error: long.mkv: 3.0 s long; the limit is 2 s (the server's --max-seconds)"
         r = submit(client, {"video": ("large.mkv", large_frame, "video/x-matroska")})
         assert r.status_code == 413
         assert r.json()["message"] == (
-            "error: large.mkv: 64x48 frames (3072 pixels); the limit is 3071 pixels (--max-frame-pixels)"
+            "error: large.mkv: 64x48 frames (3072 pixels); the limit is 3071 pixels (the server's --max-frame-pixels)"
         )
         r = submit(client, {"speech": ("voice.wav", sound_bytes(3.0), "audio/wav")}, video_source="sample")
         assert r.status_code == 413
-        assert r.json()["message"] == "error: voice.wav: 3.0 s long; the limit is 2 s (--max-seconds)"
+        assert r.json()["message"] == "error: voice.wav: 3.0 s long; the limit is 2 s (the server's --max-seconds)"
         r = submit(client, {"video": ("talk.mkv", loud_video, "video/x-matroska")}, speech_source="video")
         assert r.status_code == 413 and r.json()["message"].startswith("error: talk.mkv: ")
         assert job_folders(temp_root) == []
@@ -379,11 +382,16 @@ def test_media_whose_header_lies_are_refused_while_decoding(temp_root: Path, tmp
         assert r.status_code == 202, r.text
         job = wait(client, r.json()["id"])
         assert job["state"] == "failed"
-        assert job["message"] == "error: forged.mkv: longer than the 2 s limit once decoded (--max-seconds)"
+        assert (
+            job["message"] == "error: forged.mkv: longer than the 2 s limit once decoded (the server's --max-seconds)"
+        )
         r = submit(client, {"speech": ("forged-voice.mkv", sound, "audio/x-matroska")}, video_source="sample")
         assert r.status_code == 202, r.text
         job = wait(client, r.json()["id"])
-        assert job["message"] == "error: forged-voice.mkv: longer than the 2 s limit once decoded (--max-seconds)"
+        assert (
+            job["message"]
+            == "error: forged-voice.mkv: longer than the 2 s limit once decoded (the server's --max-seconds)"
+        )
 
 
 def test_decoding_stops_at_the_first_frame_past_the_limit(tmp_path: Path) -> None:

@@ -286,17 +286,39 @@ def fake_synthetic_pipeline(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> 
     return written
 
 
-def test_synthetic_demo_success_line_is_info(
+def test_synthetic_demo_says_what_it_makes_and_leaves_wrote_to_the_pipeline(
     fake_synthetic_pipeline: list[Path], caplog: pytest.LogCaptureFixture
 ) -> None:
+    """The demo says at INFO what it makes; the "wrote" line is the pipeline's alone (not the demo's too, nor the
+    writer's for the generated clips in the temp folder)."""
     import logging
 
-    with caplog.at_level(logging.INFO):
+    with caplog.at_level(logging.DEBUG):
         assert demo.main(["--no-progress"]) == 0
-    wrote = [
-        r for r in caplog.records if r.name == "talkingface.synthetic.demo" and r.getMessage().startswith("wrote ")
-    ]
-    assert len(wrote) == 1 and wrote[0].levelno == logging.INFO
+    info = [r for r in caplog.records if r.levelno >= logging.INFO]
+    (making,) = [r for r in info if r.name == "talkingface.synthetic.demo" and r.getMessage().startswith("making ")]
+    assert making.levelno == logging.INFO and "synthetic_demo.mp4" in making.getMessage()
+    assert not [r.getMessage() for r in info if r.getMessage().startswith("wrote ")]
+    clips = [r for r in caplog.records if r.getMessage().startswith("wrote ") and "portrait.mp4" in r.getMessage()]
+    assert clips and all(r.levelno == logging.DEBUG for r in clips)  # the generator's clips: debug only
+
+
+def test_synthetic_demo_logs_each_line_once(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The real no-argument demo with the 4-step student: "sampling as the checkpoint records" and "wrote
+    synthetic_demo.mp4" once each (they were logged twice: options checked twice, result reported in two layers)."""
+    import logging
+
+    monkeypatch.setenv("TALKINGFACE_DEMO_SECONDS", "0.2")
+    monkeypatch.chdir(tmp_path)
+    with caplog.at_level(logging.INFO):
+        assert demo.main(["--no-progress", "--demo-student"]) == 0
+    said = [r.getMessage() for r in caplog.records if r.levelno >= logging.INFO]
+    assert len([m for m in said if m.startswith("sampling as the checkpoint records")]) == 1, said
+    assert len([m for m in said if m.startswith("wrote ")]) == 1, said
+    assert len([m for m in said if "synthetic_demo.mp4" in m]) == 2, said  # "making ..." and "wrote ..."
+    assert len(said) == len(set(said)), said
 
 
 def test_second_synthetic_demo_replaces_its_own_output(fake_synthetic_pipeline: list[Path], tmp_path: Path) -> None:

@@ -268,3 +268,115 @@ def test_demo_student_flag_runs_the_student_with_its_recorded_sampler(
     assert demo_student_path().exists()
     with pytest.raises(SystemExit):
         demo.main(["--video", "v.mp4", "--out", "o.mp4", "--demo-student"])
+
+
+# ---------------------------------------------------------------- the warning: what the file is, not its name
+
+
+def tagged_and_plain_clips(folder: Path) -> tuple[Path, Path]:
+    """A clip of the synthetic generator, and the same frames and sound written without its tag (a user's video)."""
+    import av
+
+    from talkingface.inference.writer import VideoWriter
+    from talkingface.media.decode import load_audio
+    from talkingface.synthetic.demo import make_sample_media
+
+    synthetic, _ = make_sample_media(folder, 0.2)
+    with av.open(str(synthetic)) as c:
+        frames = [f.to_ndarray(format="rgb24") for f in c.decode(video=0)]
+    sound = load_audio(synthetic)
+    with VideoWriter(folder / "mine.mp4", 25, sound.samples, sound.sample_rate) as w:
+        for frame in frames:
+            w.write(frame)
+    return synthetic, folder / "mine.mp4"
+
+
+@pytest.mark.parametrize("spelling", ["absolute", "relative-to-repo", "relative-here", "dotdot", "copy", "symlink"])
+def test_demo_model_warning_does_not_depend_on_how_the_path_is_written(
+    spelling: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The bundled model warns however its path is spelled, from any working directory, and under another name."""
+    from talkingface.model.image_driven_talkingface.DiffTalk.loader import REPO_ROOT
+
+    _, ckpt, _ = demo_model_paths()
+    relative = ckpt.relative_to(REPO_ROOT)
+    monkeypatch.chdir(REPO_ROOT if spelling in ("relative-here", "dotdot") else tmp_path)
+    if spelling == "copy":
+        (tmp_path / "renamed.safetensors").write_bytes(ckpt.read_bytes())
+    if spelling == "symlink":
+        (tmp_path / "linked.safetensors").symlink_to(ckpt)
+    given = {
+        "absolute": str(ckpt),
+        "relative-to-repo": str(relative),  # not in the working directory: found in the repository, as the loader does
+        "relative-here": str(relative),
+        "dotdot": str(Path("talkingface") / ".." / relative),
+        "copy": "renamed.safetensors",
+        "symlink": "linked.safetensors",
+    }[spelling]
+    assert model_choice.is_bundled_model(given)
+    path, warning = model_choice.resolve_checkpoint(given)
+    assert path == Path(given)
+    assert warning is not None and warning.startswith(f"--ckpt {given}: the bundled synthetic demo model")
+
+
+def test_other_models_do_not_warn(tmp_path: Path) -> None:
+    model = tiny_model(tiny_config())
+    slim = export_safetensors(model, tmp_path / "model.safetensors", slim=True)  # the demo model's file name
+    torch.save({"state_dict": model.state_dict()}, tmp_path / "model.ckpt")
+    (tmp_path / "junk.safetensors").write_bytes(b"\xff" * 64)
+    for path in (slim, tmp_path / "model.ckpt", tmp_path / "junk.safetensors", tmp_path / "missing.safetensors"):
+        assert not model_choice.is_bundled_model(path)
+        assert model_choice.resolve_checkpoint(str(path)) == (path, None)
+
+
+def test_the_student_is_the_demo_model_too() -> None:
+    from talkingface.synthetic.export import demo_student_path
+
+    assert model_choice.is_bundled_model(demo_student_path())
+
+
+def test_only_a_video_not_from_the_generator_gets_the_real_faces_warning(tmp_path: Path) -> None:
+    synthetic, plain = tagged_and_plain_clips(tmp_path)
+    assert model_choice.is_synthetic_video(synthetic) and not model_choice.is_synthetic_video(plain)
+    assert not model_choice.is_synthetic_video(tmp_path / "missing.mp4")
+    ckpt = str(demo_model_paths()[1])
+    assert model_choice.resolve_checkpoint(ckpt, video=synthetic)[1] is None
+    _, warning = model_choice.resolve_checkpoint(ckpt, video=plain)
+    assert warning is not None and "will not look right on real faces" in warning
+
+
+def test_cli_warning_from_another_working_directory_with_a_relative_path(
+    demo_media: dict[str, Path],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    pipeline_spy: list[dict[str, Any]],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    from talkingface.model.image_driven_talkingface.DiffTalk.loader import REPO_ROOT
+
+    relative = demo_model_paths()[1].relative_to(REPO_ROOT)
+    monkeypatch.chdir(tmp_path)
+    with caplog.at_level(logging.INFO):
+        assert demo.main(demo_argv(demo_media, tmp_path / "out.mp4", "--ckpt", str(relative))) == 0
+    (warning,) = synthetic_warnings(caplog)
+    assert warning.startswith(f"--ckpt {relative}: ")
+
+
+def test_cli_no_warning_on_a_synthetic_clip(
+    tmp_path: Path, pipeline_spy: list[dict[str, Any]], caplog: pytest.LogCaptureFixture
+) -> None:
+    synthetic, _ = tagged_and_plain_clips(tmp_path)
+    argv = ["--video", str(synthetic), "--out", str(tmp_path / "out.mp4"), "--ckpt", str(demo_model_paths()[1])]
+    with caplog.at_level(logging.INFO):
+        assert demo.main([*argv, *FAST]) == 0
+    assert not synthetic_warnings(caplog) and len(pipeline_spy) == 1
+
+
+def test_demo_student_with_a_video_names_the_students_path(capsys: pytest.CaptureFixture[str]) -> None:
+    from talkingface.synthetic.export import demo_student_path
+
+    with pytest.raises(SystemExit) as exit_:
+        demo.main(["--video", "v.mp4", "--out", "o.mp4", "--demo-student"])
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert err == f"error: --demo-student: only without --video (with a video: --ckpt {demo_student_path()})"

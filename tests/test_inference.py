@@ -140,21 +140,15 @@ def test_pipeline_api(tiny_model: DiffTalkModel, tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
-def test_cpu_time_estimate_after_the_first_batch(
-    tiny_model: DiffTalkModel, tmp_path: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+def test_cpu_time_estimate_after_the_second_batch(
+    tiny_model: DiffTalkModel, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    """On CPU one INFO line after the first batch says how long the rest takes and, when that is long, which --steps
-    would take about 2 min."""
+    """On CPU one INFO line after the second batch (the first one is a warm-up) says how long the rest takes (the
+    line's wording and the estimate itself: tests/test_estimate.py)."""
     from talkingface.inference import pipeline
 
-    assert pipeline.time_estimate(2.0, 16, 16, 25) is None  # one batch: nothing left to estimate
-    assert pipeline.time_estimate(3.0, 16, 48, 25) == "about 6 s left on CPU for 32 more frames at --steps 25"
-    assert pipeline.time_estimate(45.0, 16, 144, 25) == (
-        "about 6 min left on CPU for 128 more frames at --steps 25; --steps 8 would take about 2 min"
-    )
-    assert pipeline.time_estimate(1000.0, 1, 100, 25).endswith("--steps 5 would take about 330 min")  # the fewest
     video = write_video(tmp_path / "person.mp4", seconds=0.12, fps=25)  # 3 frames
-    speech = write_wav(tmp_path / "speech.wav", seconds=0.08)  # 2 frames
+    speech = write_wav(tmp_path / "speech.wav", seconds=0.12)  # 3 frames: 3 batches of 1
     options = LipSyncOptions(sampler="ddim", steps=2, batch_size=1, crop_size=128)
     pipe = LipSyncPipeline(tiny_model, audio_features="mel", options=options)
     caplog.set_level("INFO", logger=pipeline.log.name)

@@ -1,7 +1,12 @@
 """Lip-sync jobs of the web app: one at a time in a background thread, with progress, each in its own temp folder.
 
 A job holds its uploads, the sample clip (when the user picked it) and the result in ``<root>/<id>/``; the folder is
-removed when the job is discarded, when a finished job is older than ``keep_s`` and when the runner closes.
+removed when the job is cancelled (once it has stopped), when it is discarded, when a finished job is older than
+``keep_s`` and when the runner closes. A cancelled job stops before its next batch and stays listed (state
+``cancelled``, without files) until it expires or is discarded.
+
+The time left while generating is a running average of the batches after the first one
+(:class:`~talkingface.inference.estimate.TimeLeft`); what a job reports contains no server path.
 """
 
 from __future__ import annotations
@@ -12,7 +17,7 @@ import secrets
 import shutil
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -21,9 +26,11 @@ import numpy as np
 
 from talkingface.app.limits import MediaLimits, UploadError, check_sound_decoded, check_video_decoded
 from talkingface.cli_support import one_line
+from talkingface.demo_assets import ASSETS_DIR
 from talkingface.inference import InferenceError, LipSyncOptions, LipSyncPipeline, PreparedVideo, Speech
+from talkingface.inference.estimate import TimeLeft
 from talkingface.inference.landmark_file import SourceLandmarks, read_landmarks
-from talkingface.inference.model_choice import is_bundled_model, resolve_checkpoint
+from talkingface.inference.model_choice import is_bundled_model, is_synthetic_video, resolve_checkpoint
 from talkingface.media.decode import probe_video
 from talkingface.media.errors import PreprocessError
 from talkingface.model.image_driven_talkingface.DiffTalk import (
@@ -32,7 +39,7 @@ from talkingface.model.image_driven_talkingface.DiffTalk import (
     DiffTalkModel,
     get_difftalk_inference,
 )
-from talkingface.model.image_driven_talkingface.DiffTalk.loader import resolve_path
+from talkingface.model.image_driven_talkingface.DiffTalk.loader import REPO_ROOT, resolve_path
 from talkingface.synthetic.demo import DEMO_CROP_SIZE, make_sample_media
 from talkingface.synthetic.generate import sidecar_path
 
@@ -47,6 +54,13 @@ RESULT_NAME = "result.mp4"
 MAX_KEPT = 8
 
 QUEUED, RUNNING, DONE, FAILED, CANCELLED = "queued", "running", "done", "failed", "cancelled"
+#: The page's notice when the bundled demo model is about to animate the user's own video (not a synthetic clip).
+DEMO_MODEL_NOTICE = (
+    "The model in use is the bundled demo model. It learned only synthetic cartoon faces, so on a real face the "
+    "mouth will not look right. Real faces need a model trained on real videos; the server's operator can add one."
+)
+#: Why a job is refused while another one runs.
+BUSY = "the server is busy with another job; wait for it to finish"
 
 
 class BusyError(RuntimeError):
@@ -85,8 +99,11 @@ class Job:
     message: str = ""
     warning: str | None = None
     created: float = field(default_factory=time.monotonic)
+    started: float | None = None  # when it began running (clock time)
     finished: float | None = None
     cancel: threading.Event = field(default_factory=threading.Event)
+    pace: TimeLeft | None = None  # while generating: the time left
+    clock: Callable[[], float] = time.monotonic
 
     @property
     def result(self) -> Path:
@@ -96,7 +113,22 @@ class Job:
     def active(self) -> bool:
         return self.state in (QUEUED, RUNNING)
 
+    @property
+    def elapsed_s(self) -> float | None:
+        """Seconds it has run (until it finished); None before it started."""
+        if self.started is None:
+            return None
+        return (self.finished if self.finished is not None else self.clock()) - self.started
+
+    @property
+    def seconds_left(self) -> float | None:
+        """While generating: the estimated seconds left, counted down since the last batch (at least 1)."""
+        if self.state != RUNNING or self.pace is None or self.pace.seconds_left is None:
+            return None
+        return max(1.0, self.pace.seconds_left - (self.clock() - self.pace.last_at))
+
     def to_json(self) -> dict[str, Any]:
+        elapsed, left = self.elapsed_s, self.seconds_left
         return {
             "id": self.id,
             "state": self.state,
@@ -105,15 +137,26 @@ class Job:
             "total": self.total,
             "message": self.message,
             "warning": self.warning,
+            "elapsed_s": None if elapsed is None else round(elapsed, 1),
+            "seconds_left": None if left is None else round(left),
             "result": f"/api/jobs/{self.id}/result.mp4" if self.state == DONE else None,
         }
 
     def user_message(self, err: BaseException) -> str:
-        """``error: <file>: <problem>`` on one line, naming uploads by their own names instead of temp paths."""
+        """``error: <file>: <problem>`` on one line, naming uploads by their own names instead of temp paths, and
+        the bundled model and the repository's files by their paths in the repository."""
         text = one_line(err)
         folder = re.escape(str(self.folder))
         text = re.sub(folder + r"/(?:" + "|".join(INPUT_DIRS) + r")/", "", text)
-        return f"error: {text.replace(str(self.folder) + '/', '')}"
+        text = text.replace(str(self.folder) + "/", "")
+        return f"error: {scrub_paths(text)}"
+
+
+def scrub_paths(text: str) -> str:
+    """``text`` with the server's own folders (the bundled model's, the repository's) as relative paths."""
+    for folder, shown in ((ASSETS_DIR, "talkingface/synthetic/assets"), (REPO_ROOT, ".")):
+        text = text.replace(str(folder) + "/", shown + "/").replace(str(folder), shown)
+    return text
 
 
 @dataclass(frozen=True)
@@ -150,13 +193,21 @@ class _ProgressPipeline(LipSyncPipeline):
 
     def generation_started(self, total: int) -> None:
         self._check()
+        o = self.options
+        self.job.pace = TimeLeft(total, o.batch_size, padded=o.compile, clock=self.job.clock)
         self.job.total, self.job.done, self.job.phase = total, 0, "generating"
 
+    def generate_faces(self, *args: Any, **kwargs: Any) -> np.ndarray:
+        self._check()  # a cancel stops the run before its next batch
+        return super().generate_faces(*args, **kwargs)
+
     def frames_written(self, n: int) -> None:
+        self._check()  # nothing is kept of a cancelled run
         self.job.done += n
+        if self.job.pace is not None:
+            self.job.pace.batch_done(n)
         if self.job.done >= self.job.total:
             self.job.phase = "finishing the video"
-        self._check()  # a cancel stops the run after this batch; nothing is kept
 
     def generate(self, video: PreparedVideo, speech: Speech, progress: bool = False) -> Iterator[np.ndarray]:
         self.generation_started(speech.n_frames)
@@ -176,6 +227,7 @@ class JobRunner:
         self._jobs: dict[str, Job] = {}
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
+        self._current: Job | None = None  # the job of the thread (kept when it is discarded while it runs)
         self._model: tuple[tuple[str, float, str | None], DiffTalkModel] | None = None
 
     # ------------------------------------------------------------------ jobs
@@ -187,12 +239,12 @@ class JobRunner:
         return job_id, folder
 
     def busy(self) -> bool:
-        """A job runs (or a discarded one is still stopping)."""
+        """A job runs (or a cancelled or discarded one is still stopping)."""
         with self._lock:
             return self._busy()
 
     def _busy(self) -> bool:
-        running = self._thread is not None and self._thread.is_alive()
+        running = self._current is not None and self._current.active
         return running or any(job.active for job in self._jobs.values())
 
     def submit(self, job_id: str, folder: Path, request: JobRequest) -> Job:
@@ -201,9 +253,9 @@ class JobRunner:
         with self._lock:
             if self._busy():
                 shutil.rmtree(folder, ignore_errors=True)
-                raise BusyError("another job is running; wait for it to finish")
+                raise BusyError(BUSY)
             job = Job(job_id, folder, request)
-            self._jobs[job_id] = job
+            self._jobs[job_id] = self._current = job
             self._thread = threading.Thread(
                 target=self._run, args=(job,), name=f"talkingface-job-{job_id}", daemon=True
             )
@@ -226,12 +278,23 @@ class JobRunner:
             shutil.rmtree(job.folder, ignore_errors=True)
         return True
 
+    def cancel(self, job_id: str) -> Job | None:
+        """Stop the job if it is queued or running (before its next batch; its files go once it has stopped and it
+        stays listed as ``cancelled``), else discard it with its files. Returns the job while it stops, else None."""
+        with self._lock:
+            job = self._jobs.get(job_id)
+            if job is not None and job.active:
+                job.cancel.set()
+                job.phase = "cancelling"
+                return job
+        self.discard(job_id)
+        return None
+
     def sweep(self) -> None:
         """Discard finished jobs older than ``keep_s``, and the oldest beyond :data:`MAX_KEPT`."""
-        now = time.monotonic()
         with self._lock:
             finished = sorted((j for j in self._jobs.values() if j.finished is not None), key=lambda j: j.finished)
-            expired = [j for j in finished if now - j.finished > self.settings.keep_s]
+            expired = [j for j in finished if j.clock() - j.finished > self.settings.keep_s]
             expired += [j for j in finished[: max(0, len(finished) - MAX_KEPT)] if j not in expired]
         for job in expired:
             self.discard(job.id)
@@ -250,25 +313,28 @@ class JobRunner:
 
     # ------------------------------------------------------------------ work
     def _run(self, job: Job) -> None:
-        job.state = RUNNING
+        job.state, job.started = RUNNING, job.clock()
+        outcome = (FAILED, "failed", "error: internal error; see the server log")
         try:
             self._execute(job)
-            job.state, job.phase = DONE, "done"
+            outcome = (DONE, "done", "")
         except JobCancelledError:
-            job.state, job.phase, job.message = CANCELLED, "cancelled", "error: cancelled"
+            outcome = (CANCELLED, "cancelled", "cancelled")
         except INPUT_ERRORS as err:
-            job.state, job.phase, job.message = FAILED, "failed", job.user_message(err)
-            log.warning("job %s: %s", job.id, job.message)
+            outcome = (FAILED, "failed", job.user_message(err))
+            log.warning("job %s: %s", job.id, outcome[2])
         except Exception as err:  # a bug, not a bad input: still one line on the page, the traceback in the log
             log.exception("job %s failed", job.id)
-            job.state, job.phase = FAILED, "failed"
-            job.message = f"error: internal error ({type(err).__name__}): {one_line(err)}; see the server log"
+            detail = job.user_message(err).removeprefix("error: ")
+            outcome = (FAILED, "failed", f"error: internal error ({type(err).__name__}): {detail}; see the server log")
         finally:
-            job.finished = time.monotonic()
             with self._lock:
                 discarded = job.id not in self._jobs
-            if discarded:  # discarded or closed while running: nobody will ask for its files
+            if discarded or outcome[0] == CANCELLED:  # nobody will ask for its files
                 shutil.rmtree(job.folder, ignore_errors=True)
+            # the end is told once the files are gone: a page that sees "cancelled" finds nothing left
+            job.finished = job.clock()
+            job.state, job.phase, job.message = outcome
 
     def load_model(self, path: Path) -> DiffTalkModel:
         """The model of ``path`` (the last one loaded is kept while the file is unchanged)."""
@@ -283,9 +349,10 @@ class JobRunner:
 
     def _execute(self, job: Job) -> None:
         request = job.request
-        ckpt, job.warning = resolve_checkpoint(request.checkpoint, flag="checkpoint")
-        if job.warning:
-            log.warning("%s", job.warning)
+        ckpt, _ = resolve_checkpoint(request.checkpoint, flag="checkpoint")
+        # the user's own video (not a synthetic clip) with the demo model: a notice in plain words on the page
+        if request.video is not None and is_bundled_model(ckpt) and not is_synthetic_video(request.video):
+            job.warning = DEMO_MODEL_NOTICE
         landmarks = None
         limits = self.settings.limits
 

@@ -52,7 +52,9 @@ class MediaLimits:
     def check_seconds(self, name: str, seconds: float | None, what: str = "") -> None:
         if seconds is not None and seconds > self.max_seconds:
             raise UploadError(
-                413, name, f"{what}{seconds:.1f} s long; the limit is {self.max_seconds:g} s (--max-seconds)"
+                413,
+                name,
+                f"{what}{seconds:.1f} s long; the limit is {self.max_seconds:g} s (the server's --max-seconds)",
             )
 
     def check_frame(self, name: str, width: int, height: int) -> None:
@@ -61,7 +63,7 @@ class MediaLimits:
                 413,
                 name,
                 f"{width}x{height} frames ({width * height} pixels); the limit is {self.max_frame_pixels} pixels "
-                "(--max-frame-pixels)",
+                "(the server's --max-frame-pixels)",
             )
 
 
@@ -141,7 +143,7 @@ def check_video_decoded(path: Path, limits: MediaLimits, check: Callable[[], Non
             raise UploadError(
                 413,
                 name,
-                f"longer than the {limits.max_seconds:g} s limit once decoded (--max-seconds)",
+                f"longer than the {limits.max_seconds:g} s limit once decoded (the server's --max-seconds)",
             )
 
 
@@ -175,7 +177,9 @@ def check_sound_decoded(
                 if seconds > limits.max_seconds + SLACK_S:
                     what = "its sound is longer" if video_start_s is not None else "longer"
                     raise UploadError(
-                        413, name, f"{what} than the {limits.max_seconds:g} s limit once decoded (--max-seconds)"
+                        413,
+                        name,
+                        f"{what} than the {limits.max_seconds:g} s limit once decoded (the server's --max-seconds)",
                     )
         except av.error.FFmpegError:
             return

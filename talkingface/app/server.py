@@ -1,17 +1,24 @@
 """The web app's HTTP side: one self-contained page and a small JSON API (FastAPI).
 
     GET    /                          the page (static/index.html: no CDN, no external fonts or scripts)
-    GET    /api/options               checkpoints, samplers, upload limits and accepted file types
+    GET    /favicon.ico, /favicon.svg the app's icon (SVG)
+    GET    /api/options               checkpoints ({id, label}), samplers, upload limits and accepted file types
     POST   /api/jobs                  multipart form -> 202 {id, state, ...}; a bad upload -> 4xx {message}
-    GET    /api/jobs/{id}             {state, phase, done, total, message, warning, result}
+    GET    /api/jobs/{id}             {state, phase, done, total, message, warning, elapsed_s, seconds_left, result}
     GET    /api/jobs/{id}/result.mp4  the lip-synced video (once state is "done")
-    DELETE /api/jobs/{id}             cancel / discard a job and remove its files
+    DELETE /api/jobs/{id}             a queued or running job: cancel it (202, the job; it stops before its next
+                                      batch, its files go, it stays listed as "cancelled"); else discard it and
+                                      its files (204)
 
 Form fields of ``POST /api/jobs``: the files ``video``, ``speech`` and ``landmarks`` (optional ``.npy`` in video
 pixels, instead of dlib); ``video_source`` ("upload" or "sample": the generated synthetic portrait; default: upload
 when a video is sent), ``speech_source`` ("upload", "sample": the generated speech, or "video": the video's own
 track; default: upload when a speech file is sent, else the sample with the sample video, else the video's own);
-``checkpoint``, ``sampler``, ``steps`` (empty: the defaults, as ``talkingface lipsync`` without those flags).
+``checkpoint`` (the id of an offered one, or on a loopback server a checkpoint path on the server), ``sampler``,
+``steps`` (empty: the defaults, as ``talkingface lipsync`` without those flags).
+
+No answer holds an absolute path of the server: checkpoints are offered by id and label, and messages name uploads by
+their own names and the repository's files by their relative paths.
 
 POST and DELETE need the header ``X-Talkingface: 1``, which a page of another site cannot send without the server's
 consent (CORS), so such a page cannot start jobs here. Every error is ``{"message": "error: <what>: <problem>"}``.
@@ -44,7 +51,7 @@ from starlette.datastructures import Headers
 from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from talkingface.app.jobs import DONE, BusyError, JobRequest, JobRunner, RunnerSettings
+from talkingface.app.jobs import BUSY, DONE, BusyError, JobRequest, JobRunner, RunnerSettings
 from talkingface.app.limits import MediaLimits, UploadError, check_sound_header, check_video_header
 from talkingface.app.uploads import ACCEPT, Form, UploadLimit, read_form
 from talkingface.cli_support import one_line
@@ -74,25 +81,55 @@ class AppSettings:
     any_checkpoint: bool = True  # False: only the offered checkpoints (a server reachable by others)
 
 
-def checkpoint_choices(extra: tuple[str, ...] = ()) -> list[dict[str, str]]:
+CARTOON_ONLY = " (synthetic cartoon faces only)"
+FAVICON = (
+    '<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 32 32"><circle cx="16" cy="16" r="15" fill="#f2c9a0"/>'
+    '<circle cx="11" cy="12" r="2" fill="#333"/><circle cx="21" cy="12" r="2" fill="#333"/>'
+    '<ellipse cx="16" cy="22" rx="6" ry="3.5" fill="#b03a48"/></svg>'
+)
+
+
+@dataclass(frozen=True)
+class CheckpointChoice:
+    id: str  # what the form sends
+    label: str  # what the page shows (no absolute server path)
+    path: str  # the file, on the server only
+
+
+def checkpoint_choices(extra: tuple[str, ...] = ()) -> list[CheckpointChoice]:
     """The checkpoints the page offers, the default first: ``--ckpt`` ones, the default checkpoint when it exists,
     and the bundled synthetic demo model always (then its 4-step student)."""
-    paths = list(extra)
+    named = [(f"ckpt-{i + 1}", path, Path(path).name) for i, path in enumerate(extra)]
     if resolve_path(DEFAULT_CKPT).is_file():
-        paths.append(str(DEFAULT_CKPT))
-    paths.append(str(demo_model_paths()[1]))
+        named.append(("default", str(DEFAULT_CKPT), f"the trained model ({DEFAULT_CKPT})"))
+    named.append(("demo", str(demo_model_paths()[1]), "the bundled demo model"))
     if demo_student_path().is_file():
-        paths.append(str(demo_student_path()))
-    seen: set[str] = set()
-    choices = []
-    for path in paths:
-        if path in seen:
+        named.append(("demo-student", str(demo_student_path()), "the bundled demo model, 4-step student (faster)"))
+    seen: set[Path] = set()
+    choices: list[CheckpointChoice] = []
+    for key, path, label in named:
+        resolved = resolve_path(path).resolve()
+        if resolved in seen:
             continue
-        seen.add(path)
-        demo = is_bundled_model(Path(path))
-        label = f"{path} (bundled synthetic demo model: cartoon faces only)" if demo else path
-        choices.append({"path": path, "label": label})
+        seen.add(resolved)
+        if any(c.label == label for c in choices):  # two --ckpt files of one name
+            label = f"{label} ({key})"
+        choices.append(CheckpointChoice(key, label + (CARTOON_ONLY if is_bundled_model(path) else ""), path))
     return choices
+
+
+def _checkpoint(value: str, choices: list[CheckpointChoice], any_checkpoint: bool) -> str | None:
+    """The checkpoint path a form's ``checkpoint`` names: an offered one's id (or path), else, where the server takes
+    any checkpoint, the path itself; empty: None (the default)."""
+    value = value.strip()
+    if not value:
+        return None
+    for choice in choices:
+        if value in (choice.id, choice.path):
+            return choice.path
+    if not any_checkpoint:
+        raise UploadError(400, "checkpoint", "not one of the offered ones (this server takes only those)")
+    return value
 
 
 def _choice(fields: dict[str, str], key: str, default: str, allowed: tuple[str, ...]) -> str:
@@ -111,8 +148,9 @@ def _optional_int(fields: dict[str, str], key: str) -> int | None:
     return int(value)
 
 
-def _job_request(form: Form) -> JobRequest:
-    """The job a ``POST /api/jobs`` form asks for (see the module docstring); the files it does not use are removed."""
+def _job_request(form: Form, choices: list[CheckpointChoice], any_checkpoint: bool) -> JobRequest:
+    """The job a ``POST /api/jobs`` form asks for (see the module docstring); the files it does not use are removed.
+    ``choices``: the offered checkpoints; ``any_checkpoint``: a checkpoint path on the server is taken too."""
     fields, files = form.fields, form.files
     video_from = _choice(fields, "video_source", "upload" if "video" in files else "sample", VIDEO_SOURCES)
     speech_default = "upload" if "speech" in files else ("sample" if video_from == "sample" else "video")
@@ -132,15 +170,16 @@ def _job_request(form: Form) -> JobRequest:
             raise UploadError(400, path.name, "empty file")
         else:
             used[what] = path
-    for what in ("video", "speech"):
-        if wanted[what] and used[what] is None:
-            raise UploadError(400, what, f"missing; upload a file or choose another {what}_source")
+    if wanted["video"] and used["video"] is None:
+        raise UploadError(400, "video", "no file chosen; choose a video file, or the sample")
+    if wanted["speech"] and used["speech"] is None:
+        raise UploadError(400, "speech", "no file chosen; choose a file or record one, or use another speech")
     return JobRequest(
         video=used["video"],
         speech=used["speech"],
         landmarks=used["landmarks"],
         sample_speech=speech_from == "sample",
-        checkpoint=fields.get("checkpoint", "").strip() or None,
+        checkpoint=_checkpoint(fields.get("checkpoint", ""), choices, any_checkpoint),
         sampler=sampler,
         steps=steps,
     )
@@ -224,10 +263,16 @@ def create_app(settings: AppSettings | None = None) -> FastAPI:
     def index() -> HTMLResponse:
         return HTMLResponse(page, headers={"Cache-Control": "no-store"})
 
+    @app.get("/favicon.ico")
+    @app.get("/favicon.svg")
+    def favicon() -> Response:
+        return Response(FAVICON, media_type="image/svg+xml", headers={"Cache-Control": "max-age=86400"})
+
     @app.get("/api/options")
     def options() -> dict[str, object]:
         return {
-            "checkpoints": checkpoint_choices(settings.runner.checkpoints),
+            "checkpoints": [{"id": c.id, "label": c.label} for c in checkpoint_choices(settings.runner.checkpoints)],
+            "any_checkpoint": settings.any_checkpoint,
             "samplers": list(SAMPLERS),
             "default_sampling": f"{DEFAULT_SAMPLER} {DEFAULT_STEPS} steps",
             "max_upload_mb": settings.max_upload_mb,
@@ -245,7 +290,7 @@ def create_app(settings: AppSettings | None = None) -> FastAPI:
                 403, f"request: needs the header {CSRF_HEADER.title()}: 1 (sent by the app's page)", close=True
             )
         if runner.busy():
-            return _error(409, "job: another job is running; wait for it to finish", close=True)
+            return _error(409, f"job: {BUSY}", close=True)
         length = request.headers.get("content-length")
         if length is not None and length.isdigit() and int(length) > upload_limit.request_bytes:
             return _error(413, str(upload_limit.too_large("upload")), close=True)
@@ -257,13 +302,9 @@ def create_app(settings: AppSettings | None = None) -> FastAPI:
         try:
             form = await read_form(request.headers.get("content-type", ""), request.stream(), folder, upload_limit)
             complete = True
-            job_request = _job_request(form)
+            choices = checkpoint_choices(settings.runner.checkpoints)
+            job_request = _job_request(form, choices, settings.any_checkpoint)
             await run_in_threadpool(_check_media_headers, job_request, settings.runner.limits)
-            offered = [c["path"] for c in checkpoint_choices(settings.runner.checkpoints)]
-            if not settings.any_checkpoint and job_request.checkpoint not in (None, *offered):
-                raise UploadError(
-                    400, "checkpoint", "not one of the offered ones (this server takes only those; see --ckpt)"
-                )
         except UploadError as err:
             shutil.rmtree(folder, ignore_errors=True)
             return _error(err.status, str(err), close=not complete)
@@ -300,9 +341,12 @@ def create_app(settings: AppSettings | None = None) -> FastAPI:
         return FileResponse(job.result, media_type="video/mp4", filename=f"talkingface-{job_id}.mp4")
 
     @app.delete("/api/jobs/{job_id}")
-    def discard(job_id: str, request: Request) -> Response:
+    def cancel(job_id: str, request: Request) -> Response:
         if request.headers.get(CSRF_HEADER) != "1":
             return _error(403, f"request: needs the header {CSRF_HEADER.title()}: 1 (sent by the app's page)")
-        return Response(status_code=204) if runner.discard(job_id) else _missing(job_id)
+        if runner.get(job_id) is None:
+            return _missing(job_id)
+        stopping = runner.cancel(job_id)
+        return JSONResponse(stopping.to_json(), status_code=202) if stopping is not None else Response(status_code=204)
 
     return app

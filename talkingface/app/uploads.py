@@ -53,7 +53,7 @@ class UploadLimit:
         return len(ACCEPT) * self.file_bytes + FORM_OVERHEAD
 
     def too_large(self, subject: str) -> UploadError:
-        return UploadError(413, subject, f"larger than the {self.mb:g} MB upload limit (--max-upload-mb)")
+        return UploadError(413, subject, f"larger than the {self.mb:g} MB upload limit (the server's --max-upload-mb)")
 
 
 @dataclass

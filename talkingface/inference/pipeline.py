@@ -28,6 +28,7 @@ from tqdm.auto import tqdm
 from talkingface.constants import DEFAULT_IMAGE_SIZE, FPS, MODEL_IMAGE_SIZE
 from talkingface.inference.blend import DEFAULT_FEATHER, mouth_alpha, paste_back, paste_window
 from talkingface.inference.errors import InferenceError
+from talkingface.inference.estimate import TimeLeft, time_estimate
 from talkingface.inference.features import resolve_feature_backend
 from talkingface.inference.inputs import FrameInputs, frame_inputs, resize_bicubic, to_unit_tensor
 from talkingface.inference.landmark_file import SourceLandmarks
@@ -72,29 +73,6 @@ MAX_CPU_THREADS = 256
 def default_reference_frame(n_frames: int) -> int:
     """The reference frame the reference inference takes: frame 1 (frame 0 for a one-frame video)."""
     return min(DEFAULT_REFERENCE_FRAME, n_frames - 1)
-
-
-#: On CPU, a generation estimated to take longer than this (seconds) gets a suggestion of fewer ``--steps``.
-LONG_ON_CPU_S = 120.0
-#: The fewest ``--steps`` the suggestion offers.
-MIN_SUGGESTED_STEPS = 5
-
-
-def _duration(seconds: float) -> str:
-    return f"{seconds:.0f} s" if seconds < 90 else f"{seconds / 60:.0f} min"
-
-
-def time_estimate(first_batch_s: float, done: int, total: int, steps: int) -> str | None:
-    """The line logged on CPU after the first batch: the time left, estimated from that batch (sampling time grows
-    with ``--steps``), and, when it is long, a number of steps that would take about :data:`LONG_ON_CPU_S`."""
-    if done <= 0 or total <= done:
-        return None
-    left = first_batch_s / done * (total - done)
-    line = f"about {_duration(left)} left on CPU for {total - done} more frames at --steps {steps}"
-    suggested = max(MIN_SUGGESTED_STEPS, int(steps * LONG_ON_CPU_S / left)) if left > LONG_ON_CPU_S else steps
-    if suggested < steps:
-        line += f"; --steps {suggested} would take about {_duration(left * suggested / steps)}"
-    return line
 
 
 def _to_device(model: DiffTalkModel, array: np.ndarray | torch.Tensor) -> torch.Tensor:
@@ -580,7 +558,7 @@ class LipSyncPipeline:
             return self.prepare_batch(gen, indices[starts[k] : starts[k] + o.batch_size], pool)
 
         bar = tqdm(total=len(indices), desc="lip-sync", unit="frame", disable=not progress, leave=False)
-        started = time.perf_counter()
+        pace = TimeLeft(len(indices), o.batch_size, padded=o.compile)
         pending = prefetch.submit(prepare, 0) if prefetch is not None else None
         with bar:
             for k, start in enumerate(starts):
@@ -589,8 +567,9 @@ class LipSyncPipeline:
                     pending = prefetch.submit(prepare, k + 1)
                 n = len(batch.src)
                 faces = self.generate_faces(gen, batch, speech.windows[start : start + n])
-                if start == 0 and model.device.type == "cpu":
-                    estimate = time_estimate(time.perf_counter() - started, n, len(indices), gen.plan.steps)
+                left = pace.batch_done(n)
+                if pace.batches == 2 and model.device.type == "cpu":  # the first estimate without the warm-up
+                    estimate = time_estimate(left, len(indices) - pace.done, gen.plan.steps)
                     if estimate:
                         log.info("%s", estimate)
                 yield BatchResult(batch.src, batch.crops, faces, batch.alphas)
@@ -723,7 +702,8 @@ class LipSyncPipeline:
             timings={"speech_s": t_speech - t0, "video_s": t_video - t_speech, "generate_s": t2 - t1},
         )
         log.info(
-            "%d frames (%.2f s) in %.1f s: %.2f frames/s generating, %.2f frames/s including preprocessing",
+            "wrote %s: %d frames (%.2f s) in %.1f s: %.2f frames/s generating, %.2f frames/s including preprocessing",
+            " and ".join(str(p) for p in (out, frames_dir) if p is not None),
             result.n_frames,
             result.seconds,
             result.preprocess_s + result.generate_s,

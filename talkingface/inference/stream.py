@@ -405,9 +405,10 @@ def stream_file(
                 w.write(frame)
     s = stream.stats.summary()
     log.info(
-        "streamed %d frames in %d chunks of %g ms%s: chunk time p50 %.0f / p95 %.0f / max %.0f ms; frame latency "
-        "p50 %.0f / p95 %.0f / max %.0f ms (audio lag p50 %.0f ms, compute p50 %.0f ms); %.2f frames/s, real-time "
-        "factor %.2f",
+        "wrote %s: streamed %d frames in %d chunks of %g ms%s: chunk time p50 %.0f / p95 %.0f / max %.0f ms; frame "
+        "latency p50 %.0f / p95 %.0f / max %.0f ms (audio lag p50 %.0f ms, compute p50 %.0f ms); %.2f frames/s, "
+        "real-time factor %.2f",
+        " and ".join(str(p) for p in (out, frames_dir) if p is not None),
         s["frames"],
         s["chunks"],
         chunk_ms,

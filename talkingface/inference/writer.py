@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import shutil
+from collections.abc import Mapping
 from fractions import Fraction
 from pathlib import Path
 from types import TracebackType
@@ -83,6 +84,7 @@ class VideoWriter:
     """``with VideoWriter(out, fps, audio, rate) as w: w.write(rgb)``; the file appears at ``out`` only on success.
 
     Frames are RGB uint8 ``(H, W, 3)``, all of one size; odd sizes are padded by one edge pixel (4:2:0 needs even).
+    ``metadata``: container tags (e.g. ``{"comment": ...}``; mp4 keeps the standard ones: title, comment, ...).
     """
 
     def __init__(
@@ -95,6 +97,7 @@ class VideoWriter:
         overwrite: bool = False,
         crf: int = DEFAULT_CRF,
         preset: str = DEFAULT_X264_PRESET,
+        metadata: Mapping[str, str] | None = None,
     ) -> None:
         if preset not in X264_PRESETS:
             raise InferenceError("--x264-preset", f"unknown preset {preset!r}; choose one of {', '.join(X264_PRESETS)}")
@@ -105,6 +108,7 @@ class VideoWriter:
         self.audio = audio
         self.sample_rate = int(sample_rate)
         self.crf = crf
+        self.metadata = dict(metadata or {})
         self.n_frames = 0
         self.codec = pick_video_codec()
         self._container = None
@@ -120,6 +124,7 @@ class VideoWriter:
             self._container = av.open(str(self.partial), "w")
         except (av.error.FFmpegError, OSError) as e:
             raise InferenceError(self.path, f"cannot write ({e})") from e
+        self._container.metadata.update(self.metadata)
         return self
 
     def _open_streams(self, height: int, width: int) -> None:
@@ -198,7 +203,8 @@ class VideoWriter:
             self._container.close()
             self._container = None
             os.replace(self.partial, self.path)
-            log.info("wrote %s (%d frames, %s)", self.path, self.n_frames, self.codec)
+            # the caller reports the result (the pipeline's summary, the generator's count): only a debug line here
+            log.debug("wrote %s (%d frames, %s)", self.path, self.n_frames, self.codec)
 
     def _discard(self) -> None:
         if self._container is not None:

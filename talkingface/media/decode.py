@@ -32,7 +32,8 @@ def _open(path: Path):
     try:
         return av.open(str(path))
     except (av.error.FFmpegError, OSError, UnicodeDecodeError) as e:
-        raise PreprocessError(path, f"cannot open as a media file ({e})") from e
+        # FFmpeg's own words, without OSError's "[Errno N]" and the path again
+        raise PreprocessError(path, f"cannot open as a media file ({getattr(e, 'strerror', None) or e})") from e
 
 
 @dataclass(frozen=True)

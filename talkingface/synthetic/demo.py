@@ -109,6 +109,7 @@ def run_synthetic_demo(
     log.warning(BANNER, f"{n_params / 1e6:.1f} M", measured)
     with tempfile.TemporaryDirectory(prefix="talkingface-demo-") as tmp:
         video, speech = make_sample_media(Path(tmp), seconds)
+        log.info("making %s: a generated synthetic face speaking the audio of another generated clip", out)
         batch_size = 25 if stream_chunk_ms is None else 1
         pipe = LipSyncPipeline(
             model,
@@ -122,13 +123,9 @@ def run_synthetic_demo(
             model_source=str(ckpt),
         )
         if stream_chunk_ms is not None:
-            stats = stream_file(
+            stream_file(
                 pipe, video, speech, out, chunk_ms=stream_chunk_ms, realtime=stream_realtime, overwrite=overwrite
             )
-            n_frames = stats.n_frames
-        else:
-            n_frames = pipe.run(video, speech, out, overwrite=overwrite, progress=progress).n_frames
-    log.info(
-        "wrote %s (%d frames): the synthetic face of portrait.mp4 speaking the audio of another clip", out, n_frames
-    )
+        else:  # the pipeline logs "wrote <out>" with its figures
+            pipe.run(video, speech, out, overwrite=overwrite, progress=progress)
     return Path(out)

@@ -21,6 +21,7 @@ from safetensors.torch import load_file, save_file
 from talkingface.demo_assets import (
     ASSETS_DIR,
     CONFIG_FILE,
+    DEMO_MODEL_NOTE,
     FIRST_STAGE_FILE,
     METRICS_FILE,
     MODEL_FILE,
@@ -48,7 +49,7 @@ def demo_metadata(config: TrainingConfig) -> dict[str, str]:
     """safetensors metadata of the demo model: its whole config as JSON, and a note."""
     return {
         "format": "pt",
-        "note": "synthetic demo model (fp16 storage)",
+        "note": f"{DEMO_MODEL_NOTE} (fp16 storage)",  # the mark of the demo model (talkingface.demo_assets)
         CONFIG_CKPT_KEY: json.dumps(config_to_dict(config), sort_keys=True),
     }
 
@@ -96,7 +97,7 @@ def export_demo_student(slim: Path, folder: Path = ASSETS_DIR, name: str = STUDE
     out = folder / name
     sd = {k: (v.half() if v.is_floating_point() else v).contiguous() for k, v in load_file(str(slim)).items()}
     metadata = demo_metadata(cfg)
-    metadata["note"] = "synthetic demo model distilled to few steps (fp16 storage)"
+    metadata["note"] = f"{DEMO_MODEL_NOTE} distilled to few steps (fp16 storage)"
     metadata[SAMPLING_CKPT_KEY] = meta[SAMPLING_CKPT_KEY]
     save_file(sd, str(out), metadata=metadata)
     out.chmod(0o644)

@@ -14,6 +14,7 @@ from tqdm.auto import tqdm
 from talkingface.constants import FEATURE_DIM, FPS, NOSE_BOTTOM
 from talkingface.data.layout import DatasetLayout, write_split
 from talkingface.data.meta import audio_feature_spec, dataset_meta
+from talkingface.demo_assets import SYNTHETIC_VIDEO_COMMENT
 from talkingface.media.crop import crop_square, landmarks_to_crop, plan_crops
 from talkingface.media.features import AudioFeatureBackend, make_backend
 from talkingface.media.windows import smooth_windows
@@ -102,11 +103,14 @@ def iter_clips(
 
 
 def write_clip_video(clip: Clip, path: str | Path, overwrite: bool = True) -> Path:
-    """H.264 + AAC mp4 of the clip, plus ``<stem>.landmarks.npy`` (N, 68, 2) and ``<stem>.mouth.npy`` (N, 2)."""
+    """H.264 + AAC mp4 of the clip, tagged as generated (``comment``: :data:`SYNTHETIC_VIDEO_COMMENT`), plus
+    ``<stem>.landmarks.npy`` (N, 68, 2) and ``<stem>.mouth.npy`` (N, 2)."""
     from talkingface.inference.writer import VideoWriter
 
     path = Path(path)
-    with VideoWriter(path, FPS, clip.speech.audio, clip.speech.sample_rate, overwrite=overwrite, crf=18) as w:
+    tags = {"comment": SYNTHETIC_VIDEO_COMMENT}
+    audio, rate = clip.speech.audio, clip.speech.sample_rate
+    with VideoWriter(path, FPS, audio, rate, overwrite=overwrite, crf=18, metadata=tags) as w:
         for frame in clip.frames:
             w.write(frame)
     np.save(sidecar_path(path), clip.landmarks)
