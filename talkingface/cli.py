@@ -26,14 +26,16 @@ class Command:
 
 
 COMMANDS: dict[str, Command] = {
-    "preprocess": Command("talkingface.preprocess", "videos -> training layout: run | validate | finalize"),
-    "train": Command("talkingface.training.cli", "train DiffTalk (same flags as trainer/DiffTalkTrainer.py)"),
-    "lipsync": Command("talkingface.lipsync", "lip-sync a portrait video to speech (same flags as demo.py)"),
-    "evaluate": Command("talkingface.evaluate.cli", "PSNR/SSIM/LMD/LPIPS/FID/LSE of a result against ground truth"),
-    "synthetic": Command("talkingface.synthetic.cli", "generate synthetic talking-face videos and datasets"),
-    "cache": Command("talkingface.training.latent_cache", "precompute first-stage latents of a dataset (build)"),
-    "export": Command("talkingface.training.export", "slim safetensors export of a trainer checkpoint"),
-    "app": Command("talkingface.app.cli", "web app: upload a video and speech, get the lip-synced mp4"),
+    "preprocess": Command("talkingface.commands.preprocess", "videos -> training layout: run | validate | finalize"),
+    "train": Command("talkingface.commands.train", "train DiffTalk (same flags as trainer/DiffTalkTrainer.py)"),
+    "lipsync": Command("talkingface.commands.lipsync", "lip-sync a portrait video to speech (same flags as demo.py)"),
+    "evaluate": Command(
+        "talkingface.commands.evaluate", "PSNR/SSIM/LMD/LPIPS/FID/LSE of a result against ground truth"
+    ),
+    "synthetic": Command("talkingface.commands.synthetic", "generate synthetic talking-face videos and datasets"),
+    "cache": Command("talkingface.commands.cache", "precompute first-stage latents of a dataset (build)"),
+    "export": Command("talkingface.commands.export", "slim safetensors export of a trainer checkpoint"),
+    "app": Command("talkingface.commands.app", "web app: upload a video and speech, get the lip-synced mp4"),
 }
 
 

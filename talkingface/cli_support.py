@@ -6,18 +6,39 @@
   (:data:`EXIT_PROBLEMS`).
 * Long flags are kebab-case; older snake-case spellings stay accepted as aliases (``--num-nodes`` / ``--num_nodes``).
 * ``key.sub=value`` arguments override the DiffTalk config (:func:`split_overrides`), before or after ``--base``.
+* Every subcommand's ``main`` is wrapped in :func:`command`, the one place that turns an error into its line and exit
+  status: a :class:`~talkingface.errors.TalkingFaceError` (its own status), an ``OSError`` (a full disk: 1, else 2)
+  and Ctrl-C (130).
 """
 
 from __future__ import annotations
 
 import argparse
 import contextvars
+import functools
 import re
 import sys
-from collections.abc import Sequence
-from typing import NoReturn
+from collections.abc import Callable, Sequence
+from typing import NoReturn, TypeVar
 
-EXIT_OK, EXIT_PROBLEMS, EXIT_USAGE = 0, 1, 2
+from talkingface.errors import DISK_FULL, EXIT_USAGE, TalkingFaceError, one_line
+
+EXIT_OK, EXIT_PROBLEMS = 0, 1
+EXIT_INTERRUPTED = 130  # 128 + SIGINT, as a shell reports Ctrl-C
+
+__all__ = [
+    "EXIT_INTERRUPTED",
+    "EXIT_OK",
+    "EXIT_PROBLEMS",
+    "EXIT_USAGE",
+    "PROG",
+    "ArgumentParser",
+    "command",
+    "fail",
+    "one_line",
+    "report",
+    "split_overrides",
+]
 
 #: Set by the ``talkingface`` dispatcher so that a subcommand's usage reads ``talkingface train ...``.
 PROG: contextvars.ContextVar[str | None] = contextvars.ContextVar("talkingface_prog", default=None)
@@ -25,20 +46,59 @@ PROG: contextvars.ContextVar[str | None] = contextvars.ContextVar("talkingface_p
 _OVERRIDE = re.compile(r"^[A-Za-z_][\w\-]*(\.[\w\-\[\]]+)*=")
 
 
-def one_line(text: object) -> str:
-    return " ".join(str(text).split())
-
-
 def fail(subject: object, problem: object) -> int:
     """Print ``error: <subject>: <problem>`` (one line) on stderr; returns :data:`EXIT_USAGE`."""
-    print(f"error: {one_line(subject)}: {one_line(problem)}", file=sys.stderr)
-    return EXIT_USAGE
+    return report(TalkingFaceError(subject, problem))
 
 
 def report(err: BaseException) -> int:
-    """Print an exception whose message already starts with its file or flag as one ``error:`` line; returns 2."""
+    """Print ``err`` as its one ``error:`` line on stderr; returns its exit status (2 unless it says otherwise)."""
+    if isinstance(err, TalkingFaceError):
+        print(err.cli_line(), file=sys.stderr)
+        return err.exit_status
     print(f"error: {one_line(err)}", file=sys.stderr)
     return EXIT_USAGE
+
+
+def report_os_error(err: OSError, disk_full_hint: str) -> int:
+    """``error: <file>: <reason>``; a full disk exits 1 (the command could not finish) with ``disk_full_hint``,
+    any other ``OSError`` (a missing or unreadable file, a read-only folder) 2."""
+    problem = err.strerror or str(err)
+    if err.errno in DISK_FULL:
+        print(TalkingFaceError(err.filename, problem, hint=disk_full_hint).cli_line(), file=sys.stderr)
+        return EXIT_PROBLEMS
+    return report(TalkingFaceError(err.filename, problem))
+
+
+Main = TypeVar("Main", bound=Callable[..., int])
+
+
+def command(main: Main | None = None, *, disk_full_hint: str = "free space and run again") -> Main:
+    """Decorate a subcommand's ``main``: the one handler that turns errors into the contract's line and status.
+
+    A :class:`~talkingface.errors.TalkingFaceError` prints :meth:`~talkingface.errors.TalkingFaceError.cli_line` and
+    returns its ``exit_status`` (2, bad input, unless the class says otherwise); an ``OSError`` prints
+    ``error: <file>: <reason>`` and returns 1 for a full disk (with ``disk_full_hint``), else 2; Ctrl-C prints
+    ``error: interrupted`` and returns 130. Anything else is a bug and keeps its traceback. Used bare
+    (``@command``) or with options (``@command(disk_full_hint=...)``).
+    """
+
+    def wrap(function: Main) -> Main:
+        @functools.wraps(function)
+        def run(*args: object, **kwargs: object) -> int:
+            try:
+                return int(function(*args, **kwargs) or 0)
+            except TalkingFaceError as err:
+                return report(err)
+            except OSError as err:
+                return report_os_error(err, disk_full_hint)
+            except KeyboardInterrupt:  # the writers have removed their partial files on the way out
+                print("error: interrupted", file=sys.stderr)
+                return EXIT_INTERRUPTED
+
+        return run  # type: ignore[return-value]
+
+    return wrap(main) if main is not None else wrap  # type: ignore[return-value]
 
 
 def _argparse_message(message: str) -> str:

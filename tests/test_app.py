@@ -18,9 +18,9 @@ import numpy as np
 import pytest
 from fastapi import FastAPI
 
-from talkingface.app import cli as app_cli
 from talkingface.app.jobs import RunnerSettings
 from talkingface.app.server import AppSettings, create_app
+from talkingface.commands import app as app_cli
 from talkingface.media.decode import load_audio, probe_video
 from talkingface.synthetic.demo import make_sample_media
 from talkingface.synthetic.export import demo_model_paths
@@ -307,7 +307,7 @@ def test_loopback_addresses() -> None:
 def test_app_is_a_talkingface_command() -> None:
     from talkingface.cli import COMMANDS
 
-    assert COMMANDS["app"].module == "talkingface.app.cli"
+    assert COMMANDS["app"].module == "talkingface.commands.app"
 
 
 # --------------------------------------------------------------------------------------------------------- browser

@@ -24,10 +24,10 @@ import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
-from talkingface.app import cli as app_cli
 from talkingface.app.jobs import RunnerSettings
 from talkingface.app.limits import MediaLimits, UploadError, check_sound_decoded, check_video_decoded
 from talkingface.app.server import MAX_UPLOADS, AppSettings, create_app
+from talkingface.commands import app as app_cli
 
 HEADERS = {"X-Talkingface": "1"}
 BOUNDARY = "limits-test-boundary"

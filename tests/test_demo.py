@@ -190,7 +190,7 @@ def test_read_only_output_folder_is_refused_up_front(
     which: str,
 ) -> None:
 
-    import talkingface.lipsync as cli
+    import talkingface.commands.lipsync as cli
     import talkingface.model.image_driven_talkingface.DiffTalk as DiffTalk
 
     locked = tmp_path / "locked"
@@ -248,7 +248,7 @@ def test_bad_steps_or_batch_size_before_the_model_loads(
     value: str,
     sampler: str,
 ) -> None:
-    import talkingface.lipsync as cli
+    import talkingface.commands.lipsync as cli
 
     def no_model(*a: object, **k: object) -> None:
         raise AssertionError("the model must not load")

@@ -15,8 +15,8 @@ from data_fixtures import write_video, write_wav
 from golden import TINY_CONFIG, fill_deterministic
 
 import demo
+import talkingface.commands.lipsync as cli
 import talkingface.inference.model_choice as model_choice
-import talkingface.lipsync as cli
 from talkingface.model.image_driven_talkingface.DiffTalk import (
     CheckpointError,
     DiffTalkModel,

@@ -19,7 +19,8 @@ from safetensors import safe_open
 from train_support import TINY_CONFIG, InterruptAt, tiny_overrides
 
 import demo
-import talkingface.lipsync as cli
+import talkingface.commands.lipsync as cli
+from talkingface.commands.train import main
 from talkingface.inference import LipSyncOptions, LipSyncPipeline
 from talkingface.model.image_driven_talkingface.DiffTalk import get_difftalk_inference
 from talkingface.model.image_driven_talkingface.DiffTalk.checkpoint import load_difftalk_checkpoint
@@ -35,7 +36,6 @@ from talkingface.model.image_driven_talkingface.DiffTalk.samplers import (
     two_step_eps_target,
 )
 from talkingface.model.image_driven_talkingface.DiffTalk.schedule import linear_sqrt_betas, schedule_buffers
-from talkingface.training.cli import main
 from talkingface.training.module import LatentDiffusion
 
 ALPHAS = schedule_buffers(linear_sqrt_betas(1000, 0.0015, 0.0195))["alphas_cumprod"]

@@ -9,12 +9,13 @@ from typing import Any
 from talkingface.data.latent_cache import LatentCacheError, check_latent_cache
 from talkingface.data.layout import read_split
 from talkingface.data.meta import DatasetMetaError, check_feature_kind
+from talkingface.errors import TalkingFaceError
 from talkingface.model.image_driven_talkingface.DiffTalk.config import DiffTalkConfig
 
 log = logging.getLogger(__name__)
 
 
-class DataCheckError(ValueError):
+class DataCheckError(TalkingFaceError, ValueError):
     """The dataset does not fit the config (or is broken): raised before any process or worker starts."""
 
 

@@ -158,7 +158,7 @@ def build_trainer(
 
 
 def run_training(args: Any, overrides: list[str], argv: list[str], extra_callbacks: list[Any]) -> int:
-    """Everything after argument parsing (see ``talkingface.training.cli.main``)."""
+    """Everything after argument parsing (see ``talkingface.commands.train.main``)."""
     resume_ckpt: Path | None = None
     base = list(args.base)
     if args.resume:

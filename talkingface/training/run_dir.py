@@ -16,6 +16,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from talkingface.errors import TalkingFaceError
 from talkingface.model.image_driven_talkingface.DiffTalk.config import DiffTalkConfig, save_config
 
 #: Set by the launching process so that DDP processes started by Lightning use the same run folder.
@@ -25,7 +26,7 @@ COMMAND_RECORD = "command.txt"
 LOCK_FILE = ".lock"
 
 
-class RunDirError(ValueError):
+class RunDirError(TalkingFaceError, ValueError):
     """A run folder or checkpoint to resume from is missing or malformed."""
 
 

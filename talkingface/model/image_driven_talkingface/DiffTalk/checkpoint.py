@@ -12,6 +12,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from talkingface.errors import TalkingFaceError
+
 from .config import CONFIG_CKPT_KEY
 
 log = logging.getLogger(__name__)
@@ -23,7 +25,7 @@ IGNORED_FIRST_STAGE_PREFIXES = ("loss.",)  # perceptual loss + discriminator of 
 _MAX_LISTED = 5  # keys shown per list in a mismatch error (with the counts): a summary, not kilobytes
 
 
-class CheckpointError(RuntimeError):
+class CheckpointError(TalkingFaceError, RuntimeError):
     """A checkpoint is missing, unreadable, or does not match the model."""
 
 

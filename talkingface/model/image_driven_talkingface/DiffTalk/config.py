@@ -27,6 +27,7 @@ from talkingface.constants import (
     REFERENCE_MIN_DISTANCE,
     SMOOTH_WINDOWS,
 )
+from talkingface.errors import TalkingFaceError
 
 #: The repository root of a source checkout; only a fallback for relative model/checkpoint paths
 #: (``resolve_path``), never needed for the packaged default configs.
@@ -45,7 +46,7 @@ SAMPLING_CKPT_KEY = "difftalk_sampling"
 LEGACY_FEATURE_KIND_CKPT_KEY = "audio_feature_kind"
 
 
-class ConfigError(ValueError):
+class ConfigError(TalkingFaceError, ValueError):
     """A configuration file or override is invalid."""
 
 

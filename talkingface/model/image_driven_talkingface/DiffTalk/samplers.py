@@ -15,6 +15,8 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from talkingface.errors import TalkingFaceError
+
 EpsFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 log = logging.getLogger(__name__)
 
@@ -22,12 +24,13 @@ log = logging.getLogger(__name__)
 SAMPLERS = ("ddim", "dpm++")
 
 
-class SamplerError(ValueError):
+class SamplerError(TalkingFaceError, ValueError):
     """A sampler name, step count or ``eta`` the samplers cannot take; ``option`` names which one
     (``"sampler"``, ``"steps"`` or ``"eta"``), so a command line can name its flag."""
 
     def __init__(self, option: str, message: str) -> None:
-        super().__init__(message)
+        super().__init__(None, message)
+        self.args = (option, message)
         self.option = option
 
 

@@ -21,18 +21,11 @@ import yaml
 from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from talkingface.cli_support import EXIT_PROBLEMS, ArgumentParser, report, split_overrides
+from talkingface.cli_support import ArgumentParser, command, one_line, split_overrides
 from talkingface.model.image_driven_talkingface.DiffTalk.config import ConfigError, yaml_problem
-from talkingface.training.checkpoint_io import CheckpointWriteError
-from talkingface.training.data import DataCheckError
-from talkingface.training.devices import DeviceSpecError
 from talkingface.training.run import run_training
-from talkingface.training.run_dir import RunDirError
 
 log = logging.getLogger("talkingface.training")
-
-#: Errors that are the user's to fix: printed as one ``error:`` line, exit status 2.
-USER_ERRORS = (ConfigError, DataCheckError, DeviceSpecError, RunDirError, FileNotFoundError)
 
 
 def _str2bool(v: str | bool) -> bool:
@@ -144,6 +137,7 @@ def setup_logging() -> None:
     )
 
 
+@command
 def main(argv: list[str] | None = None, extra_callbacks: list[Any] | None = None) -> int:
     """Run the trainer; returns the exit status (0 done, 1 a checkpoint could not be written, 2 bad input, 128 + signal
     when stopped by a signal)."""
@@ -154,8 +148,5 @@ def main(argv: list[str] | None = None, extra_callbacks: list[Any] | None = None
 
     try:
         return run_training(args, overrides, argv, extra_callbacks or [])
-    except (*USER_ERRORS, MisconfigurationException) as err:
-        return report(err)
-    except CheckpointWriteError as err:  # e.g. disk full: the run failed, the checkpoints it wrote before are intact
-        report(err)
-        return EXIT_PROBLEMS
+    except MisconfigurationException as err:  # Lightning's word for a setting it cannot use: bad input too
+        raise ConfigError(None, one_line(err)) from None

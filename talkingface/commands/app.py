@@ -24,7 +24,7 @@ import socket
 from talkingface.app.jobs import RunnerSettings
 from talkingface.app.limits import DEFAULT_MAX_FRAME_PIXELS, DEFAULT_MAX_SECONDS, MediaLimits
 from talkingface.app.server import DEFAULT_MAX_UPLOAD_MB, AppSettings, create_app
-from talkingface.cli_support import EXIT_OK, ArgumentParser, fail
+from talkingface.cli_support import EXIT_OK, ArgumentParser, command, fail
 from talkingface.synthetic.demo import DEFAULT_SECONDS
 
 log = logging.getLogger(__name__)
@@ -87,6 +87,7 @@ def allowed_hosts(host: str) -> tuple[str, ...] | None:
     return (address, "localhost")
 
 
+@command
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     for flag, value in (

@@ -8,8 +8,7 @@ import logging
 from collections.abc import Sequence
 from pathlib import Path
 
-from talkingface.cli_support import EXIT_OK, ArgumentParser, report
-from talkingface.evaluate.errors import EvaluationError
+from talkingface.cli_support import EXIT_OK, ArgumentParser, command
 from talkingface.evaluate.harness import ALL_METRICS, CHEAP_METRICS, CROPS, EvalOptions, evaluate
 from talkingface.evaluate.landmarks import load_landmarks
 
@@ -79,15 +78,13 @@ def options_from_args(args: argparse.Namespace) -> EvalOptions:
     )
 
 
+@command
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(message)s")
     from talkingface.evaluate.report import summary_table, write_json, write_markdown, write_plot
 
-    try:
-        result = evaluate(args.pred, args.gt, options_from_args(args))
-    except EvaluationError as e:
-        return report(e)
+    result = evaluate(args.pred, args.gt, options_from_args(args))
     print(summary_table(result))
     for note in result.notes:
         print(f"note: {note}")

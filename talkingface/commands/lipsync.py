@@ -27,10 +27,9 @@ from __future__ import annotations
 
 import argparse
 import logging
-import sys
 from pathlib import Path
 
-from talkingface.cli_support import EXIT_OK, ArgumentParser, report
+from talkingface.cli_support import EXIT_OK, ArgumentParser, command
 from talkingface.inference import InferenceError, LipSyncOptions, LipSyncPipeline
 from talkingface.inference.landmark_file import read_landmarks
 from talkingface.inference.model_choice import resolve_checkpoint, same_file
@@ -38,17 +37,15 @@ from talkingface.inference.sampling import DEFAULT_SAMPLER, DEFAULT_STEPS, PRECI
 from talkingface.inference.stream import check_chunk_ms, stream_file
 from talkingface.inference.writer import X264_PRESETS, check_output
 from talkingface.media.decode import probe_video
-from talkingface.media.errors import PreprocessError
 from talkingface.media.face_choice import add_face_argument
 from talkingface.media.features import BACKEND_KINDS
-from talkingface.model.image_driven_talkingface.DiffTalk import CheckpointError, ConfigError, get_difftalk_inference
+from talkingface.model.image_driven_talkingface.DiffTalk import get_difftalk_inference
 from talkingface.model.image_driven_talkingface.DiffTalk.loader import DEFAULT_CKPT
 from talkingface.synthetic.demo import DEFAULT_OUT, run_synthetic_demo
 
 log = logging.getLogger(__name__)
 
 DEFAULTS = LipSyncOptions()
-EXIT_INTERRUPTED = 130  # 128 + SIGINT, as a shell reports Ctrl-C
 
 
 def build_parser() -> ArgumentParser:
@@ -301,6 +298,7 @@ def run_synthetic(args: argparse.Namespace) -> None:
     )
 
 
+@command
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -315,18 +313,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.landmarks is not None and not args.face.is_largest:
         parser.error("argument --face: not used with --landmarks (the file already gives one face)")
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
-    try:
-        if args.video is None:
-            run_synthetic(args)
-        else:
-            run(args)
-    except (InferenceError, PreprocessError, CheckpointError, ConfigError) as err:
-        return report(err)
-    except KeyboardInterrupt:  # the writers have removed their partial files on the way out
-        print("error: interrupted", file=sys.stderr)
-        return EXIT_INTERRUPTED
+    if args.video is None:
+        run_synthetic(args)
+    else:
+        run(args)
     return EXIT_OK
-
-
-if __name__ == "__main__":
-    sys.exit(main())
