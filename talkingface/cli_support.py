@@ -4,7 +4,9 @@
   ``error: <file or flag>: <problem>`` on stderr and exits 2 (:data:`EXIT_USAGE`).
 * A command that ran and found problems (``preprocess validate``, a failed video in ``preprocess run``) exits 1
   (:data:`EXIT_PROBLEMS`).
-* Long flags are kebab-case; older snake-case spellings stay accepted as aliases (``--num-nodes`` / ``--num_nodes``).
+* Long flags are kebab-case, and a flag name means one thing in every subcommand; older spellings stay accepted as
+  aliases that ``--help`` leaves out (``--num_nodes`` for ``--num-nodes``; :func:`add_option`).
+* Help is plain text and shows every default (:class:`HelpFormatter`).
 * ``key.sub=value`` arguments override the DiffTalk config (:func:`split_overrides`), before or after ``--base``.
 * Every subcommand's ``main`` is wrapped in :func:`command`, the one place that turns an error into its line and exit
   status: a :class:`~talkingface.errors.TalkingFaceError` (its own status), an ``OSError`` (a full disk: 1, else 2)
@@ -19,7 +21,7 @@ import functools
 import re
 import sys
 from collections.abc import Callable, Sequence
-from typing import NoReturn, TypeVar
+from typing import Any, NoReturn, TypeVar
 
 from talkingface.errors import DISK_FULL, EXIT_USAGE, TalkingFaceError, one_line
 
@@ -33,6 +35,8 @@ __all__ = [
     "EXIT_USAGE",
     "PROG",
     "ArgumentParser",
+    "HelpFormatter",
+    "add_option",
     "command",
     "fail",
     "one_line",
@@ -115,18 +119,51 @@ def _argparse_message(message: str) -> str:
     return message
 
 
+def _no_default(value: object) -> bool:
+    """None, False (a switch), "" or [] (an empty list): nothing worth showing (0 and 0.0 are shown)."""
+    return (
+        value is None or value is False or value is argparse.SUPPRESS or (isinstance(value, str | list) and not value)
+    )
+
+
+class HelpFormatter(argparse.RawDescriptionHelpFormatter):
+    """Descriptions as written (paragraphs kept); every option that has a default shows it, as
+    ``(default: VALUE)``, unless its help already says what the default is."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        default = action.default
+        shown = "%(default)" in text or "default" in text.lower()
+        if shown or not action.option_strings or _no_default(default):
+            return text
+        return f"{text} (default: %(default)s)" if text else "(default: %(default)s)"
+
+
 class ArgumentParser(argparse.ArgumentParser):
-    """argparse with the contract's error line (no usage dump) and exit status 2."""
+    """argparse with the contract's error line (no usage dump), exit status 2, and :class:`HelpFormatter`."""
 
     def __init__(self, *args: object, **kwargs: object) -> None:
         prog = PROG.get()
         if prog is not None and not str(kwargs.get("prog") or "").startswith(prog):
             kwargs["prog"] = prog  # the command's own parser; its subparsers already start with this name
+        kwargs.setdefault("formatter_class", HelpFormatter)
         super().__init__(*args, **kwargs)  # type: ignore[arg-type]
 
     def error(self, message: str) -> NoReturn:
         print(f"error: {_argparse_message(one_line(message))}", file=sys.stderr)
         raise SystemExit(EXIT_USAGE)
+
+
+def add_option(
+    parser: argparse.ArgumentParser | argparse._ArgumentGroup, *flags: str, hidden: Sequence[str] = (), **kwargs: Any
+) -> argparse.Action:
+    """``parser.add_argument(*flags, **kwargs)``, plus the older spellings ``hidden`` as aliases that still work but
+    are left out of ``--help`` (each flag name has one meaning across the subcommands; see the README)."""
+    action = parser.add_argument(*flags, **kwargs)
+    if hidden:
+        alias = {k: v for k, v in kwargs.items() if k not in ("help", "default", "required", "metavar", "dest")}
+        parser.add_argument(*hidden, dest=action.dest, help=argparse.SUPPRESS, default=argparse.SUPPRESS, **alias)
+    return action
 
 
 def is_override(arg: str) -> bool:

@@ -4,10 +4,11 @@ An error says where (the file or flag, or None), what the problem is and, where 
 
     raise InferenceError("person.mp4", "no face in 40 of 50 frames", hint="pass --face x,y or another video")
 
-``str(err)`` is ``"<where>: <problem>"``; :meth:`TalkingFaceError.cli_line` is the command line's one line
-``error: <where>: <problem>; <next step>``. Each subclass keeps the built-in base it had before (``ConfigError`` is
-also a ``ValueError``), so code that catches the built-in still catches it. This module imports nothing of the
-package: every layer can raise these.
+``str(err)`` is ``"<where>: <problem>"``, followed by ``"; <next step>"`` when there is one, so that every reader of
+the message (a log, the web app, a caller's ``except``) gets the next step too; :meth:`TalkingFaceError.cli_line` is
+the command line's one line ``error: <where>: <problem>; <next step>``. Each subclass keeps the built-in base it had
+before (``ConfigError`` is also a ``ValueError``), so code that catches the built-in still catches it. This module
+imports nothing of the package: every layer can raise these.
 """
 
 from __future__ import annotations
@@ -47,11 +48,9 @@ class TalkingFaceError(Exception):
         self.hint = hint
 
     def __str__(self) -> str:
-        return self.problem if self.where is None else f"{self.where}: {self.problem}"
+        text = self.problem if self.where is None else f"{self.where}: {self.problem}"
+        return f"{text}; {self.hint}" if self.hint else text
 
     def cli_line(self) -> str:
         """The one line a command prints: ``error: <where>: <problem>`` and ``; <next step>`` when there is one."""
-        text = one_line(self)
-        if self.hint:
-            text = f"{text}; {one_line(self.hint)}"
-        return f"error: {text}"
+        return f"error: {one_line(self)}"

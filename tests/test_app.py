@@ -18,6 +18,7 @@ import numpy as np
 import pytest
 from fastapi import FastAPI
 
+import talkingface.app.server as app_server
 from talkingface.app.jobs import RunnerSettings
 from talkingface.app.server import AppSettings, create_app
 from talkingface.commands import app as app_cli
@@ -285,7 +286,7 @@ def test_cli_binds_localhost_and_warns_for_other_addresses(
 
     seen: list[tuple[AppSettings, tuple[str, int]]] = []
     apps: list[AppSettings] = []
-    monkeypatch.setattr(app_cli, "create_app", lambda settings: apps.append(settings) or FastAPI())
+    monkeypatch.setattr(app_server, "create_app", lambda settings: apps.append(settings) or FastAPI())
     monkeypatch.setattr(
         uvicorn.Server, "run", lambda self, sockets: seen.append((apps[-1], sockets[0].getsockname()[:2]))
     )

@@ -24,6 +24,7 @@ import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
+import talkingface.app.server as app_server
 from talkingface.app.jobs import RunnerSettings
 from talkingface.app.limits import MediaLimits, UploadError, check_sound_decoded, check_video_decoded
 from talkingface.app.server import MAX_UPLOADS, AppSettings, create_app
@@ -425,7 +426,7 @@ def cli_settings(monkeypatch: pytest.MonkeyPatch, args: list[str]) -> AppSetting
     import uvicorn
 
     apps: list[AppSettings] = []
-    monkeypatch.setattr(app_cli, "create_app", lambda settings: apps.append(settings) or FastAPI())
+    monkeypatch.setattr(app_server, "create_app", lambda settings: apps.append(settings) or FastAPI())
     monkeypatch.setattr(uvicorn.Server, "run", lambda self, sockets: None)
     assert app_cli.main([*args, "--port", "0"]) == 0
     return apps[-1]

@@ -16,6 +16,7 @@ import torch
 from golden import fill_deterministic
 from train_support import ROOT, TINY_CONFIG, tiny_overrides
 
+import talkingface
 from talkingface.model.image_driven_talkingface.DiffTalk import ConfigError, get_difftalk_inference, load_config
 from talkingface.model.image_driven_talkingface.DiffTalk.config import (
     CONFIG_CKPT_KEY,
@@ -66,6 +67,7 @@ def test_the_wheel_holds_the_configs_as_files(tmp_path: Path) -> None:
     )
     assert proc.returncode == 0, proc.stderr[-2000:]
     (wheel,) = tmp_path.glob("talkingface-*.whl")
+    assert wheel.name.startswith(f"talkingface-{talkingface.__version__}-")  # the version's one source
     with zipfile.ZipFile(wheel) as z:
         packaged = {
             Path(i.filename).name: z.read(i)

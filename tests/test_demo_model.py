@@ -15,7 +15,7 @@ from data_fixtures import write_video, write_wav
 from golden import TINY_CONFIG, fill_deterministic
 
 import demo
-import talkingface.commands.lipsync as cli
+import talkingface.inference as inference
 import talkingface.inference.model_choice as model_choice
 from talkingface.model.image_driven_talkingface.DiffTalk import (
     CheckpointError,
@@ -87,7 +87,7 @@ def pipeline_spy(monkeypatch: pytest.MonkeyPatch) -> list[dict[str, Any]]:
         def run(self, *args: Any, **kwargs: Any) -> None:
             pass
 
-    monkeypatch.setattr(cli, "LipSyncPipeline", Spy)
+    monkeypatch.setattr(inference, "LipSyncPipeline", Spy)  # the lipsync command imports it when it runs
     return seen
 
 

@@ -19,7 +19,7 @@ from safetensors import safe_open
 from train_support import TINY_CONFIG, InterruptAt, tiny_overrides
 
 import demo
-import talkingface.commands.lipsync as cli
+import talkingface.inference as inference
 from talkingface.commands.train import main
 from talkingface.inference import LipSyncOptions, LipSyncPipeline
 from talkingface.model.image_driven_talkingface.DiffTalk import get_difftalk_inference
@@ -240,7 +240,7 @@ def sampling_spy(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, int, Any]]:
             sampler, steps, grid = self.sampling()
             seen.append((sampler, steps, None if grid is None else list(grid)))
 
-    monkeypatch.setattr(cli, "LipSyncPipeline", Spy)
+    monkeypatch.setattr(inference, "LipSyncPipeline", Spy)  # the lipsync command imports it when it runs
     return seen
 
 

@@ -42,7 +42,8 @@ def test_every_exception_of_the_package_is_a_talkingface_error() -> None:
 def test_the_error_says_where_what_and_the_next_step() -> None:
     err = TalkingFaceError("in.mp4", "no face in 40 of 50 frames", hint="pass --face x,y")
     assert (err.where, err.problem, err.hint) == ("in.mp4", "no face in 40 of 50 frames", "pass --face x,y")
-    assert str(err) == "in.mp4: no face in 40 of 50 frames"
+    assert str(err) == "in.mp4: no face in 40 of 50 frames; pass --face x,y"  # every reader gets the next step
+    assert str(TalkingFaceError("in.mp4", "no face")) == "in.mp4: no face"
     assert err.cli_line() == "error: in.mp4: no face in 40 of 50 frames; pass --face x,y"
     older = TalkingFaceError("a.yaml: invalid YAML:\n  line 3")  # one argument: the message names its file itself
     assert older.where is None and str(older) == "a.yaml: invalid YAML:\n  line 3"

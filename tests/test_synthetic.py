@@ -260,7 +260,8 @@ def test_shipped_model_closes_the_mouth_in_silence(shipped_heldout: dict) -> Non
 
 @pytest.mark.parametrize("identities,held_out", [(1, 0), (2, 1), (4, 1), (8, 2), (20, 2)])
 def test_default_test_identities_leave_training_identities(identities: int, held_out: int) -> None:
-    from talkingface.commands.synthetic import build_parser, check_args, held_out_identities
+    from talkingface.commands.synthetic import build_parser, check_args
+    from talkingface.synthetic.write_set import held_out_identities
 
     args = build_parser().parse_args(["--out", "x", "--identities", str(identities), "--layout"])
     assert check_args(args) is None and held_out_identities(args) == held_out

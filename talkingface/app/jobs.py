@@ -109,7 +109,7 @@ class Job:
 
     def user_message(self, err: BaseException) -> str:
         """``error: <file>: <problem>`` on one line, naming uploads by their own names instead of temp paths."""
-        text = err.cli_line().removeprefix("error: ") if isinstance(err, TalkingFaceError) else one_line(err)
+        text = one_line(err)
         folder = re.escape(str(self.folder))
         text = re.sub(folder + r"/(?:" + "|".join(INPUT_DIRS) + r")/", "", text)
         return f"error: {text.replace(str(self.folder) + '/', '')}"

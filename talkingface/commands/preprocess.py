@@ -1,6 +1,5 @@
-"""Command line: ``talkingface preprocess {run,validate,finalize} ...``, also ``python -m talkingface.preprocess``
-(see README "Data"). Exit status: 0 fine, 1 the command ran and found problems (or could not finish: disk full), 2 bad
-input."""
+"""``talkingface preprocess {run,validate,finalize} ...`` (also ``python -m talkingface.preprocess``): videos in, the
+training layout out (``talkingface.data.writer``)."""
 
 from __future__ import annotations
 
@@ -30,6 +29,17 @@ from talkingface.media.features import BACKEND_KINDS
 
 log = logging.getLogger("talkingface.preprocess")
 
+DESCRIPTION = """\
+Turn talking-head videos into the training layout (images/, landmarks/, audio_smooth/, data.txt, meta.json and the
+split lists), check a dataset, or rewrite its index after sharded runs.
+
+  talkingface preprocess run videos/ --out data/HDTF --workers 4
+  talkingface preprocess validate data/HDTF
+  talkingface preprocess finalize data/HDTF
+
+Exit status: 0 done; 1 the command ran and found problems (a failed video, a dataset that does not validate) or could
+not finish (a full disk: finished videos are kept, run it again); 2 bad input."""
+
 
 def _add_split_options(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("train/test split (by video)")
@@ -53,7 +63,7 @@ def _split(args: argparse.Namespace) -> SplitOptions:
 
 
 def build_parser() -> ArgumentParser:
-    parser = ArgumentParser(prog="python -m talkingface.preprocess", description=__doc__)
+    parser = ArgumentParser(prog="python -m talkingface.preprocess", description=DESCRIPTION)
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", required=True)
 
@@ -78,7 +88,7 @@ def build_parser() -> ArgumentParser:
     run.add_argument("--allow-silent", action="store_true", help="keep videos whose audio is silent")
     run.add_argument("--crop-scale", type=float, default=DEFAULT_CROP_SCALE, help="crop side / landmark box side")
     run.add_argument("--crop-shift-up", type=float, default=DEFAULT_CROP_SHIFT_UP, help="crop centre shift (x side)")
-    run.add_argument("--jpeg-quality", type=int, default=DEFAULT_JPEG_QUALITY)
+    run.add_argument("--jpeg-quality", type=int, default=DEFAULT_JPEG_QUALITY, help="quality of the saved frames")
     run.add_argument("--no-progress", action="store_true", help="no progress bars")
     _add_split_options(run)
 
@@ -89,7 +99,7 @@ def build_parser() -> ArgumentParser:
     val.add_argument("--max-report", type=int, default=200, help="print at most this many problems")
 
     fin = sub.add_parser("finalize", help="rewrite data.txt, meta.json and split lists (after sharded runs)")
-    fin.add_argument("root", type=Path)
+    fin.add_argument("root", type=Path, help="dataset root, e.g. data/HDTF")
     _add_split_options(fin)
     return parser
 
@@ -142,7 +152,7 @@ def _finalize(args: argparse.Namespace) -> int:
     if not root.is_dir():
         return fail(root, "dataset root not found (not a folder)")
     if not DatasetLayout(root).meta_path.is_file() and not read_done_markers(root):
-        return fail(root, "no dataset here (no meta.json, no finished video in .done/); run `preprocess run` first")
+        return fail(root, "no dataset here (no meta.json, no finished video in .done/); run preprocess run first")
     check_writable(root, args.split_dir)
     with run_lock(root):
         finalize(root, _split(args))

@@ -1,5 +1,6 @@
-"""``talkingface synthetic --out DIR --identities N --seconds S --seed K [--layout]``
-(also ``python -m talkingface.synthetic ...``): see :mod:`talkingface.synthetic.write_set`."""
+"""``talkingface synthetic --out DIR --identities N --seconds S --seed K [--layout]`` (also
+``python -m talkingface.synthetic ...``): the command of :mod:`talkingface.synthetic.write_set`, imported after
+parsing."""
 
 from __future__ import annotations
 
@@ -7,8 +8,7 @@ import argparse
 import logging
 
 from talkingface.cli_support import EXIT_OK, ArgumentParser, command, fail
-from talkingface.synthetic.generate import DEFAULT_CROP_SIZE, DEFAULT_FRAME_SIZE
-from talkingface.synthetic.write_set import generate, held_out_identities
+from talkingface.commands.defaults import SYNTHETIC_CROP_SIZE, SYNTHETIC_FRAME_SIZE
 
 DESCRIPTION = """\
 Generate synthetic talking-face videos and datasets.
@@ -26,7 +26,6 @@ def build_parser() -> ArgumentParser:
     p = ArgumentParser(
         prog="python -m talkingface.synthetic",
         description=DESCRIPTION,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("--out", required=True, help="output folder (new or empty)")
     p.add_argument(
@@ -36,31 +35,33 @@ def build_parser() -> ArgumentParser:
     )
     p.add_argument("--identities", type=int, default=8, help="number of identities (one clip each)")
     p.add_argument("--seconds", type=float, default=10.0, help="length of each clip")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="seed of the identities, the speech and the mouth motion")
     p.add_argument("--layout", action="store_true", help="also write the training layout to OUT/dataset")
     p.add_argument("--no-videos", action="store_true", help="skip the mp4 files (layout only)")
     p.add_argument(
         "--audio-features",
         choices=["mel", "whisper", "wav2vec2"],
         default="mel",
-        help="feature backend of the layout's audio_smooth files (default mel)",
+        help="feature backend of the layout's audio_smooth files",
     )
     p.add_argument("--whisper-model", help="local whisper model folder (for --audio-features whisper)")
     p.add_argument("--wav2vec2-model", help="local wav2vec2 CTC model folder (for --audio-features wav2vec2)")
-    p.add_argument("--size", type=int, default=DEFAULT_CROP_SIZE, help="saved face-crop side of the layout")
-    p.add_argument("--frame-size", type=int, default=DEFAULT_FRAME_SIZE, help="video frame side")
+    p.add_argument("--size", type=int, default=SYNTHETIC_CROP_SIZE, help="saved face-crop side of the layout")
+    p.add_argument("--frame-size", type=int, default=SYNTHETIC_FRAME_SIZE, help="video frame side")
     p.add_argument(
         "--test-identities",
         type=int,
         help="identities held out in data_test.txt (default: a quarter, at least 1 and at most 2, "
         "always leaving one for training: 1 of 2, 2 of 8, none of 1)",
     )
-    p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
     return p
 
 
 def check_args(args: argparse.Namespace) -> tuple[str, str] | None:
     """``(flag, problem)`` of the first bad option, or None."""
+    from talkingface.synthetic.write_set import held_out_identities
+
     if args.identities < 1:
         return "--identities", "must be >= 1"
     if args.seconds <= 0:
@@ -79,5 +80,7 @@ def main(argv: list[str] | None = None) -> int:
     problem = check_args(args)
     if problem is not None:
         return fail(*problem)
+    from talkingface.synthetic.write_set import generate
+
     generate(args)
     return EXIT_OK

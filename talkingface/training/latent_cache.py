@@ -117,7 +117,7 @@ def build_latent_cache(
     ``out`` must pass :func:`check_cache_out` (checked again before the old cache is replaced).
     """
     if dtype not in DTYPES:
-        raise LatentCacheError(f"dtype {dtype!r}: use one of {DTYPES}")
+        raise LatentCacheError("--dtype", f"{dtype!r}: use one of {', '.join(DTYPES)}")
     root, given = Path(root), Path(out)
     check_cache_out(root, given, overwrite)
     out = given.resolve()  # a symbolic link to a cache keeps pointing at the rebuilt one
