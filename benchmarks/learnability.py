@@ -273,7 +273,7 @@ def run(args: argparse.Namespace) -> dict:
                 str(cache),
                 "--config",
                 args.config,
-                "--first-stage",
+                "--first-stage-ckpt",
                 str(fs_path),
                 "--device",
                 "cpu",
