@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import sys
 
-from talkingface.lipsync import main
+from talkingface.commands.lipsync import main
 
 if __name__ == "__main__":
     sys.exit(main())

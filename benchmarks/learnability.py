@@ -4,7 +4,7 @@ Generates a synthetic talking-face set (python -m talkingface.synthetic) unless 
 stage (no real first stage exists offline), builds the trainer's latent cache with the product's command
 (``python -m talkingface.training.latent_cache build``), then trains the small DiffTalk of
 configs/latent-diffusion/synthetic.yaml with ``trainer/DiffTalkTrainer.py``'s own entry point
-(``talkingface.training.cli.main``: the same LightningModule, optimizer, clipping, EMA and data module) twice: with
+(``talkingface.commands.train.main``: the same LightningModule, optimizer, clipping, EMA and data module) twice: with
 the real audio, and with ``data.shuffle_audio=true`` (control). Every --eval-every steps and at the end it generates
 the held-out identities' mouths through the lip-sync pipeline's frame path and ``DiffTalkModel.inpaint``, and
 writes OUT/report.json: pooled and per-identity Pearson r of the generated vs the true mouth opening, mouth
@@ -33,21 +33,21 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from talkingface.commands.cache import main as latent_cache_main  # noqa: E402
+from talkingface.commands.synthetic import main as synthetic_main  # noqa: E402
+from talkingface.commands.train import main as trainer_main  # noqa: E402
 from talkingface.constants import DEMO_STEPS  # noqa: E402
 from talkingface.data.layout import DatasetLayout  # noqa: E402
 from talkingface.model.image_driven_talkingface.DiffTalk.checkpoint import load_first_stage  # noqa: E402
 from talkingface.model.image_driven_talkingface.DiffTalk.config import default_config_path  # noqa: E402
 from talkingface.model.image_driven_talkingface.DiffTalk.model import build_first_stage  # noqa: E402
-from talkingface.synthetic.cli import DATASET_DIR  # noqa: E402
-from talkingface.synthetic.cli import main as synthetic_main  # noqa: E402
 from talkingface.synthetic.curve import HeldoutCurve  # noqa: E402
 from talkingface.synthetic.export import export_demo_model  # noqa: E402
 from talkingface.synthetic.first_stage import save_first_stage, train_first_stage  # noqa: E402
 from talkingface.synthetic.generate import measure_ceiling_by_tone  # noqa: E402
 from talkingface.synthetic.learn import SILENCE_TOLERANCE, EvalResult, load_first_stage_images  # noqa: E402
-from talkingface.training.cli import main as trainer_main  # noqa: E402
+from talkingface.synthetic.output import DATASET_DIR  # noqa: E402
 from talkingface.training.config import load_training_config  # noqa: E402
-from talkingface.training.latent_cache import main as latent_cache_main  # noqa: E402
 
 log = logging.getLogger("learnability")
 
@@ -275,7 +275,7 @@ def run(args: argparse.Namespace) -> dict:
                 str(cache),
                 "--config",
                 args.config,
-                "--first-stage",
+                "--first-stage-ckpt",
                 str(fs_path),
                 "--device",
                 "cpu",

@@ -4,20 +4,45 @@
   ``error: <file or flag>: <problem>`` on stderr and exits 2 (:data:`EXIT_USAGE`).
 * A command that ran and found problems (``preprocess validate``, a failed video in ``preprocess run``) exits 1
   (:data:`EXIT_PROBLEMS`).
-* Long flags are kebab-case; older snake-case spellings stay accepted as aliases (``--num-nodes`` / ``--num_nodes``).
+* Long flags are kebab-case, and a flag name means one thing in every subcommand; older spellings stay accepted as
+  aliases that ``--help`` leaves out (``--num_nodes`` for ``--num-nodes``; :func:`add_option`).
+* Help is plain text and shows every default (:class:`HelpFormatter`).
 * ``key.sub=value`` arguments override the DiffTalk config (:func:`split_overrides`), before or after ``--base``.
+* Every subcommand's ``main`` is wrapped in :func:`command`, the one place that turns an error into its line and exit
+  status: a :class:`~talkingface.errors.TalkingFaceError` (its own status), an ``OSError`` (a full disk: 1, else 2)
+  and Ctrl-C (130).
 """
 
 from __future__ import annotations
 
 import argparse
 import contextvars
+import functools
 import re
 import sys
-from collections.abc import Sequence
-from typing import NoReturn
+from collections.abc import Callable, Sequence
+from typing import Any, NoReturn, TypeVar
 
-EXIT_OK, EXIT_PROBLEMS, EXIT_USAGE = 0, 1, 2
+from talkingface.errors import DISK_FULL, EXIT_USAGE, TalkingFaceError, one_line
+
+EXIT_OK, EXIT_PROBLEMS = 0, 1
+EXIT_INTERRUPTED = 130  # 128 + SIGINT, as a shell reports Ctrl-C
+
+__all__ = [
+    "EXIT_INTERRUPTED",
+    "EXIT_OK",
+    "EXIT_PROBLEMS",
+    "EXIT_USAGE",
+    "PROG",
+    "ArgumentParser",
+    "HelpFormatter",
+    "add_option",
+    "command",
+    "fail",
+    "one_line",
+    "report",
+    "split_overrides",
+]
 
 #: Set by the ``talkingface`` dispatcher so that a subcommand's usage reads ``talkingface train ...``.
 PROG: contextvars.ContextVar[str | None] = contextvars.ContextVar("talkingface_prog", default=None)
@@ -25,20 +50,59 @@ PROG: contextvars.ContextVar[str | None] = contextvars.ContextVar("talkingface_p
 _OVERRIDE = re.compile(r"^[A-Za-z_][\w\-]*(\.[\w\-\[\]]+)*=")
 
 
-def one_line(text: object) -> str:
-    return " ".join(str(text).split())
-
-
 def fail(subject: object, problem: object) -> int:
     """Print ``error: <subject>: <problem>`` (one line) on stderr; returns :data:`EXIT_USAGE`."""
-    print(f"error: {one_line(subject)}: {one_line(problem)}", file=sys.stderr)
-    return EXIT_USAGE
+    return report(TalkingFaceError(subject, problem))
 
 
 def report(err: BaseException) -> int:
-    """Print an exception whose message already starts with its file or flag as one ``error:`` line; returns 2."""
+    """Print ``err`` as its one ``error:`` line on stderr; returns its exit status (2 unless it says otherwise)."""
+    if isinstance(err, TalkingFaceError):
+        print(err.cli_line(), file=sys.stderr)
+        return err.exit_status
     print(f"error: {one_line(err)}", file=sys.stderr)
     return EXIT_USAGE
+
+
+def report_os_error(err: OSError, disk_full_hint: str) -> int:
+    """``error: <file>: <reason>``; a full disk exits 1 (the command could not finish) with ``disk_full_hint``,
+    any other ``OSError`` (a missing or unreadable file, a read-only folder) 2."""
+    problem = err.strerror or str(err)
+    if err.errno in DISK_FULL:
+        print(TalkingFaceError(err.filename, problem, hint=disk_full_hint).cli_line(), file=sys.stderr)
+        return EXIT_PROBLEMS
+    return report(TalkingFaceError(err.filename, problem))
+
+
+Main = TypeVar("Main", bound=Callable[..., int])
+
+
+def command(main: Main | None = None, *, disk_full_hint: str = "free space and run again") -> Main:
+    """Decorate a subcommand's ``main``: the one handler that turns errors into the contract's line and status.
+
+    A :class:`~talkingface.errors.TalkingFaceError` prints :meth:`~talkingface.errors.TalkingFaceError.cli_line` and
+    returns its ``exit_status`` (2, bad input, unless the class says otherwise); an ``OSError`` prints
+    ``error: <file>: <reason>`` and returns 1 for a full disk (with ``disk_full_hint``), else 2; Ctrl-C prints
+    ``error: interrupted`` and returns 130. Anything else is a bug and keeps its traceback. Used bare
+    (``@command``) or with options (``@command(disk_full_hint=...)``).
+    """
+
+    def wrap(function: Main) -> Main:
+        @functools.wraps(function)
+        def run(*args: object, **kwargs: object) -> int:
+            try:
+                return int(function(*args, **kwargs) or 0)
+            except TalkingFaceError as err:
+                return report(err)
+            except OSError as err:
+                return report_os_error(err, disk_full_hint)
+            except KeyboardInterrupt:  # the writers have removed their partial files on the way out
+                print("error: interrupted", file=sys.stderr)
+                return EXIT_INTERRUPTED
+
+        return run  # type: ignore[return-value]
+
+    return wrap(main) if main is not None else wrap  # type: ignore[return-value]
 
 
 def _argparse_message(message: str) -> str:
@@ -55,18 +119,51 @@ def _argparse_message(message: str) -> str:
     return message
 
 
+def _no_default(value: object) -> bool:
+    """None, False (a switch), "" or [] (an empty list): nothing worth showing (0 and 0.0 are shown)."""
+    return (
+        value is None or value is False or value is argparse.SUPPRESS or (isinstance(value, str | list) and not value)
+    )
+
+
+class HelpFormatter(argparse.RawDescriptionHelpFormatter):
+    """Descriptions as written (paragraphs kept); every option that has a default shows it, as
+    ``(default: VALUE)``, unless its help already says what the default is."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        default = action.default
+        shown = "%(default)" in text or "default" in text.lower()
+        if shown or not action.option_strings or _no_default(default):
+            return text
+        return f"{text} (default: %(default)s)" if text else "(default: %(default)s)"
+
+
 class ArgumentParser(argparse.ArgumentParser):
-    """argparse with the contract's error line (no usage dump) and exit status 2."""
+    """argparse with the contract's error line (no usage dump), exit status 2, and :class:`HelpFormatter`."""
 
     def __init__(self, *args: object, **kwargs: object) -> None:
         prog = PROG.get()
         if prog is not None and not str(kwargs.get("prog") or "").startswith(prog):
             kwargs["prog"] = prog  # the command's own parser; its subparsers already start with this name
+        kwargs.setdefault("formatter_class", HelpFormatter)
         super().__init__(*args, **kwargs)  # type: ignore[arg-type]
 
     def error(self, message: str) -> NoReturn:
         print(f"error: {_argparse_message(one_line(message))}", file=sys.stderr)
         raise SystemExit(EXIT_USAGE)
+
+
+def add_option(
+    parser: argparse.ArgumentParser | argparse._ArgumentGroup, *flags: str, hidden: Sequence[str] = (), **kwargs: Any
+) -> argparse.Action:
+    """``parser.add_argument(*flags, **kwargs)``, plus the older spellings ``hidden`` as aliases that still work but
+    are left out of ``--help`` (each flag name has one meaning across the subcommands; see the README)."""
+    action = parser.add_argument(*flags, **kwargs)
+    if hidden:
+        alias = {k: v for k, v in kwargs.items() if k not in ("help", "default", "required", "metavar", "dest")}
+        parser.add_argument(*hidden, dest=action.dest, help=argparse.SUPPRESS, default=argparse.SUPPRESS, **alias)
+    return action
 
 
 def is_override(arg: str) -> bool:

@@ -138,7 +138,7 @@ def source_clips(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 @pytest.fixture(scope="session")
 def built(source_clips: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) -> Path:
     """``data/HDTF`` built from both source clips with the CLI (read-only for tests: copy before changing it)."""
-    from talkingface.preprocess import main
+    from talkingface.commands.preprocess import main
 
     root = tmp_path_factory.mktemp("built") / "data" / "HDTF"
     clips = [str(source_clips["face"]), str(source_clips["stereo"])]

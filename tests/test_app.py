@@ -19,10 +19,11 @@ import pytest
 from data_fixtures import write_video
 from fastapi import FastAPI
 
-from talkingface.app import cli as app_cli
+import talkingface.app.server as app_server
 from talkingface.app.jobs import RunnerSettings
 from talkingface.app.limits import UploadError
 from talkingface.app.server import AppSettings, create_app
+from talkingface.commands import app as app_cli
 from talkingface.media.decode import load_audio, probe_video
 from talkingface.synthetic.demo import make_sample_media
 from talkingface.synthetic.export import demo_model_paths
@@ -423,7 +424,7 @@ def test_cli_binds_localhost_and_warns_for_other_addresses(
 
     seen: list[tuple[AppSettings, tuple[str, int]]] = []
     apps: list[AppSettings] = []
-    monkeypatch.setattr(app_cli, "create_app", lambda settings: apps.append(settings) or FastAPI())
+    monkeypatch.setattr(app_server, "create_app", lambda settings: apps.append(settings) or FastAPI())
     monkeypatch.setattr(
         uvicorn.Server, "run", lambda self, sockets: seen.append((apps[-1], sockets[0].getsockname()[:2]))
     )
@@ -445,7 +446,7 @@ def test_loopback_addresses() -> None:
 def test_app_is_a_talkingface_command() -> None:
     from talkingface.cli import COMMANDS
 
-    assert COMMANDS["app"].module == "talkingface.app.cli"
+    assert COMMANDS["app"].module == "talkingface.commands.app"
 
 
 # --------------------------------------------------------------------------------------------------------- browser

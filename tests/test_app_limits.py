@@ -24,10 +24,11 @@ import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
-from talkingface.app import cli as app_cli
+import talkingface.app.server as app_server
 from talkingface.app.jobs import RunnerSettings
 from talkingface.app.limits import MediaLimits, UploadError, check_sound_decoded, check_video_decoded
 from talkingface.app.server import MAX_UPLOADS, AppSettings, create_app
+from talkingface.commands import app as app_cli
 
 HEADERS = {"X-Talkingface": "1"}
 BOUNDARY = "limits-test-boundary"
@@ -433,7 +434,7 @@ def cli_settings(monkeypatch: pytest.MonkeyPatch, args: list[str]) -> AppSetting
     import uvicorn
 
     apps: list[AppSettings] = []
-    monkeypatch.setattr(app_cli, "create_app", lambda settings: apps.append(settings) or FastAPI())
+    monkeypatch.setattr(app_server, "create_app", lambda settings: apps.append(settings) or FastAPI())
     monkeypatch.setattr(uvicorn.Server, "run", lambda self, sockets: None)
     assert app_cli.main([*args, "--port", "0"]) == 0
     return apps[-1]

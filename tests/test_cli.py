@@ -10,8 +10,8 @@ from train_support import ROOT, TINY_CONFIG, tiny_overrides
 
 from talkingface import cli
 from talkingface.cli_support import split_overrides
-from talkingface.training.cli import main as train_main
-from talkingface.training.cli import parse_args
+from talkingface.commands.train import main as train_main
+from talkingface.commands.train import parse_args
 
 
 def run(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:

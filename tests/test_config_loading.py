@@ -8,6 +8,7 @@ import os
 import shutil
 import subprocess
 import sys
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -15,6 +16,7 @@ import torch
 from golden import fill_deterministic
 from train_support import ROOT, TINY_CONFIG, tiny_overrides
 
+import talkingface
 from talkingface.model.image_driven_talkingface.DiffTalk import ConfigError, get_difftalk_inference, load_config
 from talkingface.model.image_driven_talkingface.DiffTalk.config import (
     CONFIG_CKPT_KEY,
@@ -33,14 +35,47 @@ TOP_LEVEL = ROOT / "configs" / "latent-diffusion"
 PACKAGED = ROOT / "talkingface" / "configs" / "latent-diffusion"
 
 
-def test_packaged_defaults_equal_the_top_level_configs() -> None:
+def test_packaged_defaults_are_the_repository_configs() -> None:
+    """One source: the package's ``configs/latent-diffusion`` is a relative symbolic link (committed as one) to the
+    repository's ``configs/latent-diffusion``: ``--base configs/...`` and the packaged defaults are one set of files."""
+    assert PACKAGED.is_symlink() and os.readlink(PACKAGED) == "../../configs/latent-diffusion"
+    assert PACKAGED.resolve() == TOP_LEVEL.resolve() and not TOP_LEVEL.is_symlink()
     top = sorted(p.name for p in TOP_LEVEL.glob("*.yaml"))
-    assert top == sorted(p.name for p in PACKAGED.glob("*.yaml")) and "talking-inference.yaml" in top
+    assert "talking-inference.yaml" in top and "talking.yaml" in top
     for name in top:
-        assert (TOP_LEVEL / name).read_bytes() == (PACKAGED / name).read_bytes(), f"{name} drifted"
-        assert default_config_path(name) == PACKAGED / name
+        assert default_config_path(name).resolve() == (TOP_LEVEL / name).resolve()
+        assert not (TOP_LEVEL / name).is_symlink()
     with pytest.raises(ConfigError, match="nope.yaml"):
         default_config_path("nope.yaml")
+
+
+@pytest.mark.slow
+def test_the_wheel_holds_the_configs_as_files(tmp_path: Path) -> None:
+    """The link is resolved when the package is built: the wheel holds each config as a file, byte for byte (built
+    from a copy of the checkout that keeps the link, so that the build leaves nothing in the repository)."""
+    src = tmp_path / "src"
+    skip = shutil.ignore_patterns("__pycache__", "*.egg-info")
+    shutil.copytree(ROOT / "talkingface", src / "talkingface", symlinks=True, ignore=skip)
+    shutil.copytree(TOP_LEVEL, src / "configs" / "latent-diffusion")
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy(ROOT / name, src / name)
+    assert (src / "talkingface" / "configs" / "latent-diffusion").is_symlink()
+    proc = subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", str(src), "--no-deps", "--no-build-isolation", "-q", "-w", tmp_path],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    (wheel,) = tmp_path.glob("talkingface-*.whl")
+    assert wheel.name.startswith(f"talkingface-{talkingface.__version__}-")  # the version's one source
+    with zipfile.ZipFile(wheel) as z:
+        packaged = {
+            Path(i.filename).name: z.read(i)
+            for i in z.infolist()
+            if i.filename.startswith("talkingface/configs/latent-diffusion/")
+        }
+    assert packaged == {p.name: p.read_bytes() for p in TOP_LEVEL.glob("*.yaml")}
 
 
 def test_defaults_found_without_the_repository(tmp_path: Path) -> None:

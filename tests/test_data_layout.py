@@ -130,7 +130,7 @@ def test_files_are_byte_identical_to_the_writers_before_the_layout(tmp_path: Pat
 def test_synthetic_and_preprocessed_datasets_share_one_format(built: Path, tmp_path: Path) -> None:
     """The synthetic generator writes what the preprocessing writes: JPEG quality, landmark text, audio dtype,
     data.txt, meta.json keys and split lists; the layout reads both, and validation passes on both."""
-    from talkingface.synthetic.cli import generate
+    from talkingface.synthetic.write_set import generate
 
     args = argparse.Namespace(
         out=tmp_path / "syn", identities=3, seconds=0.6, seed=0, layout=True, no_videos=True, size=64,

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 from data_fixtures import copy_dataset
 
+from talkingface.commands.preprocess import main
 from talkingface.data.validate import validate_dataset
-from talkingface.preprocess import main
 
 
 def _damage(root: Path, kind: str) -> tuple[str, str]:

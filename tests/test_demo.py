@@ -189,8 +189,6 @@ def test_read_only_output_folder_is_refused_up_front(
     monkeypatch: pytest.MonkeyPatch,
     which: str,
 ) -> None:
-
-    import talkingface.lipsync as cli
     import talkingface.model.image_driven_talkingface.DiffTalk as DiffTalk
 
     locked = tmp_path / "locked"
@@ -201,8 +199,7 @@ def test_read_only_output_folder_is_refused_up_front(
         def no_model(*a: object, **k: object) -> None:
             raise AssertionError("the model must not load")
 
-        monkeypatch.setattr(cli, "get_difftalk_inference", no_model)
-        monkeypatch.setattr(DiffTalk, "get_difftalk_inference", no_model)  # the synthetic demo's import
+        monkeypatch.setattr(DiffTalk, "get_difftalk_inference", no_model)  # the command's and the synthetic demo's
         if which == "synthetic":
             assert demo.main(["--out", str(locked / "result.mp4"), "--no-progress"]) == 2
         elif which == "out":
@@ -248,12 +245,12 @@ def test_bad_steps_or_batch_size_before_the_model_loads(
     value: str,
     sampler: str,
 ) -> None:
-    import talkingface.lipsync as cli
+    import talkingface.model.image_driven_talkingface.DiffTalk as DiffTalk
 
     def no_model(*a: object, **k: object) -> None:
         raise AssertionError("the model must not load")
 
-    monkeypatch.setattr(cli, "get_difftalk_inference", no_model)
+    monkeypatch.setattr(DiffTalk, "get_difftalk_inference", no_model)
     assert run_demo(assets, tmp_path / "out.mp4", "--sampler", sampler, flag, value) == 2
     line = error_line(capsys)
     assert line.startswith(f"error: {flag}: ") and value in line

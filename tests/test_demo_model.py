@@ -15,8 +15,8 @@ from data_fixtures import write_video, write_wav
 from golden import TINY_CONFIG, fill_deterministic
 
 import demo
+import talkingface.inference as inference
 import talkingface.inference.model_choice as model_choice
-import talkingface.lipsync as cli
 from talkingface.model.image_driven_talkingface.DiffTalk import (
     CheckpointError,
     DiffTalkModel,
@@ -88,7 +88,7 @@ def pipeline_spy(monkeypatch: pytest.MonkeyPatch) -> list[dict[str, Any]]:
         def run(self, *args: Any, **kwargs: Any) -> None:
             pass
 
-    monkeypatch.setattr(cli, "LipSyncPipeline", Spy)
+    monkeypatch.setattr(inference, "LipSyncPipeline", Spy)  # the lipsync command imports it when it runs
     return seen
 
 

@@ -19,7 +19,8 @@ from safetensors import safe_open
 from train_support import TINY_CONFIG, InterruptAt, tiny_overrides
 
 import demo
-import talkingface.lipsync as cli
+import talkingface.inference as inference
+from talkingface.commands.train import main
 from talkingface.inference import LipSyncOptions, LipSyncPipeline
 from talkingface.model.image_driven_talkingface.DiffTalk import get_difftalk_inference
 from talkingface.model.image_driven_talkingface.DiffTalk.checkpoint import load_difftalk_checkpoint
@@ -27,7 +28,6 @@ from talkingface.model.image_driven_talkingface.DiffTalk.config import SAMPLING_
 from talkingface.model.image_driven_talkingface.DiffTalk.plan import SamplerError, ddim_timesteps, make_plan
 from talkingface.model.image_driven_talkingface.DiffTalk.samplers import ddim_alphas, ddim_sample
 from talkingface.model.image_driven_talkingface.DiffTalk.schedule import linear_sqrt_betas, schedule_buffers
-from talkingface.training.cli import main
 from talkingface.training.config import load_training_config
 from talkingface.training.distill.targets import (
     ddim_trajectory,
@@ -244,7 +244,7 @@ def sampling_spy(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, int, Any]]:
             plan = self._check_options()
             seen.append((plan.sampler, plan.steps, list(plan.timesteps) if plan.explicit else None))
 
-    monkeypatch.setattr(cli, "LipSyncPipeline", Spy)
+    monkeypatch.setattr(inference, "LipSyncPipeline", Spy)  # the lipsync command imports it when it runs
     return seen
 
 

@@ -10,8 +10,8 @@ import cv2
 import numpy as np
 import pytest
 
+from talkingface.commands.evaluate import main
 from talkingface.evaluate import EvalOptions, EvaluationError, MissingWeightsError, evaluate, evaluate_frames
-from talkingface.evaluate.cli import main
 from talkingface.evaluate.media import load_frames, natural_key
 from talkingface.evaluate.plot import Panel, Series, draw_chart, nice_ticks
 from talkingface.evaluate.report import jsonable

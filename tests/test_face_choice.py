@@ -8,8 +8,9 @@ import numpy as np
 import pytest
 from data_fixtures import face_frames
 
-from talkingface.lipsync import build_parser
-from talkingface.lipsync import main as lipsync_main
+from talkingface.commands.lipsync import build_parser
+from talkingface.commands.lipsync import main as lipsync_main
+from talkingface.commands.preprocess import build_parser as preprocess_parser
 from talkingface.media.errors import PreprocessError
 from talkingface.media.extract import analyse_video
 from talkingface.media.face_choice import (
@@ -22,7 +23,6 @@ from talkingface.media.face_choice import (
     parse_face_choice,
     select_face,
 )
-from talkingface.preprocess import build_parser as preprocess_parser
 
 
 def box(cx: float, cy: float = 100, side: int = 80) -> tuple[int, int, int, int]:

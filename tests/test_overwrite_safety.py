@@ -16,14 +16,14 @@ import pytest
 import torch
 from train_support import TINY_CONFIG, tiny_overrides, write_dataset
 
+from talkingface.commands.cache import main as cache_main
+from talkingface.commands.export import main as export_main
+from talkingface.commands.synthetic import main as synthetic_main
 from talkingface.data.latent_cache import CACHE_FORMAT, META_FILE, read_cache_meta
 from talkingface.data.layout import DatasetLayout
 from talkingface.data.validate import validate_dataset
 from talkingface.model.image_driven_talkingface.DiffTalk.config import CONFIG_CKPT_KEY, config_to_dict, load_config
-from talkingface.synthetic.cli import main as synthetic_main
 from talkingface.training.config import load_training_config
-from talkingface.training.export import main as export_main
-from talkingface.training.latent_cache import main as cache_main
 from talkingface.training.module import LatentDiffusion
 
 

@@ -20,9 +20,9 @@ from pathlib import Path
 import pytest
 from data_fixtures import write_video
 
+from talkingface.commands.preprocess import main
 from talkingface.data.layout import FRAME_FILES, DatasetLayout, read_split
 from talkingface.data.validate import validate_dataset
-from talkingface.preprocess import main
 
 ROOT = Path(__file__).resolve().parents[1]
 FRAMES = 20  # per video: 0.8 s at 25 fps
@@ -31,7 +31,7 @@ VIDEOS = 2
 _DRIVER = r"""
 import os, pathlib, signal, sys, time
 from talkingface.data import layout, writer
-from talkingface.preprocess import main
+from talkingface.commands.preprocess import main
 
 kind, k = os.environ["TF_FAULT"].split(":")
 k, calls = int(k), [0]

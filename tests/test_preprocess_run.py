@@ -15,13 +15,13 @@ import pytest
 from data_fixtures import FACE_WINDOW, MOTION_PX, SIZE, copy_dataset, write_video, write_wav
 from fs_support import make_read_only
 
+from talkingface.commands.preprocess import main
 from talkingface.data import writer
 from talkingface.data.validate import validate_dataset
 from talkingface.media.decode import count_frames
 from talkingface.media.errors import PreprocessError
 from talkingface.media.extract import extract_video
 from talkingface.media.landmarks import LandmarkDetector
-from talkingface.preprocess import main
 
 
 def test_layout_shapes_and_counts(built: Path) -> None:

@@ -15,7 +15,7 @@ import pytorch_lightning as pl
 import torch
 from train_support import ROOT, TINY_CONFIG, tiny_overrides
 
-from talkingface.training.cli import main
+from talkingface.commands.train import main
 from talkingface.training.run_dir import RunDirError, RunPaths, claim_run_dir
 
 LOCK = ".lock"  # <run folder>/.lock, named in the error line

@@ -93,7 +93,7 @@ def test_generation_is_deterministic() -> None:
 
 
 def test_cli_writes_videos_and_a_valid_layout(tmp_path: Path) -> None:
-    from talkingface.synthetic.cli import main
+    from talkingface.commands.synthetic import main
 
     out = tmp_path / "syn"
     argv = ["--out", str(out), "--identities", "2", "--seconds", "1.2", "--seed", "3", "--layout", "--no-progress"]
@@ -213,8 +213,8 @@ def shipped_heldout(tmp_path_factory: pytest.TempPathFactory) -> dict:
     bins 7, 8, 9 and 0, evaluated as the learnability benchmark does (pipeline frame path, EMA weights)."""
     import torch
 
+    from talkingface.commands.synthetic import main as synthetic_main
     from talkingface.model.image_driven_talkingface.DiffTalk import get_difftalk_inference
-    from talkingface.synthetic.cli import main as synthetic_main
     from talkingface.synthetic.export import demo_model_paths
     from talkingface.synthetic.learn import evaluate_heldout
 
@@ -260,7 +260,8 @@ def test_shipped_model_closes_the_mouth_in_silence(shipped_heldout: dict) -> Non
 
 @pytest.mark.parametrize("identities,held_out", [(1, 0), (2, 1), (4, 1), (8, 2), (20, 2)])
 def test_default_test_identities_leave_training_identities(identities: int, held_out: int) -> None:
-    from talkingface.synthetic.cli import build_parser, check_args, held_out_identities
+    from talkingface.commands.synthetic import build_parser, check_args
+    from talkingface.synthetic.write_set import held_out_identities
 
     args = build_parser().parse_args(["--out", "x", "--identities", str(identities), "--layout"])
     assert check_args(args) is None and held_out_identities(args) == held_out
@@ -268,7 +269,7 @@ def test_default_test_identities_leave_training_identities(identities: int, held
 
 def test_small_layout_with_default_split(tmp_path: Path) -> None:
     """The original failure: two identities with the default --test-identities (then 2) was refused."""
-    from talkingface.synthetic.cli import main
+    from talkingface.commands.synthetic import main
 
     out = tmp_path / "D"
     assert (

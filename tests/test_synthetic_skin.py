@@ -100,7 +100,7 @@ def test_ceiling_table_by_tone_group() -> None:
 
 
 def test_layout_records_skin_tone(tmp_path: Path) -> None:
-    from talkingface.synthetic.cli import main
+    from talkingface.commands.synthetic import main
 
     out = tmp_path / "syn"
     argv = ["--out", str(out), "--identities", "2", "--seconds", "0.4", "--seed", "1", "--layout", "--no-videos"]

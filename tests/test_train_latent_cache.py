@@ -11,12 +11,12 @@ import torch
 from torch.utils.data import default_collate
 from train_support import TINY_CONFIG, tiny_overrides, write_dataset
 
+from talkingface.commands.cache import main as cache_main
+from talkingface.commands.train import main as train_main
 from talkingface.data.dataset import TalkDataset
 from talkingface.data.latent_cache import LatentCacheError, check_latent_cache
 from talkingface.model.image_driven_talkingface.DiffTalk.checkpoint import load_first_stage
 from talkingface.model.image_driven_talkingface.DiffTalk.config import load_config
-from talkingface.training.cli import main as train_main
-from talkingface.training.latent_cache import main as cache_main
 from talkingface.training.module import LatentDiffusion
 
 

@@ -15,10 +15,10 @@ import pytorch_lightning as pl
 import torch
 from train_support import FEATURE_KIND, TINY_CONFIG, InterruptAt, tiny_overrides
 
+from talkingface.commands.train import main
 from talkingface.model.image_driven_talkingface.DiffTalk import get_difftalk_inference
 from talkingface.model.image_driven_talkingface.DiffTalk.config import load_config
 from talkingface.training import module as training_module
-from talkingface.training.cli import main
 from talkingface.training.module import LatentDiffusion
 
 

@@ -15,10 +15,10 @@ import pytorch_lightning as pl
 import torch
 from train_support import TINY_CONFIG, tiny_overrides
 
+from talkingface.commands.export import main as export_main
+from talkingface.commands.train import main
 from talkingface.model.image_driven_talkingface.DiffTalk.config import ConfigError, load_config
-from talkingface.training.cli import main
 from talkingface.training.config import load_training_config
-from talkingface.training.export import main as export_main
 
 
 def _fake_run(run: Path) -> dict[Path, bytes]:

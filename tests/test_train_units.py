@@ -11,9 +11,9 @@ import pytorch_lightning as pl
 import torch
 from train_support import TINY_CONFIG, tiny_overrides
 
+from talkingface.commands.train import parse_args
 from talkingface.model.image_driven_talkingface.DiffTalk.config import ConfigError, load_config
 from talkingface.training.checkpoint_io import AtomicCheckpointIO
-from talkingface.training.cli import parse_args
 from talkingface.training.config import load_training_config
 from talkingface.training.devices import DeviceSpecError, device_spec, parse_gpus
 from talkingface.training.images import make_grid, write_png

@@ -198,9 +198,9 @@ def test_preprocess_with_whisper_features(tmp_path: Path) -> None:
     (8, 16, 384) and validation passes; adding videos with mel features to it is refused."""
     from data_fixtures import write_video
 
+    from talkingface.commands.preprocess import main
     from talkingface.data.layout import DatasetLayout
     from talkingface.data.validate import validate_dataset
-    from talkingface.preprocess import main
 
     video = write_video(tmp_path / "face.mp4", seconds=1.2, fps=25)
     root = tmp_path / "data" / "HDTF"
@@ -221,9 +221,9 @@ def test_whisper_dataset_trains_and_drives_the_pipeline(tiny_en: WhisperBackend,
     from data_fixtures import write_video, write_wav
     from train_support import TINY_CONFIG, tiny_overrides, write_dataset
 
+    from talkingface.commands.train import main
     from talkingface.inference import InferenceError, LipSyncOptions, LipSyncPipeline
     from talkingface.model.image_driven_talkingface.DiffTalk import get_difftalk_inference
-    from talkingface.training.cli import main
 
     root = write_dataset(tmp_path / "data", kind=TINY_EN_KIND, dim=384)
     logs = tmp_path / "logs"

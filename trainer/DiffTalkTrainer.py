@@ -1,4 +1,4 @@
-"""Train DiffTalk (thin entry point; the implementation is ``talkingface.training``).
+"""Train DiffTalk (thin entry point of ``talkingface train``: ``talkingface.commands.train``).
 
     python trainer/DiffTalkTrainer.py --base configs/latent-diffusion/talking.yaml -t --gpus 0,1,2,3,4,5,6,7,
 
@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import sys
 
-from talkingface.training.cli import main
+from talkingface.commands.train import main
 
 if __name__ == "__main__":
     sys.exit(main())

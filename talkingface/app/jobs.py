@@ -24,18 +24,17 @@ from typing import Any
 
 import numpy as np
 
-from talkingface.app.limits import MediaLimits, UploadError, check_sound_decoded, check_video_decoded
+from talkingface.app.limits import MediaLimits, check_sound_decoded, check_video_decoded
 from talkingface.cli_support import one_line
 from talkingface.demo_assets import ASSETS_DIR
-from talkingface.inference import InferenceError, LipSyncOptions, LipSyncPipeline, PreparedVideo, Speech
+from talkingface.errors import TalkingFaceError
+from talkingface.inference import LipSyncOptions, LipSyncPipeline, PreparedVideo, Speech
 from talkingface.inference.estimate import TimeLeft
 from talkingface.inference.landmark_file import SourceLandmarks, read_landmarks
 from talkingface.inference.model_choice import is_bundled_model, is_synthetic_video, resolve_checkpoint
 from talkingface.media.decode import probe_video
-from talkingface.media.errors import PreprocessError
 from talkingface.model.image_driven_talkingface.DiffTalk import (
     CheckpointError,
-    ConfigError,
     DiffTalkModel,
     get_difftalk_inference,
 )
@@ -45,8 +44,8 @@ from talkingface.synthetic.generate import sidecar_path
 
 log = logging.getLogger(__name__)
 
-#: The product's bad-input errors: their message is the one line the page shows.
-INPUT_ERRORS = (InferenceError, PreprocessError, CheckpointError, ConfigError, UploadError)
+#: The product's bad-input errors: their message (and next step) is the one line the page shows.
+INPUT_ERRORS = (TalkingFaceError,)
 #: Sub-folders of a job folder that hold the user's files under their own names (stripped from messages).
 INPUT_DIRS = ("video", "speech", "landmarks", "sample")
 RESULT_NAME = "result.mp4"
@@ -63,11 +62,11 @@ DEMO_MODEL_NOTICE = (
 BUSY = "the server is busy with another job; wait for it to finish"
 
 
-class BusyError(RuntimeError):
+class BusyError(TalkingFaceError, RuntimeError):
     """Another job is running."""
 
 
-class JobCancelledError(RuntimeError):
+class JobCancelledError(TalkingFaceError, RuntimeError):
     """The job was cancelled (discarded or the server is shutting down)."""
 
 

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from talkingface.constants import FPS
+from talkingface.errors import TalkingFaceError
 from talkingface.media.decode import iter_frames
 
 DEFAULT_MAX_SECONDS = 60.0
@@ -28,11 +29,12 @@ MAX_SAMPLE_RATE = 192_000
 MAX_CHANNELS = 8
 
 
-class UploadError(ValueError):
+class UploadError(TalkingFaceError, ValueError):
     """A refused upload or form field: the HTTP ``status`` and the one line ``<subject>: <problem>``."""
 
     def __init__(self, status: int, subject: str, problem: str) -> None:
-        super().__init__(f"{subject}: {problem}")
+        super().__init__(subject, problem)
+        self.args = (status, subject, problem)
         self.status = status
 
 

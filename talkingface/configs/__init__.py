@@ -1,5 +1,6 @@
 """Default DiffTalk configs shipped as package data (``latent-diffusion/*.yaml``), found with importlib.resources.
 
-The repository's top-level ``configs/latent-diffusion/`` holds identical copies for ``--base configs/...``;
-tests/test_cli.py fails when the two drift apart.
+``latent-diffusion`` is a relative symbolic link to the repository's ``configs/latent-diffusion`` (the one copy, also
+read as ``--base configs/latent-diffusion/...``); building the package copies the files it points at into the wheel
+and the sdist.
 """

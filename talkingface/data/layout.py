@@ -59,9 +59,9 @@ FIRST_LISTED_FRAME = 1
 class LayoutFileError(DatasetMetaError):
     """One file of the layout is unreadable or not in its format: ``path`` and ``problem`` kept apart."""
 
-    def __init__(self, path: str | os.PathLike, problem: str) -> None:
-        super().__init__(f"{path}: {problem}")
-        self.path, self.problem = Path(path), problem
+    def __init__(self, path: str | os.PathLike, problem: str, hint: str | None = None) -> None:
+        super().__init__(str(path), problem, hint=hint)
+        self.path = Path(path)
 
 
 @dataclass(frozen=True)

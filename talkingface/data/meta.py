@@ -11,6 +11,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from talkingface.constants import AUDIO_WINDOW, FEATURE_DIM, FEATURE_RATE_HZ, SMOOTH_WINDOWS
+from talkingface.errors import TalkingFaceError
 
 META_VERSION = 1
 #: Keys every ``meta.json`` has.
@@ -18,7 +19,7 @@ REQUIRED_KEYS = ("audio_feature", "fps", "image_size", "videos")
 FRAME_NUMBERING = "videos 1-based, frames 0-based; data.txt 'v n' means frames 0..n-1 exist"
 
 
-class DatasetMetaError(ValueError):
+class DatasetMetaError(TalkingFaceError, ValueError):
     """The dataset's metadata is missing, malformed or does not match what the caller expects."""
 
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import ctypes.util
-import errno
 import fcntl
 import hashlib
 import logging
@@ -46,6 +45,7 @@ from talkingface.data.layout import (
     write_json,
 )
 from talkingface.data.meta import audio_feature_spec, dataset_meta
+from talkingface.errors import DISK_FULL
 from talkingface.media.crop import CropConfig
 from talkingface.media.decode import VIDEO_EXTENSIONS
 from talkingface.media.errors import PreprocessError
@@ -58,8 +58,6 @@ from talkingface.media.windows import smooth_window
 log = logging.getLogger(__name__)
 
 DEFAULT_TEST_RATIO = 0.1
-#: errno values that stop a whole run instead of failing one video (the next video would fail the same way).
-DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
 _MARKER_FIELDS = ("source", "path", "audio", "frames", "missed_faces", "audio_seconds", "size", "mtime_ns")
 #: Fewest frames a video needs to contribute one training item (the split lists start at FIRST_LISTED_FRAME).
 MIN_FRAMES = FIRST_LISTED_FRAME + 1
@@ -460,7 +458,7 @@ def process_video(job: VideoJob, out: str | Path, options: BuildOptions, progres
     except PreprocessError as e:
         return VideoResult(job.number, job.video.name, "failed", error=str(e), warnings=[redo] if redo else [])
     except Exception as e:  # a crash on one video must not stop the others
-        if isinstance(e, OSError) and e.errno in DISK_FULL:
+        if isinstance(e, OSError) and e.errno in DISK_FULL:  # stops the whole run: the next video would fail too
             raise  # not this video's fault: the run stops (finished videos are kept, this one's .tmp is removed)
         log.debug("unexpected error on %s", job.video, exc_info=True)
         return VideoResult(job.number, job.video.name, "failed", error=f"{job.video}: {type(e).__name__}: {e}")

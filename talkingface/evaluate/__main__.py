@@ -1,5 +1,7 @@
-"""Entry point of ``python -m talkingface.evaluate``."""
+"""``python -m talkingface.evaluate``: the older spelling of ``talkingface evaluate``."""
 
-from talkingface.evaluate.cli import main
+import sys
 
-raise SystemExit(main())
+from talkingface.cli import main
+
+sys.exit(main(["evaluate", *sys.argv[1:]]))

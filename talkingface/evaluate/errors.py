@@ -4,14 +4,15 @@ from __future__ import annotations
 
 import os
 
+from talkingface.errors import TalkingFaceError
 
-class EvaluationError(RuntimeError):
+
+class EvaluationError(TalkingFaceError, RuntimeError):
     """A problem with one input of the evaluation (a media file, a weight file or an option)."""
 
-    def __init__(self, path: str | os.PathLike, problem: str) -> None:
+    def __init__(self, path: str | os.PathLike, problem: str, hint: str | None = None) -> None:
+        super().__init__(str(path), problem, hint=hint)
         self.path = str(path)
-        self.problem = problem
-        super().__init__(f"{self.path}: {problem}")
 
 
 class MissingWeightsError(EvaluationError):
@@ -21,5 +22,6 @@ class MissingWeightsError(EvaluationError):
         self.metric = metric
         self.option = option
         super().__init__(
-            option, f"metric {metric!r} needs {expected}; pass it with {option} PATH (nothing is downloaded)"
+            option, f"metric {metric!r} needs {expected}", f"pass it with {option} PATH (nothing is downloaded)"
         )
+        self.args = (metric, option, expected)

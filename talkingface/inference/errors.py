@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import os
 
+from talkingface.errors import TalkingFaceError
 
-class InferenceError(RuntimeError):
+
+class InferenceError(TalkingFaceError, RuntimeError):
     """A problem with one input of the lip-sync pipeline (a media file, the checkpoint, the output or an option)."""
 
-    def __init__(self, path: str | os.PathLike, problem: str) -> None:
+    def __init__(self, path: str | os.PathLike, problem: str, hint: str | None = None) -> None:
+        super().__init__(str(path), problem, hint=hint)
         self.path = str(path)
-        self.problem = problem
-        super().__init__(f"{self.path}: {problem}")

@@ -23,6 +23,8 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from talkingface.errors import TalkingFaceError
+
 Box = tuple[int, int, int, int]
 
 #: A detection continues the tracked face when its IoU with the expected box is at least this.
@@ -31,7 +33,7 @@ MIN_IOU = 0.3
 _POINT = re.compile(r"^\s*(-?\d+(?:\.\d+)?)\s*,\s*(-?\d+(?:\.\d+)?)\s*$")
 
 
-class FaceChoiceError(ValueError):
+class FaceChoiceError(TalkingFaceError, ValueError):
     """The chosen face is not in the video (``--face N`` past the faces found, ``--face x,y`` on no face)."""
 
 

@@ -1,5 +1,7 @@
-"""Entry point of ``python -m talkingface.synthetic`` (the command is ``talkingface synthetic``)."""
+"""``python -m talkingface.synthetic``: the older spelling of ``talkingface synthetic``."""
 
-from talkingface.synthetic.cli import main
+import sys
 
-raise SystemExit(main())
+from talkingface.cli import main
+
+sys.exit(main(["synthetic", *sys.argv[1:]]))

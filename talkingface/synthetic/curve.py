@@ -1,6 +1,6 @@
 """The learning curve of a synthetic training run: held-out evaluation as a callback of the product's trainer.
 
-``benchmarks/learnability.py`` passes :class:`HeldoutCurve` to ``talkingface.training.cli.main`` (the entry point of
+``benchmarks/learnability.py`` passes :class:`HeldoutCurve` to ``talkingface.commands.train.main`` (the entry point of
 ``trainer/DiffTalkTrainer.py``), so the model it measures is the one the trainer trains: its LightningModule,
 optimizer, clipping, EMA and data module.
 """

@@ -100,8 +100,10 @@ def run_synthetic_demo(
         config, ckpt = None, demo_student_path()  # its config travels in its metadata
     if not ckpt.is_file():
         raise CheckpointError(
-            f"the synthetic demo model is missing from {ASSETS_DIR}; rebuild it with "
-            f"`python benchmarks/learnability.py --out runs/learnability --variants real --export {ASSETS_DIR}`"
+            ckpt,
+            "the synthetic demo model is missing",
+            hint=f"rebuild it with python benchmarks/learnability.py --out runs/learnability --variants real --export "
+            f"{ASSETS_DIR}",
         )
     model = get_difftalk_inference(config, ckpt, first_stage, device=device or "cpu")
     n_params = sum(p.numel() for p in model.trainable_parameters())

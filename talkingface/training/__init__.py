@@ -1,4 +1,4 @@
-"""Training DiffTalk: the command line (``trainer/DiffTalkTrainer.py``), run folders, resume, callbacks.
+"""Training DiffTalk: run folders, resume, callbacks, the Lightning module and its data.
 
-Entry point: :func:`talkingface.training.cli.main`.
+The command is :func:`talkingface.commands.train.main`.
 """

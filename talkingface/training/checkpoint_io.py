@@ -17,6 +17,7 @@ from lightning_fabric.utilities.cloud_io import _is_local_file_protocol
 from pytorch_lightning.callbacks import ModelCheckpoint
 from pytorch_lightning.plugins.io import TorchCheckpointIO
 
+from talkingface.errors import TalkingFaceError
 from talkingface.training.run_dir import RunDirError
 
 _STEP_CKPT = re.compile(r"^step-(\d+)\.ckpt$")
@@ -40,9 +41,15 @@ def newest_intact_step_checkpoint(folder: Path, other_than: Path | None = None) 
     return None
 
 
-class CheckpointWriteError(OSError):
+class CheckpointWriteError(TalkingFaceError, OSError):
     """A checkpoint could not be written (e.g. the disk is full): one line naming it; the file it would have
     replaced is untouched."""
+
+    exit_status = 1  # the run failed; what it wrote before is intact (see talkingface.cli_support.EXIT_PROBLEMS)
+
+    def __init__(self, errno: int | None, problem: str) -> None:
+        OSError.__init__(self, errno, problem)
+        self.where, self.problem, self.hint = None, problem, None
 
     def __str__(self) -> str:
         return str(self.strerror)  # the message, without OSError's "[Errno N]" prefix

@@ -9,14 +9,22 @@ from typing import Any
 from talkingface.data.latent_cache import LatentCacheError, check_latent_cache
 from talkingface.data.layout import read_split
 from talkingface.data.meta import DatasetMetaError, check_feature_kind
+from talkingface.errors import TalkingFaceError
 from talkingface.model.image_driven_talkingface.DiffTalk.config import DiffTalkConfig
 from talkingface.training.config import TrainingConfig
 
 log = logging.getLogger(__name__)
 
 
-class DataCheckError(ValueError):
+class DataCheckError(TalkingFaceError, ValueError):
     """The dataset does not fit the config (or is broken): raised before any process or worker starts."""
+
+
+def data_check_error(err: TalkingFaceError) -> DataCheckError:
+    """``err`` (a problem of the dataset or its latent cache) as a :class:`DataCheckError` with the same line."""
+    if err.where is None:
+        return DataCheckError(err.problem, hint=err.hint)
+    return DataCheckError(err.where, err.problem, hint=err.hint)
 
 
 def expected_audio_feature(cfg: DiffTalkConfig) -> dict[str, Any]:
@@ -63,8 +71,9 @@ def check_dataset(cfg: TrainingConfig) -> dict[str, Any]:
     root = Path(d.root)
     if not root.is_dir():
         raise DataCheckError(
-            f"{root}: dataset folder not found (data.root). Build the dataset with `talkingface preprocess run ...` "
-            "or set data.root=PATH on the command line."
+            root,
+            "dataset folder not found (data.root)",
+            hint="build the dataset with talkingface preprocess run ... or set data.root=PATH on the command line",
         )
     if d.image_size != cfg.model.first_stage.resolution:
         raise DataCheckError(
@@ -75,12 +84,12 @@ def check_dataset(cfg: TrainingConfig) -> dict[str, Any]:
         meta = build_datamodule(cfg).check()
         check_feature_kind(meta, expected_audio_feature(cfg))
     except DatasetMetaError as err:
-        raise DataCheckError(f"dataset check failed: {err}") from None
+        raise data_check_error(err) from None
     if d.latent_cache is not None:
         try:
             check_latent_cache(d.latent_cache, root, cfg.model)
         except LatentCacheError as err:
-            raise DataCheckError(f"latent cache check failed: {err}") from None
+            raise data_check_error(err) from None
     log.info("dataset %s: audio features %s, splits %s / %s", root, meta["audio_feature"], d.train_list, d.val_list)
     return meta
 
@@ -97,7 +106,7 @@ def check_batch_fits(cfg: TrainingConfig, world_size: int) -> int:
     try:
         samples = len(read_split(cfg.data.train_list)[0])
     except DatasetMetaError as err:
-        raise DataCheckError(f"dataset check failed: {err}") from None
+        raise data_check_error(err) from None
     per_process = -(-samples // world_size)
     batch = cfg.data.batch_size
     if batch > per_process:

@@ -5,8 +5,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import timedelta
 
+from talkingface.errors import TalkingFaceError
 
-class DeviceSpecError(ValueError):
+
+class DeviceSpecError(TalkingFaceError, ValueError):
     """A ``--gpus`` / ``--devices`` value cannot be understood."""
 
 

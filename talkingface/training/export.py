@@ -1,7 +1,7 @@
 """Slim export for inference-only use: EMA UNet + condition encoders + config, as safetensors.
 
     talkingface export logs/<run>/checkpoints/last.ckpt exported/difftalk.safetensors
-    python -m talkingface.training.export logs/<run>/checkpoints/last.ckpt exported/difftalk.safetensors
+    python -m talkingface.training.export logs/<run>/checkpoints/last.ckpt exported/difftalk.safetensors  # the same
 
 Writes ``difftalk.safetensors`` (the whole run config, feature kind included, as JSON in its metadata under
 ``difftalk_config``) and ``difftalk.yaml`` (the same config, for reading) next to it. The safetensors file is
@@ -17,14 +17,12 @@ temporary file beside them and renamed into place.
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import os
 from pathlib import Path
 from typing import Any
 
-from talkingface.cli_support import EXIT_OK, ArgumentParser, fail, report
 from talkingface.model.image_driven_talkingface.DiffTalk.checkpoint import (
     CheckpointError,
     export_safetensors,
@@ -34,7 +32,6 @@ from talkingface.model.image_driven_talkingface.DiffTalk.checkpoint import (
 from talkingface.model.image_driven_talkingface.DiffTalk.config import (
     CONFIG_CKPT_KEY,
     SAMPLING_CKPT_KEY,
-    ConfigError,
     checkpoint_config,
     checkpoint_feature_kind,
     checkpoint_sampling,
@@ -124,30 +121,9 @@ def export_checkpoint(
     return export_slim(model, out)
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = ArgumentParser(
-        prog="python -m talkingface.training.export",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    parser.add_argument("ckpt", help="trainer checkpoint (.ckpt)")
-    parser.add_argument("out", help="output .safetensors path (its config goes beside it as .yaml)")
-    parser.add_argument("--overwrite", action="store_true", help="replace an existing export (never the input)")
-    parser.add_argument(
-        "--trust-checkpoint",
-        action="store_true",
-        help="load a checkpoint that needs full unpickling (it can run code: only for files you trust)",
-    )
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    if not Path(args.ckpt).is_file():
-        return fail(args.ckpt, "checkpoint not found")
-    try:
-        export_checkpoint(args.ckpt, args.out, trust_checkpoint=args.trust_checkpoint, overwrite=args.overwrite)
-    except (CheckpointError, ConfigError) as err:
-        return report(err)
-    return EXIT_OK
+if __name__ == "__main__":  # the older spelling of ``talkingface export``
+    import sys
 
+    from talkingface.cli import main
 
-if __name__ == "__main__":
-    raise SystemExit(main())
+    sys.exit(main(["export", *sys.argv[1:]]))

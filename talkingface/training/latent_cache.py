@@ -14,11 +14,9 @@ there (``<root>/latents``, the default).
 
 from __future__ import annotations
 
-import argparse
 import logging
 import os
 import shutil
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +24,6 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
-from talkingface.cli_support import ArgumentParser, report, split_overrides
 from talkingface.data.dataset import load_frame, to_unit
 from talkingface.data.latent_cache import (
     CACHE_FORMAT,
@@ -120,7 +117,7 @@ def build_latent_cache(
     ``out`` must pass :func:`check_cache_out` (checked again before the old cache is replaced).
     """
     if dtype not in DTYPES:
-        raise LatentCacheError(f"dtype {dtype!r}: use one of {DTYPES}")
+        raise LatentCacheError("--dtype", f"{dtype!r}: use one of {', '.join(DTYPES)}")
     root, given = Path(root), Path(out)
     check_cache_out(root, given, overwrite)
     out = given.resolve()  # a symbolic link to a cache keeps pointing at the rebuilt one
@@ -181,77 +178,9 @@ def build_latent_cache(
     return out
 
 
-def _build_command(args: argparse.Namespace) -> int:
-    from talkingface.model.image_driven_talkingface.DiffTalk.checkpoint import (
-        first_stage_state_dict,
-        load_checkpoint_file,
-        load_state_dict_strict,
-    )
-    from talkingface.model.image_driven_talkingface.DiffTalk.config import default_config_path
-    from talkingface.model.image_driven_talkingface.DiffTalk.model import build_first_stage
-    from talkingface.training.config import load_training_config
+if __name__ == "__main__":  # the older spelling of ``talkingface cache``
+    import sys
 
-    out = args.out or Path(args.root) / "latents"
-    check_cache_out(args.root, out, args.overwrite)  # before loading anything
-    cfg = load_training_config(args.config or default_config_path("talking.yaml"), args.overrides)
-    ckpt = args.first_stage or cfg.model.first_stage.ckpt_path
-    first_stage = build_first_stage(cfg.model.first_stage)
-    if ckpt:
-        sd = first_stage_state_dict(load_checkpoint_file(ckpt, args.trust_checkpoint))
-        load_state_dict_strict(first_stage, sd, source=f"first-stage checkpoint {ckpt}")
-    elif not args.allow_random_first_stage:
-        raise LatentCacheError(
-            "no first-stage checkpoint: pass --first-stage models/model.ckpt (or set model.first_stage.ckpt_path)"
-        )
-    torch.set_grad_enabled(False)
-    build_latent_cache(
-        args.root,
-        out,
-        cfg.model,
-        first_stage,
-        device=args.device,
-        batch_size=args.batch_size,
-        num_workers=args.num_workers,
-        dtype=args.dtype,
-        overwrite=args.overwrite,
-    )
-    return 0
+    from talkingface.cli import main
 
-
-def main(argv: list[str] | None = None) -> int:
-    parser = ArgumentParser(
-        prog="python -m talkingface.training.latent_cache",
-        description="Precompute the first-stage latents of every frame of a dataset.",
-    )
-    sub = parser.add_subparsers(dest="command", required=True)
-    b = sub.add_parser("build", help="encode every frame and its masked version with the frozen first stage")
-    b.add_argument("root", help="dataset root (images/, landmarks/, data.txt)")
-    b.add_argument("--out", help="cache folder (default <root>/latents)")
-    b.add_argument("--config", default=None, help="DiffTalk config YAML (default: the packaged talking.yaml)")
-    b.add_argument("--first-stage", help="VQ checkpoint (default: model.first_stage.ckpt_path of the config)")
-    b.add_argument("--device", default="cuda" if _cuda() else "cpu")
-    b.add_argument("--batch-size", type=int, default=32)
-    b.add_argument("--num-workers", type=int, default=4)
-    b.add_argument("--dtype", choices=DTYPES, default="float32", help="float16 halves the size (lossy)")
-    b.add_argument(
-        "--overwrite", action="store_true", help="rebuild an existing cache (only a folder this command built)"
-    )
-    b.add_argument("--trust-checkpoint", action="store_true", help="allow full unpickling of the VQ checkpoint")
-    b.add_argument("--allow-random-first-stage", action="store_true", help=argparse.SUPPRESS)
-    parser.epilog = "KEY=VALUE arguments override the config, e.g. model.first_stage.ch=32"
-    overrides, rest = split_overrides(sys.argv[1:] if argv is None else argv)
-    args = parser.parse_args(rest)
-    args.overrides = overrides
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    try:
-        return _build_command(args)
-    except (LatentCacheError, ValueError, RuntimeError) as err:
-        return report(err)
-
-
-def _cuda() -> bool:
-    return torch.cuda.is_available()
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(main(["cache", *sys.argv[1:]]))

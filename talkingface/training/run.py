@@ -14,14 +14,17 @@ from pytorch_lightning.callbacks import LearningRateMonitor
 from pytorch_lightning.loggers import TensorBoardLogger
 from pytorch_lightning.utilities import rank_zero_only
 
-from talkingface.model.image_driven_talkingface.DiffTalk.checkpoint import load_first_stage
-from talkingface.model.image_driven_talkingface.DiffTalk.config import config_to_dict, with_audio_feature_kind
+from talkingface.model.image_driven_talkingface.DiffTalk.checkpoint import CheckpointError, load_first_stage
+from talkingface.model.image_driven_talkingface.DiffTalk.config import (
+    config_to_dict,
+    with_audio_feature_kind,
+)
 from talkingface.model.image_driven_talkingface.DiffTalk.loader import resolve_path
 from talkingface.training.callbacks import ImageLogger, LastCheckpoint, SlimExport, ThroughputMonitor
 from talkingface.training.checkpoint_io import AtomicCheckpointIO, StepCheckpoint
 from talkingface.training.config import TrainingConfig, load_training_config
 from talkingface.training.console import StepProgressBar, quiet_lightning
-from talkingface.training.data import DataCheckError, build_datamodule, check_batch_fits, check_dataset
+from talkingface.training.data import build_datamodule, check_batch_fits, check_dataset, data_check_error
 from talkingface.training.devices import DeviceSpec, build_strategy, device_spec
 from talkingface.training.distill import (
     ProgressiveDistillation,
@@ -88,9 +91,11 @@ def build_module(cfg: TrainingConfig, learning_rate: float, load_vq: bool = True
     if ckpt and load_vq:
         path = resolve_path(ckpt)
         if not path.is_file():
-            raise FileNotFoundError(
-                f"first-stage checkpoint not found: {ckpt} (model.first_stage.ckpt_path). Download the "
-                "latent-diffusion vq-f4 model to models/model.ckpt, or set model.first_stage.ckpt_path=..."
+            raise CheckpointError(
+                ckpt,
+                "first-stage checkpoint not found (model.first_stage.ckpt_path)",
+                hint="download the latent-diffusion vq-f4 model to models/model.ckpt, or set "
+                "model.first_stage.ckpt_path=...",
             )
         load_first_stage(module, path)
     elif not ckpt:
@@ -154,7 +159,7 @@ def build_trainer(
 
 
 def run_training(args: Any, overrides: list[str], argv: list[str], extra_callbacks: list[Any]) -> int:
-    """Everything after argument parsing (see ``talkingface.training.cli.main``)."""
+    """Everything after argument parsing (see ``talkingface.commands.train.main``)."""
     resume_ckpt: Path | None = None
     base = list(args.base)
     if args.resume:
@@ -208,7 +213,7 @@ def run_training(args: Any, overrides: list[str], argv: list[str], extra_callbac
             try:  # the cache must come from these very first-stage weights
                 check_latent_cache(cfg.data.latent_cache, cfg.data.root, cfg.model, module.first_stage_model)
             except LatentCacheError as err:
-                raise DataCheckError(f"latent cache check failed: {err}") from None
+                raise data_check_error(err) from None
         datamodule = build_datamodule(cfg, meta)
         trainer, stopper = build_trainer(cfg, spec, paths, extra_callbacks)
 

@@ -16,6 +16,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from talkingface.errors import TalkingFaceError
 from talkingface.model.image_driven_talkingface.DiffTalk.config import save_config
 from talkingface.training.config import TrainingConfig
 
@@ -26,7 +27,7 @@ COMMAND_RECORD = "command.txt"
 LOCK_FILE = ".lock"
 
 
-class RunDirError(ValueError):
+class RunDirError(TalkingFaceError, ValueError):
     """A run folder or checkpoint to resume from is missing or malformed."""
 
 

@@ -12,6 +12,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from talkingface.errors import TalkingFaceError
+
 from .config import CONFIG_CKPT_KEY
 
 log = logging.getLogger(__name__)
@@ -23,7 +25,7 @@ IGNORED_FIRST_STAGE_PREFIXES = ("loss.",)  # perceptual loss + discriminator of 
 _MAX_LISTED = 5  # keys shown per list in a mismatch error (with the counts): a summary, not kilobytes
 
 
-class CheckpointError(RuntimeError):
+class CheckpointError(TalkingFaceError, RuntimeError):
     """A checkpoint is missing, unreadable, or does not match the model."""
 
 
@@ -41,21 +43,23 @@ def load_checkpoint_file(path: str | Path, trust_checkpoint: bool = False) -> di
     """
     path = Path(path)
     if not path.is_file():
-        raise CheckpointError(f"checkpoint not found: {path}")
+        raise CheckpointError(path, "checkpoint not found")
     if path.suffix == ".safetensors":
         return _load_safetensors(path)
     try:
         obj = torch.load(path, map_location="cpu", weights_only=not trust_checkpoint)
     except pickle.UnpicklingError as err:
         raise CheckpointError(
-            f"{path} holds Python objects beyond plain tensors and containers, so it was not loaded with "
-            f"weights_only=True ({str(err).splitlines()[0]}). If you trust this file (it can run code when "
-            "unpickled), pass --trust-checkpoint, or re-export it to safetensors."
+            path,
+            "holds Python objects beyond plain tensors and containers, so it was not loaded with weights_only=True "
+            f"({str(err).splitlines()[0]})",
+            hint="if you trust this file (it can run code when unpickled), pass --trust-checkpoint, or re-export it "
+            "to safetensors",
         ) from None
     except Exception as err:  # noqa: BLE001 - any other failure: name the file
-        raise CheckpointError(f"could not read checkpoint {path}: {err}") from err
+        raise CheckpointError(path, f"could not read the checkpoint ({err})") from err
     if not isinstance(obj, Mapping):
-        raise CheckpointError(f"{path} does not hold a dict of weights (found {type(obj).__name__})")
+        raise CheckpointError(path, f"does not hold a dict of weights (found {type(obj).__name__})")
     return dict(obj)
 
 
@@ -72,7 +76,7 @@ def _load_safetensors(path: Path) -> dict[str, Any]:
         with safe_open(str(path), framework="pt") as f:
             metadata = f.metadata() or {}
     except Exception as err:  # noqa: BLE001 - name the file
-        raise CheckpointError(f"could not read safetensors file {path}: {err}") from err
+        raise CheckpointError(path, f"could not read the safetensors file ({err})") from err
     for key, value in metadata.items():
         if key in out:
             continue
@@ -164,8 +168,9 @@ def load_difftalk_checkpoint(
         # a slim export (EMA UNet + encoders): complete it from the VQ file and the config
         if first_stage_ckpt is None:
             raise CheckpointError(
-                f"{path} holds no first-stage weights (first_stage_model.*): give the VQ checkpoint too "
-                "(--first-stage-ckpt, default models/model.ckpt)"
+                path,
+                "holds no first-stage weights (first_stage_model.*)",
+                hint="give the VQ checkpoint too (--first-stage-ckpt, default models/model.ckpt)",
             )
         load_first_stage(model, first_stage_ckpt, trust_checkpoint)
         sd.update({FIRST_STAGE_PREFIX + k: v for k, v in model.first_stage_model.state_dict().items()})

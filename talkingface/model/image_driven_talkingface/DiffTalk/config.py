@@ -30,6 +30,7 @@ from talkingface.constants import (
     MODEL_LANDMARK_ROWS,
     SMOOTH_WINDOWS,
 )
+from talkingface.errors import TalkingFaceError
 
 #: The repository root of a source checkout; only a fallback for relative model/checkpoint paths
 #: (``resolve_path``), never needed for the packaged default configs.
@@ -48,7 +49,7 @@ SAMPLING_CKPT_KEY = "difftalk_sampling"
 LEGACY_FEATURE_KIND_CKPT_KEY = "audio_feature_kind"
 
 
-class ConfigError(ValueError):
+class ConfigError(TalkingFaceError, ValueError):
     """A configuration file or override is invalid."""
 
 

@@ -96,8 +96,9 @@ def get_difftalk_inference(
     ckpt_path = resolve_path(ckpt if ckpt is not None else DEFAULT_CKPT)
     if not ckpt_path.is_file():
         raise CheckpointError(
-            f"DiffTalk checkpoint not found: {ckpt_path}. Put a trained checkpoint at {DEFAULT_CKPT} "
-            "(train one with `talkingface train`) or pass --ckpt PATH"
+            ckpt_path,
+            "DiffTalk checkpoint not found",
+            hint=f"put a trained checkpoint at {DEFAULT_CKPT} (train one with talkingface train) or pass --ckpt PATH",
         )
     raw = load_checkpoint_file(ckpt_path, trust_checkpoint)
     if config is None:
@@ -106,8 +107,9 @@ def get_difftalk_inference(
             cfg = load_config(stored)
         elif ckpt_path.suffix == ".safetensors":
             raise CheckpointError(
-                f"{ckpt_path}: no '{CONFIG_CKPT_KEY}' entry in its metadata, so its config is unknown; "
-                "pass --config PATH (the YAML it was trained with) or re-export it with `talkingface export`"
+                ckpt_path,
+                f"no '{CONFIG_CKPT_KEY}' entry in its metadata, so its config is unknown",
+                hint="pass --config PATH (the YAML it was trained with) or re-export it with talkingface export",
             )
         else:
             cfg = load_config(default_config_path())
@@ -125,15 +127,19 @@ def get_difftalk_inference(
         fs_path = first_stage_path(ckpt_path, cfg, first_stage_ckpt)
         if not fs_path.is_file():
             raise CheckpointError(
-                f"{ckpt_path} holds no first-stage weights and the VQ first stage was not found at {fs_path}. "
-                f"Put the latent-diffusion vq-f4 checkpoint at {DEFAULT_FIRST_STAGE} or pass --first-stage-ckpt PATH"
+                ckpt_path,
+                f"holds no first-stage weights and the VQ first stage was not found at {fs_path}",
+                hint=f"put the latent-diffusion vq-f4 checkpoint at {DEFAULT_FIRST_STAGE} or pass --first-stage-ckpt "
+                "PATH",
             )
     del raw
     load_difftalk_checkpoint(model, ckpt_path, trust_checkpoint, fs_path)
     if use_ema:
         if not model.use_ema:
             raise CheckpointError(
-                "the EMA weights were asked for but model.diffusion.use_ema is false (use --raw-weights)"
+                "model.diffusion.use_ema",
+                "is false, so the checkpoint has no EMA weights to use",
+                hint="pass --raw-weights",
             )
         model.model_ema.copy_to(model.model)
     model.eval().requires_grad_(False)

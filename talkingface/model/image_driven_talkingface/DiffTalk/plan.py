@@ -26,6 +26,7 @@ from talkingface.constants import (
     REFERENCE_DDIM_STEPS,
     VALIDATION_STEPS,
 )
+from talkingface.errors import TalkingFaceError
 
 if TYPE_CHECKING:
     from .config import SamplingSetting
@@ -52,12 +53,13 @@ __all__ = [
 SAMPLERS = (DDIM, DPM_SOLVER_PP)
 
 
-class SamplerError(ValueError):
+class SamplerError(TalkingFaceError, ValueError):
     """A sampler name, step count or ``eta`` the samplers cannot take; ``option`` names which one
     (``"sampler"``, ``"steps"`` or ``"eta"``), so a command line can name its flag."""
 
     def __init__(self, option: str, message: str) -> None:
-        super().__init__(message)
+        super().__init__(None, message)
+        self.args = (option, message)
         self.option = option
 
 

@@ -1,12 +1,5 @@
-"""The DiffTalk trainer command line (``talkingface train``, also ``trainer/DiffTalkTrainer.py``).
-
-    talkingface train --base configs/latent-diffusion/talking.yaml -t --gpus 0,1,2,3,4,5,6,7,
-
-``--base`` YAML files are merged left to right onto the typed schema, then ``key.sub=value`` arguments (OmegaConf
-dotlist, before or after ``--base``) override them. Trainer options themselves can also come from a YAML file
-(``--options opts.yaml``; keys are the long flag names, command-line values win). Without ``-t`` the trainer only
-checks the config and the dataset.
-"""
+"""``talkingface train`` (also ``trainer/DiffTalkTrainer.py``): the DiffTalk trainer's command line; the work is
+``talkingface.training.run.run_training``, imported after parsing."""
 
 from __future__ import annotations
 
@@ -17,22 +10,18 @@ import sys
 from pathlib import Path
 from typing import Any
 
-import yaml
-from omegaconf import OmegaConf
-from omegaconf.errors import OmegaConfBaseException
-
-from talkingface.cli_support import EXIT_PROBLEMS, ArgumentParser, report, split_overrides
-from talkingface.model.image_driven_talkingface.DiffTalk.config import ConfigError, yaml_problem
-from talkingface.training.checkpoint_io import CheckpointWriteError
-from talkingface.training.data import DataCheckError
-from talkingface.training.devices import DeviceSpecError
-from talkingface.training.run import run_training
-from talkingface.training.run_dir import RunDirError
+from talkingface.cli_support import ArgumentParser, add_option, command, one_line, split_overrides
 
 log = logging.getLogger("talkingface.training")
 
-#: Errors that are the user's to fix: printed as one ``error:`` line, exit status 2.
-USER_ERRORS = (ConfigError, DataCheckError, DeviceSpecError, RunDirError, FileNotFoundError)
+DESCRIPTION = """\
+Train DiffTalk.
+
+  talkingface train --base configs/latent-diffusion/talking.yaml -t --gpus 0,1,2,3,4,5,6,7,
+
+--base YAML files are merged left to right onto the config schema, then KEY=VALUE arguments (before or after --base)
+override them. Trainer options can also come from a YAML file (--options opts.yaml; keys are the long flag names,
+command-line values win). Without -t the command only checks the config and the dataset, and trains nothing."""
 
 
 def _str2bool(v: str | bool) -> bool:
@@ -48,55 +37,89 @@ def _str2bool(v: str | bool) -> bool:
 def build_parser() -> ArgumentParser:
     p = ArgumentParser(
         prog="DiffTalkTrainer.py",
-        description=__doc__.split("\n\n")[0],
+        description=DESCRIPTION,
         epilog="Any KEY=VALUE argument overrides the config, e.g. data.batch_size=4 train.max_steps=1000.",
     )
-    p.add_argument(
+    add_option(
+        p,
         "--options",
-        "-c",
-        "--config",
+        hidden=["-c", "--config"],
         metavar="OPTIONS.yaml",
         help="YAML file of trainer options (keys are the long flag names, e.g. 'gpus: 0,1,'); flags win",
     )
-    p.add_argument("-b", "--base", nargs="*", default=[], metavar="CONFIG.yaml", help="model/data/train configs")
-    p.add_argument("-t", "--train", type=_str2bool, nargs="?", const=True, default=False, help="train")
-    p.add_argument("--gpus", default=None, help="GPU indices, e.g. '0,' or '0,1,2,3,' (absent: CPU)")
-    p.add_argument("--devices", type=int, default=1, help="number of CPU processes when --gpus is absent")
     p.add_argument(
+        "-b",
+        "--base",
+        nargs="*",
+        default=[],
+        metavar="CONFIG.yaml",
+        help="DiffTalk config YAMLs (model, data, train), merged left to right (default: the config schema's values)",
+    )
+    p.add_argument(
+        "-t",
+        "--train",
+        type=_str2bool,
+        nargs="?",
+        const=True,
+        default=False,
+        metavar="BOOL",
+        help="train (-t, or -t true); without it (default) only check the config and the dataset and exit",
+    )
+    p.add_argument("--gpus", default=None, help="GPU indices, e.g. '0,' or '0,1,2,3,' (default: none, train on CPU)")
+    p.add_argument("--devices", type=int, default=1, help="number of CPU processes when --gpus is absent")
+    add_option(
+        p,
         "--num-nodes",
-        "--num_nodes",
+        hidden=["--num_nodes"],
         type=int,
         default=int(os.environ.get("NUM_NODES", "1")),
-        help="nodes (multi-node)",
+        help="nodes (multi-node; default: $NUM_NODES, else 1)",
     )
-    p.add_argument("--strategy", choices=("ddp", "ddp_spawn", "auto"), default=None, help="default: ddp if >1 process")
+    p.add_argument(
+        "--strategy", choices=("ddp", "ddp_spawn", "auto"), default=None, help="default: ddp with more than one process"
+    )
     p.add_argument("-n", "--name", default="", help="run name (default: the first config's file name)")
     p.add_argument("-f", "--postfix", default="", help="suffix of the run folder name")
     p.add_argument("-l", "--logdir", default="logs", help="folder that holds the run folders")
-    p.add_argument("--run-dir", "--run_dir", default=None, help="use exactly this run folder (multi-node: same on all)")
-    p.add_argument(
+    add_option(
+        p,
+        "--run-dir",
+        hidden=["--run_dir"],
+        default=None,
+        help="use exactly this run folder (multi-node: the same on all nodes; default: a new folder in --logdir)",
+    )
+    add_option(
+        p,
         "--overwrite-run",
-        "--overwrite_run",
+        hidden=["--overwrite_run"],
         action="store_true",
         help="start a new run in a --run-dir that holds a run (its configs/, checkpoints/, images/ and tensorboard/ "
         "are deleted; a folder that is not a run is refused)",
     )
     p.add_argument("-r", "--resume", default=None, help="continue a run: its folder or a checkpoint in it")
     p.add_argument("-s", "--seed", type=int, default=None, help="seed (default: train.seed of the config)")
-    p.add_argument(
+    add_option(
+        p,
         "--scale-lr",
-        "--scale_lr",
+        hidden=["--scale_lr"],
         type=_str2bool,
         nargs="?",
         const=True,
         default=None,
-        help="lr x processes x batch x accumulate",
+        metavar="BOOL",
+        help="learning rate x processes x batch x accumulate (default: model.scale_lr of the config)",
     )
     return p
 
 
 def _apply_options_file(parser: ArgumentParser, path: str) -> None:
     """Defaults from an options YAML: ``{long flag name: value}``; the command line still wins."""
+    import yaml
+    from omegaconf import OmegaConf
+    from omegaconf.errors import OmegaConfBaseException
+
+    from talkingface.model.image_driven_talkingface.DiffTalk.config import yaml_problem
+
     if not Path(path).is_file():
         parser.error(f"argument --options: {path}: file not found")
     try:
@@ -144,6 +167,7 @@ def setup_logging() -> None:
     )
 
 
+@command
 def main(argv: list[str] | None = None, extra_callbacks: list[Any] | None = None) -> int:
     """Run the trainer; returns the exit status (0 done, 1 a checkpoint could not be written, 2 bad input, 128 + signal
     when stopped by a signal)."""
@@ -152,10 +176,10 @@ def main(argv: list[str] | None = None, extra_callbacks: list[Any] | None = None
     setup_logging()
     from lightning_fabric.utilities.exceptions import MisconfigurationException
 
+    from talkingface.model.image_driven_talkingface.DiffTalk.config import ConfigError
+    from talkingface.training.run import run_training
+
     try:
         return run_training(args, overrides, argv, extra_callbacks or [])
-    except (*USER_ERRORS, MisconfigurationException) as err:
-        return report(err)
-    except CheckpointWriteError as err:  # e.g. disk full: the run failed, the checkpoints it wrote before are intact
-        report(err)
-        return EXIT_PROBLEMS
+    except MisconfigurationException as err:  # Lightning's word for a setting it cannot use: bad input too
+        raise ConfigError(None, one_line(err)) from None

@@ -1,12 +1,10 @@
-"""``talkingface synthetic --out DIR --identities N --seconds S --seed K [--layout]``
-(also ``python -m talkingface.synthetic ...``)
+"""Write a synthetic set into a folder (``talkingface synthetic``): ``OUT/videos/synthetic_<v>.mp4`` (H.264 + AAC)
+with ``.landmarks.npy`` (N, 68, 2) and ``.mouth.npy`` (opening, width per frame) sidecars; with ``layout`` also the
+training layout ``OUT/dataset/`` (images, landmarks, audio_smooth, data.txt, meta.json, ``mouth/<v>.npy``) and the
+split lists ``OUT/data_{train,test}.txt`` (the last ``test_identities`` identities are held out), and
+``OUT/synthetic.json`` (the settings).
 
-Writes ``DIR/videos/synthetic_<v>.mp4`` (H.264 + AAC) with ``.landmarks.npy`` (N, 68, 2) and ``.mouth.npy``
-(opening, width per frame) sidecars; with ``--layout`` also the training layout ``DIR/dataset/`` (images,
-landmarks, audio_smooth, data.txt, meta.json, ``mouth/<v>.npy``) and the split lists ``DIR/data_{train,test}.txt``
-(the last ``--test-identities`` identities are held out), and ``DIR/synthetic.json`` (the settings).
-
-A non-empty ``DIR`` is refused unless ``--overwrite`` is given and it holds only a set this command wrote (see
+A non-empty ``OUT`` is refused unless ``overwrite`` is given and it holds only a set this module wrote (see
 :mod:`talkingface.synthetic.output`); the new set is then written beside it and takes its place when complete.
 """
 
@@ -18,13 +16,10 @@ import os
 import shutil
 from pathlib import Path
 
-from talkingface.cli_support import EXIT_OK, ArgumentParser, fail, report
 from talkingface.media.errors import PreprocessError
 from talkingface.media.features import AudioFeatureBackend, make_backend
 from talkingface.paths import replace_folder
 from talkingface.synthetic.generate import (
-    DEFAULT_CROP_SIZE,
-    DEFAULT_FRAME_SIZE,
     iter_clips,
     write_clip_video,
     write_layout_meta,
@@ -33,56 +28,6 @@ from talkingface.synthetic.generate import (
 from talkingface.synthetic.output import DATASET_DIR, VIDEOS_DIR, is_empty, replace_problem, write_manifest
 
 log = logging.getLogger("talkingface.synthetic")
-
-
-def build_parser() -> ArgumentParser:
-    p = ArgumentParser(
-        prog="python -m talkingface.synthetic",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    p.add_argument("--out", required=True, help="output folder (new or empty)")
-    p.add_argument(
-        "--overwrite",
-        action="store_true",
-        help="replace a synthetic set in --out written by this command (never a folder holding anything else)",
-    )
-    p.add_argument("--identities", type=int, default=8, help="number of identities (one clip each)")
-    p.add_argument("--seconds", type=float, default=10.0, help="length of each clip")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--layout", action="store_true", help="also write the training layout to OUT/dataset")
-    p.add_argument("--no-videos", action="store_true", help="skip the mp4 files (layout only)")
-    p.add_argument(
-        "--audio-features",
-        choices=["mel", "whisper", "wav2vec2"],
-        default="mel",
-        help="feature backend of the layout's audio_smooth files (default mel)",
-    )
-    p.add_argument("--whisper-model", help="local whisper model folder (for --audio-features whisper)")
-    p.add_argument("--wav2vec2-model", help="local wav2vec2 CTC model folder (for --audio-features wav2vec2)")
-    p.add_argument("--size", type=int, default=DEFAULT_CROP_SIZE, help="saved face-crop side of the layout")
-    p.add_argument("--frame-size", type=int, default=DEFAULT_FRAME_SIZE, help="video frame side")
-    p.add_argument(
-        "--test-identities",
-        type=int,
-        help="identities held out in data_test.txt (default: a quarter, at least 1 and at most 2, "
-        "always leaving one for training: 1 of 2, 2 of 8, none of 1)",
-    )
-    p.add_argument("--no-progress", action="store_true")
-    return p
-
-
-def check_args(args: argparse.Namespace) -> tuple[str, str] | None:
-    """``(flag, problem)`` of the first bad option, or None."""
-    if args.identities < 1:
-        return "--identities", "must be >= 1"
-    if args.seconds <= 0:
-        return "--seconds", "must be > 0"
-    if not args.layout and args.no_videos:
-        return "--no-videos", "nothing to write without --layout"
-    if args.layout and not 0 <= held_out_identities(args) < args.identities:
-        return "--test-identities", "must be in [0, --identities)"
-    return None
 
 
 def held_out_identities(args: argparse.Namespace) -> int:
@@ -159,16 +104,3 @@ def _write_set(args: argparse.Namespace, out: Path, backend: AudioFeatureBackend
         test = list(range(args.identities - held_out_identities(args) + 1, args.identities + 1))
         write_layout_meta(root, counts, args.size, test, backend.kind, out, backend.dim)
     log.info("wrote %d clips (%d frames) to %s", len(counts), sum(counts), out)
-
-
-def main(argv: list[str] | None = None) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
-    args = build_parser().parse_args(argv)
-    problem = check_args(args)
-    if problem is not None:
-        return fail(*problem)
-    try:
-        generate(args)
-    except (PreprocessError, OSError) as err:
-        return report(err)
-    return EXIT_OK

@@ -1,42 +1,39 @@
-"""``talkingface app``: serve the lip-sync web app (on this machine only, unless --host says otherwise).
-
-    talkingface app                       # http://127.0.0.1:7860, the default checkpoint or the bundled demo model
-    talkingface app --ckpt exported/difftalk.safetensors --port 8080
-    talkingface app --host 0.0.0.0        # reachable from other machines: no login, so only on a trusted network
-
-The page offers the checkpoints given with --ckpt, checkpoints/DiffTalk/model.ckpt when it exists, and the bundled
-synthetic demo model (with its warning: it only suits synthetic cartoon faces); the API is described in
-talkingface/app/server.py. Uploads are checked for type, size (--max-upload-mb, counted as the bytes arrive; two
-uploads at a time), duration (--max-seconds) and frame size (--max-frame-pixels); every job's files live in a temp
-folder that is removed when the job is discarded or expires, and when the server stops. On a loopback address the
-server answers only to requests naming it (its address or localhost), so a web page cannot reach it by DNS
-rebinding.
-"""
+"""``talkingface app``: serve the lip-sync web app of :mod:`talkingface.app` (imported after parsing)."""
 
 from __future__ import annotations
 
-import argparse
 import ipaddress
 import logging
 import math
 import socket
 
-from talkingface.app.jobs import RunnerSettings
 from talkingface.app.limits import DEFAULT_MAX_FRAME_PIXELS, DEFAULT_MAX_SECONDS, MediaLimits
-from talkingface.app.server import DEFAULT_MAX_UPLOAD_MB, AppSettings, create_app
-from talkingface.cli_support import EXIT_OK, ArgumentParser, fail
-from talkingface.synthetic.demo import DEFAULT_SECONDS
+from talkingface.cli_support import EXIT_OK, ArgumentParser, command, fail
+from talkingface.commands.defaults import DEFAULT_CKPT, MAX_UPLOAD_MB, SAMPLE_SECONDS
 
 log = logging.getLogger(__name__)
 
 DEFAULT_HOST, DEFAULT_PORT = "127.0.0.1", 7860
 LOOPBACK_NAMES = ("127.0.0.1", "localhost", "[::1]")
 
+DESCRIPTION = f"""\
+Serve the lip-sync web app: upload a portrait video and speech (or record it, or pick the generated sample), choose
+the checkpoint, sampler and steps, watch the progress, play and download the result.
+
+  talkingface app                  http://127.0.0.1:7860, the default checkpoint or the bundled demo model
+  talkingface app --ckpt exported/difftalk.safetensors --port 8080
+  talkingface app --host 0.0.0.0   reachable from other machines: no login, so only on a trusted network
+
+The page offers the checkpoints given with --ckpt, {DEFAULT_CKPT} when it exists, and the bundled synthetic demo
+model (with its warning: it only suits synthetic cartoon faces). Uploads are checked for type, size (--max-upload-mb,
+counted as the bytes arrive; two uploads at a time), duration (--max-seconds) and frame size (--max-frame-pixels);
+every job's files live in a temporary folder that is removed when the job is discarded or expires, and when the
+server stops. On a loopback address the server answers only to requests naming it (its address or localhost), so a
+web page cannot reach it by DNS rebinding."""
+
 
 def build_parser() -> ArgumentParser:
-    p = ArgumentParser(
-        prog="talkingface app", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    p = ArgumentParser(prog="talkingface app", description=DESCRIPTION)
     p.add_argument("--host", default=DEFAULT_HOST, help="address to listen on (default: this machine only)")
     p.add_argument("--port", type=int, default=DEFAULT_PORT, help="port (0: any free one)")
     p.add_argument(
@@ -49,7 +46,7 @@ def build_parser() -> ArgumentParser:
     )
     p.add_argument("--device", default=None, help="default: cuda when available, else cpu")
     p.add_argument(
-        "--max-upload-mb", type=float, default=DEFAULT_MAX_UPLOAD_MB, help="largest accepted upload, per file"
+        "--max-upload-mb", type=float, default=MAX_UPLOAD_MB, help="largest accepted upload, per file, in MB"
     )
     p.add_argument(
         "--max-seconds",
@@ -64,7 +61,7 @@ def build_parser() -> ArgumentParser:
         help="largest accepted video frame, width x height in pixels (default: %(default)d, 1920x1080)",
     )
     p.add_argument("--keep-minutes", type=float, default=60.0, help="how long a finished job's result is kept")
-    p.add_argument("--sample-seconds", type=float, default=DEFAULT_SECONDS, help="length of the generated sample clip")
+    p.add_argument("--sample-seconds", type=float, default=SAMPLE_SECONDS, help="length of the generated sample clip")
     return p
 
 
@@ -87,6 +84,7 @@ def allowed_hosts(host: str) -> tuple[str, ...] | None:
     return (address, "localhost")
 
 
+@command
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     for flag, value in (
@@ -101,7 +99,10 @@ def main(argv: list[str] | None = None) -> int:
         if value <= 0:
             return fail(flag, f"must be positive, got {value:g}")
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
-    import uvicorn  # the server only when serving (talkingface --help stays fast)
+    import uvicorn  # the server only when serving (--help stays fast)
+
+    from talkingface.app.jobs import RunnerSettings
+    from talkingface.app.server import AppSettings, create_app
 
     loopback = is_loopback(args.host)
     try:

@@ -7,11 +7,13 @@ import argparse
 import logging
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from talkingface.cli_support import EXIT_OK, ArgumentParser, report
-from talkingface.evaluate.errors import EvaluationError
-from talkingface.evaluate.harness import ALL_METRICS, CHEAP_METRICS, CROPS, EvalOptions, evaluate
-from talkingface.evaluate.landmarks import load_landmarks
+from talkingface.cli_support import EXIT_OK, ArgumentParser, command
+from talkingface.commands.defaults import ALL_METRICS, CHEAP_METRICS, CROPS
+
+if TYPE_CHECKING:
+    from talkingface.evaluate.harness import EvalOptions
 
 log = logging.getLogger("talkingface.evaluate")
 
@@ -37,7 +39,7 @@ def build_parser() -> ArgumentParser:
         "--crop",
         choices=CROPS,
         default="face",
-        help="face: box of the gt landmarks (default); full: whole frames (inputs already face crops)",
+        help="face: the box of the ground truth's landmarks; full: whole frames (inputs already face crops)",
     )
     p.add_argument("--face-margin", type=float, default=0.1, help="face box growth per side, fraction of its size")
     p.add_argument("--mouth-margin", type=float, default=0.25, help="mouth box growth per side, fraction of its size")
@@ -59,6 +61,9 @@ def build_parser() -> ArgumentParser:
 
 
 def options_from_args(args: argparse.Namespace) -> EvalOptions:
+    from talkingface.evaluate.harness import EvalOptions
+    from talkingface.evaluate.landmarks import load_landmarks
+
     metrics = None
     if args.metrics:
         metrics = [m.strip() for item in args.metrics for m in item.split(",") if m.strip()]
@@ -79,15 +84,14 @@ def options_from_args(args: argparse.Namespace) -> EvalOptions:
     )
 
 
+@command
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(message)s")
+    from talkingface.evaluate.harness import evaluate
     from talkingface.evaluate.report import summary_table, write_json, write_markdown, write_plot
 
-    try:
-        result = evaluate(args.pred, args.gt, options_from_args(args))
-    except EvaluationError as e:
-        return report(e)
+    result = evaluate(args.pred, args.gt, options_from_args(args))
     print(summary_table(result))
     for note in result.notes:
         print(f"note: {note}")

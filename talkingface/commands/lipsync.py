@@ -1,59 +1,51 @@
-"""Lip-sync: portrait video + speech in, lip-synced mp4 out (``talkingface lipsync``, also ``python demo.py``).
-
-    talkingface lipsync --video person.mp4 --audio speech.wav --out result.mp4
-    talkingface lipsync --video person.mp4 --audio speech.wav --out result.mp4 --ckpt exported/difftalk.safetensors
-    talkingface lipsync     # no arguments: the shipped synthetic demo model on a generated face (CPU, offline)
-    talkingface lipsync --stream   # the same, the speech played in real time into a LipSyncStream (40 ms chunks)
-
-The model: --ckpt, else checkpoints/DiffTalk/model.ckpt (first stage models/model.ckpt) when it exists, else the
-shipped synthetic demo model (talkingface/synthetic/assets/model.safetensors) with a warning: it was trained on
-synthetic cartoon faces and will not look right on real faces. A checkpoint carries its config (a trainer .ckpt,
-or the metadata of a slim .safetensors export), and a slim export finds its first stage beside it when its config
-names a file there; --config and --first-stage-ckpt override them.
-
-The face is found with dlib, or given with --landmarks (landmarks tracked by another tool, or the synthetic
-generator's sidecar): ``--landmarks person.landmarks.npy``.
-
-Bad inputs (no face, audio shorter than one frame, unreadable media, a landmarks file that does not fit the video,
-a checkpoint trained on other audio features, an existing output, an output that is one of the inputs, a read-only
-output folder) end with exit code 2 and one line naming the file and the problem; Ctrl-C ends with one line and
-exit code 130, leaving no partial output.
+"""``talkingface lipsync`` (also ``python demo.py``): portrait video + speech in, lip-synced mp4 out.
 
 A command above two packages: with --video it drives the inference pipeline (``talkingface.inference``), without
-it the synthetic demo (``talkingface.synthetic.demo``), which drives the same pipeline.
+it the synthetic demo (``talkingface.synthetic.demo``), which drives the same pipeline. The parser imports neither
+(``--help`` stays fast); ``main`` imports them after parsing.
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
-import sys
 from pathlib import Path
 
-from talkingface.cli_support import EXIT_OK, ArgumentParser, report
-from talkingface.demo_assets import demo_student_path
-from talkingface.inference import InferenceError, LipSyncOptions, LipSyncPipeline
-from talkingface.inference.landmark_file import read_landmarks
-from talkingface.inference.model_choice import resolve_checkpoint, same_file
-from talkingface.inference.sampling import DEFAULT_SAMPLER, DEFAULT_STEPS, PRECISIONS, SAMPLERS
-from talkingface.inference.stream import check_chunk_ms, stream_file
-from talkingface.inference.writer import X264_PRESETS, check_output
-from talkingface.media.decode import probe_video
-from talkingface.media.errors import PreprocessError
+from talkingface.cli_support import EXIT_OK, ArgumentParser, command
+from talkingface.commands import defaults
+from talkingface.constants import DEFAULT_IMAGE_SIZE
+from talkingface.media.extract import DEFAULT_MAX_MISSING
 from talkingface.media.face_choice import add_face_argument
 from talkingface.media.features import BACKEND_KINDS
-from talkingface.model.image_driven_talkingface.DiffTalk import CheckpointError, ConfigError, get_difftalk_inference
-from talkingface.model.image_driven_talkingface.DiffTalk.loader import DEFAULT_CKPT
-from talkingface.synthetic.demo import DEFAULT_OUT, run_synthetic_demo
 
 log = logging.getLogger(__name__)
 
-DEFAULTS = LipSyncOptions()
-EXIT_INTERRUPTED = 130  # 128 + SIGINT, as a shell reports Ctrl-C
+DESCRIPTION = f"""\
+Lip-sync a portrait video to speech: video + speech in, lip-synced mp4 out.
+
+  talkingface lipsync --video person.mp4 --audio speech.wav --out result.mp4
+  talkingface lipsync --video person.mp4 --audio speech.wav --out result.mp4 --ckpt exported/difftalk.safetensors
+  talkingface lipsync            no arguments: the bundled synthetic demo model on a generated face (CPU, offline)
+  talkingface lipsync --stream   the same, the speech played in real time in 40 ms chunks
+
+The model: --ckpt, else {defaults.DEFAULT_CKPT} (first stage {defaults.DEFAULT_FIRST_STAGE}) when it exists, else
+the bundled synthetic demo model, with a warning: it was trained on synthetic cartoon faces and will not look right
+on real faces. A checkpoint carries its config (a trainer .ckpt, or the metadata of a slim .safetensors export), and
+a slim export finds its first stage beside it when its config names a file there; --config and --first-stage-ckpt
+override them.
+
+The face is found with dlib, or given with --landmarks (landmarks tracked by another tool, or the synthetic
+generator's <clip>.landmarks.npy).
+
+Bad input (no face, audio shorter than one frame, unreadable media, a landmarks file that does not fit the video, a
+checkpoint trained on other audio features, an existing output, an output that is one of the inputs, a read-only
+output folder) ends with exit status 2 and one line naming the file or flag and the problem; Ctrl-C ends with one
+line and exit status 130, leaving no partial output."""
 
 
 def build_parser() -> ArgumentParser:
-    p = ArgumentParser(prog="demo.py", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    L = defaults.LIPSYNC
+    p = ArgumentParser(prog="demo.py", description=DESCRIPTION)
     io = p.add_argument_group("input / output")
     io.add_argument(
         "--video", default=None, help="portrait video (any container FFmpeg reads); omit for the synthetic demo"
@@ -68,20 +60,21 @@ def build_parser() -> ArgumentParser:
     model.add_argument(
         "--ckpt",
         default=None,
-        help=f"DiffTalk checkpoint: a trainer .ckpt or a slim .safetensors export (default {DEFAULT_CKPT} when it "
-        "exists, else the bundled synthetic demo model, which only suits synthetic cartoon faces)",
+        help=f"DiffTalk checkpoint: a trainer .ckpt or a slim .safetensors export (default: {defaults.DEFAULT_CKPT} "
+        "when it exists, else the bundled synthetic demo model, which only suits synthetic cartoon faces)",
     )
     model.add_argument(
         "--config",
+        metavar="CONFIG.yaml",
         default=None,
-        help="model config YAML (default: the one stored in the checkpoint; a reference-format .ckpt that stores "
-        "none gets talking-inference.yaml)",
+        help="DiffTalk config YAML (default: the one stored in the checkpoint; a reference-format .ckpt that stores "
+        "none gets the packaged talking-inference.yaml)",
     )
     model.add_argument(
         "--first-stage-ckpt",
         default=None,
         help="VQ first stage, for checkpoints without one (default: the config's model.first_stage.ckpt_path, "
-        "beside the checkpoint when that file is there, else models/model.ckpt)",
+        f"beside the checkpoint when that file is there, else {defaults.DEFAULT_FIRST_STAGE})",
     )
     model.add_argument("--trust-checkpoint", action="store_true", help="allow full unpickling (trusted files only)")
     model.add_argument("--raw-weights", action="store_true", help="use the raw UNet weights instead of the EMA")
@@ -99,63 +92,65 @@ def build_parser() -> ArgumentParser:
     s = p.add_argument_group("sampling")
     s.add_argument(
         "--sampler",
-        choices=SAMPLERS,
+        choices=defaults.SAMPLERS,
         default=None,
-        help=f"ddim: reference-exact (default: the sampler the checkpoint records, e.g. a distilled student's "
-        f"ddim, else {DEFAULT_SAMPLER})",
+        help="ddim: reference-exact (default: the sampler the checkpoint records, e.g. a distilled student's "
+        f"ddim, else {defaults.DEFAULT_SAMPLER})",
     )
     s.add_argument(
         "--steps",
         type=int,
         default=None,
-        help=f"sampler steps (reference: ddim 200; default: the checkpoint's recorded steps and exact timesteps, "
-        f"e.g. 4 for a distilled student, else {DEFAULT_STEPS})",
+        help="sampler steps (reference: ddim 200; default: the checkpoint's recorded steps and exact timesteps, "
+        f"e.g. 4 for a distilled student, else {defaults.DEFAULT_STEPS})",
     )
-    s.add_argument("--eta", type=float, default=DEFAULTS.eta, help="DDIM eta (0: deterministic)")
-    s.add_argument("--batch-size", type=int, default=DEFAULTS.batch_size, help="frames sampled together")
-    s.add_argument("--precision", choices=PRECISIONS, default=DEFAULTS.precision, help="auto: bf16 UNet on CUDA")
+    s.add_argument("--eta", type=float, default=L["eta"], help="DDIM eta (0: deterministic)")
+    s.add_argument("--batch-size", type=int, default=L["batch_size"], help="frames sampled together")
+    s.add_argument(
+        "--precision", choices=defaults.PRECISIONS, default=L["precision"], help="the UNet's; auto: bf16 on CUDA"
+    )
     s.add_argument(
         "--first-stage-precision",
-        choices=PRECISIONS,
-        default=DEFAULTS.first_stage_precision,
+        choices=defaults.PRECISIONS,
+        default=L["first_stage_precision"],
         help="the first stage's encode and decode; auto: bf16 and channels-last on CUDA (within 45 dB of fp32 on "
         "the shipped first stage), fp32 on CPU",
     )
     s.add_argument("--compile", action="store_true", help="torch.compile the UNet (slow first batch)")
-    s.add_argument("--seed", type=int, default=DEFAULTS.seed)
+    s.add_argument("--seed", type=int, default=L["seed"], help="seed of the sampler's noise")
     s.add_argument(
         "--decode-window",
         action="store_true",
         help="decode only the latent window under the pasted mouth region (faster, approximate: the VQ decoder's "
-        "normalisation and attention are global; see benchmarks/decode_window.py)",
+        "normalisation and attention are global)",
     )
     s.add_argument(
         "--decode-margin",
         type=int,
-        default=DEFAULTS.decode_margin,
+        default=L["decode_margin"],
         help="latent cells decoded around the pasted region with --decode-window",
     )
     s.add_argument("--device", default=None, help="default: cuda when available, else cpu")
     s.add_argument(
         "--cpu-threads",
         type=int,
-        default=DEFAULTS.cpu_threads,
+        default=None,
         help="CPU worker threads: the next batch's frame inputs and the last batch's paste-back and encoding run "
         "beside the model (default: min(8, CPUs); 0: all in turn on one thread)",
     )
     o = p.add_argument_group("output video")
-    o.add_argument("--crf", type=int, default=DEFAULTS.crf, help="H.264 quality (0-51, lower is better)")
+    o.add_argument("--crf", type=int, default=L["crf"], help="H.264 quality (0-51, lower is better)")
     o.add_argument(
         "--x264-preset",
-        choices=X264_PRESETS,
-        default=DEFAULTS.x264_preset,
+        choices=defaults.X264_PRESETS,
+        default=L["x264_preset"],
         help="H.264 speed preset (veryfast keeps up with a GPU; medium gives smaller files)",
     )
     f = p.add_argument_group("face")
     f.add_argument("--reference-frame", type=int, default=None, help="video frame giving the identity (default 1)")
-    f.add_argument("--crop-size", type=int, default=DEFAULTS.crop_size, help="face crop side the masks are drawn at")
-    f.add_argument("--feather", type=float, default=DEFAULTS.feather, help="paste-back feather (fraction of crop)")
-    f.add_argument("--max-missing", type=float, default=DEFAULTS.max_missing, help="max fraction of faceless frames")
+    f.add_argument("--crop-size", type=int, default=DEFAULT_IMAGE_SIZE, help="face crop side the masks are drawn at")
+    f.add_argument("--feather", type=float, default=L["feather"], help="paste-back feather (fraction of crop)")
+    f.add_argument("--max-missing", type=float, default=DEFAULT_MAX_MISSING, help="max fraction of faceless frames")
     add_face_argument(f)
     f.add_argument(
         "--landmarks",
@@ -172,7 +167,7 @@ def build_parser() -> ArgumentParser:
         help="play the speech into a LipSyncStream in real time, writing frames as they are made (log-mel features, "
         "running normalisation: the frames differ slightly from an offline run); logs the latency at the end",
     )
-    st.add_argument("--chunk-ms", type=float, default=40.0, help="audio chunk length with --stream (20-200 ms)")
+    st.add_argument("--chunk-ms", type=float, default=40.0, help="audio chunk length with --stream (20 to 200 ms)")
     st.add_argument("--stream-no-wait", action="store_true", help="with --stream: feed the chunks as fast as possible")
     p.add_argument(
         "--demo-student",
@@ -184,6 +179,8 @@ def build_parser() -> ArgumentParser:
 
 
 def _check_input(path: str, what: str) -> None:
+    from talkingface.inference.errors import InferenceError
+
     if not Path(path).is_file():
         raise InferenceError(path, f"{what} not found")
 
@@ -191,6 +188,9 @@ def _check_input(path: str, what: str) -> None:
 def _check_counts(args: argparse.Namespace) -> None:
     """The counts that must be positive, refused before the model loads. The sampling plan (--sampler, --steps,
     --eta against the model's schedule and the checkpoint's record) is checked once, by the pipeline."""
+    from talkingface.inference.errors import InferenceError
+    from talkingface.inference.stream import check_chunk_ms
+
     for flag, value in (("--steps", args.steps), ("--batch-size", args.batch_size)):
         if value is not None and value < 1:
             raise InferenceError(flag, f"must be at least 1, got {value}")
@@ -200,6 +200,9 @@ def _check_counts(args: argparse.Namespace) -> None:
 
 def _check_outputs_are_not_inputs(args: argparse.Namespace) -> None:
     """--out / --frames-dir must not be an input: with --overwrite the input would be replaced by the result."""
+    from talkingface.inference.errors import InferenceError
+    from talkingface.inference.model_choice import same_file
+
     inputs = [("--video", args.video), ("--audio", args.audio), ("--landmarks", args.landmarks)]
     for out in (args.out, args.frames_dir):
         if out is None:
@@ -213,6 +216,8 @@ def choose_checkpoint(ckpt: str | None, video: str | None = None) -> Path:
     """The checkpoint a run with a user video uses: ``--ckpt``, else ``DEFAULT_CKPT`` when it exists, else the
     bundled synthetic demo model; a warning says when that model is used (chosen or by default) on a ``video`` that
     is not a synthetic clip."""
+    from talkingface.inference.model_choice import resolve_checkpoint
+
     path, warning = resolve_checkpoint(ckpt, video=video)
     if warning is not None:
         log.warning("%s", warning)
@@ -220,6 +225,13 @@ def choose_checkpoint(ckpt: str | None, video: str | None = None) -> Path:
 
 
 def run(args: argparse.Namespace) -> None:
+    from talkingface.inference import LipSyncOptions, LipSyncPipeline
+    from talkingface.inference.landmark_file import read_landmarks
+    from talkingface.inference.stream import stream_file
+    from talkingface.inference.writer import check_output
+    from talkingface.media.decode import probe_video
+    from talkingface.model.image_driven_talkingface.DiffTalk import get_difftalk_inference
+
     options = LipSyncOptions(
         steps=args.steps,
         sampler=args.sampler,
@@ -290,6 +302,9 @@ def run(args: argparse.Namespace) -> None:
 
 def run_synthetic(args: argparse.Namespace) -> None:
     """No --video: the shipped synthetic demo model on a generated face (talkingface/synthetic/assets)."""
+    from talkingface.inference.stream import check_chunk_ms
+    from talkingface.synthetic.demo import DEFAULT_OUT, run_synthetic_demo
+
     if args.stream:
         check_chunk_ms(args.chunk_ms)
     # without --out the demo replaces its own previous result; an explicit --out still needs --overwrite
@@ -304,6 +319,7 @@ def run_synthetic(args: argparse.Namespace) -> None:
     )
 
 
+@command
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -312,24 +328,16 @@ def main(argv: list[str] | None = None) -> int:
     if args.video is None and args.landmarks is not None:
         parser.error("argument --landmarks: needs --video")
     if args.video is not None and args.demo_student:
+        from talkingface.demo_assets import demo_student_path
+
         parser.error(f"argument --demo-student: only without --video (with a video: --ckpt {demo_student_path()})")
     if args.stream_no_wait and not args.stream:
         parser.error("argument --stream-no-wait: needs --stream")
     if args.landmarks is not None and not args.face.is_largest:
         parser.error("argument --face: not used with --landmarks (the file already gives one face)")
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
-    try:
-        if args.video is None:
-            run_synthetic(args)
-        else:
-            run(args)
-    except (InferenceError, PreprocessError, CheckpointError, ConfigError) as err:
-        return report(err)
-    except KeyboardInterrupt:  # the writers have removed their partial files on the way out
-        print("error: interrupted", file=sys.stderr)
-        return EXIT_INTERRUPTED
+    if args.video is None:
+        run_synthetic(args)
+    else:
+        run(args)
     return EXIT_OK
-
-
-if __name__ == "__main__":
-    sys.exit(main())
