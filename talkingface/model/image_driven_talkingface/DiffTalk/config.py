@@ -85,7 +85,13 @@ class UNetConfig:
 
 @dataclass
 class FirstStageConfig:
-    """The frozen VQ autoencoder (latent-diffusion ``vq-f4``)."""
+    """The frozen VQ autoencoder (latent-diffusion ``vq-f4`` by default; ``vq-f8`` in ``talking-512.yaml``).
+
+    ``resolution`` is the side of the images the model sees; ``attn_resolutions`` are sides of the encoder's levels
+    at that resolution (``resolution`` halved per level), as in latent-diffusion, where they decide at build time
+    which levels get attention blocks. A published first stage trained at 256 keeps its parameters at another side
+    when its attention levels are renamed by that side: vq-f8's ``[32]`` at 256 (its last level) is ``[64]`` at 512.
+    """
 
     ckpt_path: str | None = "models/model.ckpt"
     embed_dim: int = 3
@@ -327,6 +333,14 @@ def model_problems(m: ModelConfig) -> list[str]:
         problems.append("model.conditioning.audio_attention_dim must be <= audio_dim")
     if m.unet.model_channels % 32:
         problems.append("model.unet.model_channels must be a multiple of 32 (GroupNorm with 32 groups)")
+    fs = m.first_stage
+    sides = [fs.resolution // 2**i for i in range(len(fs.ch_mult))]
+    stray = [r for r in fs.attn_resolutions if r not in sides]
+    if stray:
+        problems.append(
+            f"model.first_stage.attn_resolutions: {stray} is not the side of a level at resolution {fs.resolution} "
+            f"(levels {sides}); e.g. vq-f8's [32] at 256 is [64] at 512"
+        )
     latent = m.first_stage.resolution // 2 ** (len(m.first_stage.ch_mult) - 1)
     if latent != m.unet.image_size:
         problems.append(
