@@ -15,7 +15,11 @@ from pytorch_lightning.loggers import TensorBoardLogger
 from pytorch_lightning.utilities import rank_zero_only
 
 from talkingface.model.image_driven_talkingface.DiffTalk.checkpoint import load_first_stage
-from talkingface.model.image_driven_talkingface.DiffTalk.config import config_to_dict, with_audio_feature_kind
+from talkingface.model.image_driven_talkingface.DiffTalk.config import (
+    config_to_dict,
+    first_stage_source,
+    with_audio_feature_kind,
+)
 from talkingface.model.image_driven_talkingface.DiffTalk.loader import resolve_path
 from talkingface.training.callbacks import ImageLogger, LastCheckpoint, SlimExport, ThroughputMonitor
 from talkingface.training.checkpoint_io import AtomicCheckpointIO, StepCheckpoint
@@ -89,8 +93,8 @@ def build_module(cfg: TrainingConfig, learning_rate: float, load_vq: bool = True
         path = resolve_path(ckpt)
         if not path.is_file():
             raise FileNotFoundError(
-                f"first-stage checkpoint not found: {ckpt} (model.first_stage.ckpt_path). Download the "
-                "latent-diffusion vq-f4 model to models/model.ckpt, or set model.first_stage.ckpt_path=..."
+                f"first-stage checkpoint not found: {ckpt} (model.first_stage.ckpt_path). Put "
+                f"{first_stage_source(cfg.model.first_stage)} there, or set model.first_stage.ckpt_path=..."
             )
         load_first_stage(module, path)
     elif not ckpt:
