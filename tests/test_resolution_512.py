@@ -23,6 +23,7 @@ from talkingface.inference.blend import mouth_alpha, paste_back
 from talkingface.inference.inputs import frame_inputs
 from talkingface.inference.stream import speech_samples
 from talkingface.model.image_driven_talkingface.DiffTalk import DiffTalkModel, get_difftalk_inference, load_config
+from talkingface.model.image_driven_talkingface.DiffTalk.config import first_stage_source
 from talkingface.training.cli import main as train_main
 from talkingface.training.config import load_training_config
 from talkingface.training.data import check_dataset
@@ -210,6 +211,20 @@ def test_lipsync_pipeline_at_factor_8(f8_run: dict[str, Any], tmp_path: Path) ->
     stream = LipSyncStream(pipe, prepared, normalization=MelStats.of_speech(samples))
     streamed = [*stream.push(samples), *stream.close()]
     assert len(streamed) == len(offline) == 2 and all(np.array_equal(a, b) for a, b in zip(streamed, offline))
+
+
+def test_a_missing_first_stage_names_what_to_download(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """The trainer's error for a missing first-stage checkpoint names the published model the config describes."""
+    assert "vq-f4.zip" in first_stage_source(load_config(None).model.first_stage)
+    assert "vq-f8.zip" in first_stage_source(load_config(CONFIG_512).model.first_stage)
+    assert "trained with this" in first_stage_source(load_config(TINY_CONFIG).model.first_stage)
+    root = write_dataset(tmp_path, size=F8_SIDE)
+    missing = tmp_path / "models" / "vq-f8" / "model.ckpt"
+    vq_f8 = {"model.first_stage.ch": 128, "model.first_stage.num_res_blocks": 2, "model.first_stage.ckpt_path": missing}
+    overrides = f8_overrides(root, **vq_f8)
+    assert train_main(["--base", *map(str, F8_BASE), "-t", "-l", str(tmp_path / "logs"), *overrides]) == 2
+    err = capsys.readouterr().err
+    assert str(missing) in err and "https://ommer-lab.com/files/latent-diffusion/vq-f8.zip" in err
 
 
 def test_the_tiny_vq_f4_overrides_stay_factor_4(tmp_path: Path) -> None:

@@ -108,17 +108,17 @@ class FirstStageConfig:
 
 
 #: The published latent-diffusion VQ first stages the shipped configs name, told apart by ``(embed_dim, n_embed, ch,
-#: ch_mult)``: each zip holds the ``model.ckpt`` that ``model.first_stage.ckpt_path`` points at.
+#: ch_mult, num_res_blocks)``: each zip holds the ``model.ckpt`` that ``model.first_stage.ckpt_path`` points at.
 PUBLISHED_FIRST_STAGES = {
-    "vq-f4": ((3, 8192, 128, (1, 2, 4)), "https://ommer-lab.com/files/latent-diffusion/vq-f4.zip"),
-    "vq-f8": ((4, 16384, 128, (1, 2, 2, 4)), "https://ommer-lab.com/files/latent-diffusion/vq-f8.zip"),
+    "vq-f4": ((3, 8192, 128, (1, 2, 4), 2), "https://ommer-lab.com/files/latent-diffusion/vq-f4.zip"),
+    "vq-f8": ((4, 16384, 128, (1, 2, 2, 4), 2), "https://ommer-lab.com/files/latent-diffusion/vq-f8.zip"),
 }
 
 
 def first_stage_source(cfg: FirstStageConfig) -> str:
     """What a user downloads for the first stage ``cfg`` describes: latent-diffusion's vq-f4 or vq-f8 (with the
     URL), else a first stage trained with this config."""
-    key = (cfg.embed_dim, cfg.n_embed, cfg.ch, tuple(cfg.ch_mult))
+    key = (cfg.embed_dim, cfg.n_embed, cfg.ch, tuple(cfg.ch_mult), cfg.num_res_blocks)
     for name, (fields_, url) in PUBLISHED_FIRST_STAGES.items():
         if key == fields_:
             return f"the latent-diffusion {name} model.ckpt ({url}, unzipped)"
