@@ -4,6 +4,7 @@ distillation and the lip-sync pipeline end to end with a tiny factor-8 model at 
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import logging
 from pathlib import Path
@@ -14,7 +15,7 @@ import pytest
 import pytorch_lightning as pl
 import torch
 from data_fixtures import face_landmarks, write_video, write_wav
-from train_support import F8_BASE, F8_SIDE, TINY_CONFIG, f8_overrides, tiny_overrides, write_dataset
+from train_support import F8_BASE, F8_SIDE, ROOT, TINY_CONFIG, f8_overrides, tiny_overrides, write_dataset
 
 from talkingface.data.dataset import TalkDataset
 from talkingface.data.masks import inference_mask
@@ -225,6 +226,24 @@ def test_a_missing_first_stage_names_what_to_download(tmp_path: Path, capsys: py
     assert train_main(["--base", *map(str, F8_BASE), "-t", "-l", str(tmp_path / "logs"), *overrides]) == 2
     err = capsys.readouterr().err
     assert str(missing) in err and "https://ommer-lab.com/files/latent-diffusion/vq-f8.zip" in err
+
+
+@pytest.mark.slow
+def test_resolution_cost_counts_the_same_unet_and_a_3x_first_stage(tmp_path: Path) -> None:
+    """benchmarks/resolution_cost.py (FLOPs only) on the paper-size configs: the 512 model's UNet costs what the
+    256 one's does per evaluation (64x64 latents both), its first stage about 3x; a frame's extra cost shrinks with
+    the number of steps."""
+    spec = importlib.util.spec_from_file_location("resolution_cost", ROOT / "benchmarks" / "resolution_cost.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    out = tmp_path / "cost.json"
+    assert module.main(["--no-time", "--json", str(out)]) == 0
+    base, hi = json.loads(out.read_text())["gflops"].values()
+    assert hi["unet"] / base["unet"] == pytest.approx(1.0, abs=1e-3) and base["unet"] > 300
+    first_stage = (2 * hi["encode"] + hi["decode"]) / (2 * base["encode"] + base["decode"])
+    assert 2.5 < first_stage < 3.5
+    extra = [row["extra"] for row in json.loads(out.read_text())["flop_rows"] if "extra" in row]
+    assert extra == sorted(extra) and extra[0] < 0.05  # 200 DDIM steps: under 5 % more; fewer steps: more
 
 
 def test_the_tiny_vq_f4_overrides_stay_factor_4(tmp_path: Path) -> None:
