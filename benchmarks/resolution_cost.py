@@ -10,14 +10,14 @@ UNet evaluations, two first-stage encodes (the target frame and its masked image
 per video) and one decode.
 
 FLOPs are counted by ``benchmarks/inference_fps.stage_gflops`` (PyTorch's FLOP counter on meta tensors: nothing is
-computed). CPU time: one batch of each stage with random weights (the cost does not depend on the weights), 256
-first as the baseline, in the same process; per frame = (steps x UNet + encodes + decode) / batch.
+computed). CPU time: one batch of each stage with random weights (the cost does not depend on the weights), the
+256 baseline and the 512 model in the same process, taking turns run by run, the best of ``--repeats`` runs kept;
+per frame = (steps x UNet + 2 encodes + decode) / batch.
 """
 
 from __future__ import annotations
 
 import argparse
-import gc
 import json
 import sys
 import time
@@ -55,37 +55,46 @@ def per_frame(stages: dict[str, float], steps: int) -> float:
     return steps * stages["unet"] + 2 * stages["encode"] + stages["decode"]
 
 
-@torch.no_grad()
-def stage_seconds(cfg: ModelConfig, batch: int, repeats: int) -> dict[str, float]:
-    """CPU seconds per frame of one UNet evaluation, one encode and one decode (the best of ``repeats`` runs of a
-    batch, of 2 at least for the UNet, whose time counts ``steps`` times; the encode batch holds the target frames
-    and their masked images, 2 x ``batch`` images)."""
-    torch.manual_seed(0)
-    model = DiffTalkModel(cfg).eval()
-    r, h, c = cfg.first_stage.resolution, cfg.unet.image_size, cfg.first_stage.embed_dim
-    k = cfg.conditioning
-    images = torch.rand(2 * batch, 3, r, r) * 2 - 1
-    z = torch.randn(batch, c, h, h)
-    audio = torch.randn(batch, k.audio_smooth_windows, k.audio_window, k.audio_feature_dim)
-    cond = model.encode_conditions(
-        audio, r * torch.rand(batch, k.landmark_count, 2), reference_latent=z, masked_latent=z
-    )
-    t = torch.full((batch,), 500, dtype=torch.long)
+class Timed:
+    """One model with its inputs for a batch of ``batch`` frames (random weights and inputs)."""
 
-    def best(fn: object, n: int = repeats) -> float:
-        times = []
-        for _ in range(n):
-            t0 = time.perf_counter()
-            fn()  # type: ignore[operator]
-            times.append(time.perf_counter() - t0)
-        return min(times) / batch
+    def __init__(self, cfg: ModelConfig, batch: int) -> None:
+        torch.manual_seed(0)
+        self.model = model = DiffTalkModel(cfg).eval().requires_grad_(False)
+        self.batch = batch
+        r, h, c, k = cfg.first_stage.resolution, cfg.unet.image_size, cfg.first_stage.embed_dim, cfg.conditioning
+        self.images = torch.rand(2 * batch, 3, r, r) * 2 - 1  # the target frames and their masked images
+        self.z = torch.randn(batch, c, h, h)
+        audio = torch.randn(batch, k.audio_smooth_windows, k.audio_window, k.audio_feature_dim)
+        landmarks = r * torch.rand(batch, k.landmark_count, 2)
+        with torch.no_grad():
+            self.cond = model.encode_conditions(audio, landmarks, reference_latent=self.z, masked_latent=self.z)
+        self.t = torch.full((batch,), 500, dtype=torch.long)
 
-    out = {
-        "unet": best(lambda: model.predict_eps(z, t, cond), max(2, repeats)),
-        "encode": best(lambda: model.encode_first_stage(images)) / 2,
-        "decode": best(lambda: model.decode_first_stage(z)),
-    }
-    return out
+    @torch.no_grad()
+    def seconds(self, stage: str) -> float:
+        """Seconds per frame (per image for ``encode``) of one run of ``stage`` on the batch."""
+        m = self.model
+        run = {
+            "unet": lambda: m.predict_eps(self.z, self.t, self.cond),
+            "encode": lambda: m.encode_first_stage(self.images),
+            "decode": lambda: m.decode_first_stage(self.z),
+        }[stage]
+        t0 = time.perf_counter()
+        run()
+        return (time.perf_counter() - t0) / (2 * self.batch if stage == "encode" else self.batch)
+
+
+def stage_seconds(configs: dict[str, ModelConfig], batch: int, repeats: int) -> dict[str, dict[str, float]]:
+    """CPU seconds per frame of one UNet evaluation, one encode and one decode of each model: the best of
+    ``repeats`` runs, the models taking turns run by run (a shared machine's load then weighs on both alike)."""
+    models = {name: Timed(cfg, batch) for name, cfg in configs.items()}
+    best: dict[str, dict[str, float]] = {name: {} for name in models}
+    for stage in ("unet", "encode", "decode"):
+        for _ in range(repeats):
+            for name, timed in models.items():
+                best[name][stage] = min(best[name].get(stage, float("inf")), timed.seconds(stage))
+    return best
 
 
 def table(title: str, unit: str, costs: dict[str, dict[str, float]], fmt: str) -> list[dict[str, object]]:
@@ -105,7 +114,7 @@ def table(title: str, unit: str, costs: dict[str, dict[str, float]], fmt: str) -
     for label, steps in STEP_ROWS.items():
         a, b = per_frame(base, steps), per_frame(hi, steps)
         extra = (b - a) / a
-        print(f"| per frame, {label}, {steps} steps ({unit}) | {a:{fmt}} | {b:{fmt}} | {b / a:.2f} (+{extra:.0%}) |")
+        print(f"| per frame, {label}, {steps} steps ({unit}) | {a:{fmt}} | {b:{fmt}} | {b / a:.2f} ({extra:+.0%}) |")
         rows.append({"setting": label, "steps": steps, "256": a, "512": b, "extra": extra})
     return rows
 
@@ -115,7 +124,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--tiny", action="store_true", help="the tiny config's widths (smoke runs)")
     p.add_argument("--no-time", action="store_true", help="count FLOPs only")
     p.add_argument("--batch-size", type=int, default=1, help="frames per timed batch")
-    p.add_argument("--repeats", type=int, default=1, help="timed runs per stage (the best is kept)")
+    p.add_argument("--repeats", type=int, default=2, help="timed runs per stage and model (the best is kept)")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
     p.add_argument("--json", type=Path, default=None, help="also write the results as JSON")
     args = p.parse_args(argv)
@@ -134,10 +143,7 @@ def main(argv: list[str] | None = None) -> int:
     title = f"GFLOP per frame, batch 1{widths} (torch.utils.flop_counter, meta tensors)"
     result["flop_rows"] = table(title, "GFLOP", gflops, ".1f")
     if not args.no_time:
-        seconds = {}
-        for name, cfg in configs.items():
-            seconds[name] = stage_seconds(cfg, args.batch_size, args.repeats)
-            gc.collect()  # one paper-size model in memory at a time
+        seconds = stage_seconds(configs, args.batch_size, args.repeats)
         ms = {name: {k: 1e3 * v for k, v in s.items()} for name, s in seconds.items()}
         title = (
             f"CPU ms per frame ({torch.get_num_threads()} threads, batch {args.batch_size}, best of {args.repeats}, "
