@@ -29,6 +29,7 @@ from talkingface.training.cli import main as train_main
 from talkingface.training.config import load_training_config
 from talkingface.training.data import check_dataset
 from talkingface.training.latent_cache import main as cache_main
+from talkingface.training.module import LatentDiffusion
 
 CONFIG_512 = F8_BASE[0]
 
@@ -98,6 +99,29 @@ def test_pipeline_takes_its_image_side_and_crop_floor_from_the_model() -> None:
 
 
 # ----------------------------------------------------------------------------- factor 8 end to end (128 px)
+
+
+def test_validation_region_follows_the_nose_tip_in_model_pixels() -> None:
+    """The validation's ``region_*`` metrics start at the nose tip given in pixels of the model's 128 px image (a
+    prediction equal to the target from that row down scores infinite region PSNR, one that differs there not)."""
+    cfg = load_training_config(F8_BASE, f8_overrides(Path("unused"))).model
+    model = LatentDiffusion(cfg, val_metrics_steps=1).eval()
+    g = torch.Generator().manual_seed(0)
+    batch = {
+        k: torch.rand(1, F8_SIDE, F8_SIDE, 3, generator=g) * 2 - 1 for k in ("image", "reference_img", "image_mask")
+    }
+    batch["landmarks"] = torch.rand(1, 39, 2, generator=g) * F8_SIDE
+    batch["landmarks"][0, 21, 1] = 70.0  # the nose tip's row
+    batch["audio_smooth"] = torch.randn(1, 8, 16, 29, generator=g)
+    with torch.no_grad():
+        target = model._images(batch, "image")
+    model.decode_first_stage = lambda latents: target.clone()  # a "perfect" generator, then a spoiled one
+    original = target.clone()
+    target[:, :, :69] = 0.0
+    assert model.sample_metrics(batch)["region_psnr"] == float("inf")
+    target.copy_(original)
+    target[:, :, 71:] = 0.0
+    assert np.isfinite(model.sample_metrics(batch)["region_psnr"])
 
 
 class Metrics(pl.Callback):
