@@ -2,6 +2,7 @@
 
     python benchmarks/decode_window.py                      # tiny + shipped synthetic first stage (CPU, ~1 min)
     python benchmarks/decode_window.py --configs paper      # the paper's VQ-f4 (random weights; slow on CPU)
+    python benchmarks/decode_window.py --configs 512        # talking-512.yaml's VQ-f8 at 512x512 (random weights)
 
 Face crops and landmarks come from synthetic clips, cropped as the preprocessing does. Each crop is encoded, its
 latent decoded whole and in the window of ``paste_window`` (the paste-back region plus ``margin`` cells), and both
@@ -38,6 +39,7 @@ CONFIGS = {
     "tiny": ROOT / "configs" / "latent-diffusion" / "talking-tiny.yaml",
     "synthetic": ROOT / "configs" / "latent-diffusion" / "synthetic.yaml",
     "paper": None,
+    "512": ROOT / "configs" / "latent-diffusion" / "talking-512.yaml",
 }
 SYNTHETIC_FIRST_STAGE = ROOT / "talkingface" / "synthetic" / "assets" / "first_stage.pt"
 
@@ -124,7 +126,7 @@ def main(argv: list[str] | None = None) -> int:
     results = {}
     for name in args.configs:
         model = build(name)
-        crops, lms = face_crops(args.frames, 256)
+        crops, lms = face_crops(args.frames, max(256, model.config.first_stage.resolution))
         margins = list(range(args.margins + 1))
         rows = window_errors(model, crops, lms, margins)
         if args.local:

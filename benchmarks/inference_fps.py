@@ -1,6 +1,8 @@
-"""End-to-end lip-sync speed at 256x256: reference-like settings vs our fast defaults, in one run.
+"""End-to-end lip-sync speed (256x256 faces; 512x512 with ``--config``): reference-like settings vs our fast
+defaults, in one run.
 
     python benchmarks/inference_fps.py                                  # GPU: paper config, random weights
+    python benchmarks/inference_fps.py --config configs/latent-diffusion/talking-512.yaml   # the 512x512 model
     python benchmarks/inference_fps.py --tiny --frames 4 --steps 2      # CPU smoke run (tiny model)
     python benchmarks/inference_fps.py --student exported/student.safetensors   # + the distilled student's rows
     python benchmarks/inference_fps.py --video-size 720p                # the same face in 1280x720 frames
@@ -16,9 +18,10 @@ Random weights are fine: the cost does not depend on the weights. ``--student CK
 way with the sampler, steps and exact timesteps that a distilled student's checkpoint records (on the benchmark's
 model, so a paper-config student can be timed in a ``--tiny`` CPU run too).
 
-It also prints the per-frame GFLOPs of each stage of the paper config, counted with PyTorch's FLOP counter on
-meta tensors (nothing is computed, so it takes a second), and the frames/s they imply at the H100's bf16 peak: a
-projection, not a measurement. ``--no-flops`` skips it.
+It also prints the per-frame GFLOPs of each stage of the full-size config (``--config``, else the paper's),
+counted with PyTorch's FLOP counter on meta tensors (nothing is computed, so it takes a second), and the frames/s
+they imply at the H100's bf16 peak: a projection, not a measurement. ``--no-flops`` skips it.
+``benchmarks/resolution_cost.py`` compares the 256 and 512 models' FLOPs and CPU time per frame.
 """
 
 from __future__ import annotations
@@ -52,6 +55,7 @@ from talkingface.media.decode import iter_frames  # noqa: E402
 from talkingface.model.image_driven_talkingface.DiffTalk import DiffTalkModel, load_config  # noqa: E402
 from talkingface.model.image_driven_talkingface.DiffTalk.checkpoint import load_checkpoint_file  # noqa: E402
 from talkingface.model.image_driven_talkingface.DiffTalk.config import (  # noqa: E402
+    ModelConfig,
     checkpoint_sampling,
     default_config_path,
 )
@@ -197,21 +201,24 @@ def stage_table(pipe: LipSyncPipeline, prepared: PreparedVideo, speech: Speech, 
     return rows
 
 
-def stage_gflops(alpha: np.ndarray, margin: int) -> tuple[dict[str, float], tuple[int, int, int, int], int]:
-    """Per-frame GFLOPs of the paper config's stages at batch 1, counted by ``FlopCounterMode`` on meta tensors.
+def stage_gflops(
+    alpha: np.ndarray | None, margin: int, config: ModelConfig | None = None
+) -> tuple[dict[str, float], tuple[int, int, int, int], int]:
+    """Per-frame GFLOPs of a config's stages at batch 1 (default: the paper config), counted by
+    ``FlopCounterMode`` on meta tensors.
 
     The window decode covers the paste-back region of ``alpha`` plus ``margin`` cells (returned, with the latent
-    side). The decodes skip the codebook lookup (autocast, which it uses, has no meta device); its distance matmul
-    is counted on its own and added.
+    side; the whole latent when ``alpha`` is None). The decodes skip the codebook lookup (autocast, which it uses,
+    has no meta device); its distance matmul is counted on its own and added.
     """
     from torch.utils.flop_counter import FlopCounterMode
 
-    cfg = load_config(default_config_path(), ["model.first_stage.ckpt_path=null"]).model
+    cfg = config or load_config(default_config_path(), ["model.first_stage.ckpt_path=null"]).model
     with torch.device("meta"), torch.no_grad():
         model = DiffTalkModel(cfg).eval()
         vq, r, h = model.first_stage_model, cfg.first_stage.resolution, cfg.unet.image_size
         image, z = torch.zeros(1, 3, r, r), torch.zeros(1, cfg.first_stage.embed_dim, h, h)
-        window = paste_window([alpha], r, h, margin)
+        window = paste_window([alpha], r, h, margin) if alpha is not None else (0, h, 0, h)
         y0, y1, x0, x1 = window
 
         def count(fn: object) -> float:
@@ -227,9 +234,9 @@ def stage_gflops(alpha: np.ndarray, margin: int) -> tuple[dict[str, float], tupl
                 )
             )
 
-        cond = model.encode_conditions(
-            torch.zeros(1, 8, 16, 29), torch.zeros(1, 39, 2), reference_latent=z, masked_latent=z
-        )
+        c = cfg.conditioning
+        audio = torch.zeros(1, c.audio_smooth_windows, c.audio_window, c.audio_feature_dim)
+        cond = model.encode_conditions(audio, torch.zeros(1, c.landmark_count, 2), reference_latent=z, masked_latent=z)
         flops = {
             "unet": count(lambda: model.predict_eps(z, torch.zeros(1, dtype=torch.long), cond)),
             "encode": count(lambda: model.encode_first_stage(image)),
@@ -240,12 +247,14 @@ def stage_gflops(alpha: np.ndarray, margin: int) -> tuple[dict[str, float], tupl
     return flops, window, h
 
 
-def print_flops(prepared: PreparedVideo, crop_size: int) -> dict[str, object]:
-    """Print the per-stage GFLOPs of the paper config and the frames/s they imply at the H100's bf16 peak."""
+def print_flops(prepared: PreparedVideo, crop_size: int, config: ModelConfig | None = None) -> dict[str, object]:
+    """Print the per-stage GFLOPs of ``config`` (default: the paper's) and the frames/s they imply at the H100's
+    bf16 peak."""
     _, lms = prepared.crop(0)
-    g, window, side = stage_gflops(mouth_alpha(lms, crop_size), DEFAULT_DECODE_MARGIN)
+    g, window, side = stage_gflops(mouth_alpha(lms, crop_size), DEFAULT_DECODE_MARGIN, config)
     share = (window[1] - window[0]) * (window[3] - window[2]) / side**2
-    print("\nper-frame GFLOPs, paper config, batch 1 (torch.utils.flop_counter on meta tensors)")
+    which = "paper config" if config is None else f"{config.first_stage.resolution}x{config.first_stage.resolution}"
+    print(f"\nper-frame GFLOPs, {which}, batch 1 (torch.utils.flop_counter on meta tensors)")
     print("| stage | GFLOP per frame |")
     print("| --- | ---: |")
     print(f"| UNet, one evaluation | {g['unet']:.1f} |")
@@ -268,10 +277,17 @@ def print_flops(prepared: PreparedVideo, crop_size: int) -> dict[str, object]:
     return {"stages_gflop": g, "window": list(window), "peak_tflops": H100_BF16_PEAK_TFLOPS, "projection": rows}
 
 
-def build_model(tiny: bool, device: torch.device) -> DiffTalkModel:
-    path = TINY_CONFIG if tiny else default_config_path()
+def flop_config(config: Path | None) -> ModelConfig | None:
+    """The full-size model config the FLOPs are counted for: ``config`` (never the tiny widths), else the paper's."""
+    return None if config is None else load_config(config, ["model.first_stage.ckpt_path=null"]).model
+
+
+def build_model(tiny: bool, device: torch.device, config: Path | None = None) -> DiffTalkModel:
+    """The benchmark's model with random weights: ``config`` (default: the packaged paper config), with the tiny
+    config's widths on top for ``tiny``."""
+    paths = [config or default_config_path(), *([TINY_CONFIG] if tiny else [])]
     overrides = ["model.first_stage.ckpt_path=null", f"model.conditioning.audio_feature_kind={FEATURES}"]
-    model = DiffTalkModel(load_config(path, overrides).model)
+    model = DiffTalkModel(load_config(paths, overrides).model)
     return model.eval().requires_grad_(False).to(device)
 
 
@@ -310,6 +326,9 @@ def prepare_video_cached(pipe: LipSyncPipeline, video: Path, detections: Path | 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--tiny", action="store_true", help="tiny model (CPU smoke runs) instead of the paper config")
+    p.add_argument(
+        "--config", type=Path, default=None, help="model config, e.g. configs/latent-diffusion/talking-512.yaml"
+    )
     p.add_argument("--frames", type=int, default=100, help="output frames (= video frames = speech frames)")
     p.add_argument("--steps", type=int, default=None, help="override the steps of every setting (smoke runs)")
     p.add_argument("--batch-size", type=int, default=LipSyncOptions().batch_size, help="batch of the fast setting")
@@ -351,7 +370,8 @@ def main(argv: list[str] | None = None) -> int:
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     torch.manual_seed(0)
 
-    model = build_model(args.tiny, device)
+    model = build_model(args.tiny, device, args.config)
+    side = model.config.first_stage.resolution
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU ({torch.get_num_threads()} threads)"
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
@@ -366,8 +386,8 @@ def main(argv: list[str] | None = None) -> int:
         size = f"{prepared.width}x{prepared.height}"
 
         print(
-            f"device: {name}; model: {'tiny' if args.tiny else 'paper'} config, random weights; "
-            f"{speech.n_frames} frames of {size} video, face at 256x256 (crop {args.crop_size}); preprocess "
+            f"device: {name}; model: {'tiny' if args.tiny else 'paper'} config {args.config or ''}, random weights; "
+            f"{speech.n_frames} frames of {size} video, face at {side}x{side} (crop {args.crop_size}); preprocess "
             f"{pre_s:.2f} s ({speech.n_frames / pre_s:.1f} frames/s, {how}); decoding the frames alone "
             f"{1e3 * decode_s / speech.n_frames:.1f} ms per frame"
         )
@@ -413,7 +433,7 @@ def main(argv: list[str] | None = None) -> int:
                 pipe.options = options
                 print(f"\n{row['setting']}")
                 row["stages"] = stage_table(pipe, prepared, speech, tmp / "stages.mp4")
-        flops = None if args.no_flops else print_flops(prepared, args.crop_size)
+        flops = None if args.no_flops else print_flops(prepared, args.crop_size, flop_config(args.config))
     if args.json:
         payload = {
             "device": name,

@@ -8,12 +8,14 @@ from pathlib import Path
 
 import pytest
 import torch
+from vq_manifest import PUBLISHED, manifest_tsv, vq_manifest
 
 from talkingface.model.image_driven_talkingface.DiffTalk import ConfigError, DiffTalkConfig, DiffTalkModel, load_config
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs" / "latent-diffusion"
 MANIFEST = Path(__file__).resolve().parent / "fixtures" / "difftalk_state_dict.tsv"
 VQ_MANIFEST = Path(__file__).resolve().parent / "fixtures" / "vq_f4_first_stage_state_dict.tsv"
+VQ_F8_MANIFEST = Path(__file__).resolve().parent / "fixtures" / "vq_f8_first_stage_state_dict.tsv"
 
 
 def read_manifest(path: Path) -> dict[str, tuple[str, str]]:
@@ -25,7 +27,7 @@ def shape_str(t: torch.Tensor) -> str:
     return "x".join(map(str, t.shape)) if t.dim() else "scalar"
 
 
-@pytest.mark.parametrize("name", ["talking.yaml", "talking-inference.yaml", "talking-tiny.yaml"])
+@pytest.mark.parametrize("name", ["talking.yaml", "talking-inference.yaml", "talking-tiny.yaml", "talking-512.yaml"])
 def test_shipped_configs_load(name: str) -> None:
     """Every value a shipped YAML sets reaches the typed config (none is dropped or renamed on the way)."""
     import yaml
@@ -64,6 +66,55 @@ def test_first_stage_matches_vq_f4_manifest() -> None:
     assert {k: shape_str(v) for k, v in model.first_stage_model.state_dict().items()} == {
         k: s for k, (s, _) in vq.items()
     }
+
+
+def test_manifest_generator_reproduces_the_measured_vq_f4_manifest() -> None:
+    """The key/shape generator written from latent-diffusion's construction rules gives the vq-f4 manifest measured
+    on the reference implementation, entry for entry and in order; the vq-f8 fixture is its output for vq-f8."""
+    assert manifest_tsv(vq_manifest(**PUBLISHED["vq-f4"])) == VQ_MANIFEST.read_text()
+    assert manifest_tsv(vq_manifest(**PUBLISHED["vq-f8"])) == VQ_F8_MANIFEST.read_text()
+
+
+def test_512_first_stage_matches_vq_f8_manifest() -> None:
+    """talking-512.yaml builds latent-diffusion's vq-f8 with the parameter names and shapes of its published
+    checkpoint (attention in the last encoder and decoder level), so ``model.ckpt`` loads strictly; the UNet is the
+    paper's but for 12 input and 4 output channels, and a 512 image has a 64 x 64 latent."""
+    cfg = load_config(CONFIGS / "talking-512.yaml").model
+    with torch.device("meta"):
+        model = DiffTalkModel(cfg)
+    vq = read_manifest(VQ_F8_MANIFEST)
+    assert len(vq) == 299
+    assert {k: shape_str(v) for k, v in model.first_stage_model.state_dict().items()} == {
+        k: s for k, (s, _) in vq.items()
+    }
+    assert round(sum(p.numel() for p in model.first_stage_model.parameters()) / 1e6, 1) == 67.7
+    assert (cfg.first_stage.resolution, model.image_size, model.first_stage_factor) == (512, 64, 8)
+    with torch.device("meta"):
+        paper = DiffTalkModel(load_config(CONFIGS / "talking.yaml").model)
+    ours, theirs = model.model.state_dict(), paper.model.state_dict()
+    assert set(ours) == set(theirs)
+    differ = {k for k in ours if ours[k].shape != theirs[k].shape}
+    assert differ == {
+        "diffusion_model.input_blocks.0.0.weight",
+        "diffusion_model.out.2.weight",
+        "diffusion_model.out.2.bias",
+    }
+    assert tuple(ours["diffusion_model.input_blocks.0.0.weight"].shape[:2]) == (256, 12)
+    assert tuple(ours["diffusion_model.out.2.weight"].shape[:2]) == (4, 256)
+
+
+def test_attention_levels_must_be_sides_of_the_configured_resolution() -> None:
+    """vq-f8's published ``attn_resolutions: [32]`` (sides at 256) would build no attention at 512 and its
+    checkpoint would not load: the config names the problem instead."""
+    with pytest.raises(ConfigError, match=r"attn_resolutions: \[32\] is not the side of a level at resolution 512"):
+        load_config(CONFIGS / "talking-512.yaml", ["model.first_stage.attn_resolutions=[32]"])
+    at_256 = load_config(
+        CONFIGS / "talking-512.yaml",
+        ["model.first_stage.resolution=256", "model.unet.image_size=32", "model.first_stage.attn_resolutions=[32]"],
+    )
+    with torch.device("meta"):
+        built = DiffTalkModel(at_256.model).first_stage_model.state_dict()
+    assert {k: shape_str(v) for k, v in built.items()} == {k: s for k, (s, _) in read_manifest(VQ_F8_MANIFEST).items()}
 
 
 def test_inference_config_is_the_paper_architecture() -> None:

@@ -38,7 +38,7 @@ def test_the_training_schema_is_the_model_schema_plus_the_training_sections() ->
     assert (type(cfg.data), type(cfg.train), type(cfg.distill)) == (DataConfig, TrainConfig, DistillConfig)
 
 
-@pytest.mark.parametrize("name", ["talking.yaml", "talking-tiny.yaml", "synthetic.yaml"])
+@pytest.mark.parametrize("name", ["talking.yaml", "talking-tiny.yaml", "synthetic.yaml", "talking-512.yaml"])
 def test_every_value_of_every_section_reaches_the_training_config(name: str) -> None:
     cfg = load_training_config(CONFIGS / name)
     raw = yaml.safe_load((CONFIGS / name).read_text())
@@ -52,6 +52,29 @@ def test_every_value_of_every_section_reaches_the_training_config(name: str) -> 
 
     assert all(walk(raw[key], getattr(cfg, key), key) > 0 for key in raw)
     assert load_config(CONFIGS / name).model == cfg.model  # the model-level loader reads the same model
+
+
+def test_the_512_config_is_the_paper_config_but_for_the_first_stage_and_the_image_side() -> None:
+    """talking-512.yaml changes only the first stage (vq-f8), the UNet's latent channels and ``data.image_size``:
+    training, distillation, the UNet's width and the conditioning stay the paper's."""
+    paper = config_to_dict(load_training_config(CONFIGS / "talking.yaml"))
+    hi = config_to_dict(load_training_config(CONFIGS / "talking-512.yaml"))
+
+    def leaves(node: dict, where: str = "") -> dict[str, object]:
+        out: dict[str, object] = {}
+        for k, v in node.items():
+            out.update(leaves(v, f"{where}{k}.") if isinstance(v, dict) else {f"{where}{k}": v})
+        return out
+
+    a, b = leaves(paper), leaves(hi)
+    changed = {k for k in a if a[k] != b[k]}
+    first_stage = {"ckpt_path", "embed_dim", "n_embed", "z_channels", "resolution", "ch_mult", "attn_resolutions"}
+    assert changed == {f"model.first_stage.{k}" for k in first_stage} | {
+        "model.unet.in_channels",
+        "model.unet.out_channels",
+        "data.image_size",
+    }
+    assert (b["data.image_size"], b["model.first_stage.resolution"], b["model.unet.image_size"]) == (512, 512, 64)
 
 
 @pytest.mark.parametrize("section", TRAINING_SECTIONS)

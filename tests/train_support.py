@@ -20,9 +20,12 @@ COUNTS = (12, 10)
 FEATURE_KIND = "logmel29"
 
 
-def write_dataset(parent: Path, counts: tuple[int, ...] = COUNTS, kind: str = FEATURE_KIND, dim: int = 29) -> Path:
-    """``parent/HDTF`` in the preprocessed layout (random JPEGs, .lms, .npy with ``dim`` features, data.txt,
-    meta.json) and the split lists ``parent/data_train.txt`` (video 1) and ``parent/data_test.txt`` (video 2)."""
+def write_dataset(
+    parent: Path, counts: tuple[int, ...] = COUNTS, kind: str = FEATURE_KIND, dim: int = 29, size: int = SAVED
+) -> Path:
+    """``parent/HDTF`` in the preprocessed layout (random ``size``-pixel JPEGs, .lms, .npy with ``dim`` features,
+    data.txt, meta.json) and the split lists ``parent/data_train.txt`` (video 1) and ``parent/data_test.txt`` (video
+    2). The landmarks sit at the same place in the frame whatever ``size``."""
     layout = DatasetLayout(parent / "HDTF", split_dir=parent)
     layout.make_folders()
     rng = np.random.default_rng(0)
@@ -30,12 +33,13 @@ def write_dataset(parent: Path, counts: tuple[int, ...] = COUNTS, kind: str = FE
     videos = {}
     for v, n in enumerate(counts, 1):
         for f in range(n):
-            layout.write_frame(v, f, rng.integers(0, 256, (SAVED, SAVED, 3), dtype=np.uint8))
-            lms = np.stack([4 + rows * 0.8 + 0.1 * f, 10 + rows * 0.6], axis=1)  # landmark 30 at y = 28
+            layout.write_frame(v, f, rng.integers(0, 256, (size, size, 3), dtype=np.uint8))
+            lms = np.stack([4 + rows * 0.8 + 0.1 * f, 10 + rows * 0.6], axis=1)  # landmark 30 at y = 28 (64 px)
+            lms *= size / SAVED
             layout.write_landmarks(v, f, lms)
             layout.write_audio(v, f, rng.normal(size=(8, 16, dim)).astype(np.float32))
         videos[str(v)] = {"source": f"v{v}.mp4", "frames": n, "status": "done"}
-    settings = {"audio_feature": audio_feature_spec(kind, dim), "fps": 25, "image_size": SAVED}
+    settings = {"audio_feature": audio_feature_spec(kind, dim), "fps": 25, "image_size": size}
     layout.write_meta(dataset_meta(settings, videos))
     layout.write_data_txt(counts)
     write_split(layout.train_list, [1], counts)
@@ -71,6 +75,24 @@ def tiny_overrides(data_root: Path, **extra: object) -> list[str]:
     }
     values.update(extra)
     return [f"{k}={v}" for k, v in values.items()]
+
+
+#: The 512 config (latent-diffusion vq-f8: factor 8) with the tiny config's widths on top, for CPU tests.
+F8_BASE = [ROOT / "configs" / "latent-diffusion" / "talking-512.yaml", TINY_CONFIG]
+#: Model image side of the vq-f8 tests: 128 px -> 16 x 16 latents, the same latent side as the vq-f4 tests.
+F8_SIDE = 128
+
+
+def f8_overrides(data_root: Path, **extra: object) -> list[str]:
+    """:func:`tiny_overrides` for ``--base`` :data:`F8_BASE`: a factor-8 first stage (four levels, attention in the
+    last, as vq-f8) at :data:`F8_SIDE` pixels, reading a dataset of :func:`write_dataset` saved at that size."""
+    values: dict[str, object] = {
+        "model.first_stage.resolution": F8_SIDE,
+        "model.first_stage.attn_resolutions": f"[{F8_SIDE // 8}]",
+        "model.unet.image_size": F8_SIDE // 8,
+        "data.image_size": F8_SIDE,
+    }
+    return tiny_overrides(data_root, **{**values, **extra})
 
 
 class InterruptAt(pl.Callback):

@@ -2,12 +2,13 @@
 
 From a saved-resolution crop ``(S, S)`` and its 68 landmarks (crop pixels):
 
-* ``image``: the crop resized to 256 with PIL bicubic; its first-stage latent is ``x0``, the kept region;
+* ``image``: the crop resized to the model's side ``R`` (``model.first_stage.resolution``: 256 for the paper's
+  model, 512 for talking-512.yaml's) with PIL bicubic; its first-stage latent is ``x0``, the kept region;
 * ``masked``: ``image`` with every row from landmark **33** (nose bottom) down set to black (the training loader
   uses landmark 30; the inference loader 33);
-* ``landmarks``: rows 0-3 and 13-47 divided by ``S / 256``;
-* ``mask``: 0 inside the polygon of jaw points 2..14 and landmark 33 drawn at ``S x S``, resized to 64 x 64
-  (1 = keep ``x0``, 0 = generate).
+* ``landmarks``: rows 0-3 and 13-47 divided by ``S / R`` (pixels of the ``R x R`` model image);
+* ``mask``: 0 inside the polygon of jaw points 2..14 and landmark 33 drawn at ``S x S``, resized to the latent side
+  (64 x 64 for both; 1 = keep ``x0``, 0 = generate).
 """
 
 from __future__ import annotations
@@ -28,10 +29,10 @@ INFERENCE_MASKED_IMAGE_LANDMARK = NOSE_BOTTOM
 class FrameInputs:
     """Inputs of a batch of ``B`` frames (numpy, channels last for images)."""
 
-    image: np.ndarray  # (B, 256, 256, 3) uint8
-    masked: np.ndarray  # (B, 256, 256, 3) uint8
-    landmarks: np.ndarray  # (B, 39, 2) float32, 256-pixel units
-    mask: np.ndarray  # (B, 64, 64) float32, 1 = keep
+    image: np.ndarray  # (B, R, R, 3) uint8, R: the model's image side
+    masked: np.ndarray  # (B, R, R, 3) uint8
+    landmarks: np.ndarray  # (B, 39, 2) float32, R-pixel units
+    mask: np.ndarray  # (B, h, h) float32, 1 = keep (h: the latent side)
 
     @staticmethod
     def stack(items: list[FrameInputs]) -> FrameInputs:
@@ -70,7 +71,7 @@ def resize_bicubic(image: np.ndarray, size: int) -> np.ndarray:
 
 
 def masked_image(image: np.ndarray, landmarks68: np.ndarray, scaler: float) -> np.ndarray:
-    """``image`` (256-px) with rows from ``int(landmark 33 y / scaler)`` down zeroed (clamped at row 0)."""
+    """``image`` (model-side pixels) with rows from ``int(landmark 33 y / scaler)`` down zeroed (clamped at row 0)."""
     row = max(int(landmarks68[INFERENCE_MASKED_IMAGE_LANDMARK, 1] / scaler), 0)
     out = image.copy()
     out[row:] = 0
@@ -82,8 +83,9 @@ def frame_inputs(
 ) -> FrameInputs:
     """Inputs of one frame from its ``(S, S, 3)`` uint8 crop and ``(68, 2)`` landmarks in crop pixels.
 
-    ``size`` / ``latent_size``: the model's image and latent sides (256 / 64 for DiffTalk; smaller models, e.g. the
-    synthetic demo model, use their first stage's resolution and latent size)."""
+    ``size`` / ``latent_size``: the model's image and latent sides (256 / 64 for the paper's DiffTalk, 512 / 64 for
+    talking-512.yaml's; smaller models, e.g. the synthetic demo model, use their first stage's resolution and latent
+    size)."""
     side = crop.shape[1]  # the reference's "h" is PIL's width; crops are square
     scaler = side / size
     image = resize_bicubic(crop, size)

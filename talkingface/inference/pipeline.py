@@ -325,7 +325,8 @@ class LipSyncPipeline:
 
     @property
     def model_image_size(self) -> int:
-        """Side of the images the model sees: its first stage's resolution (256 for DiffTalk)."""
+        """Side of the images the model sees: its first stage's resolution (256 for the paper's DiffTalk, 512 for
+        talking-512.yaml's)."""
         first_stage = getattr(getattr(self.model, "config", None), "first_stage", None)
         return int(getattr(first_stage, "resolution", MODEL_IMAGE_SIZE))
 
@@ -371,7 +372,7 @@ class LipSyncPipeline:
             raise InferenceError("--batch-size", f"must be at least 1, got {o.batch_size}")
         if o.decode_margin < 0:
             raise InferenceError("--decode-margin", f"must be at least 0, got {o.decode_margin}")
-        if o.crop_size < MODEL_IMAGE_SIZE // 4:
+        if o.crop_size < self.model_image_size // 4:
             raise InferenceError("--crop-size", f"too small ({o.crop_size}); use e.g. {DEFAULT_IMAGE_SIZE}")
         resolve_precision(o.first_stage_precision, self.model.device, "--first-stage-precision")
         if o.cpu_threads is not None and not 0 <= o.cpu_threads <= MAX_CPU_THREADS:
@@ -412,7 +413,7 @@ class LipSyncPipeline:
 
     @torch.no_grad()
     def reference_latent(self, video: PreparedVideo, first_stage: FirstStageRunner | None = None) -> torch.Tensor:
-        """First-stage latent ``(1, C, h, w)`` of the reference frame (encoded once per video; 64 x 64 for DiffTalk)."""
+        """First-stage latent ``(1, C, h, w)`` of the reference frame (once per video; 64 x 64 for DiffTalk)."""
         crop, _ = video.crop(self.reference_index(video))
         return reference_latent(self.model, crop, first_stage or self.first_stage())
 

@@ -85,6 +85,17 @@ def check_dataset(cfg: TrainingConfig) -> dict[str, Any]:
         check_feature_kind(meta, expected_audio_feature(cfg))
     except DatasetMetaError as err:
         raise data_check_error(err) from None
+    saved = int(meta.get("image_size") or 0)
+    if 0 < saved < d.image_size:
+        log.warning(
+            "%s: frames saved at %d px are upscaled to the model's %d px (data.image_size); for a %d-pixel model "
+            "build the dataset with `talkingface preprocess run ... --size %d` (or larger)",
+            root,
+            saved,
+            d.image_size,
+            d.image_size,
+            d.image_size,
+        )
     if d.latent_cache is not None:
         try:
             check_latent_cache(d.latent_cache, root, cfg.model)

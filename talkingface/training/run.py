@@ -17,6 +17,7 @@ from pytorch_lightning.utilities import rank_zero_only
 from talkingface.model.image_driven_talkingface.DiffTalk.checkpoint import CheckpointError, load_first_stage
 from talkingface.model.image_driven_talkingface.DiffTalk.config import (
     config_to_dict,
+    first_stage_source,
     with_audio_feature_kind,
 )
 from talkingface.model.image_driven_talkingface.DiffTalk.loader import resolve_path
@@ -94,8 +95,7 @@ def build_module(cfg: TrainingConfig, learning_rate: float, load_vq: bool = True
             raise CheckpointError(
                 ckpt,
                 "first-stage checkpoint not found (model.first_stage.ckpt_path)",
-                hint="download the latent-diffusion vq-f4 model to models/model.ckpt, or set "
-                "model.first_stage.ckpt_path=...",
+                hint=f"put {first_stage_source(cfg.model.first_stage)} there, or set model.first_stage.ckpt_path=...",
             )
         load_first_stage(module, path)
     elif not ckpt:

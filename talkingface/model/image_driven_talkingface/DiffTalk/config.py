@@ -86,7 +86,13 @@ class UNetConfig:
 
 @dataclass
 class FirstStageConfig:
-    """The frozen VQ autoencoder (latent-diffusion ``vq-f4``)."""
+    """The frozen VQ autoencoder (latent-diffusion ``vq-f4`` by default; ``vq-f8`` in ``talking-512.yaml``).
+
+    ``resolution`` is the side of the images the model sees; ``attn_resolutions`` are sides of the encoder's levels
+    at that resolution (``resolution`` halved per level), as in latent-diffusion, where they decide at build time
+    which levels get attention blocks. A published first stage trained at 256 keeps its parameters at another side
+    when its attention levels are renamed by that side: vq-f8's ``[32]`` at 256 (its last level) is ``[64]`` at 512.
+    """
 
     ckpt_path: str | None = "models/model.ckpt"
     embed_dim: int = 3
@@ -100,6 +106,24 @@ class FirstStageConfig:
     num_res_blocks: int = 2
     attn_resolutions: list[int] = field(default_factory=list)
     dropout: float = 0.0
+
+
+#: The published latent-diffusion VQ first stages the shipped configs name, told apart by ``(embed_dim, n_embed, ch,
+#: ch_mult, num_res_blocks)``: each zip holds the ``model.ckpt`` that ``model.first_stage.ckpt_path`` points at.
+PUBLISHED_FIRST_STAGES = {
+    "vq-f4": ((3, 8192, 128, (1, 2, 4), 2), "https://ommer-lab.com/files/latent-diffusion/vq-f4.zip"),
+    "vq-f8": ((4, 16384, 128, (1, 2, 2, 4), 2), "https://ommer-lab.com/files/latent-diffusion/vq-f8.zip"),
+}
+
+
+def first_stage_source(cfg: FirstStageConfig) -> str:
+    """What a user downloads for the first stage ``cfg`` describes: latent-diffusion's vq-f4 or vq-f8 (with the
+    URL), else a first stage trained with this config."""
+    key = (cfg.embed_dim, cfg.n_embed, cfg.ch, tuple(cfg.ch_mult), cfg.num_res_blocks)
+    for name, (fields_, url) in PUBLISHED_FIRST_STAGES.items():
+        if key == fields_:
+            return f"the latent-diffusion {name} model.ckpt ({url}, unzipped)"
+    return "a VQ first stage trained with this model.first_stage config"
 
 
 @dataclass
@@ -328,6 +352,14 @@ def model_problems(m: ModelConfig) -> list[str]:
         problems.append("model.conditioning.audio_attention_dim must be <= audio_dim")
     if m.unet.model_channels % 32:
         problems.append("model.unet.model_channels must be a multiple of 32 (GroupNorm with 32 groups)")
+    fs = m.first_stage
+    sides = [fs.resolution // 2**i for i in range(len(fs.ch_mult))]
+    stray = [r for r in fs.attn_resolutions if r not in sides]
+    if stray:
+        problems.append(
+            f"model.first_stage.attn_resolutions: {stray} is not the side of a level at resolution {fs.resolution} "
+            f"(levels {sides}); e.g. vq-f8's [32] at 256 is [64] at 512"
+        )
     latent = m.first_stage.resolution // 2 ** (len(m.first_stage.ch_mult) - 1)
     if latent != m.unet.image_size:
         problems.append(

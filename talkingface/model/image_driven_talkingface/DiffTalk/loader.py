@@ -32,6 +32,7 @@ from .config import (
     checkpoint_feature_kind,
     checkpoint_sampling,
     default_config_path,
+    first_stage_source,
     load_config,
     with_audio_feature_kind,
 )
@@ -129,8 +130,7 @@ def get_difftalk_inference(
             raise CheckpointError(
                 ckpt_path,
                 f"holds no first-stage weights and the VQ first stage was not found at {fs_path}",
-                hint=f"put the latent-diffusion vq-f4 checkpoint at {DEFAULT_FIRST_STAGE} or pass --first-stage-ckpt "
-                "PATH",
+                hint=f"put {first_stage_source(cfg.model.first_stage)} at {fs_path} or pass --first-stage-ckpt PATH",
             )
     del raw
     load_difftalk_checkpoint(model, ckpt_path, trust_checkpoint, fs_path)

@@ -134,7 +134,8 @@ class DiffTalkModel(nn.Module):
     # ------------------------------------------------------------ first stage
     @torch.no_grad()
     def encode_first_stage(self, images: torch.Tensor) -> torch.Tensor:
-        """(B, 3, H, W) images in [-1, 1] -> (B, C, H/4, W/4) latents (not quantized) x scale_factor."""
+        """(B, 3, H, W) images in [-1, 1] -> (B, C, H/f, W/f) latents (not quantized) x scale_factor
+        (f: :attr:`first_stage_factor`)."""
         return self.scale_factor * self.first_stage_model.encode(images)
 
     @torch.no_grad()
@@ -144,7 +145,7 @@ class DiffTalkModel(nn.Module):
 
     @property
     def first_stage_factor(self) -> int:
-        """Image pixels per latent cell along a side (4 for DiffTalk's VQ-f4)."""
+        """Image pixels per latent cell along a side (4 for the paper's vq-f4, 8 for talking-512.yaml's vq-f8)."""
         return self.config.first_stage.resolution // self.image_size
 
     @torch.no_grad()
@@ -191,7 +192,8 @@ class DiffTalkModel(nn.Module):
         return self.cond_stage_model_for_audio_smooth(per_window.reshape(b, ccfg.audio_smooth_windows, -1))
 
     def encode_landmarks(self, landmarks: torch.Tensor) -> torch.Tensor:
-        """(B, 39, 2) landmarks in 256-pixel units -> (B, landmark_dim)."""
+        """(B, 39, 2) landmarks in pixels of the model image (``first_stage.resolution``: 256-pixel units for the
+        paper's model, 512 for talking-512.yaml's) -> (B, landmark_dim)."""
         n = self.config.conditioning.landmark_count
         if tuple(landmarks.shape[1:]) != (n, 2):
             raise ValueError(f"landmarks must have shape (B, {n}, 2), got {tuple(landmarks.shape)}")
@@ -207,7 +209,8 @@ class DiffTalkModel(nn.Module):
         reference_latent: torch.Tensor | None = None,
         masked_latent: torch.Tensor | None = None,
     ) -> DiffTalkConditions:
-        """Encode raw conditions. ``reference``/``masked`` are (B, 3, 256, 256) images in [-1, 1]; pass
+        """Encode raw conditions. ``reference``/``masked`` are (B, 3, R, R) images in [-1, 1] (R: the first
+        stage's resolution); pass
         ``reference_latent``/``masked_latent`` instead to reuse first-stage latents (e.g. a latent cache)."""
         if (reference is None) == (reference_latent is None) or (masked is None) == (masked_latent is None):
             raise ValueError("give exactly one of reference / reference_latent and one of masked / masked_latent")
