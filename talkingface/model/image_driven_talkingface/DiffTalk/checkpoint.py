@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import os
 import pickle
 from collections.abc import Mapping
 from pathlib import Path
@@ -11,6 +10,8 @@ from typing import Any
 
 import torch
 from torch import nn
+
+from talkingface.paths import atomic_output
 
 from .config import CONFIG_CKPT_KEY
 
@@ -203,11 +204,6 @@ def export_safetensors(
     else:
         sd = dict(model.state_dict())
     sd = {k: v.detach().contiguous().cpu() for k, v in sd.items()}
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")  # hidden, per process; renamed when complete
-    path.parent.mkdir(parents=True, exist_ok=True)
-    try:
+    with atomic_output(path) as tmp:  # renamed when complete; permissions as any new file's (not safetensors' 0600)
         save_file(sd, str(tmp), metadata=dict(metadata or {}))
-        tmp.replace(path)
-    finally:
-        tmp.unlink(missing_ok=True)
     return path
