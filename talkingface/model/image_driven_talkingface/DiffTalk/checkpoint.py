@@ -118,7 +118,8 @@ def unusable_weights(expected: Mapping[str, torch.Tensor], state_dict: Mapping[s
             # finite tensor whose sum overflows (fp16) is then cleared by the exact check
             nan = int(torch.isnan(value).sum())
             inf = int(torch.isinf(value).sum())
-            counts = [f"{nan} NaN values"] * bool(nan) + [f"{inf} infinite values"] * bool(inf)
+            counts = [f"{nan} NaN value{'s' * (nan != 1)}"] * bool(nan)
+            counts += [f"{inf} infinite value{'s' * (inf != 1)}"] * bool(inf)
             problems.append(f"{key}: {' and '.join(counts)}")
     return problems
 
@@ -151,7 +152,7 @@ def check_state_dict(module: nn.Module, state_dict: Mapping[str, torch.Tensor], 
         )
         raise CheckpointError(
             f"{source}: refused: {len(bad)} weight tensor(s) do not hold finite floating point values ({shown}); "
-            "the file is damaged or the training diverged: use an earlier checkpoint"
+            "the file is damaged, wrongly converted, or from a training that diverged: use another checkpoint"
         )
 
 
