@@ -1,10 +1,16 @@
 """Path checks shared by the commands that write or replace output: is this the same file, is it inside that folder,
-and how a finished folder takes the place of an older one without a moment where neither exists."""
+how a finished folder takes the place of an older one without a moment where neither exists, and how a file is
+written atomically with the permissions of any other new file."""
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import os
+import secrets
 import shutil
+import stat
+from collections.abc import Iterator
 from pathlib import Path
 
 
@@ -44,3 +50,46 @@ def replace_folder(new: str | os.PathLike, dest: str | os.PathLike) -> None:
         raise
     if had_dest:
         shutil.rmtree(old, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def atomic_output(path: str | os.PathLike) -> Iterator[Path]:
+    """Yield a hidden temporary path beside ``path`` to write the new file to; when the block ends without an
+    exception it is renamed over ``path`` (readers see the old file or the new one, never half of one), else removed.
+
+    The temporary file is created first with mode 0666 minus the umask (as ``open`` creates files), and keeps that
+    mode even when the writer replaces it with a file of its own (``safetensors`` writes through a private 0600
+    temporary file; so does ``tempfile.mkstemp``): the finished file has the permissions of any other new file.
+    The writer may write to the path given or open it.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+    try:
+        mode = stat.S_IMODE(os.fstat(fd).st_mode)  # what the umask (and a default ACL) leave of 0666
+    finally:
+        os.close(fd)
+    try:
+        yield tmp
+        if stat.S_IMODE(os.stat(tmp).st_mode) != mode:
+            os.chmod(tmp, mode)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
+    """Write ``data`` to ``path`` atomically (:func:`atomic_output`); returns ``path``."""
+    with atomic_output(path) as tmp:
+        tmp.write_bytes(data)
+    return Path(path)
+
+
+def file_sha256(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
+    """The SHA-256 of a file's bytes (hex), read in chunks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()

@@ -99,3 +99,56 @@ def test_validate_cli_exit_code(built: Path, tmp_path: Path, capsys: pytest.Capt
     assert main(["validate", str(root)]) == 1
     out = capsys.readouterr().out
     assert "images/1_7.jpg: missing" in out and "audio_smooth/2_4.npy" in out and "2 problem(s)" in out
+
+
+# ----------------------------------------------------------------------------- values out of range
+
+
+def test_validate_reports_landmarks_off_the_image_and_audio_values_out_of_range(
+    tiny_dataset: Path, tmp_path: Path
+) -> None:
+    root = copy_dataset(tiny_dataset, tmp_path)  # 64 px frames, logmel29 features
+    assert validate_dataset(root, progress=False) == []
+    lms = np.loadtxt(root / "landmarks" / "1_2.lms")
+    lms[5] = (99999, -5)
+    np.savetxt(root / "landmarks" / "1_2.lms", lms)
+    lms = np.loadtxt(root / "landmarks" / "1_3.lms")
+    lms[0], lms[67] = (-6, 69), (-3.5, 0)  # within the margin (6.4 px): a face at the edge of its crop
+    np.savetxt(root / "landmarks" / "1_3.lms", lms)
+    windows = np.load(root / "audio_smooth" / "2_4.npy")
+    windows[2, 3, 4] = 1e30
+    windows[7, 15, 28] = -2e4
+    np.save(root / "audio_smooth" / "2_4.npy", windows)
+    windows = np.load(root / "audio_smooth" / "2_5.npy")
+    windows[0, 0, 0] = -9000.0  # large, but within the bound
+    np.save(root / "audio_smooth" / "2_5.npy", windows)
+
+    problems = [str(p) for p in validate_dataset(root, progress=False)]
+    assert len(problems) == 2, problems
+    audio, landmark = sorted(problems)
+    assert landmark == (
+        f"{root / 'landmarks' / '1_2.lms'}: a landmark lies outside the 64x64 image (more than 6.4 px beyond its "
+        "edge), the first: landmark 5 at (99999, -5)"
+    )
+    assert audio == (
+        f"{root / 'audio_smooth' / '2_4.npy'}: 2 values with |x| > 10000 (no logmel29 feature comes near it), "
+        "the first: 1e+30 at [2, 3, 4]"
+    )
+
+
+def test_posterior_features_must_lie_in_0_1(tmp_path: Path) -> None:
+    from train_support import write_dataset
+
+    root = write_dataset(tmp_path, counts=(3, 2), kind="wav2vec2-ctc29")
+    rng = np.random.default_rng(0)
+    for path in (root / "audio_smooth").iterdir():
+        np.save(path, rng.uniform(0, 1, (8, 16, 29)).astype(np.float32))
+    assert validate_dataset(root, progress=False) == []
+    windows = np.load(root / "audio_smooth" / "1_1.npy")
+    windows[1, 2, 3] = 1.5  # a plausible log-mel value, but not a probability
+    np.save(root / "audio_smooth" / "1_1.npy", windows)
+    (problem,) = validate_dataset(root, progress=False)
+    assert str(problem) == (
+        f"{root / 'audio_smooth' / '1_1.npy'}: 1 value outside [0, 1] (wav2vec2-ctc29 features are character "
+        "posteriors), the first: 1.5 at [1, 2, 3]"
+    )

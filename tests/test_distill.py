@@ -4,8 +4,10 @@ the pipeline's and the CLI's default."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
+import shutil
 import signal
 from pathlib import Path
 from typing import Any
@@ -432,7 +434,8 @@ def test_trajectory_run_continues_a_progressive_student_and_records_its_method(
     capsys.readouterr()
     assert main(argv, extra_callbacks=[InterruptAt(1)]) == 128 + signal.SIGINT  # Ctrl-C, then --resume
     stopped = torch.load(run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
-    assert stopped["global_step"] == 2 and stopped["distill_state"] == {"round": 0}
+    teacher_sha256 = hashlib.sha256(Path(runs["teacher"]).read_bytes()).hexdigest()
+    assert stopped["global_step"] == 2 and stopped["distill_state"] == {"round": 0, "teacher_sha256": teacher_sha256}
     steps = Losses()
     assert main(["--resume", str(run), "-t"], extra_callbacks=[steps]) == 0
     assert len(steps.values) == 1  # the one step left, from the checkpoint (not restarted from distill.student)
@@ -469,3 +472,57 @@ def test_trajectory_run_continues_a_progressive_student_and_records_its_method(
         f"error: {missing}: distill.student: student checkpoint not found"
     )
     assert "distill.student" in one_error("progressive", **{"distill.method": "progressive"})
+
+
+# ----------------------------------------------------------------------------- (f) the teacher file on resume
+
+
+@pytest.mark.slow
+def test_resume_in_the_first_round_refuses_a_changed_teacher_file(
+    runs: dict[str, Any], capsys: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture
+) -> None:
+    """The checkpoints record the SHA-256 of the teacher file; resuming in the first round (whose teacher is that
+    file) with another file at its path is one error line, exit 2, and the checkpoint is untouched. A checkpoint that
+    records no checksum (older versions) resumes with a warning."""
+    tmp = runs["tmp"] / "teacher-changed"
+    teacher = tmp / "teacher.ckpt"
+    tmp.mkdir()
+    shutil.copyfile(runs["teacher"], teacher)
+    run = tmp / "run"
+    extra = {"distill.teacher": teacher, "distill.teacher_steps": 4, "distill.student_steps": 2}
+    extra["distill.steps_per_round"] = 3  # one round of 3 steps
+    argv = ["--base", str(TINY_CONFIG), "-t", "--run-dir", str(run), *tiny_overrides(runs["data_root"], **extra)]
+    assert main(argv, extra_callbacks=[InterruptAt(1)]) == 128 + signal.SIGINT
+    last = run / "checkpoints" / "last.ckpt"
+    stopped = torch.load(last, map_location="cpu", weights_only=True)
+    original = hashlib.sha256(teacher.read_bytes()).hexdigest()
+    assert stopped["distill_state"] == {"round": 0, "teacher_sha256": original}
+
+    # another file at the teacher's path: the same architecture, one weight changed
+    ckpt = torch.load(teacher, map_location="cpu", weights_only=True)
+    key = next(k for k in ckpt["state_dict"] if k.startswith("model.diffusion_model."))
+    ckpt["state_dict"][key] = ckpt["state_dict"][key] + 1e-3
+    torch.save(ckpt, teacher)
+    changed = hashlib.sha256(teacher.read_bytes()).hexdigest()
+    before = last.read_bytes()
+    capsys.readouterr()
+    assert main(["--resume", str(run), "-t"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [
+        f"error: {teacher}: the teacher changed since this run started (sha256 {original[:16]}... recorded, "
+        f"{changed[:16]}... now); put the original teacher file back to resume, or start a new run (another "
+        "--run-dir) to distil this one"
+    ], err
+    assert last.read_bytes() == before
+
+    # an older checkpoint without the checksum: resumes, with a warning
+    del stopped["distill_state"]["teacher_sha256"]
+    torch.save(stopped, last)
+    caplog.set_level(logging.WARNING)
+    steps = Losses()
+    assert main(["--resume", str(run), "-t"], extra_callbacks=[steps]) == 0
+    assert len(steps.values) == 1
+    warned = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert any(m.startswith(f"{teacher}: the checkpoint records no checksum of the teacher") for m in warned), warned
+    done = torch.load(last, map_location="cpu", weights_only=True)
+    assert done["distill_state"]["teacher_sha256"] == changed  # the file it continued with

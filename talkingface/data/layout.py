@@ -21,7 +21,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import secrets
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,6 +30,7 @@ import numpy as np
 
 from talkingface.constants import AUDIO_WINDOW, N_LANDMARKS, SMOOTH_WINDOWS
 from talkingface.data.meta import DatasetMetaError, check_meta, meta_feature_dim
+from talkingface.paths import atomic_output
 
 IMAGES_DIR = "images"
 LANDMARKS_DIR = "landmarks"
@@ -97,18 +97,8 @@ def parse_name(name: str) -> tuple[int, int]:
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> None:
     """Write ``text`` to ``path`` so that readers see either the old or the new file, never half of one."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    # not tempfile.mkstemp: its files are 0600; this one gets 0666 minus the umask, like the images
-    tmp = path.parent / f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp"
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    with atomic_output(path) as tmp:
+        tmp.write_text(text, encoding="utf-8")
 
 
 def write_json(path: str | os.PathLike, obj: Any) -> None:

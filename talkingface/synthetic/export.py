@@ -31,6 +31,7 @@ from talkingface.demo_assets import (
 )
 from talkingface.model.image_driven_talkingface.DiffTalk.checkpoint import export_safetensors
 from talkingface.model.image_driven_talkingface.DiffTalk.config import CONFIG_CKPT_KEY, config_to_dict, save_config
+from talkingface.paths import atomic_output
 from talkingface.training.config import TrainingConfig, load_training_config
 
 __all__ = [
@@ -56,8 +57,8 @@ def demo_metadata(config: TrainingConfig) -> dict[str, str]:
 
 def _to_half_safetensors(path: Path, metadata: dict[str, str]) -> None:
     sd = {k: (v.half() if v.is_floating_point() else v).contiguous() for k, v in load_file(str(path)).items()}
-    save_file(sd, str(path), metadata=metadata)
-    path.chmod(0o644)
+    with atomic_output(path) as tmp:
+        save_file(sd, str(tmp), metadata=metadata)
 
 
 def export_demo_model(model: torch.nn.Module, first_stage_path: Path, folder: Path, metrics: dict[str, Any]) -> Path:
@@ -99,8 +100,8 @@ def export_demo_student(slim: Path, folder: Path = ASSETS_DIR, name: str = STUDE
     metadata = demo_metadata(cfg)
     metadata["note"] = f"{DEMO_MODEL_NOTE} distilled to few steps (fp16 storage)"
     metadata[SAMPLING_CKPT_KEY] = meta[SAMPLING_CKPT_KEY]
-    save_file(sd, str(out), metadata=metadata)
-    out.chmod(0o644)
+    with atomic_output(out) as tmp:
+        save_file(sd, str(tmp), metadata=metadata)
     log.info("shipped the distilled student %s as %s", slim, out)
     return out
 

@@ -18,6 +18,7 @@ from pytorch_lightning.callbacks import ModelCheckpoint
 from pytorch_lightning.plugins.io import TorchCheckpointIO
 
 from talkingface.errors import TalkingFaceError
+from talkingface.paths import atomic_output
 from talkingface.training.run_dir import RunDirError
 
 _STEP_CKPT = re.compile(r"^step-(\d+)\.ckpt$")
@@ -56,7 +57,7 @@ class CheckpointWriteError(TalkingFaceError, OSError):
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
-    """Writes ``<name>.tmp`` next to the target, fsyncs it, then renames it over the target (same folder).
+    """Writes a hidden temporary file next to the target, fsyncs it, then renames it over the target (same folder).
 
     A failed write (disk full) raises :class:`CheckpointWriteError` and leaves the target as it was.
     Reading a checkpoint that is damaged, or that needs full unpickling while ``weights_only=True``, raises
@@ -69,20 +70,15 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         if not _is_local_file_protocol(str(path)):
             return super().save_checkpoint(checkpoint, path, storage_options)
         path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
         try:
-            with open(tmp, "wb") as f:
+            with atomic_output(path) as tmp, open(tmp, "wb") as f:
                 torch.save(checkpoint, f)
                 f.flush()
                 os.fsync(f.fileno())
-            os.replace(tmp, path)
         except OSError as err:
             kept = f"the previous {path.name} is intact" if path.exists() else "nothing was replaced"
             problem = f"{path}: cannot write the checkpoint: {err.strerror or err}; {kept}"
             raise CheckpointWriteError(err.errno, problem) from None
-        finally:
-            tmp.unlink(missing_ok=True)
 
     def load_checkpoint(
         self,

@@ -39,7 +39,7 @@ from talkingface.model.image_driven_talkingface.DiffTalk.config import (
     save_config,
     with_audio_feature_kind,
 )
-from talkingface.paths import same_file
+from talkingface.paths import atomic_output, same_file
 from talkingface.training.config import TrainingConfig, load_training_config
 from talkingface.training.module import LatentDiffusion
 
@@ -72,12 +72,8 @@ def export_slim(module: Any, path: str | Path) -> Path:
     path = Path(path)
     out = export_safetensors(module, path, slim=True, metadata=slim_metadata(module))
     yaml = path.with_suffix(".yaml")
-    tmp = yaml.with_name(f".{yaml.name}.{os.getpid()}.tmp")
-    try:
+    with atomic_output(yaml) as tmp:
         save_config(load_training_config(module_config(module)), tmp)
-        os.replace(tmp, yaml)
-    finally:
-        tmp.unlink(missing_ok=True)
     log.info("slim export written to %s", out)
     return out
 

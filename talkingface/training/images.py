@@ -9,6 +9,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from talkingface.paths import atomic_write_bytes
+
 #: Columns of a training sample grid, left to right.
 GRID_COLUMNS = ("inputs", "reference", "masked", "samples")
 
@@ -41,11 +43,7 @@ def write_png(path: str | os.PathLike, rgb: np.ndarray) -> Path:
     import cv2
 
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     ok, data = cv2.imencode(".png", np.ascontiguousarray(rgb[..., ::-1]))
     if not ok:
         raise OSError(f"could not encode PNG for {path}")
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_bytes(data.tobytes())
-    os.replace(tmp, path)
-    return path
+    return atomic_write_bytes(path, data.tobytes())

@@ -18,6 +18,7 @@ from pathlib import Path
 
 from talkingface.errors import TalkingFaceError
 from talkingface.model.image_driven_talkingface.DiffTalk.config import save_config
+from talkingface.paths import atomic_output
 from talkingface.training.config import TrainingConfig
 
 #: Set by the launching process so that DDP processes started by Lightning use the same run folder.
@@ -196,9 +197,8 @@ def remove_created(created: list[Path]) -> None:
 def write_snapshot(paths: RunPaths, config: TrainingConfig, argv: list[str]) -> None:
     """Write ``configs/config.yaml`` (the effective config) and append the command line to ``configs/command.txt``."""
     paths.create()
-    tmp = paths.config_snapshot.with_name(f".{CONFIG_SNAPSHOT}.tmp")
-    save_config(config, tmp)
-    os.replace(tmp, paths.config_snapshot)
+    with atomic_output(paths.config_snapshot) as tmp:
+        save_config(config, tmp)
     stamp = datetime.datetime.now().isoformat(timespec="seconds")
     with open(paths.command_record, "a", encoding="utf-8") as f:
         f.write(f"{stamp} {shlex.join(argv)}\n")

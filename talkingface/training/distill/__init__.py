@@ -22,7 +22,9 @@ a superset of what the pipeline keeps.
 
 Everything else is the trainer's: the LightningModule base, AdamW, clipping, EMA, data module, latent cache,
 checkpoints and slim export; checkpoints additionally record the student's sampler (``difftalk_sampling``), and
-``distill_state`` (the round, and the round's teacher weights after the first round) for ``--resume``.
+``distill_state`` (the round, the SHA-256 of the teacher file the run started from, and the round's teacher weights
+after the first round) for ``--resume``. A resume in the first round, whose teacher is still the file, refuses a
+teacher file that changed since the run started.
 """
 
 from __future__ import annotations
@@ -41,6 +43,7 @@ from talkingface.model.image_driven_talkingface.DiffTalk.loader import get_difft
 from talkingface.model.image_driven_talkingface.DiffTalk.model import DiffTalkModel
 from talkingface.model.image_driven_talkingface.DiffTalk.plan import SamplerError, SamplingPlan, make_plan
 from talkingface.model.image_driven_talkingface.DiffTalk.samplers import ddim_alphas, inpaint_replace
+from talkingface.paths import file_sha256
 from talkingface.training.config import DistillConfig, TrainingConfig, load_training_config
 from talkingface.training.distill.targets import (
     ddim_trajectory,
@@ -64,6 +67,8 @@ log = logging.getLogger(__name__)
 
 #: Top-level checkpoint entry of a distillation run (outside ``state_dict``, so the parameter names stay DiffTalk's).
 DISTILL_STATE_KEY = "distill_state"
+#: Entry of ``distill_state``: the SHA-256 (hex) of the teacher file, taken when the run started.
+TEACHER_SHA256_KEY = "teacher_sha256"
 #: Schedule fields the teacher and the student must share (the targets are built on the schedule).
 _SCHEDULE_FIELDS = ("timesteps", "beta_schedule", "linear_start", "linear_end", "parameterization")
 
@@ -168,6 +173,8 @@ class ProgressiveDistillation(LatentDiffusion):
         )
         self.rounds = len(self.grids) - 1
         self._teacher = [teacher.eval().requires_grad_(False)]
+        # the file the teacher was read from: recorded in the checkpoints, checked when a first-round run resumes
+        self.teacher_sha256 = file_sha256(resolve_path(str(distill.teacher)))
         self.round = 0
         self.sampling = self.round_setting(0)
 
@@ -302,7 +309,7 @@ class ProgressiveDistillation(LatentDiffusion):
     # -------------------------------------------------------------- checkpoints
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         super().on_save_checkpoint(checkpoint)  # records self.sampling: the current round's student
-        state: dict[str, Any] = {"round": self.round}
+        state: dict[str, Any] = {"round": self.round, TEACHER_SHA256_KEY: self.teacher_sha256}
         if self.round > 0:  # the round's teacher is no longer the file's
             state["teacher"] = {
                 k: v.detach().cpu()
@@ -315,9 +322,39 @@ class ProgressiveDistillation(LatentDiffusion):
         super().on_load_checkpoint(checkpoint)
         state = checkpoint.get(DISTILL_STATE_KEY) or {}
         self.round = int(state.get("round", 0))
+        self.check_teacher_file(state.get(TEACHER_SHA256_KEY))
         if "teacher" in state:
             load_round_teacher(self.teacher, state["teacher"])
         self.sampling = self.round_setting(self.round)
+
+    def check_teacher_file(self, recorded: object) -> None:
+        """On resume: the teacher file must be the one the run started from (``recorded``, its SHA-256) while the
+        round's teacher is that file (the first round); later rounds' teachers come from the checkpoint. A checkpoint
+        that records no checksum (older versions) resumes with a warning."""
+        teacher, now = str(self.distill.teacher), self.teacher_sha256
+        if not isinstance(recorded, str):
+            if self.round == 0:
+                log.warning(
+                    "%s: the checkpoint records no checksum of the teacher (written by an older version), so it "
+                    "cannot be checked that this is the file the run started from; continuing with it",
+                    teacher,
+                )
+            return
+        if recorded == now:
+            return
+        if self.round == 0:
+            raise ConfigError(
+                f"{teacher}: the teacher changed since this run started (sha256 {recorded[:16]}... recorded, "
+                f"{now[:16]}... now); put the original teacher file back to resume, or start a new run "
+                "(another --run-dir) to distil this one"
+            )
+        log.warning(
+            "%s: the teacher file changed since this run started; round %d's teacher comes from the checkpoint, so "
+            "the run continues with it",
+            teacher,
+            self.round + 1,
+        )
+        self.teacher_sha256 = recorded  # the run's teacher is still the one it started from
 
 
 class TrajectoryDistillation(ProgressiveDistillation):

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import os
 import pickle
 from collections.abc import Mapping
 from pathlib import Path
@@ -13,6 +12,7 @@ import torch
 from torch import nn
 
 from talkingface.errors import TalkingFaceError
+from talkingface.paths import atomic_output
 
 from .config import CONFIG_CKPT_KEY
 
@@ -101,8 +101,35 @@ def _listing(title: str, keys: list[str]) -> str:
     return f"  {title} ({len(keys)}):\n    {shown}{more}"
 
 
+def unusable_weights(expected: Mapping[str, torch.Tensor], state_dict: Mapping[str, torch.Tensor]) -> list[str]:
+    """One line per entry of ``state_dict`` that the model (``expected``, its state dict) holds as floating point but
+    the checkpoint gives as integers (or booleans), or with NaN or infinite values; in the checkpoint's order.
+
+    Entries the model itself keeps as integers (the EMA's ``num_updates``, batch norm's ``num_batches_tracked``) are
+    not checked. Cost: one sum per floating point tensor (a full scan, the counts, only for a bad one)."""
+    problems = []
+    for key, value in state_dict.items():
+        ref = expected.get(key)
+        if ref is None or not ref.is_floating_point():
+            continue
+        if not value.is_floating_point():
+            what = "" if value.dtype == torch.bool or value.dtype.is_complex else "integer "
+            dtype = str(value.dtype).removeprefix("torch.")
+            problems.append(f"{key}: {what}dtype {dtype} where floating point weights are expected")
+        elif not bool(torch.isfinite(value.sum())) and not bool(torch.isfinite(value).all()):
+            # the sum first: NaN and inf carry into it, and it is many times faster than isfinite() on a CPU; a
+            # finite tensor whose sum overflows (fp16) is then cleared by the exact check
+            nan = int(torch.isnan(value).sum())
+            inf = int(torch.isinf(value).sum())
+            counts = [f"{nan} NaN value{'s' * (nan != 1)}"] * bool(nan)
+            counts += [f"{inf} infinite value{'s' * (inf != 1)}"] * bool(inf)
+            problems.append(f"{key}: {' and '.join(counts)}")
+    return problems
+
+
 def check_state_dict(module: nn.Module, state_dict: Mapping[str, torch.Tensor], source: str = "checkpoint") -> None:
-    """Raise ``CheckpointError`` listing missing, unexpected and mis-shaped keys; silent when they all match."""
+    """Raise ``CheckpointError`` listing missing, unexpected and mis-shaped keys, then (when the keys match) the
+    weights that are not usable numbers (:func:`unusable_weights`); silent when all is well."""
     expected = module.state_dict()
     missing = sorted(set(expected) - set(state_dict))
     unexpected = sorted(set(state_dict) - set(expected))
@@ -121,6 +148,15 @@ def check_state_dict(module: nn.Module, state_dict: Mapping[str, torch.Tensor], 
             parts.append(_listing("shape mismatches", mismatched))
         parts.append("Check that the config matches the one the checkpoint was trained with.")
         raise CheckpointError("\n".join(parts))
+    bad = unusable_weights(expected, state_dict)
+    if bad:
+        shown = "; ".join(bad[:_MAX_LISTED]) + (
+            f"; ... and {len(bad) - _MAX_LISTED} more" if len(bad) > _MAX_LISTED else ""
+        )
+        raise CheckpointError(
+            f"{source}: refused: {len(bad)} weight tensor(s) do not hold finite floating point values ({shown}); "
+            "the file is damaged, wrongly converted, or from a training that diverged: use another checkpoint"
+        )
 
 
 def load_state_dict_strict(
@@ -208,11 +244,6 @@ def export_safetensors(
     else:
         sd = dict(model.state_dict())
     sd = {k: v.detach().contiguous().cpu() for k, v in sd.items()}
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")  # hidden, per process; renamed when complete
-    path.parent.mkdir(parents=True, exist_ok=True)
-    try:
+    with atomic_output(path) as tmp:  # renamed when complete; permissions as any new file's (not safetensors' 0600)
         save_file(sd, str(tmp), metadata=dict(metadata or {}))
-        tmp.replace(path)
-    finally:
-        tmp.unlink(missing_ok=True)
     return path
