@@ -158,7 +158,7 @@ def add_option(
     parser: argparse.ArgumentParser | argparse._ArgumentGroup, *flags: str, hidden: Sequence[str] = (), **kwargs: Any
 ) -> argparse.Action:
     """``parser.add_argument(*flags, **kwargs)``, plus the older spellings ``hidden`` as aliases that still work but
-    are left out of ``--help`` (each flag name has one meaning across the subcommands; see the README)."""
+    are left out of ``--help`` (each flag name has one meaning across the subcommands; see docs/install.md)."""
     action = parser.add_argument(*flags, **kwargs)
     if hidden:
         alias = {k: v for k, v in kwargs.items() if k not in ("help", "default", "required", "metavar", "dest")}

@@ -31,7 +31,7 @@ AUDIO_SMOOTH_SHAPE = (SMOOTH_WINDOWS, AUDIO_WINDOW, FEATURE_DIM)
 N_LANDMARKS = 68
 #: Rows of the 68 that the model consumes: 0-3 then 13-47 (39 rows), as the reference loader selects them.
 MODEL_LANDMARK_ROWS = tuple(range(0, 4)) + tuple(range(13, 48))
-#: iBUG 68-point names (0-based), used alike in code and README: landmark 30 is the nose tip; landmark 33 is the
+#: iBUG 68-point names (0-based), used alike in code and docs: landmark 30 is the nose tip; landmark 33 is the
 #: nose bottom (the base of the nose between the nostrils), which does not move with speech.
 NOSE_TIP = 30
 NOSE_BOTTOM = 33

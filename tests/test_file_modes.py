@@ -42,7 +42,7 @@ def umask(request: pytest.FixtureRequest) -> Iterator[int]:
 
 
 @pytest.fixture(scope="module")
-def trainer_ckpt(tmp_path_factory: pytest.TempPathFactory) -> tuple[LatentDiffusion, Path]:
+def module_and_ckpt(tmp_path_factory: pytest.TempPathFactory) -> tuple[LatentDiffusion, Path]:
     """A tiny training module and its trainer checkpoint (state dict + config)."""
     cfg = load_training_config(TINY_CONFIG)
     torch.manual_seed(0)
@@ -53,8 +53,10 @@ def trainer_ckpt(tmp_path_factory: pytest.TempPathFactory) -> tuple[LatentDiffus
 
 
 @pytest.mark.parametrize("umask", UMASKS, indirect=True)
-def test_slim_exports_follow_the_umask(umask: int, trainer_ckpt: tuple[LatentDiffusion, Path], tmp_path: Path) -> None:
-    module, ckpt = trainer_ckpt
+def test_slim_exports_follow_the_umask(
+    umask: int, module_and_ckpt: tuple[LatentDiffusion, Path], tmp_path: Path
+) -> None:
+    module, ckpt = module_and_ckpt
     out = tmp_path / "export" / "difftalk.safetensors"
     assert export_main([str(ckpt), str(out)]) == 0  # `talkingface export`
     SlimExport(tmp_path / "run" / "difftalk_ema.safetensors").on_train_end(None, module)  # the end of training
@@ -68,7 +70,7 @@ def test_slim_exports_follow_the_umask(umask: int, trainer_ckpt: tuple[LatentDif
 
 @pytest.mark.parametrize("umask", UMASKS, indirect=True)
 def test_checkpoints_grids_and_config_snapshots_follow_the_umask(
-    umask: int, trainer_ckpt: tuple[LatentDiffusion, Path], tmp_path: Path
+    umask: int, module_and_ckpt: tuple[LatentDiffusion, Path], tmp_path: Path
 ) -> None:
     paths = RunPaths(tmp_path / "run")
     AtomicCheckpointIO().save_checkpoint({"global_step": 1}, paths.last_ckpt)

@@ -19,7 +19,7 @@ from talkingface.media.windows import smooth_windows
 from talkingface.model.image_driven_talkingface.DiffTalk import DiffTalkModel
 
 FPS, RATE, HOP = 25, 16_000, 640
-#: Frames of audio a frame waits for (7 x 40 ms = 280 ms), as the README explains.
+#: Frames of audio a frame waits for (7 x 40 ms = 280 ms), as docs/inference.md (Streaming) explains.
 FLOOR_S = LOOKAHEAD_FRAMES / FPS
 
 

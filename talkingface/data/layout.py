@@ -1,6 +1,6 @@
 """The on-disk dataset layout: the one module that knows where each file lives and how it is written and read.
 
-Under the dataset root (see README "Data")::
+Under the dataset root (see docs/data.md)::
 
     images/<v>_<f>.jpg         RGB face crop, JPEG quality JPEG_QUALITY (square, meta.json "image_size" pixels)
     landmarks/<v>_<f>.lms      68 rows "x y" (LANDMARK_FMT), pixels of the saved frame (iBUG layout)

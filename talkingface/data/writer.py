@@ -1,6 +1,6 @@
 """Build the DiffTalk dataset layout from videos: numbering, atomic per-video writes, resume, shards, workers.
 
-Every file goes through :class:`talkingface.data.layout.DatasetLayout` (see README "Data"); split lists in
+Every file goes through :class:`talkingface.data.layout.DatasetLayout` (see docs/data.md); split lists in
 ``split_dir``. Videos ``v`` are numbered from 1, frames ``f`` from 0; working files live in ``out/.tmp`` (a
 per-video layout, moved into place when the video is done) and ``out/.done`` (one marker per finished video).
 """

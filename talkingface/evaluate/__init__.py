@@ -1,6 +1,6 @@
 """Evaluation of talking-face videos: PSNR, SSIM, LMD, and with user-supplied weights LPIPS, FID, LSE-C/D.
 
-``python -m talkingface.evaluate --pred PRED --gt GT --out report.json`` (see README "Evaluation");
+``python -m talkingface.evaluate --pred PRED --gt GT --out report.json`` (see docs/evaluation.md);
 ``talkingface.metrics.batch.batch_metrics`` for validation during training.
 """
 

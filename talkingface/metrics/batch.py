@@ -1,7 +1,7 @@
 """Cheap metrics for validation during training: PSNR and SSIM, on the whole image and on the mouth region.
 
 ``batch_metrics`` works on the tensors a LightningModule already has (``(B, 3, H, W)`` in ``[-1, 1]``, any
-device) and returns plain floats to pass to ``self.log_dict``. See README "Evaluation" for the hook.
+device) and returns plain floats to pass to ``self.log_dict``. See docs/evaluation.md for the hook.
 """
 
 from __future__ import annotations

@@ -33,7 +33,7 @@ STUDENT_METRICS = "student4"
 BANNER = (
     "SYNTHETIC DEMO MODEL: a %s-parameter DiffTalk trained on cartoon faces by benchmarks/learnability.py "
     "(held-out mouth-opening correlation r = %s, see its metrics.json); it only animates synthetic faces. "
-    "For real videos train a model (README: Training) and run "
+    "For real videos train a model (docs/training.md) and run "
     "`python demo.py --video person.mp4 --audio speech.wav --out result.mp4 --ckpt checkpoints/DiffTalk/model.ckpt`."
 )
 
