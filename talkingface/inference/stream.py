@@ -73,6 +73,8 @@ class MelStats:
         n = n_output_frames(len(samples))
         if n < 1:
             raise InferenceError("samples", f"{len(samples)} samples are shorter than one video frame")
+        if not np.isfinite(samples[: n * SAMPLES_PER_FRAME]).all():
+            raise InferenceError("samples", "hold NaN or infinite values")
         return cls(*mel_stats(log_mel(np.asarray(samples, dtype=np.float32)[: n * SAMPLES_PER_FRAME])))
 
 
@@ -212,8 +214,13 @@ class LipSyncStream:
             raise InferenceError(
                 "chunk", f"{len(chunk) / self.sample_rate:.1f} s is longer than {MAX_CHUNK_S:g} s; push it in pieces"
             )
-        if not np.isfinite(chunk).all():
-            raise InferenceError("chunk", "holds NaN or infinite samples")
+        finite = np.isfinite(chunk)
+        if not finite.all():
+            raise InferenceError(
+                "chunk",
+                f"holds {int((~finite).sum())} NaN or infinite samples (the first at sample {int(np.argmin(finite))} "
+                f"of the chunk, {self.n_samples / SAMPLE_RATE:.3f} s into the stream); nothing of it was used",
+            )
         samples = chunk.astype(np.float32) if self._resampler is None else self._resampler(chunk)
         return self._advance(samples, called, called if arrived is None else arrived, final=False)
 
