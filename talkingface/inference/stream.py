@@ -31,10 +31,9 @@ from pathlib import Path
 import numpy as np
 
 from talkingface.constants import AUDIO_WINDOW, FEATURE_DIM, FEATURES_PER_FRAME, FPS, SAMPLE_RATE, SMOOTH_WINDOWS
-from talkingface.inference.blend import paste_back
 from talkingface.inference.errors import InferenceError
 from talkingface.inference.landmark_file import SourceLandmarks
-from talkingface.inference.pipeline import LipSyncPipeline
+from talkingface.inference.pipeline import LipSyncPipeline, paste_frame
 from talkingface.inference.timeline import n_output_frames, pingpong_indices
 from talkingface.inference.video import PreparedVideo
 from talkingface.inference.writer import FramesDirWriter, VideoWriter, check_output
@@ -309,7 +308,7 @@ class LipSyncStream:
         src = pingpong_indices(end, video.n_frames, start)
         _, faces, alphas = self.pipeline.generate_batch(self._gen, src, self._windows(start, end))
         self.n_emitted = end
-        return [paste_back(video.frames[i], faces[j], alphas[j], video.boxes[i]) for j, i in enumerate(src)]
+        return [paste_frame(video, int(i), faces[j], alphas[j]) for j, i in enumerate(src)]
 
 
 class _Resampler:
