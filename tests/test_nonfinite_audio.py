@@ -38,7 +38,7 @@ def test_load_audio_refuses_nan_and_inf(tmp_path: Path, bad: float, kind: str, r
     with pytest.raises(PreprocessError) as info:
         load_audio(wav)
     message = str(info.value)
-    assert message.startswith(f"{wav}: audio holds 1 {kind} samples, the first at {1000 / rate:.3f} s (sample 1000)")
+    assert message.startswith(f"{wav}: audio holds 1 {kind} sample, the first at {1000 / rate:.3f} s (sample 1000)")
 
 
 def test_finite_float_audio_still_loads(tmp_path: Path) -> None:

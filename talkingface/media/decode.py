@@ -204,9 +204,10 @@ def check_finite_audio(samples: np.ndarray, rate: int, source: str | Path) -> No
     first = int(np.argmax(per_time))
     found = (("NaN", np.isnan(samples).any()), ("infinite", np.isinf(samples).any()))
     kinds = " or ".join(kind for kind, hit in found if hit)
+    n = int(per_time.sum())
     raise PreprocessError(
         source,
-        f"audio holds {int(per_time.sum())} {kinds} samples, the first at {first / rate:.3f} s (sample {first}); "
+        f"audio holds {n} {kinds} sample{'s' if n != 1 else ''}, the first at {first / rate:.3f} s (sample {first}); "
         "a damaged or wrongly written (float) file",
     )
 
