@@ -90,6 +90,27 @@ def small_face_frames(face_px: float, width: int, height: int, n: int, motion: f
     return frames
 
 
+def face_at(face_px: float, width: int, height: int, offsets: list[tuple[float, float]]) -> np.ndarray:
+    """``(len(offsets), height, width, 3)`` uint8: the astronaut photo scaled so that dlib's face box is about
+    ``face_px`` wide, the face's centre at the frame's centre plus ``(dx, dy)`` of each frame, the photo's edges
+    replicated beyond it."""
+    import cv2
+    import skimage.data
+
+    photo = skimage.data.astronaut()[:PHOTO_ROWS]
+    left, top, right, bottom = PHOTO_FACE_BOX
+    s = face_px / (right - left)
+    small = cv2.resize(photo, None, fx=s, fy=s, interpolation=cv2.INTER_AREA)
+    pad = max(width, height)
+    big = cv2.copyMakeBorder(small, pad, pad, pad, pad, cv2.BORDER_REPLICATE)
+    cx, cy = pad + s * (left + right) / 2, pad + s * (top + bottom) / 2
+    frames = np.empty((len(offsets), height, width, 3), dtype=np.uint8)
+    for i, (dx, dy) in enumerate(offsets):
+        x0, y0 = int(round(cx - width / 2 - dx)), int(round(cy - height / 2 - dy))
+        frames[i] = big[y0 : y0 + height, x0 : x0 + width]
+    return frames
+
+
 def face_free_frames(width: int, height: int, n: int) -> np.ndarray:
     """``(n, height, width, 3)`` uint8: skimage's coffee photo filling the frame, panning by a few pixels (dlib
     finds no face in it, at the default pass or upsampled)."""

@@ -15,6 +15,7 @@ from talkingface.media.errors import PreprocessError
 from talkingface.media.extract import analyse_video
 from talkingface.media.face_choice import (
     LARGEST,
+    MAX_EXTRAPOLATE,
     FaceChoice,
     FaceChoiceError,
     FaceTracker,
@@ -151,6 +152,51 @@ def test_crossing_with_the_chosen_face_hidden_at_the_crossing():
 def test_a_face_that_disappears_is_lost_not_replaced():
     frames = [[LEFT, RIGHT], [RIGHT], [RIGHT], [LEFT, RIGHT]]
     assert track(parse_face_choice("0"), frames) == [LEFT, None, None, LEFT]
+
+
+def test_a_face_hidden_while_moving_is_taken_back():
+    """It moved right 12 px a frame, stopped while hidden for 6 frames: its expected box moves on for
+    MAX_EXTRAPOLATE frames only, and its last box takes it back (before: lost for good, the expected box drifting
+    ever further right)."""
+    seen = [box(100 + 12 * t, side=100) for t in range(6)]
+    frames = [[b] for b in seen] + [[]] * 6 + [[seen[-1]]] * 5
+    assert track(parse_face_choice("0"), frames) == seen + [None] * 6 + [seen[-1]] * 5
+
+
+def test_a_face_that_moved_while_hidden_is_taken_back_not_its_neighbour():
+    """A (chosen) is hidden for 8 frames and comes back 70 px (0.7 face widths) from where it was last seen: too far
+    for IoU, near enough for the re-acquisition; B, always visible 3 widths away, is never taken."""
+    a, b = box(100, side=100), box(400, side=100)
+    back = box(170, cy=110, side=110)
+    frames = [[a, b]] * 3 + [[b]] * 8 + [[back, b]] * 3
+    assert track(parse_face_choice("0"), frames) == [a] * 3 + [None] * 8 + [back] * 3
+
+
+@pytest.mark.parametrize(
+    "stranger",
+    [box(400, side=100), box(100, side=30), box(100, side=300)],
+    ids=["far", "much-smaller", "much-larger"],
+)
+def test_a_lost_face_is_not_replaced_by_a_face_elsewhere_or_of_another_size(stranger):
+    frames = [[box(100, side=100)]] * 2 + [[]] * 3 + [[stranger]] * 3
+    assert track(parse_face_choice("0"), frames)[2:] == [None] * 6
+
+
+def test_a_lost_face_is_not_replaced_by_the_neighbour_that_was_nearer():
+    """B was 1.2 widths from A; A hidden, B steps 30 px towards A's spot: still nearer B's own last place."""
+    a, b = box(100, side=100), box(220, side=100)
+    frames = [[a, b]] * 2 + [[box(190, side=100)]] * 4
+    assert track(parse_face_choice("0"), frames) == [a] * 2 + [None] * 4
+
+
+def test_the_expected_box_moves_on_for_a_few_frames_only():
+    tracker = FaceTracker(parse_face_choice("0"))
+    for t in range(3):
+        tracker.update([box(100 + 10 * t, side=100)])
+    assert tracker.expected() == box(130, side=100)  # one frame on at 10 px a frame
+    for _ in range(20):
+        assert tracker.update([]) is None
+    assert tracker.lost and tracker.expected() == box(120 + 10 * MAX_EXTRAPOLATE, side=100)
 
 
 def test_tracking_error_reports_the_first_frame_with_a_face():

@@ -129,14 +129,40 @@ def test_lms_folder(landmark_clip: dict[str, Path], tmp_path: Path) -> None:
         prepare_video(landmark_clip["video"], landmarks=folder)
 
 
+def _frame(points: np.ndarray, i: int, value: float) -> np.ndarray:
+    points = points.copy()
+    points[i] = value
+    return points
+
+
+def _wide(points: np.ndarray, i: int) -> np.ndarray:
+    """Frame ``i``'s points spread over 335 x 40 px: mostly inside the 160 x 160 frame, but twice its size."""
+    points = points.copy()
+    points[i, :, 0] = np.linspace(-5, 330, 68)
+    points[i, :, 1] = np.linspace(60, 100, 68)
+    return points
+
+
 @pytest.mark.parametrize(
     ("change", "problem"),
     [
         (lambda p: p[:-1], f"landmarks for {CLIP_FRAMES - 1} frames, but synthetic_001.mp4 has {CLIP_FRAMES} frames"),
         (lambda p: p[:, :67], r"landmarks of shape \(5, 67, 2\); expected \(frames, 68, 2\)"),
         (lambda p: p / 160.0, "not normalised coordinates"),
+        (
+            lambda p: p * 100,
+            r"frame 0: landmarks at x 5[\d.]+\.\.1[\d.]+, y 5[\d.]+\.\.1[\d.]+ lie outside the 160x160 "
+            r"video .*\(4 more frames like it\); expected pixels of this video, NaN for a frame without a face$",
+        ),
+        (
+            lambda p: p - 1000,
+            r"frame 0: landmarks at x -9[\d.]+\.\.-8[\d.]+, y -9[\d.]+\.\.-8[\d.]+ lie outside the 160x160 video",
+        ),
+        (lambda p: _frame(p, 3, -1000), r"frame 3: landmarks at x -1000\.\.-1000, y -1000\.\.-1000 lie outside"),
+        (lambda p: _frame(p, 2, 0), r"frame 2: all 68 landmarks lie within 2 px \(x 0\.\.0, y 0\.\.0\): a placeholder"),
+        (lambda p: _wide(p, 4), r"frame 4: landmarks span 335 x 40 px \(x -5\.\.330, y 60\.\.100\), more than 2 times"),
     ],
-    ids=["frame-count", "shape", "normalised"],
+    ids=["frame-count", "shape", "normalised", "times-100", "minus-1000", "sentinel", "placeholder", "too-large"],
 )
 def test_bad_landmarks_file(
     landmark_clip: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str], change, problem: str
@@ -177,3 +203,22 @@ def test_landmarks_of_a_30_fps_video_follow_its_frames(tmp_path: Path) -> None:
     np.save(tmp_path / "short.npy", points[:15])  # one per 25 fps frame: not what the file must hold
     with pytest.raises(InferenceError, match=r"short.npy: landmarks for 15 frames, but v30.mp4 has 18 frames at its"):
         prepare_video(video, landmarks=tmp_path / "short.npy")
+
+
+@pytest.mark.parametrize(("outside", "accepted"), [(0.4, True), (0.7, True), (0.8, False)])
+def test_a_face_at_the_border_may_be_partly_outside(
+    landmark_clip: dict[str, Path], tmp_path: Path, outside: float, accepted: bool
+) -> None:
+    """A face leaving the frame on the left: up to 75% of its landmark box outside is a face at the border."""
+    points = np.load(landmark_clip["sidecar"])
+    lo, hi = points[..., 0].min(axis=1), points[..., 0].max(axis=1)  # per frame
+    points[..., 0] -= (lo + outside * (hi - lo))[:, None]  # `outside` of each frame's box left of x = 0
+    np.save(tmp_path / "border.npy", points)
+    if not accepted:
+        with pytest.raises(InferenceError, match=r"border.npy: frame 0: landmarks at x -4.* lie outside the 160x160"):
+            prepare_video(landmark_clip["video"], crop_size=128, landmarks=tmp_path / "border.npy")
+        return
+    prepared = prepare_video(landmark_clip["video"], crop_size=128, landmarks=tmp_path / "border.npy")
+    assert not prepared.missing.any()
+    np.testing.assert_array_equal(prepared.landmarks, points)
+    assert (prepared.boxes[:, 0] < 0).all()  # the crops reach past the left edge (black there)

@@ -28,6 +28,7 @@ from talkingface.media import face_search as fs
 from talkingface.media.crop import SOFT_UPSCALE, upscale_warning
 from talkingface.media.decode import iter_frames
 from talkingface.media.extract import analyse_video
+from talkingface.media.face_choice import FaceTracker, parse_face_choice
 from talkingface.media.face_search import FaceSearch
 from talkingface.media.landmarks import LandmarkDetector, shared_detector
 
@@ -181,6 +182,23 @@ def test_a_lost_small_face_hands_back_to_the_default_pass(detector: LandmarkDete
     found = [bool(search.detect_boxes(rgb)) for rgb in np.concatenate([small, empty, close])]
     assert found == [True] * 3 + [False] * 3 + [True] * 3
     assert search.retried == 3 and not search.small
+
+
+def test_a_small_face_hidden_while_another_stays_is_searched_where_it_was(detector: LandmarkDetector) -> None:
+    """Two 40 px faces; the right one is covered in frames 3-6. The search around the known faces keeps looking
+    where it was (before, it looked only around the face still in view and never found it again)."""
+    half = small_face_frames(40, 176, 144, 10, motion=0)
+    frames = np.ascontiguousarray(np.concatenate([half, half[:, :, ::-1]], axis=2))
+    frames[3:7, 30:110, 216:312] = 128  # a grey card over the right face
+    search = FaceSearch(detector, "two")
+    tracker = FaceTracker(parse_face_choice("1"))
+    found = [search.detect_boxes(rgb) for rgb in frames]
+    assert [len(boxes) for boxes in found] == [2] * 3 + [1] * 4 + [2] * 3
+    assert search.small and search.retried == 10
+    followed = [tracker.update(boxes) for boxes in found]
+    assert followed[3:7] == [None] * 4
+    for box in followed[:3] + followed[7:]:
+        assert box is not None and abs((box[0] + box[2]) / 2 - (352 - 88)) < 10  # the right face (mirrored)
 
 
 def test_the_cap_on_the_upsampled_image(detector: LandmarkDetector) -> None:

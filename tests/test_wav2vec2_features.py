@@ -12,6 +12,7 @@ import pytest
 from data_fixtures import frame_labels, speech_track
 
 from talkingface.data.constants import FEATURE_DIM, FEATURE_RATE_HZ, SAMPLE_RATE
+from talkingface.media.errors import PreprocessError
 from talkingface.media.features import Wav2Vec2Backend, make_backend
 
 #: The character vocabulary of facebook/wav2vec2-base-960h.
@@ -25,12 +26,12 @@ VOCAB = {
 }
 
 
-@pytest.fixture(scope="module")
-def backend(tmp_path_factory: pytest.TempPathFactory) -> Wav2Vec2Backend:
+def save_random_wav2vec2(folder: Path) -> Path:
+    """A tiny randomly initialised ``Wav2Vec2ForCTC`` with its tokenizer and feature extractor."""
     transformers = pytest.importorskip("transformers", reason="the wav2vec2 backend needs transformers")
     import torch
 
-    folder = tmp_path_factory.mktemp("wav2vec2")
+    folder.mkdir(parents=True, exist_ok=True)
     (folder / "vocab.json").write_text(json.dumps(VOCAB))
     torch.manual_seed(0)
     config = transformers.Wav2Vec2Config(
@@ -49,6 +50,12 @@ def backend(tmp_path_factory: pytest.TempPathFactory) -> Wav2Vec2Backend:
     transformers.Wav2Vec2FeatureExtractor(
         feature_size=1, sampling_rate=SAMPLE_RATE, padding_value=0.0, do_normalize=True, return_attention_mask=False
     ).save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def backend(tmp_path_factory: pytest.TempPathFactory) -> Wav2Vec2Backend:
+    folder = save_random_wav2vec2(tmp_path_factory.mktemp("wav2vec2"))
     made = make_backend("wav2vec2", {"wav2vec2_model": str(folder)})
     assert isinstance(made, Wav2Vec2Backend)
     return made
@@ -81,3 +88,32 @@ def test_word_onsets_show_near_frame_50t(backend: Wav2Vec2Backend) -> None:
             errors.append(j - 1 + (0.5 - s[j - 1]) / (s[j] - s[j - 1]) - onset * FEATURE_RATE_HZ)
     errors = np.abs(errors)
     assert np.median(errors) < 1.0 and (errors < 2.0).mean() >= 0.8, errors
+
+
+@pytest.mark.parametrize("damage", ["truncated", "no weights"])
+def test_a_broken_model_folder_is_named(tmp_path: Path, damage: str) -> None:
+    """Broken weights: one error naming the model folder (not a traceback, not the dataset being built)."""
+    folder = save_random_wav2vec2(tmp_path / "w2v-broken")
+    weights = folder / "model.safetensors"
+    if damage == "truncated":
+        weights.write_bytes(weights.read_bytes()[:1000])
+    else:
+        weights.unlink()
+    with pytest.raises(PreprocessError, match=r"w2v-broken: cannot load it as a wav2vec2 CTC model \("):
+        make_backend("wav2vec2", {"wav2vec2_model": str(folder)})
+
+
+def test_preprocess_names_the_broken_model_folder(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    from data_fixtures import write_video
+
+    from talkingface.cli import main
+
+    folder = save_random_wav2vec2(tmp_path / "w2v-broken")
+    (folder / "model.safetensors").write_bytes(b"\0" * 64)
+    video = write_video(tmp_path / "face.mp4", seconds=0.4, fps=25)
+    out = tmp_path / "data" / "HDTF"
+    argv = ["preprocess", "run", str(video), "--out", str(out), "--no-progress", "--audio-features", "wav2vec2"]
+    assert main([*argv, "--wav2vec2-model", str(folder)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith(f"error: {folder}: cannot load it as a wav2vec2 CTC model"), err
+    assert str(out) not in err[0]

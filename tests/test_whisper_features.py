@@ -130,8 +130,11 @@ def test_log_mel_matches_whisper_reference() -> None:
     assert whisper_log_mel(np.zeros(31 * SAMPLE_RATE, np.float32)).shape == (80, 2 * WHISPER_CHUNK_FRAMES)
 
 
-def save_random_hf_whisper(folder: Path, max_source_positions: int = 100) -> Path:
-    """A tiny randomly initialised transformers whisper (width 16, 2-s chunks) with its feature extractor."""
+def save_random_hf_whisper(
+    folder: Path, max_source_positions: int = 100, n_mels: int = 80, preprocessor_mels: int = 80
+) -> Path:
+    """A tiny randomly initialised transformers whisper (width 16, 2-s chunks) with its feature extractor
+    (``preprocessor_mels`` mel bins: a folder assembled from two models when it differs from ``n_mels``)."""
     transformers = pytest.importorskip("transformers", reason="the transformers whisper folder needs transformers")
     import torch
 
@@ -144,13 +147,13 @@ def save_random_hf_whisper(folder: Path, max_source_positions: int = 100) -> Pat
         decoder_attention_heads=2,
         encoder_ffn_dim=32,
         decoder_ffn_dim=32,
-        num_mel_bins=80,
+        num_mel_bins=n_mels,
         max_source_positions=max_source_positions,
         max_target_positions=32,
         vocab_size=51864,  # English-only size
     )
     transformers.WhisperModel(config).save_pretrained(folder)
-    transformers.WhisperFeatureExtractor(feature_size=80).save_pretrained(folder)
+    transformers.WhisperFeatureExtractor(feature_size=preprocessor_mels).save_pretrained(folder)
     return folder
 
 
@@ -168,6 +171,25 @@ def test_transformers_folder_loads_and_chunks(tmp_path: Path) -> None:
     alone = backend.features(audio[: 2 * SAMPLE_RATE])
     np.testing.assert_allclose(feats[:95], alone[:95], atol=1e-4)
     assert not np.allclose(feats[100:195], alone[:95], atol=1e-2)
+
+
+@pytest.mark.parametrize(("n_mels", "preprocessor_mels"), [(80, 128), (128, 80)])
+def test_mel_bins_of_model_and_preprocessor_must_agree(tmp_path: Path, n_mels: int, preprocessor_mels: int) -> None:
+    """A folder whose model config and preprocessor disagree on the mel bins is refused when loaded, naming the
+    folder and both values (not a torch shape error on every video)."""
+    folder = save_random_hf_whisper(tmp_path / "mixed", n_mels=n_mels, preprocessor_mels=preprocessor_mels)
+    with pytest.raises(PreprocessError) as info:
+        make_backend("whisper", {"whisper_model": str(folder)})
+    message = str(info.value)
+    assert message.startswith(f"{folder}: preprocessor_config.json has {preprocessor_mels} mel bins"), message
+    assert f"the model takes {n_mels} (num_mel_bins in config.json)" in message
+
+
+def test_a_broken_transformers_folder_is_named(tmp_path: Path) -> None:
+    folder = save_random_hf_whisper(tmp_path / "hf-broken")
+    (folder / "model.safetensors").write_bytes(b"\0" * 64)
+    with pytest.raises(PreprocessError, match=r"hf-broken: transformers cannot load it \("):
+        make_backend("whisper", {"whisper_model": str(folder)})
 
 
 def test_bad_folders_are_named(tmp_path: Path) -> None:

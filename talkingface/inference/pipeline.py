@@ -264,6 +264,14 @@ class BatchResult:
     alphas: list[np.ndarray]
 
 
+def paste_frame(video: PreparedVideo, index: int, face: np.ndarray, alpha: np.ndarray) -> np.ndarray:
+    """Output frame from source frame ``index``: the generated ``face`` pasted with ``alpha`` at its box, or the
+    source image unchanged where no face detection supports the box (``video.pasted``)."""
+    if not video.pasted[index]:
+        return np.array(video.frames[index], dtype=np.uint8, copy=True)
+    return paste_back(video.frames[index], face, alpha, video.boxes[index])
+
+
 def cpu_thread_count(requested: int | None) -> int:
     """Worker threads of the pipelined loop: ``requested``, or min(8, CPUs) when None (0: the serial loop)."""
     if requested is None:
@@ -586,14 +594,11 @@ class LipSyncPipeline:
                 yield from batch.faces
 
     def paste_batch(self, video: PreparedVideo, batch: BatchResult, pool: Executor | None = None) -> list[np.ndarray]:
-        """The output frames of a batch: its generated faces pasted back into their source frames (on ``pool``)."""
+        """The output frames of a batch: its generated faces pasted back into their source frames (on ``pool``);
+        a frame whose box no face detection supports (``video.pasted``) keeps its source image."""
         with timed(self.clock, "paste"):
-            return _map(
-                pool,
-                lambda j, i: paste_back(video.frames[i], batch.faces[j], batch.alphas[j], video.boxes[i]),
-                range(len(batch.src)),
-                [int(i) for i in batch.src],
-            )
+            src = [int(i) for i in batch.src]
+            return _map(pool, lambda j, i: paste_frame(video, i, batch.faces[j], batch.alphas[j]), range(len(src)), src)
 
     def generation_started(self, total: int) -> None:
         """Called by :meth:`run` before the first batch, with the number of frames to make (a hook for

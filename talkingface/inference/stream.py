@@ -31,10 +31,9 @@ from pathlib import Path
 import numpy as np
 
 from talkingface.constants import AUDIO_WINDOW, FEATURE_DIM, FEATURES_PER_FRAME, FPS, SAMPLE_RATE, SMOOTH_WINDOWS
-from talkingface.inference.blend import paste_back
 from talkingface.inference.errors import InferenceError
 from talkingface.inference.landmark_file import SourceLandmarks
-from talkingface.inference.pipeline import LipSyncPipeline
+from talkingface.inference.pipeline import LipSyncPipeline, paste_frame
 from talkingface.inference.timeline import n_output_frames, pingpong_indices
 from talkingface.inference.video import PreparedVideo
 from talkingface.inference.writer import FramesDirWriter, VideoWriter, check_output
@@ -73,6 +72,8 @@ class MelStats:
         n = n_output_frames(len(samples))
         if n < 1:
             raise InferenceError("samples", f"{len(samples)} samples are shorter than one video frame")
+        if not np.isfinite(samples[: n * SAMPLES_PER_FRAME]).all():
+            raise InferenceError("samples", "hold NaN or infinite values")
         return cls(*mel_stats(log_mel(np.asarray(samples, dtype=np.float32)[: n * SAMPLES_PER_FRAME])))
 
 
@@ -212,8 +213,13 @@ class LipSyncStream:
             raise InferenceError(
                 "chunk", f"{len(chunk) / self.sample_rate:.1f} s is longer than {MAX_CHUNK_S:g} s; push it in pieces"
             )
-        if not np.isfinite(chunk).all():
-            raise InferenceError("chunk", "holds NaN or infinite samples")
+        finite = np.isfinite(chunk)
+        if not finite.all():
+            raise InferenceError(
+                "chunk",
+                f"holds {int((~finite).sum())} NaN or infinite samples (the first at sample {int(np.argmin(finite))} "
+                f"of the chunk, {self.n_samples / SAMPLE_RATE:.3f} s into the stream); nothing of it was used",
+            )
         samples = chunk.astype(np.float32) if self._resampler is None else self._resampler(chunk)
         return self._advance(samples, called, called if arrived is None else arrived, final=False)
 
@@ -302,7 +308,7 @@ class LipSyncStream:
         src = pingpong_indices(end, video.n_frames, start)
         _, faces, alphas = self.pipeline.generate_batch(self._gen, src, self._windows(start, end))
         self.n_emitted = end
-        return [paste_back(video.frames[i], faces[j], alphas[j], video.boxes[i]) for j, i in enumerate(src)]
+        return [paste_frame(video, int(i), faces[j], alphas[j]) for j, i in enumerate(src)]
 
 
 class _Resampler:

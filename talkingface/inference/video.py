@@ -5,13 +5,14 @@ from __future__ import annotations
 import logging
 import tempfile
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 
 import numpy as np
 
 from talkingface.constants import DEFAULT_IMAGE_SIZE, FPS
 from talkingface.inference.landmark_file import SourceLandmarks, landmarks_at_fps, read_landmarks
-from talkingface.media.crop import CropConfig, crop_square, landmarks_to_crop
+from talkingface.media.crop import MAX_BRIDGED_GAP, CropConfig, crop_square, landmarks_to_crop, supported_frames
 from talkingface.media.decode import iter_frames
 from talkingface.media.errors import PreprocessError
 from talkingface.media.extract import DEFAULT_MAX_MISSING, analyse_landmarks, analyse_video
@@ -35,6 +36,13 @@ class PreparedVideo:
     missing: np.ndarray  # (N,) bool: no face detected (or no landmarks given) in that frame
     crop_size: int = DEFAULT_IMAGE_SIZE
     fps: float = FPS
+
+    @cached_property
+    def pasted(self) -> np.ndarray:
+        """``(N,)`` bool: the frames a generated mouth is pasted into: those whose box a detection supports (a face
+        of their own, or on both sides of a brief miss: :func:`~talkingface.media.crop.supported_frames`). The others
+        keep their source image."""
+        return supported_frames(self.missing)
 
     @property
     def n_frames(self) -> int:
@@ -110,6 +118,16 @@ def prepare_video(
         )
     for message in analysis.warnings:
         log.warning(message)
+    kept = np.flatnonzero(~supported_frames(analysis.missing))
+    if len(kept):
+        log.warning(
+            "%s: %d frames keep their source image (no face in them, nor on both sides within %d frames): %s%s",
+            landmarks.path if isinstance(landmarks, SourceLandmarks) else path,
+            len(kept),
+            MAX_BRIDGED_GAP,
+            kept[:20].tolist(),
+            " ..." if len(kept) > 20 else "",
+        )
     frames: np.ndarray | None = None
     count = 0
     for i, rgb in enumerate(iter_frames(path, fps)):

@@ -16,6 +16,9 @@ DEFAULT_CENTER_SIGMA = 3.0
 DEFAULT_SIDE_SIGMA = 12.0
 #: Crops upscaled more than this (crop size / box side) are visibly soft: the video gets a warning.
 SOFT_UPSCALE = 2.0
+#: A gap of at most this many frames without a face between two frames with one is a detector's brief miss: the
+#: face is still there, its box interpolated (see :func:`supported_frames`).
+MAX_BRIDGED_GAP = 3
 
 
 @dataclass(frozen=True)
@@ -43,6 +46,26 @@ def fill_missing(landmarks: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     flat = landmarks.reshape(len(landmarks), -1)
     filled = np.stack([np.interp(t, known, flat[known, j]) for j in range(flat.shape[1])], axis=1)
     return filled.reshape(landmarks.shape).astype(np.float32), missing
+
+
+def supported_frames(missing: np.ndarray, max_gap: int = MAX_BRIDGED_GAP) -> np.ndarray:
+    """``(N,)`` bool: the frames whose (filled) box a detection supports: those with a face of their own, and those in
+    a gap of at most ``max_gap`` frames with a face on both sides (a detector's brief miss: the box is interpolated
+    between two sightings). Frames before the first or after the last face, or in a longer gap, are not."""
+    missing = np.asarray(missing, dtype=bool)
+    supported = ~missing
+    n, i = len(missing), 0
+    while i < n:
+        if not missing[i]:
+            i += 1
+            continue
+        j = i
+        while j < n and missing[j]:
+            j += 1
+        if i > 0 and j < n and j - i <= max_gap:
+            supported[i:j] = True
+        i = j
+    return supported
 
 
 def face_boxes(landmarks: np.ndarray, config: CropConfig = CropConfig()) -> np.ndarray:

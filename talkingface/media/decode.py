@@ -190,11 +190,34 @@ class Audio:
         return len(self.samples) / self.sample_rate
 
 
+def check_finite_audio(samples: np.ndarray, rate: int, source: str | Path) -> None:
+    """Refuse audio holding NaN or infinite samples (a float WAV can; features, resampling and the AAC encoder
+    cannot take them): ``samples`` is ``(n,)`` or ``(channels, n)`` at ``rate``; the error names ``source``, how many
+    samples are bad and where the first one is.
+
+    Raises:
+        PreprocessError: some sample is not finite.
+    """
+    bad = ~np.isfinite(samples)
+    if not bad.any():
+        return
+    per_time = bad.reshape(-1, bad.shape[-1]).any(axis=0)
+    first = int(np.argmax(per_time))
+    found = (("NaN", np.isnan(samples).any()), ("infinite", np.isinf(samples).any()))
+    kinds = " or ".join(kind for kind, hit in found if hit)
+    n = int(per_time.sum())
+    raise PreprocessError(
+        source,
+        f"audio holds {n} {kinds} sample{'s' if n != 1 else ''}, the first at {first / rate:.3f} s (sample {first}); "
+        "a damaged or wrongly written (float) file",
+    )
+
+
 def load_audio(path: str | Path, sample_rate: int = SAMPLE_RATE) -> Audio:
     """Decode the first audio stream of any container (wav, mp3, aac in mp4, ...), downmix, resample.
 
     Raises:
-        PreprocessError: when the file has no audio stream or cannot be decoded.
+        PreprocessError: when the file has no audio stream, cannot be decoded, or holds NaN or infinite samples.
     """
     import av
 
@@ -223,6 +246,7 @@ def load_audio(path: str | Path, sample_rate: int = SAMPLE_RATE) -> Audio:
     mono = planar.mean(axis=0) if planar.shape[0] > 1 else planar[0]
     if not rate or rate <= 0:
         raise PreprocessError(path, "audio stream has no sample rate")
+    check_finite_audio(planar, int(rate), path)
     return Audio(resample_audio(mono, int(rate), sample_rate), sample_rate, start, int(rate), int(channels))
 
 

@@ -8,8 +8,17 @@
 
 Tracking: in each later frame the tracker takes the detection whose box overlaps (IoU) the chosen face's expected
 box the most: its last box moved on by its last per-frame motion, so faces that pass each other are not swapped.
-When no detection overlaps it by at least :data:`MIN_IOU`, the face is lost in that frame (``None``: filled from
-its neighbours like a frame without a face, within ``--max-missing``), and the tracker keeps looking for it.
+When no detection overlaps it by at least :data:`MIN_IOU`, the face is lost in that frame (``None``: a frame without
+the face, within ``--max-missing``; the tracker never answers with a box no detection gives), and the tracker keeps
+looking for it:
+
+* its expected box moves on at its last motion for at most :data:`MAX_EXTRAPOLATE` frames, then stays put (a face
+  hidden for a while is not sought ever further away);
+* a detection overlapping the expected box or the face's last box by :data:`MIN_IOU` takes it back;
+* so does, failing that, the nearest detection of about its size (within :data:`REACQUIRE_SIZE`) whose centre lies
+  within :data:`REACQUIRE_DISTANCE` face widths of where the face was last seen, and nearer to that spot than to
+  where any other face was seen then (a face that moved or turned while hidden, not its neighbour).
+
 There is no appearance model: a face hidden exactly while another one passes over its expected place can be
 swapped for it.
 
@@ -29,6 +38,12 @@ Box = tuple[int, int, int, int]
 
 #: A detection continues the tracked face when its IoU with the expected box is at least this.
 MIN_IOU = 0.3
+#: A lost face's expected box moves on at its last motion for at most this many frames.
+MAX_EXTRAPOLATE = 5
+#: A lost face is taken back by a detection whose centre lies within this many face widths of its last centre ...
+REACQUIRE_DISTANCE = 1.0
+#: ... and whose width is within this factor of its last width.
+REACQUIRE_SIZE = 2.0
 
 _POINT = re.compile(r"^\s*(-?\d+(?:\.\d+)?)\s*,\s*(-?\d+(?:\.\d+)?)\s*$")
 
@@ -98,8 +113,8 @@ def add_face_argument(parser: argparse.ArgumentParser | argparse._ArgumentGroup)
         metavar="largest|N|x,y",
         help="which face when several are visible: the largest in each frame (default); N: the N-th face counted "
         "from 0, left to right by box centre, in the first frame with a face; x,y: the face whose box contains "
-        "that pixel there. N and x,y are then tracked by box overlap; frames where the face is lost are filled "
-        "from their neighbours (within --max-missing)",
+        "that pixel there. N and x,y are then tracked by box overlap and taken back when they reappear; frames "
+        "where the face is lost count against --max-missing",
     )
 
 
@@ -159,11 +174,17 @@ def select_face(boxes: Sequence[Box], choice: FaceChoice, frame: int = 0) -> Box
     return min(inside, key=lambda b: (centre(b)[0] - x) ** 2 + (centre(b)[1] - y) ** 2)
 
 
+def _distance(a: Sequence[float], b: Sequence[float]) -> float:
+    (ax, ay), (bx, by) = centre(a), centre(b)
+    return ((ax - bx) ** 2 + (ay - by) ** 2) ** 0.5
+
+
 class FaceTracker:
     """Follow the chosen face frame by frame: ``tracker.update(boxes)`` -> its box in this frame, or None.
 
     ``largest`` picks the largest box in each frame (no tracking). ``N`` and ``x,y`` choose in the first frame
-    with any box (:func:`select_face`, which may raise :class:`FaceChoiceError`), then follow that face by IoU.
+    with any box (:func:`select_face`, which may raise :class:`FaceChoiceError`), then follow that face by IoU and
+    take it back after it was lost (module docstring). The box returned is always one of ``boxes``.
     """
 
     def __init__(self, choice: FaceChoice = LARGEST, min_iou: float = MIN_IOU) -> None:
@@ -171,16 +192,55 @@ class FaceTracker:
         self.min_iou = min_iou
         self.frame = 0
         self._last: Box | None = None  # the face's last box seen
+        self._others: list[Box] = []  # the other faces' boxes in that frame
         self._velocity = (0.0, 0.0)  # its per-frame motion (centre) between its last two sightings
         self._since = 0  # frames since it was last seen
 
+    @property
+    def lost(self) -> bool:
+        """The face was chosen and is not in the last frame."""
+        return self._last is not None and self._since > 0
+
     def expected(self) -> tuple[float, float, float, float] | None:
-        """Where the face should be in the next frame: its last box moved on by its motion."""
+        """Where the face should be in the next frame: its last box moved on by its motion (for at most
+        :data:`MAX_EXTRAPOLATE` frames)."""
         if self._last is None:
             return None
-        dx, dy = (v * (self._since + 1) for v in self._velocity)
+        dx, dy = (v * min(self._since + 1, MAX_EXTRAPOLATE) for v in self._velocity)
         left, top, right, bottom = self._last
         return left + dx, top + dy, right + dx, bottom + dy
+
+    def _match(self, boxes: Sequence[Box]) -> Box | None:
+        """The detection that continues the face, or None."""
+        expected = self.expected()
+        assert expected is not None and self._last is not None
+        if self._since == 0:
+            scored = [(iou(expected, b), b) for b in boxes]
+        else:
+            scored = [(max(iou(expected, b), iou(self._last, b)), b) for b in boxes]
+        score, box = max(scored, key=lambda s: s[0], default=(0.0, None))
+        if box is not None and score >= self.min_iou:
+            return box
+        if self._since == 0:
+            return None
+        return self._reacquire(boxes)
+
+    def _reacquire(self, boxes: Sequence[Box]) -> Box | None:
+        """The nearest detection of about the lost face's size near where it was last seen, unless nearer to where
+        another face was then."""
+        last = self._last
+        assert last is not None
+        width = max(last[2] - last[0], 1)
+        candidates = []
+        for b in boxes:
+            ratio = max(b[2] - b[0], 1) / width
+            d = _distance(b, last)
+            if not 1 / REACQUIRE_SIZE <= ratio <= REACQUIRE_SIZE or d > REACQUIRE_DISTANCE * width:
+                continue
+            if any(_distance(b, other) <= d for other in self._others):
+                continue
+            candidates.append((d, b))
+        return min(candidates, key=lambda c: c[0])[1] if candidates else None
 
     def update(self, boxes: Sequence[Box]) -> Box | None:
         frame, self.frame = self.frame, self.frame + 1
@@ -190,16 +250,15 @@ class FaceTracker:
             if not boxes:
                 return None
             self._last = select_face(boxes, self.choice, frame)
+            self._others = [b for b in boxes if b != self._last]
             return self._last
-        expected = self.expected()
-        scored = [(iou(expected, b), b) for b in boxes]  # type: ignore[arg-type]
-        best = max(scored, key=lambda s: s[0], default=(0.0, None))
-        if best[1] is None or best[0] < self.min_iou:
+        box = self._match(boxes)
+        if box is None:
             self._since += 1
             return None
-        box = best[1]
         (cx0, cy0), (cx1, cy1) = centre(self._last), centre(box)
         steps = self._since + 1
         self._velocity = ((cx1 - cx0) / steps, (cy1 - cy0) / steps)
         self._last, self._since = box, 0
+        self._others = [b for b in boxes if b != box]
         return box

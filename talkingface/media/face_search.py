@@ -10,10 +10,12 @@ adds a retry on frames where it finds nothing:
   smallest findable face is larger). Upsampled images show false faces (a badge, a pattern) that dlib scores low:
   the retry keeps detections scoring at least :data:`RETRY_MIN_SCORE` (real faces score about 1 or more).
 * **Memory per video**: once the retry has found the faces, the search stays in *small-face mode*: it skips the
-  default pass (which would miss them again) and searches only around the last faces (each box widened by
+  default pass (which would miss them again) and searches only around the known faces (each box widened by
   :data:`REGION_MARGIN` of its width on every side), upsampled so that the smallest is :data:`REGION_FACE_PX`
   wide: a few milliseconds per frame whatever the frame size. It leaves that mode when the faces grow large enough
-  for the default pass, or when they are lost (then the default pass runs again, and the full retry).
+  for the default pass, or when they are lost (then the default pass runs again, and the full retry). The known
+  faces are those of the last frame with any, and those not seen since for up to :data:`FORGET_FRAMES` frames: a
+  face hidden for a moment while another stays in view is still searched where it was.
 * **No blind retries**: a large face (one the default pass finds) that is missed for a moment (turned, covered,
   blurred) is not searched upsampled: size is not why it was missed. Only after :data:`RECENT_FRAMES` without it
   does the full retry run, as it does from the start of a video.
@@ -33,6 +35,7 @@ from pathlib import Path
 
 import numpy as np
 
+from talkingface.media.face_choice import iou
 from talkingface.media.landmarks import Box, LandmarkDetector
 
 log = logging.getLogger(__name__)
@@ -64,6 +67,8 @@ FREE_RETRIES = 2
 RETRY_EVERY = 12
 #: ... and at most this many (2 s at 25 fps).
 MAX_WAIT = 50
+#: A face not seen for this many frames (5 s at 25 fps) is no longer searched around in small-face mode.
+FORGET_FRAMES = 125
 
 
 class FaceSearch:
@@ -80,6 +85,7 @@ class FaceSearch:
         self.frames = 0  # frames searched
         self.retried = 0  # frames whose faces only the retry found
         self.small = False  # small-face mode: the default pass is skipped
+        self._known: list[tuple[Box, int]] = []  # the faces searched around: (box, frame it was last seen)
         self._last: list[Box] = []  # the faces of the last frame that had any ...
         self._last_frame = -1  # ... its index ...
         self._last_small = False  # ... and whether they were too small for the default pass
@@ -104,8 +110,19 @@ class FaceSearch:
         if boxes:
             h, w = rgb.shape[:2]
             self._last, self._last_frame = boxes, self.frames - 1
+            self._remember(boxes)
             self._last_small = max(b[2] - b[0] for b in boxes) * self.detector.default_scale(w, h) < DEFAULT_FACE_PX
         return boxes
+
+    def _remember(self, boxes: list[Box]) -> None:
+        """This frame's faces, and the faces seen within FORGET_FRAMES that none of them overlaps."""
+        now = self.frames - 1
+        older = [
+            (box, seen)
+            for box, seen in self._known
+            if now - seen <= FORGET_FRAMES and not any(iou(box, b) > 0 for b in boxes)
+        ]
+        self._known = [(b, now) for b in boxes] + older
 
     def retry_scale(self, width: int, height: int) -> float:
         """Upsampling of a full retry on ``width x height`` frames (RETRY_SCALE, less where the cap binds)."""
@@ -149,11 +166,12 @@ class FaceSearch:
         return self._found(boxes, default_scale, full_scale, where, (w, h))
 
     def _around_last(self, rgb: np.ndarray, default_scale: float) -> tuple[list[Box], float]:
-        """Search the region around the last faces, upsampled so that the smallest is REGION_FACE_PX wide."""
+        """Search the region around the known faces, upsampled so that the smallest is REGION_FACE_PX wide."""
         h, w = rgb.shape[:2]
-        smallest = min(b[2] - b[0] for b in self._last)
+        known = [box for box, _ in self._known]
+        smallest = min(b[2] - b[0] for b in known)
         scale = min(RETRY_SCALE, REGION_FACE_PX / max(smallest, 1))
-        region = _union([_widened(b) for b in self._last])
+        region = _union([_widened(b) for b in known])
         x0, y0, x1, y1 = max(region[0], 0), max(region[1], 0), min(region[2], w), min(region[3], h)
         if x1 <= x0 or y1 <= y0:
             return [], scale

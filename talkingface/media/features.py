@@ -300,10 +300,16 @@ class Wav2Vec2Backend(RateFeatureBackend):
         from transformers import Wav2Vec2CTCTokenizer, Wav2Vec2FeatureExtractor, Wav2Vec2ForCTC
 
         self.device = device
-        self.model = Wav2Vec2ForCTC.from_pretrained(str(self.model_path), local_files_only=True).eval().to(device)
-        self.extractor = Wav2Vec2FeatureExtractor.from_pretrained(str(self.model_path), local_files_only=True)
-        tokenizer = Wav2Vec2CTCTokenizer.from_pretrained(str(self.model_path), local_files_only=True)
-        self.mapping = ctc_vocab_to_deepspeech(tokenizer.get_vocab(), tokenizer.pad_token or "<pad>")
+        folder = str(self.model_path)
+        try:
+            self.model = Wav2Vec2ForCTC.from_pretrained(folder, local_files_only=True).eval().to(device)
+            self.extractor = Wav2Vec2FeatureExtractor.from_pretrained(folder, local_files_only=True)
+            tokenizer = Wav2Vec2CTCTokenizer.from_pretrained(folder, local_files_only=True)
+            self.mapping = ctc_vocab_to_deepspeech(tokenizer.get_vocab(), tokenizer.pad_token or "<pad>")
+        except Exception as e:  # noqa: BLE001 - transformers, safetensors, torch: each raises its own
+            raise PreprocessError(
+                self.model_path, f"cannot load it as a wav2vec2 CTC model ({type(e).__name__}: {e})"
+            ) from None
 
     def _logits(self, audio: np.ndarray) -> np.ndarray:
         import torch

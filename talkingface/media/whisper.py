@@ -177,7 +177,12 @@ def _preprocessor_mels(folder: Path) -> int | None:
         raise PreprocessError(
             path, f"expects {pre.get('sampling_rate')} Hz / hop {pre.get('hop_length')}, not whisper's"
         )
-    return int(pre["feature_size"]) if "feature_size" in pre else None
+    if "feature_size" not in pre:
+        return None
+    try:
+        return int(pre["feature_size"])
+    except (TypeError, ValueError):
+        raise PreprocessError(path, f"feature_size {pre['feature_size']!r} is not a number of mel bins") from None
 
 
 def _missing(package: str, pip: str) -> PreprocessError:
@@ -212,11 +217,11 @@ def load_transformers_encoder(folder: Path, device: str = "cpu") -> WhisperEncod
         from transformers import WhisperConfig, WhisperModel
     except ImportError as e:
         raise _missing("transformers", "transformers>=4.30,<5") from e
-    config = WhisperConfig.from_pretrained(str(folder), local_files_only=True)
     try:
+        config = WhisperConfig.from_pretrained(str(folder), local_files_only=True)
         encoder = WhisperModel.from_pretrained(str(folder), local_files_only=True).get_encoder().eval().to(device)
-    except (OSError, ValueError, RuntimeError) as e:
-        raise PreprocessError(folder, f"transformers cannot load it ({e})") from None
+    except Exception as e:  # noqa: BLE001 - transformers, safetensors, torch: each raises its own
+        raise PreprocessError(folder, f"transformers cannot load it ({type(e).__name__}: {e})") from None
     chunk_frames = 2 * int(config.max_source_positions)
 
     def encode(mel: np.ndarray) -> np.ndarray:
@@ -224,7 +229,7 @@ def load_transformers_encoder(folder: Path, device: str = "cpu") -> WhisperEncod
             states = encoder(torch.from_numpy(np.ascontiguousarray(mel, dtype=np.float32)).to(device)).last_hidden_state
         return states.float().cpu().numpy()
 
-    n_mels = _preprocessor_mels(folder) or int(config.num_mel_bins)
+    n_mels = int(config.num_mel_bins)  # the encoder's input channels; the preprocessor's are checked against it
     multilingual = int(config.vocab_size) >= MULTILINGUAL_VOCAB
     return WhisperEncoder(encode, n_mels, int(config.d_model), multilingual, chunk_frames, "transformers")
 
@@ -239,7 +244,11 @@ def load_whisper_encoder(folder: str | Path, device: str = "cpu", threads: int =
         encoder = load_transformers_encoder(folder, device)
     pre_mels = _preprocessor_mels(folder)
     if pre_mels is not None and pre_mels != encoder.n_mels:
-        raise PreprocessError(folder, f"preprocessor_config.json has {pre_mels} mel bins, the model {encoder.n_mels}")
+        raise PreprocessError(
+            folder,
+            f"preprocessor_config.json has {pre_mels} mel bins (feature_size) but the model takes {encoder.n_mels} "
+            "(num_mel_bins in config.json); the two files come from different whisper models",
+        )
     log.info(
         "whisper %s encoder (%s, %d mels, width %d) from %s", encoder.name, kind, encoder.n_mels, encoder.dim, folder
     )
