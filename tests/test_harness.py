@@ -1,5 +1,6 @@
 """The test suite's own rules: helpers live in support modules (a test file never imports another test file), each
-fixture name is defined in one place (one name, one meaning), and support modules hold no tests pytest would miss."""
+fixture name is defined in one place (one name, one meaning), support modules hold no tests pytest would miss, and
+the tests are grouped by the package they test (``tests/<package>/test_*.py``)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,12 @@ from pathlib import Path
 TESTS = Path(__file__).resolve().parent
 ROOT = TESTS.parent
 #: the files that may import test helpers: the tests and the benchmarks that reuse them
-IMPORTERS = sorted(TESTS.glob("*.py")) + sorted((ROOT / "benchmarks").glob("*.py"))
+SOURCES = sorted(p for p in TESTS.rglob("*.py") if "fixtures" not in p.relative_to(TESTS).parts)
+IMPORTERS = SOURCES + sorted((ROOT / "benchmarks").glob("*.py"))
+#: the folders of ``tests/``: one per package of ``talkingface`` (and the benchmarks), plus the fixtures
+GROUPS = {"model", "data", "media", "training", "inference", "evaluate", "synthetic", "app", "commands", "benchmarks"}
+#: tests of the suite as a whole, beside the support modules
+TOP_LEVEL_TESTS = {"test_harness.py", "test_imports.py"}
 
 
 def imported_modules(tree: ast.AST) -> set[str]:
@@ -68,7 +74,7 @@ def uncollected_tests(sources: dict[str, str]) -> list[str]:
     return [
         f"{name}: {node.name}"
         for name, text in sorted(sources.items())
-        if not name.startswith("test_")
+        if not Path(name).name.startswith("test_")
         for node in ast.parse(text).body
         if isinstance(node, ast.FunctionDef) and node.name.startswith("test_")
     ]
@@ -83,11 +89,25 @@ def test_no_test_file_imports_another() -> None:
 
 
 def test_each_fixture_name_is_defined_once() -> None:
-    assert defined_twice(read(sorted(TESTS.glob("*.py")))) == {}
+    assert defined_twice(read(SOURCES)) == {}
 
 
 def test_support_modules_hold_no_tests() -> None:
-    assert uncollected_tests(read(sorted(TESTS.glob("*.py")))) == []
+    assert uncollected_tests(read(SOURCES)) == []
+
+
+def test_tests_are_grouped_by_package() -> None:
+    """Every test file lies in the folder of the package it tests; only the suite's own checks stay on top."""
+    misplaced = [
+        str(p.relative_to(TESTS))
+        for p in SOURCES
+        if p.name.startswith("test_")
+        and not (p.parent == TESTS and p.name in TOP_LEVEL_TESTS)
+        and not (p.parent.parent == TESTS and p.parent.name in GROUPS)
+    ]
+    assert misplaced == []
+    packages = {p.name for p in (ROOT / "talkingface").iterdir() if (p / "__init__.py").is_file()} - {"configs"}
+    assert packages - GROUPS - {"metrics"} == set(), "a package without a test folder"
 
 
 def test_the_checks_find_what_they_look_for() -> None:

@@ -8,7 +8,7 @@
 it), regenerates the same portrait and driving clips (the demo's fixed seed) and stacks the same frames of the input
 video, of the speaker whose audio drives it, and of the lip-synced output. ``app``: starts ``talkingface app`` on a
 free port, runs the generated sample in headless Chromium through Playwright (the distribution's ``chromium``, as
-``tests/test_app.py`` uses it) and screenshots the page with the result. Run from the repository root.
+``tests/app/test_app.py`` uses it) and screenshots the page with the result. Run from the repository root.
 """
 
 from __future__ import annotations

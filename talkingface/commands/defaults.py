@@ -3,8 +3,8 @@
 Their owners import torch, Lightning, OpenCV or FastAPI (``talkingface.inference.pipeline``, ``...DiffTalk.samplers``,
 ``talkingface.evaluate.harness``, ``talkingface.synthetic.generate``, ``talkingface.app.server``); a parser that
 imported them would make ``talkingface COMMAND --help`` take seconds. So the values are restated here, and
-``tests/test_cli_help.py`` checks each one against its owner: a default changed in the library and not here fails
-that test. The commands pass only what the user gave, or these same values, to the library.
+``tests/commands/test_cli_help.py`` checks each one against its owner: a default changed in the library and not here
+fails that test. The commands pass only what the user gave, or these same values, to the library.
 """
 
 from __future__ import annotations

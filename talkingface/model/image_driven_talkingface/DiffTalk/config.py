@@ -35,8 +35,8 @@ from talkingface.errors import TalkingFaceError
 #: The repository root of a source checkout; only a fallback for relative model/checkpoint paths
 #: (``resolve_path``), never needed for the packaged default configs.
 REPO_ROOT = Path(__file__).resolve().parents[4]
-#: Package that ships the default YAMLs (``talkingface/configs/latent-diffusion/*.yaml``, package data); the
-#: top-level ``configs/`` of the repository holds identical copies (tests/test_cli.py checks they stay identical).
+#: Package that ships the default YAMLs (``talkingface/configs/latent-diffusion/*.yaml``, package data): a link to the
+#: repository's top-level ``configs/latent-diffusion/``, one source (tests/model/test_config_loading.py checks it).
 CONFIG_PACKAGE = "talkingface.configs"
 CONFIG_SUBDIR = "latent-diffusion"
 #: Plain top-level entry of trainer checkpoints (and safetensors metadata) that holds the whole config as a dict.

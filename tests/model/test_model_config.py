@@ -12,10 +12,10 @@ from vq_manifest import PUBLISHED, manifest_tsv, vq_manifest
 
 from talkingface.model.image_driven_talkingface.DiffTalk import ConfigError, DiffTalkConfig, DiffTalkModel, load_config
 
-CONFIGS = Path(__file__).resolve().parents[1] / "configs" / "latent-diffusion"
-MANIFEST = Path(__file__).resolve().parent / "fixtures" / "difftalk_state_dict.tsv"
-VQ_MANIFEST = Path(__file__).resolve().parent / "fixtures" / "vq_f4_first_stage_state_dict.tsv"
-VQ_F8_MANIFEST = Path(__file__).resolve().parent / "fixtures" / "vq_f8_first_stage_state_dict.tsv"
+CONFIGS = Path(__file__).resolve().parents[2] / "configs" / "latent-diffusion"
+MANIFEST = Path(__file__).resolve().parents[1] / "fixtures" / "difftalk_state_dict.tsv"
+VQ_MANIFEST = Path(__file__).resolve().parents[1] / "fixtures" / "vq_f4_first_stage_state_dict.tsv"
+VQ_F8_MANIFEST = Path(__file__).resolve().parents[1] / "fixtures" / "vq_f8_first_stage_state_dict.tsv"
 
 
 def read_manifest(path: Path) -> dict[str, tuple[str, str]]:

@@ -116,7 +116,7 @@ def test_the_lock_is_the_run_folders_own_and_dies_with_its_process(tmp_path: Pat
 
 def test_only_the_launching_process_takes_the_lock(monkeypatch: pytest.MonkeyPatch) -> None:
     """DDP processes Lightning starts (LOCAL_RANK > 0), ranks > 0 and other nodes' launchers must not wait for, or be
-    refused by, the lock their launcher holds (tests/test_train_ddp.py trains 2 processes under it)."""
+    refused by, the lock their launcher holds (tests/training/test_train_ddp.py trains 2 processes under it)."""
     from pytorch_lightning.utilities import rank_zero_only
 
     from talkingface.training.run import launches_the_run

@@ -28,7 +28,7 @@ from talkingface.synthetic.face import (
 )
 from talkingface.synthetic.generate import clip_rng, render_clip
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 SIZE = 160
 
 

@@ -32,8 +32,8 @@ SMALL = [
     "model.unet.num_res_blocks=1",
     "model.first_stage.num_res_blocks=1",
 ]
-ROOT = Path(__file__).resolve().parents[1]
-#: torch.compile of the UNet on CPU takes over a minute (see tests/test_device_check.py), too slow for every run.
+ROOT = Path(__file__).resolve().parents[2]
+#: torch.compile of the UNet on CPU takes over a minute (tests/benchmarks/test_device_check.py): too slow for each run.
 COMPILE_ENV = "TALKINGFACE_TEST_COMPILE"
 
 

@@ -144,7 +144,7 @@ def test_cpu_time_estimate_after_the_second_batch(
     tiny_model: DiffTalkModel, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     """On CPU one INFO line after the second batch (the first one is a warm-up) says how long the rest takes (the
-    line's wording and the estimate itself: tests/test_estimate.py)."""
+    line's wording and the estimate itself: tests/inference/test_estimate.py)."""
     from talkingface.inference import pipeline
 
     video = write_video(tmp_path / "person.mp4", seconds=0.12, fps=25)  # 3 frames

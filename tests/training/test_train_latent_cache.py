@@ -84,7 +84,7 @@ def test_old_command_points_to_the_builder() -> None:
         [sys.executable, "-m", "talkingface.data.latent_cache", "build", "data/HDTF"],
         capture_output=True,
         text=True,
-        cwd=Path(__file__).resolve().parents[1],
+        cwd=Path(__file__).resolve().parents[2],
     )
     assert done.returncode == 2 and "python -m talkingface.training.latent_cache build" in done.stderr
 

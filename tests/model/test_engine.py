@@ -21,7 +21,7 @@ from talkingface.model.image_driven_talkingface.DiffTalk import DiffTalkModel, l
 from talkingface.model.image_driven_talkingface.DiffTalk.plan import SAMPLERS, SamplerError
 from talkingface.synthetic.learn import generate_heldout
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")

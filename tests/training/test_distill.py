@@ -335,7 +335,7 @@ def test_learnability_evaluates_a_student_with_its_own_steps_unless_told() -> No
     steps, silently: the benchmark's default)."""
     import sys
 
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
     import learnability
 
     def steps(*argv: str) -> Any:

@@ -24,7 +24,7 @@ from talkingface.commands.preprocess import main
 from talkingface.data.layout import FRAME_FILES, DatasetLayout, read_split
 from talkingface.data.validate import validate_dataset
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 FRAMES = 20  # per video: 0.8 s at 25 fps
 VIDEOS = 2
 

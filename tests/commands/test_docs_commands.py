@@ -31,7 +31,7 @@ import pytest
 from talkingface.cli_support import is_override
 from talkingface.training.config import TrainingConfig
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 
 #: How a documented command reaches its parser: the words that start it -> the ``talkingface`` subcommand whose
@@ -256,7 +256,7 @@ def command_problems(command: Command) -> list[str]:
                 return [f"{sub}: not a talkingface subcommand"]
             return argument_problems(subcommand_parser(sub), rest, sub in TAKES_OVERRIDES)
     if words[:2] == ["python", "-m"] and len(words) > 2 and words[2].split(".")[0] == "talkingface":
-        return [f"python -m {words[2]}: not in ENTRY_POINTS of tests/test_docs_commands.py (add where it leads)"]
+        return [f"python -m {words[2]}: not in ENTRY_POINTS of test_docs_commands.py (add where it leads)"]
     if words[:1] == ["python"] and len(words) > 1 and words[1].endswith(".py"):
         if not (ROOT / words[1]).is_file():
             return [f"{words[1]}: no such file"]
@@ -385,7 +385,7 @@ talkingface lipsync --not-checked-either
         ],
         ["data.batch_size=4: a config override, but `talkingface lipsync` takes none"],
         ["model.no_such: not a config key (model has no 'no_such')"],
-        ["python -m talkingface.nowhere: not in ENTRY_POINTS of tests/test_docs_commands.py (add where it leads)"],
+        ["python -m talkingface.nowhere: not in ENTRY_POINTS of test_docs_commands.py (add where it leads)"],
         ["model.nope: not a config key (model has no 'nope')"],
         ["benchmarks/nowhere.py: no such file"],
         ["--chunk_size: not an option of `talkingface lipsync`"],

@@ -17,7 +17,7 @@ import demo
 from talkingface.media.decode import iter_frames
 from talkingface.model.image_driven_talkingface.DiffTalk import DiffTalkModel
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 FAST = ["--steps", "2", "--crop-size", "128", "--batch-size", "3", "--no-progress", "--config", str(TINY_CONFIG)]
 VIDEO_FRAMES = 3  # 0.12 s at 25 fps
 SPEECH_FRAMES = 5  # longer than the video: exercises the ping-pong

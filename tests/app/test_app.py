@@ -32,7 +32,7 @@ from talkingface.synthetic.generate import sidecar_path
 FPS = 25
 SAMPLE_SECONDS = 0.6  # 15 frames: the bundled demo model at 2 steps takes a few seconds on CPU
 HEADERS = {"X-Talkingface": "1"}
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 CHROMIUM_ARGS = [
     "--headless",
     "--no-sandbox",
