@@ -30,12 +30,16 @@ Number = int | float
 
 
 def _fmt(value: object) -> str:
-    """``4096``, ``0.5``, ``1e+12`` -> ``1e12``, ``nan``."""
+    """``4096``, ``0.5``, ``1e12``, ``1e-5``, ``nan``."""
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
         return repr(value)
     if isinstance(value, numbers.Integral):
         return str(int(value))
-    return f"{float(value):g}".replace("e+", "e")
+    text = f"{float(value):g}"
+    if "e" in text:  # 1e+12 -> 1e12, 1e-05 -> 1e-5
+        mantissa, exponent = text.split("e")
+        text = f"{mantissa}e{int(exponent)}"
+    return text
 
 
 @dataclass(frozen=True)

@@ -159,6 +159,7 @@ def test_the_flag_sweep(capsys: pytest.CaptureFixture[str]) -> None:
     for name, flag in numeric_flags():
         parser = PARSERS[name]
         action = action_of(parser, flag)
+        assert isinstance(action.type, NumberType), f"{name} {flag}: no declared range"
         for value in bad_values(action.type.range.kind):
             outcome = sweep_one(parser, flag, value, capsys)
             outcomes[name, flag, value] = outcome

@@ -12,6 +12,7 @@ model-level loader accepts those sections and leaves them out (:data:`TRAINING_S
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, fields
@@ -280,9 +281,13 @@ C = TypeVar("C", bound=DiffTalkConfig)
 ConfigSource = str | Path | Mapping[str, Any] | DictConfig | DiffTalkConfig
 
 
+@functools.cache
 def _schema(schema: type[DiffTalkConfig]) -> DictConfig:
+    """The schema as a struct OmegaConf node, built once per schema (building it is most of a load's time); read
+    only: every merge makes a new node, so the cached one is never changed."""
     cfg = OmegaConf.structured(schema)
     OmegaConf.set_struct(cfg, True)
+    OmegaConf.set_readonly(cfg, True)
     return cfg
 
 
