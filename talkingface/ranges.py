@@ -24,7 +24,7 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["SEED", "Range", "numeric_fields", "range_problems"]
+__all__ = ["SEED", "Number", "Range", "numeric_fields", "range_problems"]
 
 Number = int | float
 
@@ -85,7 +85,7 @@ class Range:
         return f"less than {_fmt(self.below)}" if self.below is not None else f"at most {_fmt(self.max)}"
 
     def describe(self) -> str:
-        """The range in words, for help texts and docs: ``1 to 100``, ``more than 0, at most 1e5``, ``-1, or 1 to
+        """The range in words, for help texts and docs: ``1 to 100``, ``positive, at most 1e5``, ``-1, or 1 to
         1e9``."""
         if self.min is not None and self.max is not None:
             text = f"{_fmt(self.min)} to {_fmt(self.max)}"
