@@ -7,6 +7,8 @@
 * Long flags are kebab-case, and a flag name means one thing in every subcommand; older spellings stay accepted as
   aliases that ``--help`` leaves out (``--num_nodes`` for ``--num-nodes``; :func:`add_option`).
 * Help is plain text and shows every default (:class:`HelpFormatter`).
+* Every numeric flag declares its range (:func:`number`): nan, inf and values outside it are refused while parsing,
+  ``error: --flag: must be at most 4096, got 20000``, before any work starts; ``--help`` shows the range.
 * ``key.sub=value`` arguments override the DiffTalk config (:func:`split_overrides`), before or after ``--base``.
 * Every subcommand's ``main`` is wrapped in :func:`command`, the one place that turns an error into its line and exit
   status: a :class:`~talkingface.errors.TalkingFaceError` (its own status), an ``OSError`` (a full disk: 1, else 2)
@@ -24,6 +26,7 @@ from collections.abc import Callable, Sequence
 from typing import Any, NoReturn, TypeVar
 
 from talkingface.errors import DISK_FULL, EXIT_USAGE, TalkingFaceError, one_line
+from talkingface.ranges import SEED, Number, Range
 
 EXIT_OK, EXIT_PROBLEMS = 0, 1
 EXIT_INTERRUPTED = 130  # 128 + SIGINT, as a shell reports Ctrl-C
@@ -36,11 +39,14 @@ __all__ = [
     "PROG",
     "ArgumentParser",
     "HelpFormatter",
+    "NumberType",
     "add_option",
     "command",
     "fail",
+    "number",
     "one_line",
     "report",
+    "seed",
     "split_overrides",
 ]
 
@@ -126,17 +132,72 @@ def _no_default(value: object) -> bool:
     )
 
 
+class NumberType:
+    """The argparse ``type`` of a numeric flag: the number its text spells, refused with argparse's error
+    (``argument --x: must be ..., got ...``) when it is not a finite number of its kind inside its declared
+    :class:`~talkingface.ranges.Range`. Made by :func:`number`."""
+
+    def __init__(self, range_: Range) -> None:
+        self.range = range_
+        self.__name__ = range_.kind.__name__  # what argparse calls the type in its own messages
+
+    def __call__(self, text: str) -> Number:
+        try:
+            return self.range.parse(text)
+        except ValueError as err:
+            raise argparse.ArgumentTypeError(str(err)) from None
+
+    def __repr__(self) -> str:
+        return f"number({self.range.kind.__name__}, {self.range.describe()})"
+
+
+def number(
+    kind: type[int] | type[float],
+    *,
+    min: Number | None = None,  # noqa: A002 - the bound's name in the help and the docs
+    max: Number | None = None,  # noqa: A002
+    above: Number | None = None,
+    below: Number | None = None,
+    also: tuple[Number, ...] = (),
+) -> NumberType:
+    """``type=`` of a numeric flag with its range: ``min`` / ``max`` inclusive, ``above`` / ``below`` exclusive,
+    ``also`` special values outside them; nan and inf are always refused. E.g. ``number(int, min=1, max=100)``,
+    ``number(float, above=0, below=1)``. Every numeric flag has one (``tests/test_ranges.py`` checks)."""
+    return NumberType(Range(kind, min=min, max=max, above=above, below=below, also=also))
+
+
+def seed() -> NumberType:
+    """``type=`` of a seed flag: 0 .. 2**32 - 1 (NumPy's and Lightning's seeds)."""
+    return NumberType(SEED)
+
+
+def _range_problem(action: argparse.Action, value: object) -> str | None:
+    """The problem of a value that did not come through the flag's ``type`` (a default, a value from an options
+    file: argparse converts string defaults only)."""
+    if not isinstance(action.type, NumberType) or value is None or value is argparse.SUPPRESS:
+        return None
+    for item in value if isinstance(value, list) else [value]:
+        problem = None if isinstance(item, str) else action.type.range.problem(item)
+        if problem is not None:
+            return problem
+    return None
+
+
 class HelpFormatter(argparse.RawDescriptionHelpFormatter):
     """Descriptions as written (paragraphs kept); every option that has a default shows it, as
-    ``(default: VALUE)``, unless its help already says what the default is."""
+    ``(default: VALUE)``, unless its help already says what the default is; a numeric flag shows its range first,
+    ``(1 to 100; default: 95)``."""
 
     def _get_help_string(self, action: argparse.Action) -> str:
         text = action.help or ""
         default = action.default
         shown = "%(default)" in text or "default" in text.lower()
-        if shown or not action.option_strings or _no_default(default):
+        notes = [action.type.range.describe()] if isinstance(action.type, NumberType) else []
+        if not (shown or not action.option_strings or _no_default(default)):
+            notes.append("default: %(default)s")
+        if not notes:
             return text
-        return f"{text} (default: %(default)s)" if text else "(default: %(default)s)"
+        return f"{text} ({'; '.join(notes)})" if text else f"({'; '.join(notes)})"
 
 
 class ArgumentParser(argparse.ArgumentParser):
@@ -152,6 +213,18 @@ class ArgumentParser(argparse.ArgumentParser):
     def error(self, message: str) -> NoReturn:
         print(f"error: {_argparse_message(one_line(message))}", file=sys.stderr)
         raise SystemExit(EXIT_USAGE)
+
+    def parse_known_args(  # type: ignore[override]
+        self, args: Sequence[str] | None = None, namespace: argparse.Namespace | None = None
+    ) -> tuple[argparse.Namespace, list[str]]:
+        """argparse's, then the ranges of the numeric values that did not come through their flag's ``type``
+        (defaults, ``set_defaults`` from an options file): every numeric value is in range once parsing is done."""
+        parsed, extras = super().parse_known_args(args, namespace)
+        for action in self._actions:
+            problem = _range_problem(action, getattr(parsed, action.dest, None))
+            if problem is not None:
+                self.error(f"argument {'/'.join(action.option_strings) or action.dest}: {problem}")
+        return parsed, extras
 
 
 def add_option(

@@ -22,7 +22,8 @@ MODEL = "talkingface.model"
 #: The layers, bottom first. A package may import packages of lower layers only (never its own layer's others);
 #: every top-level module and package of ``talkingface`` must be listed.
 LAYERS: tuple[tuple[str, ...], ...] = (
-    ("talkingface.errors",),  # the one family of errors: every layer raises them
+    # the one family of errors, and the declared ranges of the numeric settings: every layer uses them
+    ("talkingface.errors", "talkingface.ranges"),
     # the base: named constants, where the shipped demo model lies, path and command-line helpers, package data
     (
         "talkingface",

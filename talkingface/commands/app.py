@@ -8,7 +8,7 @@ import math
 import socket
 
 from talkingface.app.limits import DEFAULT_MAX_FRAME_PIXELS, DEFAULT_MAX_SECONDS, MediaLimits
-from talkingface.cli_support import EXIT_OK, ArgumentParser, command, fail
+from talkingface.cli_support import EXIT_OK, ArgumentParser, command, fail, number
 from talkingface.commands.defaults import DEFAULT_CKPT, MAX_UPLOAD_MB, SAMPLE_SECONDS
 
 log = logging.getLogger(__name__)
@@ -35,7 +35,7 @@ web page cannot reach it by DNS rebinding."""
 def build_parser() -> ArgumentParser:
     p = ArgumentParser(prog="talkingface app", description=DESCRIPTION)
     p.add_argument("--host", default=DEFAULT_HOST, help="address to listen on (default: this machine only)")
-    p.add_argument("--port", type=int, default=DEFAULT_PORT, help="port (0: any free one)")
+    p.add_argument("--port", type=number(int, min=0, max=65535), default=DEFAULT_PORT, help="port (0: any free one)")
     p.add_argument(
         "--ckpt",
         action="append",
@@ -46,22 +46,35 @@ def build_parser() -> ArgumentParser:
     )
     p.add_argument("--device", default=None, help="default: cuda when available, else cpu")
     p.add_argument(
-        "--max-upload-mb", type=float, default=MAX_UPLOAD_MB, help="largest accepted upload, per file, in MB"
+        "--max-upload-mb",
+        type=number(float, above=0, max=100_000),
+        default=MAX_UPLOAD_MB,
+        help="largest accepted upload, per file, in MB; uploads are stored on disk, so at most 100 GB",
     )
     p.add_argument(
         "--max-seconds",
-        type=float,
+        type=number(float, above=0, max=86_400),
         default=DEFAULT_MAX_SECONDS,
         help="longest accepted video or speech, in seconds (default: %(default)g)",
     )
     p.add_argument(
         "--max-frame-pixels",
-        type=int,
+        type=number(int, min=1, max=8192 * 8192),
         default=DEFAULT_MAX_FRAME_PIXELS,
         help="largest accepted video frame, width x height in pixels (default: %(default)d, 1920x1080)",
     )
-    p.add_argument("--keep-minutes", type=float, default=60.0, help="how long a finished job's result is kept")
-    p.add_argument("--sample-seconds", type=float, default=SAMPLE_SECONDS, help="length of the generated sample clip")
+    p.add_argument(
+        "--keep-minutes",
+        type=number(float, above=0, max=10_080),
+        default=60.0,
+        help="how long a finished job's result is kept, in minutes (10080: a week)",
+    )
+    p.add_argument(
+        "--sample-seconds",
+        type=number(float, above=0, max=600),
+        default=SAMPLE_SECONDS,
+        help="length of the generated sample clip, in seconds",
+    )
     return p
 
 

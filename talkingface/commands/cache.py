@@ -8,7 +8,7 @@ import logging
 import sys
 from pathlib import Path
 
-from talkingface.cli_support import ArgumentParser, add_option, command, split_overrides
+from talkingface.cli_support import ArgumentParser, add_option, command, number, split_overrides
 from talkingface.data.latent_cache import DTYPES, LatentCacheError
 
 DESCRIPTION = """\
@@ -94,8 +94,10 @@ def build_parser() -> ArgumentParser:
         help="VQ first stage checkpoint (default: model.first_stage.ckpt_path of the config)",
     )
     b.add_argument("--device", default=None, help="torch device (default: cuda when available, else cpu)")
-    b.add_argument("--batch-size", type=int, default=32, help="frames encoded together")
-    b.add_argument("--num-workers", type=int, default=4, help="data loader worker processes")
+    b.add_argument("--batch-size", type=number(int, min=1, max=4096), default=32, help="frames encoded together")
+    b.add_argument(
+        "--num-workers", type=number(int, min=0, max=256), default=4, help="data loader worker processes (0: none)"
+    )
     b.add_argument("--dtype", choices=DTYPES, default="float32", help="float16 halves the size (lossy)")
     b.add_argument(
         "--overwrite", action="store_true", help="rebuild an existing cache (only a folder this command built)"

@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from talkingface.cli_support import EXIT_OK, ArgumentParser, command
+from talkingface.cli_support import EXIT_OK, ArgumentParser, command, number
 from talkingface.commands.defaults import ALL_METRICS, CHEAP_METRICS, CROPS
 
 if TYPE_CHECKING:
@@ -41,8 +41,18 @@ def build_parser() -> ArgumentParser:
         default="face",
         help="face: the box of the ground truth's landmarks; full: whole frames (inputs already face crops)",
     )
-    p.add_argument("--face-margin", type=float, default=0.1, help="face box growth per side, fraction of its size")
-    p.add_argument("--mouth-margin", type=float, default=0.25, help="mouth box growth per side, fraction of its size")
+    p.add_argument(
+        "--face-margin",
+        type=number(float, min=0, max=2),
+        default=0.1,
+        help="face box growth per side, fraction of its size",
+    )
+    p.add_argument(
+        "--mouth-margin",
+        type=number(float, min=0, max=2),
+        default=0.25,
+        help="mouth box growth per side, fraction of its size",
+    )
     p.add_argument("--pred-landmarks", type=Path, help="precomputed (N,68,2) .npy or directory of .lms files")
     p.add_argument("--gt-landmarks", type=Path, help="precomputed (N,68,2) .npy or directory of .lms files")
     p.add_argument("--lpips-net", choices=("alex", "vgg"), default="alex", help="LPIPS backbone")

@@ -11,9 +11,9 @@ import argparse
 import logging
 from pathlib import Path
 
-from talkingface.cli_support import EXIT_OK, ArgumentParser, command
+from talkingface.cli_support import EXIT_OK, ArgumentParser, command, number, seed
 from talkingface.commands import defaults
-from talkingface.constants import DEFAULT_IMAGE_SIZE
+from talkingface.constants import DEFAULT_IMAGE_SIZE, MODEL_IMAGE_SIZE
 from talkingface.media.extract import DEFAULT_MAX_MISSING
 from talkingface.media.face_choice import add_face_argument
 from talkingface.media.features import BACKEND_KINDS
@@ -99,13 +99,21 @@ def build_parser() -> ArgumentParser:
     )
     s.add_argument(
         "--steps",
-        type=int,
+        type=number(int, min=1, max=10_000),
         default=None,
-        help="sampler steps (reference: ddim 200; default: the checkpoint's recorded steps and exact timesteps, "
-        f"e.g. 4 for a distilled student, else {defaults.DEFAULT_STEPS})",
+        help="sampler steps, at most the model's diffusion timesteps (reference: ddim 200; default: the "
+        f"checkpoint's recorded steps and exact timesteps, e.g. 4 for a distilled student, else "
+        f"{defaults.DEFAULT_STEPS})",
     )
-    s.add_argument("--eta", type=float, default=L["eta"], help="DDIM eta (0: deterministic)")
-    s.add_argument("--batch-size", type=int, default=L["batch_size"], help="frames sampled together")
+    s.add_argument(
+        "--eta",
+        type=number(float, min=0, max=1),
+        default=L["eta"],
+        help="DDIM eta: 0 deterministic, 1 as much fresh noise per step as DDPM",
+    )
+    s.add_argument(
+        "--batch-size", type=number(int, min=1, max=1024), default=L["batch_size"], help="frames sampled together"
+    )
     s.add_argument(
         "--precision", choices=defaults.PRECISIONS, default=L["precision"], help="the UNet's; auto: bf16 on CUDA"
     )
@@ -117,7 +125,7 @@ def build_parser() -> ArgumentParser:
         "the shipped first stage), fp32 on CPU",
     )
     s.add_argument("--compile", action="store_true", help="torch.compile the UNet (slow first batch)")
-    s.add_argument("--seed", type=int, default=L["seed"], help="seed of the sampler's noise")
+    s.add_argument("--seed", type=seed(), default=L["seed"], help="seed of the sampler's noise")
     s.add_argument(
         "--decode-window",
         action="store_true",
@@ -126,20 +134,22 @@ def build_parser() -> ArgumentParser:
     )
     s.add_argument(
         "--decode-margin",
-        type=int,
+        type=number(int, min=0, max=256),
         default=L["decode_margin"],
         help="latent cells decoded around the pasted region with --decode-window",
     )
     s.add_argument("--device", default=None, help="default: cuda when available, else cpu")
     s.add_argument(
         "--cpu-threads",
-        type=int,
+        type=number(int, min=0, max=256),
         default=None,
         help="CPU worker threads: the next batch's frame inputs and the last batch's paste-back and encoding run "
         "beside the model (default: min(8, CPUs); 0: all in turn on one thread)",
     )
     o = p.add_argument_group("output video")
-    o.add_argument("--crf", type=int, default=L["crf"], help="H.264 quality (0-51, lower is better)")
+    o.add_argument(
+        "--crf", type=number(int, min=0, max=51), default=L["crf"], help="H.264 quality (lower is better; 0 lossless)"
+    )
     o.add_argument(
         "--x264-preset",
         choices=defaults.X264_PRESETS,
@@ -147,10 +157,31 @@ def build_parser() -> ArgumentParser:
         help="H.264 speed preset (veryfast keeps up with a GPU; medium gives smaller files)",
     )
     f = p.add_argument_group("face")
-    f.add_argument("--reference-frame", type=int, default=None, help="video frame giving the identity (default 1)")
-    f.add_argument("--crop-size", type=int, default=DEFAULT_IMAGE_SIZE, help="face crop side the masks are drawn at")
-    f.add_argument("--feather", type=float, default=L["feather"], help="paste-back feather (fraction of crop)")
-    f.add_argument("--max-missing", type=float, default=DEFAULT_MAX_MISSING, help="max fraction of faceless frames")
+    f.add_argument(
+        "--reference-frame",
+        type=number(int, min=0, max=10_000_000),
+        default=None,
+        help="video frame giving the identity, counted from 0 (default 1)",
+    )
+    f.add_argument(
+        "--crop-size",
+        type=number(int, min=MODEL_IMAGE_SIZE // 4, max=4096),
+        default=DEFAULT_IMAGE_SIZE,
+        help="face crop side the masks are drawn at, in pixels: at least a quarter of the model's image side (a "
+        "512 model: 128); larger than 4096 only costs memory",
+    )
+    f.add_argument(
+        "--feather",
+        type=number(float, min=0, max=0.5),
+        default=L["feather"],
+        help="paste-back feather, a fraction of the crop side (0.5 already blends across the whole crop)",
+    )
+    f.add_argument(
+        "--max-missing",
+        type=number(float, min=0, max=1),
+        default=DEFAULT_MAX_MISSING,
+        help="max fraction of faceless frames",
+    )
     add_face_argument(f)
     f.add_argument(
         "--landmarks",
@@ -167,7 +198,12 @@ def build_parser() -> ArgumentParser:
         help="play the speech into a LipSyncStream in real time, writing frames as they are made (log-mel features, "
         "running normalisation: the frames differ slightly from an offline run); logs the latency at the end",
     )
-    st.add_argument("--chunk-ms", type=float, default=40.0, help="audio chunk length with --stream (20 to 200 ms)")
+    st.add_argument(
+        "--chunk-ms",
+        type=number(float, min=20, max=200),
+        default=40.0,
+        help="audio chunk length with --stream, in ms (the chunks a live source gives)",
+    )
     st.add_argument("--stream-no-wait", action="store_true", help="with --stream: feed the chunks as fast as possible")
     p.add_argument(
         "--demo-student",

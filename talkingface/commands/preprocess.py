@@ -8,7 +8,7 @@ import logging
 from collections.abc import Sequence
 from pathlib import Path
 
-from talkingface.cli_support import EXIT_OK, EXIT_PROBLEMS, ArgumentParser, command, fail
+from talkingface.cli_support import EXIT_OK, EXIT_PROBLEMS, ArgumentParser, command, fail, number, seed
 from talkingface.constants import DEFAULT_IMAGE_SIZE, FPS
 from talkingface.data.layout import JPEG_QUALITY as DEFAULT_JPEG_QUALITY
 from talkingface.data.layout import DatasetLayout
@@ -44,8 +44,13 @@ not finish (a full disk: finished videos are kept, run it again); 2 bad input.""
 def _add_split_options(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("train/test split (by video)")
     g.add_argument("--split-dir", type=Path, help="where data_train.txt / data_test.txt go (default: --out's parent)")
-    g.add_argument("--test-ratio", type=float, default=DEFAULT_TEST_RATIO, help="share of videos in the test list")
-    g.add_argument("--seed", type=int, default=0, help="seed of the per-video split decision")
+    g.add_argument(
+        "--test-ratio",
+        type=number(float, min=0, below=1),
+        default=DEFAULT_TEST_RATIO,
+        help="share of videos in the test list: 0 none, below 1 so that at least one video trains",
+    )
+    g.add_argument("--seed", type=seed(), default=0, help="seed of the per-video split decision")
     g.add_argument(
         "--test-videos", nargs="+", help="test videos by number, file name or stem (comma lists, or @list.txt)"
     )
@@ -70,8 +75,10 @@ def build_parser() -> ArgumentParser:
     run = sub.add_parser("run", help="turn videos into the training layout (resumable)")
     run.add_argument("inputs", nargs="+", type=Path, help="video files and/or directories of videos")
     run.add_argument("--out", type=Path, required=True, help="dataset root, e.g. data/HDTF")
-    run.add_argument("--size", type=int, default=DEFAULT_IMAGE_SIZE, help="side of the saved square frames")
-    run.add_argument("--fps", type=float, default=FPS, help=argparse.SUPPRESS)
+    run.add_argument(
+        "--size", type=number(int, min=32, max=4096), default=DEFAULT_IMAGE_SIZE, help="side of the saved square frames"
+    )
+    run.add_argument("--fps", type=number(float, min=1, max=240), default=FPS, help=argparse.SUPPRESS)
     run.add_argument("--audio", type=Path, help="separate audio: a file (one video) or a directory of <stem>.*")
     run.add_argument("--audio-features", choices=sorted(BACKEND_KINDS), default="mel", help="feature backend")
     run.add_argument("--wav2vec2-model", help="local wav2vec2 CTC model directory (for --audio-features wav2vec2)")
@@ -80,15 +87,45 @@ def build_parser() -> ArgumentParser:
     )
     run.add_argument("--deepspeech-npy", help="AD-NeRF aud.npy: a file (one video) or a directory of <stem>.npy")
     run.add_argument("--device", default="cpu", help="device of the wav2vec2 / whisper backend (cpu, cuda)")
-    run.add_argument("--workers", type=int, default=1, help="parallel processes (one video each)")
+    run.add_argument(
+        "--workers",
+        type=number(int, min=0, max=256),
+        default=1,
+        help="parallel processes, one video each; 0 or 1: one at a time, in this process",
+    )
     run.add_argument("--shard", help="i/n: only videos with (number - 1) %% n == i (0-based i)")
-    run.add_argument("--max-missing", type=float, default=DEFAULT_MAX_MISSING, help="max share of faceless frames")
+    run.add_argument(
+        "--max-missing",
+        type=number(float, min=0, max=1),
+        default=DEFAULT_MAX_MISSING,
+        help="max share of faceless frames",
+    )
     add_face_argument(run)
-    run.add_argument("--max-av-gap", type=float, default=DEFAULT_MAX_AV_GAP_S, help="max audio/video length gap (s)")
+    run.add_argument(
+        "--max-av-gap",
+        type=number(float, min=0, max=3600),
+        default=DEFAULT_MAX_AV_GAP_S,
+        help="max audio/video length gap, in seconds",
+    )
     run.add_argument("--allow-silent", action="store_true", help="keep videos whose audio is silent")
-    run.add_argument("--crop-scale", type=float, default=DEFAULT_CROP_SCALE, help="crop side / landmark box side")
-    run.add_argument("--crop-shift-up", type=float, default=DEFAULT_CROP_SHIFT_UP, help="crop centre shift (x side)")
-    run.add_argument("--jpeg-quality", type=int, default=DEFAULT_JPEG_QUALITY, help="quality of the saved frames")
+    run.add_argument(
+        "--crop-scale",
+        type=number(float, min=1, max=4),
+        default=DEFAULT_CROP_SCALE,
+        help="crop side / landmark box side: below 1 the crop cuts into the face, above 4 the face is a speck",
+    )
+    run.add_argument(
+        "--crop-shift-up",
+        type=number(float, min=-0.5, max=0.5),
+        default=DEFAULT_CROP_SHIFT_UP,
+        help="upward shift of the crop centre, in crop sides: half a side already puts the face on the edge",
+    )
+    run.add_argument(
+        "--jpeg-quality",
+        type=number(int, min=1, max=100),
+        default=DEFAULT_JPEG_QUALITY,
+        help="quality of the saved frames",
+    )
     run.add_argument("--no-progress", action="store_true", help="no progress bars")
     _add_split_options(run)
 
@@ -96,7 +133,9 @@ def build_parser() -> ArgumentParser:
     val.add_argument("root", type=Path, help="dataset root, e.g. data/HDTF")
     val.add_argument("--split-dir", type=Path, help="folder of data_train.txt / data_test.txt (default: root's parent)")
     val.add_argument("--no-images", action="store_true", help="skip decoding every image (faster)")
-    val.add_argument("--max-report", type=int, default=200, help="print at most this many problems")
+    val.add_argument(
+        "--max-report", type=number(int, min=0, max=1_000_000), default=200, help="print at most this many problems"
+    )
 
     fin = sub.add_parser("finalize", help="rewrite data.txt, meta.json and split lists (after sharded runs)")
     fin.add_argument("root", type=Path, help="dataset root, e.g. data/HDTF")

@@ -7,7 +7,7 @@ from __future__ import annotations
 import argparse
 import logging
 
-from talkingface.cli_support import EXIT_OK, ArgumentParser, command, fail
+from talkingface.cli_support import EXIT_OK, ArgumentParser, command, fail, number, seed
 from talkingface.commands.defaults import SYNTHETIC_CROP_SIZE, SYNTHETIC_FRAME_SIZE
 
 DESCRIPTION = """\
@@ -33,9 +33,16 @@ def build_parser() -> ArgumentParser:
         action="store_true",
         help="replace a synthetic set in --out written by this command (never a folder holding anything else)",
     )
-    p.add_argument("--identities", type=int, default=8, help="number of identities (one clip each)")
-    p.add_argument("--seconds", type=float, default=10.0, help="length of each clip")
-    p.add_argument("--seed", type=int, default=0, help="seed of the identities, the speech and the mouth motion")
+    p.add_argument(
+        "--identities", type=number(int, min=1, max=10_000), default=8, help="number of identities (one clip each)"
+    )
+    p.add_argument(
+        "--seconds",
+        type=number(float, above=0, max=600),
+        default=10.0,
+        help="length of each clip, in seconds; a clip's frames are held in memory (10 minutes at 160 px: 1.2 GB)",
+    )
+    p.add_argument("--seed", type=seed(), default=0, help="seed of the identities, the speech and the mouth motion")
     p.add_argument("--layout", action="store_true", help="also write the training layout to OUT/dataset")
     p.add_argument("--no-videos", action="store_true", help="skip the mp4 files (layout only)")
     p.add_argument(
@@ -46,11 +53,18 @@ def build_parser() -> ArgumentParser:
     )
     p.add_argument("--whisper-model", help="local whisper model folder (for --audio-features whisper)")
     p.add_argument("--wav2vec2-model", help="local wav2vec2 CTC model folder (for --audio-features wav2vec2)")
-    p.add_argument("--size", type=int, default=SYNTHETIC_CROP_SIZE, help="saved face-crop side of the layout")
-    p.add_argument("--frame-size", type=int, default=SYNTHETIC_FRAME_SIZE, help="video frame side")
+    p.add_argument(
+        "--size",
+        type=number(int, min=32, max=2048),
+        default=SYNTHETIC_CROP_SIZE,
+        help="saved face-crop side of the layout",
+    )
+    p.add_argument(
+        "--frame-size", type=number(int, min=32, max=4096), default=SYNTHETIC_FRAME_SIZE, help="video frame side"
+    )
     p.add_argument(
         "--test-identities",
-        type=int,
+        type=number(int, min=0, max=10_000),
         help="identities held out in data_test.txt (default: a quarter, at least 1 and at most 2, "
         "always leaving one for training: 1 of 2, 2 of 8, none of 1)",
     )

@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from talkingface.cli_support import ArgumentParser, add_option, command, one_line, split_overrides
+from talkingface.cli_support import ArgumentParser, add_option, command, number, one_line, seed, split_overrides
 
 log = logging.getLogger("talkingface.training")
 
@@ -66,12 +66,17 @@ def build_parser() -> ArgumentParser:
         help="train (-t, or -t true); without it (default) only check the config and the dataset and exit",
     )
     p.add_argument("--gpus", default=None, help="GPU indices, e.g. '0,' or '0,1,2,3,' (default: none, train on CPU)")
-    p.add_argument("--devices", type=int, default=1, help="number of CPU processes when --gpus is absent")
+    p.add_argument(
+        "--devices",
+        type=number(int, min=1, max=1024),
+        default=1,
+        help="number of CPU processes when --gpus is absent",
+    )
     add_option(
         p,
         "--num-nodes",
         hidden=["--num_nodes"],
-        type=int,
+        type=number(int, min=1, max=4096),
         default=int(os.environ.get("NUM_NODES", "1")),
         help="nodes (multi-node; default: $NUM_NODES, else 1)",
     )
@@ -97,7 +102,7 @@ def build_parser() -> ArgumentParser:
         "are deleted; a folder that is not a run is refused)",
     )
     p.add_argument("-r", "--resume", default=None, help="continue a run: its folder or a checkpoint in it")
-    p.add_argument("-s", "--seed", type=int, default=None, help="seed (default: train.seed of the config)")
+    p.add_argument("-s", "--seed", type=seed(), default=None, help="seed (default: train.seed of the config)")
     add_option(
         p,
         "--scale-lr",

@@ -46,6 +46,7 @@ from talkingface.media.features import (
     mel_stats,
     normalize_mel,
 )
+from talkingface.ranges import Range
 
 log = logging.getLogger(__name__)
 
@@ -57,6 +58,8 @@ LOOKAHEAD_FRAMES = 7
 #: Longest chunk ``push`` takes (seconds): a live source gives 20-200 ms; a longer one is a file, not a stream.
 MAX_CHUNK_S = 10.0
 NORMALIZATIONS = ("running", "given")
+#: Sample rates ``LipSyncStream`` takes (Hz): telephone speech (8 kHz) to studio audio (192 kHz); a whole number.
+SAMPLE_RATES = Range(int, min=8_000, max=192_000)
 
 
 @dataclass(frozen=True)
@@ -152,8 +155,9 @@ class LipSyncStream:
         video: the prepared portrait video (``pipeline.prepare_video``).
         normalization: ``"running"`` (the mean and std of the speech heard so far) or a :class:`MelStats`
             (``MelStats.of_speech(samples)`` of the whole speech gives the offline pipeline's frames exactly).
-        sample_rate: the rate of the pushed chunks; other rates than 16 kHz are resampled as they come (FFmpeg's
-            resampler, which differs slightly from the offline one, so frames are then not exactly the offline's).
+        sample_rate: the rate of the pushed chunks, a whole number of Hz from 8 kHz to 192 kHz
+            (:data:`SAMPLE_RATES`); other rates than 16 kHz are resampled as they come (FFmpeg's resampler, which
+            differs slightly from the offline one, so frames are then not exactly the offline's).
         clock: the time source of the latency figures.
     """
 
@@ -166,11 +170,12 @@ class LipSyncStream:
         sample_rate: int = SAMPLE_RATE,
         clock: Callable[[], float] = time.perf_counter,
     ) -> None:
+        problem = SAMPLE_RATES.problem(sample_rate)
+        if problem is not None:
+            raise InferenceError("sample_rate", f"{problem} (a rate in Hz, 8 kHz to 192 kHz)")
         check_streamable(pipeline)
         if isinstance(normalization, str) and normalization != "running":
             raise InferenceError("normalization", f"must be 'running' or MelStats, got {normalization!r}")
-        if sample_rate < 1:
-            raise InferenceError("sample_rate", f"must be positive, got {sample_rate}")
         self.pipeline, self.video, self.normalization = pipeline, video, normalization
         self.sample_rate, self.clock = int(sample_rate), clock
         self.batch_size = pipeline.options.batch_size

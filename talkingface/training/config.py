@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 
 from talkingface.constants import IMAGE_LOG_DDIM_STEPS, MODEL_IMAGE_SIZE, REFERENCE_MIN_DISTANCE, VALIDATION_STEPS
 from talkingface.model.image_driven_talkingface.DiffTalk.config import ConfigSource, DiffTalkConfig, load_config
+from talkingface.ranges import SEED, Range, range_problems
 
 
 @dataclass
@@ -65,6 +66,24 @@ class TrainConfig:
     val_metrics_steps: int = VALIDATION_STEPS  # DPM-Solver++ steps of those samples
 
 
+#: ``train.precision`` values: Lightning's (``lightning_fabric.plugins.precision.precision._PRECISION_INPUT``, as
+#: strings; ``tests/test_ranges.py`` checks the list against the installed Lightning), so that a typo is refused when
+#: the config loads, not when the trainer starts.
+TRAIN_PRECISIONS = (
+    "32-true",
+    "32",
+    "16-mixed",
+    "16",
+    "bf16-mixed",
+    "bf16",
+    "16-true",
+    "bf16-true",
+    "64-true",
+    "64",
+    "transformer-engine",
+    "transformer-engine-float16",
+)
+
 #: ``train.compile`` values: ``True`` is ``"full"`` (the switch was a boolean before ``"blocks"`` existed).
 TRAIN_COMPILE_MODES = (False, True, "blocks", "full")
 
@@ -90,6 +109,41 @@ class DistillConfig:
     weighting: str = "truncated_snr"
 
 
+#: The range of every numeric field of the ``data:``, ``train:`` and ``distill:`` sections, checked when a config loads
+#: (:meth:`TrainingConfig.problems`); ``tests/test_ranges.py`` fails for a numeric field missing here. ``also``: the
+#: special values (-1: no limit, or Lightning's "all").
+TRAINING_RANGES: dict[str, Range] = {
+    "data.batch_size": Range(int, min=1, max=4096),
+    "data.num_workers": Range(int, min=0, max=256),  # 0: load in the training process
+    "data.image_size": Range(int, min=8, max=4096),
+    "data.reference_min_distance": Range(int, min=0, max=1_000_000),  # frames
+    "data.seed": SEED,
+    "train.max_epochs": Range(int, min=1, max=10_000_000, also=(-1,)),  # null or -1: no limit
+    "train.max_steps": Range(int, min=1, max=10**9, also=(-1,)),  # -1: no limit (or train.max_epochs)
+    "train.accumulate_grad_batches": Range(int, min=1, max=4096),
+    "train.gradient_clip_val": Range(float, min=0, max=1e6),  # 0: no clipping
+    "train.log_every_n_steps": Range(int, min=1, max=10**9),
+    "train.val_check_interval": Range(float, above=0, max=1e9),  # below 1: fraction of an epoch; else batches
+    "train.check_val_every_n_epoch": Range(int, min=1, max=1_000_000),
+    "train.limit_val_batches": Range(float, min=0, max=1e9),  # 0: no validation; below 1: fraction; else batches
+    "train.checkpoint_every_n_steps": Range(int, min=0, max=10**9),  # 0: last.ckpt only when training ends
+    "train.keep_last_checkpoints": Range(int, min=1, max=1_000_000),
+    "train.image_log_every_n_steps": Range(int, min=0, max=10**9),  # 0: no image logs
+    "train.image_log_max_images": Range(int, min=1, max=1024),
+    "train.image_log_ddim_steps": Range(int, min=1, max=10_000),
+    "train.seed": SEED,
+    "train.num_sanity_val_steps": Range(int, min=0, max=1_000_000, also=(-1,)),  # -1: the whole validation set
+    "train.ddp_timeout_s": Range(int, min=1, max=7 * 86_400),
+    "train.lr_warmup_steps": Range(int, min=0, max=10**9),
+    "train.validation_seed": SEED,
+    "train.val_metrics_batches": Range(int, min=0, max=1_000_000),  # 0: off
+    "train.val_metrics_steps": Range(int, min=1, max=10_000),
+    "distill.teacher_steps": Range(int, min=2, max=10_000),
+    "distill.student_steps": Range(int, min=1, max=10_000),
+    "distill.steps_per_round": Range(int, min=1, max=10**9),
+}
+
+
 @dataclass
 class TrainingConfig(DiffTalkConfig):
     """The whole config of a training run: ``model`` (the model-level config) + ``data``, ``train``, ``distill``
@@ -100,13 +154,17 @@ class TrainingConfig(DiffTalkConfig):
     distill: DistillConfig = field(default_factory=DistillConfig)
 
     def problems(self) -> list[str]:
-        """The model's cross-field problems, then the training sections' (:func:`training_problems`)."""
-        return super().problems() + training_problems(self)
+        """The model's problems, then the training sections': fields outside their range (:data:`TRAINING_RANGES`),
+        then the cross-field problems (:func:`training_problems`)."""
+        return super().problems() + range_problems(self, TRAINING_RANGES) + training_problems(self)
 
 
 def training_problems(config: TrainingConfig) -> list[str]:
-    """Cross-field problems of the ``distill`` and ``train`` sections that the schema types cannot express."""
+    """Cross-field problems of the ``distill`` and ``train`` sections that the schema types and ranges cannot
+    express."""
     problems = []
+    if config.train.precision not in TRAIN_PRECISIONS:
+        problems.append(f"train.precision must be one of {', '.join(TRAIN_PRECISIONS)}, got {config.train.precision!r}")
     d = config.distill
     if d.method not in DISTILL_METHODS:
         problems.append(f"distill.method must be one of {', '.join(DISTILL_METHODS)}, got {d.method!r}")
@@ -125,13 +183,12 @@ def training_problems(config: TrainingConfig) -> list[str]:
             f"distill.teacher_steps / distill.student_steps must be a power of 2 (at least 2), "
             f"got {d.teacher_steps} / {d.student_steps}"
         )
-    if d.steps_per_round < 1:
-        problems.append(f"distill.steps_per_round must be at least 1, got {d.steps_per_round}")
+    for key in ("val_check_interval", "limit_val_batches"):
+        value = getattr(config.train, key)
+        if value is not None and value >= 1 and not float(value).is_integer():
+            problems.append(f"train.{key} must be a fraction below 1 or a whole number of batches, got {value:g}")
     if config.train.compile not in TRAIN_COMPILE_MODES:
         problems.append(f"train.compile must be false, blocks or full (true: full), got {config.train.compile!r}")
-    keep = config.train.keep_last_checkpoints
-    if keep is not None and keep < 1:
-        problems.append(f"train.keep_last_checkpoints must be null (keep all) or at least 1, got {keep}")
     return problems
 
 

@@ -413,7 +413,9 @@ def test_cli_refuses_a_busy_port(capsys: pytest.CaptureFixture[str]) -> None:
 
 
 def test_cli_checks_its_numbers(capsys: pytest.CaptureFixture[str]) -> None:
-    assert app_cli.main(["--max-upload-mb", "0"]) == 2
+    with pytest.raises(SystemExit) as stop:  # refused while parsing (the flag's declared range)
+        app_cli.main(["--max-upload-mb", "0"])
+    assert stop.value.code == 2
     assert capsys.readouterr().err.strip() == "error: --max-upload-mb: must be positive, got 0"
 
 

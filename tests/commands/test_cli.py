@@ -55,7 +55,7 @@ BAD_INPUT = {
     "lipsync": (["lipsync", "--video", "/no/v.mp4", "--out", "/tmp/x-talkingface-test.mp4"], "error: /no/v.mp4:"),
     "lipsync-flag": (["lipsync", "--video", "v.mp4"], "error: --out: required with --video"),
     "evaluate": (["evaluate", "--pred", "/no/pred.mp4", "--gt", "/no/gt.mp4"], "error: /no/pred.mp4:"),
-    "synthetic": (["synthetic", "--out", "x", "--identities", "0"], "error: --identities: must be >= 1"),
+    "synthetic": (["synthetic", "--out", "x", "--identities", "0"], "error: --identities: must be positive, got 0"),
     "cache": (["cache", "build", "/no/data", "--config", "/no/c.yaml"], "error: /no/c.yaml: config file not found"),
     "export": (["export", "/no/last.ckpt", "out.safetensors"], "error: /no/last.ckpt: checkpoint not found"),
     "int-flag": (["synthetic", "--out", "x", "--seconds", "abc"], "error: --seconds: invalid float value"),

@@ -61,8 +61,8 @@ def test_every_option_with_a_default_shows_it() -> None:
             if "default" not in shown:
                 missing.append(f"{name} {action.option_strings[-1]}")
     assert not missing, missing
-    assert parsers()["preprocess run"].format_help().count("(default: ") >= 10  # the formatter adds them
-    assert "seed of the per-video split decision (default: 0)" in " ".join(
+    assert parsers()["preprocess run"].format_help().count("default: ") >= 10  # the formatter adds them
+    assert "seed of the per-video split decision (0 to 4294967295; default: 0)" in " ".join(
         parsers()["preprocess run"].format_help().split()
     )
 

@@ -251,7 +251,9 @@ def test_bad_steps_or_batch_size_before_the_model_loads(
         raise AssertionError("the model must not load")
 
     monkeypatch.setattr(DiffTalk, "get_difftalk_inference", no_model)
-    assert run_demo(assets, tmp_path / "out.mp4", "--sampler", sampler, flag, value) == 2
+    with pytest.raises(SystemExit) as stop:  # refused while parsing (the flag's declared range)
+        run_demo(assets, tmp_path / "out.mp4", "--sampler", sampler, flag, value)
+    assert stop.value.code == 2
     line = error_line(capsys)
     assert line.startswith(f"error: {flag}: ") and value in line
     no_leftovers(tmp_path, set())

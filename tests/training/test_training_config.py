@@ -131,7 +131,7 @@ def test_train_compile_modes() -> None:
         (["distill.teacher_steps=12"], r"must be a power of 2 \(at least 2\), got 12 / 4"),
         (["distill.teacher_steps=4"], "must be a power of 2 .*got 4 / 4"),
         (["distill.student_steps=0"], "must be a power of 2 .*got 16 / 0"),
-        (["distill.steps_per_round=0"], "distill.steps_per_round must be at least 1, got 0"),
+        (["distill.steps_per_round=0"], "distill.steps_per_round must be positive, got 0"),
         (["train.keep_last_checkpoints=0"], "train.keep_last_checkpoints must be null"),
     ],
 )

@@ -12,6 +12,7 @@ model-level loader accepts those sections and leaves them out (:data:`TRAINING_S
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, fields
@@ -31,6 +32,7 @@ from talkingface.constants import (
     SMOOTH_WINDOWS,
 )
 from talkingface.errors import TalkingFaceError
+from talkingface.ranges import Range, range_problems
 
 #: The repository root of a source checkout; only a fallback for relative model/checkpoint paths
 #: (``resolve_path``), never needed for the packaged default configs.
@@ -154,6 +156,49 @@ class ModelConfig:
     conditioning: ConditioningConfig = field(default_factory=ConditioningConfig)
 
 
+#: The range of every numeric field of the ``model:`` section (a list field: of each item), checked when a config
+#: loads (:meth:`DiffTalkConfig.problems`); ``tests/test_ranges.py`` fails for a numeric field missing here. The
+#: caps are far above any model that fits in memory: they refuse typos (``1e12``), not large models.
+MODEL_RANGES: dict[str, Range] = {
+    "model.base_learning_rate": Range(float, above=0, max=1),
+    "model.diffusion.timesteps": Range(int, min=2, max=10_000),
+    "model.diffusion.linear_start": Range(float, above=0, below=1),  # betas: each in (0, 1)
+    "model.diffusion.linear_end": Range(float, above=0, below=1),
+    "model.diffusion.scale_factor": Range(float, above=0, max=100),
+    "model.diffusion.l_simple_weight": Range(float, min=0, max=1000),
+    "model.diffusion.original_elbo_weight": Range(float, min=0, max=1000),
+    "model.diffusion.ema_decay": Range(float, min=0, max=1),
+    "model.unet.image_size": Range(int, min=1, max=1024),
+    "model.unet.in_channels": Range(int, min=1, max=256),
+    "model.unet.out_channels": Range(int, min=1, max=256),
+    "model.unet.model_channels": Range(int, min=32, max=4096),
+    "model.unet.attention_resolutions": Range(int, min=1, max=1024),
+    "model.unet.num_res_blocks": Range(int, min=1, max=16),
+    "model.unet.channel_mult": Range(int, min=1, max=64),
+    "model.unet.num_head_channels": Range(int, min=1, max=4096),
+    "model.unet.transformer_depth": Range(int, min=1, max=64),
+    "model.unet.context_dim": Range(int, min=1, max=8192),
+    "model.unet.dropout": Range(float, min=0, below=1),
+    "model.first_stage.embed_dim": Range(int, min=1, max=256),
+    "model.first_stage.n_embed": Range(int, min=1, max=2**20),
+    "model.first_stage.z_channels": Range(int, min=1, max=256),
+    "model.first_stage.resolution": Range(int, min=8, max=4096),
+    "model.first_stage.in_channels": Range(int, min=1, max=16),
+    "model.first_stage.out_ch": Range(int, min=1, max=16),
+    "model.first_stage.ch": Range(int, min=1, max=4096),
+    "model.first_stage.ch_mult": Range(int, min=1, max=64),
+    "model.first_stage.num_res_blocks": Range(int, min=1, max=16),
+    "model.first_stage.attn_resolutions": Range(int, min=1, max=4096),
+    "model.first_stage.dropout": Range(float, min=0, below=1),
+    "model.conditioning.audio_feature_dim": Range(int, min=1, max=8192),
+    "model.conditioning.audio_window": Range(int, min=1, max=1024),
+    "model.conditioning.audio_smooth_windows": Range(int, min=1, max=256),
+    "model.conditioning.audio_dim": Range(int, min=1, max=8192),
+    "model.conditioning.audio_attention_dim": Range(int, min=1, max=8192),
+    "model.conditioning.landmark_count": Range(int, min=1, max=68),  # of the 68-point layout
+    "model.conditioning.landmark_dim": Range(int, min=1, max=8192),
+}
+
 #: Top-level sections of a config YAML that belong to training (``talkingface.training.config`` has their schema).
 #: The model-level loader accepts them and leaves them out; any other unknown top-level key is an error.
 TRAINING_SECTIONS = ("data", "train", "distill")
@@ -169,8 +214,9 @@ class DiffTalkConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
 
     def problems(self) -> list[str]:
-        """Cross-field problems of this config (empty: valid); :func:`load_config` raises with them."""
-        return model_problems(self.model)
+        """Problems of this config (empty: valid): fields outside their range (:data:`MODEL_RANGES`), then the
+        cross-field problems; :func:`load_config` raises with them."""
+        return range_problems(self, MODEL_RANGES) + model_problems(self.model)
 
 
 @dataclass(frozen=True)
@@ -235,9 +281,13 @@ C = TypeVar("C", bound=DiffTalkConfig)
 ConfigSource = str | Path | Mapping[str, Any] | DictConfig | DiffTalkConfig
 
 
+@functools.cache
 def _schema(schema: type[DiffTalkConfig]) -> DictConfig:
+    """The schema as a struct OmegaConf node, built once per schema (building it is most of a load's time); read
+    only: every merge makes a new node, so the cached one is never changed."""
     cfg = OmegaConf.structured(schema)
     OmegaConf.set_struct(cfg, True)
+    OmegaConf.set_readonly(cfg, True)
     return cfg
 
 
