@@ -133,7 +133,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--first-stage-batch", type=int, default=64)
     p.add_argument(
-        "--first-stage-device", default="cpu", help="where the first stage trains (e.g. cuda; on a 2-core CPU slow)"
+        "--first-stage-device",
+        default="cpu",
+        help="where the first stage trains and the latent cache is built (e.g. cuda; on a 2-core CPU slow)",
     )
     p.add_argument(
         "--first-stage-gamma",
@@ -299,8 +301,13 @@ def prepare_first_stage(args: argparse.Namespace, cfg: Any, data: Path, root: Pa
             "gamma": args.first_stage_gamma,
             "device": str(args.first_stage_device),
         }
+    device = torch.device(args.first_stage_device)  # the encodes of every training frame: a GPU's work at 128 px
+    vq = vq.to(device)
     with torch.no_grad():
-        std = float(torch.cat([vq.encode(images[i : i + 256]) for i in range(0, len(images), 256)]).std())
+        std = float(
+            torch.cat([vq.encode(images[i : i + 256].to(device)).cpu() for i in range(0, len(images), 256)]).std()
+        )
+    vq.cpu()
     report["first_stage"]["latent_std"] = std
     report["train_frames"] = len(images)
     return fs_path
@@ -378,7 +385,7 @@ def run(args: argparse.Namespace) -> dict:
                 "--first-stage-ckpt",
                 str(fs_path),
                 "--device",
-                "cpu",
+                str(args.first_stage_device),
                 "--num-workers",
                 "0",
                 *overrides,

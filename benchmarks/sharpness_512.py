@@ -165,7 +165,9 @@ def compare(
             "first_stage_seconds": (report or {}).get("first_stage", {}).get("seconds"),
             "first_stage_device": (report or {}).get("first_stage", {}).get("device"),
         }
-    name = torch.cuda.get_device_name(0) if device.startswith("cuda") else f"cpu, {torch.get_num_threads()} threads"
+    name = (
+        torch.cuda.get_device_name(0) if device.startswith("cuda") else f"cpu ({torch.get_num_threads()} torch threads)"
+    )
     return {
         "high": {"model": str(high_dir), "side": sides["high"], "factor": models["high"].first_stage_factor},
         "low": {"model": str(low_dir), "side": sides["low"], "factor": models["low"].first_stage_factor},
