@@ -13,6 +13,14 @@ PSNR/SSIM, the first stage's reconstruction error, skin luminance and the mouth'
     python benchmarks/learnability.py --out runs/learnability                      # CPU, default sizes
     python benchmarks/learnability.py --out runs/smoke --smoke                     # a few steps (tests)
     python benchmarks/learnability.py --out runs/l --variants real --export talkingface/synthetic/assets
+    python benchmarks/learnability.py --out runs/f8 --config configs/latent-diffusion/synthetic-f8.yaml \
+        --compare-with talkingface/synthetic/assets                  # 128 px on a factor-8 first stage vs 64 px
+
+Any config works: the set is generated at frame and crop sides scaled with the config's image side (160 and 128 px at
+synthetic.yaml's 64, 320 and 256 at synthetic-f8.yaml's 128), the first stage is built from the config
+(``model.first_stage``: factor 4 or 8 alike) and the held-out evaluation runs at the model's side. ``--compare-with
+MODEL`` then scores the real model's mouths against another model's (e.g. the 64 px one), upsampled to this side, on
+the same held-out frames (``benchmarks/sharpness_512.py``, written to OUT/sharpness.json).
 
 Each variant's trainer run is OUT/<variant>/run (checkpoints, config snapshot, TensorBoard); the model so far is
 exported to OUT/<variant>/model at every curve point (loadable with ``get_difftalk_inference``).
@@ -30,8 +38,9 @@ from typing import Any
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
+for _path in (ROOT, ROOT / "benchmarks"):  # the package, and sharpness_512 (--compare-with)
+    if str(_path) not in sys.path:
+        sys.path.insert(0, str(_path))
 
 from talkingface.commands.cache import main as latent_cache_main  # noqa: E402
 from talkingface.commands.synthetic import main as synthetic_main  # noqa: E402
@@ -39,12 +48,16 @@ from talkingface.commands.train import main as trainer_main  # noqa: E402
 from talkingface.constants import DEMO_STEPS  # noqa: E402
 from talkingface.data.layout import DatasetLayout  # noqa: E402
 from talkingface.model.image_driven_talkingface.DiffTalk.checkpoint import load_first_stage  # noqa: E402
-from talkingface.model.image_driven_talkingface.DiffTalk.config import default_config_path  # noqa: E402
+from talkingface.model.image_driven_talkingface.DiffTalk.config import ConfigError, default_config_path  # noqa: E402
 from talkingface.model.image_driven_talkingface.DiffTalk.model import build_first_stage  # noqa: E402
 from talkingface.synthetic.curve import HeldoutCurve  # noqa: E402
 from talkingface.synthetic.export import export_demo_model  # noqa: E402
 from talkingface.synthetic.first_stage import save_first_stage, train_first_stage  # noqa: E402
-from talkingface.synthetic.generate import measure_ceiling_by_tone  # noqa: E402
+from talkingface.synthetic.generate import (  # noqa: E402
+    DEFAULT_CROP_SIZE,
+    DEFAULT_FRAME_SIZE,
+    measure_ceiling_by_tone,
+)
 from talkingface.synthetic.learn import SILENCE_TOLERANCE, EvalResult, load_first_stage_images  # noqa: E402
 from talkingface.synthetic.output import DATASET_DIR  # noqa: E402
 from talkingface.training.config import load_training_config  # noqa: E402
@@ -53,6 +66,30 @@ log = logging.getLogger("learnability")
 
 VARIANTS = {"real": "false", "control": "true"}  # variant -> data.shuffle_audio
 DEFAULT_SAMPLE_STEPS = DEMO_STEPS
+#: The image side of synthetic.yaml, the side at which a set is generated at the generator's default frame and crop
+#: sides (DEFAULT_FRAME_SIZE, DEFAULT_CROP_SIZE); other sides scale both.
+SYNTHETIC_SIDE = 64
+
+
+def set_sizes(side: int) -> tuple[int, int]:
+    """Frame and crop sides of a set generated for a model of image side ``side``: the generator's defaults (160,
+    128) at synthetic.yaml's 64 px, scaled with the side (320 and 256 at 128 px), so the face is drawn at twice the
+    model's side, as at 64 px, and reaches the model downsampled, never upsampled."""
+    scale = side / SYNTHETIC_SIDE
+    return round(DEFAULT_FRAME_SIZE * scale), round(DEFAULT_CROP_SIZE * scale)
+
+
+def generation_sizes(args: argparse.Namespace, side: int) -> tuple[int, int]:
+    """The frame and crop sides of a generated set: --frame-size / --crop-size, else :func:`set_sizes`."""
+    frame_size, crop_size = set_sizes(side)
+    return args.frame_size or frame_size, args.crop_size or crop_size
+
+
+def cache_dir(data: Path, config: str | Path) -> Path:
+    """The latent cache of a run: ``DATA/latents`` for synthetic.yaml, ``DATA/latents-<config stem>`` for another
+    config, so runs of two configs on one set do not meet on one cache (its first stages differ)."""
+    stem = Path(config).stem
+    return data / ("latents" if stem == "synthetic" else f"latents-{stem}")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -63,6 +100,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--identities", type=int, default=64)
     p.add_argument("--seconds", type=float, default=5.0)
     p.add_argument("--test-identities", type=int, default=8)
+    p.add_argument(
+        "--frame-size",
+        type=int,
+        default=None,
+        help="video frame side of a generated set (default: 160 x the config's image side / 64)",
+    )
+    p.add_argument(
+        "--crop-size",
+        type=int,
+        default=None,
+        help="saved face-crop side of a generated set (default: 128 x the config's image side / 64; at least the "
+        "image side)",
+    )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument(
         "--audio-features",
@@ -83,7 +133,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--first-stage-batch", type=int, default=64)
     p.add_argument(
-        "--first-stage-device", default="cpu", help="where the first stage trains (e.g. cuda; on a 2-core CPU slow)"
+        "--first-stage-device",
+        default="cpu",
+        help="where the first stage trains and the latent cache is built (e.g. cuda; on a 2-core CPU slow)",
     )
     p.add_argument(
         "--first-stage-gamma",
@@ -135,13 +187,27 @@ def build_parser() -> argparse.ArgumentParser:
         help="only evaluate a saved model (a folder with config.yaml, model.safetensors, first_stage.pt, or a "
         "checkpoint) on the held-out identities of --data; writes OUT/evaluation.json",
     )
+    p.add_argument(
+        "--compare-with",
+        metavar="MODEL",
+        default=None,
+        help="after training, score the real model's mouths against MODEL's (a model folder such as "
+        "talkingface/synthetic/assets, or a learnability run folder) upsampled to this config's side, on the same "
+        "held-out frames: OUT/sharpness.json (benchmarks/sharpness_512.py)",
+    )
     p.add_argument("--smoke", action="store_true", help="tiny data and a few steps (CI)")
     p.add_argument("--no-progress", action="store_true")
     return p
 
 
-def prepare_data(args: argparse.Namespace, data: Path, progress: bool) -> Path:
+def prepare_data(args: argparse.Namespace, data: Path, progress: bool, side: int) -> Path:
+    """The synthetic set at ``data`` (generated unless there; frames and crops per :func:`set_sizes` of the model's
+    image side ``side`` unless --frame-size / --crop-size say otherwise). A set whose crops are smaller than ``side``
+    is refused (its frames would reach the model upsampled)."""
     root = data / DATASET_DIR
+    frame_size, crop_size = generation_sizes(args, side)
+    if crop_size < side:
+        raise SystemExit(f"error: --crop-size: {crop_size} is smaller than the config's image side {side}")
     if not DatasetLayout(root).meta_path.is_file():
         synthetic_main(
             [
@@ -158,6 +224,10 @@ def prepare_data(args: argparse.Namespace, data: Path, progress: bool) -> Path:
                 "--no-videos",
                 "--test-identities",
                 str(args.test_identities),
+                "--size",
+                str(crop_size),
+                "--frame-size",
+                str(frame_size),
                 "--audio-features",
                 args.audio_features,
                 *(["--whisper-model", args.whisper_model] if args.whisper_model else []),
@@ -167,6 +237,21 @@ def prepare_data(args: argparse.Namespace, data: Path, progress: bool) -> Path:
         )
         if not DatasetLayout(root).meta_path.is_file():
             raise SystemExit(f"error: generating the synthetic set into {data} failed")
+    saved = int(DatasetLayout(root).read_meta().get("image_size") or 0)
+    if saved < side:
+        raise SystemExit(
+            f"error: --data: {data} holds crops of {saved} px, smaller than the config's image side {side}; "
+            "generate a set for this config (leave --data out)"
+        )
+    if saved < crop_size:
+        log.warning(
+            "%s holds crops of %d px, less than the %d px a set for this %d px config gets: its faces may reach the "
+            "model less sharp than they are drawn",
+            data,
+            saved,
+            crop_size,
+            side,
+        )
     return root
 
 
@@ -216,8 +301,13 @@ def prepare_first_stage(args: argparse.Namespace, cfg: Any, data: Path, root: Pa
             "gamma": args.first_stage_gamma,
             "device": str(args.first_stage_device),
         }
+    device = torch.device(args.first_stage_device)  # the encodes of every training frame: a GPU's work at 128 px
+    vq = vq.to(device)
     with torch.no_grad():
-        std = float(torch.cat([vq.encode(images[i : i + 256]) for i in range(0, len(images), 256)]).std())
+        std = float(
+            torch.cat([vq.encode(images[i : i + 256].to(device)).cpu() for i in range(0, len(images), 256)]).std()
+        )
+    vq.cpu()
     report["first_stage"]["latent_std"] = std
     report["train_frames"] = len(images)
     return fs_path
@@ -235,25 +325,42 @@ def run(args: argparse.Namespace) -> dict:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     data = Path(args.data) if args.data else out / "data"
-    root = prepare_data(args, data, progress)
-    cfg = load_training_config(args.config)
-    report: dict = {"config": args.config, "data": str(data), "threads": torch.get_num_threads(), "variants": {}}
-    report["audio_feature"] = DatasetLayout(root).read_meta()["audio_feature"]
-    if args.resume and (out / "report.json").is_file():  # the variants' curves go on
-        report["variants"] = json.loads((out / "report.json").read_text()).get("variants", {})
-    # the ceiling of the pixel measure on ground-truth frames, per skin-tone group (clips 1-10: every tone bin)
-    report["measure_ceiling_by_tone"] = measure_ceiling_by_tone(args.seed, min(args.seconds, 3.0))
-    fs_path = prepare_first_stage(args, cfg, data, root, out, report).resolve()
-    scale = 1.0 / max(report["first_stage"]["latent_std"], 1e-6)
+    try:  # --set reaches the first stage and the sizes too
+        cfg = load_training_config(args.config, args.config_overrides)
+    except ConfigError as e:
+        raise SystemExit(f"error: --config/--set: {e}") from None
+    side = cfg.model.first_stage.resolution
     variants = [v.strip() for v in args.variants.split(",") if v.strip()]
     for variant in variants:
         if variant not in VARIANTS:
             raise SystemExit(f"error: unknown variant {variant!r} ({', '.join(VARIANTS)})")
+    if args.compare_with:  # before hours of training
+        from sharpness_512 import model_source
+
+        model_source(Path(args.compare_with), "--compare-with")
+        if "real" not in variants and not (out / "real" / "model").is_dir():
+            raise SystemExit("error: --compare-with: needs the real variant (--variants real or an earlier run's)")
+    root = prepare_data(args, data, progress, side)
+    meta = DatasetLayout(root).read_meta()
+    report: dict = {"config": args.config, "data": str(data), "threads": torch.get_num_threads(), "variants": {}}
+    report["audio_feature"] = meta["audio_feature"]
+    report["image_size"], report["latent_size"] = side, cfg.model.unet.image_size
+    report["first_stage_factor"] = side // cfg.model.unet.image_size
+    report["crop_size"] = int(meta["image_size"])
+    report["train_device"] = f"gpus {args.gpus}" if args.gpus else "cpu"
+    if args.resume and (out / "report.json").is_file():  # the variants' curves go on
+        report["variants"] = json.loads((out / "report.json").read_text()).get("variants", {})
+    # the ceiling of the pixel measure on ground-truth frames, per skin-tone group (clips 1-10: every tone bin)
+    report["measure_ceiling_by_tone"] = measure_ceiling_by_tone(
+        args.seed, min(args.seconds, 3.0), *generation_sizes(args, side)
+    )
+    fs_path = prepare_first_stage(args, cfg, data, root, out, report).resolve()
+    scale = 1.0 / max(report["first_stage"]["latent_std"], 1e-6)
     overrides = [
         f"data.root={root}",
         f"data.train_list={data / 'data_train.txt'}",
         f"data.val_list={data / 'data_test.txt'}",
-        f"data.latent_cache={data / 'latents'}",
+        f"data.latent_cache={cache_dir(data, args.config)}",
         f"model.first_stage.ckpt_path={fs_path}",
         f"model.diffusion.scale_factor={scale!r}",
         f"train.max_steps={args.steps}",
@@ -265,7 +372,7 @@ def run(args: argparse.Namespace) -> dict:
     if args.smoke:
         overrides += ["train.num_sanity_val_steps=0", "train.val_metrics_batches=0", "train.limit_val_batches=1"]
     # the trainer's latent cache, built by the product's command from this very first stage
-    cache = data / "latents"
+    cache = cache_dir(data, args.config)
     if not (cache / "meta.json").is_file():
         status = latent_cache_main(
             [
@@ -278,7 +385,7 @@ def run(args: argparse.Namespace) -> dict:
                 "--first-stage-ckpt",
                 str(fs_path),
                 "--device",
-                "cpu",
+                str(args.first_stage_device),
                 "--num-workers",
                 "0",
                 *overrides,
@@ -293,6 +400,10 @@ def run(args: argparse.Namespace) -> dict:
     report["first_stage"]["scale_factor"] = scale
     for variant in variants:
         report["variants"][variant] = train_variant(args, variant, overrides, out, data, fs_path, report)
+    if args.compare_with:
+        from sharpness_512 import compare_runs
+
+        compare_runs(out, Path(args.compare_with), args, out / "sharpness.json")
     return report
 
 

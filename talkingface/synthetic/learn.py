@@ -113,7 +113,8 @@ class EvalResult:
     videos: list[VideoEval] = field(default_factory=list)
 
 
-def _pearson(a: np.ndarray, b: np.ndarray) -> float:
+def pearson(a: np.ndarray, b: np.ndarray) -> float:
+    """Pearson r of two series (0 when either is constant or shorter than 2)."""
     a, b = np.asarray(a, float), np.asarray(b, float)
     if len(a) < 2 or a.std() < 1e-12 or b.std() < 1e-12:
         return 0.0
@@ -227,9 +228,9 @@ def evaluate_heldout(
                 v_lm.append(batch.landmarks)
             lms = np.concatenate(v_lm)
             width = video_mouth_width(lms)  # fixed per video
-            v_gen = np.array(_measure(v_pred, lms, width))
-            v_gt = np.array(_measure(v_img, lms, width))
-            v_fs = _measure(v_rec, lms, width)
+            v_gen = np.array(measure_openings(v_pred, lms, width))
+            v_gt = np.array(measure_openings(v_img, lms, width))
+            v_fs = measure_openings(v_rec, lms, width)
             rec_open += v_fs
             t = np.array(v_true)
             pause, speech = t < PAUSE_OPENING, t > SPEECH_OPENING
@@ -238,15 +239,15 @@ def evaluate_heldout(
                 VideoEval(
                     video=v,
                     frames=n,
-                    correlation=_pearson(t, v_gen),
-                    correlation_gt_pixels=_pearson(t, v_gt),
-                    correlation_first_stage=_pearson(t, np.array(v_fs)),
+                    correlation=pearson(t, v_gen),
+                    correlation_gt_pixels=pearson(t, v_gt),
+                    correlation_first_stage=pearson(t, np.array(v_fs)),
                     mouth_psnr=sum(m["mouth_psnr"] for m in v_metrics) / n,
                     mouth_ssim=sum(m["mouth_ssim"] for m in v_metrics) / n,
                     first_stage_l1=sum(v_l1) / n,
                     first_stage_mouth_psnr=sum(v_rec_metrics) / n,
                     skin_luminance=_skin_luminance(np.concatenate(v_img), lms),
-                    skin_tone=_skin_tone(root, v),
+                    skin_tone=video_skin_tone(root, v),
                     pause_frames=int(pause.sum()),
                     opening_pause_generated=float(v_gen[pause].mean()) if pause.any() else float("nan"),
                     opening_pause_truth=float(v_gt[pause].mean()) if pause.any() else float("nan"),
@@ -258,10 +259,10 @@ def evaluate_heldout(
             gen_open += v_gen.tolist()
     n = len(true_open)
     return EvalResult(
-        correlation=_pearson(np.array(true_open), np.array(gen_open)),
+        correlation=pearson(np.array(true_open), np.array(gen_open)),
         correlation_per_video=[e.correlation for e in videos],
-        correlation_gt_pixels=_pearson(np.array(true_open), np.array(gt_open)),
-        correlation_first_stage=_pearson(np.array(true_open), np.array(rec_open)),
+        correlation_gt_pixels=pearson(np.array(true_open), np.array(gt_open)),
+        correlation_first_stage=pearson(np.array(true_open), np.array(rec_open)),
         mouth_psnr=sum(m["mouth_psnr"] for m in metrics) / n,
         mouth_ssim=sum(m["mouth_ssim"] for m in metrics) / n,
         frames=n,
@@ -271,7 +272,8 @@ def evaluate_heldout(
     )
 
 
-def _skin_tone(root: Path, video: int) -> int | None:
+def video_skin_tone(root: Path, video: int) -> int | None:
+    """The generator's skin-tone bin of a layout video (None when not recorded)."""
     try:
         return int(video_skin(root, video)["skin_tone"])
     except (OSError, KeyError, ValueError):
@@ -293,7 +295,7 @@ def _skin_luminance(images: np.ndarray, landmarks: np.ndarray) -> float:
     return float(np.median(values)) if values else float("nan")
 
 
-def _measure(images: list[np.ndarray], landmarks: np.ndarray, width: float) -> list[float]:
+def measure_openings(images: list[np.ndarray], landmarks: np.ndarray, width: float) -> list[float]:
     """:func:`mouth_opening_px` of each frame of a video (batches of uint8 RGB, landmarks at the model size)."""
     return [
         mouth_opening_px(im, lm[NOSE_BOTTOM], width) for im, lm in zip(np.concatenate(images), landmarks, strict=True)

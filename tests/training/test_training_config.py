@@ -38,7 +38,9 @@ def test_the_training_schema_is_the_model_schema_plus_the_training_sections() ->
     assert (type(cfg.data), type(cfg.train), type(cfg.distill)) == (DataConfig, TrainConfig, DistillConfig)
 
 
-@pytest.mark.parametrize("name", ["talking.yaml", "talking-tiny.yaml", "synthetic.yaml", "talking-512.yaml"])
+@pytest.mark.parametrize(
+    "name", ["talking.yaml", "talking-tiny.yaml", "synthetic.yaml", "synthetic-f8.yaml", "talking-512.yaml"]
+)
 def test_every_value_of_every_section_reaches_the_training_config(name: str) -> None:
     cfg = load_training_config(CONFIGS / name)
     raw = yaml.safe_load((CONFIGS / name).read_text())
