@@ -24,7 +24,7 @@ from talkingface.synthetic.output import DATASET_DIR
 from talkingface.synthetic.sharpness import compare_sharpness
 from talkingface.training.config import load_training_config
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
 import learnability  # noqa: E402
