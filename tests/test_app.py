@@ -97,6 +97,11 @@ def wait(client: httpx.Client, job_id: str, timeout: float = 120.0) -> dict[str,
     raise AssertionError(f"job {job_id} still running after {timeout} s")
 
 
+def form(**fields: str) -> dict[str, tuple[None, str]]:
+    """Text fields as a multipart form (what the page sends), for httpx's ``files=``."""
+    return {name: (None, value) for name, value in fields.items()}
+
+
 def upload(app_media: dict[str, Path]) -> dict[str, tuple[str, bytes, str]]:
     """The sample's files as a browser sends them (the landmarks as bytes of unknown type)."""
     types = {"video": "video/mp4", "speech": "video/mp4", "landmarks": "application/octet-stream"}
@@ -171,14 +176,39 @@ def test_oversize_request_refused_before_reading(temp_root: Path) -> None:
 )
 def test_bad_fields(temp_root: Path, data: dict[str, str], message: str) -> None:
     with make_client(temp_root) as client:
-        r = client.post("/api/jobs", data=data, headers=HEADERS)
+        r = client.post("/api/jobs", files=form(**data), headers=HEADERS)
     assert r.status_code == 400 and assert_one_line(r.json()).startswith(message)
+
+
+@pytest.mark.parametrize(
+    ("body", "sent"),
+    [
+        ({"json": {"steps": "2"}}, "sent as 'application/json'"),
+        ({"data": {"steps": "2"}}, "sent as 'application/x-www-form-urlencoded'"),
+        ({"content": b"steps=2", "headers": {"content-type": "text/plain"}}, "sent as 'text/plain'"),
+        ({}, "no form sent"),
+    ],
+    ids=["json", "urlencoded", "text", "no-body"],
+)
+def test_a_request_that_is_not_a_multipart_form_starts_no_job(temp_root: Path, body: dict[str, Any], sent: str) -> None:
+    """Only the page's kind of form starts a job: a JSON, url-encoded or empty body is refused, not run with every
+    default."""
+    with make_client(temp_root) as client:
+        headers = {**HEADERS, **body.pop("headers", {})}
+        r = client.post("/api/jobs", headers=headers, **body)
+        assert r.status_code == 415
+        assert (
+            assert_one_line(r.json())
+            == f"error: upload: {sent}; send a multipart/form-data form (as the app's page does)"
+        )
+        assert list(app_folder(temp_root).iterdir()) == []  # no job, no folder
+        assert client.post("/api/jobs", files=form(checkpoint="/nowhere.ckpt"), headers=HEADERS).status_code == 202
 
 
 def test_requests_without_the_app_header_are_refused(temp_root: Path) -> None:
     """A page of another site can post a form here, but cannot add the header (CORS): it cannot start jobs."""
     with make_client(temp_root) as client:
-        r = client.post("/api/jobs", data={"video_source": "sample"})
+        r = client.post("/api/jobs", files=form(video_source="sample"))
         assert r.status_code == 403 and "X-Talkingface" in assert_one_line(r.json())
         assert list(app_folder(temp_root).iterdir()) == []
 
@@ -186,7 +216,7 @@ def test_requests_without_the_app_header_are_refused(temp_root: Path) -> None:
 def test_a_public_server_takes_only_the_offered_checkpoints(temp_root: Path) -> None:
     with make_client(temp_root, any_checkpoint=False) as client:
         assert client.get("/api/options").json()["any_checkpoint"] is False
-        r = client.post("/api/jobs", data={"checkpoint": "/etc/passwd"}, headers=HEADERS)
+        r = client.post("/api/jobs", files=form(checkpoint="/etc/passwd"), headers=HEADERS)
         assert r.status_code == 400
         assert assert_one_line(r.json()).startswith("error: checkpoint: not one of the offered ones")
         assert list(app_folder(temp_root).iterdir()) == []
@@ -210,7 +240,7 @@ def test_checkpoints_are_chosen_by_id() -> None:
 
 def test_missing_checkpoint_is_one_line_in_the_job(temp_root: Path) -> None:
     with make_client(temp_root) as client:
-        r = client.post("/api/jobs", data={"checkpoint": "/nowhere/model.ckpt"}, headers=HEADERS)
+        r = client.post("/api/jobs", files=form(checkpoint="/nowhere/model.ckpt"), headers=HEADERS)
         assert r.status_code == 202
         job = wait(client, r.json()["id"])
         assert job["state"] == "failed"
@@ -238,7 +268,7 @@ def test_job_runs_reports_progress_and_files_are_removed(temp_root: Path, app_me
         r = client.post("/api/jobs", files=upload(app_media), data={"steps": "2"}, headers=HEADERS)
         assert r.status_code == 202
         job_id = r.json()["id"]
-        busy = client.post("/api/jobs", data={"video_source": "sample"}, headers=HEADERS)
+        busy = client.post("/api/jobs", files=form(video_source="sample"), headers=HEADERS)
         assert busy.status_code == 409
         assert busy.json()["message"] == "error: job: the server is busy with another job; wait for it to finish"
         job = wait(client, job_id)
@@ -265,14 +295,14 @@ def test_job_runs_reports_progress_and_files_are_removed(temp_root: Path, app_me
 def test_cancelling_a_running_job_stops_it_and_removes_its_files(temp_root: Path) -> None:
     """DELETE of a running job cancels it: it stays listed as cancelled, without files, and the runner is free."""
     with make_client(temp_root) as client:
-        job_id = client.post("/api/jobs", data={"steps": "2"}, headers=HEADERS).json()["id"]
+        job_id = client.post("/api/jobs", files=form(steps="2"), headers=HEADERS).json()["id"]
         r = client.delete(f"/api/jobs/{job_id}", headers=HEADERS)
         assert r.status_code == 202 and r.json()["phase"] == "cancelling"
         job = wait(client, job_id)
         assert job["state"] == "cancelled" and job["phase"] == "cancelled" and job["message"] == "cancelled"
         assert job["warning"] is None  # the sample clip with the bundled model: no notice
         assert list(app_folder(temp_root).iterdir()) == []  # its files went when it stopped
-        r = client.post("/api/jobs", data={"checkpoint": "/nowhere.ckpt"}, headers=HEADERS)
+        r = client.post("/api/jobs", files=form(checkpoint="/nowhere.ckpt"), headers=HEADERS)
         assert r.status_code == 202  # the runner is free again
         wait(client, r.json()["id"])
         assert client.delete(f"/api/jobs/{job_id}", headers=HEADERS).status_code == 204  # a finished one: discarded
@@ -285,7 +315,7 @@ def test_cancel_stops_within_one_batch(temp_root: Path) -> None:
     runner = RunnerSettings(sample_seconds=2.0)
     app = create_app(AppSettings(runner=runner, temp_dir=temp_root))
     with serve(app) as url, httpx.Client(base_url=url, timeout=60) as client:
-        job_id = client.post("/api/jobs", data={"steps": "2"}, headers=HEADERS).json()["id"]
+        job_id = client.post("/api/jobs", files=form(steps="2"), headers=HEADERS).json()["id"]
         deadline = time.monotonic() + 120
         while (job := client.get(f"/api/jobs/{job_id}").json())["done"] == 0 and time.monotonic() < deadline:
             time.sleep(0.05)
@@ -374,15 +404,15 @@ def test_no_answer_holds_a_server_path(temp_root: Path, app_media: dict[str, Pat
             return r
 
         keep(client.get("/api/options"))
-        job_id = keep(client.post("/api/jobs", data={"checkpoint": "demo", "steps": "1"}, headers=HEADERS)).json()["id"]
-        keep(client.post("/api/jobs", data={"video_source": "sample"}, headers=HEADERS))  # busy
+        job_id = keep(client.post("/api/jobs", files=form(checkpoint="demo", steps="1"), headers=HEADERS)).json()["id"]
+        keep(client.post("/api/jobs", files=form(video_source="sample"), headers=HEADERS))  # busy
         while keep(client.get(f"/api/jobs/{job_id}")).json()["state"] in ("queued", "running"):
             time.sleep(0.1)
         assert client.get(f"/api/jobs/{job_id}").json()["state"] == "done"
         broken = {"video": ("holiday.mp4", np.random.default_rng(0).bytes(4096), "video/mp4")}
         failed = keep(client.post("/api/jobs", files=broken, headers=HEADERS)).json()["id"]
         keep(client.get(f"/api/jobs/{wait(client, failed)['id']}"))
-        keep(client.post("/api/jobs", data={"steps": "0"}, headers=HEADERS))
+        keep(client.post("/api/jobs", files=form(steps="0"), headers=HEADERS))
         keep(client.get("/api/jobs/nothing"))
         keep(client.delete(f"/api/jobs/{job_id}", headers=HEADERS))
     assert len(answers) > 8
@@ -392,7 +422,7 @@ def test_no_answer_holds_a_server_path(temp_root: Path, app_media: dict[str, Pat
 
 def test_finished_jobs_expire(temp_root: Path) -> None:
     with make_client(temp_root, keep_s=0.0) as client:
-        r = client.post("/api/jobs", data={"checkpoint": "/nowhere.ckpt"}, headers=HEADERS)
+        r = client.post("/api/jobs", files=form(checkpoint="/nowhere.ckpt"), headers=HEADERS)
         job_id = r.json()["id"]
         deadline = time.monotonic() + 30
         while client.get(f"/api/jobs/{job_id}").status_code == 200 and time.monotonic() < deadline:

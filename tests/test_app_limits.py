@@ -493,7 +493,7 @@ def test_a_loopback_server_answers_only_to_its_own_names(
             assert r.status_code == 400, host
             message = r.json()["message"]
             assert message.startswith("error: host: ") and "is not this server's address" in message
-            r = client.post("/api/jobs", data={"checkpoint": "/etc/passwd"}, headers={**HEADERS, "host": host})
+            r = client.post("/api/jobs", files={"checkpoint": (None, "/etc/passwd")}, headers={**HEADERS, "host": host})
             assert r.status_code == 400
         assert job_folders(temp_root) == []
 

@@ -3,7 +3,8 @@
     GET    /                          the page (static/index.html: no CDN, no external fonts or scripts)
     GET    /favicon.ico, /favicon.svg the app's icon (SVG)
     GET    /api/options               checkpoints ({id, label}), samplers, upload limits and accepted file types
-    POST   /api/jobs                  multipart form -> 202 {id, state, ...}; a bad upload -> 4xx {message}
+    POST   /api/jobs                  multipart form -> 202 {id, state, ...}; a bad upload -> 4xx {message};
+                                      any other body (JSON, url-encoded, none) -> 415, no job
     GET    /api/jobs/{id}             {state, phase, done, total, message, warning, elapsed_s, seconds_left, result}
     GET    /api/jobs/{id}/result.mp4  the lip-synced video (once state is "done")
     DELETE /api/jobs/{id}             a queued or running job: cancel it (202, the job; it stops before its next

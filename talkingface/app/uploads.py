@@ -1,6 +1,9 @@
 """The ``POST /api/jobs`` form, read while it arrives: each file goes straight into the job's folder and every limit
 is checked as the bytes come, so a body without a length (chunked) is stopped as soon as it passes one.
 
+Only a ``multipart/form-data`` body is a form (what the page's ``FormData`` and ``curl -F`` send): any other body, or
+none, is refused (415) before a byte of it is read, so that a stray request cannot start a job with every default.
+
 Limits: ``limit.file_bytes`` per file (``--max-upload-mb``), :data:`MAX_FIELD_BYTES` per text field,
 :data:`MAX_FIELDS` text fields, and the whole body at most three files' worth plus :data:`FORM_OVERHEAD` (which also
 bounds what a sender could add after the form's last boundary, which the parser skips).
@@ -9,11 +12,10 @@ bounds what a sender could add after the form's last boundary, which the parser 
 from __future__ import annotations
 
 import re
-import urllib.parse
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import BinaryIO, Protocol
+from typing import BinaryIO
 
 try:
     from python_multipart.exceptions import FormParserError
@@ -82,26 +84,17 @@ def check_type(what: str, filename: str, content_type: str) -> str:
     return name
 
 
-class _Parser(Protocol):
-    def write(self, chunk: bytes) -> None: ...
-    def finish(self) -> Form: ...
-    def close(self) -> None: ...
-
-
 async def read_form(content_type: str, body: AsyncIterator[bytes], folder: Path, limit: UploadLimit) -> Form:
-    """The form of a request body (multipart, or url-encoded text fields), its files saved into
-    ``folder/<field>/<their name>``; raises :class:`UploadError` at the first problem, having read no further
-    (what it saved stays in ``folder``, for the caller to remove)."""
+    """The multipart form of a request body, its files saved into ``folder/<field>/<their name>``; raises
+    :class:`UploadError` at the first problem, having read no further (what it saved stays in ``folder``, for the
+    caller to remove), and (415) at once for a body that is not a multipart form."""
     kind, params = parse_options_header(content_type)
-    parser: _Parser
-    if kind == b"multipart/form-data":
-        if not params.get(b"boundary"):
-            raise UploadError(400, "upload", "a multipart form without a boundary")
-        parser = _MultipartForm(params[b"boundary"], folder, limit)
-    elif kind in (b"application/x-www-form-urlencoded", b""):
-        parser = _UrlEncodedForm()
-    else:
-        raise UploadError(415, "upload", f"send a multipart/form-data form, not {kind.decode('latin-1')!r}")
+    if kind != b"multipart/form-data":
+        sent = f"sent as {kind.decode('latin-1')[:100]!r}" if kind else "no form sent"
+        raise UploadError(415, "upload", f"{sent}; send a multipart/form-data form (as the app's page does)")
+    if not params.get(b"boundary"):
+        raise UploadError(400, "upload", "a multipart form without a boundary")
+    parser = _MultipartForm(params[b"boundary"], folder, limit)
     received = 0
     try:
         async for chunk in body:
@@ -114,27 +107,6 @@ async def read_form(content_type: str, body: AsyncIterator[bytes], folder: Path,
         raise UploadError(400, "upload", f"not a valid multipart form ({err})") from err
     finally:
         parser.close()
-
-
-class _UrlEncodedForm:
-    """Text fields only (what ``fetch`` or ``curl -d`` send without files)."""
-
-    def __init__(self) -> None:
-        self.body = bytearray()
-
-    def write(self, chunk: bytes) -> None:
-        self.body += chunk
-        if len(self.body) > MAX_FIELDS * MAX_FIELD_BYTES:
-            raise UploadError(413, "upload", f"more than {MAX_FIELDS * MAX_FIELD_BYTES} bytes of text fields")
-
-    def finish(self) -> Form:
-        pairs = urllib.parse.parse_qsl(_text(bytes(self.body)), keep_blank_values=True)
-        if len(pairs) > MAX_FIELDS:
-            raise UploadError(400, "upload", f"more than {MAX_FIELDS} fields")
-        return Form(fields=dict(pairs))
-
-    def close(self) -> None:
-        pass
 
 
 @dataclass
