@@ -24,6 +24,7 @@ from talkingface.app.jobs import RunnerSettings
 from talkingface.app.limits import UploadError
 from talkingface.app.server import AppSettings, create_app
 from talkingface.commands import app as app_cli
+from talkingface.inference.video import FACE_SEARCH, FRAME_DECODING, prepare_video
 from talkingface.media.decode import load_audio, probe_video
 from talkingface.synthetic.demo import make_sample_media
 from talkingface.synthetic.export import demo_model_paths
@@ -307,6 +308,69 @@ def test_cancelling_a_running_job_stops_it_and_removes_its_files(temp_root: Path
         wait(client, r.json()["id"])
         assert client.delete(f"/api/jobs/{job_id}", headers=HEADERS).status_code == 204  # a finished one: discarded
         assert client.get(f"/api/jobs/{job_id}").status_code == 404
+
+
+def test_prepare_video_reports_every_frame_of_both_passes(app_media: dict[str, Path]) -> None:
+    """``prepare_video(on_frame=...)`` hears of every frame of the face search and of the decoding, in order; an
+    exception raised there stops the search at that frame."""
+    points = np.load(app_media["landmarks"])
+    found = iter(points)
+    calls: list[tuple[str, int, int | None]] = []
+    prepared = prepare_video(
+        app_media["video"], crop_size=128, detector=lambda rgb: next(found), on_frame=lambda *c: calls.append(c)
+    )
+    n = prepared.n_frames
+    assert n == len(points) > 3
+    expected = probe_video(app_media["video"]).expected_frames(FPS)
+    assert calls == [(FACE_SEARCH, i, expected) for i in range(1, n + 1)] + [
+        (FRAME_DECODING, i, n) for i in range(1, n + 1)
+    ]
+    searched: list[int] = []
+
+    class StopError(Exception):
+        pass
+
+    def stop_at_3(step: str, done: int, total: int | None) -> None:
+        searched.append(done)
+        if done == 3:
+            raise StopError
+
+    with pytest.raises(StopError):
+        prepare_video(app_media["video"], detector=lambda rgb: points[0], on_frame=stop_at_3)
+    assert searched == [1, 2, 3]
+
+
+def test_a_cancel_during_the_face_search_stops_it_at_the_next_frame(
+    tmp_path: Path, app_media: dict[str, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The face search (dlib: about 0.1 s a frame on a CPU, half a minute for a minute of video) checks for a cancel
+    after every frame: a job cancelled there frees the server at once, instead of searching the rest of the video."""
+    import talkingface.media.extract as extract
+    from talkingface.app.jobs import CANCELLED, JobRequest, JobRunner
+
+    runner = JobRunner(tmp_path / "jobs", RunnerSettings(sample_seconds=SAMPLE_SECONDS))
+    job_id, folder = runner.new_folder()
+    searched: list[int] = []
+
+    def detector(rgb: np.ndarray) -> None:  # finds no face: a search run to its end fails the job
+        searched.append(len(searched) + 1)
+        if len(searched) == 3:
+            assert runner.cancel(job_id) is not None  # the job is running
+        return None
+
+    monkeypatch.setattr(extract, "shared_detector", lambda: detector)
+    files = {}
+    for what in ("video", "speech"):
+        (folder / what).mkdir()
+        files[what] = Path(shutil.copy(app_media[what], folder / what))
+    job = runner.submit(job_id, folder, JobRequest(video=files["video"], speech=files["speech"]))
+    deadline = time.monotonic() + 120  # a generous bound: loading the model comes first
+    while runner.busy() and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert job.state == CANCELLED, job.message
+    assert searched == [1, 2, 3]  # not one frame searched after the cancel
+    assert not runner.busy() and not folder.exists()
+    runner.close()
 
 
 @pytest.mark.slow

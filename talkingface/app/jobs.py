@@ -32,6 +32,7 @@ from talkingface.inference import LipSyncOptions, LipSyncPipeline, PreparedVideo
 from talkingface.inference.estimate import TimeLeft
 from talkingface.inference.landmark_file import SourceLandmarks, read_landmarks
 from talkingface.inference.model_choice import is_bundled_model, is_synthetic_video, resolve_checkpoint
+from talkingface.inference.video import FACE_SEARCH
 from talkingface.media.decode import probe_video
 from talkingface.model.image_driven_talkingface.DiffTalk import (
     CheckpointError,
@@ -181,7 +182,9 @@ class _ProgressPipeline(LipSyncPipeline):
     def prepare_speech(self, audio: str | Path, from_video: bool = False) -> Speech:
         self._check()
         self.job.phase = "reading the speech"
-        return super().prepare_speech(audio, from_video)
+        speech = super().prepare_speech(audio, from_video)
+        self._check()
+        return speech
 
     def prepare_video(
         self, video: str | Path, progress: bool = False, landmarks: str | Path | SourceLandmarks | None = None
@@ -189,6 +192,11 @@ class _ProgressPipeline(LipSyncPipeline):
         self._check()
         self.job.phase = "finding the face" if landmarks is None else "reading the video"
         return super().prepare_video(video, progress, landmarks)
+
+    def video_frame_prepared(self, step: str, done: int, total: int | None) -> None:
+        if step == FACE_SEARCH:
+            self.job.phase = f"finding the face: frame {done}" + (f" of {total}" if total and done <= total else "")
+        self._check()  # a cancel stops the face search (and the decoding) at the next frame
 
     def generation_started(self, total: int) -> None:
         self._check()
@@ -373,9 +381,9 @@ class JobRunner:
         if request.speech is not None:
             check_sound_decoded(request.speech, limits, check=check)
         job.phase = "loading the model"
-        if job.cancel.is_set():
-            raise JobCancelledError(job.id)
-        model = self.load_model(ckpt)
+        check()
+        model = self.load_model(ckpt)  # cannot stop midway: a cancel takes effect once it is loaded
+        check()
         video, speech = request.video, request.speech
         if video is None or (speech is None and request.sample_speech):
             job.phase = "making the sample clip"
@@ -385,6 +393,7 @@ class JobRunner:
                 video, landmarks = sample_video, read_landmarks(sidecar_path(sample_video))
             if speech is None and request.sample_speech:
                 speech = sample_speech
+            check()
         # the bundled model was trained on the synthetic layout's 128-pixel crops: draw its masks at that size
         crop = {"crop_size": DEMO_CROP_SIZE} if is_bundled_model(ckpt) else {}
         options = LipSyncOptions(sampler=request.sampler, steps=request.steps, **crop)
