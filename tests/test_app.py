@@ -249,17 +249,60 @@ def test_missing_checkpoint_is_one_line_in_the_job(temp_root: Path) -> None:
         assert client.get(f"/api/jobs/{job['id']}/result.mp4").status_code == 409
 
 
-def test_unreadable_upload_is_named_by_its_own_name(temp_root: Path, app_media: dict[str, Path]) -> None:
-    """The job's message names the user's file, not the temp folder it was stored in; no model is loaded."""
-    files = {"video": ("holiday.mp4", np.random.default_rng(0).bytes(4096), "video/mp4")}
+@pytest.mark.parametrize("name", ["holiday.mp4", "ünï clip.mp4"])
+def test_unreadable_upload_is_named_by_its_own_name(temp_root: Path, name: str) -> None:
+    """The job's message names the user's file as they named it (not the temp folder it was stored in, nor the
+    ASCII name it was saved under); no model is loaded."""
+    files = {"video": (name, np.random.default_rng(0).bytes(4096), "video/mp4")}
     with make_client(temp_root) as client:
         r = client.post("/api/jobs", files=files, headers=HEADERS)
         job = wait(client, r.json()["id"])
     assert job["state"] == "failed"
-    assert (
-        job["message"] == "error: holiday.mp4: cannot open as a media file (Invalid data found when processing input)"
-    )
+    assert job["message"] == f"error: {name}: cannot open as a media file (Invalid data found when processing input)"
     assert str(temp_root) not in job["message"] and "Errno" not in job["message"]
+
+
+@pytest.mark.parametrize(
+    ("filename", "shown"),
+    [
+        ("ünï.txt", "ünï.txt"),
+        ("日本語の動画.txt", "日本語の動画.txt"),
+        ("C:\\Users\\me\\ünï.txt", "ünï.txt"),  # a browser that sends the whole path: its last part
+        ('say "hi"\n.txt', 'say "hi" .txt'),  # as browsers send them: %22 and %0A
+        ("break\u202egnp.txt", "breakgnp.txt"),  # no right-to-left override (shown as "breaktxt.png")
+    ],
+)
+def test_a_refused_upload_is_named_as_the_user_named_it(temp_root: Path, filename: str, shown: str) -> None:
+    with make_client(temp_root) as client:
+        files = {"video": (filename, b"hello", "video/mp4")}
+        r = client.post("/api/jobs", files=files, data={"video_source": "upload"}, headers=HEADERS)
+    assert r.status_code == 415
+    assert assert_one_line(r.json()) == f"error: {shown}: unsupported video type '.txt'; use one of " + ", ".join(
+        app_server.ACCEPT["video"]
+    )
+
+
+def test_display_names_are_one_line() -> None:
+    from talkingface.app.uploads import display_name, safe_name
+
+    assert display_name("a\tb\r\nc\x00.mp4", "video") == "a b c.mp4"
+    assert display_name("x" * 200 + ".mp4", "video") == "x" * 96 + ".mp4"  # the end kept: the suffix
+    assert display_name("\u200f", "video") == "video"
+    assert safe_name("ünï.mp4", "video") == "_n_.mp4"  # the file on disk keeps an ASCII name
+
+
+def test_a_video_without_sound_as_its_own_speech_is_refused_in_the_forms_words(temp_root: Path, tmp_path: Path) -> None:
+    """The page names the form's choices, not the command line's ``--audio``."""
+    silent = write_video(tmp_path / "silent.mp4", 0.4, 25, audio=None)
+    files = {"video": ("stumm ünï.mp4", silent.read_bytes(), "video/mp4")}
+    with make_client(temp_root) as client:
+        r = client.post("/api/jobs", files=files, data={"speech_source": "video"}, headers=HEADERS)
+        assert r.status_code == 400
+        assert assert_one_line(r.json()) == (
+            'error: stumm ünï.mp4: has no sound to use as the speech; under Speech, choose "my audio or video file, '
+            'or a recording" or "the sample"'
+        )
+        assert list(app_folder(temp_root).iterdir()) == []
 
 
 @pytest.mark.slow
@@ -443,6 +486,35 @@ def test_messages_name_no_server_folder(tmp_path: Path) -> None:
     )
     upload = CheckpointError(f"{tmp_path / 'j' / 'video' / 'me.mp4'}: no face")
     assert job.user_message(upload) == "error: me.mp4: no face"
+
+
+def test_job_messages_use_the_forms_words_and_the_users_file_names(tmp_path: Path) -> None:
+    """What the library words for the command line (``--audio``, ``--max-missing``, ``--steps``) reaches the page in
+    the form's words, naming the uploads as the user named them (their files on disk have ASCII names)."""
+    from talkingface.app.jobs import Job, JobRequest
+    from talkingface.app.wording import page_wording
+    from talkingface.inference.errors import InferenceError
+    from talkingface.media.errors import PreprocessError
+
+    folder = tmp_path / "j"
+    video, speech = folder / "video" / "_n_.mp4", folder / "speech" / "voix_.wav"
+    job = Job("j", folder, JobRequest(video=video, speech=speech, names={"video": "ünï.mp4", "speech": "voix·.wav"}))
+    no_sound = PreprocessError(video, "no audio stream (give a separate audio file with --audio)")
+    assert job.user_message(no_sound) == (
+        'error: ünï.mp4: no audio stream; under Speech, choose "my audio or video file, or a recording" or "the sample"'
+    )
+    no_face = PreprocessError(video, "no face found in 30 of 100 frames (30% > --max-missing 20%); first misses at [0]")
+    assert job.user_message(no_face) == (
+        "error: ünï.mp4: no face found in 30 of 100 frames (30% > the 20% allowed); first misses at [0]"
+    )
+    assert job.user_message(InferenceError(speech, "silent")) == "error: voix·.wav: silent"
+    assert job.user_message(InferenceError("--steps", "must be at most 500")) == "error: Steps: must be at most 500"
+    pickled = "pass --trust-checkpoint, or re-export it; or pass --ckpt PATH"
+    assert page_wording(pickled) == (
+        'pass the "trust checkpoint" option of talkingface lipsync, or re-export it; or choose another Checkpoint'
+    )
+    kept = "3.0 s long; the limit is 2 s (the server's --max-seconds)"  # the operator's setting, named as such
+    assert page_wording(kept) == kept
 
 
 ABSOLUTE_PATH = re.compile(r"(?<![\w.:])/(?!api/)[\w.-]+/[\w./-]+")

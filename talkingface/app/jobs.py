@@ -24,7 +24,8 @@ from typing import Any
 
 import numpy as np
 
-from talkingface.app.limits import MediaLimits, check_sound_decoded, check_video_decoded
+from talkingface.app.limits import NO_SOUND, MediaLimits, UploadError, check_sound_decoded, check_video_decoded
+from talkingface.app.wording import page_wording
 from talkingface.cli_support import one_line
 from talkingface.demo_assets import ASSETS_DIR
 from talkingface.errors import TalkingFaceError
@@ -85,6 +86,9 @@ class JobRequest:
     checkpoint: str | None = None
     sampler: str | None = None
     steps: int | None = None
+    #: "video", "speech", "landmarks" -> the user's own name of the upload, which messages show (the file on disk
+    #: has a sanitised name: ``ünï.mp4`` is saved as ``_n_.mp4``)
+    names: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass
@@ -144,12 +148,17 @@ class Job:
 
     def user_message(self, err: BaseException) -> str:
         """``error: <file>: <problem>`` on one line, naming uploads by their own names instead of temp paths, and
-        the bundled model and the repository's files by their paths in the repository."""
+        the bundled model and the repository's files by their paths in the repository; command-line flags are
+        worded as the form (:func:`~talkingface.app.wording.page_wording`)."""
         text = one_line(err)
+        request = self.request
+        for what, path in (("video", request.video), ("speech", request.speech), ("landmarks", request.landmarks)):
+            if path is not None and what in request.names:
+                text = text.replace(str(path), request.names[what])
         folder = re.escape(str(self.folder))
         text = re.sub(folder + r"/(?:" + "|".join(INPUT_DIRS) + r")/", "", text)
         text = text.replace(str(self.folder) + "/", "")
-        return f"error: {scrub_paths(text)}"
+        return f"error: {page_wording(scrub_paths(text))}"
 
 
 def scrub_paths(text: str) -> str:
@@ -371,15 +380,20 @@ class JobRunner:
         # sample past a limit, so the pipeline never holds more than the limits allow
         if request.video is not None or request.speech is not None:
             job.phase = "checking the uploads"
+        names = request.names
         if request.video is not None:
             source = probe_video(request.video)
-            check_video_decoded(request.video, limits, check)
+            check_video_decoded(request.video, limits, check, name=names.get("video"))
             if request.speech is None and not request.sample_speech:  # the video's own sound is the speech
-                check_sound_decoded(request.video, limits, video_start_s=source.start_s, check=check)
+                if not source.has_audio:
+                    raise UploadError(400, names.get("video", request.video.name), NO_SOUND)
+                check_sound_decoded(
+                    request.video, limits, video_start_s=source.start_s, check=check, name=names.get("video")
+                )
             if request.landmarks is not None:
                 landmarks = read_landmarks(request.landmarks)
         if request.speech is not None:
-            check_sound_decoded(request.speech, limits, check=check)
+            check_sound_decoded(request.speech, limits, check=check, name=names.get("speech"))
         job.phase = "loading the model"
         check()
         model = self.load_model(ckpt)  # cannot stop midway: a cancel takes effect once it is loaded
