@@ -4,9 +4,13 @@ headless Chromium driven by Playwright (skipped, saying why, where no browser is
 from __future__ import annotations
 
 import contextlib
+import os
 import re
 import shutil
+import signal
 import socket
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -602,6 +606,43 @@ def test_cli_binds_localhost_and_warns_for_other_addresses(
     settings, (host, _) = seen[-1]
     assert host == "0.0.0.0" and not settings.any_checkpoint and settings.allowed_hosts is None
     assert "--host 0.0.0.0: the app is reachable from other machines" in caplog.text
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("presses", [1, 2], ids=["ctrl-c", "ctrl-c-twice"])
+def test_ctrl_c_stops_the_app_cleanly(tmp_path: Path, presses: int) -> None:
+    """Ctrl-C while a job generates: one line (no traceback), exit status 130, the job cancelled and every temporary
+    file removed; a second Ctrl-C (stop waiting for the batch under way) ends the same way."""
+    temp = tmp_path / "tmp"
+    temp.mkdir()
+    env = {**os.environ, "TMPDIR": str(temp), "PYTHONPATH": str(ROOT)}
+    cmd = [sys.executable, "-m", "talkingface.cli", "app", "--port", "0", "--sample-seconds", "2"]
+    proc = subprocess.Popen(cmd, cwd=tmp_path, env=env, stderr=subprocess.PIPE, text=True)
+    try:
+        assert proc.stderr is not None
+        first = proc.stderr.readline()
+        url = re.search(r"open (http://\S+) in a browser", first)
+        assert url, first
+        with httpx.Client(base_url=url.group(1), timeout=60) as client:
+            job_id = client.post("/api/jobs", files=form(steps="2"), headers=HEADERS).json()["id"]
+            assert len(list(temp.iterdir())) == 1  # the app's temp folder
+            deadline = time.monotonic() + 120
+            while (job := client.get(f"/api/jobs/{job_id}").json())["phase"] != "generating":
+                assert job["state"] == "running" and time.monotonic() < deadline, job
+                time.sleep(0.05)
+        for _ in range(presses):
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGINT)
+                time.sleep(0.05)  # the second one while the server shuts down
+        _, stderr = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert "Traceback" not in stderr and "KeyboardInterrupt" not in stderr, stderr
+    assert stderr.strip().splitlines()[-1] == "INFO talkingface app: stopped; the running job was cancelled", stderr
+    assert proc.returncode == 130
+    assert list(temp.iterdir()) == []  # the job's uploads, sample and partial result, and the app's folder
 
 
 def test_loopback_addresses() -> None:

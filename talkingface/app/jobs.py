@@ -245,6 +245,7 @@ class JobRunner:
         self._thread: threading.Thread | None = None
         self._current: Job | None = None  # the job of the thread (kept when it is discarded while it runs)
         self._model: tuple[tuple[str, float, str | None], DiffTalkModel] | None = None
+        self._stop_waiting = threading.Event()
 
     # ------------------------------------------------------------------ jobs
     def new_folder(self) -> tuple[str, Path]:
@@ -315,17 +316,37 @@ class JobRunner:
         for job in expired:
             self.discard(job.id)
 
-    def close(self, timeout: float = 30.0) -> None:
-        """Cancel the running job, wait for it (up to ``timeout`` seconds) and remove every job's files."""
+    def cancel_all(self) -> bool:
+        """Cancel every queued or running job (without waiting for it to stop); returns whether there was one."""
+        with self._lock:
+            jobs = [job for job in [*self._jobs.values(), self._current] if job is not None and job.active]
+        for job in jobs:
+            job.cancel.set()
+            job.phase = "cancelling"
+        return bool(jobs)
+
+    def stop_waiting(self) -> None:
+        """Make :meth:`close` stop waiting for the running job (a second Ctrl-C): it removes the files at once."""
+        self._stop_waiting.set()
+
+    def close(self, timeout: float = 30.0) -> bool:
+        """Cancel the running job, wait for it (up to ``timeout`` seconds, or until :meth:`stop_waiting`) and remove
+        every job's files. Returns whether the job thread has stopped (False: it is still inside a step that cannot
+        stop midway, such as loading a model)."""
         with self._lock:
             jobs = list(self._jobs.values())
             self._jobs.clear()
             thread = self._thread
         for job in jobs:
             job.cancel.set()
-        if thread is not None:
-            thread.join(timeout)
+        deadline = time.monotonic() + timeout
+        while thread is not None and thread.is_alive() and not self._stop_waiting.is_set():
+            left = deadline - time.monotonic()
+            if left <= 0:
+                break
+            thread.join(min(left, 0.1))  # in slices: a signal handler can run in between
         shutil.rmtree(self.root, ignore_errors=True)
+        return thread is None or not thread.is_alive()
 
     # ------------------------------------------------------------------ work
     def _run(self, job: Job) -> None:
