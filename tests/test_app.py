@@ -512,6 +512,8 @@ def test_job_messages_use_the_forms_words_and_the_users_file_names(tmp_path: Pat
         "error: ünï.mp4: no face found in 30 of 100 frames (30% > the 20% allowed); first misses at [0]"
     )
     assert job.user_message(InferenceError(speech, "silent")) == "error: voix·.wav: silent"
+    mismatch = InferenceError("lms.npy", f"landmarks for 5 frames, but {video.name} has 15 frames")
+    assert job.user_message(mismatch) == "error: lms.npy: landmarks for 5 frames, but ünï.mp4 has 15 frames"
     assert job.user_message(InferenceError("--steps", "must be at most 500")) == "error: Steps: must be at most 500"
     pickled = "pass --trust-checkpoint, or re-export it; or pass --ckpt PATH"
     assert page_wording(pickled) == (

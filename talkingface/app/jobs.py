@@ -90,6 +90,11 @@ class JobRequest:
     #: has a sanitised name: ``ünï.mp4`` is saved as ``_n_.mp4``)
     names: dict[str, str] = field(default_factory=dict)
 
+    def uploads(self) -> list[tuple[str, Path]]:
+        """``(field, saved file)`` of the uploaded files."""
+        files = (("video", self.video), ("speech", self.speech), ("landmarks", self.landmarks))
+        return [(what, path) for what, path in files if path is not None]
+
 
 @dataclass
 class Job:
@@ -152,12 +157,18 @@ class Job:
         worded as the form (:func:`~talkingface.app.wording.page_wording`)."""
         text = one_line(err)
         request = self.request
-        for what, path in (("video", request.video), ("speech", request.speech), ("landmarks", request.landmarks)):
-            if path is not None and what in request.names:
-                text = text.replace(str(path), request.names[what])
+        uploads = [(path, request.names[what]) for what, path in request.uploads() if what in request.names]
+        for path, name in uploads:
+            text = text.replace(str(path), name)
         folder = re.escape(str(self.folder))
         text = re.sub(folder + r"/(?:" + "|".join(INPUT_DIRS) + r")/", "", text)
         text = text.replace(str(self.folder) + "/", "")
+        # a file named without its folder ("... but _n_.mp4 has 15 frames"), where no other upload has its saved name
+        saved = [path.name for path, _ in uploads]
+        shown = {path.name: name for path, name in uploads if path.name != name and saved.count(path.name) == 1}
+        if shown:
+            bare = re.compile(r"(?<![\w.-])(" + "|".join(map(re.escape, shown)) + r")(?![\w.-])")
+            text = bare.sub(lambda m: shown[m.group(1)], text)
         return f"error: {page_wording(scrub_paths(text))}"
 
 
