@@ -514,6 +514,8 @@ def test_job_messages_use_the_forms_words_and_the_users_file_names(tmp_path: Pat
     assert job.user_message(InferenceError(speech, "silent")) == "error: voix·.wav: silent"
     mismatch = InferenceError("lms.npy", f"landmarks for 5 frames, but {video.name} has 15 frames")
     assert job.user_message(mismatch) == "error: lms.npy: landmarks for 5 frames, but ünï.mp4 has 15 frames"
+    flag_like = Job("k", folder, JobRequest(video=folder / "video" / "--audio.mp4", names={"video": "--audio.mp4"}))
+    assert flag_like.user_message(PreprocessError(flag_like.request.video, "bad")) == "error: --audio.mp4: bad"
     assert job.user_message(InferenceError("--steps", "must be at most 500")) == "error: Steps: must be at most 500"
     pickled = "pass --trust-checkpoint, or re-export it; or pass --ckpt PATH"
     assert page_wording(pickled) == (

@@ -157,19 +157,22 @@ class Job:
         worded as the form (:func:`~talkingface.app.wording.page_wording`)."""
         text = one_line(err)
         request = self.request
+        # the user's names go in last, as placeholders until then: page_wording must not reword a name ("--x.mp4")
         uploads = [(path, request.names[what]) for what, path in request.uploads() if what in request.names]
-        for path, name in uploads:
-            text = text.replace(str(path), name)
+        names = [name for _, name in uploads]
+        for i, (path, _) in enumerate(uploads):
+            text = text.replace(str(path), f"\0{i}\0")
         folder = re.escape(str(self.folder))
         text = re.sub(folder + r"/(?:" + "|".join(INPUT_DIRS) + r")/", "", text)
         text = text.replace(str(self.folder) + "/", "")
         # a file named without its folder ("... but _n_.mp4 has 15 frames"), where no other upload has its saved name
         saved = [path.name for path, _ in uploads]
-        shown = {path.name: name for path, name in uploads if path.name != name and saved.count(path.name) == 1}
+        shown = {path.name: i for i, (path, _) in enumerate(uploads) if saved.count(path.name) == 1}
         if shown:
-            bare = re.compile(r"(?<![\w.-])(" + "|".join(map(re.escape, shown)) + r")(?![\w.-])")
-            text = bare.sub(lambda m: shown[m.group(1)], text)
-        return f"error: {page_wording(scrub_paths(text))}"
+            bare = re.compile(r"(?<![\w./-])(" + "|".join(map(re.escape, shown)) + r")(?![\w.-])")
+            text = bare.sub(lambda m: f"\0{shown[m.group(1)]}\0", text)
+        text = page_wording(scrub_paths(text))
+        return "error: " + re.sub(r"\0(\d+)\0", lambda m: names[int(m.group(1))], text)
 
 
 def scrub_paths(text: str) -> str:
