@@ -24,7 +24,8 @@ from typing import Any
 
 import numpy as np
 
-from talkingface.app.limits import MediaLimits, check_sound_decoded, check_video_decoded
+from talkingface.app.limits import NO_SOUND, MediaLimits, UploadError, check_sound_decoded, check_video_decoded
+from talkingface.app.wording import page_wording
 from talkingface.cli_support import one_line
 from talkingface.demo_assets import ASSETS_DIR
 from talkingface.errors import TalkingFaceError
@@ -32,6 +33,7 @@ from talkingface.inference import LipSyncOptions, LipSyncPipeline, PreparedVideo
 from talkingface.inference.estimate import TimeLeft
 from talkingface.inference.landmark_file import SourceLandmarks, read_landmarks
 from talkingface.inference.model_choice import is_bundled_model, is_synthetic_video, resolve_checkpoint
+from talkingface.inference.video import FACE_SEARCH
 from talkingface.media.decode import probe_video
 from talkingface.model.image_driven_talkingface.DiffTalk import (
     CheckpointError,
@@ -84,6 +86,14 @@ class JobRequest:
     checkpoint: str | None = None
     sampler: str | None = None
     steps: int | None = None
+    #: "video", "speech", "landmarks" -> the user's own name of the upload, which messages show (the file on disk
+    #: has a sanitised name: ``ünï.mp4`` is saved as ``_n_.mp4``)
+    names: dict[str, str] = field(default_factory=dict)
+
+    def uploads(self) -> list[tuple[str, Path]]:
+        """``(field, saved file)`` of the uploaded files."""
+        files = (("video", self.video), ("speech", self.speech), ("landmarks", self.landmarks))
+        return [(what, path) for what, path in files if path is not None]
 
 
 @dataclass
@@ -143,12 +153,26 @@ class Job:
 
     def user_message(self, err: BaseException) -> str:
         """``error: <file>: <problem>`` on one line, naming uploads by their own names instead of temp paths, and
-        the bundled model and the repository's files by their paths in the repository."""
+        the bundled model and the repository's files by their paths in the repository; command-line flags are
+        worded as the form (:func:`~talkingface.app.wording.page_wording`)."""
         text = one_line(err)
+        request = self.request
+        # the user's names go in last, as placeholders until then: page_wording must not reword a name ("--x.mp4")
+        uploads = [(path, request.names[what]) for what, path in request.uploads() if what in request.names]
+        names = [name for _, name in uploads]
+        for i, (path, _) in enumerate(uploads):
+            text = text.replace(str(path), f"\0{i}\0")
         folder = re.escape(str(self.folder))
         text = re.sub(folder + r"/(?:" + "|".join(INPUT_DIRS) + r")/", "", text)
         text = text.replace(str(self.folder) + "/", "")
-        return f"error: {scrub_paths(text)}"
+        # a file named without its folder ("... but _n_.mp4 has 15 frames"), where no other upload has its saved name
+        saved = [path.name for path, _ in uploads]
+        shown = {path.name: i for i, (path, _) in enumerate(uploads) if saved.count(path.name) == 1}
+        if shown:
+            bare = re.compile(r"(?<![\w./-])(" + "|".join(map(re.escape, shown)) + r")(?![\w.-])")
+            text = bare.sub(lambda m: f"\0{shown[m.group(1)]}\0", text)
+        text = page_wording(scrub_paths(text))
+        return "error: " + re.sub(r"\0(\d+)\0", lambda m: names[int(m.group(1))], text)
 
 
 def scrub_paths(text: str) -> str:
@@ -181,7 +205,9 @@ class _ProgressPipeline(LipSyncPipeline):
     def prepare_speech(self, audio: str | Path, from_video: bool = False) -> Speech:
         self._check()
         self.job.phase = "reading the speech"
-        return super().prepare_speech(audio, from_video)
+        speech = super().prepare_speech(audio, from_video)
+        self._check()
+        return speech
 
     def prepare_video(
         self, video: str | Path, progress: bool = False, landmarks: str | Path | SourceLandmarks | None = None
@@ -189,6 +215,11 @@ class _ProgressPipeline(LipSyncPipeline):
         self._check()
         self.job.phase = "finding the face" if landmarks is None else "reading the video"
         return super().prepare_video(video, progress, landmarks)
+
+    def video_frame_prepared(self, step: str, done: int, total: int | None) -> None:
+        if step == FACE_SEARCH:
+            self.job.phase = f"finding the face: frame {done}" + (f" of {total}" if total and done <= total else "")
+        self._check()  # a cancel stops the face search (and the decoding) at the next frame
 
     def generation_started(self, total: int) -> None:
         self._check()
@@ -228,6 +259,7 @@ class JobRunner:
         self._thread: threading.Thread | None = None
         self._current: Job | None = None  # the job of the thread (kept when it is discarded while it runs)
         self._model: tuple[tuple[str, float, str | None], DiffTalkModel] | None = None
+        self._stop_waiting = threading.Event()
 
     # ------------------------------------------------------------------ jobs
     def new_folder(self) -> tuple[str, Path]:
@@ -298,17 +330,37 @@ class JobRunner:
         for job in expired:
             self.discard(job.id)
 
-    def close(self, timeout: float = 30.0) -> None:
-        """Cancel the running job, wait for it (up to ``timeout`` seconds) and remove every job's files."""
+    def cancel_all(self) -> bool:
+        """Cancel every queued or running job (without waiting for it to stop); returns whether there was one."""
+        with self._lock:
+            jobs = [job for job in [*self._jobs.values(), self._current] if job is not None and job.active]
+        for job in jobs:
+            job.cancel.set()
+            job.phase = "cancelling"
+        return bool(jobs)
+
+    def stop_waiting(self) -> None:
+        """Make :meth:`close` stop waiting for the running job (a second Ctrl-C): it removes the files at once."""
+        self._stop_waiting.set()
+
+    def close(self, timeout: float = 30.0) -> bool:
+        """Cancel the running job, wait for it (up to ``timeout`` seconds, or until :meth:`stop_waiting`) and remove
+        every job's files. Returns whether the job thread has stopped (False: it is still inside a step that cannot
+        stop midway, such as loading a model)."""
         with self._lock:
             jobs = list(self._jobs.values())
             self._jobs.clear()
             thread = self._thread
         for job in jobs:
             job.cancel.set()
-        if thread is not None:
-            thread.join(timeout)
+        deadline = time.monotonic() + timeout
+        while thread is not None and thread.is_alive() and not self._stop_waiting.is_set():
+            left = deadline - time.monotonic()
+            if left <= 0:
+                break
+            thread.join(min(left, 0.1))  # in slices: a signal handler can run in between
         shutil.rmtree(self.root, ignore_errors=True)
+        return thread is None or not thread.is_alive()
 
     # ------------------------------------------------------------------ work
     def _run(self, job: Job) -> None:
@@ -363,19 +415,24 @@ class JobRunner:
         # sample past a limit, so the pipeline never holds more than the limits allow
         if request.video is not None or request.speech is not None:
             job.phase = "checking the uploads"
+        names = request.names
         if request.video is not None:
             source = probe_video(request.video)
-            check_video_decoded(request.video, limits, check)
+            check_video_decoded(request.video, limits, check, name=names.get("video"))
             if request.speech is None and not request.sample_speech:  # the video's own sound is the speech
-                check_sound_decoded(request.video, limits, video_start_s=source.start_s, check=check)
+                if not source.has_audio:
+                    raise UploadError(400, names.get("video", request.video.name), NO_SOUND)
+                check_sound_decoded(
+                    request.video, limits, video_start_s=source.start_s, check=check, name=names.get("video")
+                )
             if request.landmarks is not None:
                 landmarks = read_landmarks(request.landmarks)
         if request.speech is not None:
-            check_sound_decoded(request.speech, limits, check=check)
+            check_sound_decoded(request.speech, limits, check=check, name=names.get("speech"))
         job.phase = "loading the model"
-        if job.cancel.is_set():
-            raise JobCancelledError(job.id)
-        model = self.load_model(ckpt)
+        check()
+        model = self.load_model(ckpt)  # cannot stop midway: a cancel takes effect once it is loaded
+        check()
         video, speech = request.video, request.speech
         if video is None or (speech is None and request.sample_speech):
             job.phase = "making the sample clip"
@@ -385,6 +442,7 @@ class JobRunner:
                 video, landmarks = sample_video, read_landmarks(sidecar_path(sample_video))
             if speech is None and request.sample_speech:
                 speech = sample_speech
+            check()
         # the bundled model was trained on the synthetic layout's 128-pixel crops: draw its masks at that size
         crop = {"crop_size": DEMO_CROP_SIZE} if is_bundled_model(ckpt) else {}
         options = LipSyncOptions(sampler=request.sampler, steps=request.steps, **crop)

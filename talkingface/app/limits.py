@@ -27,6 +27,10 @@ SLACK_S = 0.5
 #: Sound beyond these is refused too: they multiply the samples held for a second of speech.
 MAX_SAMPLE_RATE = 192_000
 MAX_CHANNELS = 8
+#: A video without sound chosen as its own speech: the remedy in the form's words.
+NO_SOUND = (
+    'has no sound to use as the speech; under Speech, choose "my audio or video file, or a recording" or "the sample"'
+)
 
 
 class UploadError(TalkingFaceError, ValueError):
@@ -96,10 +100,11 @@ def _check_sound_format(name: str, rate: int | None, channels: int | None) -> No
         raise UploadError(413, name, f"sound with {channels} channels; the limit is {MAX_CHANNELS}")
 
 
-def check_video_header(path: Path, limits: MediaLimits, own_sound: bool = False) -> None:
+def check_video_header(path: Path, limits: MediaLimits, own_sound: bool = False, name: str | None = None) -> None:
     """Refuse (413) a video whose header gives larger frames or a longer duration than ``limits``; with
-    ``own_sound`` (its sound is the speech) its sound track as well."""
-    name = Path(path).name
+    ``own_sound`` (its sound is the speech) its sound track as well, and (400) a video without sound. ``name``: what
+    messages call the file (default: its file name)."""
+    name = name or Path(path).name
     container = _open(path)
     if container is None:
         return
@@ -109,7 +114,9 @@ def check_video_header(path: Path, limits: MediaLimits, own_sound: bool = False)
         stream = container.streams.video[0]
         limits.check_frame(name, stream.codec_context.width, stream.codec_context.height)
         limits.check_seconds(name, _seconds(stream, container))
-        if own_sound and container.streams.audio:
+        if own_sound and not container.streams.audio:
+            raise UploadError(400, name, NO_SOUND)
+        if own_sound:
             sound = container.streams.audio[0]
             _check_sound_format(name, sound.codec_context.sample_rate, sound.codec_context.channels)
             seconds = _seconds(sound, container)
@@ -117,9 +124,10 @@ def check_video_header(path: Path, limits: MediaLimits, own_sound: bool = False)
                 limits.check_seconds(name, max(0.0, _start(sound) - _start(stream)) + seconds, "its sound is ")
 
 
-def check_sound_header(path: Path, limits: MediaLimits) -> None:
-    """Refuse (413) a speech file whose header gives a longer duration than ``limits`` (or an outsize format)."""
-    name = Path(path).name
+def check_sound_header(path: Path, limits: MediaLimits, name: str | None = None) -> None:
+    """Refuse (413) a speech file whose header gives a longer duration than ``limits`` (or an outsize format);
+    ``name`` as for :func:`check_video_header`."""
+    name = name or Path(path).name
     container = _open(path)
     if container is None:
         return
@@ -131,13 +139,15 @@ def check_sound_header(path: Path, limits: MediaLimits) -> None:
         limits.check_seconds(name, _seconds(stream, container))
 
 
-def check_video_decoded(path: Path, limits: MediaLimits, check: Callable[[], None] = lambda: None) -> None:
+def check_video_decoded(
+    path: Path, limits: MediaLimits, check: Callable[[], None] = lambda: None, name: str | None = None
+) -> None:
     """Decode the video to 25 fps frames as the pipeline will, refusing (413) it at the first frame past a limit.
 
     ``check`` is called for every frame (to stop when the job is cancelled). Decoding errors are raised as the
-    pipeline raises them (:class:`PreprocessError`).
+    pipeline raises them (:class:`PreprocessError`). ``name`` as for :func:`check_video_header`.
     """
-    name = Path(path).name
+    name = name or Path(path).name
     for count, rgb in enumerate(iter_frames(path, FPS), start=1):
         check()
         limits.check_frame(name, rgb.shape[1], rgb.shape[0])
@@ -154,15 +164,17 @@ def check_sound_decoded(
     limits: MediaLimits,
     video_start_s: float | None = None,
     check: Callable[[], None] = lambda: None,
+    name: str | None = None,
 ) -> None:
     """Decode the first sound track of ``path``, refusing (413) it once it runs past ``limits.max_seconds``.
 
     ``video_start_s``: the sound is the video's own, which the pipeline pads with silence when the sound starts
-    later than the picture (that silence counts). Files it cannot decode pass: the pipeline reports them.
+    later than the picture (that silence counts). Files it cannot decode pass: the pipeline reports them. ``name`` as
+    for :func:`check_video_header`.
     """
     import av
 
-    name = Path(path).name
+    name = name or Path(path).name
     container = _open(path)
     if container is None:
         return

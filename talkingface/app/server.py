@@ -3,7 +3,8 @@
     GET    /                          the page (static/index.html: no CDN, no external fonts or scripts)
     GET    /favicon.ico, /favicon.svg the app's icon (SVG)
     GET    /api/options               checkpoints ({id, label}), samplers, upload limits and accepted file types
-    POST   /api/jobs                  multipart form -> 202 {id, state, ...}; a bad upload -> 4xx {message}
+    POST   /api/jobs                  multipart form -> 202 {id, state, ...}; a bad upload -> 4xx {message};
+                                      any other body (JSON, url-encoded, none) -> 415, no job
     GET    /api/jobs/{id}             {state, phase, done, total, message, warning, elapsed_s, seconds_left, result}
     GET    /api/jobs/{id}/result.mp4  the lip-synced video (once state is "done")
     DELETE /api/jobs/{id}             a queued or running job: cancel it (202, the job; it stops before its next
@@ -167,7 +168,7 @@ def _job_request(form: Form, choices: list[CheckpointChoice], any_checkpoint: bo
         if not wanted[what]:
             shutil.rmtree(path.parent, ignore_errors=True)
         elif path.stat().st_size == 0:
-            raise UploadError(400, path.name, "empty file")
+            raise UploadError(400, form.names[what], "empty file")
         else:
             used[what] = path
     if wanted["video"] and used["video"] is None:
@@ -182,16 +183,18 @@ def _job_request(form: Form, choices: list[CheckpointChoice], any_checkpoint: bo
         checkpoint=_checkpoint(fields.get("checkpoint", ""), choices, any_checkpoint),
         sampler=sampler,
         steps=steps,
+        names={what: form.names[what] for what, path in used.items() if path is not None},
     )
 
 
 def _check_media_headers(request: JobRequest, limits: MediaLimits) -> None:
-    """Refuse (413) uploads whose headers already say they are too long or too large (decoding checks again)."""
+    """Refuse (413) uploads whose headers already say they are too long or too large (decoding checks again), and
+    (400) a video without sound chosen as its own speech."""
     if request.video is not None:
         own_sound = request.speech is None and not request.sample_speech
-        check_video_header(request.video, limits, own_sound=own_sound)
+        check_video_header(request.video, limits, own_sound=own_sound, name=request.names.get("video"))
     if request.speech is not None:
-        check_sound_header(request.speech, limits)
+        check_sound_header(request.speech, limits, name=request.names.get("speech"))
 
 
 def _error(status: int, message: str, close: bool = False) -> JSONResponse:

@@ -1,6 +1,9 @@
 """The ``POST /api/jobs`` form, read while it arrives: each file goes straight into the job's folder and every limit
 is checked as the bytes come, so a body without a length (chunked) is stopped as soon as it passes one.
 
+Only a ``multipart/form-data`` body is a form (what the page's ``FormData`` and ``curl -F`` send): any other body, or
+none, is refused (415) before a byte of it is read, so that a stray request cannot start a job with every default.
+
 Limits: ``limit.file_bytes`` per file (``--max-upload-mb``), :data:`MAX_FIELD_BYTES` per text field,
 :data:`MAX_FIELDS` text fields, and the whole body at most three files' worth plus :data:`FORM_OVERHEAD` (which also
 bounds what a sender could add after the form's last boundary, which the parser skips).
@@ -9,11 +12,11 @@ bounds what a sender could add after the form's last boundary, which the parser 
 from __future__ import annotations
 
 import re
-import urllib.parse
+import unicodedata
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import BinaryIO, Protocol
+from typing import BinaryIO
 
 try:
     from python_multipart.exceptions import FormParserError
@@ -23,6 +26,7 @@ except ImportError:  # python-multipart before 0.0.13
     from multipart.multipart import MultipartParser, parse_options_header  # type: ignore[no-redef]
 
 from talkingface.app.limits import UploadError
+from talkingface.errors import one_line
 from talkingface.media.decode import VIDEO_EXTENSIONS
 
 AUDIO_EXTENSIONS = (".wav", ".mp3", ".m4a", ".aac", ".flac", ".ogg", ".oga", ".opus", ".webm")
@@ -60,48 +64,55 @@ class UploadLimit:
 class Form:
     fields: dict[str, str] = field(default_factory=dict)
     files: dict[str, Path] = field(default_factory=dict)  # "video", "speech", "landmarks" -> the saved file
+    names: dict[str, str] = field(default_factory=dict)  # the same -> the user's name of the file (for messages)
 
 
 def safe_name(filename: str | None, fallback: str) -> str:
+    """The name a file is saved under: ASCII letters, digits, ``._-`` (others become ``_``), at most 100."""
     name = re.sub(r"[^A-Za-z0-9._-]", "_", Path(filename or "").name).lstrip(".")[-100:]
     return name or fallback
 
 
+#: What browsers escape in a multipart file name (the HTML standard: ``"`` and line breaks), and what it was.
+BROWSER_ESCAPES = {"%22": '"', "%0A": " ", "%0D": " "}
+
+
+def display_name(filename: str | None, fallback: str) -> str:
+    """The user's own name of an upload, as messages show it (``ünï clip.mp4`` stays so): its last path part, on one
+    line, without control or format characters (no newline, no right-to-left override), at most 100 characters."""
+    name = re.split(r"[/\\]", filename or "")[-1]
+    name = re.sub("|".join(BROWSER_ESCAPES), lambda m: BROWSER_ESCAPES[m.group(0)], name)
+    name = "".join(c for c in one_line(name) if unicodedata.category(c) not in ("Cc", "Cf", "Cs"))
+    return name[-100:].strip() or fallback
+
+
 def check_type(what: str, filename: str, content_type: str) -> str:
-    """The name to save an upload of field ``what`` under; 415 unless its suffix and type suit ``what``."""
-    name = safe_name(filename, what)
+    """The name to save an upload of field ``what`` under; 415 (naming it by :func:`display_name`) unless its suffix
+    and type suit ``what``."""
+    name, shown = safe_name(filename, what), display_name(filename, what)
     suffix = Path(name).suffix.lower()
     accepted = ACCEPT[what]
     if suffix not in accepted:
         raise UploadError(
-            415, name, f"unsupported {what} type {suffix or '(none)'!r}; use one of {', '.join(accepted)}"
+            415, shown, f"unsupported {what} type {suffix or '(none)'!r}; use one of {', '.join(accepted)}"
         )
     content_type = content_type.split(";")[0].strip().lower()
     if what != "landmarks" and content_type not in NEUTRAL_TYPES and not content_type.startswith(MEDIA_TYPES):
-        raise UploadError(415, name, f"sent as {content_type!r}, which is not video or audio")
+        raise UploadError(415, shown, f"sent as {content_type!r}, which is not video or audio")
     return name
 
 
-class _Parser(Protocol):
-    def write(self, chunk: bytes) -> None: ...
-    def finish(self) -> Form: ...
-    def close(self) -> None: ...
-
-
 async def read_form(content_type: str, body: AsyncIterator[bytes], folder: Path, limit: UploadLimit) -> Form:
-    """The form of a request body (multipart, or url-encoded text fields), its files saved into
-    ``folder/<field>/<their name>``; raises :class:`UploadError` at the first problem, having read no further
-    (what it saved stays in ``folder``, for the caller to remove)."""
+    """The multipart form of a request body, its files saved into ``folder/<field>/<their name>``; raises
+    :class:`UploadError` at the first problem, having read no further (what it saved stays in ``folder``, for the
+    caller to remove), and (415) at once for a body that is not a multipart form."""
     kind, params = parse_options_header(content_type)
-    parser: _Parser
-    if kind == b"multipart/form-data":
-        if not params.get(b"boundary"):
-            raise UploadError(400, "upload", "a multipart form without a boundary")
-        parser = _MultipartForm(params[b"boundary"], folder, limit)
-    elif kind in (b"application/x-www-form-urlencoded", b""):
-        parser = _UrlEncodedForm()
-    else:
-        raise UploadError(415, "upload", f"send a multipart/form-data form, not {kind.decode('latin-1')!r}")
+    if kind != b"multipart/form-data":
+        sent = f"sent as {kind.decode('latin-1')[:100]!r}" if kind else "no form sent"
+        raise UploadError(415, "upload", f"{sent}; send a multipart/form-data form (as the app's page does)")
+    if not params.get(b"boundary"):
+        raise UploadError(400, "upload", "a multipart form without a boundary")
+    parser = _MultipartForm(params[b"boundary"], folder, limit)
     received = 0
     try:
         async for chunk in body:
@@ -116,32 +127,11 @@ async def read_form(content_type: str, body: AsyncIterator[bytes], folder: Path,
         parser.close()
 
 
-class _UrlEncodedForm:
-    """Text fields only (what ``fetch`` or ``curl -d`` send without files)."""
-
-    def __init__(self) -> None:
-        self.body = bytearray()
-
-    def write(self, chunk: bytes) -> None:
-        self.body += chunk
-        if len(self.body) > MAX_FIELDS * MAX_FIELD_BYTES:
-            raise UploadError(413, "upload", f"more than {MAX_FIELDS * MAX_FIELD_BYTES} bytes of text fields")
-
-    def finish(self) -> Form:
-        pairs = urllib.parse.parse_qsl(_text(bytes(self.body)), keep_blank_values=True)
-        if len(pairs) > MAX_FIELDS:
-            raise UploadError(400, "upload", f"more than {MAX_FIELDS} fields")
-        return Form(fields=dict(pairs))
-
-    def close(self) -> None:
-        pass
-
-
 @dataclass
 class _Part:
     headers: dict[bytes, bytes] = field(default_factory=dict)
     name: str = ""
-    subject: str = ""  # what messages call it: the saved name of a file, else the field's name
+    subject: str = ""  # what messages call it: the user's name of a file, else the field's name
     file: BinaryIO | None = None
     is_file: bool = False  # a file part (possibly an empty file input, which is read and dropped)
     size: int = 0
@@ -219,10 +209,12 @@ class _MultipartForm:
             return  # an empty file input: nothing chosen
         if part.name in self.form.files:
             raise UploadError(400, part.name, "sent twice")
-        part.subject = check_type(part.name, filename, _text(part.headers.get(b"content-type", b"")))
-        target = self.folder / part.name / part.subject
+        saved = check_type(part.name, filename, _text(part.headers.get(b"content-type", b"")))
+        part.subject = display_name(filename, part.name)
+        target = self.folder / part.name / saved
         target.parent.mkdir()
         self.form.files[part.name] = target
+        self.form.names[part.name] = part.subject
         part.file = target.open("wb")
 
     def _part_data(self, data: bytes, start: int, end: int) -> None:

@@ -2,10 +2,17 @@
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import logging
 import math
+import os
+import signal
 import socket
+import sys
+from collections.abc import Iterator
+from types import FrameType
+from typing import Any
 
 from talkingface.app.limits import DEFAULT_MAX_FRAME_PIXELS, DEFAULT_MAX_SECONDS, MediaLimits
 from talkingface.cli_support import EXIT_OK, ArgumentParser, command, fail, number
@@ -29,7 +36,11 @@ model (with its warning: it only suits synthetic cartoon faces). Uploads are che
 counted as the bytes arrive; two uploads at a time), duration (--max-seconds) and frame size (--max-frame-pixels);
 every job's files live in a temporary folder that is removed when the job is discarded or expires, and when the
 server stops. On a loopback address the server answers only to requests naming it (its address or localhost), so a
-web page cannot reach it by DNS rebinding."""
+web page cannot reach it by DNS rebinding.
+
+Ctrl-C (or SIGTERM) stops the server: the running job is cancelled, every temporary file removed, and the command
+prints "stopped" and exits with 130 (143 for SIGTERM); a second Ctrl-C stops waiting for a job step that cannot stop
+midway (a model loading, a batch being generated)."""
 
 
 def build_parser() -> ArgumentParser:
@@ -97,6 +108,68 @@ def allowed_hosts(host: str) -> tuple[str, ...] | None:
     return (address, "localhost")
 
 
+class Shutdown:
+    """The signal handler while serving: the first SIGINT/SIGTERM stops the server and cancels the running job at
+    once (it stops at its next frame or batch); another one stops waiting for connections and for the job, and
+    silences the server's complaints about the requests it cuts short. Nothing is raised, so no traceback: the command
+    then removes the temporary files, prints one line and exits with 128 + the signal."""
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+    def __init__(self, server: Any, app: Any) -> None:
+        self.server, self.app = server, app  # the uvicorn server, the app (its job runner: app.state.runner)
+        self.signum: int | None = None
+        self.cancelled = False  # a job was running
+
+    def __call__(self, signum: int, frame: FrameType | None) -> None:
+        if self.signum is None:
+            self.signum = signum
+            self.server.should_exit = True
+            self.cancelled = self.app.state.runner.cancel_all()
+        else:
+            logging.getLogger("uvicorn.error").disabled = True  # "Exception in ASGI application" of cut requests
+            self.server.force_exit = True
+            self.app.state.runner.stop_waiting()
+
+    @contextlib.contextmanager
+    def installed(self) -> Iterator[None]:
+        """The handler while the block runs; once a signal came, further ones are ignored (the command is exiting:
+        a Ctrl-C during the interpreter's teardown would kill it with a KeyboardInterrupt)."""
+        previous = {sig: signal.signal(sig, self) for sig in self.SIGNALS}
+        try:
+            yield
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler if self.signum is None else signal.SIG_IGN)
+
+
+def serve(app: Any, sock: socket.socket, url: str) -> int:
+    """Serve ``app`` on ``sock`` (at ``url``) until a signal stops it (see :class:`Shutdown`); the exit status."""
+    import uvicorn  # the server only when serving (--help stays fast)
+
+    class Server(uvicorn.Server):
+        @contextlib.contextmanager
+        def capture_signals(self) -> Iterator[None]:
+            yield  # Shutdown's, not uvicorn's: those re-raise the signal once stopped (a KeyboardInterrupt traceback)
+
+    server = Server(uvicorn.Config(app, log_level="warning"))
+    stop = Shutdown(server, app)
+    with stop.installed():
+        log.info("talkingface app: open %s in a browser (Ctrl-C stops it)", url)
+        with sock:
+            server.run(sockets=[sock])
+        if stop.signum is None:
+            return EXIT_OK
+        stopped = app.state.runner.close()  # done by the app's shutdown, unless a second signal cut it short
+        log.info("talkingface app: stopped%s", "; the running job was cancelled" if stop.cancelled else "")
+    status = 128 + stop.signum
+    if not stopped:  # the job's thread is still inside torch: tearing the interpreter down under it would abort
+        for stream in (sys.stdout, sys.stderr):
+            stream.flush()
+        os._exit(status)
+    return status
+
+
 @command
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
@@ -112,8 +185,6 @@ def main(argv: list[str] | None = None) -> int:
         if value <= 0:
             return fail(flag, f"must be positive, got {value:g}")
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
-    import uvicorn  # the server only when serving (--help stays fast)
-
     from talkingface.app.jobs import RunnerSettings
     from talkingface.app.server import AppSettings, create_app
 
@@ -148,8 +219,4 @@ def main(argv: list[str] | None = None) -> int:
     app = create_app(settings)
     port = sock.getsockname()[1]
     shown = f"[{args.host.strip('[]')}]" if family == socket.AF_INET6 else args.host
-    log.info("talkingface app: open http://%s:%d in a browser (Ctrl-C stops it)", shown, port)
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning"))
-    with sock:
-        server.run(sockets=[sock])
-    return EXIT_OK
+    return serve(app, sock, f"http://{shown}:{port}")

@@ -355,7 +355,14 @@ class LipSyncPipeline:
             landmarks=landmarks,
             face=self.options.face,
             progress=progress,
+            on_frame=self.video_frame_prepared,
         )
+
+    def video_frame_prepared(self, step: str, done: int, total: int | None) -> None:
+        """Called by :meth:`prepare_video` after every frame of its passes: ``step`` the pass (the face search or the
+        frame decoding, see :func:`~talkingface.inference.video.prepare_video`), ``done`` its frames so far, ``total``
+        the expected number (None when unknown). A hook for subclasses (progress, cancelling: an exception raised here
+        stops the preparation and propagates); the default does nothing."""
 
     def prepare_speech(self, audio: str | Path, from_video: bool = False) -> Speech:
         """Decode the speech and compute the model's audio windows (one per output frame)."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -23,6 +24,10 @@ log = logging.getLogger(__name__)
 
 #: Decoded frames above this size go to a memory-mapped temporary file instead of RAM.
 IN_MEMORY_LIMIT_BYTES = 1 << 30
+#: The passes ``prepare_video`` reports to its ``on_frame``: the face search (dlib), the decoding of the frames kept.
+FACE_SEARCH, FRAME_DECODING = "face search", "frame decoding"
+#: ``on_frame(pass, frames done, expected total or None)``.
+FrameHook = Callable[[str, int, int | None], None]
 
 
 @dataclass
@@ -83,6 +88,7 @@ def prepare_video(
     landmarks: str | Path | SourceLandmarks | None = None,
     face: FaceChoice = LARGEST,
     progress: bool = False,
+    on_frame: FrameHook | None = None,
 ) -> PreparedVideo:
     """Find the face in every 25 fps frame (as the dataset builder does) and keep the decoded frames.
 
@@ -91,6 +97,9 @@ def prepare_video(
     the crop boxes come from them exactly as from detections.
     ``face``: which face dlib follows (``--face``, see :mod:`talkingface.media.face_choice`); not used with
     ``landmarks``.
+    ``on_frame``: called after every frame of each pass with ``(pass, frames done, expected total or None)``, the
+    pass being :data:`FACE_SEARCH` (dlib, the long one) or :data:`FRAME_DECODING` (progress, cancelling: an exception
+    raised there stops the preparation and propagates).
 
     Raises:
         PreprocessError: unreadable file, no video stream, no face (in more than ``max_missing`` of the frames).
@@ -108,6 +117,7 @@ def prepare_video(
             face=face,
             image_size=crop_size,
             progress=progress,
+            on_frame=None if on_frame is None else lambda done, total: on_frame(FACE_SEARCH, done, total),
         )
     else:
         if not isinstance(landmarks, SourceLandmarks):
@@ -137,6 +147,8 @@ def prepare_video(
             frames = _frame_buffer((analysis.n_frames, *rgb.shape))
         frames[i] = rgb
         count += 1
+        if on_frame is not None:
+            on_frame(FRAME_DECODING, count, analysis.n_frames)
     if frames is None or count < analysis.n_frames:
         raise PreprocessError(path, f"only {count} of {analysis.n_frames} frames on the second decoding pass")
     return PreparedVideo(path, frames, analysis.boxes, analysis.landmarks, analysis.missing, crop_size, fps)

@@ -8,7 +8,7 @@ the dataset writer streams pass 2 to disk instead.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -136,6 +136,7 @@ def analyse_video(
     face: FaceChoice = LARGEST,
     image_size: int | None = None,
     progress: bool = False,
+    on_frame: Callable[[int, int | None], None] | None = None,
 ) -> VideoAnalysis:
     """Detection pass: landmarks on every 25 fps frame, gap filling, smoothed crop boxes, aligned audio.
 
@@ -150,6 +151,8 @@ def analyse_video(
             chosen in the first frame with a face and tracked; a frame where it is lost counts as without a face.
         image_size: side of the crops that will be cut (``iter_crops``); when they are upscaled more than
             :data:`~talkingface.media.crop.SOFT_UPSCALE`, a warning names the face size and the upscale.
+        on_frame: called after each frame is searched with ``(frames searched, expected total or None)`` (progress,
+            cancelling: an exception raised there stops the pass and propagates).
     Raises:
         PreprocessError: no video/audio stream, undecodable file, too many frames without a face (or the chosen
             one), A/V mismatch, ``--face`` naming a face that is not there.
@@ -178,6 +181,8 @@ def analyse_video(
                 raise PreprocessError(path, str(e)) from None
             found = None if box is None else detector.landmarks_in_box(rgb, box)
         rows.append(nan if found is None else found)
+        if on_frame is not None:
+            on_frame(len(rows), total)
     n_video = len(rows)
     n = n_video
     if samples is not None:

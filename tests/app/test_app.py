@@ -4,9 +4,13 @@ headless Chromium driven by Playwright (skipped, saying why, where no browser is
 from __future__ import annotations
 
 import contextlib
+import os
 import re
 import shutil
+import signal
 import socket
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -24,6 +28,7 @@ from talkingface.app.jobs import RunnerSettings
 from talkingface.app.limits import UploadError
 from talkingface.app.server import AppSettings, create_app
 from talkingface.commands import app as app_cli
+from talkingface.inference.video import FACE_SEARCH, FRAME_DECODING, prepare_video
 from talkingface.media.decode import load_audio, probe_video
 from talkingface.synthetic.demo import make_sample_media
 from talkingface.synthetic.export import demo_model_paths
@@ -95,6 +100,11 @@ def wait(client: httpx.Client, job_id: str, timeout: float = 120.0) -> dict[str,
             return job
         time.sleep(0.1)
     raise AssertionError(f"job {job_id} still running after {timeout} s")
+
+
+def form(**fields: str) -> dict[str, tuple[None, str]]:
+    """Text fields as a multipart form (what the page sends), for httpx's ``files=``."""
+    return {name: (None, value) for name, value in fields.items()}
 
 
 def upload(app_media: dict[str, Path]) -> dict[str, tuple[str, bytes, str]]:
@@ -171,14 +181,39 @@ def test_oversize_request_refused_before_reading(temp_root: Path) -> None:
 )
 def test_bad_fields(temp_root: Path, data: dict[str, str], message: str) -> None:
     with make_client(temp_root) as client:
-        r = client.post("/api/jobs", data=data, headers=HEADERS)
+        r = client.post("/api/jobs", files=form(**data), headers=HEADERS)
     assert r.status_code == 400 and assert_one_line(r.json()).startswith(message)
+
+
+@pytest.mark.parametrize(
+    ("body", "sent"),
+    [
+        ({"json": {"steps": "2"}}, "sent as 'application/json'"),
+        ({"data": {"steps": "2"}}, "sent as 'application/x-www-form-urlencoded'"),
+        ({"content": b"steps=2", "headers": {"content-type": "text/plain"}}, "sent as 'text/plain'"),
+        ({}, "no form sent"),
+    ],
+    ids=["json", "urlencoded", "text", "no-body"],
+)
+def test_a_request_that_is_not_a_multipart_form_starts_no_job(temp_root: Path, body: dict[str, Any], sent: str) -> None:
+    """Only the page's kind of form starts a job: a JSON, url-encoded or empty body is refused, not run with every
+    default."""
+    with make_client(temp_root) as client:
+        headers = {**HEADERS, **body.pop("headers", {})}
+        r = client.post("/api/jobs", headers=headers, **body)
+        assert r.status_code == 415
+        assert (
+            assert_one_line(r.json())
+            == f"error: upload: {sent}; send a multipart/form-data form (as the app's page does)"
+        )
+        assert list(app_folder(temp_root).iterdir()) == []  # no job, no folder
+        assert client.post("/api/jobs", files=form(checkpoint="/nowhere.ckpt"), headers=HEADERS).status_code == 202
 
 
 def test_requests_without_the_app_header_are_refused(temp_root: Path) -> None:
     """A page of another site can post a form here, but cannot add the header (CORS): it cannot start jobs."""
     with make_client(temp_root) as client:
-        r = client.post("/api/jobs", data={"video_source": "sample"})
+        r = client.post("/api/jobs", files=form(video_source="sample"))
         assert r.status_code == 403 and "X-Talkingface" in assert_one_line(r.json())
         assert list(app_folder(temp_root).iterdir()) == []
 
@@ -186,7 +221,7 @@ def test_requests_without_the_app_header_are_refused(temp_root: Path) -> None:
 def test_a_public_server_takes_only_the_offered_checkpoints(temp_root: Path) -> None:
     with make_client(temp_root, any_checkpoint=False) as client:
         assert client.get("/api/options").json()["any_checkpoint"] is False
-        r = client.post("/api/jobs", data={"checkpoint": "/etc/passwd"}, headers=HEADERS)
+        r = client.post("/api/jobs", files=form(checkpoint="/etc/passwd"), headers=HEADERS)
         assert r.status_code == 400
         assert assert_one_line(r.json()).startswith("error: checkpoint: not one of the offered ones")
         assert list(app_folder(temp_root).iterdir()) == []
@@ -210,7 +245,7 @@ def test_checkpoints_are_chosen_by_id() -> None:
 
 def test_missing_checkpoint_is_one_line_in_the_job(temp_root: Path) -> None:
     with make_client(temp_root) as client:
-        r = client.post("/api/jobs", data={"checkpoint": "/nowhere/model.ckpt"}, headers=HEADERS)
+        r = client.post("/api/jobs", files=form(checkpoint="/nowhere/model.ckpt"), headers=HEADERS)
         assert r.status_code == 202
         job = wait(client, r.json()["id"])
         assert job["state"] == "failed"
@@ -218,17 +253,60 @@ def test_missing_checkpoint_is_one_line_in_the_job(temp_root: Path) -> None:
         assert client.get(f"/api/jobs/{job['id']}/result.mp4").status_code == 409
 
 
-def test_unreadable_upload_is_named_by_its_own_name(temp_root: Path, app_media: dict[str, Path]) -> None:
-    """The job's message names the user's file, not the temp folder it was stored in; no model is loaded."""
-    files = {"video": ("holiday.mp4", np.random.default_rng(0).bytes(4096), "video/mp4")}
+@pytest.mark.parametrize("name", ["holiday.mp4", "ünï clip.mp4"])
+def test_unreadable_upload_is_named_by_its_own_name(temp_root: Path, name: str) -> None:
+    """The job's message names the user's file as they named it (not the temp folder it was stored in, nor the
+    ASCII name it was saved under); no model is loaded."""
+    files = {"video": (name, np.random.default_rng(0).bytes(4096), "video/mp4")}
     with make_client(temp_root) as client:
         r = client.post("/api/jobs", files=files, headers=HEADERS)
         job = wait(client, r.json()["id"])
     assert job["state"] == "failed"
-    assert (
-        job["message"] == "error: holiday.mp4: cannot open as a media file (Invalid data found when processing input)"
-    )
+    assert job["message"] == f"error: {name}: cannot open as a media file (Invalid data found when processing input)"
     assert str(temp_root) not in job["message"] and "Errno" not in job["message"]
+
+
+@pytest.mark.parametrize(
+    ("filename", "shown"),
+    [
+        ("ünï.txt", "ünï.txt"),
+        ("日本語の動画.txt", "日本語の動画.txt"),
+        ("C:\\Users\\me\\ünï.txt", "ünï.txt"),  # a browser that sends the whole path: its last part
+        ('say "hi"\n.txt', 'say "hi" .txt'),  # as browsers send them: %22 and %0A
+        ("break\u202egnp.txt", "breakgnp.txt"),  # no right-to-left override (shown as "breaktxt.png")
+    ],
+)
+def test_a_refused_upload_is_named_as_the_user_named_it(temp_root: Path, filename: str, shown: str) -> None:
+    with make_client(temp_root) as client:
+        files = {"video": (filename, b"hello", "video/mp4")}
+        r = client.post("/api/jobs", files=files, data={"video_source": "upload"}, headers=HEADERS)
+    assert r.status_code == 415
+    assert assert_one_line(r.json()) == f"error: {shown}: unsupported video type '.txt'; use one of " + ", ".join(
+        app_server.ACCEPT["video"]
+    )
+
+
+def test_display_names_are_one_line() -> None:
+    from talkingface.app.uploads import display_name, safe_name
+
+    assert display_name("a\tb\r\nc\x00.mp4", "video") == "a b c.mp4"
+    assert display_name("x" * 200 + ".mp4", "video") == "x" * 96 + ".mp4"  # the end kept: the suffix
+    assert display_name("\u200f", "video") == "video"
+    assert safe_name("ünï.mp4", "video") == "_n_.mp4"  # the file on disk keeps an ASCII name
+
+
+def test_a_video_without_sound_as_its_own_speech_is_refused_in_the_forms_words(temp_root: Path, tmp_path: Path) -> None:
+    """The page names the form's choices, not the command line's ``--audio``."""
+    silent = write_video(tmp_path / "silent.mp4", 0.4, 25, audio=None)
+    files = {"video": ("stumm ünï.mp4", silent.read_bytes(), "video/mp4")}
+    with make_client(temp_root) as client:
+        r = client.post("/api/jobs", files=files, data={"speech_source": "video"}, headers=HEADERS)
+        assert r.status_code == 400
+        assert assert_one_line(r.json()) == (
+            'error: stumm ünï.mp4: has no sound to use as the speech; under Speech, choose "my audio or video file, '
+            'or a recording" or "the sample"'
+        )
+        assert list(app_folder(temp_root).iterdir()) == []
 
 
 @pytest.mark.slow
@@ -238,7 +316,7 @@ def test_job_runs_reports_progress_and_files_are_removed(temp_root: Path, app_me
         r = client.post("/api/jobs", files=upload(app_media), data={"steps": "2"}, headers=HEADERS)
         assert r.status_code == 202
         job_id = r.json()["id"]
-        busy = client.post("/api/jobs", data={"video_source": "sample"}, headers=HEADERS)
+        busy = client.post("/api/jobs", files=form(video_source="sample"), headers=HEADERS)
         assert busy.status_code == 409
         assert busy.json()["message"] == "error: job: the server is busy with another job; wait for it to finish"
         job = wait(client, job_id)
@@ -265,18 +343,81 @@ def test_job_runs_reports_progress_and_files_are_removed(temp_root: Path, app_me
 def test_cancelling_a_running_job_stops_it_and_removes_its_files(temp_root: Path) -> None:
     """DELETE of a running job cancels it: it stays listed as cancelled, without files, and the runner is free."""
     with make_client(temp_root) as client:
-        job_id = client.post("/api/jobs", data={"steps": "2"}, headers=HEADERS).json()["id"]
+        job_id = client.post("/api/jobs", files=form(steps="2"), headers=HEADERS).json()["id"]
         r = client.delete(f"/api/jobs/{job_id}", headers=HEADERS)
         assert r.status_code == 202 and r.json()["phase"] == "cancelling"
         job = wait(client, job_id)
         assert job["state"] == "cancelled" and job["phase"] == "cancelled" and job["message"] == "cancelled"
         assert job["warning"] is None  # the sample clip with the bundled model: no notice
         assert list(app_folder(temp_root).iterdir()) == []  # its files went when it stopped
-        r = client.post("/api/jobs", data={"checkpoint": "/nowhere.ckpt"}, headers=HEADERS)
+        r = client.post("/api/jobs", files=form(checkpoint="/nowhere.ckpt"), headers=HEADERS)
         assert r.status_code == 202  # the runner is free again
         wait(client, r.json()["id"])
         assert client.delete(f"/api/jobs/{job_id}", headers=HEADERS).status_code == 204  # a finished one: discarded
         assert client.get(f"/api/jobs/{job_id}").status_code == 404
+
+
+def test_prepare_video_reports_every_frame_of_both_passes(app_media: dict[str, Path]) -> None:
+    """``prepare_video(on_frame=...)`` hears of every frame of the face search and of the decoding, in order; an
+    exception raised there stops the search at that frame."""
+    points = np.load(app_media["landmarks"])
+    found = iter(points)
+    calls: list[tuple[str, int, int | None]] = []
+    prepared = prepare_video(
+        app_media["video"], crop_size=128, detector=lambda rgb: next(found), on_frame=lambda *c: calls.append(c)
+    )
+    n = prepared.n_frames
+    assert n == len(points) > 3
+    expected = probe_video(app_media["video"]).expected_frames(FPS)
+    assert calls == [(FACE_SEARCH, i, expected) for i in range(1, n + 1)] + [
+        (FRAME_DECODING, i, n) for i in range(1, n + 1)
+    ]
+    searched: list[int] = []
+
+    class StopError(Exception):
+        pass
+
+    def stop_at_3(step: str, done: int, total: int | None) -> None:
+        searched.append(done)
+        if done == 3:
+            raise StopError
+
+    with pytest.raises(StopError):
+        prepare_video(app_media["video"], detector=lambda rgb: points[0], on_frame=stop_at_3)
+    assert searched == [1, 2, 3]
+
+
+def test_a_cancel_during_the_face_search_stops_it_at_the_next_frame(
+    tmp_path: Path, app_media: dict[str, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The face search (dlib: about 0.1 s a frame on a CPU, half a minute for a minute of video) checks for a cancel
+    after every frame: a job cancelled there frees the server at once, instead of searching the rest of the video."""
+    import talkingface.media.extract as extract
+    from talkingface.app.jobs import CANCELLED, JobRequest, JobRunner
+
+    runner = JobRunner(tmp_path / "jobs", RunnerSettings(sample_seconds=SAMPLE_SECONDS))
+    job_id, folder = runner.new_folder()
+    searched: list[int] = []
+
+    def detector(rgb: np.ndarray) -> None:  # finds no face: a search run to its end fails the job
+        searched.append(len(searched) + 1)
+        if len(searched) == 3:
+            assert runner.cancel(job_id) is not None  # the job is running
+        return None
+
+    monkeypatch.setattr(extract, "shared_detector", lambda: detector)
+    files = {}
+    for what in ("video", "speech"):
+        (folder / what).mkdir()
+        files[what] = Path(shutil.copy(app_media[what], folder / what))
+    job = runner.submit(job_id, folder, JobRequest(video=files["video"], speech=files["speech"]))
+    deadline = time.monotonic() + 120  # a generous bound: loading the model comes first
+    while runner.busy() and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert job.state == CANCELLED, job.message
+    assert searched == [1, 2, 3]  # not one frame searched after the cancel
+    assert not runner.busy() and not folder.exists()
+    runner.close()
 
 
 @pytest.mark.slow
@@ -285,7 +426,7 @@ def test_cancel_stops_within_one_batch(temp_root: Path) -> None:
     runner = RunnerSettings(sample_seconds=2.0)
     app = create_app(AppSettings(runner=runner, temp_dir=temp_root))
     with serve(app) as url, httpx.Client(base_url=url, timeout=60) as client:
-        job_id = client.post("/api/jobs", data={"steps": "2"}, headers=HEADERS).json()["id"]
+        job_id = client.post("/api/jobs", files=form(steps="2"), headers=HEADERS).json()["id"]
         deadline = time.monotonic() + 120
         while (job := client.get(f"/api/jobs/{job_id}").json())["done"] == 0 and time.monotonic() < deadline:
             time.sleep(0.05)
@@ -351,6 +492,39 @@ def test_messages_name_no_server_folder(tmp_path: Path) -> None:
     assert job.user_message(upload) == "error: me.mp4: no face"
 
 
+def test_job_messages_use_the_forms_words_and_the_users_file_names(tmp_path: Path) -> None:
+    """What the library words for the command line (``--audio``, ``--max-missing``, ``--steps``) reaches the page in
+    the form's words, naming the uploads as the user named them (their files on disk have ASCII names)."""
+    from talkingface.app.jobs import Job, JobRequest
+    from talkingface.app.wording import page_wording
+    from talkingface.inference.errors import InferenceError
+    from talkingface.media.errors import PreprocessError
+
+    folder = tmp_path / "j"
+    video, speech = folder / "video" / "_n_.mp4", folder / "speech" / "voix_.wav"
+    job = Job("j", folder, JobRequest(video=video, speech=speech, names={"video": "ünï.mp4", "speech": "voix·.wav"}))
+    no_sound = PreprocessError(video, "no audio stream (give a separate audio file with --audio)")
+    assert job.user_message(no_sound) == (
+        'error: ünï.mp4: no audio stream; under Speech, choose "my audio or video file, or a recording" or "the sample"'
+    )
+    no_face = PreprocessError(video, "no face found in 30 of 100 frames (30% > --max-missing 20%); first misses at [0]")
+    assert job.user_message(no_face) == (
+        "error: ünï.mp4: no face found in 30 of 100 frames (30% > the 20% allowed); first misses at [0]"
+    )
+    assert job.user_message(InferenceError(speech, "silent")) == "error: voix·.wav: silent"
+    mismatch = InferenceError("lms.npy", f"landmarks for 5 frames, but {video.name} has 15 frames")
+    assert job.user_message(mismatch) == "error: lms.npy: landmarks for 5 frames, but ünï.mp4 has 15 frames"
+    flag_like = Job("k", folder, JobRequest(video=folder / "video" / "--audio.mp4", names={"video": "--audio.mp4"}))
+    assert flag_like.user_message(PreprocessError(flag_like.request.video, "bad")) == "error: --audio.mp4: bad"
+    assert job.user_message(InferenceError("--steps", "must be at most 500")) == "error: Steps: must be at most 500"
+    pickled = "pass --trust-checkpoint, or re-export it; or pass --ckpt PATH"
+    assert page_wording(pickled) == (
+        'pass the "trust checkpoint" option of talkingface lipsync, or re-export it; or choose another Checkpoint'
+    )
+    kept = "3.0 s long; the limit is 2 s (the server's --max-seconds)"  # the operator's setting, named as such
+    assert page_wording(kept) == kept
+
+
 ABSOLUTE_PATH = re.compile(r"(?<![\w.:])/(?!api/)[\w.-]+/[\w./-]+")
 
 
@@ -374,15 +548,15 @@ def test_no_answer_holds_a_server_path(temp_root: Path, app_media: dict[str, Pat
             return r
 
         keep(client.get("/api/options"))
-        job_id = keep(client.post("/api/jobs", data={"checkpoint": "demo", "steps": "1"}, headers=HEADERS)).json()["id"]
-        keep(client.post("/api/jobs", data={"video_source": "sample"}, headers=HEADERS))  # busy
+        job_id = keep(client.post("/api/jobs", files=form(checkpoint="demo", steps="1"), headers=HEADERS)).json()["id"]
+        keep(client.post("/api/jobs", files=form(video_source="sample"), headers=HEADERS))  # busy
         while keep(client.get(f"/api/jobs/{job_id}")).json()["state"] in ("queued", "running"):
             time.sleep(0.1)
         assert client.get(f"/api/jobs/{job_id}").json()["state"] == "done"
         broken = {"video": ("holiday.mp4", np.random.default_rng(0).bytes(4096), "video/mp4")}
         failed = keep(client.post("/api/jobs", files=broken, headers=HEADERS)).json()["id"]
         keep(client.get(f"/api/jobs/{wait(client, failed)['id']}"))
-        keep(client.post("/api/jobs", data={"steps": "0"}, headers=HEADERS))
+        keep(client.post("/api/jobs", files=form(steps="0"), headers=HEADERS))
         keep(client.get("/api/jobs/nothing"))
         keep(client.delete(f"/api/jobs/{job_id}", headers=HEADERS))
     assert len(answers) > 8
@@ -392,7 +566,7 @@ def test_no_answer_holds_a_server_path(temp_root: Path, app_media: dict[str, Pat
 
 def test_finished_jobs_expire(temp_root: Path) -> None:
     with make_client(temp_root, keep_s=0.0) as client:
-        r = client.post("/api/jobs", data={"checkpoint": "/nowhere.ckpt"}, headers=HEADERS)
+        r = client.post("/api/jobs", files=form(checkpoint="/nowhere.ckpt"), headers=HEADERS)
         job_id = r.json()["id"]
         deadline = time.monotonic() + 30
         while client.get(f"/api/jobs/{job_id}").status_code == 200 and time.monotonic() < deadline:
@@ -438,6 +612,43 @@ def test_cli_binds_localhost_and_warns_for_other_addresses(
     settings, (host, _) = seen[-1]
     assert host == "0.0.0.0" and not settings.any_checkpoint and settings.allowed_hosts is None
     assert "--host 0.0.0.0: the app is reachable from other machines" in caplog.text
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("presses", [1, 2], ids=["ctrl-c", "ctrl-c-twice"])
+def test_ctrl_c_stops_the_app_cleanly(tmp_path: Path, presses: int) -> None:
+    """Ctrl-C while a job generates: one line (no traceback), exit status 130, the job cancelled and every temporary
+    file removed; a second Ctrl-C (stop waiting for the batch under way) ends the same way."""
+    temp = tmp_path / "tmp"
+    temp.mkdir()
+    env = {**os.environ, "TMPDIR": str(temp), "PYTHONPATH": str(ROOT)}
+    cmd = [sys.executable, "-m", "talkingface.cli", "app", "--port", "0", "--sample-seconds", "2"]
+    proc = subprocess.Popen(cmd, cwd=tmp_path, env=env, stderr=subprocess.PIPE, text=True)
+    try:
+        assert proc.stderr is not None
+        first = proc.stderr.readline()
+        url = re.search(r"open (http://\S+) in a browser", first)
+        assert url, first
+        with httpx.Client(base_url=url.group(1), timeout=60) as client:
+            job_id = client.post("/api/jobs", files=form(steps="2"), headers=HEADERS).json()["id"]
+            assert len(list(temp.iterdir())) == 1  # the app's temp folder
+            deadline = time.monotonic() + 120
+            while (job := client.get(f"/api/jobs/{job_id}").json())["phase"] != "generating":
+                assert job["state"] == "running" and time.monotonic() < deadline, job
+                time.sleep(0.05)
+        for _ in range(presses):
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGINT)
+                time.sleep(0.05)  # the second one while the server shuts down
+        _, stderr = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert "Traceback" not in stderr and "KeyboardInterrupt" not in stderr, stderr
+    assert stderr.strip().splitlines()[-1] == "INFO talkingface app: stopped; the running job was cancelled", stderr
+    assert proc.returncode == 130
+    assert list(temp.iterdir()) == []  # the job's uploads, sample and partial result, and the app's folder
 
 
 def test_loopback_addresses() -> None:

@@ -379,7 +379,7 @@ def test_media_whose_header_lies_are_refused_while_decoding(temp_root: Path, tmp
     video = claim_duration(write_mkv(tmp_path / "forged.mkv", [0.0, 1.0, 10.0]), 0.5).read_bytes()
     sound = claim_duration(write_mkv(tmp_path / "forged-voice.mkv", [], sound_s=10.0), 0.5).read_bytes()
     with make_app(temp_root, MediaLimits(max_seconds=2.0)) as app, TestClient(app) as client:
-        r = submit(client, {"video": ("forged.mkv", video, "video/x-matroska")})
+        r = submit(client, {"video": ("forged.mkv", video, "video/x-matroska")}, speech_source="sample")
         assert r.status_code == 202, r.text
         job = wait(client, r.json()["id"])
         assert job["state"] == "failed"
@@ -495,7 +495,7 @@ def test_a_loopback_server_answers_only_to_its_own_names(
             assert r.status_code == 400, host
             message = r.json()["message"]
             assert message.startswith("error: host: ") and "is not this server's address" in message
-            r = client.post("/api/jobs", data={"checkpoint": "/etc/passwd"}, headers={**HEADERS, "host": host})
+            r = client.post("/api/jobs", files={"checkpoint": (None, "/etc/passwd")}, headers={**HEADERS, "host": host})
             assert r.status_code == 400
         assert job_folders(temp_root) == []
 
