@@ -16,6 +16,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 PACKAGE = Path(__file__).resolve().parents[1] / "talkingface"
 MODEL = "talkingface.model"
 
@@ -260,6 +262,7 @@ def test_the_checks_find_what_they_look_for() -> None:
     assert unlayered(planted) == ["talkingface.newpart"]
 
 
+@pytest.mark.slow
 def test_inference_side_does_not_import_lightning() -> None:
     """Importing inference, the model package and its loader never pulls in Lightning (a fresh interpreter: this
     one has imported the trainer)."""

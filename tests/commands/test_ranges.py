@@ -251,6 +251,7 @@ def load_with(key: str, override: str) -> None:
         load_training_config(None, [override])
 
 
+@pytest.mark.slow
 def test_the_config_sweep() -> None:
     outcomes: dict[tuple[str, str], str] = {}
     for key, rng in {**MODEL_RANGES, **TRAINING_RANGES}.items():

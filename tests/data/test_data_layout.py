@@ -127,6 +127,7 @@ def test_files_are_byte_identical_to_the_writers_before_the_layout(tmp_path: Pat
     assert layout.write_audio(1, 0, windows).read_bytes() == (old / "1_0.npy").read_bytes()
 
 
+@pytest.mark.slow
 def test_synthetic_and_preprocessed_datasets_share_one_format(built: Path, tmp_path: Path) -> None:
     """The synthetic generator writes what the preprocessing writes: JPEG quality, landmark text, audio dtype,
     data.txt, meta.json keys and split lists; the layout reads both, and validation passes on both."""

@@ -68,6 +68,7 @@ def test_validate_passes_and_rerun_skips(built: Path, tmp_path: Path, capsys: py
     assert (root / "images" / "1_0.jpg").stat().st_mtime_ns == before
 
 
+@pytest.mark.slow
 def test_landmarks_land_on_the_face(source_clips: dict[str, Path]) -> None:
     """Saved landmarks, mapped back through the crop box, match the photo's landmarks moved with the clip."""
     import skimage.data
@@ -162,6 +163,7 @@ def test_missing_input_and_mismatched_settings(built: Path, tmp_path: Path, caps
     assert "image_size=128" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_interrupted_run_resumes(
     source_clips: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -89,6 +89,7 @@ def test_refuses_existing_output_without_overwrite(assets: dict[str, Path], tmp_
     assert out.read_bytes() == b"keep me"
 
 
+@pytest.mark.slow
 def test_no_face(assets: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     video = write_video(tmp_path / "flag.mp4", seconds=0.12, fps=25, face=False)
     assert run_demo(assets, tmp_path / "out.mp4", video=video) == 2

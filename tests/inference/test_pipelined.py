@@ -163,6 +163,7 @@ def test_background_sink_keeps_order_and_hands_errors_back() -> None:
     assert i < 1000 - 1
 
 
+@pytest.mark.slow
 def test_bf16_first_stage_stays_within_its_bound_on_the_shipped_model(
     prepared_clip: tuple[PreparedVideo, Path], tmp_path: Path
 ) -> None:

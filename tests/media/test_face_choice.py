@@ -294,6 +294,7 @@ def test_analyse_video_names_the_video_and_the_option_when_the_face_is_not_there
         analyse_video(video, detector=ScriptedDetector([[LEFT, RIGHT]] * 2), audio=False, face=parse_face_choice("2"))
 
 
+@pytest.mark.slow
 def test_two_face_clip_with_dlib(tmp_path: Path) -> None:
     """Real detections: 0 / x,y keep to the left or right face in every frame; largest flips between them."""
     from talkingface.media.landmarks import LandmarkDetector

@@ -55,6 +55,7 @@ def speechness(feats: np.ndarray, probe: tuple[np.ndarray, np.ndarray]) -> np.nd
     return (feats - silence_mean) @ direction / (direction @ direction)
 
 
+@pytest.mark.slow
 def test_kind_dim_and_framing(tiny_en: WhisperBackend) -> None:
     assert tiny_en.kind == TINY_EN_KIND and tiny_en.dim == 384
     assert tiny_en.encoder.folder_type == "ctranslate2" and tiny_en.encoder.n_mels == 80
@@ -67,6 +68,7 @@ def test_kind_dim_and_framing(tiny_en: WhisperBackend) -> None:
         assert np.isfinite(feats).all()
 
 
+@pytest.mark.slow
 def test_word_onsets_show_at_frame_50t(tiny_en: WhisperBackend, probe: tuple[np.ndarray, np.ndarray]) -> None:
     """The speechness of the features crosses one half within 2 frames of ``50 * onset`` (measured: 0.4 to 1.3
     frames early, as the encoder's first convolutions see 25 ms on each side of a frame's centre)."""
@@ -95,6 +97,7 @@ def test_speech_and_silence_are_told_apart(tiny_en: WhisperBackend, probe: tuple
     assert speech.sum() > 50 and silence.sum() > 200
 
 
+@pytest.mark.slow
 def test_same_speech_at_other_sample_rates(tiny_en: WhisperBackend, tmp_path: Path) -> None:
     """Speech made at 44.1 kHz, saved as 16 / 22.05 / 44.1 kHz wavs and decoded as preprocessing decodes them."""
     audio, _, _ = speech_track(4, seconds=4.0, rate=44_100)
@@ -215,6 +218,7 @@ def test_bad_folders_are_named(tmp_path: Path) -> None:
         make_backend("whisper", {"whisper_model": ct2})
 
 
+@pytest.mark.slow
 def test_preprocess_with_whisper_features(tmp_path: Path) -> None:
     """``talkingface preprocess run --audio-features whisper``: meta.json records the kind and dim 384, the files are
     (8, 16, 384) and validation passes; adding videos with mel features to it is refused."""
@@ -237,6 +241,7 @@ def test_preprocess_with_whisper_features(tmp_path: Path) -> None:
     assert main([*base, "--audio-features", "mel"]) == 2
 
 
+@pytest.mark.slow
 def test_whisper_dataset_trains_and_drives_the_pipeline(tiny_en: WhisperBackend, tmp_path: Path, capsys) -> None:
     """A dataset of whisper features (dim 384): the config's dim must match; one training step; the checkpoint
     records the kind, refuses other features and runs the lip-sync pipeline on whisper windows."""

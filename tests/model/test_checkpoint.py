@@ -46,6 +46,7 @@ def test_reference_format_loads_strictly(tiny_model: DiffTalkModel, tmp_path: Pa
     assert not loaded.training and not any(p.requires_grad for p in loaded.parameters())
 
 
+@pytest.mark.slow
 def test_use_ema_puts_ema_weights_in_unet(tiny_model: DiffTalkModel, tmp_path: Path) -> None:
     path = reference_style_ckpt(tiny_model, tmp_path / "model.ckpt")
     loaded = get_difftalk_inference(TINY_CONFIG, path, device="cpu", use_ema=True)
@@ -72,6 +73,7 @@ def test_missing_and_unexpected_keys_are_listed(tiny_model: DiffTalkModel, tmp_p
     assert "unexpected keys (1)" in text and "model.diffusion_model.extra.weight" in text
 
 
+@pytest.mark.slow
 def test_shape_mismatch_is_reported(tmp_path: Path) -> None:
     other = DiffTalkModel(load_config(TINY_CONFIG, ["model.unet.model_channels=64"]).model)
     path = reference_style_ckpt(other, tmp_path / "wide.ckpt")
@@ -109,6 +111,7 @@ def test_released_first_stage_file_initialises_vq(tiny_model: DiffTalkModel, tmp
         load_first_stage(fresh, path)
 
 
+@pytest.mark.slow
 def test_slim_safetensors_export_round_trip(tiny_model: DiffTalkModel, tmp_path: Path) -> None:
     slim = export_safetensors(tiny_model, tmp_path / "difftalk.safetensors", slim=True)
     vq = tmp_path / "vq.ckpt"

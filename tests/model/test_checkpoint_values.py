@@ -69,6 +69,7 @@ def test_a_trainer_checkpoint_with_unusable_weights_is_refused(tiny_ckpt: Path, 
     assert f"{KEY}: {DAMAGE[kind][1]}" in text and "\n" not in text, text
 
 
+@pytest.mark.slow
 def test_the_good_checkpoint_and_integer_buffers_still_load(tiny_ckpt: Path, tmp_path: Path) -> None:
     """``model_ema.num_updates`` is an integer buffer of the model: an int64 copy of it (as other writers store it)
     is not a float weight stored as integers."""

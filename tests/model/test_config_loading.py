@@ -78,6 +78,7 @@ def test_the_wheel_holds_the_configs_as_files(tmp_path: Path) -> None:
     assert packaged == {p.name: p.read_bytes() for p in TOP_LEVEL.glob("*.yaml")}
 
 
+@pytest.mark.slow
 def test_defaults_found_without_the_repository(tmp_path: Path) -> None:
     """The package alone (as a non-editable install sees it): no top-level configs/ anywhere above it."""
     site = tmp_path / "site"
@@ -154,6 +155,7 @@ def test_feature_kind_is_stored_once(tiny_module: LatentDiffusion) -> None:
         other.on_load_checkpoint(checkpoint)
 
 
+@pytest.mark.slow
 def test_checkpoint_in_the_old_format_still_loads(tiny_module: LatentDiffusion, tmp_path: Path) -> None:
     """Checkpoints written before this change carry the kind twice: at the top level and in the config."""
     cfg = with_audio_feature_kind(load_config(TINY_CONFIG), "logmel29")

@@ -145,6 +145,7 @@ class SavedCrops(PreparedVideo):
         return self.frames[index], self.landmarks[index]
 
 
+@pytest.mark.slow
 def test_pipeline_and_learnability_evaluation_give_identical_frames(
     engine_model: DiffTalkModel, tiny_dataset: Path, tmp_path: Path
 ) -> None:

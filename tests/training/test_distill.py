@@ -176,6 +176,7 @@ def runs(tiny_dataset: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[s
     }
 
 
+@pytest.mark.slow
 def test_distillation_steps_give_an_ordinary_difftalk_checkpoint_that_records_its_sampler(
     runs: dict[str, Any],
 ) -> None:
@@ -300,6 +301,7 @@ def test_resume_refuses_a_round_teacher_with_missing_weights(runs: dict[str, Any
         load_round_teacher(teacher, {**student["distill_state"]["teacher"], "bogus.weight": torch.zeros(1)})
 
 
+@pytest.mark.slow
 def test_a_distilled_student_distils_further_from_its_own_grid(
     runs: dict[str, Any], capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -53,6 +53,7 @@ def module_and_ckpt(tmp_path_factory: pytest.TempPathFactory) -> tuple[LatentDif
 
 
 @pytest.mark.parametrize("umask", UMASKS, indirect=True)
+@pytest.mark.slow
 def test_slim_exports_follow_the_umask(
     umask: int, module_and_ckpt: tuple[LatentDiffusion, Path], tmp_path: Path
 ) -> None:

@@ -88,6 +88,7 @@ def test_a_second_run_into_a_folder_another_run_holds_is_refused_and_touches_not
     assert _tree(run) == {str(p.relative_to(run)): d for p, d in files.items()} | {LOCK: b""}
 
 
+@pytest.mark.slow
 def test_the_lock_is_the_run_folders_own_and_dies_with_its_process(tmp_path: Path) -> None:
     from talkingface.training.run_dir import run_lock
 

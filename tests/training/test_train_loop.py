@@ -87,6 +87,7 @@ class _Record(pl.Callback):
         self.steps.append(trainer.global_step)
 
 
+@pytest.mark.slow
 def test_interrupt_writes_checkpoint_and_resume_continues(tiny_dataset: Path, tmp_path: Path) -> None:
     logdir = tmp_path / "logs"
     base = ["--base", str(TINY_CONFIG), "-t", "-l", str(logdir)]
@@ -159,6 +160,7 @@ def _same(a: Any, b: Any, where: str = "") -> None:
         assert a == b, (where, a, b)
 
 
+@pytest.mark.slow
 def test_sigterm_mid_step_then_resume_restores_step_ema_and_optimizer(
     tiny_dataset: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture, recwarn: pytest.WarningsRecorder
 ) -> None:
@@ -190,6 +192,7 @@ def test_sigterm_mid_step_then_resume_restores_step_ema_and_optimizer(
     assert {p.name for p in ckpts.glob("step-*.ckpt")} == newest
 
 
+@pytest.mark.slow
 def test_checkpoint_loads_for_inference_and_grids_and_export(tiny_dataset: Path, tmp_path: Path) -> None:
     logdir = tmp_path / "logs"
     extra = {

@@ -114,6 +114,7 @@ def test_batch_larger_than_the_training_set_is_refused_at_start(
     assert not (tmp_path / "logs").exists()  # nothing started
 
 
+@pytest.mark.slow
 def test_a_batch_as_large_as_the_training_set_trains(tiny_dataset: Path, tmp_path: Path) -> None:
     overrides = tiny_overrides(tiny_dataset, **{"train.max_steps": 1, "data.batch_size": 11})
     assert main(["--base", str(TINY_CONFIG), "-t", "--run-dir", str(tmp_path / "run"), *overrides]) == 0
@@ -160,6 +161,7 @@ def _one_error_line(err: str) -> str:
     return lines[0]
 
 
+@pytest.mark.slow
 def test_resume_from_a_truncated_checkpoint_names_it_and_the_newest_intact_one(
     trained_run: Path, tmp_path: Path, capsys: Any
 ) -> None:
@@ -230,6 +232,7 @@ def _intact_step(path: Path) -> int:
     return int(torch.load(path, map_location="cpu", weights_only=True)["global_step"])
 
 
+@pytest.mark.slow
 def test_disk_full_while_writing_a_checkpoint_keeps_the_previous_one(
     tiny_dataset: Path, tmp_path: Path, capsys: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -37,6 +37,7 @@ def test_sample_metrics_keys_values_and_determinism() -> None:
     assert 0 < a["psnr"] < 40 and -1 <= a["ssim"] <= 1
 
 
+@pytest.mark.slow
 def test_sample_metrics_region_follows_the_nose_tip() -> None:
     """A prediction equal to the target below the nose tip gives infinite region PSNR there only."""
     model = LatentDiffusion(load_config(TINY_CONFIG).model, val_metrics_steps=1).eval()
