@@ -21,8 +21,9 @@ from talkingface.model.image_driven_talkingface.DiffTalk.config import (
     with_audio_feature_kind,
 )
 from talkingface.model.image_driven_talkingface.DiffTalk.loader import resolve_path
+from talkingface.paths import require_writable
 from talkingface.training.callbacks import ImageLogger, LastCheckpoint, SlimExport, ThroughputMonitor
-from talkingface.training.checkpoint_io import AtomicCheckpointIO, StepCheckpoint
+from talkingface.training.checkpoint_io import AtomicCheckpointIO, StepCheckpoint, check_resume_checkpoint
 from talkingface.training.config import TrainingConfig, load_training_config
 from talkingface.training.console import StepProgressBar, quiet_lightning
 from talkingface.training.data import build_datamodule, check_batch_fits, check_dataset, data_check_error
@@ -164,6 +165,7 @@ def run_training(args: Any, overrides: list[str], argv: list[str], extra_callbac
     base = list(args.base)
     if args.resume:
         paths, resume_ckpt = resolve_resume(args.resume)
+        check_resume_checkpoint(resume_ckpt)  # random bytes are no checkpoint: said before anything is built
         base = [str(paths.config_snapshot), *base]
     flags = [] if args.seed is None else [f"train.seed={args.seed}"]
     flags += [] if args.scale_lr is None else [f"model.scale_lr={str(args.scale_lr).lower()}"]
@@ -196,6 +198,11 @@ def run_training(args: Any, overrides: list[str], argv: list[str], extra_callbac
     if paths.root.exists() and not paths.root.is_dir():
         raise RunDirError(f"--run-dir {paths.root}: is a file, not a folder")
     launcher = launches_the_run()
+    if launcher:  # before the model is built and trained: a run that cannot write its checkpoints is refused now
+        named_by = (
+            "--resume" if args.resume else "--run-dir" if args.run_dir or os.environ.get(RUN_DIR_ENV) else "--logdir"
+        )
+        check_run_writable(paths, named_by)
     with contextlib.ExitStack() as held:
         locked = launcher and paths.root.is_dir()
         if locked:  # fail at once when another run holds the folder or it is taken
@@ -244,6 +251,16 @@ def run_training(args: Any, overrides: list[str], argv: list[str], extra_callbac
     else:
         log.info("training finished at step %d; checkpoints in %s", trainer.global_step, paths.ckpt_dir)
     return exit_status(stopper.received)
+
+
+def check_run_writable(paths: RunPaths, flag: str) -> None:
+    """Refuse a run folder (or, when it does not exist yet, the folder it would be made in) that this process cannot
+    write, and each of its folders that a run writes into (configs/, checkpoints/, images/, tensorboard/)."""
+    hint = f"fix the folder's permissions or give another {flag}" if flag != "--resume" else "fix its permissions"
+    require_writable(paths.root, hint=hint)
+    for folder in (*paths.run_folders, paths.image_dir):
+        if folder.is_dir():
+            require_writable(folder, hint=hint)
 
 
 def launches_the_run() -> bool:
