@@ -23,12 +23,13 @@ MODEL = "talkingface.model"
 #: every top-level module and package of ``talkingface`` must be listed.
 LAYERS: tuple[tuple[str, ...], ...] = (
     ("talkingface.errors",),  # the one family of errors: every layer raises them
-    # the base: named constants, where the shipped demo model lies, path and command-line helpers, package data
+    # the base: named constants, where the shipped demo model lies, path, .npy and command-line helpers, package data
     (
         "talkingface",
         "talkingface.constants",
         "talkingface.demo_assets",
         "talkingface.paths",
+        "talkingface.npy",
         "talkingface.cli_support",
         "talkingface.configs",
     ),

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from data_fixtures import frame_labels, speech_track, word
+from data_fixtures import frame_labels, save_random_hf_whisper, speech_track, word
 from scipy.io import wavfile
 from scipy.signal import resample_poly
 
@@ -128,30 +128,6 @@ def test_log_mel_matches_whisper_reference() -> None:
     assert mine.shape == (80, WHISPER_CHUNK_FRAMES)
     np.testing.assert_allclose(mine, ref, atol=1e-4)
     assert whisper_log_mel(np.zeros(31 * SAMPLE_RATE, np.float32)).shape == (80, 2 * WHISPER_CHUNK_FRAMES)
-
-
-def save_random_hf_whisper(folder: Path, max_source_positions: int = 100) -> Path:
-    """A tiny randomly initialised transformers whisper (width 16, 2-s chunks) with its feature extractor."""
-    transformers = pytest.importorskip("transformers", reason="the transformers whisper folder needs transformers")
-    import torch
-
-    torch.manual_seed(0)
-    config = transformers.WhisperConfig(
-        d_model=16,
-        encoder_layers=1,
-        decoder_layers=1,
-        encoder_attention_heads=2,
-        decoder_attention_heads=2,
-        encoder_ffn_dim=32,
-        decoder_ffn_dim=32,
-        num_mel_bins=80,
-        max_source_positions=max_source_positions,
-        max_target_positions=32,
-        vocab_size=51864,  # English-only size
-    )
-    transformers.WhisperModel(config).save_pretrained(folder)
-    transformers.WhisperFeatureExtractor(feature_size=80).save_pretrained(folder)
-    return folder
 
 
 def test_transformers_folder_loads_and_chunks(tmp_path: Path) -> None:
