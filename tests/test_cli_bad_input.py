@@ -187,6 +187,27 @@ def test_bytes_that_are_no_checkpoint_are_called_so(content: bytes, tmp_path: Pa
     assert line.startswith(f"error: {ckpt}: is not a checkpoint") and "Python objects" not in line, line
 
 
+def test_random_bytes_to_resume_are_no_checkpoint(
+    tiny_dataset: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Not "Python objects beyond tensors" (which suggests the file is a checkpoint of another kind), and said
+    before the model is built."""
+    from train_support import write_run_folder
+
+    import talkingface.training.run as training_run
+
+    def build_module(*args: object, **kwargs: object) -> None:
+        raise AssertionError("the model must not be built")
+
+    monkeypatch.setattr(training_run, "build_module", build_module)
+    run_dir = write_run_folder(tiny_dataset, tmp_path / "run")
+    last = run_dir / "checkpoints" / "last.ckpt"
+    last.write_bytes(np.random.default_rng(0).bytes(5000))
+    assert run(["train", "--resume", str(run_dir), "-t"]) == 2
+    line = one_error(capsys)
+    assert line.startswith(f"error: {last}: is not a checkpoint") and "Python objects" not in line, line
+
+
 # ----------------------------------------------------------------------------- .npy headers
 
 

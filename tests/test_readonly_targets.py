@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 import torch
 from fs_support import make_read_only
-from train_support import TINY_CONFIG, tiny_overrides
+from train_support import TINY_CONFIG, tiny_overrides, write_run_folder
 
 from talkingface import cli
 from talkingface.paths import atomic_write_bytes
@@ -72,19 +72,6 @@ def test_train_refuses_a_run_folder_it_cannot_write(
     assert list(locked.iterdir()) == []
 
 
-def fake_run(tiny_dataset: Path, folder: Path) -> Path:
-    """A run folder as the trainer leaves it: config snapshot, command record, last.ckpt (not read by the test)."""
-    from talkingface.model.image_driven_talkingface.DiffTalk.config import save_config
-    from talkingface.training.config import load_training_config
-
-    (folder / "configs").mkdir(parents=True)
-    (folder / "checkpoints").mkdir()
-    save_config(load_training_config(TINY_CONFIG, tiny_overrides(tiny_dataset)), folder / "configs" / "config.yaml")
-    (folder / "configs" / "command.txt").write_text("trainer/DiffTalkTrainer.py -t\n")
-    torch.save({"global_step": 1}, folder / "checkpoints" / "last.ckpt")
-    return folder
-
-
 @pytest.mark.parametrize("part", ["checkpoints", "configs", "."])
 def test_resume_refuses_a_run_it_cannot_write_before_training(
     part: str,
@@ -96,7 +83,7 @@ def test_resume_refuses_a_run_it_cannot_write_before_training(
 ) -> None:
     """It used to train to the end and then fail to write last.ckpt (or fail on the config snapshot's temporary
     file, naming that file)."""
-    root = fake_run(tiny_dataset, tmp_path / "run")
+    root = write_run_folder(tiny_dataset, tmp_path / "run")
     folder = (root / part).resolve()
     before = sorted(p.name for p in folder.iterdir())
     make_read_only(folder, monkeypatch)

@@ -12,7 +12,7 @@ import logging
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from talkingface.cli_support import EXIT_OK, ArgumentParser, command
+from talkingface.cli_support import EXIT_OK, ArgumentParser, check_device, command
 from talkingface.commands import defaults
 from talkingface.constants import DEFAULT_IMAGE_SIZE
 from talkingface.media.extract import DEFAULT_MAX_MISSING
@@ -33,6 +33,10 @@ Lip-sync a portrait video to speech: video + speech in, lip-synced mp4 out.
   talkingface lipsync --video person.mp4 --audio speech.wav --out result.mp4 --ckpt exported/difftalk.safetensors
   talkingface lipsync            no arguments: the bundled synthetic demo model on a generated face (CPU, offline)
   talkingface lipsync --stream   the same, the speech played in real time in 40 ms chunks
+  talkingface lipsync --audio speech.wav --ckpt model.ckpt   the generated face speaking speech.wav, by model.ckpt
+
+Without --video the face is generated: --audio, --ckpt, --frames-dir and the sampling, face-crop and video options
+apply to it; --config, --first-stage-ckpt and --trust-checkpoint need --ckpt, --landmarks and --face need --video.
 
 The model: --ckpt, else {defaults.DEFAULT_CKPT} (first stage {defaults.DEFAULT_FIRST_STAGE}) when it exists, else
 the bundled synthetic demo model, with a warning: it was trained on synthetic cartoon faces and will not look right
@@ -46,7 +50,7 @@ generator's <clip>.landmarks.npy).
 Bad input (no face, audio shorter than one frame, unreadable media, a landmarks file that does not fit the video, a
 checkpoint trained on other audio features, an existing output, an output that is one of the inputs, a read-only
 output folder) ends with exit status 2 and one line naming the file or flag and the problem; Ctrl-C ends with one
-line and exit status 130, leaving no partial output."""
+line and exit status 130, SIGTERM (kill, timeout) with exit status 143, leaving no partial output."""
 
 
 def build_parser() -> ArgumentParser:
@@ -262,9 +266,8 @@ def _options(args: argparse.Namespace, **instead: object) -> LipSyncOptions:
     return LipSyncOptions(**values)  # type: ignore[arg-type]
 
 
-def _check_cheap(args: argparse.Namespace, out: str, out_overwrite: bool) -> None:
+def _check_cheap(args: argparse.Namespace, out: str | Path, out_overwrite: bool) -> None:
     """The checks that need no model, first: nothing is loaded when the output exists or an input is missing."""
-    from talkingface.cli_support import check_device
     from talkingface.inference.writer import check_output
     from talkingface.media.decode import probe_video
 
@@ -341,8 +344,8 @@ def run(args: argparse.Namespace) -> None:
 
 
 def run_synthetic(args: argparse.Namespace) -> None:
-    """No --video: a generated synthetic face (talkingface/synthetic/assets) speaking --audio, else the speech of
-    another generated clip, animated by --ckpt, else the shipped synthetic demo model (or its student). Every flag
+    """No --video: a generated synthetic face speaking --audio (else the speech of another generated clip), animated
+    by --ckpt, else by the shipped synthetic demo model or its student (talkingface/synthetic/assets). Every flag
     that means something without a video is used; the demo's own defaults (its crop side, 25 frames a batch, 1 when
     streaming, dpm++ with its steps for the demo model) stand in for the flags not given."""
     import tempfile
@@ -393,23 +396,25 @@ def given_flags(parser: argparse.ArgumentParser, argv: list[str] | None) -> set[
     return {dest for dest, value in vars(namespace).items() if value is not unset}
 
 
-#: Flags that need --video: they say how to read a video's file, and no generated clip needs them.
-_VIDEO_ONLY = {"landmarks": "--landmarks"}
-#: Flags that go with --ckpt only: the demo model carries its config and finds its first stage.
-_CKPT_ONLY = {"config": "--config", "first_stage_ckpt": "--first-stage-ckpt", "trust_checkpoint": "--trust-checkpoint"}
+#: Flags that mean something only with --ckpt when there is no --video, and why: the demo model is a safetensors
+#: file that carries its config and names its first stage.
+_CKPT_ONLY = {
+    "config": ("--config", "the demo model carries its own config"),
+    "first_stage_ckpt": ("--first-stage-ckpt", "the demo model finds its own first stage"),
+    "trust_checkpoint": ("--trust-checkpoint", "the demo model is safetensors: nothing to unpickle"),
+}
 
 
 def _check_flag_combinations(parser: ArgumentParser, args: argparse.Namespace) -> None:
     if args.video is not None and args.out is None:
         parser.error("argument --out: required with --video")
     if args.video is None:
-        for dest, flag in _VIDEO_ONLY.items():
-            if dest in args.given:
-                parser.error(f"argument {flag}: needs --video")
+        if args.landmarks is not None:
+            parser.error("argument --landmarks: needs --video (a generated clip brings its own)")
         if args.ckpt is None:
-            for dest, flag in _CKPT_ONLY.items():
+            for dest, (flag, why) in _CKPT_ONLY.items():
                 if dest in args.given:
-                    parser.error(f"argument {flag}: only with --ckpt (the demo model carries its own config)")
+                    parser.error(f"argument {flag}: only with --ckpt ({why})")
         if not args.face.is_largest:
             parser.error("argument --face: needs --video (a generated clip shows one face)")
         if args.demo_student and args.ckpt is not None:

@@ -165,7 +165,6 @@ def run_training(args: Any, overrides: list[str], argv: list[str], extra_callbac
     base = list(args.base)
     if args.resume:
         paths, resume_ckpt = resolve_resume(args.resume)
-        check_resume_checkpoint(resume_ckpt)  # random bytes are no checkpoint: said before anything is built
         base = [str(paths.config_snapshot), *base]
     flags = [] if args.seed is None else [f"train.seed={args.seed}"]
     flags += [] if args.scale_lr is None else [f"model.scale_lr={str(args.scale_lr).lower()}"]
@@ -209,6 +208,8 @@ def run_training(args: Any, overrides: list[str], argv: list[str], extra_callbac
             held.enter_context(run_lock(paths.root))
             if not args.resume:
                 check_run_dir(paths, overwrite=args.overwrite_run)
+        if resume_ckpt is not None:  # random bytes are no checkpoint: said before anything is built
+            check_resume_checkpoint(resume_ckpt)
 
         quiet_lightning()  # Lightning's tips and known warnings (the frozen first stage in eval mode, ...)
         pl.seed_everything(cfg.train.seed, workers=True)
