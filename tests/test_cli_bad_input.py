@@ -147,6 +147,27 @@ def test_a_first_stage_groupnorm_cannot_hold_is_refused_by_the_config(capsys: py
 # ----------------------------------------------------------------------------- checkpoints
 
 
+@pytest.mark.parametrize("kind", ["folder", "random bytes", "other weights"])
+def test_a_bad_first_stage_in_training_is_one_line(
+    kind: str, tiny_dataset: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from train_support import tiny_overrides
+
+    first_stage = tmp_path / "vq.ckpt"
+    if kind == "folder":
+        first_stage.mkdir()
+    elif kind == "random bytes":
+        first_stage.write_bytes(np.random.default_rng(0).bytes(5000))
+    else:
+        torch.save({"state_dict": {"encoder.conv_in.weight": torch.zeros(2, 2)}}, first_stage)
+    overrides = [*tiny_overrides(tiny_dataset), f"model.first_stage.ckpt_path={first_stage}"]
+    assert run(["train", "--base", str(TINY_CONFIG), *overrides, "-t", "--run-dir", str(tmp_path / "run")]) == 2
+    line = one_error(capsys)
+    expected = {"folder": "is a folder, not a file", "random bytes": "is not a checkpoint", "other weights": "missing"}
+    assert str(first_stage) in line and expected[kind] in line, line
+    assert not (tmp_path / "run").exists()
+
+
 def test_a_recorded_grid_out_of_range_is_the_checkpoints_fault(tiny_model: DiffTalkModel) -> None:
     record = SamplingSetting("ddim", 3, (0, 500, 1200))
     with pytest.raises(SamplerError) as info:

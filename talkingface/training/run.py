@@ -95,7 +95,8 @@ def build_module(cfg: TrainingConfig, learning_rate: float, load_vq: bool = True
         if not path.is_file():
             raise CheckpointError(
                 ckpt,
-                "first-stage checkpoint not found (model.first_stage.ckpt_path)",
+                f"first-stage checkpoint {'is a folder, not a file' if path.is_dir() else 'not found'} "
+                "(model.first_stage.ckpt_path)",
                 hint=f"put {first_stage_source(cfg.model.first_stage)} there, or set model.first_stage.ckpt_path=...",
             )
         load_first_stage(module, path)

@@ -1,8 +1,9 @@
 """Typed configuration of the DiffTalk model and the one config loader.
 
 YAML files are merged onto these dataclasses with OmegaConf, so a misspelled or unknown key is an error that
-names the key and the file. Magic numbers of the architecture (16x29 audio windows, 8-window smoothing,
-39 landmarks) are named fields here.
+names the key and the file. A config is plain data: a mapping of UTF-8 YAML, read as written; OmegaConf's
+interpolations and resolvers (``${...}``) are refused, in files and overrides alike. Magic numbers of the
+architecture (16x29 audio windows, 8-window smoothing, 39 landmarks) are named fields here.
 
 This module holds the model-level schema (:class:`DiffTalkConfig`: the ``model:`` section, all that inference
 needs). The loader is generic over the schema: ``talkingface.training.config`` adds the training sections
