@@ -141,7 +141,7 @@ def test_ckpt_audio_and_frames_dir_animate_the_generated_face(
     tiny_ckpt: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A real run: --ckpt's model (the tiny one, its config given) makes the frames of the generated face speaking
-    --audio (0.32 s: 8 frames, not the 5 of the generated speech), written to --out and --frames-dir."""
+    --audio (0.12 s: 3 frames, not the 5 of the generated speech), written to --out and --frames-dir."""
     import talkingface.inference as inference
 
     seen = []
@@ -154,7 +154,7 @@ def test_ckpt_audio_and_frames_dir_animate_the_generated_face(
     monkeypatch.setattr(inference, "LipSyncPipeline", Recording)
     monkeypatch.setenv("TALKINGFACE_DEMO_SECONDS", DEMO_SECONDS)
     monkeypatch.chdir(tmp_path)
-    speech = write_wav(tmp_path / "mine.wav", seconds=0.32)
+    speech = write_wav(tmp_path / "mine.wav", seconds=0.12)
     out, frames = tmp_path / "out.mp4", tmp_path / "frames"
     argv = ["--no-progress", "--ckpt", str(tiny_ckpt), "--config", str(TINY_CONFIG), "--audio", str(speech)]
     argv += ["--frames-dir", str(frames), "--out", str(out), "--steps", "2", "--sampler", "ddim", "--batch-size", "3"]
@@ -162,6 +162,6 @@ def test_ckpt_audio_and_frames_dir_animate_the_generated_face(
     (pipe,) = seen
     assert pipe.model_source == str(tiny_ckpt) and pipe.model.config.unet.model_channels == 32
     assert (pipe.options.steps, pipe.options.sampler, pipe.options.batch_size) == (2, "ddim", 3)
-    assert sorted(p.name for p in frames.iterdir()) == [f"{k:06d}.png" for k in range(8)]
+    assert sorted(p.name for p in frames.iterdir()) == [f"{k:06d}.png" for k in range(3)]
     assert out.stat().st_size > 0
     assert sorted(p.name for p in tmp_path.iterdir()) == ["frames", "mine.wav", "out.mp4"]
