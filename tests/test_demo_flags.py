@@ -128,12 +128,14 @@ def test_chunk_ms_without_stream_is_refused_with_a_video_too(capsys: pytest.Capt
     assert one_error(capsys) == "error: --chunk-ms: needs --stream"
 
 
+@pytest.mark.parametrize("name, value", [("STEPS", "many"), ("STEPS", "2.5"), ("SECONDS", "inf"), ("SECONDS", "-1")])
 def test_a_bad_demo_environment_value_is_one_line(
-    spy: list[SimpleNamespace], monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+    name: str, value: str, spy: list[SimpleNamespace], monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
 ) -> None:
-    monkeypatch.setenv("TALKINGFACE_DEMO_STEPS", "many")
+    monkeypatch.setenv(f"TALKINGFACE_DEMO_{name}", value)
     assert demo.main(["--no-progress"]) == 2
-    assert one_error(capsys).startswith("error: TALKINGFACE_DEMO_STEPS: ")
+    assert one_error(capsys).startswith(f"error: TALKINGFACE_DEMO_{name}: must be a ")
+    assert spy == []
 
 
 @pytest.mark.slow

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -97,7 +98,7 @@ def _env_number(name: str, default: float, kind: type[int] | type[float]) -> flo
         number = kind(value)
     except ValueError:
         number = 0
-    if not number > 0:
+    if not (number > 0 and math.isfinite(number)):
         raise TalkingFaceError(name, f"must be a {'whole ' if kind is int else ''}number above 0, got {value!r}")
     return number
 
