@@ -11,18 +11,23 @@
   ``error: --flag: must be at most 4096, got 20000``, before any work starts; ``--help`` shows the range.
 * ``key.sub=value`` arguments override the DiffTalk config (:func:`split_overrides`), before or after ``--base``.
 * Every subcommand's ``main`` is wrapped in :func:`command`, the one place that turns an error into its line and exit
-  status: a :class:`~talkingface.errors.TalkingFaceError` (its own status), an ``OSError`` (a full disk: 1, else 2)
-  and Ctrl-C (130).
+  status: a :class:`~talkingface.errors.TalkingFaceError` (its own status), an ``OSError`` (a full disk: 1, else 2),
+  Ctrl-C (130) and SIGTERM (143, as ``kill`` or ``timeout`` send it), which takes Ctrl-C's way out: the writers
+  remove their partial files on the way.
+* ``--device`` is checked against the torch build and the machine before anything loads (:func:`check_device`).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import contextvars
 import functools
 import re
+import signal
 import sys
-from collections.abc import Callable, Sequence
+import threading
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any, NoReturn, TypeVar
 
 from talkingface.errors import DISK_FULL, EXIT_USAGE, TalkingFaceError, one_line
@@ -30,17 +35,21 @@ from talkingface.ranges import SEED, Number, Range
 
 EXIT_OK, EXIT_PROBLEMS = 0, 1
 EXIT_INTERRUPTED = 130  # 128 + SIGINT, as a shell reports Ctrl-C
+EXIT_TERMINATED = 128 + signal.SIGTERM  # 143, as a shell reports a process ended by SIGTERM
 
 __all__ = [
     "EXIT_INTERRUPTED",
     "EXIT_OK",
     "EXIT_PROBLEMS",
+    "EXIT_TERMINATED",
     "EXIT_USAGE",
     "PROG",
     "ArgumentParser",
     "HelpFormatter",
     "NumberType",
+    "Terminated",
     "add_option",
+    "check_device",
     "command",
     "fail",
     "number",
@@ -80,6 +89,41 @@ def report_os_error(err: OSError, disk_full_hint: str) -> int:
     return report(TalkingFaceError(err.filename, problem))
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM received while a command runs: raised where Ctrl-C's ``KeyboardInterrupt`` would be, so that every
+    ``finally`` and ``except BaseException`` that cleans up after Ctrl-C (the writers' partial files, a half-made
+    run folder) cleans up after ``kill`` and ``timeout`` too."""
+
+
+def _raise_terminated(signum: int, frame: object) -> None:
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)  # a second SIGTERM during the clean-up ends the process at once
+    raise Terminated()
+
+
+@contextlib.contextmanager
+def sigterm_as_interrupt() -> Iterator[None]:
+    """While the block runs, SIGTERM raises :class:`Terminated` in the main thread (unless SIGTERM already has a
+    handler of its own, or this is not the main thread); the handler before is restored afterwards. A handler
+    installed inside the block (the trainer's, which checkpoints on SIGTERM) takes precedence while it is installed."""
+    if threading.current_thread() is not threading.main_thread() or signal.getsignal(signal.SIGTERM) != signal.SIG_DFL:
+        yield
+        return
+    signal.signal(signal.SIGTERM, _raise_terminated)
+    try:
+        yield
+    finally:
+        if signal.getsignal(signal.SIGTERM) in (_raise_terminated, signal.SIG_DFL):
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+
+def _interrupted(err: KeyboardInterrupt) -> int:
+    if isinstance(err, Terminated):
+        print("error: terminated (SIGTERM)", file=sys.stderr)
+        return EXIT_TERMINATED
+    print("error: interrupted", file=sys.stderr)
+    return EXIT_INTERRUPTED
+
+
 Main = TypeVar("Main", bound=Callable[..., int])
 
 
@@ -89,26 +133,62 @@ def command(main: Main | None = None, *, disk_full_hint: str = "free space and r
     A :class:`~talkingface.errors.TalkingFaceError` prints :meth:`~talkingface.errors.TalkingFaceError.cli_line` and
     returns its ``exit_status`` (2, bad input, unless the class says otherwise); an ``OSError`` prints
     ``error: <file>: <reason>`` and returns 1 for a full disk (with ``disk_full_hint``), else 2; Ctrl-C prints
-    ``error: interrupted`` and returns 130. Anything else is a bug and keeps its traceback. Used bare
-    (``@command``) or with options (``@command(disk_full_hint=...)``).
+    ``error: interrupted`` and returns 130, SIGTERM (:func:`sigterm_as_interrupt`) ``error: terminated (SIGTERM)``
+    and 143. Anything else is a bug and keeps its traceback. Used bare (``@command``) or with options
+    (``@command(disk_full_hint=...)``).
     """
 
     def wrap(function: Main) -> Main:
         @functools.wraps(function)
         def run(*args: object, **kwargs: object) -> int:
             try:
-                return int(function(*args, **kwargs) or 0)
+                with sigterm_as_interrupt():
+                    return int(function(*args, **kwargs) or 0)
             except TalkingFaceError as err:
                 return report(err)
             except OSError as err:
                 return report_os_error(err, disk_full_hint)
-            except KeyboardInterrupt:  # the writers have removed their partial files on the way out
-                print("error: interrupted", file=sys.stderr)
-                return EXIT_INTERRUPTED
+            except KeyboardInterrupt as err:  # the writers have removed their partial files on the way out
+                return _interrupted(err)
+            except SystemExit as err:
+                if isinstance(err.__context__, KeyboardInterrupt):  # Lightning's sys.exit(1) after an interrupt
+                    return _interrupted(err.__context__)
+                raise
 
         return run  # type: ignore[return-value]
 
     return wrap(main) if main is not None else wrap  # type: ignore[return-value]
+
+
+def check_device(device: str | None, flag: str = "--device") -> None:
+    """Refuse a ``--device`` that torch cannot use on this machine, before anything loads: a name torch does not
+    know (``bogus``), CUDA without a CUDA build or GPU, a GPU index past the last one, MPS where there is none, or a
+    device type the package does not run on. None (the command's default) passes."""
+    if device is None:
+        return
+    import torch
+
+    hint = "use --device cpu, cuda or cuda:N"
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, ValueError):
+        raise TalkingFaceError(flag, f"unknown device {device!r}", hint=hint) from None
+    if dev.type == "cpu":
+        return
+    if dev.type == "cuda":
+        if torch.version.cuda is None:
+            raise TalkingFaceError(flag, f"{device}: this torch build has no CUDA", hint="use --device cpu")
+        if not torch.cuda.is_available():
+            raise TalkingFaceError(flag, f"{device}: no CUDA GPU is available here", hint="use --device cpu")
+        count = torch.cuda.device_count()
+        if dev.index is not None and dev.index >= count:
+            raise TalkingFaceError(flag, f"{device}: there are {count} CUDA device(s), cuda:0..cuda:{count - 1}")
+        return
+    if dev.type == "mps":
+        if not torch.backends.mps.is_available():
+            raise TalkingFaceError(flag, f"{device}: MPS is not available here", hint="use --device cpu")
+        return
+    raise TalkingFaceError(flag, f"{device}: not a device this package runs on", hint=hint)
 
 
 def _argparse_message(message: str) -> str:
@@ -177,7 +257,8 @@ def _range_problem(action: argparse.Action, value: object) -> str | None:
     if not isinstance(action.type, NumberType) or value is None or value is argparse.SUPPRESS:
         return None
     for item in value if isinstance(value, list) else [value]:
-        problem = None if isinstance(item, str) else action.type.range.problem(item)
+        # strings go through ``type``; other objects (e.g. a caller's "not given" marker) are not numbers to check
+        problem = action.type.range.problem(item) if isinstance(item, int | float) else None
         if problem is not None:
             return problem
     return None

@@ -13,6 +13,8 @@ import stat
 from collections.abc import Iterator
 from pathlib import Path
 
+from talkingface.errors import TalkingFaceError
+
 
 def same_file(a: str | os.PathLike, b: str | os.PathLike) -> bool:
     """``a`` and ``b`` name one file or folder: other spellings (``..``), symbolic links, hard links (same device
@@ -31,6 +33,22 @@ def is_within(path: str | os.PathLike, folder: str | os.PathLike) -> bool:
     """``path`` is ``folder`` or lies inside it, after resolving symbolic links and ``..`` in both."""
     path, folder = Path(path).resolve(), Path(folder).resolve()
     return path == folder or folder in path.parents
+
+
+def require_writable(folder: str | os.PathLike, hint: str | None = None) -> None:
+    """Refuse up front a ``folder`` this process cannot write files into: the folder itself, or where it does not
+    exist yet, the nearest existing folder above it (where it would be made). Raises :class:`TalkingFaceError` naming
+    that folder, with ``hint`` as the next step. Checked with ``os.access``, before any work whose result would then
+    be lost."""
+    folder = Path(folder)
+    existing = folder
+    while not os.path.lexists(existing) and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise TalkingFaceError(existing, "is not a folder", hint=hint)
+    if not os.access(existing, os.W_OK | os.X_OK):
+        made = "" if existing == folder else f" (needed to make {folder})"
+        raise TalkingFaceError(existing, f"folder not writable{made}", hint=hint)
 
 
 def replace_folder(new: str | os.PathLike, dest: str | os.PathLike) -> None:
@@ -65,7 +83,10 @@ def atomic_output(path: str | os.PathLike) -> Iterator[Path]:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+    try:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+    except OSError as err:  # name the folder, not the hidden temporary file no one asked for
+        raise type(err)(err.errno, f"cannot write {path.name} there: {err.strerror}", str(path.parent)) from None
     try:
         mode = stat.S_IMODE(os.fstat(fd).st_mode)  # what the umask (and a default ACL) leave of 0666
     finally:

@@ -249,3 +249,32 @@ def frame_labels(n: int, onsets: np.ndarray, lengths: np.ndarray) -> tuple[np.nd
         speech |= (t > onset + 0.03) & (t < onset + length - 0.03)
         silence &= ~((t > onset - 0.1) & (t < onset + length + 0.1))
     return speech, silence
+
+
+def save_random_hf_whisper(
+    folder: Path, max_source_positions: int = 100, n_mels: int = 80, preprocessor_mels: int = 80
+) -> Path:
+    """A tiny randomly initialised transformers whisper (width 16, 2-s chunks) with its feature extractor
+    (``preprocessor_mels`` mel bins: a folder assembled from two models when it differs from ``n_mels``)."""
+    import pytest
+    import torch
+
+    transformers = pytest.importorskip("transformers", reason="the transformers whisper folder needs transformers")
+
+    torch.manual_seed(0)
+    config = transformers.WhisperConfig(
+        d_model=16,
+        encoder_layers=1,
+        decoder_layers=1,
+        encoder_attention_heads=2,
+        decoder_attention_heads=2,
+        encoder_ffn_dim=32,
+        decoder_ffn_dim=32,
+        num_mel_bins=n_mels,
+        max_source_positions=max_source_positions,
+        max_target_positions=32,
+        vocab_size=51864,  # English-only size
+    )
+    transformers.WhisperModel(config).save_pretrained(folder)
+    transformers.WhisperFeatureExtractor(feature_size=preprocessor_mels).save_pretrained(folder)
+    return folder

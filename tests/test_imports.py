@@ -26,12 +26,13 @@ MODEL = "talkingface.model"
 LAYERS: tuple[tuple[str, ...], ...] = (
     # the one family of errors, and the declared ranges of the numeric settings: every layer uses them
     ("talkingface.errors", "talkingface.ranges"),
-    # the base: named constants, where the shipped demo model lies, path and command-line helpers, package data
+    # the base: named constants, where the shipped demo model lies, path, .npy and command-line helpers, package data
     (
         "talkingface",
         "talkingface.constants",
         "talkingface.demo_assets",
         "talkingface.paths",
+        "talkingface.npy",
         "talkingface.cli_support",
         "talkingface.configs",
     ),

@@ -8,9 +8,12 @@ from typing import Any
 
 import numpy as np
 import pytorch_lightning as pl
+import torch
 
 from talkingface.data.layout import DatasetLayout, write_split
 from talkingface.data.meta import audio_feature_spec, dataset_meta
+from talkingface.model.image_driven_talkingface.DiffTalk.config import save_config
+from talkingface.training.config import load_training_config
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY_CONFIG = ROOT / "configs" / "latent-diffusion" / "talking-tiny.yaml"
@@ -75,6 +78,17 @@ def tiny_overrides(data_root: Path, **extra: object) -> list[str]:
     }
     values.update(extra)
     return [f"{k}={v}" for k, v in values.items()]
+
+
+def write_run_folder(tiny_dataset: Path, folder: Path) -> Path:
+    """A run folder of the tiny model on ``tiny_dataset`` as the trainer leaves it: config snapshot, command record
+    and a ``last.ckpt`` that is a torch file but no trainer checkpoint (for tests that stop before reading it)."""
+    (folder / "configs").mkdir(parents=True)
+    (folder / "checkpoints").mkdir()
+    save_config(load_training_config(TINY_CONFIG, tiny_overrides(tiny_dataset)), folder / "configs" / "config.yaml")
+    (folder / "configs" / "command.txt").write_text("trainer/DiffTalkTrainer.py -t\n")
+    torch.save({"global_step": 1}, folder / "checkpoints" / "last.ckpt")
+    return folder
 
 
 #: The 512 config (latent-diffusion vq-f8: factor 8) with the tiny config's widths on top, for CPU tests.

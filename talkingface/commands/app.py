@@ -15,7 +15,7 @@ from types import FrameType
 from typing import Any
 
 from talkingface.app.limits import DEFAULT_MAX_FRAME_PIXELS, DEFAULT_MAX_SECONDS, MediaLimits
-from talkingface.cli_support import EXIT_OK, ArgumentParser, command, fail, number
+from talkingface.cli_support import EXIT_OK, ArgumentParser, check_device, command, fail, number
 from talkingface.commands.defaults import DEFAULT_CKPT, MAX_UPLOAD_MB, SAMPLE_SECONDS
 
 log = logging.getLogger(__name__)
@@ -184,6 +184,7 @@ def main(argv: list[str] | None = None) -> int:
             return fail(flag, f"must be a finite number, got {value:g}")
         if value <= 0:
             return fail(flag, f"must be positive, got {value:g}")
+    check_device(args.device)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
     from talkingface.app.jobs import RunnerSettings
     from talkingface.app.server import AppSettings, create_app

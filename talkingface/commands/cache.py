@@ -8,7 +8,7 @@ import logging
 import sys
 from pathlib import Path
 
-from talkingface.cli_support import ArgumentParser, add_option, command, number, split_overrides
+from talkingface.cli_support import ArgumentParser, add_option, check_device, command, number, split_overrides
 from talkingface.data.latent_cache import DTYPES, LatentCacheError
 
 DESCRIPTION = """\
@@ -35,6 +35,7 @@ def _build_command(args: argparse.Namespace) -> int:
     from talkingface.training.config import load_training_config
     from talkingface.training.latent_cache import build_latent_cache, check_cache_out
 
+    check_device(args.device)
     out = args.out or Path(args.root) / "latents"
     check_cache_out(args.root, out, args.overwrite)  # before loading anything
     cfg = load_training_config(args.config or default_config_path("talking.yaml"), args.overrides)

@@ -5,15 +5,19 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
+import shutil
+import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from talkingface.cli_support import EXIT_OK, ArgumentParser, command, number
+from talkingface.cli_support import EXIT_OK, ArgumentParser, check_device, command, number
 from talkingface.commands.defaults import ALL_METRICS, CHEAP_METRICS, CROPS
+from talkingface.paths import require_writable
 
 if TYPE_CHECKING:
-    from talkingface.evaluate.harness import EvalOptions
+    from talkingface.evaluate.harness import EvalOptions, EvalResult
 
 log = logging.getLogger("talkingface.evaluate")
 
@@ -94,21 +98,44 @@ def options_from_args(args: argparse.Namespace) -> EvalOptions:
     )
 
 
+def write_reports(result: EvalResult, out: Path, plot: bool = True) -> list[Path]:
+    """``out`` (JSON), the markdown report and (``plot``) the PNG chart beside it: written into a hidden folder there
+    first and moved into place once all are written, so that a failure leaves no half-written report."""
+    from talkingface.evaluate.report import write_json, write_markdown, write_plot
+
+    out.parent.mkdir(parents=True, exist_ok=True)
+    stage = Path(tempfile.mkdtemp(prefix=f".{out.stem}.partial-", dir=out.parent))
+    try:
+        staged = stage / out.name
+        chart = write_plot(result, staged.with_suffix(".png")) if plot else None
+        write_json(result, staged)
+        md = write_markdown(result, staged.with_suffix(".md"), chart, staged)
+        written = []
+        for path in (staged, md, chart):
+            if path is not None:
+                os.replace(path, out.parent / path.name)
+                written.append(out.parent / path.name)
+        return written
+    finally:
+        shutil.rmtree(stage, ignore_errors=True)
+
+
 @command
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(message)s")
     from talkingface.evaluate.harness import evaluate
-    from talkingface.evaluate.report import summary_table, write_json, write_markdown, write_plot
+    from talkingface.evaluate.report import summary_table
 
+    out = None
+    if args.out:  # checked before the metrics are computed: their result would be lost
+        out = args.out if args.out.suffix == ".json" else args.out.with_suffix(".json")
+        require_writable(out.parent, hint="give another --out or fix the folder's permissions")
+    check_device(args.device)
     result = evaluate(args.pred, args.gt, options_from_args(args))
     print(summary_table(result))
     for note in result.notes:
         print(f"note: {note}")
-    if args.out:
-        out = args.out if args.out.suffix == ".json" else args.out.with_suffix(".json")
-        plot = None if args.no_plot else write_plot(result, out.with_suffix(".png"))
-        write_json(result, out)
-        md = write_markdown(result, out.with_suffix(".md"), plot, out)
-        print(f"wrote {out}, {md}" + (f", {plot}" if plot else ""))
+    if out is not None:
+        print("wrote " + ", ".join(map(str, write_reports(result, out, plot=not args.no_plot))))
     return EXIT_OK

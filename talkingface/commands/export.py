@@ -7,6 +7,7 @@ import logging
 from pathlib import Path
 
 from talkingface.cli_support import EXIT_OK, ArgumentParser, command
+from talkingface.paths import require_writable
 
 DESCRIPTION = """\
 Slim export of a trainer checkpoint for inference: the EMA UNet, the condition encoders and the config, as
@@ -45,5 +46,6 @@ def main(argv: list[str] | None = None) -> int:
 
     if not Path(args.ckpt).is_file():
         raise CheckpointError(args.ckpt, "checkpoint not found", hint="give the path of a trainer .ckpt")
+    require_writable(Path(args.out).parent, hint="give another output path or fix the folder's permissions")
     export_checkpoint(args.ckpt, args.out, trust_checkpoint=args.trust_checkpoint, overwrite=args.overwrite)
     return EXIT_OK

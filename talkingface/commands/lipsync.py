@@ -10,13 +10,19 @@ from __future__ import annotations
 import argparse
 import logging
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from talkingface.cli_support import EXIT_OK, ArgumentParser, command, number, seed
+from talkingface.cli_support import EXIT_OK, ArgumentParser, check_device, command, number, seed
 from talkingface.commands import defaults
 from talkingface.constants import DEFAULT_IMAGE_SIZE, MODEL_IMAGE_SIZE
 from talkingface.media.extract import DEFAULT_MAX_MISSING
 from talkingface.media.face_choice import add_face_argument
 from talkingface.media.features import BACKEND_KINDS
+
+if TYPE_CHECKING:
+    from talkingface.inference import LipSyncOptions
+    from talkingface.inference.landmark_file import SourceLandmarks
+    from talkingface.model.image_driven_talkingface.DiffTalk import DiffTalkModel
 
 log = logging.getLogger(__name__)
 
@@ -27,6 +33,10 @@ Lip-sync a portrait video to speech: video + speech in, lip-synced mp4 out.
   talkingface lipsync --video person.mp4 --audio speech.wav --out result.mp4 --ckpt exported/difftalk.safetensors
   talkingface lipsync            no arguments: the bundled synthetic demo model on a generated face (CPU, offline)
   talkingface lipsync --stream   the same, the speech played in real time in 40 ms chunks
+  talkingface lipsync --audio speech.wav --ckpt model.ckpt   the generated face speaking speech.wav, by model.ckpt
+
+Without --video the face is generated: --audio, --ckpt, --frames-dir and the sampling, face-crop and video options
+apply to it; --config, --first-stage-ckpt and --trust-checkpoint need --ckpt, --landmarks and --face need --video.
 
 The model: --ckpt, else {defaults.DEFAULT_CKPT} (first stage {defaults.DEFAULT_FIRST_STAGE}) when it exists, else
 the bundled synthetic demo model, with a warning: it was trained on synthetic cartoon faces and will not look right
@@ -40,7 +50,7 @@ generator's <clip>.landmarks.npy).
 Bad input (no face, audio shorter than one frame, unreadable media, a landmarks file that does not fit the video, a
 checkpoint trained on other audio features, an existing output, an output that is one of the inputs, a read-only
 output folder) ends with exit status 2 and one line naming the file or flag and the problem; Ctrl-C ends with one
-line and exit status 130, leaving no partial output."""
+line and exit status 130, SIGTERM (kill, timeout) with exit status 143, leaving no partial output."""
 
 
 def build_parser() -> ArgumentParser:
@@ -260,54 +270,71 @@ def choose_checkpoint(ckpt: str | None, video: str | None = None) -> Path:
     return path
 
 
-def run(args: argparse.Namespace) -> None:
-    from talkingface.inference import LipSyncOptions, LipSyncPipeline
-    from talkingface.inference.landmark_file import read_landmarks
-    from talkingface.inference.stream import stream_file
+def _options(args: argparse.Namespace, **instead: object) -> LipSyncOptions:
+    """The sampling, face and video options of the flags; ``instead``: other defaults for the flags not given."""
+    from talkingface.inference import LipSyncOptions
+
+    values = {
+        name: getattr(args, name)
+        for name in (
+            "steps",
+            "sampler",
+            "batch_size",
+            "precision",
+            "compile",
+            "seed",
+            "eta",
+            "reference_frame",
+            "crop_size",
+            "feather",
+            "max_missing",
+            "face",
+            "decode_window",
+            "decode_margin",
+            "first_stage_precision",
+            "cpu_threads",
+            "crf",
+            "x264_preset",
+        )
+    }
+    given = getattr(args, "given", set())
+    values.update({name: value for name, value in instead.items() if name not in given})
+    return LipSyncOptions(**values)  # type: ignore[arg-type]
+
+
+def _check_cheap(args: argparse.Namespace, out: str | Path, out_overwrite: bool) -> None:
+    """The checks that need no model, first: nothing is loaded when the output exists or an input is missing."""
     from talkingface.inference.writer import check_output
     from talkingface.media.decode import probe_video
-    from talkingface.model.image_driven_talkingface.DiffTalk import get_difftalk_inference
 
-    options = LipSyncOptions(
-        steps=args.steps,
-        sampler=args.sampler,
-        batch_size=args.batch_size,
-        precision=args.precision,
-        compile=args.compile,
-        seed=args.seed,
-        eta=args.eta,
-        reference_frame=args.reference_frame,
-        crop_size=args.crop_size,
-        feather=args.feather,
-        max_missing=args.max_missing,
-        face=args.face,
-        decode_window=args.decode_window,
-        decode_margin=args.decode_margin,
-        first_stage_precision=args.first_stage_precision,
-        cpu_threads=args.cpu_threads,
-        crf=args.crf,
-        x264_preset=args.x264_preset,
-    )
-    # cheap checks first: nothing is loaded when the output exists or an input is missing or unreadable
     _check_counts(args)
+    check_device(args.device)
     _check_outputs_are_not_inputs(args)
-    check_output(args.out, args.overwrite)
+    check_output(out, out_overwrite)
     if args.frames_dir:
         check_output(args.frames_dir, args.overwrite, directory=True)
-    _check_input(args.video, "video")
-    probe_video(args.video)
+    if args.video is not None:
+        _check_input(args.video, "video")
+        probe_video(args.video)
     if args.audio is not None:
         _check_input(args.audio, "audio")
-    landmarks = read_landmarks(args.landmarks) if args.landmarks is not None else None
-    ckpt = choose_checkpoint(args.ckpt, args.video)
-    model = get_difftalk_inference(
-        args.config,
-        ckpt,
-        args.first_stage_ckpt,
-        device=args.device,
-        use_ema=not args.raw_weights,
-        trust_checkpoint=args.trust_checkpoint,
-    )
+
+
+def _lipsync(
+    args: argparse.Namespace,
+    model: DiffTalkModel,
+    model_source: str,
+    options: LipSyncOptions,
+    video: str | Path,
+    audio: str | Path | None,
+    out: str | Path,
+    landmarks: SourceLandmarks | None,
+    overwrite: bool,
+) -> None:
+    """The pipeline on ``video`` and ``audio``, offline or (--stream) chunk by chunk: the one wiring of both modes."""
+    from talkingface.inference import LipSyncPipeline
+    from talkingface.inference.stream import stream_file
+
     feature_options = {
         "wav2vec2_model": args.wav2vec2_model,
         "whisper_model": args.whisper_model,
@@ -320,57 +347,132 @@ def run(args: argparse.Namespace) -> None:
         audio_features=args.audio_features,
         feature_options=feature_options,
         options=options,
-        model_source=str(ckpt),
+        model_source=model_source,
     )
     common = {
         "frames_dir": args.frames_dir,
-        "overwrite": args.overwrite,
+        "overwrite": overwrite,
         "progress": not args.no_progress,
         "landmarks": landmarks,
     }
     if args.stream:
-        stream_file(
-            pipe, args.video, args.audio, args.out, chunk_ms=args.chunk_ms, realtime=not args.stream_no_wait, **common
-        )
+        stream_file(pipe, video, audio, out, chunk_ms=args.chunk_ms, realtime=not args.stream_no_wait, **common)
         return
-    pipe.run(args.video, args.audio, args.out, **common)
+    pipe.run(video, audio, out, **common)
+
+
+def run(args: argparse.Namespace) -> None:
+    from talkingface.inference.landmark_file import read_landmarks
+    from talkingface.model.image_driven_talkingface.DiffTalk import get_difftalk_inference
+
+    _check_cheap(args, args.out, args.overwrite)
+    landmarks = read_landmarks(args.landmarks) if args.landmarks is not None else None
+    ckpt = choose_checkpoint(args.ckpt, args.video)
+    model = get_difftalk_inference(
+        args.config,
+        ckpt,
+        args.first_stage_ckpt,
+        device=args.device,
+        use_ema=not args.raw_weights,
+        trust_checkpoint=args.trust_checkpoint,
+    )
+    _lipsync(args, model, str(ckpt), _options(args), args.video, args.audio, args.out, landmarks, args.overwrite)
 
 
 def run_synthetic(args: argparse.Namespace) -> None:
-    """No --video: the shipped synthetic demo model on a generated face (talkingface/synthetic/assets)."""
-    from talkingface.inference.stream import check_chunk_ms
-    from talkingface.synthetic.demo import DEFAULT_OUT, run_synthetic_demo
+    """No --video: a generated synthetic face speaking --audio (else the speech of another generated clip), animated
+    by --ckpt, else by the shipped synthetic demo model or its student (talkingface/synthetic/assets). Every flag
+    that means something without a video is used; the demo's own defaults (its crop side, 25 frames a batch, 1 when
+    streaming, dpm++ with its steps for the demo model) stand in for the flags not given."""
+    import tempfile
 
-    if args.stream:
-        check_chunk_ms(args.chunk_ms)
-    # without --out the demo replaces its own previous result; an explicit --out still needs --overwrite
-    run_synthetic_demo(
-        args.out or DEFAULT_OUT,
-        device=args.device,
-        progress=not args.no_progress,
-        overwrite=args.overwrite or args.out is None,
-        stream_chunk_ms=args.chunk_ms if args.stream else None,
-        stream_realtime=not args.stream_no_wait,
-        student=args.demo_student,
+    from talkingface.inference.landmark_file import read_landmarks
+    from talkingface.model.image_driven_talkingface.DiffTalk import get_difftalk_inference
+    from talkingface.synthetic.demo import (
+        DEFAULT_OUT,
+        DEMO_CROP_SIZE,
+        demo_inputs,
+        demo_seconds,
+        demo_steps,
+        load_demo_model,
     )
 
+    out = args.out or DEFAULT_OUT
+    # without --out the demo replaces its own previous result; an explicit --out (or --frames-dir) needs --overwrite
+    _check_cheap(args, out, args.overwrite or args.out is None)
+    seconds = demo_seconds()
+    instead: dict[str, object] = {"crop_size": DEMO_CROP_SIZE, "batch_size": 1 if args.stream else 25}
+    if args.ckpt is not None:  # the user's model samples as it records, or with the package's defaults
+        model_source = args.ckpt
+        model = get_difftalk_inference(
+            args.config,
+            args.ckpt,
+            args.first_stage_ckpt,
+            device=args.device,
+            use_ema=not args.raw_weights,
+            trust_checkpoint=args.trust_checkpoint,
+        )
+    else:
+        if not args.demo_student:  # the student samples as it records (DDIM, 4 steps)
+            instead.update(sampler="dpm++", steps=demo_steps())
+        model, ckpt = load_demo_model(student=args.demo_student, device=args.device, use_ema=not args.raw_weights)
+        model_source = str(ckpt)
+    options = _options(args, **instead)
+    with tempfile.TemporaryDirectory(prefix="talkingface-demo-") as tmp:
+        video, audio, landmarks = demo_inputs(Path(tmp), seconds, out, args.audio)
+        overwrite = args.overwrite or args.out is None
+        _lipsync(args, model, model_source, options, video, audio, out, read_landmarks(landmarks), overwrite)
 
-@command
-def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
+
+def given_flags(parser: argparse.ArgumentParser, argv: list[str] | None) -> set[str]:
+    """The destinations of the flags given on the command line ``argv`` (a default is not "given")."""
+    unset = object()
+    namespace = argparse.Namespace(**{a.dest: unset for a in parser._actions if a.dest != argparse.SUPPRESS})
+    parser.parse_args(argv, namespace=namespace)  # argparse fills in a default only where the namespace has none
+    return {dest for dest, value in vars(namespace).items() if value is not unset}
+
+
+#: Flags that mean something only with --ckpt when there is no --video, and why: the demo model is a safetensors
+#: file that carries its config and names its first stage.
+_CKPT_ONLY = {
+    "config": ("--config", "the demo model carries its own config"),
+    "first_stage_ckpt": ("--first-stage-ckpt", "the demo model finds its own first stage"),
+    "trust_checkpoint": ("--trust-checkpoint", "the demo model is safetensors: nothing to unpickle"),
+}
+
+
+def _check_flag_combinations(parser: ArgumentParser, args: argparse.Namespace) -> None:
     if args.video is not None and args.out is None:
         parser.error("argument --out: required with --video")
-    if args.video is None and args.landmarks is not None:
-        parser.error("argument --landmarks: needs --video")
+    if args.video is None:
+        if args.landmarks is not None:
+            parser.error("argument --landmarks: needs --video (a generated clip brings its own)")
+        if args.ckpt is None:
+            for dest, (flag, why) in _CKPT_ONLY.items():
+                if dest in args.given:
+                    parser.error(f"argument {flag}: only with --ckpt ({why})")
+        if not args.face.is_largest:
+            parser.error("argument --face: needs --video (a generated clip shows one face)")
+        if args.demo_student and args.ckpt is not None:
+            parser.error("argument --demo-student: not with --ckpt (which names the model to use)")
     if args.video is not None and args.demo_student:
         from talkingface.demo_assets import demo_student_path
 
         parser.error(f"argument --demo-student: only without --video (with a video: --ckpt {demo_student_path()})")
     if args.stream_no_wait and not args.stream:
         parser.error("argument --stream-no-wait: needs --stream")
+    if "chunk_ms" in args.given and not args.stream:
+        parser.error("argument --chunk-ms: needs --stream")
     if args.landmarks is not None and not args.face.is_largest:
         parser.error("argument --face: not used with --landmarks (the file already gives one face)")
+
+
+@command
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    args.given = given_flags(parser, argv)
+    _check_flag_combinations(parser, args)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
     if args.video is None:
         run_synthetic(args)

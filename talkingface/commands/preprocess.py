@@ -8,7 +8,7 @@ import logging
 from collections.abc import Sequence
 from pathlib import Path
 
-from talkingface.cli_support import EXIT_OK, EXIT_PROBLEMS, ArgumentParser, command, fail, number, seed
+from talkingface.cli_support import EXIT_OK, EXIT_PROBLEMS, ArgumentParser, check_device, command, fail, number, seed
 from talkingface.constants import DEFAULT_IMAGE_SIZE, FPS
 from talkingface.data.layout import JPEG_QUALITY as DEFAULT_JPEG_QUALITY
 from talkingface.data.layout import DatasetLayout
@@ -144,6 +144,7 @@ def build_parser() -> ArgumentParser:
 
 
 def _run(args: argparse.Namespace) -> int:
+    check_device(args.device)
     options = BuildOptions(
         fps=args.fps,
         size=args.size,

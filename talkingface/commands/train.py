@@ -133,6 +133,12 @@ def _apply_options_file(parser: ArgumentParser, path: str) -> None:
         parser.error(f"argument --options: {path}: {err}")
     except yaml.YAMLError as err:  # e.g. a !!python tag: refused by the safe loader, never executed
         parser.error(f"argument --options: {path}: invalid YAML: {yaml_problem(err)}")
+    except UnicodeDecodeError as err:
+        parser.error(f"argument --options: {path}: not UTF-8 text (byte offset {err.start})")
+    except OSError as err:
+        if err.errno is not None:  # unreadable: the command's handler names the file
+            raise
+        values = None  # OmegaConf's word for a number or a boolean at the top
     if not isinstance(values, dict):
         parser.error(f"argument --options: {path}: expected a mapping of flag names to values")
     known = {a.dest for a in parser._actions}

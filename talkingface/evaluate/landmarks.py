@@ -19,6 +19,7 @@ import numpy as np
 from talkingface.evaluate.errors import EvaluationError
 from talkingface.evaluate.media import natural_key
 from talkingface.metrics.regions import MOUTH
+from talkingface.npy import read_npy
 
 log = logging.getLogger(__name__)
 
@@ -58,6 +59,13 @@ def landmarks_for(frames: Sequence[np.ndarray], source: np.ndarray | Detector) -
     return [None if not np.isfinite(a).all() else a for a in arr[: len(frames)]]
 
 
+def _load_npy(path: Path) -> np.ndarray:
+    try:
+        return read_npy(path)  # the header is checked first: a huge declared shape takes no memory
+    except (OSError, ValueError, EOFError) as e:
+        raise EvaluationError(path, f"unreadable as a .npy array ({e})") from None
+
+
 def load_landmarks(path: str | Path) -> np.ndarray:
     """Precomputed landmarks: an ``.npy`` of shape (N, 68, 2), or a directory of per-frame ``.lms``/``.txt``/``.npy``
     files (68 rows of ``x y``, naturally sorted, the dataset layout's ``landmarks/`` format)."""
@@ -68,9 +76,9 @@ def load_landmarks(path: str | Path) -> np.ndarray:
         )
         if not files:
             raise EvaluationError(path, "directory holds no .lms/.txt/.npy landmark files")
-        arr = np.stack([np.load(f) if f.suffix == ".npy" else np.loadtxt(f) for f in files])
+        arr = np.stack([_load_npy(f) if f.suffix == ".npy" else np.loadtxt(f) for f in files])
     elif path.is_file():
-        arr = np.load(path)
+        arr = _load_npy(path)
     else:
         raise EvaluationError(path, "no such landmark file or directory")
     if arr.ndim != 3 or arr.shape[1:] != (N_POINTS, 2):

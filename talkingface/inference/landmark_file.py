@@ -25,6 +25,7 @@ from talkingface.constants import FPS, N_LANDMARKS
 from talkingface.data.layout import LANDMARKS
 from talkingface.inference.errors import InferenceError
 from talkingface.media.decode import map_frames, probe_video
+from talkingface.npy import read_npy
 
 #: Suffix of one frame's landmark file in a ``--landmarks`` folder (the dataset layout's).
 LMS_SUFFIX = LANDMARKS.suffix
@@ -51,12 +52,9 @@ class SourceLandmarks:
 
 def _read_npy(path: Path) -> np.ndarray:
     try:
-        points = np.load(path, allow_pickle=False)
+        return read_npy(path)  # the header is checked first: a claim of 10^9 frames takes no memory
     except (OSError, ValueError, EOFError) as e:
         raise InferenceError(path, f"unreadable as a .npy array ({e})") from None
-    if not isinstance(points, np.ndarray):
-        raise InferenceError(path, "not a single .npy array (an .npz archive?)")
-    return points
 
 
 def _read_lms_folder(path: Path) -> np.ndarray:

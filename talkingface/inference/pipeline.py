@@ -318,6 +318,7 @@ class LipSyncPipeline:
         self.model = model
         self.options = options or LipSyncOptions()
         self.detector = detector
+        self.model_source = model_source
         conditioning = model.config.conditioning
         self.backend = resolve_feature_backend(
             conditioning.audio_feature_kind,
@@ -373,13 +374,13 @@ class LipSyncPipeline:
         recorded ones (``model.sampling``), else dpm++ 25 (:func:`~talkingface.inference.sampling.plan_sampling`).
         Raises :class:`InferenceError` naming the flag when the options are not a valid plan."""
         o = self.options
-        return plan_sampling(self.model, o.sampler, o.steps, o.eta, o.timesteps)[0]
+        return plan_sampling(self.model, o.sampler, o.steps, o.eta, o.timesteps, self.model_source)[0]
 
     def _check_options(self) -> SamplingPlan:
         """Check the options (raising :class:`InferenceError` naming the flag) and return the sampling plan, with
         the line that says why when the checkpoint records a sampler."""
         o = self.options
-        plan, why = plan_sampling(self.model, o.sampler, o.steps, o.eta, o.timesteps)
+        plan, why = plan_sampling(self.model, o.sampler, o.steps, o.eta, o.timesteps, self.model_source)
         if why:
             log.info("%s", why)
         resolve_precision(o.precision, self.model.device)

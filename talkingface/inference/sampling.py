@@ -19,6 +19,7 @@ from talkingface.model.image_driven_talkingface.DiffTalk.model import NoisePredi
 from talkingface.model.image_driven_talkingface.DiffTalk.plan import (
     DEFAULT_SAMPLER,
     DEFAULT_STEPS,
+    RECORDED,
     SAMPLERS,
     SamplerError,
     SamplingPlan,
@@ -48,13 +49,19 @@ def plan_sampling(
     steps: int | None = None,
     eta: float = 0.0,
     timesteps: Sequence[int] | None = None,
+    source: str = "the checkpoint",
 ) -> tuple[SamplingPlan, str | None]:
     """The pipeline's sampling plan, resolved and checked once (``plan.resolve_plan`` on the model's schedule and
     the checkpoint's record, ``model.sampling``), and the line saying why when a record is involved. A bad choice
-    raises :class:`InferenceError` naming the flag (``--sampler``, ``--steps``, ``--eta``)."""
+    raises :class:`InferenceError` naming the flag (``--sampler``, ``--steps``, ``--eta``), or ``source`` (the
+    checkpoint's path) when the bad value is the checkpoint's recorded sampler."""
     try:
         return resolve_plan(model.alphas_cumprod, sampler, steps, eta, getattr(model, "sampling", None), timesteps)
     except SamplerError as err:
+        if err.option == RECORDED:
+            raise InferenceError(
+                source, str(err), hint="pass --sampler and --steps to sample otherwise, or re-export the checkpoint"
+            ) from None
         raise InferenceError(f"--{err.option}", str(err)) from None
 
 

@@ -24,6 +24,7 @@ from talkingface.constants import AUDIO_WINDOW, FEATURE_DIM, FEATURE_RATE_HZ, SA
 from talkingface.media.errors import PreprocessError
 from talkingface.media.whisper import encoder_states, load_whisper_encoder
 from talkingface.media.windows import frame_windows, n_feature_frames
+from talkingface.npy import read_npy
 
 log = logging.getLogger(__name__)
 
@@ -402,8 +403,8 @@ class DeepSpeechNpyBackend(AudioFeatureBackend):
     def load(self, video: Path) -> np.ndarray:
         path = self.path_for(video)
         try:
-            windows = np.load(path)
-        except (OSError, ValueError) as e:
+            windows = read_npy(path)  # the header is checked first: a huge declared shape takes no memory
+        except (OSError, ValueError, EOFError) as e:
             raise PreprocessError(path, f"unreadable .npy ({e})") from e
         if windows.ndim != 3 or windows.shape[1:] != (AUDIO_WINDOW, FEATURE_DIM):
             raise PreprocessError(path, f"expected shape (N, {AUDIO_WINDOW}, {FEATURE_DIM}), got {windows.shape}")

@@ -26,6 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from talkingface.constants import FEATURE_RATE_HZ, SAMPLE_RATE
+from talkingface.errors import one_line
 from talkingface.media.errors import PreprocessError
 from talkingface.media.windows import n_feature_frames
 
@@ -214,14 +215,20 @@ def load_ctranslate2_encoder(folder: Path, device: str = "cpu", threads: int = 0
 def load_transformers_encoder(folder: Path, device: str = "cpu") -> WhisperEncoder:
     try:
         import torch
+        from safetensors import SafetensorError
         from transformers import WhisperConfig, WhisperModel
     except ImportError as e:
         raise _missing("transformers", "transformers>=4.30,<5") from e
     try:
         config = WhisperConfig.from_pretrained(str(folder), local_files_only=True)
         encoder = WhisperModel.from_pretrained(str(folder), local_files_only=True).get_encoder().eval().to(device)
+    except SafetensorError as e:  # a corrupt or truncated weights file
+        weights = folder / HF_WEIGHTS[0]
+        raise PreprocessError(
+            weights if weights.is_file() else folder, f"not a readable safetensors file ({e})"
+        ) from None
     except Exception as e:  # noqa: BLE001 - transformers, safetensors, torch: each raises its own
-        raise PreprocessError(folder, f"transformers cannot load it ({type(e).__name__}: {e})") from None
+        raise PreprocessError(folder, f"transformers cannot load it ({type(e).__name__}: {one_line(e)})") from None
     chunk_frames = 2 * int(config.max_source_positions)
 
     def encode(mel: np.ndarray) -> np.ndarray:

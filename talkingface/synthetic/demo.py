@@ -1,23 +1,30 @@
-"""The no-argument demo: the shipped synthetic model lip-syncs a synthetic face to new synthetic speech.
+"""The pieces of the no-argument demo (``talkingface lipsync`` without ``--video``): the shipped synthetic model and
+the sample media it animates, a synthetic face and new synthetic speech.
 
 The sample media are generated on the fly by the same code as the training data (seeded, a few seconds, no
-download); face landmarks come from the generator's sidecar instead of dlib (a cartoon face is not a photo).
+download); face landmarks come from the generator's sidecar instead of dlib (a cartoon face is not a photo). The
+command (``talkingface.commands.lipsync.run_synthetic``) wires them into the lip-sync pipeline as it wires a video.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import math
 import os
-import tempfile
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from talkingface.constants import DEMO_STEPS
 from talkingface.demo_assets import ASSETS_DIR, METRICS_FILE, demo_model_paths, demo_student_path
+from talkingface.errors import TalkingFaceError
 from talkingface.synthetic.face import sample_identity
 from talkingface.synthetic.generate import render_clip, sidecar_path, write_clip_video
+
+if TYPE_CHECKING:
+    from talkingface.model.image_driven_talkingface.DiffTalk import DiffTalkModel
 
 log = logging.getLogger(__name__)
 
@@ -71,30 +78,49 @@ def make_sample_media(folder: Path, seconds: float, seed: int = DEMO_SEED) -> tu
     return video, speech
 
 
-def run_synthetic_demo(
-    out: str | Path = DEFAULT_OUT,
-    seconds: float | None = None,
-    steps: int | None = None,
-    overwrite: bool = True,
-    device: str | None = None,
-    progress: bool = True,
-    stream_chunk_ms: float | None = None,
-    stream_realtime: bool = True,
-    student: bool = False,
-) -> Path:
-    """Write a lip-synced mp4 with the shipped synthetic model (offline, CPU, about a minute).
+def demo_inputs(
+    folder: Path, seconds: float, out: str | Path, speech: str | Path | None = None
+) -> tuple[Path, Path, Path]:
+    """The demo's inputs, made in ``folder``: a generated portrait clip, the speech it is to speak (``speech``, else
+    the speech of another generated clip) and the portrait's landmarks file (the generator's sidecar: no dlib on a
+    cartoon face). Logs what the demo makes into ``out``."""
+    video, generated = make_sample_media(folder, seconds)
+    said = speech if speech is not None else "the audio of another generated clip"
+    log.info("making %s: a generated synthetic face speaking %s", out, said)
+    return video, Path(speech) if speech is not None else generated, sidecar_path(video)
 
-    ``stream_chunk_ms``: stream the speech in chunks of this length instead (``talkingface lipsync --stream``), at
-    the pace of the wall clock when ``stream_realtime``; the stream makes frames in batches of 1. ``student``: the
-    shipped 4-step student of the demo model (``student4.safetensors``, its recorded DDIM 4 steps) instead."""
-    from talkingface.inference import LipSyncOptions, LipSyncPipeline
-    from talkingface.inference.stream import stream_file
-    from talkingface.inference.writer import check_output
+
+def _env_number(name: str, default: float, kind: type[int] | type[float]) -> float:
+    value = os.environ.get(name)
+    if value is None:
+        return default
+    try:
+        number = kind(value)
+    except ValueError:
+        number = 0
+    if not (number > 0 and math.isfinite(number)):
+        raise TalkingFaceError(name, f"must be a {'whole ' if kind is int else ''}number above 0, got {value!r}")
+    return number
+
+
+def demo_seconds() -> float:
+    """Length of the generated clips: ``TALKINGFACE_DEMO_SECONDS``, else :data:`DEFAULT_SECONDS`."""
+    return float(_env_number(ENV_SECONDS, DEFAULT_SECONDS, float))
+
+
+def demo_steps() -> int:
+    """The demo model's sampler steps when ``--steps`` is not given: ``TALKINGFACE_DEMO_STEPS``, else
+    :data:`DEFAULT_STEPS`."""
+    return int(_env_number(ENV_STEPS, DEFAULT_STEPS, int))
+
+
+def load_demo_model(
+    student: bool = False, device: str | None = None, use_ema: bool = True
+) -> tuple[DiffTalkModel, Path]:
+    """The shipped synthetic model (``student``: its 4-step student, which records its DDIM sampler) on ``device``
+    (default: the CPU), and its path; logs the banner that says what it is and what it can do."""
     from talkingface.model.image_driven_talkingface.DiffTalk import CheckpointError, get_difftalk_inference
 
-    check_output(out, overwrite)  # before the model loads and the clip is generated
-    seconds = float(os.environ.get(ENV_SECONDS, seconds or DEFAULT_SECONDS))
-    steps = int(os.environ.get(ENV_STEPS, steps or DEFAULT_STEPS))
     config, ckpt, first_stage = demo_model_paths()
     if student:
         config, ckpt = None, demo_student_path()  # its config travels in its metadata
@@ -105,29 +131,8 @@ def run_synthetic_demo(
             hint=f"rebuild it with python benchmarks/learnability.py --out runs/learnability --variants real --export "
             f"{ASSETS_DIR}",
         )
-    model = get_difftalk_inference(config, ckpt, first_stage, device=device or "cpu")
+    model = get_difftalk_inference(config, ckpt, first_stage, device=device or "cpu", use_ema=use_ema)
     n_params = sum(p.numel() for p in model.trainable_parameters())
     measured = _measured_correlation(ckpt.parent, STUDENT_METRICS if student else None)
     log.warning(BANNER, f"{n_params / 1e6:.1f} M", measured)
-    with tempfile.TemporaryDirectory(prefix="talkingface-demo-") as tmp:
-        video, speech = make_sample_media(Path(tmp), seconds)
-        log.info("making %s: a generated synthetic face speaking the audio of another generated clip", out)
-        batch_size = 25 if stream_chunk_ms is None else 1
-        pipe = LipSyncPipeline(
-            model,
-            options=LipSyncOptions(
-                steps=None if student else steps,  # the student: the sampler and steps it records
-                sampler=None if student else "dpm++",
-                batch_size=batch_size,
-                crop_size=DEMO_CROP_SIZE,
-            ),
-            detector=SidecarDetector(np.load(sidecar_path(video))),  # type: ignore[arg-type]
-            model_source=str(ckpt),
-        )
-        if stream_chunk_ms is not None:
-            stream_file(
-                pipe, video, speech, out, chunk_ms=stream_chunk_ms, realtime=stream_realtime, overwrite=overwrite
-            )
-        else:  # the pipeline logs "wrote <out>" with its figures
-            pipe.run(video, speech, out, overwrite=overwrite, progress=progress)
-    return Path(out)
+    return model, ckpt

@@ -18,6 +18,7 @@ from pytorch_lightning.callbacks import ModelCheckpoint
 from pytorch_lightning.plugins.io import TorchCheckpointIO
 
 from talkingface.errors import TalkingFaceError
+from talkingface.model.image_driven_talkingface.DiffTalk.checkpoint import torch_file_problem, unsupported_global
 from talkingface.paths import atomic_output
 from talkingface.training.run_dir import RunDirError
 
@@ -91,22 +92,35 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         except FileNotFoundError:
             raise
         except pickle.UnpicklingError as err:
-            found = re.search(r"Unsupported global: GLOBAL (\S+)", str(err))
-            reason = f" (it needs {found.group(1)})" if found else ""
+            needs = unsupported_global(err)
+            if needs is None:  # the unpickler stumbled on the bytes themselves: a damaged file
+                check_resume_checkpoint(Path(path))
+                raise RunDirError(f"{path}: checkpoint damaged (cannot be unpickled); {_way_out(Path(path))}") from None
             raise RunDirError(
-                f"{path}: refused: it holds Python objects beyond tensors and plain containers{reason}, and "
-                "checkpoints are loaded with weights_only=True; resume only from checkpoints this trainer wrote"
+                f"{path}: refused: it holds Python objects beyond tensors and plain containers (it needs {needs}), "
+                "and checkpoints are loaded with weights_only=True; resume only from checkpoints this trainer wrote"
             ) from None
         except Exception as err:  # noqa: BLE001 - a damaged file: name it and the way out
             if not _is_local_file_protocol(str(path)):
                 raise
             reason = str(err).split(". ")[0].rstrip(".") if str(err) else type(err).__name__
             problem = "truncated or damaged" if not is_intact(Path(path)) else "cannot be read"
-            other = newest_intact_step_checkpoint(Path(path).parent, other_than=Path(path))
-            hint = (
-                f"resume from the newest intact one: --resume {other}" if other else "no intact step-N.ckpt beside it"
-            )
-            raise RunDirError(f"{path}: checkpoint {problem} ({reason}); {hint}") from None
+            raise RunDirError(f"{path}: checkpoint {problem} ({reason}); {_way_out(Path(path))}") from None
+
+
+def _way_out(path: Path) -> str:
+    """What to resume from instead of the damaged ``path``: the newest intact ``step-N.ckpt`` beside it."""
+    other = newest_intact_step_checkpoint(path.parent, other_than=path)
+    return f"resume from the newest intact one: --resume {other}" if other else "no intact step-N.ckpt beside it"
+
+
+def check_resume_checkpoint(path: Path) -> None:
+    """Refuse at once (before the model is built) a checkpoint to resume from that is not a torch checkpoint at all
+    (random bytes, text, another format): ``RunDirError`` naming it, and the newest intact ``step-N.ckpt`` beside
+    it."""
+    problem = torch_file_problem(path)
+    if problem is not None:
+        raise RunDirError(f"{path}: {problem}; {_way_out(path)}")
 
 
 class StepCheckpoint(ModelCheckpoint):

@@ -21,8 +21,9 @@ from talkingface.model.image_driven_talkingface.DiffTalk.config import (
     with_audio_feature_kind,
 )
 from talkingface.model.image_driven_talkingface.DiffTalk.loader import resolve_path
+from talkingface.paths import require_writable
 from talkingface.training.callbacks import ImageLogger, LastCheckpoint, SlimExport, ThroughputMonitor
-from talkingface.training.checkpoint_io import AtomicCheckpointIO, StepCheckpoint
+from talkingface.training.checkpoint_io import AtomicCheckpointIO, StepCheckpoint, check_resume_checkpoint
 from talkingface.training.config import TrainingConfig, load_training_config
 from talkingface.training.console import StepProgressBar, quiet_lightning
 from talkingface.training.data import build_datamodule, check_batch_fits, check_dataset, data_check_error
@@ -94,7 +95,8 @@ def build_module(cfg: TrainingConfig, learning_rate: float, load_vq: bool = True
         if not path.is_file():
             raise CheckpointError(
                 ckpt,
-                "first-stage checkpoint not found (model.first_stage.ckpt_path)",
+                f"first-stage checkpoint {'is a folder, not a file' if path.is_dir() else 'not found'} "
+                "(model.first_stage.ckpt_path)",
                 hint=f"put {first_stage_source(cfg.model.first_stage)} there, or set model.first_stage.ckpt_path=...",
             )
         load_first_stage(module, path)
@@ -196,12 +198,19 @@ def run_training(args: Any, overrides: list[str], argv: list[str], extra_callbac
     if paths.root.exists() and not paths.root.is_dir():
         raise RunDirError(f"--run-dir {paths.root}: is a file, not a folder")
     launcher = launches_the_run()
+    if launcher:  # before the model is built and trained: a run that cannot write its checkpoints is refused now
+        named_by = (
+            "--resume" if args.resume else "--run-dir" if args.run_dir or os.environ.get(RUN_DIR_ENV) else "--logdir"
+        )
+        check_run_writable(paths, named_by)
     with contextlib.ExitStack() as held:
         locked = launcher and paths.root.is_dir()
         if locked:  # fail at once when another run holds the folder or it is taken
             held.enter_context(run_lock(paths.root))
             if not args.resume:
                 check_run_dir(paths, overwrite=args.overwrite_run)
+        if resume_ckpt is not None:  # random bytes are no checkpoint: said before anything is built
+            check_resume_checkpoint(resume_ckpt)
 
         quiet_lightning()  # Lightning's tips and known warnings (the frozen first stage in eval mode, ...)
         pl.seed_everything(cfg.train.seed, workers=True)
@@ -244,6 +253,16 @@ def run_training(args: Any, overrides: list[str], argv: list[str], extra_callbac
     else:
         log.info("training finished at step %d; checkpoints in %s", trainer.global_step, paths.ckpt_dir)
     return exit_status(stopper.received)
+
+
+def check_run_writable(paths: RunPaths, flag: str) -> None:
+    """Refuse a run folder (or, when it does not exist yet, the folder it would be made in) that this process cannot
+    write, and each of its folders that a run writes into (configs/, checkpoints/, images/, tensorboard/)."""
+    hint = f"fix the folder's permissions or give another {flag}" if flag != "--resume" else "fix its permissions"
+    require_writable(paths.root, hint=hint)
+    for folder in (*paths.run_folders, paths.image_dir):
+        if folder.is_dir():
+            require_writable(folder, hint=hint)
 
 
 def launches_the_run() -> bool:

@@ -188,7 +188,7 @@ def test_bad_lms_file_and_missing_path(
     with pytest.raises(SystemExit) as stop:
         demo.main(["--landmarks", str(landmark_clip["sidecar"])])
     assert stop.value.code == 2
-    assert error_line(capsys) == "error: --landmarks: needs --video"
+    assert error_line(capsys) == "error: --landmarks: needs --video (a generated clip brings its own)"
 
 
 def test_landmarks_of_a_30_fps_video_follow_its_frames(tmp_path: Path) -> None:

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from data_fixtures import frame_labels, speech_track, word
+from data_fixtures import frame_labels, save_random_hf_whisper, speech_track, word
 from scipy.io import wavfile
 from scipy.signal import resample_poly
 
@@ -133,33 +133,6 @@ def test_log_mel_matches_whisper_reference() -> None:
     assert whisper_log_mel(np.zeros(31 * SAMPLE_RATE, np.float32)).shape == (80, 2 * WHISPER_CHUNK_FRAMES)
 
 
-def save_random_hf_whisper(
-    folder: Path, max_source_positions: int = 100, n_mels: int = 80, preprocessor_mels: int = 80
-) -> Path:
-    """A tiny randomly initialised transformers whisper (width 16, 2-s chunks) with its feature extractor
-    (``preprocessor_mels`` mel bins: a folder assembled from two models when it differs from ``n_mels``)."""
-    transformers = pytest.importorskip("transformers", reason="the transformers whisper folder needs transformers")
-    import torch
-
-    torch.manual_seed(0)
-    config = transformers.WhisperConfig(
-        d_model=16,
-        encoder_layers=1,
-        decoder_layers=1,
-        encoder_attention_heads=2,
-        decoder_attention_heads=2,
-        encoder_ffn_dim=32,
-        decoder_ffn_dim=32,
-        num_mel_bins=n_mels,
-        max_source_positions=max_source_positions,
-        max_target_positions=32,
-        vocab_size=51864,  # English-only size
-    )
-    transformers.WhisperModel(config).save_pretrained(folder)
-    transformers.WhisperFeatureExtractor(feature_size=preprocessor_mels).save_pretrained(folder)
-    return folder
-
-
 def test_transformers_folder_loads_and_chunks(tmp_path: Path) -> None:
     folder = save_random_hf_whisper(tmp_path / "hf")
     assert whisper_folder_type(folder) == "transformers"
@@ -191,7 +164,7 @@ def test_mel_bins_of_model_and_preprocessor_must_agree(tmp_path: Path, n_mels: i
 def test_a_broken_transformers_folder_is_named(tmp_path: Path) -> None:
     folder = save_random_hf_whisper(tmp_path / "hf-broken")
     (folder / "model.safetensors").write_bytes(b"\0" * 64)
-    with pytest.raises(PreprocessError, match=r"hf-broken: transformers cannot load it \("):
+    with pytest.raises(PreprocessError, match=r"hf-broken/model.safetensors: not a readable safetensors file \("):
         make_backend("whisper", {"whisper_model": str(folder)})
 
 

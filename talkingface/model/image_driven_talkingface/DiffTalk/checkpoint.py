@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import pickle
+import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -29,6 +30,29 @@ class CheckpointError(TalkingFaceError, RuntimeError):
     """A checkpoint is missing, unreadable, or does not match the model."""
 
 
+#: How a torch checkpoint begins: a zip archive (``torch.save`` since 1.6), or a pickle (``\x80`` and protocol 2-5).
+_ZIP_MAGIC = b"PK\x03\x04"
+
+
+def torch_file_problem(path: str | Path) -> str | None:
+    """None when the file ``path`` begins as a torch checkpoint does (a zip archive, or an older pickled one), else
+    what is wrong: random bytes, text or another format are "not a checkpoint", never "Python objects"."""
+    with open(path, "rb") as f:
+        head = f.read(len(_ZIP_MAGIC))
+    if head.startswith(_ZIP_MAGIC) or (len(head) >= 2 and head[0] == 0x80 and 2 <= head[1] <= 5):
+        return None
+    if not head:
+        return "is empty: not a checkpoint"
+    return "is not a checkpoint: neither a torch file (a zip archive or a pickle) nor safetensors"
+
+
+def unsupported_global(err: BaseException) -> str | None:
+    """The Python object a ``weights_only`` load refused (``module.Name``), or None when the unpickler failed for
+    another reason (damaged bytes)."""
+    found = re.search(r"Unsupported global: GLOBAL (\S+)", str(err))
+    return found.group(1) if found else None
+
+
 def check_feature_kind(stored: object, configured: str | None, source: str = "the checkpoint") -> None:
     """Raise ``CheckpointError`` when a checkpoint's recorded audio feature kind differs from the config's."""
     if isinstance(stored, str) and configured is not None and stored != configured:
@@ -46,13 +70,19 @@ def load_checkpoint_file(path: str | Path, trust_checkpoint: bool = False) -> di
         raise CheckpointError(path, "checkpoint not found")
     if path.suffix == ".safetensors":
         return _load_safetensors(path)
+    problem = torch_file_problem(path)
+    if problem is not None:
+        raise CheckpointError(path, problem, hint="give a trainer .ckpt or a .safetensors export")
     try:
         obj = torch.load(path, map_location="cpu", weights_only=not trust_checkpoint)
     except pickle.UnpicklingError as err:
+        needs = unsupported_global(err)
+        if needs is None:  # the unpickler stumbled on the bytes themselves
+            raise CheckpointError(path, f"damaged: cannot be unpickled ({str(err).splitlines()[-1].strip()})") from None
         raise CheckpointError(
             path,
-            "holds Python objects beyond plain tensors and containers, so it was not loaded with weights_only=True "
-            f"({str(err).splitlines()[0]})",
+            f"holds Python objects beyond plain tensors and containers (it needs {needs}), so it was not loaded with "
+            "weights_only=True",
             hint="if you trust this file (it can run code when unpickled), pass --trust-checkpoint, or re-export it "
             "to safetensors",
         ) from None

@@ -1,8 +1,9 @@
 """Typed configuration of the DiffTalk model and the one config loader.
 
 YAML files are merged onto these dataclasses with OmegaConf, so a misspelled or unknown key is an error that
-names the key and the file. Magic numbers of the architecture (16x29 audio windows, 8-window smoothing,
-39 landmarks) are named fields here.
+names the key and the file. A config is plain data: a mapping of UTF-8 YAML, read as written; OmegaConf's
+interpolations and resolvers (``${...}``) are refused, in files and overrides alike. Magic numbers of the
+architecture (16x29 audio windows, 8-window smoothing, 39 landmarks) are named fields here.
 
 This module holds the model-level schema (:class:`DiffTalkConfig`: the ``model:`` section, all that inference
 needs). The loader is generic over the schema: ``talkingface.training.config`` adds the training sections
@@ -13,6 +14,7 @@ model-level loader accepts those sections and leaves them out (:data:`TRAINING_S
 from __future__ import annotations
 
 import functools
+import io
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, fields
@@ -21,7 +23,7 @@ from pathlib import Path
 from typing import Any, TypeVar, overload
 
 import yaml
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from talkingface.constants import (
@@ -31,7 +33,7 @@ from talkingface.constants import (
     MODEL_LANDMARK_ROWS,
     SMOOTH_WINDOWS,
 )
-from talkingface.errors import TalkingFaceError
+from talkingface.errors import TalkingFaceError, one_line
 from talkingface.ranges import Range, range_problems
 
 #: The repository root of a source checkout; only a fallback for relative model/checkpoint paths
@@ -304,22 +306,81 @@ def _without_sections(node: Any, sections: Sequence[str], origin: str) -> Any:
     return node
 
 
+def _interpolation(node: Any, prefix: str = "") -> tuple[str, str] | None:
+    """The first ``(key, value)`` of ``node`` (a plain container) whose string value is an OmegaConf interpolation or
+    resolver call (``${...}``), or None."""
+    items = node.items() if isinstance(node, dict) else enumerate(node) if isinstance(node, list) else ()
+    for key, value in items:
+        name = f"{prefix}.{key}" if prefix and isinstance(key, str) else f"{prefix}[{key}]" if prefix else str(key)
+        if isinstance(value, str) and "${" in value:
+            return name, value
+        found = _interpolation(value, name)
+        if found is not None:
+            return found
+    return None
+
+
+def _plain_node(node: Any, origin: str, ignored: Sequence[str]) -> DictConfig:
+    """``node`` (a fresh OmegaConf node) checked to be plain data: a mapping at the top (``model:``, ``data:``, ...),
+    no interpolation or resolver anywhere (``${...}``: a config is read as written, never evaluated), without the
+    ``ignored`` top-level sections."""
+    if not isinstance(node, DictConfig):
+        kind = "a list" if isinstance(node, ListConfig) else f"a {type(node).__name__}"
+        raise ConfigError(origin, f"invalid config: the top level must be a mapping (model:, data:, ...), not {kind}")
+    found = _interpolation(OmegaConf.to_container(node, resolve=False))
+    if found is not None:
+        key, value = found
+        raise ConfigError(
+            origin,
+            f"{key}: {value!r}: interpolations and resolvers (${{...}}) are not read; configs are plain data, write "
+            "the value itself",
+        )
+    return _without_sections(node, ignored, origin)
+
+
+def _read_yaml(path: Path) -> DictConfig | ListConfig:
+    """A config file as an OmegaConf node (a mapping or a list: the caller checks which), read as UTF-8 text."""
+    try:
+        text = path.read_bytes().decode("utf-8")
+    except UnicodeDecodeError as err:
+        raise ConfigError(path, f"not UTF-8 text (byte 0x{err.object[err.start]:02x} at offset {err.start})") from None
+    try:
+        return OmegaConf.load(io.StringIO(text))
+    except yaml.YAMLError as err:  # e.g. a !!python tag: refused by the safe loader, never executed
+        raise ConfigError(path, f"invalid YAML: {yaml_problem(err)}") from None
+    except OSError as err:  # OmegaConf's word for a number or a boolean at the top (text read already)
+        raise ConfigError(path, "invalid config: the top level must be a mapping (model:, data:, ...)") from err
+
+
 def _merge_one(cfg: DictConfig, source: ConfigSource, ignored: Sequence[str]) -> DictConfig:
     if isinstance(source, (str, Path)):
         path = Path(source)
         if not path.is_file():
             raise ConfigError(f"{path}: config file not found")
         try:
-            return OmegaConf.merge(cfg, _without_sections(OmegaConf.load(path), ignored, str(path)))
+            return OmegaConf.merge(cfg, _plain_node(_read_yaml(path), str(path), ignored))
         except OmegaConfBaseException as err:
             raise ConfigError(f"{path}: invalid config: {' '.join(str(err).split())}") from None
-        except yaml.YAMLError as err:  # e.g. a !!python tag: refused by the safe loader, never executed
-            raise ConfigError(f"{path}: invalid YAML: {yaml_problem(err)}") from None
     try:  # a copy as a plain node: a config object of another schema merges like its dict
         node = OmegaConf.create(config_to_dict(source) if isinstance(source, DiffTalkConfig) else source)
-        return OmegaConf.merge(cfg, _without_sections(node, ignored, "config (dict)"))
+        return OmegaConf.merge(cfg, _plain_node(node, "config (dict)", ignored))
     except OmegaConfBaseException as err:
         raise ConfigError(f"invalid config (dict): {' '.join(str(err).split())}") from None
+
+
+def _merge_override(cfg: DictConfig, override: str, ignored: Sequence[str]) -> DictConfig:
+    """``cfg`` with one ``key.sub=value`` override merged in; a bad override raises ``ConfigError`` naming it alone."""
+    origin = f"override {override}"
+    try:
+        node = OmegaConf.from_dotlist([override])
+    except yaml.YAMLError as err:  # the value is YAML: e.g. an unclosed list "[1,2"
+        raise ConfigError(origin, f"invalid value: {yaml_problem(err)}") from None
+    except OmegaConfBaseException as err:
+        raise ConfigError(origin, one_line(err)) from None
+    try:
+        return OmegaConf.merge(cfg, _plain_node(node, origin, ignored))
+    except OmegaConfBaseException as err:
+        raise ConfigError(origin, one_line(err)) from None
 
 
 @overload
@@ -361,17 +422,16 @@ def load_config(
     cfg = _schema(schema)
     for item in sources:
         cfg = _merge_one(cfg, item, ignored)
-    if overrides:
-        try:
-            origin = f"override {' '.join(overrides)}"
-            dotlist = _without_sections(OmegaConf.from_dotlist(list(overrides)), ignored, origin)
-            cfg = OmegaConf.merge(cfg, dotlist)
-        except OmegaConfBaseException as err:
-            raise ConfigError(f"override {' '.join(overrides)}: {' '.join(str(err).split())}") from None
-    config = OmegaConf.to_object(cfg)
-    assert isinstance(config, schema)
+    for override in overrides or ():
+        cfg = _merge_override(cfg, override, ignored)
     names = [str(s) if isinstance(s, (str, Path)) else type(s).__name__ for s in sources]
-    validate_config(config, " + ".join(names + (["overrides"] if overrides else [])) or "defaults")
+    origin = " + ".join(names + (["overrides"] if overrides else [])) or "defaults"
+    try:
+        config = OmegaConf.to_object(cfg)
+    except OmegaConfBaseException as err:  # e.g. a required value left out ("???")
+        raise ConfigError(origin, f"invalid config: {one_line(err)}") from None
+    assert isinstance(config, schema)
+    validate_config(config, origin)
     return config
 
 
@@ -403,6 +463,11 @@ def model_problems(m: ModelConfig) -> list[str]:
     if m.unet.model_channels % 32:
         problems.append("model.unet.model_channels must be a multiple of 32 (GroupNorm with 32 groups)")
     fs = m.first_stage
+    widths = [fs.ch * mult for mult in fs.ch_mult]
+    if any(w % 32 for w in widths):
+        problems.append(
+            f"model.first_stage.ch x ch_mult must be multiples of 32 (GroupNorm with 32 groups), got {widths}"
+        )
     sides = [fs.resolution // 2**i for i in range(len(fs.ch_mult))]
     stray = [r for r in fs.attn_resolutions if r not in sides]
     if stray:

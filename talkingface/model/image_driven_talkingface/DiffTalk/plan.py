@@ -38,6 +38,7 @@ __all__ = [
     "DEMO_STEPS",
     "DPM_SOLVER_PP",
     "IMAGE_LOG_DDIM_STEPS",
+    "RECORDED",
     "REFERENCE_DDIM_STEPS",
     "SAMPLERS",
     "VALIDATION_STEPS",
@@ -53,9 +54,14 @@ __all__ = [
 SAMPLERS = (DDIM, DPM_SOLVER_PP)
 
 
+#: :attr:`SamplerError.option` of a checkpoint's recorded sampler that cannot be used: the checkpoint is to blame.
+RECORDED = "recorded"
+
+
 class SamplerError(TalkingFaceError, ValueError):
     """A sampler name, step count or ``eta`` the samplers cannot take; ``option`` names which one
-    (``"sampler"``, ``"steps"`` or ``"eta"``), so a command line can name its flag."""
+    (``"sampler"``, ``"steps"`` or ``"eta"``, or :data:`RECORDED` when the value came from a checkpoint's record),
+    so a command line can name its flag, or the checkpoint."""
 
     def __init__(self, option: str, message: str) -> None:
         super().__init__(None, message)
@@ -217,8 +223,14 @@ def resolve_plan(
     else:
         n = recorded.steps if chosen == recorded.sampler else DEFAULT_STEPS
     same = chosen == recorded.sampler == DDIM and n == recorded.steps
-    plan = make_plan(chosen, n, alphas_cumprod, eta, recorded.timesteps if same else None)
     what = f"{recorded.sampler} {recorded.steps} steps (timesteps {list(recorded.timesteps)})"
+    try:
+        plan = make_plan(chosen, n, alphas_cumprod, eta, recorded.timesteps if same else None)
+    except SamplerError as err:  # blame the record for what came from it: the grid, or the sampler/steps not given
+        from_record = {"sampler": sampler is None, "steps": same or (steps is None and chosen == recorded.sampler)}
+        if from_record.get(err.option, False):
+            raise SamplerError(RECORDED, f"its recorded sampler {what} cannot be used: {err.problem}") from None
+        raise
     if sampler is None and steps is None:
         return plan, f"sampling as the checkpoint records: {what}"
     flags = (f"--sampler {sampler}" if sampler is not None else "", f"--steps {steps}" if steps is not None else "")
