@@ -197,6 +197,24 @@ def _check_media_headers(request: JobRequest, limits: MediaLimits) -> None:
         check_sound_header(request.speech, limits, name=request.names.get("speech"))
 
 
+#: A refused request's body is read (and dropped) up to this many bytes before the answer, so that a small form
+#: still in flight does not make the closing socket reset the connection before the client reads the answer.
+DRAIN_BYTES = 1 << 20
+
+
+async def _drain(request: Request, limit: int = DRAIN_BYTES) -> bool:
+    """Read and drop the request body up to ``limit`` bytes; True when it was read to its end."""
+    seen = 0
+    try:
+        async for chunk in request.stream():
+            seen += len(chunk)
+            if seen > limit:
+                return False
+    except ClientDisconnect:
+        return False
+    return True
+
+
 def _error(status: int, message: str, close: bool = False) -> JSONResponse:
     """The API's error answer; ``close``: the request body was not read to its end, so the connection is closed
     (rather than reading the rest only to discard it)."""
@@ -292,13 +310,14 @@ def create_app(settings: AppSettings | None = None) -> FastAPI:
             return _error(
                 403, f"request: needs the header {CSRF_HEADER.title()}: 1 (sent by the app's page)", close=True
             )
-        if runner.busy():
-            return _error(409, f"job: {BUSY}", close=True)
+        if runner.busy():  # a small form is read first: closing on unread bytes can reset the answer away
+            return _error(409, f"job: {BUSY}", close=not await _drain(request))
         length = request.headers.get("content-length")
         if length is not None and length.isdigit() and int(length) > upload_limit.request_bytes:
             return _error(413, str(upload_limit.too_large("upload")), close=True)
         if receiving >= MAX_UPLOADS:
-            return _error(429, f"upload: {MAX_UPLOADS} uploads are already arriving; try again shortly", close=True)
+            message = f"upload: {MAX_UPLOADS} uploads are already arriving; try again shortly"
+            return _error(429, message, close=not await _drain(request))
         job_id, folder = runner.new_folder()
         receiving += 1
         complete = False  # the body was read to its end
