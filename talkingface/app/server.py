@@ -197,8 +197,9 @@ def _check_media_headers(request: JobRequest, limits: MediaLimits) -> None:
         check_sound_header(request.speech, limits, name=request.names.get("speech"))
 
 
-#: A refused request's body is read (and dropped) up to this many bytes before the answer, so that a small form
-#: still in flight does not make the closing socket reset the connection before the client reads the answer.
+#: A request refused because a job runs has its body read (and dropped) up to this many bytes before the answer, so
+#: that a small form still in flight does not make the closing socket reset the connection before the client reads
+#: the answer.
 DRAIN_BYTES = 1 << 20
 
 
@@ -315,9 +316,8 @@ def create_app(settings: AppSettings | None = None) -> FastAPI:
         length = request.headers.get("content-length")
         if length is not None and length.isdigit() and int(length) > upload_limit.request_bytes:
             return _error(413, str(upload_limit.too_large("upload")), close=True)
-        if receiving >= MAX_UPLOADS:
-            message = f"upload: {MAX_UPLOADS} uploads are already arriving; try again shortly"
-            return _error(429, message, close=not await _drain(request))
+        if receiving >= MAX_UPLOADS:  # nothing of a refused upload is read: that is the point of the limit
+            return _error(429, f"upload: {MAX_UPLOADS} uploads are already arriving; try again shortly", close=True)
         job_id, folder = runner.new_folder()
         receiving += 1
         complete = False  # the body was read to its end
