@@ -24,6 +24,7 @@ import contextlib
 import contextvars
 import functools
 import re
+import runpy
 import signal
 import sys
 import threading
@@ -52,6 +53,7 @@ __all__ = [
     "check_device",
     "command",
     "fail",
+    "hand_over",
     "number",
     "one_line",
     "report",
@@ -328,3 +330,16 @@ def split_overrides(args: Sequence[str]) -> tuple[list[str], list[str]]:
     """``(overrides, rest)``: the ``key.sub=value`` arguments, wherever they stand, and everything else."""
     overrides = [a for a in args if is_override(a)]
     return overrides, [a for a in args if not is_override(a)]
+
+
+def hand_over(command: str | None = None) -> NoReturn:
+    """Run the ``talkingface`` command in this process as ``talkingface [command] ARGS`` (ARGS: this program's own).
+
+    ``python -m talkingface`` and the older module spellings (``python -m talkingface.evaluate``,
+    ``python -m talkingface.training.export``, ...) are programs that hand over to it. The command package is found
+    by name at run time, as the dispatcher finds its subcommands, so the library packages those spellings live in
+    never import the commands that sit above them.
+    """
+    sys.argv = ["talkingface", *([command] if command else []), *sys.argv[1:]]
+    runpy.run_module("talkingface.commands", run_name="__main__", alter_sys=True)
+    raise SystemExit(EXIT_OK)  # (the command exits itself; this only states that control never comes back)

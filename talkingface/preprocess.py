@@ -1,9 +1,6 @@
-"""``python -m talkingface.preprocess``: the older spelling of ``talkingface preprocess`` (the command lives in
-:mod:`talkingface.commands.preprocess`)."""
+"""``python -m talkingface.preprocess``: the older spelling of ``talkingface preprocess``."""
 
-import sys
+from talkingface.cli_support import hand_over
 
 if __name__ == "__main__":
-    from talkingface.cli import main
-
-    sys.exit(main(["preprocess", *sys.argv[1:]]))
+    hand_over("preprocess")

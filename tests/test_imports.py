@@ -4,9 +4,9 @@ Every ``import talkingface...`` / ``from talkingface... import``, relative impor
 name (``importlib.import_module("talkingface...")``, ``__import__("talkingface...")``) is read from the source with
 ``ast``; function-level imports count too: a loop hidden in a function, or behind a string, is still a loop.
 
-Entry points are scripts, not library code: a ``__main__`` module and the body of an ``if __name__ == "__main__":``
-block (the older spellings such as ``python -m talkingface.evaluate``, which hand over to the ``talkingface`` command)
-are left out of the graph.
+Entry points count too: a ``__main__`` module and the body of an ``if __name__ == "__main__":`` block (the older
+spellings such as ``python -m talkingface.evaluate``) belong to their package, so they may not import the commands
+above it; they hand over to the ``talkingface`` command at run time (``talkingface.cli_support.hand_over``).
 """
 
 from __future__ import annotations
@@ -36,46 +36,28 @@ LAYERS: tuple[tuple[str, ...], ...] = (
         "talkingface.cli_support",
         "talkingface.configs",
     ),
+    # python -m talkingface and python -m talkingface.preprocess: programs that hand the command line over to the
+    # talkingface command at run time (cli_support.hand_over), importing nothing else
+    ("talkingface.__main__", "talkingface.preprocess"),
     ("talkingface.model",),  # the engine
     ("talkingface.media", "talkingface.metrics"),  # the face/audio/video library; image metrics
     ("talkingface.data",),  # the training set on disk
     ("talkingface.training", "talkingface.inference", "talkingface.evaluate"),  # the drivers
     ("talkingface.synthetic",),  # synthetic faces, learnability and the demo, through the drivers
     ("talkingface.app",),  # the web app, through the drivers
-    ("talkingface.commands", "talkingface.cli", "talkingface.preprocess"),  # the commands and their dispatcher
+    ("talkingface.commands",),  # the commands and their dispatcher
 )
 STRING_IMPORTERS = ("import_module", "__import__")
 
 
 def _modules(package: Path) -> dict[str, Path]:
-    """Every module of the package but the ``__main__`` entry points."""
+    """Every module of the package, ``__main__`` entry points included."""
     out = {}
     for path in package.rglob("*.py"):
         parts = path.relative_to(package.parent).with_suffix("").parts
-        if parts[-1] == "__main__":
-            continue
         name = ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
         out[name] = path
     return out
-
-
-def _is_main_guard(node: ast.AST) -> bool:
-    """``if __name__ == "__main__":``"""
-    test = getattr(node, "test", None) if isinstance(node, ast.If) else None
-    return (
-        isinstance(test, ast.Compare)
-        and isinstance(test.left, ast.Name)
-        and test.left.id == "__name__"
-        and len(test.comparators) == 1
-        and isinstance(test.comparators[0], ast.Constant)
-        and test.comparators[0].value == "__main__"
-    )
-
-
-def library_code(tree: ast.Module) -> ast.Module:
-    """``tree`` without its top-level ``if __name__ == "__main__":`` blocks (entry-point code)."""
-    tree.body = [node for node in tree.body if not _is_main_guard(node)]
-    return tree
 
 
 def _owner(name: str, modules: dict[str, Path]) -> str | None:
@@ -115,7 +97,7 @@ def import_graph(package: Path = PACKAGE) -> dict[str, set[str]]:
     graph: dict[str, set[str]] = {m: set() for m in modules}
     for module, path in modules.items():
         parent = module if path.name == "__init__.py" else module.rpartition(".")[0]
-        for name in imported_names(library_code(ast.parse(path.read_text(), str(path))), parent):
+        for name in imported_names(ast.parse(path.read_text(), str(path)), parent):
             target = _owner(name, modules) if name.startswith("talkingface") else None
             # a module importing its own package's __init__ (e.g. for a sibling) is not an edge of the graph
             if target and target != module and not module.startswith(target + "."):
@@ -237,9 +219,9 @@ def test_the_checks_find_what_they_look_for() -> None:
     )
     names = imported_names(ast.parse(snippet), "talkingface.model.sub")
     assert {"talkingface.training.module", "talkingface.synthetic.export", "talkingface.model.media"} <= set(names)
-    # only a top-level main guard is entry-point code; the same import elsewhere is read
-    guarded = "if __name__ == '__main__':\n    import talkingface.cli\nif x:\n    import talkingface.app\n"
-    assert imported_names(library_code(ast.parse(guarded)), "talkingface") == ["talkingface.app"]
+    # entry-point code is read as well: a main guard's import is an edge
+    guarded = "if __name__ == '__main__':\n    import talkingface.commands.main\n"
+    assert imported_names(ast.parse(guarded), "talkingface") == ["talkingface.commands.main"]
 
     graph = import_graph()
     assert len(graph) > 30 and sum(map(len, graph.values())) > 50  # the real package was read

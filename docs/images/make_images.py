@@ -110,7 +110,7 @@ def make_app(out: Path = IMAGES / "app.png") -> Path:
     if chromium is None:
         raise SystemExit("no chromium on the PATH: apt-get install chromium")
     port = _free_port()
-    command = [sys.executable, "-m", "talkingface.cli", "app", "--port", str(port)]
+    command = [sys.executable, "-m", "talkingface", "app", "--port", str(port)]
     server = subprocess.Popen(command + ["--sample-seconds", str(APP_SAMPLE_SECONDS)], cwd=ROOT, env=_env())
     try:
         url = f"http://127.0.0.1:{port}"

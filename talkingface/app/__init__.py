@@ -2,5 +2,5 @@
 generated sample), choose the checkpoint, sampler and steps, watch the progress, play and download the result.
 
 FastAPI + one self-contained HTML page (:mod:`talkingface.app.server`), jobs in a background thread
-(:mod:`talkingface.app.jobs`), the command in :mod:`talkingface.commands.app`.
+(:mod:`talkingface.app.jobs`), started by the ``talkingface app`` command.
 """

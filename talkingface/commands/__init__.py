@@ -1,4 +1,5 @@
-"""The subcommands of the ``talkingface`` command, one module each: its argument parser and its ``main``.
+"""The ``talkingface`` command: the dispatcher (:mod:`.main`, also ``python -m talkingface``) and the subcommands,
+one module each: its argument parser and its ``main``.
 
     lipsync     talkingface.commands.lipsync      (also demo.py)
     preprocess  talkingface.commands.preprocess   (also python -m talkingface.preprocess)

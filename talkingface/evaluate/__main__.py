@@ -1,7 +1,6 @@
 """``python -m talkingface.evaluate``: the older spelling of ``talkingface evaluate``."""
 
-import sys
+from talkingface.cli_support import hand_over
 
-from talkingface.cli import main
-
-sys.exit(main(["evaluate", *sys.argv[1:]]))
+if __name__ == "__main__":
+    hand_over("evaluate")

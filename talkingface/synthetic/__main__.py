@@ -1,7 +1,6 @@
 """``python -m talkingface.synthetic``: the older spelling of ``talkingface synthetic``."""
 
-import sys
+from talkingface.cli_support import hand_over
 
-from talkingface.cli import main
-
-sys.exit(main(["synthetic", *sys.argv[1:]]))
+if __name__ == "__main__":
+    hand_over("synthetic")

@@ -1,7 +1,7 @@
 """The learning curve of a synthetic training run: held-out evaluation as a callback of the product's trainer.
 
-``benchmarks/learnability.py`` passes :class:`HeldoutCurve` to ``talkingface.commands.train.main`` (the entry point of
-``trainer/DiffTalkTrainer.py``), so the model it measures is the one the trainer trains: its LightningModule,
+``benchmarks/learnability.py`` passes :class:`HeldoutCurve` to the ``talkingface train`` command's entry point (the
+one of ``trainer/DiffTalkTrainer.py``), so the model it measures is the one the trainer trains: its LightningModule,
 optimizer, clipping, EMA and data module.
 """
 

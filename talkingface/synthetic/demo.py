@@ -3,7 +3,7 @@ the sample media it animates, a synthetic face and new synthetic speech.
 
 The sample media are generated on the fly by the same code as the training data (seeded, a few seconds, no
 download); face landmarks come from the generator's sidecar instead of dlib (a cartoon face is not a photo). The
-command (``talkingface.commands.lipsync.run_synthetic``) wires them into the lip-sync pipeline as it wires a video.
+command (``talkingface lipsync`` without ``--video``) wires them into the lip-sync pipeline as it wires a video.
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """Evaluate the synthetic DiffTalk on held-out identities: does the audio drive the mouth?
 
 Training is the product's: ``benchmarks/learnability.py`` runs ``trainer/DiffTalkTrainer.py``'s own entry point
-(``talkingface.commands.train.main``) and evaluates through :class:`~talkingface.synthetic.curve.HeldoutCurve`. The
+(the ``talkingface train`` command) and evaluates through :class:`~talkingface.synthetic.curve.HeldoutCurve`. The
 evaluation generates held-out frames through the inference pipeline's own frame-input path
 (:func:`~talkingface.inference.pipeline.inpaint_frames`: the pipeline's reference frame, ``x0`` = the frame's
 latent outside the jaw polygon, masked image black from landmark 33 down, DPM-Solver++, the pipeline's uint8

@@ -1,4 +1,4 @@
 """Training DiffTalk: run folders, resume, callbacks, the Lightning module and its data.
 
-The command is :func:`talkingface.commands.train.main`.
+The command that drives it is ``talkingface train`` (also ``trainer/DiffTalkTrainer.py``).
 """

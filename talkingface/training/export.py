@@ -118,8 +118,6 @@ def export_checkpoint(
 
 
 if __name__ == "__main__":  # the older spelling of ``talkingface export``
-    import sys
+    from talkingface.cli_support import hand_over
 
-    from talkingface.cli import main
-
-    sys.exit(main(["export", *sys.argv[1:]]))
+    hand_over("export")

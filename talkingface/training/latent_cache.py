@@ -179,8 +179,6 @@ def build_latent_cache(
 
 
 if __name__ == "__main__":  # the older spelling of ``talkingface cache``
-    import sys
+    from talkingface.cli_support import hand_over
 
-    from talkingface.cli import main
-
-    sys.exit(main(["cache", *sys.argv[1:]]))
+    hand_over("cache")

@@ -161,7 +161,7 @@ def build_trainer(
 
 
 def run_training(args: Any, overrides: list[str], argv: list[str], extra_callbacks: list[Any]) -> int:
-    """Everything after argument parsing (see ``talkingface.commands.train.main``)."""
+    """Everything after argument parsing of the ``talkingface train`` command."""
     resume_ckpt: Path | None = None
     base = list(args.base)
     if args.resume:

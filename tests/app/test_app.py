@@ -622,7 +622,7 @@ def test_ctrl_c_stops_the_app_cleanly(tmp_path: Path, presses: int) -> None:
     temp = tmp_path / "tmp"
     temp.mkdir()
     env = {**os.environ, "TMPDIR": str(temp), "PYTHONPATH": str(ROOT)}
-    cmd = [sys.executable, "-m", "talkingface.cli", "app", "--port", "0", "--sample-seconds", "2"]
+    cmd = [sys.executable, "-m", "talkingface", "app", "--port", "0", "--sample-seconds", "2"]
     proc = subprocess.Popen(cmd, cwd=tmp_path, env=env, stderr=subprocess.PIPE, text=True)
     try:
         assert proc.stderr is not None
@@ -657,7 +657,7 @@ def test_loopback_addresses() -> None:
 
 
 def test_app_is_a_talkingface_command() -> None:
-    from talkingface.cli import COMMANDS
+    from talkingface.commands.main import COMMANDS
 
     assert COMMANDS["app"].module == "talkingface.commands.app"
 

@@ -3,13 +3,16 @@ with exit status 2 for bad input, config overrides before or after --base."""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 from train_support import ROOT, TINY_CONFIG, tiny_overrides
 
-from talkingface import cli
 from talkingface.cli_support import split_overrides
+from talkingface.commands import main as cli
 from talkingface.commands.train import main as train_main
 from talkingface.commands.train import parse_args
 
@@ -25,7 +28,7 @@ def run(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, 
 
 def test_console_script_is_declared() -> None:
     pyproject = (ROOT / "pyproject.toml").read_text()
-    assert '[project.scripts]\ntalkingface = "talkingface.cli:main"\n' in pyproject
+    assert '[project.scripts]\ntalkingface = "talkingface.commands.main:main"\n' in pyproject
     assert "-e ." in (ROOT / "requirements.txt").read_text().splitlines()
 
 
@@ -43,6 +46,32 @@ def test_subcommand_help_exits_0(argv: list[str], capsys: pytest.CaptureFixture[
     rc, out, _ = run(argv, capsys)
     assert rc == 0
     assert out.startswith(f"usage: talkingface {' '.join(argv[:-1])}")
+
+
+SPELLINGS = {  # every program spelling -> the subcommand it hands over to ("": the dispatcher itself)
+    "talkingface": "",
+    "talkingface.commands": "",
+    "talkingface.preprocess": "preprocess",
+    "talkingface.evaluate": "evaluate",
+    "talkingface.synthetic": "synthetic",
+    "talkingface.training.latent_cache": "cache",
+    "talkingface.training.export": "export",
+}
+
+
+@pytest.mark.parametrize("module", SPELLINGS)
+def test_module_spellings_hand_over_to_the_command(module: str) -> None:
+    """``python -m talkingface`` and the older module spellings run the ``talkingface`` command: its usage line and
+    its one-line error with exit 2 (from a plain checkout: the source tree on ``PYTHONPATH``)."""
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
+    name = SPELLINGS[module]
+    run_it = [sys.executable, "-m", module]
+    shown = subprocess.run([*run_it, "--help"], capture_output=True, text=True, cwd=ROOT, env=env, timeout=60)
+    assert shown.returncode == 0, shown.stderr
+    assert shown.stdout.startswith(f"usage: talkingface {name}".rstrip())
+    refused = subprocess.run([*run_it, "--bogus-flag"], capture_output=True, text=True, cwd=ROOT, env=env, timeout=60)
+    assert refused.returncode == 2
+    assert refused.stderr.strip().splitlines()[-1].startswith("error: ")
 
 
 BAD_INPUT = {

@@ -113,7 +113,7 @@ def test_sigterm_during_lipsync_leaves_no_partial_output(tiny_ckpt: Path, tmp_pa
             print("READY", flush=True)
             time.sleep(600)
         VideoWriter.write = write_then_wait
-        from talkingface.cli import main
+        from talkingface.commands.main import main
         sys.exit(main(sys.argv[1:]))
     """
     argv = ["lipsync", "--video", str(video), "--audio", str(speech), "--out", str(out), "--frames-dir", str(frames)]
@@ -140,7 +140,7 @@ def test_sigterm_during_preprocess_run_leaves_no_half_video(tmp_path: Path) -> N
                     time.sleep(600)
                 yield item
         writer.iter_crops = pausing
-        from talkingface.cli import main
+        from talkingface.commands.main import main
         sys.exit(main(sys.argv[1:]))
     """
     argv = ["preprocess", "run", str(video), "--out", str(root), "--size", "64", "--no-progress"]

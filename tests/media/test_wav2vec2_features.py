@@ -106,7 +106,7 @@ def test_a_broken_model_folder_is_named(tmp_path: Path, damage: str) -> None:
 def test_preprocess_names_the_broken_model_folder(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     from data_fixtures import write_video
 
-    from talkingface.cli import main
+    from talkingface.commands.main import main
 
     folder = save_random_wav2vec2(tmp_path / "w2v-broken")
     (folder / "model.safetensors").write_bytes(b"\0" * 64)

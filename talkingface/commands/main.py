@@ -4,8 +4,9 @@
     talkingface train --base configs/latent-diffusion/talking.yaml -t --gpus 0,1,
     talkingface lipsync --video person.mp4 --audio speech.wav --out result.mp4
 
-Each subcommand is the ``main`` of its module in :mod:`talkingface.commands`, imported only when it runs, and also
-reachable as before (``python -m talkingface.preprocess``, ``trainer/DiffTalkTrainer.py``, ``demo.py``, ...). The
+Each subcommand is the ``main`` of its module in this package, imported only when it runs (so ``--help`` starts in
+well under a second), and also reachable as ``python -m talkingface COMMAND`` (where the console script is not on the
+PATH) and as before (``python -m talkingface.preprocess``, ``trainer/DiffTalkTrainer.py``, ``demo.py``, ...). The
 shared conventions (flags, ``error:`` lines, exit statuses) are in :mod:`talkingface.cli_support`.
 """
 
@@ -72,7 +73,3 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(importlib.import_module(COMMANDS[name].module).main(rest) or 0)
     finally:
         PROG.reset(token)
-
-
-if __name__ == "__main__":
-    sys.exit(main())
