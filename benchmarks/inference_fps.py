@@ -344,6 +344,11 @@ def main(argv: list[str] | None = None) -> int:
         default=None,
         help="reuse the face boxes and landmarks in this .npz (written there by a run where it is missing)",
     )
+    p.add_argument(
+        "--detections-only",
+        action="store_true",
+        help="only write --detections for the clip (face detection needs the dlib predictor) and exit",
+    )
     p.add_argument("--json", type=Path, default=None, help="also write the results as JSON")
     p.add_argument(
         "--student",
@@ -366,11 +371,13 @@ def main(argv: list[str] | None = None) -> int:
     )
     p.add_argument("--no-stages", action="store_true", help="skip the per-stage tables (one serial run per setting)")
     args = p.parse_args(argv)
+    if args.detections_only and args.detections is None:
+        p.error("--detections-only needs --detections FILE")
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(message)s")
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     torch.manual_seed(0)
 
-    model = build_model(args.tiny, device, args.config)
+    model = build_model(args.tiny or args.detections_only, device, args.config)  # detection needs no real model
     side = model.config.first_stage.resolution
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU ({torch.get_num_threads()} threads)"
     with tempfile.TemporaryDirectory() as tmp:
@@ -381,6 +388,9 @@ def main(argv: list[str] | None = None) -> int:
         t0 = time.perf_counter()
         speech = pipe.prepare_speech(wav)
         prepared, how = prepare_video_cached(pipe, video, args.detections)
+        if args.detections_only:
+            print(f"{args.detections}: face boxes and landmarks of the {len(prepared.frames)}-frame clip ({how})")
+            return 0
         pre_s = time.perf_counter() - t0
         decode_s = decode_seconds(video, speech.n_frames)
         size = f"{prepared.width}x{prepared.height}"
