@@ -11,7 +11,8 @@ limit, so the checks themselves are bounded. Files that cannot be read pass: the
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -73,13 +74,22 @@ class MediaLimits:
             )
 
 
-def _open(path: Path) -> Any:
+@contextmanager
+def _first_stream(path: Path, kind: str) -> Iterator[tuple[Any, Any] | None]:
+    """``(container, its first stream of kind "video" or "audio")`` while the file is open; None when the file does
+    not open or has no such stream (it passes: the job reports it, as the lipsync command would)."""
     import av
 
     try:
-        return av.open(str(path))
+        container = av.open(str(path))
     except (av.error.FFmpegError, OSError, UnicodeDecodeError):
-        return None  # the job reports it, as the lipsync command would
+        container = None
+    if container is None:
+        yield None
+        return
+    with container:
+        streams = getattr(container.streams, kind)
+        yield (container, streams[0]) if streams else None
 
 
 def _seconds(stream: Any, container: Any) -> float | None:
@@ -105,13 +115,10 @@ def check_video_header(path: Path, limits: MediaLimits, own_sound: bool = False,
     ``own_sound`` (its sound is the speech) its sound track as well, and (400) a video without sound. ``name``: what
     messages call the file (default: its file name)."""
     name = name or Path(path).name
-    container = _open(path)
-    if container is None:
-        return
-    with container:
-        if not container.streams.video:
+    with _first_stream(path, "video") as found:
+        if found is None:
             return
-        stream = container.streams.video[0]
+        container, stream = found
         limits.check_frame(name, stream.codec_context.width, stream.codec_context.height)
         limits.check_seconds(name, _seconds(stream, container))
         if own_sound and not container.streams.audio:
@@ -128,13 +135,10 @@ def check_sound_header(path: Path, limits: MediaLimits, name: str | None = None)
     """Refuse (413) a speech file whose header gives a longer duration than ``limits`` (or an outsize format);
     ``name`` as for :func:`check_video_header`."""
     name = name or Path(path).name
-    container = _open(path)
-    if container is None:
-        return
-    with container:
-        if not container.streams.audio:
+    with _first_stream(path, "audio") as found:
+        if found is None:
             return
-        stream = container.streams.audio[0]
+        container, stream = found
         _check_sound_format(name, stream.codec_context.sample_rate, stream.codec_context.channels)
         limits.check_seconds(name, _seconds(stream, container))
 
@@ -175,13 +179,10 @@ def check_sound_decoded(
     import av
 
     name = name or Path(path).name
-    container = _open(path)
-    if container is None:
-        return
-    with container:
-        if not container.streams.audio:
+    with _first_stream(path, "audio") as found:
+        if found is None:
             return
-        stream = container.streams.audio[0]
+        container, stream = found
         seconds = 0.0 if video_start_s is None else max(0.0, _start(stream) - video_start_s)
         try:
             for frame in container.decode(stream):
