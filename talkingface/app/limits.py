@@ -19,7 +19,7 @@ from typing import Any
 
 from talkingface.constants import FPS
 from talkingface.errors import TalkingFaceError
-from talkingface.media.decode import iter_frames
+from talkingface.media.decode import iter_frames, stream_duration_s, stream_start_s
 
 DEFAULT_MAX_SECONDS = 60.0
 DEFAULT_MAX_FRAME_PIXELS = 1920 * 1080
@@ -92,17 +92,6 @@ def _first_stream(path: Path, kind: str) -> Iterator[tuple[Any, Any] | None]:
         yield (container, streams[0]) if streams else None
 
 
-def _seconds(stream: Any, container: Any) -> float | None:
-    """The stream's duration, else the container's, as the header records them (None when it records neither)."""
-    if stream.duration is not None and stream.time_base is not None:
-        return float(stream.duration * stream.time_base)
-    return container.duration / 1e6 if container.duration else None  # in AV_TIME_BASE units
-
-
-def _start(stream: Any) -> float:
-    return float(stream.start_time * stream.time_base) if stream.start_time is not None else 0.0
-
-
 def _check_sound_format(name: str, rate: int | None, channels: int | None) -> None:
     if rate and rate > MAX_SAMPLE_RATE:
         raise UploadError(413, name, f"sound at {rate} Hz; the limit is {MAX_SAMPLE_RATE} Hz")
@@ -120,15 +109,17 @@ def check_video_header(path: Path, limits: MediaLimits, own_sound: bool = False,
             return
         container, stream = found
         limits.check_frame(name, stream.codec_context.width, stream.codec_context.height)
-        limits.check_seconds(name, _seconds(stream, container))
+        limits.check_seconds(name, stream_duration_s(stream, container))
         if own_sound and not container.streams.audio:
             raise UploadError(400, name, NO_SOUND)
         if own_sound:
             sound = container.streams.audio[0]
             _check_sound_format(name, sound.codec_context.sample_rate, sound.codec_context.channels)
-            seconds = _seconds(sound, container)
+            seconds = stream_duration_s(sound, container)
             if seconds is not None:  # the speech starts with silence when the sound starts after the picture
-                limits.check_seconds(name, max(0.0, _start(sound) - _start(stream)) + seconds, "its sound is ")
+                limits.check_seconds(
+                    name, max(0.0, stream_start_s(sound) - stream_start_s(stream)) + seconds, "its sound is "
+                )
 
 
 def check_sound_header(path: Path, limits: MediaLimits, name: str | None = None) -> None:
@@ -140,7 +131,7 @@ def check_sound_header(path: Path, limits: MediaLimits, name: str | None = None)
             return
         container, stream = found
         _check_sound_format(name, stream.codec_context.sample_rate, stream.codec_context.channels)
-        limits.check_seconds(name, _seconds(stream, container))
+        limits.check_seconds(name, stream_duration_s(stream, container))
 
 
 def check_video_decoded(
@@ -183,7 +174,7 @@ def check_sound_decoded(
         if found is None:
             return
         container, stream = found
-        seconds = 0.0 if video_start_s is None else max(0.0, _start(stream) - video_start_s)
+        seconds = 0.0 if video_start_s is None else max(0.0, stream_start_s(stream) - video_start_s)
         try:
             for frame in container.decode(stream):
                 check()
