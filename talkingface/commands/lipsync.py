@@ -25,7 +25,7 @@ from talkingface.cli_support import (
 from talkingface.commands import defaults
 from talkingface.constants import DEFAULT_IMAGE_SIZE, MODEL_IMAGE_SIZE
 from talkingface.media.extract import DEFAULT_MAX_MISSING
-from talkingface.media.face_choice import add_face_argument
+from talkingface.media.face_choice import add_face_options
 from talkingface.media.features import BACKEND_KINDS
 
 if TYPE_CHECKING:
@@ -191,13 +191,7 @@ def build_parser() -> ArgumentParser:
         default=L["feather"],
         help="paste-back feather, a fraction of the crop side (0.5 already blends across the whole crop)",
     )
-    f.add_argument(
-        "--max-missing",
-        type=number(float, min=0, max=1),
-        default=DEFAULT_MAX_MISSING,
-        help="max fraction of faceless frames",
-    )
-    add_face_argument(f)
+    add_face_options(f, max_missing=DEFAULT_MAX_MISSING)
     f.add_argument(
         "--landmarks",
         default=None,

@@ -35,7 +35,7 @@ from talkingface.data.writer import (
 )
 from talkingface.media.crop import DEFAULT_CROP_SCALE, DEFAULT_CROP_SHIFT_UP, CropConfig
 from talkingface.media.extract import DEFAULT_MAX_AV_GAP_S, DEFAULT_MAX_MISSING
-from talkingface.media.face_choice import add_face_argument
+from talkingface.media.face_choice import add_face_options
 from talkingface.media.features import BACKEND_KINDS
 
 log = logging.getLogger("talkingface.preprocess")
@@ -106,13 +106,7 @@ def build_parser() -> ArgumentParser:
         help="parallel processes, one video each; 0 or 1: one at a time, in this process",
     )
     run.add_argument("--shard", help="i/n: only videos with (number - 1) %% n == i (0-based i)")
-    run.add_argument(
-        "--max-missing",
-        type=number(float, min=0, max=1),
-        default=DEFAULT_MAX_MISSING,
-        help="max share of faceless frames",
-    )
-    add_face_argument(run)
+    add_face_options(run, max_missing=DEFAULT_MAX_MISSING)
     run.add_argument(
         "--max-av-gap",
         type=number(float, min=0, max=3600),
