@@ -10,6 +10,8 @@ step (synchronised on CUDA) and keeps its loss.
 
 from __future__ import annotations
 
+import argparse
+import gc
 import tempfile
 import time
 from collections.abc import Sequence
@@ -27,6 +29,10 @@ from talkingface.training.module import LatentDiffusion
 from talkingface.training.run import build_module, build_trainer
 from talkingface.training.run_dir import RunPaths
 from talkingface.training.speed import compile_unet, set_tf32
+
+ROOT = Path(__file__).resolve().parents[1]
+PAPER_CONFIG = ROOT / "configs" / "latent-diffusion" / "talking.yaml"
+TINY_CONFIG = ROOT / "configs" / "latent-diffusion" / "talking-tiny.yaml"
 
 #: Overrides every timed run gets: nothing written or sampled while timing (no checkpoints, image grids,
 #: validation samples or slim export; the last checkpoint of ``LastCheckpoint`` comes after the last timed step).
@@ -134,3 +140,28 @@ def fit_steps(
     if len(times.seconds) != steps:
         raise RuntimeError(f"the trainer ran {len(times.seconds)} steps, not {steps}")
     return times
+
+
+def add_model_options(parser: argparse.ArgumentParser) -> None:
+    """The training benchmarks' choice of model and machine: ``--tiny``, ``--config``, ``--set``, ``--batch-size``
+    (see :func:`chosen_model`) and ``--device``."""
+    parser.add_argument("--tiny", action="store_true", help="tiny model (configs/latent-diffusion/talking-tiny.yaml)")
+    parser.add_argument("--config", type=Path, default=None, help="config YAML (default: the paper config)")
+    parser.add_argument(
+        "--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE", help="config override (repeatable)"
+    )
+    parser.add_argument("--batch-size", type=int, default=None, help="default 8 (2 with --tiny)")
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+
+
+def chosen_model(args: argparse.Namespace) -> tuple[Path, int]:
+    """``(config, batch size)`` the options of :func:`add_model_options` choose."""
+    config = args.config or (TINY_CONFIG if args.tiny else PAPER_CONFIG)
+    return config, args.batch_size or (2 if args.tiny else 8)
+
+
+def free_memory(device: torch.device) -> None:
+    """Free a finished run's model and optimizer before the next run is timed."""
+    gc.collect()
+    if device.type == "cuda":
+        torch.cuda.empty_cache()

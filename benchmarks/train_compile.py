@@ -17,7 +17,6 @@ exits, as a compile cannot be interrupted).
 from __future__ import annotations
 
 import argparse
-import gc
 import json
 import os
 import sys
@@ -36,8 +35,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from product_training import fit_steps  # noqa: E402
-from train_throughput import PAPER_CONFIG, TINY_CONFIG  # noqa: E402
+from product_training import add_model_options, chosen_model, fit_steps, free_memory  # noqa: E402
 
 from talkingface.training.speed import unet_blocks  # noqa: E402
 
@@ -89,12 +87,6 @@ def run_mode(
     return ModeResult(name, first, 1000 * step_s, compile_s, graphs, blocks, times.losses[0])
 
 
-def free_memory(device: torch.device) -> None:
-    gc.collect()
-    if device.type == "cuda":
-        torch.cuda.empty_cache()
-
-
 def run_with_timeout(timeout: float | None, fn: Callable[[], ModeResult]) -> ModeResult | None:
     """``fn()``, or None when it runs past ``timeout`` seconds (it keeps running in a daemon thread)."""
     if not timeout:
@@ -119,16 +111,10 @@ def _call(fn: Callable[[], ModeResult]) -> ModeResult | BaseException:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--tiny", action="store_true", help="tiny model (configs/latent-diffusion/talking-tiny.yaml)")
-    p.add_argument("--config", type=Path, default=None, help="config YAML (default: the paper config)")
-    p.add_argument(
-        "--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE", help="config override (repeatable)"
-    )
-    p.add_argument("--batch-size", type=int, default=None, help="default 8 (2 with --tiny)")
+    add_model_options(p)
     p.add_argument("--steps", type=int, default=10, help="timed steps per mode after the first")
     p.add_argument("--warmup", type=int, default=1, help="untimed steps between the first and the timed ones")
     p.add_argument("--modes", default="eager,blocks,full", help=f"comma-separated: {', '.join(MODES)}")
-    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument(
         "--precision", choices=("auto", "bf16", "fp32"), default="auto", help="auto: bf16 autocast on CUDA, else fp32"
     )
@@ -150,8 +136,7 @@ def main(argv: list[str] | None = None) -> int:
         torch._inductor.config.force_disable_caches = True
 
     device = torch.device(args.device)
-    config = args.config or (TINY_CONFIG if args.tiny else PAPER_CONFIG)
-    batch_size = args.batch_size or (2 if args.tiny else 8)
+    config, batch_size = chosen_model(args)
     bf16 = args.precision == "bf16" or (args.precision == "auto" and device.type == "cuda")
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU, {torch.get_num_threads()} threads"
     print(

@@ -21,7 +21,6 @@ second path's CPU figure includes the first's).
 from __future__ import annotations
 
 import argparse
-import gc
 import json
 import resource
 import sys
@@ -35,10 +34,8 @@ sys.path.insert(0, str(ROOT))
 
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from product_training import fit_steps  # noqa: E402
+from product_training import add_model_options, chosen_model, fit_steps, free_memory  # noqa: E402
 
-PAPER_CONFIG = ROOT / "configs" / "latent-diffusion" / "talking.yaml"
-TINY_CONFIG = ROOT / "configs" / "latent-diffusion" / "talking-tiny.yaml"
 REFERENCE_SAMPLES_PER_SEC = 24.2  # the reference trainer on one H100 (from the issue); not measured here
 
 
@@ -85,23 +82,15 @@ def run_isolated(
 ) -> Result:
     """``run_path``, then free its model and optimizer before the next path."""
     result = run_path(spec, config, batch_size, steps, warmup, device, overrides)
-    gc.collect()
-    if device.type == "cuda":
-        torch.cuda.empty_cache()
+    free_memory(device)
     return result
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--tiny", action="store_true", help="tiny model (configs/latent-diffusion/talking-tiny.yaml)")
-    parser.add_argument("--config", type=Path, default=None, help="config YAML (default: the paper config)")
-    parser.add_argument(
-        "--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE", help="config override (repeatable)"
-    )
-    parser.add_argument("--batch-size", type=int, default=None, help="default 8 (2 with --tiny)")
+    add_model_options(parser)
     parser.add_argument("--steps", type=int, default=30, help="timed steps per path")
     parser.add_argument("--warmup", type=int, default=None, help="untimed steps first (default 5 on GPU, 1 on CPU)")
-    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--paths", default="reference,fast", help="comma-separated: reference, fast")
     parser.add_argument("--no-compile", action="store_true", help="fast path without torch.compile")
     parser.add_argument(
@@ -111,9 +100,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     device = torch.device(args.device)
-    config = args.config or (TINY_CONFIG if args.tiny else PAPER_CONFIG)
-    if args.batch_size is None:
-        args.batch_size = 2 if args.tiny else 8
+    config, args.batch_size = chosen_model(args)
     warmup = args.warmup if args.warmup is not None else (5 if device.type == "cuda" else 1)
     compile_mode = "false" if args.no_compile or device.type != "cuda" else args.compile
     specs = {

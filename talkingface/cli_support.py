@@ -49,6 +49,8 @@ __all__ = [
     "HelpFormatter",
     "NumberType",
     "Terminated",
+    "add_device_option",
+    "add_feature_options",
     "add_option",
     "check_device",
     "command",
@@ -320,6 +322,43 @@ def add_option(
         alias = {k: v for k, v in kwargs.items() if k not in ("help", "default", "required", "metavar", "dest")}
         parser.add_argument(*hidden, dest=action.dest, help=argparse.SUPPRESS, default=argparse.SUPPRESS, **alias)
     return action
+
+
+def add_device_option(
+    parser: argparse.ArgumentParser | argparse._ArgumentGroup, default: str | None = None, used_for: str = ""
+) -> argparse.Action:
+    """``--device``, the torch device (``used_for``: what runs on it, e.g. "of the network metrics"); ``default``
+    None: cuda when available, else cpu. The command checks the value with :func:`check_device` before anything
+    loads."""
+    text = " ".join(["torch device", *([used_for] if used_for else [])]) + ": cpu, cuda or cuda:N"
+    if default is None:
+        text += " (default: cuda when available, else cpu)"
+    return parser.add_argument("--device", default=default, help=text)
+
+
+def add_feature_options(
+    parser: argparse.ArgumentParser | argparse._ArgumentGroup,
+    kinds: Sequence[str],
+    default: str | None,
+    help: str,  # noqa: A002 - argparse's name
+    deepspeech: str | None = None,
+) -> None:
+    """``--audio-features`` (one of ``kinds``; ``help`` says what the backend is for and what its default means) and
+    the local model folder of each backend among ``kinds`` that needs one: ``--wav2vec2-model``, ``--whisper-model``
+    and, with ``deepspeech`` (what the flag takes), ``--deepspeech-npy``."""
+    parser.add_argument("--audio-features", choices=sorted(kinds), default=default, help=help)
+    if "wav2vec2" in kinds:
+        parser.add_argument(
+            "--wav2vec2-model", default=None, help="local wav2vec2 CTC model folder (for --audio-features wav2vec2)"
+        )
+    if "whisper" in kinds:
+        parser.add_argument(
+            "--whisper-model",
+            default=None,
+            help="local whisper model folder, CTranslate2 or transformers (for --audio-features whisper)",
+        )
+    if deepspeech is not None:
+        parser.add_argument("--deepspeech-npy", default=None, help=deepspeech)
 
 
 def is_override(arg: str) -> bool:

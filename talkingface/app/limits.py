@@ -11,14 +11,15 @@ limit, so the checks themselves are bounded. Files that cannot be read pass: the
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from talkingface.constants import FPS
 from talkingface.errors import TalkingFaceError
-from talkingface.media.decode import iter_frames
+from talkingface.media.decode import iter_frames, stream_duration_s, stream_start_s
 
 DEFAULT_MAX_SECONDS = 60.0
 DEFAULT_MAX_FRAME_PIXELS = 1920 * 1080
@@ -73,24 +74,22 @@ class MediaLimits:
             )
 
 
-def _open(path: Path) -> Any:
+@contextmanager
+def _first_stream(path: Path, kind: str) -> Iterator[tuple[Any, Any] | None]:
+    """``(container, its first stream of kind "video" or "audio")`` while the file is open; None when the file does
+    not open or has no such stream (it passes: the job reports it, as the lipsync command would)."""
     import av
 
     try:
-        return av.open(str(path))
+        container = av.open(str(path))
     except (av.error.FFmpegError, OSError, UnicodeDecodeError):
-        return None  # the job reports it, as the lipsync command would
-
-
-def _seconds(stream: Any, container: Any) -> float | None:
-    """The stream's duration, else the container's, as the header records them (None when it records neither)."""
-    if stream.duration is not None and stream.time_base is not None:
-        return float(stream.duration * stream.time_base)
-    return container.duration / 1e6 if container.duration else None  # in AV_TIME_BASE units
-
-
-def _start(stream: Any) -> float:
-    return float(stream.start_time * stream.time_base) if stream.start_time is not None else 0.0
+        container = None
+    if container is None:
+        yield None
+        return
+    with container:
+        streams = getattr(container.streams, kind)
+        yield (container, streams[0]) if streams else None
 
 
 def _check_sound_format(name: str, rate: int | None, channels: int | None) -> None:
@@ -105,38 +104,34 @@ def check_video_header(path: Path, limits: MediaLimits, own_sound: bool = False,
     ``own_sound`` (its sound is the speech) its sound track as well, and (400) a video without sound. ``name``: what
     messages call the file (default: its file name)."""
     name = name or Path(path).name
-    container = _open(path)
-    if container is None:
-        return
-    with container:
-        if not container.streams.video:
+    with _first_stream(path, "video") as found:
+        if found is None:
             return
-        stream = container.streams.video[0]
+        container, stream = found
         limits.check_frame(name, stream.codec_context.width, stream.codec_context.height)
-        limits.check_seconds(name, _seconds(stream, container))
+        limits.check_seconds(name, stream_duration_s(stream, container))
         if own_sound and not container.streams.audio:
             raise UploadError(400, name, NO_SOUND)
         if own_sound:
             sound = container.streams.audio[0]
             _check_sound_format(name, sound.codec_context.sample_rate, sound.codec_context.channels)
-            seconds = _seconds(sound, container)
+            seconds = stream_duration_s(sound, container)
             if seconds is not None:  # the speech starts with silence when the sound starts after the picture
-                limits.check_seconds(name, max(0.0, _start(sound) - _start(stream)) + seconds, "its sound is ")
+                limits.check_seconds(
+                    name, max(0.0, stream_start_s(sound) - stream_start_s(stream)) + seconds, "its sound is "
+                )
 
 
 def check_sound_header(path: Path, limits: MediaLimits, name: str | None = None) -> None:
     """Refuse (413) a speech file whose header gives a longer duration than ``limits`` (or an outsize format);
     ``name`` as for :func:`check_video_header`."""
     name = name or Path(path).name
-    container = _open(path)
-    if container is None:
-        return
-    with container:
-        if not container.streams.audio:
+    with _first_stream(path, "audio") as found:
+        if found is None:
             return
-        stream = container.streams.audio[0]
+        container, stream = found
         _check_sound_format(name, stream.codec_context.sample_rate, stream.codec_context.channels)
-        limits.check_seconds(name, _seconds(stream, container))
+        limits.check_seconds(name, stream_duration_s(stream, container))
 
 
 def check_video_decoded(
@@ -175,14 +170,11 @@ def check_sound_decoded(
     import av
 
     name = name or Path(path).name
-    container = _open(path)
-    if container is None:
-        return
-    with container:
-        if not container.streams.audio:
+    with _first_stream(path, "audio") as found:
+        if found is None:
             return
-        stream = container.streams.audio[0]
-        seconds = 0.0 if video_start_s is None else max(0.0, _start(stream) - video_start_s)
+        container, stream = found
+        seconds = 0.0 if video_start_s is None else max(0.0, stream_start_s(stream) - video_start_s)
         try:
             for frame in container.decode(stream):
                 check()

@@ -15,7 +15,7 @@ from types import FrameType
 from typing import Any
 
 from talkingface.app.limits import DEFAULT_MAX_FRAME_PIXELS, DEFAULT_MAX_SECONDS, MediaLimits
-from talkingface.cli_support import EXIT_OK, ArgumentParser, check_device, command, fail, number
+from talkingface.cli_support import EXIT_OK, ArgumentParser, add_device_option, check_device, command, fail, number
 from talkingface.commands.defaults import DEFAULT_CKPT, MAX_UPLOAD_MB, SAMPLE_SECONDS
 
 log = logging.getLogger(__name__)
@@ -55,7 +55,7 @@ def build_parser() -> ArgumentParser:
         help="a checkpoint to offer first on the page (repeatable); the default checkpoint and the bundled demo "
         "model are always offered",
     )
-    p.add_argument("--device", default=None, help="default: cuda when available, else cpu")
+    add_device_option(p)
     p.add_argument(
         "--max-upload-mb",
         type=number(float, above=0, max=100_000),

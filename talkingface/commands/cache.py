@@ -8,7 +8,15 @@ import logging
 import sys
 from pathlib import Path
 
-from talkingface.cli_support import ArgumentParser, add_option, check_device, command, number, split_overrides
+from talkingface.cli_support import (
+    ArgumentParser,
+    add_device_option,
+    add_option,
+    check_device,
+    command,
+    number,
+    split_overrides,
+)
 from talkingface.data.latent_cache import DTYPES, LatentCacheError
 
 DESCRIPTION = """\
@@ -94,7 +102,7 @@ def build_parser() -> ArgumentParser:
         default=None,
         help="VQ first stage checkpoint (default: model.first_stage.ckpt_path of the config)",
     )
-    b.add_argument("--device", default=None, help="torch device (default: cuda when available, else cpu)")
+    add_device_option(b)
     b.add_argument("--batch-size", type=number(int, min=1, max=4096), default=32, help="frames encoded together")
     b.add_argument(
         "--num-workers", type=number(int, min=0, max=256), default=4, help="data loader worker processes (0: none)"

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from talkingface.cli_support import EXIT_OK, ArgumentParser, check_device, command, number
+from talkingface.cli_support import EXIT_OK, ArgumentParser, add_device_option, check_device, command, number
 from talkingface.commands.defaults import ALL_METRICS, CHEAP_METRICS, CROPS
 from talkingface.paths import require_writable
 
@@ -69,7 +69,7 @@ def build_parser() -> ArgumentParser:
     p.add_argument("--fid-features", type=Path, help="TorchScript feature extractor, e.g. inception-2015-12-05.pt")
     p.add_argument("--syncnet", type=Path, help="SyncNet weights (syncnet_v2.model) or a TorchScript SyncNet")
     p.add_argument("--audio", type=Path, help="speech for LSE (default: the audio stream of --pred)")
-    p.add_argument("--device", default="cpu", help="torch device for the network metrics (cpu, cuda)")
+    add_device_option(p, default="cpu", used_for="for the network metrics")
     p.add_argument("-v", "--verbose", action="store_true", help="log progress")
     return p
 

@@ -12,11 +12,20 @@ import logging
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from talkingface.cli_support import EXIT_OK, ArgumentParser, check_device, command, number, seed
+from talkingface.cli_support import (
+    EXIT_OK,
+    ArgumentParser,
+    add_device_option,
+    add_feature_options,
+    check_device,
+    command,
+    number,
+    seed,
+)
 from talkingface.commands import defaults
 from talkingface.constants import DEFAULT_IMAGE_SIZE, MODEL_IMAGE_SIZE
 from talkingface.media.extract import DEFAULT_MAX_MISSING
-from talkingface.media.face_choice import add_face_argument
+from talkingface.media.face_choice import add_face_options
 from talkingface.media.features import BACKEND_KINDS
 
 if TYPE_CHECKING:
@@ -88,17 +97,13 @@ def build_parser() -> ArgumentParser:
     )
     model.add_argument("--trust-checkpoint", action="store_true", help="allow full unpickling (trusted files only)")
     model.add_argument("--raw-weights", action="store_true", help="use the raw UNet weights instead of the EMA")
-    model.add_argument(
-        "--audio-features",
-        choices=sorted(BACKEND_KINDS),
+    add_feature_options(
+        model,
+        BACKEND_KINDS,
         default=None,
         help="feature backend; default: the kind recorded in the checkpoint (required when it records none)",
+        deepspeech="AD-NeRF aud.npy of the speech (for --audio-features deepspeech-npy)",
     )
-    model.add_argument("--wav2vec2-model", default=None, help="local wav2vec2 CTC model folder (wav2vec2 features)")
-    model.add_argument(
-        "--whisper-model", default=None, help="local whisper folder, CTranslate2 or transformers (whisper features)"
-    )
-    model.add_argument("--deepspeech-npy", default=None, help="AD-NeRF aud.npy of the speech (deepspeech features)")
     s = p.add_argument_group("sampling")
     s.add_argument(
         "--sampler",
@@ -148,7 +153,7 @@ def build_parser() -> ArgumentParser:
         default=L["decode_margin"],
         help="latent cells decoded around the pasted region with --decode-window",
     )
-    s.add_argument("--device", default=None, help="default: cuda when available, else cpu")
+    add_device_option(s)
     s.add_argument(
         "--cpu-threads",
         type=number(int, min=0, max=256),
@@ -186,13 +191,7 @@ def build_parser() -> ArgumentParser:
         default=L["feather"],
         help="paste-back feather, a fraction of the crop side (0.5 already blends across the whole crop)",
     )
-    f.add_argument(
-        "--max-missing",
-        type=number(float, min=0, max=1),
-        default=DEFAULT_MAX_MISSING,
-        help="max fraction of faceless frames",
-    )
-    add_face_argument(f)
+    add_face_options(f, max_missing=DEFAULT_MAX_MISSING)
     f.add_argument(
         "--landmarks",
         default=None,

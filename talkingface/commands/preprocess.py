@@ -8,7 +8,18 @@ import logging
 from collections.abc import Sequence
 from pathlib import Path
 
-from talkingface.cli_support import EXIT_OK, EXIT_PROBLEMS, ArgumentParser, check_device, command, fail, number, seed
+from talkingface.cli_support import (
+    EXIT_OK,
+    EXIT_PROBLEMS,
+    ArgumentParser,
+    add_device_option,
+    add_feature_options,
+    check_device,
+    command,
+    fail,
+    number,
+    seed,
+)
 from talkingface.constants import DEFAULT_IMAGE_SIZE, FPS
 from talkingface.data.layout import JPEG_QUALITY as DEFAULT_JPEG_QUALITY
 from talkingface.data.layout import DatasetLayout
@@ -24,7 +35,7 @@ from talkingface.data.writer import (
 )
 from talkingface.media.crop import DEFAULT_CROP_SCALE, DEFAULT_CROP_SHIFT_UP, CropConfig
 from talkingface.media.extract import DEFAULT_MAX_AV_GAP_S, DEFAULT_MAX_MISSING
-from talkingface.media.face_choice import add_face_argument
+from talkingface.media.face_choice import add_face_options
 from talkingface.media.features import BACKEND_KINDS
 
 log = logging.getLogger("talkingface.preprocess")
@@ -80,13 +91,14 @@ def build_parser() -> ArgumentParser:
     )
     run.add_argument("--fps", type=number(float, min=1, max=240), default=FPS, help=argparse.SUPPRESS)
     run.add_argument("--audio", type=Path, help="separate audio: a file (one video) or a directory of <stem>.*")
-    run.add_argument("--audio-features", choices=sorted(BACKEND_KINDS), default="mel", help="feature backend")
-    run.add_argument("--wav2vec2-model", help="local wav2vec2 CTC model directory (for --audio-features wav2vec2)")
-    run.add_argument(
-        "--whisper-model", help="local whisper model folder, CTranslate2 or transformers (for --audio-features whisper)"
+    add_feature_options(
+        run,
+        BACKEND_KINDS,
+        default="mel",
+        help="feature backend",
+        deepspeech="AD-NeRF aud.npy: a file (one video) or a directory of <stem>.npy",
     )
-    run.add_argument("--deepspeech-npy", help="AD-NeRF aud.npy: a file (one video) or a directory of <stem>.npy")
-    run.add_argument("--device", default="cpu", help="device of the wav2vec2 / whisper backend (cpu, cuda)")
+    add_device_option(run, default="cpu", used_for="of the wav2vec2 / whisper backend")
     run.add_argument(
         "--workers",
         type=number(int, min=0, max=256),
@@ -94,13 +106,7 @@ def build_parser() -> ArgumentParser:
         help="parallel processes, one video each; 0 or 1: one at a time, in this process",
     )
     run.add_argument("--shard", help="i/n: only videos with (number - 1) %% n == i (0-based i)")
-    run.add_argument(
-        "--max-missing",
-        type=number(float, min=0, max=1),
-        default=DEFAULT_MAX_MISSING,
-        help="max share of faceless frames",
-    )
-    add_face_argument(run)
+    add_face_options(run, max_missing=DEFAULT_MAX_MISSING)
     run.add_argument(
         "--max-av-gap",
         type=number(float, min=0, max=3600),

@@ -7,7 +7,7 @@ from __future__ import annotations
 import argparse
 import logging
 
-from talkingface.cli_support import EXIT_OK, ArgumentParser, command, fail, number, seed
+from talkingface.cli_support import EXIT_OK, ArgumentParser, add_feature_options, command, fail, number, seed
 from talkingface.commands.defaults import SYNTHETIC_CROP_SIZE, SYNTHETIC_FRAME_SIZE
 
 DESCRIPTION = """\
@@ -45,14 +45,9 @@ def build_parser() -> ArgumentParser:
     p.add_argument("--seed", type=seed(), default=0, help="seed of the identities, the speech and the mouth motion")
     p.add_argument("--layout", action="store_true", help="also write the training layout to OUT/dataset")
     p.add_argument("--no-videos", action="store_true", help="skip the mp4 files (layout only)")
-    p.add_argument(
-        "--audio-features",
-        choices=["mel", "whisper", "wav2vec2"],
-        default="mel",
-        help="feature backend of the layout's audio_smooth files",
+    add_feature_options(
+        p, ["mel", "whisper", "wav2vec2"], default="mel", help="feature backend of the layout's audio_smooth files"
     )
-    p.add_argument("--whisper-model", help="local whisper model folder (for --audio-features whisper)")
-    p.add_argument("--wav2vec2-model", help="local wav2vec2 CTC model folder (for --audio-features wav2vec2)")
     p.add_argument(
         "--size",
         type=number(int, min=32, max=2048),

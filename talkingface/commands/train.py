@@ -7,6 +7,7 @@ import argparse
 import logging
 import os
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +35,20 @@ def _str2bool(v: str | bool) -> bool:
     raise argparse.ArgumentTypeError(f"boolean value expected, got {v!r}")
 
 
+def _add_bool_option(
+    p: ArgumentParser,
+    *flags: str,
+    default: bool | None,
+    help: str,  # noqa: A002 - argparse's name
+    hidden: Sequence[str] = (),
+) -> None:
+    """A switch that also takes a value: the flag alone means true, ``FLAG true`` / ``FLAG false`` (yes/no, 1/0)
+    say which; ``hidden``: older spellings (:func:`~talkingface.cli_support.add_option`)."""
+    add_option(
+        p, *flags, hidden=hidden, type=_str2bool, nargs="?", const=True, default=default, metavar="BOOL", help=help
+    )
+
+
 def build_parser() -> ArgumentParser:
     p = ArgumentParser(
         prog="DiffTalkTrainer.py",
@@ -55,14 +70,11 @@ def build_parser() -> ArgumentParser:
         metavar="CONFIG.yaml",
         help="DiffTalk config YAMLs (model, data, train), merged left to right (default: the config schema's values)",
     )
-    p.add_argument(
+    _add_bool_option(
+        p,
         "-t",
         "--train",
-        type=_str2bool,
-        nargs="?",
-        const=True,
         default=False,
-        metavar="BOOL",
         help="train (-t, or -t true); without it (default) only check the config and the dataset and exit",
     )
     p.add_argument("--gpus", default=None, help="GPU indices, e.g. '0,' or '0,1,2,3,' (default: none, train on CPU)")
@@ -103,15 +115,11 @@ def build_parser() -> ArgumentParser:
     )
     p.add_argument("-r", "--resume", default=None, help="continue a run: its folder or a checkpoint in it")
     p.add_argument("-s", "--seed", type=seed(), default=None, help="seed (default: train.seed of the config)")
-    add_option(
+    _add_bool_option(
         p,
         "--scale-lr",
         hidden=["--scale_lr"],
-        type=_str2bool,
-        nargs="?",
-        const=True,
         default=None,
-        metavar="BOOL",
         help="learning rate x processes x batch x accumulate (default: model.scale_lr of the config)",
     )
     return p

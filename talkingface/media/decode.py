@@ -36,6 +36,19 @@ def _open(path: Path):
         raise PreprocessError(path, f"cannot open as a media file ({getattr(e, 'strerror', None) or e})") from e
 
 
+def stream_start_s(stream: Any) -> float:
+    """When a PyAV stream starts, in seconds, as its header records it (0 when it records none)."""
+    return float(stream.start_time * stream.time_base) if stream.start_time is not None else 0.0
+
+
+def stream_duration_s(stream: Any, container: Any) -> float | None:
+    """The stream's duration, else the container's, in seconds, as the header records them (None when it records
+    neither)."""
+    if stream.duration is not None and stream.time_base is not None:
+        return float(stream.duration * stream.time_base)
+    return container.duration / 1e6 if container.duration else None  # in AV_TIME_BASE units
+
+
 @dataclass(frozen=True)
 class VideoProbe:
     """What the container says about its first video stream."""
@@ -58,17 +71,12 @@ def probe_video(path: str | Path) -> VideoProbe:
         if not container.streams.video:
             raise PreprocessError(path, "no video stream")
         stream = container.streams.video[0]
-        start = float(stream.start_time * stream.time_base) if stream.start_time is not None else 0.0
-        if stream.duration is not None and stream.time_base is not None:
-            duration: float | None = float(stream.duration * stream.time_base)
-        else:
-            duration = container.duration / 1e6 if container.duration else None  # in AV_TIME_BASE units
         return VideoProbe(
             width=stream.codec_context.width,
             height=stream.codec_context.height,
-            start_s=start,
+            start_s=stream_start_s(stream),
             has_audio=bool(container.streams.audio),
-            duration_s=duration,
+            duration_s=stream_duration_s(stream, container),
         )
 
 
@@ -226,7 +234,7 @@ def load_audio(path: str | Path, sample_rate: int = SAMPLE_RATE) -> Audio:
         if not container.streams.audio:
             raise PreprocessError(path, "no audio stream (give a separate audio file with --audio)")
         stream = container.streams.audio[0]
-        start = float(stream.start_time * stream.time_base) if stream.start_time is not None else 0.0
+        start = stream_start_s(stream)
         resampler = av.AudioResampler(format="fltp")
         chunks: list[np.ndarray] = []
         rate, channels = stream.codec_context.sample_rate, stream.codec_context.channels

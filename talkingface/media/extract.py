@@ -24,7 +24,14 @@ from talkingface.media.crop import (
     plan_crops,
     upscale_warning,
 )
-from talkingface.media.decode import align_audio, frames_for_seconds, iter_frames, load_audio, probe_video
+from talkingface.media.decode import (
+    VideoProbe,
+    align_audio,
+    frames_for_seconds,
+    iter_frames,
+    load_audio,
+    probe_video,
+)
 from talkingface.media.errors import PreprocessError
 from talkingface.media.face_choice import LARGEST, FaceChoice, FaceChoiceError, FaceTracker
 from talkingface.media.face_search import FaceSearch
@@ -122,6 +129,36 @@ def _fill_gaps(
     return filled, missing
 
 
+def _with_crops(
+    path: Path,
+    probe: VideoProbe,
+    landmarks: np.ndarray,
+    missing: np.ndarray,
+    audio: np.ndarray | None,
+    crop: CropConfig,
+    image_size: int | None,
+    fps: float,
+    warnings: list[str],
+) -> VideoAnalysis:
+    """The analysis from gap-filled ``landmarks``: the smoothed crop boxes planned, and a warning added when crops of
+    ``image_size`` would be upscaled more than :data:`~talkingface.media.crop.SOFT_UPSCALE`."""
+    boxes = plan_crops(landmarks, crop)
+    soft = None if image_size is None else upscale_warning(path, landmarks, boxes, image_size)
+    if soft:
+        warnings.append(soft)
+    return VideoAnalysis(
+        path=path,
+        n_frames=len(landmarks),
+        landmarks=landmarks,
+        missing=missing,
+        boxes=boxes,
+        audio=audio,
+        source_size=(probe.width, probe.height),
+        fps=fps,
+        warnings=warnings,
+    )
+
+
 def analyse_video(
     path: str | Path,
     *,
@@ -197,21 +234,7 @@ def analyse_video(
     landmarks, missing = _fill_gaps(raw, path, max_missing, warnings, failure, gap)
     if samples is not None:
         samples = samples[: int(round(n / fps * SAMPLE_RATE))]
-    boxes = plan_crops(landmarks, crop)
-    soft = None if image_size is None else upscale_warning(path, landmarks, boxes, image_size)
-    if soft:
-        warnings.append(soft)
-    return VideoAnalysis(
-        path=path,
-        n_frames=n,
-        landmarks=landmarks,
-        missing=missing,
-        boxes=boxes,
-        audio=samples,
-        source_size=(probe.width, probe.height),
-        fps=fps,
-        warnings=warnings,
-    )
+    return _with_crops(path, probe, landmarks, missing, samples, crop, image_size, fps, warnings)
 
 
 def analyse_landmarks(
@@ -236,24 +259,9 @@ def analyse_landmarks(
     path = Path(path)
     source = Path(source) if source is not None else path
     probe = probe_video(path)
-    n = len(landmarks)
     warnings: list[str] = []
     filled, missing = _fill_gaps(landmarks, source, max_missing, warnings, "no landmarks", "no landmarks")
-    boxes = plan_crops(filled, crop or CropConfig())
-    soft = None if image_size is None else upscale_warning(path, filled, boxes, image_size)
-    if soft:
-        warnings.append(soft)
-    return VideoAnalysis(
-        path=path,
-        n_frames=n,
-        landmarks=filled,
-        missing=missing,
-        boxes=boxes,
-        audio=None,
-        source_size=(probe.width, probe.height),
-        fps=fps,
-        warnings=warnings,
-    )
+    return _with_crops(path, probe, filled, missing, None, crop or CropConfig(), image_size, fps, warnings)
 
 
 def iter_crops(

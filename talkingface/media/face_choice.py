@@ -32,6 +32,7 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from talkingface.cli_support import number
 from talkingface.errors import TalkingFaceError
 
 Box = tuple[int, int, int, int]
@@ -104,8 +105,15 @@ def _face_type(text: str) -> FaceChoice:
         raise argparse.ArgumentTypeError(str(e)) from None
 
 
-def add_face_argument(parser: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:
-    """``--face largest|N|x,y`` (parsed to a :class:`FaceChoice`; default ``largest``), shared by the CLIs."""
+def add_face_options(parser: argparse.ArgumentParser | argparse._ArgumentGroup, max_missing: float) -> None:
+    """``--max-missing`` (default ``max_missing``) and ``--face largest|N|x,y`` (parsed to a :class:`FaceChoice`;
+    default ``largest``), shared by the commands that look for a face in a video."""
+    parser.add_argument(
+        "--max-missing",
+        type=number(float, min=0, max=1),
+        default=max_missing,
+        help="max fraction of faceless frames",
+    )
     parser.add_argument(
         "--face",
         type=_face_type,
