@@ -230,19 +230,6 @@ def _check_input(path: str, what: str) -> None:
         raise InferenceError(path, f"{what} not found")
 
 
-def _check_counts(args: argparse.Namespace) -> None:
-    """The counts that must be positive, refused before the model loads. The sampling plan (--sampler, --steps,
-    --eta against the model's schedule and the checkpoint's record) is checked once, by the pipeline."""
-    from talkingface.inference.errors import InferenceError
-    from talkingface.inference.stream import check_chunk_ms
-
-    for flag, value in (("--steps", args.steps), ("--batch-size", args.batch_size)):
-        if value is not None and value < 1:
-            raise InferenceError(flag, f"must be at least 1, got {value}")
-    if args.stream:
-        check_chunk_ms(args.chunk_ms)
-
-
 def _check_outputs_are_not_inputs(args: argparse.Namespace) -> None:
     """--out / --frames-dir must not be an input: with --overwrite the input would be replaced by the result."""
     from talkingface.inference.errors import InferenceError
@@ -306,7 +293,6 @@ def _check_cheap(args: argparse.Namespace, out: str | Path, out_overwrite: bool)
     from talkingface.inference.writer import check_output
     from talkingface.media.decode import probe_video
 
-    _check_counts(args)
     check_device(args.device)
     _check_outputs_are_not_inputs(args)
     check_output(out, out_overwrite)

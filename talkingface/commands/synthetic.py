@@ -68,13 +68,10 @@ def build_parser() -> ArgumentParser:
 
 
 def check_args(args: argparse.Namespace) -> tuple[str, str] | None:
-    """``(flag, problem)`` of the first bad option, or None."""
+    """``(flag, problem)`` of the first bad combination of options, or None (each number's own range is checked by
+    the parser)."""
     from talkingface.synthetic.write_set import held_out_identities
 
-    if args.identities < 1:
-        return "--identities", "must be >= 1"
-    if args.seconds <= 0:
-        return "--seconds", "must be > 0"
     if not args.layout and args.no_videos:
         return "--no-videos", "nothing to write without --layout"
     if args.layout and not 0 <= held_out_identities(args) < args.identities:
