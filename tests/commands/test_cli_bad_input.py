@@ -14,7 +14,7 @@ import torch
 from data_fixtures import save_random_hf_whisper, write_video
 from golden import TINY_CONFIG
 
-from talkingface import cli
+from talkingface.commands import main as cli
 from talkingface.model.image_driven_talkingface.DiffTalk import ConfigError, DiffTalkModel, load_config
 from talkingface.model.image_driven_talkingface.DiffTalk.config import SAMPLING_CKPT_KEY, SamplingSetting
 from talkingface.model.image_driven_talkingface.DiffTalk.plan import RECORDED, SamplerError, resolve_plan

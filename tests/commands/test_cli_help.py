@@ -13,8 +13,8 @@ import pytest
 from train_support import ROOT, TINY_CONFIG
 
 import talkingface
-from talkingface import cli
 from talkingface.commands import defaults
+from talkingface.commands import main as cli
 
 #: Every parser a subcommand has: its own and its sub-subcommands' (``preprocess run``, ``cache build``).
 HELP_ARGVS = [[name] for name in cli.COMMANDS] + [["preprocess", sub] for sub in ("run", "validate", "finalize")]
@@ -123,7 +123,7 @@ def test_parsers_import_no_torch() -> None:
     nor OpenCV, PyAV or FastAPI: ``talkingface COMMAND --help`` answers at once."""
     code = (
         "import importlib, sys\n"
-        "from talkingface import cli\n"
+        "from talkingface.commands import main as cli\n"
         "for command in cli.COMMANDS.values():\n"
         "    importlib.import_module(command.module).build_parser().format_help()\n"
         "heavy = ('torch', 'pytorch_lightning', 'lightning', 'cv2', 'av', 'fastapi')\n"

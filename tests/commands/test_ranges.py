@@ -14,8 +14,8 @@ from typing import get_args
 
 import pytest
 
-from talkingface import cli
 from talkingface.cli_support import ArgumentParser, NumberType, number
+from talkingface.commands import main as cli
 from talkingface.model.image_driven_talkingface.DiffTalk.config import (
     MODEL_RANGES,
     ConfigError,

@@ -17,7 +17,7 @@ import torch
 from fs_support import make_read_only
 from train_support import TINY_CONFIG, tiny_overrides, write_run_folder
 
-from talkingface import cli
+from talkingface.commands import main as cli
 from talkingface.paths import atomic_write_bytes
 
 
