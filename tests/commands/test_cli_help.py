@@ -4,12 +4,12 @@
 from __future__ import annotations
 
 import argparse
-import importlib
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+from command_support import parsers
 from train_support import ROOT, TINY_CONFIG
 
 import talkingface
@@ -26,18 +26,6 @@ def help_text(argv: list[str], capsys: pytest.CaptureFixture[str]) -> str:
         cli.main([*argv, "--help"])
     assert stop.value.code == 0
     return capsys.readouterr().out
-
-
-def parsers() -> dict[str, argparse.ArgumentParser]:
-    """``name -> parser`` of every subcommand, sub-subcommands included."""
-    out: dict[str, argparse.ArgumentParser] = {}
-    for name, command in cli.COMMANDS.items():
-        parser = importlib.import_module(command.module).build_parser()
-        out[name] = parser
-        for action in parser._actions:
-            if isinstance(action, argparse._SubParsersAction):
-                out.update({f"{name} {sub}": p for sub, p in action.choices.items()})
-    return out
 
 
 @pytest.mark.parametrize("argv", HELP_ARGVS, ids=" ".join)
