@@ -3,8 +3,10 @@ output, no thread left), the uint8 upload path is bit-equal, and the bf16 first 
 
 from __future__ import annotations
 
+import contextlib
 import faulthandler
 import threading
+from collections.abc import Iterator
 from pathlib import Path
 
 import cv2
@@ -47,6 +49,16 @@ def read_frames(folder: Path) -> list[np.ndarray]:
 
 def no_worker_threads() -> bool:
     return not [t for t in threading.enumerate() if t.name.startswith("talkingface-")]
+
+
+@contextlib.contextmanager
+def fail_on_hang(seconds: float = 120) -> Iterator[None]:
+    """A hang inside ends the test process with every thread's traceback instead of blocking CI."""
+    faulthandler.dump_traceback_later(seconds, exit=True)
+    try:
+        yield
+    finally:
+        faulthandler.cancel_dump_traceback_later()
 
 
 def test_unit_conversion_is_bit_equal_to_the_loader_formula() -> None:
@@ -105,14 +117,10 @@ def test_a_writer_error_stops_the_pipelined_run_leaving_nothing(
         original(self, rgb)
 
     monkeypatch.setattr(FramesDirWriter, "write", failing)
-    faulthandler.dump_traceback_later(120, exit=True)  # a hang fails the run instead of blocking CI
-    try:
-        with pytest.raises(OSError, match="No space left"):
-            pipeline(tiny_model, cpu_threads=2).run(
-                video, speech, out=tmp_path / "out.mp4", frames_dir=tmp_path / "frames", progress=False
-            )
-    finally:
-        faulthandler.cancel_dump_traceback_later()
+    with fail_on_hang(), pytest.raises(OSError, match="No space left"):
+        pipeline(tiny_model, cpu_threads=2).run(
+            video, speech, out=tmp_path / "out.mp4", frames_dir=tmp_path / "frames", progress=False
+        )
     assert sorted(p.name for p in tmp_path.iterdir()) == []  # no output, no .partial files
     assert no_worker_threads()
 
@@ -135,12 +143,8 @@ def test_ctrl_c_while_generating_stops_the_threads_and_leaves_nothing(
         return original(*args)
 
     monkeypatch.setattr(pipe, "generate_faces", interrupted)
-    faulthandler.dump_traceback_later(120, exit=True)
-    try:
-        with pytest.raises(KeyboardInterrupt):
-            pipe.run(video, speech, out=tmp_path / "out.mp4", frames_dir=tmp_path / "frames", progress=False)
-    finally:
-        faulthandler.cancel_dump_traceback_later()
+    with fail_on_hang(), pytest.raises(KeyboardInterrupt):
+        pipe.run(video, speech, out=tmp_path / "out.mp4", frames_dir=tmp_path / "frames", progress=False)
     assert sorted(p.name for p in tmp_path.iterdir()) == []
     assert no_worker_threads()
 
