@@ -407,16 +407,19 @@ def main(argv: list[str] | None = None) -> int:
         ("64", ["--steps", str(args.train_steps), "--batch-size", "64", "--paths", "fast", "--no-compile"]),
     ]
     if args.smoke:
+        from golden import SMALL_OVERRIDES  # the training scripts' smoke runs: the tiny config at 64 px
+
+        small = [a for o in SMALL_OVERRIDES for a in ("--set", o)]
         tiny = ["--tiny", "--frames", "2", "--steps", "1"]
         inf_args = [*tiny, "--settings", "fast,student", "--student-batches", "2", *student]
         inf720_args = [*tiny, "--video-size", "480p", "--settings", "student", "--student-batches", "2", "--no-flops"]
         inf720_args += ["--no-stages", *student]
         stream_args = ["--model", "student", "--device", "cpu", "--seconds", "0.4", "--chunks", "100"]
         stream_args += ["--no-realtime", "--batch-size", "4"]
-        train_sweep = [("2", ["--tiny", "--steps", "2", "--warmup", "0"])]
+        train_sweep = [("2", ["--tiny", *small, "--steps", "2", "--warmup", "0"])]
         first_stage_args = ["--device", "cpu", "--batch", "1", "--no-paper"]
-        compile_args = ["--tiny", "--batch-size", "1", "--steps", "1", "--warmup", "0", "--modes", "eager,blocks"]
-        compile_args += ["--backend", "eager"]
+        compile_args = ["--tiny", *small, "--batch-size", "1", "--steps", "1", "--warmup", "0"]
+        compile_args += ["--modes", "eager,blocks", "--backend", "eager"]
     if args.detections:
         inf_args += ["--detections", str(args.detections)]
     if args.detections_720p:

@@ -30,7 +30,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from data_fixtures import SIZE, write_video  # noqa: E402
-from golden import TINY_CONFIG, fill_deterministic  # noqa: E402
+from golden import SMALL_OVERRIDES, TINY_CONFIG, fill_deterministic  # noqa: E402
 
 from talkingface.model.image_driven_talkingface.DiffTalk import DiffTalkModel, load_config  # noqa: E402
 
@@ -86,6 +86,18 @@ def tiny_model(tiny_model_as_built: DiffTalkModel) -> Iterator[DiffTalkModel]:
 def fresh_tiny_model(tiny_model_as_built: DiffTalkModel) -> DiffTalkModel:
     """A new copy of the tiny model as built (training mode, deterministic weights) for a test to change."""
     return copy.deepcopy(tiny_model_as_built)
+
+
+@pytest.fixture(scope="session")
+def small_model() -> Iterator[DiffTalkModel]:
+    """The tiny config at 64 px (``golden.SMALL_OVERRIDES``: 16 x 16 latents, logmel29 features) with deterministic
+    weights, in eval mode without gradients, shared by the whole run: read-only (checked at the end)."""
+    config = load_config(TINY_CONFIG, [*SMALL_OVERRIDES, "model.conditioning.audio_feature_kind=logmel29"])
+    model = DiffTalkModel(config.model).eval().requires_grad_(False)
+    fill_deterministic(model)
+    before = model_fingerprint(model)
+    yield model
+    assert model_fingerprint(model) == before, "a test changed the shared small_model"
 
 
 @pytest.fixture(scope="session")

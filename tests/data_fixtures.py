@@ -67,10 +67,9 @@ def face_frames(seconds: float, fps: int, face: bool = True) -> np.ndarray:
     return frames
 
 
-def small_face_frames(face_px: float, width: int, height: int, n: int, motion: float = 3.0) -> np.ndarray:
-    """``(n, height, width, 3)`` uint8 frames: the astronaut photo scaled so that dlib's box of the face is about
-    ``face_px`` wide, the face at the centre moving by up to ``motion`` pixels, the photo's edges replicated
-    beyond it."""
+def _scaled_photo(face_px: float, width: int, height: int) -> tuple[np.ndarray, float, float]:
+    """The astronaut photo scaled so that dlib's box of the face is about ``face_px`` wide, its edges replicated
+    by ``max(width, height)`` pixels on every side, and the face's centre ``(cx, cy)`` in it."""
     import cv2
     import skimage.data
 
@@ -80,7 +79,14 @@ def small_face_frames(face_px: float, width: int, height: int, n: int, motion: f
     small = cv2.resize(photo, None, fx=s, fy=s, interpolation=cv2.INTER_AREA)
     pad = max(width, height)
     big = cv2.copyMakeBorder(small, pad, pad, pad, pad, cv2.BORDER_REPLICATE)
-    cx, cy = pad + s * (left + right) / 2, pad + s * (top + bottom) / 2
+    return big, pad + s * (left + right) / 2, pad + s * (top + bottom) / 2
+
+
+def small_face_frames(face_px: float, width: int, height: int, n: int, motion: float = 3.0) -> np.ndarray:
+    """``(n, height, width, 3)`` uint8 frames: the astronaut photo scaled so that dlib's box of the face is about
+    ``face_px`` wide, the face at the centre moving by up to ``motion`` pixels, the photo's edges replicated
+    beyond it."""
+    big, cx, cy = _scaled_photo(face_px, width, height)
     frames = np.empty((n, height, width, 3), dtype=np.uint8)
     for i in range(n):
         phase = 2 * np.pi * i / max(n, 1)
@@ -94,16 +100,7 @@ def face_at(face_px: float, width: int, height: int, offsets: list[tuple[float, 
     """``(len(offsets), height, width, 3)`` uint8: the astronaut photo scaled so that dlib's face box is about
     ``face_px`` wide, the face's centre at the frame's centre plus ``(dx, dy)`` of each frame, the photo's edges
     replicated beyond it."""
-    import cv2
-    import skimage.data
-
-    photo = skimage.data.astronaut()[:PHOTO_ROWS]
-    left, top, right, bottom = PHOTO_FACE_BOX
-    s = face_px / (right - left)
-    small = cv2.resize(photo, None, fx=s, fy=s, interpolation=cv2.INTER_AREA)
-    pad = max(width, height)
-    big = cv2.copyMakeBorder(small, pad, pad, pad, pad, cv2.BORDER_REPLICATE)
-    cx, cy = pad + s * (left + right) / 2, pad + s * (top + bottom) / 2
+    big, cx, cy = _scaled_photo(face_px, width, height)
     frames = np.empty((len(offsets), height, width, 3), dtype=np.uint8)
     for i, (dx, dy) in enumerate(offsets):
         x0, y0 = int(round(cx - width / 2 - dx)), int(round(cy - height / 2 - dy))

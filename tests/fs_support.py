@@ -21,3 +21,8 @@ def make_read_only(folder: Path, monkeypatch: pytest.MonkeyPatch) -> None:
             return real_access(path, mode, **kw)  # type: ignore[arg-type]
 
         monkeypatch.setattr(os, "access", access)
+
+
+def tree_bytes(folder: Path) -> dict[str, bytes]:
+    """Every file under ``folder`` (relative path -> bytes)."""
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}

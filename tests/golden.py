@@ -14,6 +14,18 @@ from talkingface.model.image_driven_talkingface.DiffTalk.schedule import SCHEDUL
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
 GOLDEN = FIXTURES / "golden_tiny.pt"
 TINY_CONFIG = Path(__file__).resolve().parents[1] / "configs" / "latent-diffusion" / "talking-tiny.yaml"
+#: Model image side of the small model (16 x 16 latents): a quarter of the tiny config's side, for tests whose subject
+#: is not the model (threads, windows, compile, benchmark scripts), where the tiny model's 256 px first stage dominates.
+SMALL_SIDE = 64
+#: Overrides on :data:`TINY_CONFIG` for the small model.
+SMALL_OVERRIDES = [
+    f"model.first_stage.resolution={SMALL_SIDE}",
+    f"model.unet.image_size={SMALL_SIDE // 4}",
+    "model.unet.channel_mult=[1,2]",
+    "model.unet.attention_resolutions=[2]",
+    "model.unet.num_res_blocks=1",
+    "model.first_stage.num_res_blocks=1",
+]
 
 
 def rule_tensor(name: str, shape: torch.Size) -> torch.Tensor:

@@ -80,6 +80,12 @@ def tiny_overrides(data_root: Path, **extra: object) -> list[str]:
     return [f"{k}={v}" for k, v in values.items()]
 
 
+def train_argv(run: Path, data_root: Path, *flags: str, **extra: object) -> list[str]:
+    """The trainer's argv for a tiny-config run into ``--run-dir run`` on ``data_root`` (:func:`tiny_overrides`
+    with ``extra``), ``flags`` after ``--run-dir``."""
+    return ["--base", str(TINY_CONFIG), "-t", "--run-dir", str(run), *flags, *tiny_overrides(data_root, **extra)]
+
+
 def write_run_folder(tiny_dataset: Path, folder: Path) -> Path:
     """A run folder of the tiny model on ``tiny_dataset`` as the trainer leaves it: config snapshot, command record
     and a ``last.ckpt`` that is a torch file but no trainer checkpoint (for tests that stop before reading it)."""

@@ -11,7 +11,6 @@ import signal
 import socket
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,6 +19,7 @@ from typing import Any
 import httpx
 import numpy as np
 import pytest
+from app_support import serve
 from data_fixtures import write_video
 from fastapi import FastAPI
 
@@ -56,27 +56,6 @@ def app_media(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     folder = tmp_path_factory.mktemp("app-media")
     video, speech = make_sample_media(folder, SAMPLE_SECONDS)
     return {"video": video, "speech": speech, "landmarks": sidecar_path(video)}
-
-
-@contextlib.contextmanager
-def serve(app: FastAPI) -> Iterator[str]:
-    """``app`` on a free localhost port, served by uvicorn in a thread (started, then stopped with its lifespan)."""
-    import uvicorn
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        srv = uvicorn.Server(uvicorn.Config(app, log_level="warning"))
-        thread = threading.Thread(target=srv.run, kwargs={"sockets": [sock]}, daemon=True)
-        thread.start()
-        deadline = time.monotonic() + 30
-        while not srv.started and thread.is_alive() and time.monotonic() < deadline:
-            time.sleep(0.02)
-        assert srv.started, "uvicorn did not start"
-        try:
-            yield f"http://127.0.0.1:{sock.getsockname()[1]}"
-        finally:
-            srv.should_exit = True
-            thread.join(60)
 
 
 @contextlib.contextmanager
@@ -693,6 +672,25 @@ def watch_failures(page: Any) -> list[str]:
     return failures
 
 
+@contextlib.contextmanager
+def browser_page(server: str, *chromium_args: str) -> Iterator[tuple[Any, list[str]]]:
+    """A Chromium page on the app at ``server`` once its form has its model list, and the page's failed GETs
+    (:func:`watch_failures`); the browser is closed at the end."""
+    from playwright.sync_api import sync_playwright
+
+    chromium = find_chromium()
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=chromium, args=[*CHROMIUM_ARGS, *chromium_args])
+        try:
+            page = browser.new_page()
+            failures = watch_failures(page)
+            page.goto(server)
+            page.wait_for_function("document.getElementById('checkpoint').value !== ''")
+            yield page, failures
+        finally:
+            browser.close()
+
+
 def decoded(path: Path) -> tuple[list[np.ndarray], np.ndarray, int]:
     import av
 
@@ -706,63 +704,52 @@ def decoded(path: Path) -> tuple[list[np.ndarray], np.ndarray, int]:
 def test_browser_upload_runs_plays_and_downloads(
     server: str, app_media: dict[str, Path], tmp_path: Path, temp_root: Path
 ) -> None:
-    from playwright.sync_api import sync_playwright
+    with browser_page(server) as (page, failures):
+        assert page.input_value("#checkpoint") == "demo"
+        assert "synthetic cartoon faces only" in page.inner_text("#checkpoint")
+        assert str(ROOT) not in page.content()  # no server path on the page
+        page.set_input_files("#video", str(app_media["video"]))
+        page.set_input_files("#speech", str(app_media["speech"]))
+        page.set_input_files("#landmarks", str(app_media["landmarks"]))
+        # choosing a file switched from the sample
+        assert page.is_checked("#video-upload") and page.is_checked("#speech-upload")
+        page.fill("#steps", "2")
+        page.click("#run")
+        page.wait_for_selector("#output:not([hidden])", timeout=120_000)
+        assert page.is_hidden("#error")
+        assert page.is_hidden("#warning")  # a synthetic clip with the demo model: nothing to warn about
+        assert re.fullmatch(r"done in \d+ s", page.inner_text("#phase")), page.inner_text("#phase")
+        assert page.is_hidden("#cancel") and page.is_enabled("#run")
+        # the <video> element loads the result (Chromium decodes it)
+        page.wait_for_function("document.getElementById('result').readyState >= 1", timeout=30_000)
+        played = page.evaluate("document.getElementById('result').duration")
+        href = page.get_attribute("#download", "href")
+        assert href is not None
+        body = page.request.get(server + href).body()
 
-    chromium = find_chromium()
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=chromium, args=CHROMIUM_ARGS)
-        try:
-            page = browser.new_page()
-            failures = watch_failures(page)
-            page.goto(server)
-            page.wait_for_function("document.getElementById('checkpoint').value !== ''")
-            assert page.input_value("#checkpoint") == "demo"
-            assert "synthetic cartoon faces only" in page.inner_text("#checkpoint")
-            assert str(ROOT) not in page.content()  # no server path on the page
-            page.set_input_files("#video", str(app_media["video"]))
-            page.set_input_files("#speech", str(app_media["speech"]))
-            page.set_input_files("#landmarks", str(app_media["landmarks"]))
-            # choosing a file switched from the sample
-            assert page.is_checked("#video-upload") and page.is_checked("#speech-upload")
-            page.fill("#steps", "2")
-            page.click("#run")
-            page.wait_for_selector("#output:not([hidden])", timeout=120_000)
-            assert page.is_hidden("#error")
-            assert page.is_hidden("#warning")  # a synthetic clip with the demo model: nothing to warn about
-            assert re.fullmatch(r"done in \d+ s", page.inner_text("#phase")), page.inner_text("#phase")
-            assert page.is_hidden("#cancel") and page.is_enabled("#run")
-            # the <video> element loads the result (Chromium decodes it)
-            page.wait_for_function("document.getElementById('result').readyState >= 1", timeout=30_000)
-            played = page.evaluate("document.getElementById('result').duration")
-            href = page.get_attribute("#download", "href")
-            assert href is not None
-            body = page.request.get(server + href).body()
+        # a broken upload: the page shows the job's one line
+        broken = tmp_path / "broken.mp4"
+        broken.write_bytes(np.random.default_rng(0).bytes(4096))
+        page.set_input_files("#video", str(broken))
+        page.set_input_files("#landmarks", [])
+        page.check("#speech-video")
+        page.click("#run")
+        page.wait_for_selector("#error:not([hidden])", timeout=60_000)
+        assert page.inner_text("#error") == (
+            "error: broken.mp4: cannot open as a media file (Invalid data found when processing input)"
+        )
+        assert page.is_hidden("#output")
+        first_job = href.split("/")[3]  # /api/jobs/ID/result.mp4: the next run discarded it with its files
+        assert not (app_folder(temp_root) / first_job).exists()
 
-            # a broken upload: the page shows the job's one line
-            broken = tmp_path / "broken.mp4"
-            broken.write_bytes(np.random.default_rng(0).bytes(4096))
-            page.set_input_files("#video", str(broken))
-            page.set_input_files("#landmarks", [])
-            page.check("#speech-video")
-            page.click("#run")
-            page.wait_for_selector("#error:not([hidden])", timeout=60_000)
-            assert page.inner_text("#error") == (
-                "error: broken.mp4: cannot open as a media file (Invalid data found when processing input)"
-            )
-            assert page.is_hidden("#output")
-            first_job = href.split("/")[3]  # /api/jobs/ID/result.mp4: the next run discarded it with its files
-            assert not (app_folder(temp_root) / first_job).exists()
-
-            # "my audio" without a file: the form's words, not the API's field names
-            page.check("#speech-upload")
-            page.set_input_files("#speech", [])
-            page.click("#run")
-            page.wait_for_function("document.getElementById('error').textContent.includes('Speech')")
-            assert page.inner_text("#error").startswith("error: Speech: no file chosen")
-            assert "_source" not in page.inner_text("#error")
-            assert not failures, failures  # the favicon too
-        finally:
-            browser.close()
+        # "my audio" without a file: the form's words, not the API's field names
+        page.check("#speech-upload")
+        page.set_input_files("#speech", [])
+        page.click("#run")
+        page.wait_for_function("document.getElementById('error').textContent.includes('Speech')")
+        assert page.inner_text("#error").startswith("error: Speech: no file chosen")
+        assert "_source" not in page.inner_text("#error")
+        assert not failures, failures  # the favicon too
 
     out = tmp_path / "downloaded.mp4"
     out.write_bytes(body)
@@ -783,33 +770,23 @@ def test_browser_upload_runs_plays_and_downloads(
 @pytest.mark.slow
 def test_browser_microphone_recording_drives_the_sample_face(server: str, tmp_path: Path) -> None:
     """Record from Chromium's fake microphone (webm/opus from MediaRecorder) and lip-sync the sample portrait to it."""
-    from playwright.sync_api import sync_playwright
-
-    chromium = find_chromium()
     fake_microphone = ["--use-fake-ui-for-media-stream", "--use-fake-device-for-media-stream"]
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=chromium, args=CHROMIUM_ARGS + fake_microphone)
-        try:
-            page = browser.new_page()
-            page.goto(server)
-            page.wait_for_function("document.getElementById('checkpoint').value !== ''")
-            page.click("#record")
-            page.wait_for_selector("text=Stop recording")
-            page.wait_for_timeout(800)
-            page.click("#record")
-            page.wait_for_function("document.getElementById('speech').files.length === 1")
-            name = page.evaluate("document.getElementById('speech').files[0].name")
-            assert name in ("recording.webm", "recording.ogg")
-            assert page.is_checked("#speech-upload") and page.is_checked("#video-sample")
-            page.fill("#steps", "1")
-            page.click("#run")
-            page.wait_for_selector("#output:not([hidden])", timeout=120_000)
-            recorded = page.evaluate(
-                "document.getElementById('speech').files[0].arrayBuffer().then(b => Array.from(new Uint8Array(b)))"
-            )
-            body = page.request.get(server + str(page.get_attribute("#download", "href"))).body()
-        finally:
-            browser.close()
+    with browser_page(server, *fake_microphone) as (page, _):
+        page.click("#record")
+        page.wait_for_selector("text=Stop recording")
+        page.wait_for_timeout(800)
+        page.click("#record")
+        page.wait_for_function("document.getElementById('speech').files.length === 1")
+        name = page.evaluate("document.getElementById('speech').files[0].name")
+        assert name in ("recording.webm", "recording.ogg")
+        assert page.is_checked("#speech-upload") and page.is_checked("#video-sample")
+        page.fill("#steps", "1")
+        page.click("#run")
+        page.wait_for_selector("#output:not([hidden])", timeout=120_000)
+        recorded = page.evaluate(
+            "document.getElementById('speech').files[0].arrayBuffer().then(b => Array.from(new Uint8Array(b)))"
+        )
+        body = page.request.get(server + str(page.get_attribute("#download", "href"))).body()
     (tmp_path / name).write_bytes(bytes(recorded))
     (tmp_path / "result.mp4").write_bytes(body)
     frames, samples, rate = decoded(tmp_path / "result.mp4")
@@ -823,48 +800,35 @@ def test_browser_microphone_recording_drives_the_sample_face(server: str, tmp_pa
 def test_browser_reload_reattaches_and_cancel_stops_the_job(temp_root: Path) -> None:
     """Start a job, reload the page mid-job: it shows the job's progress again (not "busy"); Cancel stops it, the
     page says cancelled, its files are gone and a new run is taken."""
-    from playwright.sync_api import sync_playwright
-
-    chromium = find_chromium()
     runner = RunnerSettings(sample_seconds=2.0)  # 51 frames in 4 batches
     app = create_app(AppSettings(runner=runner, temp_dir=temp_root))
-    with serve(app) as server, sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=chromium, args=CHROMIUM_ARGS)
-        try:
-            page = browser.new_page()
-            failures = watch_failures(page)
-            page.goto(server)
-            page.wait_for_function("document.getElementById('checkpoint').value !== ''")
-            page.fill("#steps", "20")
-            page.click("#run")
-            page.wait_for_selector("#cancel:not([hidden])")
-            job_id = page.evaluate("localStorage.getItem('talkingface-job')")
-            assert job_id and (app_folder(temp_root) / job_id).is_dir()
-            page.wait_for_function("document.getElementById('phase').textContent.startsWith('generating: frame')")
+    with serve(app) as server, browser_page(server) as (page, failures):
+        page.fill("#steps", "20")
+        page.click("#run")
+        page.wait_for_selector("#cancel:not([hidden])")
+        job_id = page.evaluate("localStorage.getItem('talkingface-job')")
+        assert job_id and (app_folder(temp_root) / job_id).is_dir()
+        page.wait_for_function("document.getElementById('phase').textContent.startsWith('generating: frame')")
 
-            page.reload()
-            page.wait_for_function(
-                "document.getElementById('phase').textContent.startsWith('generating: frame')", timeout=60_000
-            )
-            assert re.fullmatch(
-                r"generating: frame \d+ of 5\d(, about \d+ (s|min \d+ s) left)?", page.inner_text("#phase")
-            )
-            assert page.is_visible("#cancel") and page.is_disabled("#run") and page.is_hidden("#error")
-            assert page.is_hidden("#warning")  # the sample with the bundled model: no notice
+        page.reload()
+        page.wait_for_function(
+            "document.getElementById('phase').textContent.startsWith('generating: frame')", timeout=60_000
+        )
+        assert re.fullmatch(r"generating: frame \d+ of 5\d(, about \d+ (s|min \d+ s) left)?", page.inner_text("#phase"))
+        assert page.is_visible("#cancel") and page.is_disabled("#run") and page.is_hidden("#error")
+        assert page.is_hidden("#warning")  # the sample with the bundled model: no notice
 
-            page.click("#cancel")
-            page.wait_for_function("document.getElementById('phase').textContent === 'cancelled'", timeout=60_000)
-            assert page.is_hidden("#cancel") and page.is_enabled("#run") and page.is_hidden("#error")
-            assert list(app_folder(temp_root).iterdir()) == []  # the job's files are gone
-            state = page.request.get(f"{server}/api/jobs/{job_id}").json()
-            assert state["state"] == "cancelled" and state["done"] < state["total"]
+        page.click("#cancel")
+        page.wait_for_function("document.getElementById('phase').textContent === 'cancelled'", timeout=60_000)
+        assert page.is_hidden("#cancel") and page.is_enabled("#run") and page.is_hidden("#error")
+        assert list(app_folder(temp_root).iterdir()) == []  # the job's files are gone
+        state = page.request.get(f"{server}/api/jobs/{job_id}").json()
+        assert state["state"] == "cancelled" and state["done"] < state["total"]
 
-            page.reload()  # a cancelled job stays cancelled after a reload
-            page.wait_for_function("document.getElementById('phase').textContent === 'cancelled'")
-            page.fill("#steps", "1")
-            page.click("#run")  # and the server takes the next job
-            page.wait_for_selector("#output:not([hidden])", timeout=120_000)
-            assert page.is_hidden("#error")
-            assert not failures, failures
-        finally:
-            browser.close()
+        page.reload()  # a cancelled job stays cancelled after a reload
+        page.wait_for_function("document.getElementById('phase').textContent === 'cancelled'")
+        page.fill("#steps", "1")
+        page.click("#run")  # and the server takes the next job
+        page.wait_for_selector("#output:not([hidden])", timeout=120_000)
+        assert page.is_hidden("#error")
+        assert not failures, failures

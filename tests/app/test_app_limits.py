@@ -11,16 +11,17 @@ import json
 import select
 import socket
 import struct
-import threading
 import time
 import wave
 from collections.abc import Awaitable, Callable, Iterator
 from fractions import Fraction
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import numpy as np
 import pytest
+from app_support import serve
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
@@ -233,27 +234,6 @@ def test_a_third_upload_is_refused_while_two_arrive(temp_root: Path) -> None:
     assert fourth.status == 400  # the slots are free again: its own problem is answered
 
 
-@contextlib.contextmanager
-def serve(app: FastAPI, host: str = "127.0.0.1") -> Iterator[int]:
-    """``app`` served by uvicorn in a thread on a free port of ``host`` (a loopback address)."""
-    import uvicorn
-
-    with socket.socket() as sock:
-        sock.bind((host, 0))
-        server = uvicorn.Server(uvicorn.Config(app, log_level="warning"))
-        thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-        thread.start()
-        deadline = time.monotonic() + 30
-        while not server.started and thread.is_alive() and time.monotonic() < deadline:
-            time.sleep(0.02)
-        assert server.started, "uvicorn did not start"
-        try:
-            yield sock.getsockname()[1]
-        finally:
-            server.should_exit = True
-            thread.join(30)
-
-
 CHUNKS_SENT_AT_MOST = 256  # 16 MB
 
 
@@ -266,8 +246,8 @@ def test_a_chunked_upload_over_a_socket_is_stopped_early(temp_root: Path) -> Non
     head = part("video", filename="clip.mp4")[:-2]
     data = b"x" * CHUNK
     sent, answer = 0, b""
-    with make_app(temp_root) as app, serve(app) as port:
-        with socket.create_connection(("127.0.0.1", port), timeout=10) as conn:
+    with make_app(temp_root) as app, serve(app) as url:
+        with socket.create_connection(("127.0.0.1", urlsplit(url).port), timeout=10) as conn:
             conn.sendall(request + f"{len(head):x}\r\n".encode() + head + b"\r\n")
             for _ in range(CHUNKS_SENT_AT_MOST):
                 if select.select([conn], [], [], 0.005)[0]:
@@ -504,7 +484,8 @@ def test_a_server_on_127_0_0_2_is_reachable_by_its_address(temp_root: Path) -> N
     """The Host a browser sends for http://127.0.0.2:PORT is accepted by a real server there."""
     import httpx
 
-    with make_app(temp_root, allowed_hosts=("127.0.0.2", "localhost")) as app, serve(app, "127.0.0.2") as port:
-        with httpx.Client(base_url=f"http://127.0.0.2:{port}", timeout=10) as client:
+    with make_app(temp_root, allowed_hosts=("127.0.0.2", "localhost")) as app, serve(app, "127.0.0.2") as url:
+        with httpx.Client(base_url=url, timeout=10) as client:
             assert client.get("/api/options").status_code == 200
-            assert client.get("/api/options", headers={"host": f"evil.example:{port}"}).status_code == 400
+            host = f"evil.example:{urlsplit(url).port}"
+            assert client.get("/api/options", headers={"host": host}).status_code == 400

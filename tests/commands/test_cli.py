@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from command_support import only_error_line
 from train_support import ROOT, TINY_CONFIG, tiny_overrides
 
 from talkingface.cli_support import split_overrides
@@ -95,9 +96,8 @@ BAD_INPUT = {
 def test_bad_input_is_one_error_line_and_exit_2(case: str, capsys: pytest.CaptureFixture[str]) -> None:
     argv, expected = BAD_INPUT[case]
     rc, _, err = run(argv, capsys)
-    lines = [line for line in err.splitlines() if line.strip()]
     assert rc == 2, err
-    assert len(lines) == 1 and lines[0].startswith(expected), err
+    assert only_error_line(err).startswith(expected), err
 
 
 def test_validate_that_finds_problems_exits_1(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

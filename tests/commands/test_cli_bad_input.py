@@ -11,31 +11,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from command_support import one_error, run_cli
 from data_fixtures import save_random_hf_whisper, write_video
 from golden import TINY_CONFIG
 
-from talkingface import cli
 from talkingface.model.image_driven_talkingface.DiffTalk import ConfigError, DiffTalkModel, load_config
 from talkingface.model.image_driven_talkingface.DiffTalk.config import SAMPLING_CKPT_KEY, SamplingSetting
 from talkingface.model.image_driven_talkingface.DiffTalk.plan import RECORDED, SamplerError, resolve_plan
 
 HUGE_FRAMES = 10**9
-
-
-def run(argv: list[str]) -> int:
-    """``talkingface ARGV``'s exit status, whether returned or (argparse's errors) raised as ``SystemExit``."""
-    try:
-        return cli.main(argv)
-    except SystemExit as exit:
-        return int(exit.code or 0)
-
-
-def one_error(capsys: pytest.CaptureFixture[str]) -> str:
-    err = capsys.readouterr().err
-    assert "Traceback" not in err, err
-    lines = [line for line in err.splitlines() if line.startswith("error:")]
-    assert len(lines) == 1, err
-    return lines[0]
 
 
 # ----------------------------------------------------------------------------- --device
@@ -65,7 +49,7 @@ def test_a_device_this_machine_cannot_use_is_one_line(
             raise AssertionError("the server must not start")
 
         monkeypatch.setattr(uvicorn.Server, "run", serve)
-    assert run([*DEVICE_COMMANDS[name], "--device", device]) == 2
+    assert run_cli([*DEVICE_COMMANDS[name], "--device", device]) == 2
     line = one_error(capsys)
     assert line.startswith(f"error: --device: {'unknown device' if device == 'bogus' else device}"), line
     assert list(tmp_path.iterdir()) == []
@@ -74,7 +58,7 @@ def test_a_device_this_machine_cannot_use_is_one_line(
 @pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has CUDA")
 def test_cuda_without_cuda_says_so(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys) -> None:
     monkeypatch.chdir(tmp_path)
-    assert run([*DEVICE_COMMANDS["lipsync"], "--device", "cuda"]) == 2
+    assert run_cli([*DEVICE_COMMANDS["lipsync"], "--device", "cuda"]) == 2
     line = one_error(capsys)
     assert line.startswith("error: --device: cuda: ") and "CUDA" in line and line.endswith("use --device cpu")
 
@@ -99,7 +83,7 @@ def test_a_config_file_that_is_not_plain_mapping_data(
     config.write_bytes(content)
     with pytest.raises(ConfigError, match=problem.replace("(", r"\(").replace(")", r"\)").replace("$", r"\$")):
         load_config(config)
-    assert run(["train", "--base", str(config)]) == 2  # the trainer's command line: one line naming the file
+    assert run_cli(["train", "--base", str(config)]) == 2  # the trainer's command line: one line naming the file
     line = one_error(capsys)
     assert line.startswith(f"error: {config}: ") and problem in line, line
 
@@ -119,7 +103,7 @@ def test_only_the_bad_override_is_named(override: str, problem: str, capsys: pyt
         load_config(None, [good[0], override, good[1]])
     assert str(info.value).startswith(f"override {override}: ") and problem in str(info.value)
     assert not any(g in str(info.value) for g in good)
-    assert run(["train", *good, override]) == 2
+    assert run_cli(["train", *good, override]) == 2
     line = one_error(capsys)
     assert line.startswith(f"error: override {override}: ") and problem in line, line
 
@@ -132,7 +116,7 @@ def test_overrides_one_by_one_still_merge_as_a_dotlist() -> None:
 def test_an_options_file_that_is_not_utf8_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     options = tmp_path / "opts.yaml"
     options.write_bytes(b"gpus: \xff\n")
-    assert run(["train", "--options", str(options)]) == 2
+    assert run_cli(["train", "--options", str(options)]) == 2
     assert one_error(capsys).startswith(f"error: --options: {options}: not UTF-8 text")
 
 
@@ -140,7 +124,7 @@ def test_a_first_stage_groupnorm_cannot_hold_is_refused_by_the_config(capsys: py
     """model.first_stage.ch=33 made the trainer fail deep in GroupNorm with a traceback."""
     with pytest.raises(ConfigError, match=r"model.first_stage.ch x ch_mult must be multiples of 32.*\[33, 66, 132\]"):
         load_config(None, ["model.first_stage.ch=33"])
-    assert run(["train", "model.first_stage.ch=33"]) == 2
+    assert run_cli(["train", "model.first_stage.ch=33"]) == 2
     assert "model.first_stage.ch x ch_mult must be multiples of 32" in one_error(capsys)
 
 
@@ -161,7 +145,7 @@ def test_a_bad_first_stage_in_training_is_one_line(
     else:
         torch.save({"state_dict": {"encoder.conv_in.weight": torch.zeros(2, 2)}}, first_stage)
     overrides = [*tiny_overrides(tiny_dataset), f"model.first_stage.ckpt_path={first_stage}"]
-    assert run(["train", "--base", str(TINY_CONFIG), *overrides, "-t", "--run-dir", str(tmp_path / "run")]) == 2
+    assert run_cli(["train", "--base", str(TINY_CONFIG), *overrides, "-t", "--run-dir", str(tmp_path / "run")]) == 2
     line = one_error(capsys)
     expected = {"folder": "is a folder, not a file", "random bytes": "is not a checkpoint", "other weights": "missing"}
     assert str(first_stage) in line and expected[kind] in line, line
@@ -193,7 +177,7 @@ def test_lipsync_names_the_checkpoint_for_its_unusable_record(
     )
     video = write_video(tmp_path / "person.mp4", seconds=0.12, fps=25)
     argv = ["lipsync", "--video", str(video), "--out", str(tmp_path / "o.mp4"), "--ckpt", str(ckpt)]
-    assert run([*argv, "--config", str(TINY_CONFIG), "--no-progress"]) == 2
+    assert run_cli([*argv, "--config", str(TINY_CONFIG), "--no-progress"]) == 2
     line = one_error(capsys)
     assert line.startswith(f"error: {ckpt}: its recorded sampler ddim 3 steps"), line
     assert "--steps:" not in line
@@ -203,7 +187,7 @@ def test_lipsync_names_the_checkpoint_for_its_unusable_record(
 def test_bytes_that_are_no_checkpoint_are_called_so(content: bytes, tmp_path: Path, capsys) -> None:
     ckpt = tmp_path / "model.ckpt"
     ckpt.write_bytes(content)
-    assert run(["export", str(ckpt), str(tmp_path / "out.safetensors")]) == 2
+    assert run_cli(["export", str(ckpt), str(tmp_path / "out.safetensors")]) == 2
     line = one_error(capsys)
     assert line.startswith(f"error: {ckpt}: is not a checkpoint") and "Python objects" not in line, line
 
@@ -224,7 +208,7 @@ def test_random_bytes_to_resume_are_no_checkpoint(
     run_dir = write_run_folder(tiny_dataset, tmp_path / "run")
     last = run_dir / "checkpoints" / "last.ckpt"
     last.write_bytes(np.random.default_rng(0).bytes(5000))
-    assert run(["train", "--resume", str(run_dir), "-t"]) == 2
+    assert run_cli(["train", "--resume", str(run_dir), "-t"]) == 2
     line = one_error(capsys)
     assert line.startswith(f"error: {last}: is not a checkpoint") and "Python objects" not in line, line
 
@@ -245,7 +229,7 @@ def test_a_landmarks_file_claiming_a_billion_frames(tmp_path: Path, capsys: pyte
     lms = huge_npy(tmp_path / "lms.npy", (HUGE_FRAMES, 68, 2))
     video = write_video(tmp_path / "person.mp4", seconds=0.12, fps=25)
     argv = ["lipsync", "--video", str(video), "--out", str(tmp_path / "o.mp4"), "--landmarks", str(lms)]
-    assert run(argv) == 2
+    assert run_cli(argv) == 2
     line = one_error(capsys)
     assert line.startswith(f"error: {lms}: unreadable as a .npy array (its header declares shape (1000000000, 68, 2)")
     assert "truncated or corrupt" in line

@@ -4,17 +4,17 @@
 from __future__ import annotations
 
 import argparse
-import importlib
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+from command_support import parsers
 from train_support import ROOT, TINY_CONFIG
 
 import talkingface
-from talkingface import cli
 from talkingface.commands import defaults
+from talkingface.commands import main as cli
 
 #: Every parser a subcommand has: its own and its sub-subcommands' (``preprocess run``, ``cache build``).
 HELP_ARGVS = [[name] for name in cli.COMMANDS] + [["preprocess", sub] for sub in ("run", "validate", "finalize")]
@@ -26,18 +26,6 @@ def help_text(argv: list[str], capsys: pytest.CaptureFixture[str]) -> str:
         cli.main([*argv, "--help"])
     assert stop.value.code == 0
     return capsys.readouterr().out
-
-
-def parsers() -> dict[str, argparse.ArgumentParser]:
-    """``name -> parser`` of every subcommand, sub-subcommands included."""
-    out: dict[str, argparse.ArgumentParser] = {}
-    for name, command in cli.COMMANDS.items():
-        parser = importlib.import_module(command.module).build_parser()
-        out[name] = parser
-        for action in parser._actions:
-            if isinstance(action, argparse._SubParsersAction):
-                out.update({f"{name} {sub}": p for sub, p in action.choices.items()})
-    return out
 
 
 @pytest.mark.parametrize("argv", HELP_ARGVS, ids=" ".join)
@@ -123,7 +111,7 @@ def test_parsers_import_no_torch() -> None:
     nor OpenCV, PyAV or FastAPI: ``talkingface COMMAND --help`` answers at once."""
     code = (
         "import importlib, sys\n"
-        "from talkingface import cli\n"
+        "from talkingface.commands import main as cli\n"
         "for command in cli.COMMANDS.values():\n"
         "    importlib.import_module(command.module).build_parser().format_help()\n"
         "heavy = ('torch', 'pytorch_lightning', 'lightning', 'cv2', 'av', 'fastapi')\n"

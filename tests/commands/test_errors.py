@@ -12,8 +12,8 @@ import pkgutil
 import pytest
 
 import talkingface
-from talkingface import cli
 from talkingface.cli_support import ArgumentParser, command
+from talkingface.commands import main as cli
 from talkingface.errors import TalkingFaceError
 
 

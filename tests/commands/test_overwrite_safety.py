@@ -14,6 +14,8 @@ from pathlib import Path
 
 import pytest
 import torch
+from command_support import only_error_line
+from fs_support import tree_bytes
 from train_support import TINY_CONFIG, tiny_overrides, write_dataset
 
 from talkingface.commands.cache import main as cache_main
@@ -25,19 +27,6 @@ from talkingface.data.validate import validate_dataset
 from talkingface.model.image_driven_talkingface.DiffTalk.config import CONFIG_CKPT_KEY, config_to_dict, load_config
 from talkingface.training.config import load_training_config
 from talkingface.training.module import LatentDiffusion
-
-
-def snapshot(folder: Path) -> dict[str, bytes]:
-    """Every file under ``folder`` (relative path -> bytes)."""
-    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
-
-
-def one_error_line(capsys: pytest.CaptureFixture) -> str:
-    err = capsys.readouterr().err
-    lines = [line for line in err.splitlines() if line.strip()]
-    assert len(lines) == 1 and lines[0].startswith("error: "), err
-    return lines[0]
-
 
 # ------------------------------------------------------------------------------------------------ cache build
 
@@ -73,12 +62,12 @@ def test_cache_out_on_the_dataset_is_refused(
         "dotdot-root": dataset / "images" / "..",
         "root-meta": dataset / "meta.json",
     }[where]
-    before = snapshot(tmp_path)
+    before = tree_bytes(tmp_path)
     capsys.readouterr()
     assert build_cache(dataset, out, "--overwrite") == 2
-    line = one_error_line(capsys)
+    line = only_error_line(capsys.readouterr().err)
     assert line.startswith("error: --out: ") and str(out) in line, line
-    assert snapshot(tmp_path) == before  # the dataset, its lists and the unrelated file are untouched
+    assert tree_bytes(tmp_path) == before  # the dataset, its lists and the unrelated file are untouched
     assert not [p.name for p in tmp_path.iterdir() if p.name.startswith(".")]  # no half-built cache left either
 
 
@@ -90,7 +79,7 @@ def test_cache_overwrite_replaces_only_a_cache_it_built(
     assert read_cache_meta(cache)["format"] == CACHE_FORMAT
     capsys.readouterr()
     assert build_cache(dataset, cache) == 2
-    line = one_error_line(capsys)
+    line = only_error_line(capsys.readouterr().err)
     assert line.startswith(f"error: --out: {cache}") and "--overwrite" in line, line
 
     # a cache written before the "format" key existed is still read, and rebuilt with --overwrite
@@ -104,12 +93,12 @@ def test_cache_overwrite_replaces_only_a_cache_it_built(
 
     # a file of someone else's in the cache folder: not a cache any more, so not replaced
     (cache / "my_notes.txt").write_text("keep me\n")
-    before = snapshot(tmp_path)
+    before = tree_bytes(tmp_path)
     capsys.readouterr()
     assert build_cache(dataset, cache, "--overwrite") == 2
-    line = one_error_line(capsys)
+    line = only_error_line(capsys.readouterr().err)
     assert line.startswith(f"error: --out: {cache}") and "my_notes.txt" in line, line
-    assert snapshot(tmp_path) == before
+    assert tree_bytes(tmp_path) == before
 
 
 def test_cache_overwrite_refuses_a_folder_of_other_files(
@@ -119,12 +108,12 @@ def test_cache_overwrite_refuses_a_folder_of_other_files(
     (other / "run1").mkdir(parents=True)
     (other / "run1" / "metrics.json").write_text("{}\n")
     (other / "meta.json").write_text(json.dumps({"version": 1, "note": "a meta.json that is not a cache's"}))
-    before = snapshot(tmp_path)
+    before = tree_bytes(tmp_path)
     capsys.readouterr()
     assert build_cache(dataset, other, "--overwrite") == 2
-    line = one_error_line(capsys)
+    line = only_error_line(capsys.readouterr().err)
     assert line.startswith(f"error: --out: {other}") and "not a latent cache" in line, line
-    assert snapshot(tmp_path) == before
+    assert tree_bytes(tmp_path) == before
 
 
 # ------------------------------------------------------------------------------------------------ export
@@ -161,13 +150,13 @@ def test_export_onto_its_input_is_refused(
         "hardlink": tmp_path / "hard.ckpt",
         "yaml-is-input": ckpt.with_suffix(".safetensors"),
     }[spelling]
-    before = snapshot(tmp_path)
+    before = tree_bytes(tmp_path)
     for overwrite in ([], ["--overwrite"]):  # --overwrite replaces an earlier export, never the input
         capsys.readouterr()
         assert export_main([str(ckpt), str(out), *overwrite]) == 2
-        line = one_error_line(capsys)
+        line = only_error_line(capsys.readouterr().err)
         assert "is the checkpoint being exported" in line, line
-        assert snapshot(tmp_path) == before
+        assert tree_bytes(tmp_path) == before
 
 
 def test_export_needs_overwrite_for_an_existing_output(
@@ -177,7 +166,7 @@ def test_export_needs_overwrite_for_an_existing_output(
     out.write_bytes(b"an earlier export")
     capsys.readouterr()
     assert export_main([str(trainer_ckpt), str(out)]) == 2
-    line = one_error_line(capsys)
+    line = only_error_line(capsys.readouterr().err)
     assert line == f"error: {out}: exists; pass --overwrite to replace it", line
     assert out.read_bytes() == b"an earlier export" and not out.with_suffix(".yaml").exists()
 
@@ -195,7 +184,7 @@ def test_export_needs_overwrite_for_an_existing_output(
     fresh.with_suffix(".yaml").write_text("mine: true\n")
     capsys.readouterr()
     assert export_main([str(trainer_ckpt), str(fresh)]) == 2
-    assert "--overwrite" in one_error_line(capsys) and not fresh.exists()
+    assert "--overwrite" in only_error_line(capsys.readouterr().err) and not fresh.exists()
     assert fresh.with_suffix(".yaml").read_text() == "mine: true\n"
 
 
@@ -212,12 +201,12 @@ def synthetic(out: Path, *extra: str, identities: int = 2) -> int:
 def test_synthetic_refuses_an_existing_set_without_overwrite(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     out = tmp_path / "syn"
     assert synthetic(out) == 0
-    before = snapshot(out)
+    before = tree_bytes(out)
     capsys.readouterr()
     assert synthetic(out, "--seed", "5", identities=3) == 2
-    line = one_error_line(capsys)
+    line = only_error_line(capsys.readouterr().err)
     assert line.startswith(f"error: --out: {out}") and "--overwrite" in line, line
-    assert snapshot(out) == before
+    assert tree_bytes(out) == before
 
 
 def test_synthetic_overwrite_replaces_a_set_it_wrote(tmp_path: Path) -> None:
@@ -244,13 +233,13 @@ def test_synthetic_overwrite_refuses_a_folder_with_other_files(
     assert synthetic(out) == 0
     (out / extra).parent.mkdir(parents=True, exist_ok=True)
     (out / extra).write_text("keep me\n")
-    before = snapshot(out)
+    before = tree_bytes(out)
     capsys.readouterr()
     assert synthetic(out, "--overwrite") == 2
-    line = one_error_line(capsys)
+    line = only_error_line(capsys.readouterr().err)
     assert line.startswith(f"error: --out: {out}") and "not a synthetic set" in line, line
     assert Path(extra).parts[-1] in line or Path(extra).parts[0] in line, line
-    assert snapshot(out) == before
+    assert tree_bytes(out) == before
 
 
 def test_synthetic_overwrite_never_replaces_an_unrelated_folder(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
@@ -258,11 +247,11 @@ def test_synthetic_overwrite_never_replaces_an_unrelated_folder(tmp_path: Path, 
     (home / "photos").mkdir(parents=True)
     (home / "photos" / "a.jpg").write_bytes(b"jpeg")
     (home / "data_train.txt").write_text("1_1\n")  # a name the generator also writes
-    before = snapshot(home)
+    before = tree_bytes(home)
     capsys.readouterr()
     assert synthetic(home, "--overwrite") == 2
-    assert one_error_line(capsys).startswith(f"error: --out: {home}")
-    assert snapshot(home) == before
+    assert only_error_line(capsys.readouterr().err).startswith(f"error: --out: {home}")
+    assert tree_bytes(home) == before
 
 
 def test_synthetic_writes_into_an_empty_folder(tmp_path: Path) -> None:

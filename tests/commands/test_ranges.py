@@ -6,16 +6,16 @@ only: no model, no media."""
 from __future__ import annotations
 
 import argparse
-import importlib
 import math
 import types
 from pathlib import Path
 from typing import get_args
 
 import pytest
+from command_support import parsers
 
-from talkingface import cli
 from talkingface.cli_support import ArgumentParser, NumberType, number
+from talkingface.commands import main as cli
 from talkingface.model.image_driven_talkingface.DiffTalk.config import (
     MODEL_RANGES,
     ConfigError,
@@ -28,18 +28,6 @@ from talkingface.training.config import TRAIN_PRECISIONS, TRAINING_RANGES, Train
 #: Tried on every numeric flag and field; the first four are never legal.
 ALWAYS_BAD = ("nan", "inf", "-inf", "1e12")
 MAYBE_BAD = ("0", "-1")
-
-
-def parsers() -> dict[str, argparse.ArgumentParser]:
-    """``name -> parser`` of every subcommand, sub-subcommands included (``preprocess run``, ``cache build``)."""
-    out: dict[str, argparse.ArgumentParser] = {}
-    for name, command in cli.COMMANDS.items():
-        parser = importlib.import_module(command.module).build_parser()
-        out[name] = parser
-        for action in parser._actions:
-            if isinstance(action, argparse._SubParsersAction):
-                out.update({f"{name} {sub}": p for sub, p in action.choices.items()})
-    return out
 
 
 PARSERS = parsers()

@@ -14,26 +14,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from command_support import one_error, run_cli
 from fs_support import make_read_only
 from train_support import TINY_CONFIG, tiny_overrides, write_run_folder
 
-from talkingface import cli
 from talkingface.paths import atomic_write_bytes
-
-
-def run(argv: list[str]) -> int:
-    try:
-        return cli.main(argv)
-    except SystemExit as exit:
-        return int(exit.code or 0)
-
-
-def one_error(capsys: pytest.CaptureFixture[str]) -> str:
-    err = capsys.readouterr().err
-    assert "Traceback" not in err, err
-    lines = [line for line in err.splitlines() if line.startswith("error:")]
-    assert len(lines) == 1, err
-    return lines[0]
 
 
 @pytest.fixture
@@ -65,7 +50,7 @@ def test_train_refuses_a_run_folder_it_cannot_write(
 ) -> None:
     base = ["train", "--base", str(TINY_CONFIG), *tiny_overrides(tiny_dataset), "-t"]
     target = {"inside": ["--run-dir", str(locked / "run")], "itself": ["--run-dir", str(locked)]}
-    assert run([*base, *target.get(where, ["--logdir", str(locked)])]) == 2
+    assert run_cli([*base, *target.get(where, ["--logdir", str(locked)])]) == 2
     line = one_error(capsys)
     assert line.startswith(f"error: {locked}: folder not writable"), line
     assert line.endswith("--logdir" if where == "logdir" else "--run-dir"), line
@@ -88,7 +73,7 @@ def test_resume_refuses_a_run_it_cannot_write_before_training(
     before = sorted(p.name for p in folder.iterdir())
     make_read_only(folder, monkeypatch)
     try:
-        assert run(["train", "--resume", str(root), "-t"]) == 2
+        assert run_cli(["train", "--resume", str(root), "-t"]) == 2
     finally:
         folder.chmod(0o755)
     line = one_error(capsys)
@@ -121,7 +106,9 @@ def test_evaluate_refuses_an_out_folder_it_cannot_write_before_computing(
 
     monkeypatch.setattr(harness, "evaluate", evaluate)
     for out in (locked / "report.json", locked / "sub" / "report.json"):
-        assert run(["evaluate", "--pred", str(frames), "--gt", str(frames), "--crop", "full", "--out", str(out)]) == 2
+        assert (
+            run_cli(["evaluate", "--pred", str(frames), "--gt", str(frames), "--crop", "full", "--out", str(out)]) == 2
+        )
         line = one_error(capsys)
         assert line.startswith(f"error: {locked}: folder not writable") and line.endswith(
             "give another --out or fix the folder's permissions"
@@ -143,11 +130,11 @@ def test_evaluate_writes_its_report_whole_or_not_at_all(
     argv = ["evaluate", "--pred", str(frames), "--gt", str(frames), "--crop", "full", "--out", str(out)]
     real = report.write_markdown
     monkeypatch.setattr(report, "write_markdown", write_markdown)
-    assert run(argv) == 2
+    assert run_cli(argv) == 2
     assert one_error(capsys).startswith(f"error: {out.with_suffix('.md')}: Permission denied")
     assert list(out.parent.iterdir()) == []  # no chart, no JSON, no hidden staging folder
     monkeypatch.setattr(report, "write_markdown", real)
-    assert run(argv) == 0
+    assert run_cli(argv) == 0
     assert sorted(p.name for p in out.parent.iterdir()) == ["report.json", "report.md", "report.png"]
 
 
@@ -165,7 +152,7 @@ def test_export_refuses_an_output_folder_it_cannot_write(
     monkeypatch.setattr(export, "export_checkpoint", export_checkpoint)
     ckpt = tmp_path / "last.ckpt"
     torch.save({}, ckpt)
-    assert run(["export", str(ckpt), str(locked / "difftalk.safetensors")]) == 2
+    assert run_cli(["export", str(ckpt), str(locked / "difftalk.safetensors")]) == 2
     line = one_error(capsys)
     assert line.startswith(f"error: {locked}: folder not writable"), line
     assert list(locked.iterdir()) == []

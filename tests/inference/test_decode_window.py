@@ -11,33 +11,22 @@ import numpy as np
 import pytest
 import torch
 from data_fixtures import face_landmarks
-from golden import TINY_CONFIG, fill_deterministic
+from golden import SMALL_SIDE
 
 from talkingface.inference import LipSyncOptions, LipSyncPipeline, Speech
 from talkingface.inference.blend import RESIZE_SUPPORT_PX, mouth_alpha, paste_window
 from talkingface.inference.video import PreparedVideo
-from talkingface.model.image_driven_talkingface.DiffTalk import DiffTalkModel, load_config
+from talkingface.model.image_driven_talkingface.DiffTalk import DiffTalkModel
 
-SIDE = 64  # model image side in these tests (16 x 16 latents)
-SMALL = [
-    f"model.first_stage.resolution={SIDE}",
-    f"model.unet.image_size={SIDE // 4}",
-    "model.unet.channel_mult=[1,2]",
-    "model.unet.attention_resolutions=[2]",
-    "model.unet.num_res_blocks=1",
-    "model.first_stage.num_res_blocks=1",
-    "model.conditioning.audio_feature_kind=logmel29",
-]
+SIDE = SMALL_SIDE  # model image side of small_model (16 x 16 latents)
 
 
-@pytest.fixture(scope="module")
-def window_model() -> Iterator[DiffTalkModel]:
-    """A 64-px model (16 x 16 latents) with deterministic weights; this module's tests run on one thread."""
+@pytest.fixture(scope="module", autouse=True)
+def _one_thread() -> Iterator[None]:
+    """This module's tests run on one thread (exact comparisons of decodes of different shapes)."""
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
-    model = DiffTalkModel(load_config(TINY_CONFIG, SMALL).model).eval().requires_grad_(False)
-    fill_deterministic(model)
-    yield model
+    yield
     torch.set_num_threads(threads)
 
 
@@ -56,12 +45,12 @@ def test_paste_window_covers_the_pasted_pixels() -> None:
     assert paste_window([alpha, shifted], 256, 64, 0) == (y0, y1, x0, paste_window([shifted], 256, 64, 0)[3])
 
 
-def test_window_decode_places_the_window_and_keeps_the_fill(window_model: DiffTalkModel) -> None:
+def test_window_decode_places_the_window_and_keeps_the_fill(small_model: DiffTalkModel) -> None:
     z = torch.randn(2, 3, 16, 16, generator=torch.Generator().manual_seed(0))
-    assert torch.equal(window_model.decode_first_stage_window(z, (0, 16, 0, 16)), window_model.decode_first_stage(z))
+    assert torch.equal(small_model.decode_first_stage_window(z, (0, 16, 0, 16)), small_model.decode_first_stage(z))
     fill = torch.full((2, 3, SIDE, SIDE), 0.5)
-    out = window_model.decode_first_stage_window(z, (4, 12, 2, 10), fill)
-    assert torch.equal(out[:, :, 16:48, 8:40], window_model.decode_first_stage(z[:, :, 4:12, 2:10]))
+    out = small_model.decode_first_stage_window(z, (4, 12, 2, 10), fill)
+    assert torch.equal(out[:, :, 16:48, 8:40], small_model.decode_first_stage(z[:, :, 4:12, 2:10]))
     outside = torch.ones_like(out, dtype=torch.bool)
     outside[:, :, 16:48, 8:40] = False
     assert (out[outside] == 0.5).all() and (fill == 0.5).all()
@@ -72,7 +61,7 @@ class Crops(PreparedVideo):
         return self.frames[index], self.landmarks[index]
 
 
-def test_pipeline_decode_window_option(window_model: DiffTalkModel) -> None:
+def test_pipeline_decode_window_option(small_model: DiffTalkModel) -> None:
     n = 3
     rng = np.random.default_rng(0)
     frames = rng.integers(0, 256, (n, SIDE, SIDE, 3), dtype=np.uint8)
@@ -85,7 +74,7 @@ def test_pipeline_decode_window_option(window_model: DiffTalkModel) -> None:
     def run(**kw: object) -> np.ndarray:
         options = LipSyncOptions(steps=2, batch_size=n, precision="fp32", crop_size=SIDE, **kw)
         return np.stack(
-            list(LipSyncPipeline(window_model, audio_features="mel", options=options).generate(video, speech))
+            list(LipSyncPipeline(small_model, audio_features="mel", options=options).generate(video, speech))
         )
 
     full = run()

@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from command_support import one_error
 from data_fixtures import write_video, write_wav
 from fs_support import make_read_only
 from golden import TINY_CONFIG
@@ -39,14 +40,6 @@ def run_demo(assets: dict[str, Path], out: Path, *extra: str, **paths: Path) -> 
     video, speech, ckpt = (paths.get(k, assets[k]) for k in ("video", "speech", "ckpt"))
     argv = ["--video", str(video), "--audio", str(speech), "--out", str(out), "--ckpt", str(ckpt), *FAST, *extra]
     return demo.main(argv)
-
-
-def error_line(capsys: pytest.CaptureFixture[str]) -> str:
-    err = capsys.readouterr().err
-    assert "Traceback" not in err
-    lines = [line for line in err.splitlines() if line.startswith("error:")]
-    assert len(lines) == 1, err
-    return lines[0]
 
 
 def no_leftovers(folder: Path, allowed: set[str]) -> None:
@@ -93,7 +86,7 @@ def test_refuses_existing_output_without_overwrite(assets: dict[str, Path], tmp_
 def test_no_face(assets: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     video = write_video(tmp_path / "flag.mp4", seconds=0.12, fps=25, face=False)
     assert run_demo(assets, tmp_path / "out.mp4", video=video) == 2
-    line = error_line(capsys)
+    line = one_error(capsys)
     assert str(video) in line and "no face" in line
     no_leftovers(tmp_path, {"flag.mp4"})
 
@@ -101,7 +94,7 @@ def test_no_face(assets: dict[str, Path], tmp_path: Path, capsys: pytest.Capture
 def test_audio_shorter_than_one_frame(assets: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     speech = write_wav(tmp_path / "blip.wav", seconds=0.02)
     assert run_demo(assets, tmp_path / "out.mp4", speech=speech) == 2
-    line = error_line(capsys)
+    line = one_error(capsys)
     assert str(speech) in line and "shorter than one video frame" in line
     no_leftovers(tmp_path, {"blip.wav"})
 
@@ -111,7 +104,7 @@ def test_unreadable_media(assets: dict[str, Path], tmp_path: Path, capsys: pytes
     broken = tmp_path / ("broken.mp4" if which == "video" else "broken.wav")
     broken.write_bytes(np.random.default_rng(0).bytes(4096))
     assert run_demo(assets, tmp_path / "out.mp4", **{which: broken}) == 2
-    line = error_line(capsys)
+    line = one_error(capsys)
     assert str(broken) in line and "cannot open as a media file" in line
     no_leftovers(tmp_path, {broken.name})
 
@@ -119,18 +112,18 @@ def test_unreadable_media(assets: dict[str, Path], tmp_path: Path, capsys: pytes
 def test_speech_without_audio_stream(assets: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     mute = write_video(tmp_path / "mute.mp4", seconds=0.12, fps=25, audio=None)
     assert run_demo(assets, tmp_path / "out.mp4", speech=mute) == 2
-    line = error_line(capsys)
+    line = one_error(capsys)
     assert str(mute) in line and "no audio stream" in line
 
 
 def test_unsupported_output_format(assets: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     assert run_demo(assets, tmp_path / "out.gif") == 2
-    assert "unsupported output format '.gif'" in error_line(capsys)
+    assert "unsupported output format '.gif'" in one_error(capsys)
 
 
 def test_feature_kind_mismatch(assets: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     assert run_demo(assets, tmp_path / "out.mp4", "--audio-features", "wav2vec2") == 2
-    line = error_line(capsys)
+    line = one_error(capsys)
     assert str(assets["ckpt"]) in line and "'logmel29'" in line and "'wav2vec2-ctc29'" in line
     no_leftovers(tmp_path, set())
 
@@ -139,7 +132,7 @@ def test_unrecorded_feature_kind_needs_option(
     assets: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture
 ) -> None:
     assert run_demo(assets, tmp_path / "out.mp4", ckpt=assets["ref_ckpt"]) == 2
-    line = error_line(capsys)
+    line = one_error(capsys)
     assert str(assets["ref_ckpt"]) in line and "--audio-features" in line
 
 
@@ -158,7 +151,7 @@ def test_refuses_output_that_is_an_input(
         out.symlink_to(video)
     extra = ["--overwrite"] if overwrite else []
     assert run_demo(assets, out, *extra, video=video) == 2
-    line = error_line(capsys)
+    line = one_error(capsys)
     assert line.startswith(f"error: {out}: ") and "--video" in line and "--overwrite" not in line
     assert video.read_bytes() == original
 
@@ -174,10 +167,10 @@ def test_refuses_output_or_frames_dir_that_is_an_input(
     (lms / "0.lms").write_text("1 2\n")
     if flag == "--audio":
         assert run_demo(assets, speech, "--overwrite", speech=speech) == 2
-        assert flag in error_line(capsys)
+        assert flag in one_error(capsys)
     # --frames-dir resolving to the landmarks folder (or to an input file)
     assert run_demo(assets, tmp_path / "out.mp4", "--landmarks", str(lms), "--frames-dir", str(lms), "--overwrite") == 2
-    line = error_line(capsys)
+    line = one_error(capsys)
     assert line.startswith(f"error: {lms}: ") and "--landmarks" in line
     assert (lms / "0.lms").read_text() == "1 2\n" and speech.is_file()
 
@@ -209,7 +202,7 @@ def test_read_only_output_folder_is_refused_up_front(
             out, extra = tmp_path / "result.mp4", ["--frames-dir", str(locked / "frames")]
         if which != "synthetic":
             assert run_demo(assets, out, *extra) == 2
-        line = error_line(capsys)
+        line = one_error(capsys)
         assert str(locked) in line and "not writable" in line
         assert list(locked.iterdir()) == []
     finally:
@@ -230,7 +223,7 @@ def test_ctrl_c_is_one_line_and_leaves_no_partial_output(
 
     monkeypatch.setattr(VideoWriter, "write", write_then_interrupt)
     assert run_demo(assets, tmp_path / "out.mp4", "--frames-dir", str(tmp_path / "frames")) == 130
-    assert error_line(capsys) == "error: interrupted"
+    assert one_error(capsys) == "error: interrupted"
     no_leftovers(tmp_path, set())
 
 
@@ -255,7 +248,7 @@ def test_bad_steps_or_batch_size_before_the_model_loads(
     with pytest.raises(SystemExit) as stop:  # refused while parsing (the flag's declared range)
         run_demo(assets, tmp_path / "out.mp4", "--sampler", sampler, flag, value)
     assert stop.value.code == 2
-    line = error_line(capsys)
+    line = one_error(capsys)
     assert line.startswith(f"error: {flag}: ") and value in line
     no_leftovers(tmp_path, set())
 

@@ -11,6 +11,7 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
+from command_support import exit_status, one_error
 from data_fixtures import write_wav
 from golden import TINY_CONFIG
 
@@ -44,22 +45,6 @@ def spy(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> list[SimpleNamespace
     monkeypatch.delenv("TALKINGFACE_DEMO_STEPS", raising=False)
     monkeypatch.chdir(tmp_path)
     return calls
-
-
-def status(argv: list[str]) -> int:
-    """``demo.main``'s exit status, whether returned or (argparse's errors) raised as ``SystemExit``."""
-    try:
-        return demo.main(argv)
-    except SystemExit as exit:
-        return int(exit.code or 0)
-
-
-def one_error(capsys: pytest.CaptureFixture[str]) -> str:
-    err = capsys.readouterr().err
-    assert "Traceback" not in err, err
-    lines = [line for line in err.splitlines() if line.startswith("error:")]
-    assert len(lines) == 1, err
-    return lines[0]
 
 
 def test_without_flags_the_demo_model_samples_with_the_demo_defaults(spy: list[SimpleNamespace]) -> None:
@@ -111,7 +96,7 @@ def test_frames_dir_and_audio_are_used(spy: list[SimpleNamespace], tmp_path: Pat
 def test_flags_that_mean_nothing_without_video_are_refused(
     spy: list[SimpleNamespace], capsys: pytest.CaptureFixture[str], argv: list[str], flag: str
 ) -> None:
-    assert status(["--no-progress", *argv]) == 2
+    assert exit_status(demo.main, ["--no-progress", *argv]) == 2
     assert one_error(capsys).startswith(f"error: {flag}: ")
     assert spy == []  # refused before the model loads
 
@@ -119,12 +104,12 @@ def test_flags_that_mean_nothing_without_video_are_refused(
 def test_demo_student_with_ckpt_is_refused(
     spy: list[SimpleNamespace], tiny_ckpt: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    assert status(["--no-progress", "--demo-student", "--ckpt", str(tiny_ckpt)]) == 2
+    assert exit_status(demo.main, ["--no-progress", "--demo-student", "--ckpt", str(tiny_ckpt)]) == 2
     assert one_error(capsys).startswith("error: --demo-student: not with --ckpt")
 
 
 def test_chunk_ms_without_stream_is_refused_with_a_video_too(capsys: pytest.CaptureFixture[str]) -> None:
-    assert status(["--video", "v.mp4", "--out", "o.mp4", "--chunk-ms", "80"]) == 2
+    assert exit_status(demo.main, ["--video", "v.mp4", "--out", "o.mp4", "--chunk-ms", "80"]) == 2
     assert one_error(capsys) == "error: --chunk-ms: needs --stream"
 
 

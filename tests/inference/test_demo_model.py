@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 import torch
+from command_support import one_error
 from data_fixtures import write_video, write_wav
 from golden import TINY_CONFIG, fill_deterministic
 
@@ -146,23 +147,28 @@ def test_safetensors_without_config_is_one_line_error(
     with pytest.raises(CheckpointError, match="bare.safetensors.*--config"):
         get_difftalk_inference(ckpt=path, device="cpu")
     assert demo.main(demo_argv(demo_media, tmp_path / "out.mp4", "--ckpt", str(path))) == 2
-    err = capsys.readouterr().err
-    lines = [line for line in err.splitlines() if line.startswith("error:")]
-    assert len(lines) == 1 and str(path) in lines[0] and "--config" in lines[0], err
-    assert "Traceback" not in err
+    line = one_error(capsys)
+    assert str(path) in line and "--config" in line, line
 
 
 # ---------------------------------------------------------------- which model demo.py picks
 
 
+@pytest.fixture
+def default_ckpt(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """The default checkpoint path (``model_choice.DEFAULT_CKPT``) moved to an empty folder under ``tmp_path``."""
+    path = tmp_path / "checkpoints" / "DiffTalk" / "model.ckpt"
+    monkeypatch.setattr(model_choice, "DEFAULT_CKPT", path)
+    return path
+
+
 def test_without_ckpt_or_default_the_bundled_model_is_used_with_a_warning(
     demo_media: dict[str, Path],
     tmp_path: Path,
-    monkeypatch: pytest.MonkeyPatch,
+    default_ckpt: Path,
     pipeline_spy: list[dict[str, Any]],
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    monkeypatch.setattr(model_choice, "DEFAULT_CKPT", tmp_path / "checkpoints" / "DiffTalk" / "model.ckpt")
     with caplog.at_level(logging.INFO):
         assert demo.main(demo_argv(demo_media, tmp_path / "out.mp4")) == 0
     config, ckpt, _ = demo_model_paths()
@@ -171,25 +177,23 @@ def test_without_ckpt_or_default_the_bundled_model_is_used_with_a_warning(
     (warning,) = synthetic_warnings(caplog)
     assert "will not look right on real faces" in warning and "--ckpt" in warning
     assert "trainer/DiffTalkTrainer.py --base configs/latent-diffusion/talking.yaml -t" in warning
-    assert str(tmp_path / "checkpoints" / "DiffTalk" / "model.ckpt") in warning
+    assert str(default_ckpt) in warning
 
 
 def test_a_checkpoint_at_the_default_path_is_picked(
     demo_media: dict[str, Path],
     tmp_path: Path,
-    monkeypatch: pytest.MonkeyPatch,
+    default_ckpt: Path,
     pipeline_spy: list[dict[str, Any]],
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     cfg = tiny_config()
     model = tiny_model(cfg)
-    default = tmp_path / "checkpoints" / "DiffTalk" / "model.ckpt"
-    default.parent.mkdir(parents=True)
-    torch.save({"state_dict": model.state_dict(), CONFIG_CKPT_KEY: config_to_dict(cfg)}, default)
-    monkeypatch.setattr(model_choice, "DEFAULT_CKPT", default)
+    default_ckpt.parent.mkdir(parents=True)
+    torch.save({"state_dict": model.state_dict(), CONFIG_CKPT_KEY: config_to_dict(cfg)}, default_ckpt)
     with caplog.at_level(logging.INFO):
         assert demo.main(demo_argv(demo_media, tmp_path / "out.mp4")) == 0
-    assert pipeline_spy[0]["model_source"] == str(default)
+    assert pipeline_spy[0]["model_source"] == str(default_ckpt)
     loaded = pipeline_spy[0]["model"]
     assert loaded.config == cfg.model  # the config stored in the .ckpt
     expected = model.first_stage_model.state_dict()  # (the UNet now holds the EMA weights)

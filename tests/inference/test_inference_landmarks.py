@@ -11,6 +11,7 @@ from pathlib import Path
 import av
 import numpy as np
 import pytest
+from command_support import one_error
 from data_fixtures import write_video
 from golden import TINY_CONFIG
 
@@ -49,14 +50,6 @@ def run_demo(clip: dict[str, Path], out: Path, landmarks: Path, **paths: Path) -
     video = paths.get("video", clip["video"])
     argv = ["--video", str(video), "--out", str(out), "--ckpt", str(clip["ckpt"]), "--landmarks", str(landmarks)]
     return demo.main([*argv, *FAST])
-
-
-def error_line(capsys: pytest.CaptureFixture[str]) -> str:
-    err = capsys.readouterr().err
-    assert "Traceback" not in err
-    lines = [line for line in err.splitlines() if line.startswith("error:")]
-    assert len(lines) == 1, err
-    return lines[0]
 
 
 def source_frames(video: Path) -> list[np.ndarray]:
@@ -170,7 +163,7 @@ def test_bad_landmarks_file(
     bad = tmp_path / "bad.npy"
     np.save(bad, change(np.load(landmark_clip["sidecar"])))
     assert run_demo(landmark_clip, tmp_path / "out.mp4", bad) == 2
-    line = error_line(capsys)
+    line = one_error(capsys)
     assert line.startswith(f"error: {bad}: ")
     assert re.search(problem, line), line
     assert not (tmp_path / "out.mp4").exists()
@@ -182,13 +175,13 @@ def test_bad_lms_file_and_missing_path(
     folder = write_lms_folder(tmp_path / "lms", np.load(landmark_clip["sidecar"]))
     (folder / "1.lms").write_text("1 2\n3 4\n")
     assert run_demo(landmark_clip, tmp_path / "out.mp4", folder) == 2
-    assert error_line(capsys) == f"error: {folder / '1.lms'}: expected 68 rows 'x y', got shape (2, 2)"
+    assert one_error(capsys) == f"error: {folder / '1.lms'}: expected 68 rows 'x y', got shape (2, 2)"
     assert run_demo(landmark_clip, tmp_path / "out.mp4", tmp_path / "nothing.npy") == 2
-    assert error_line(capsys) == f"error: {tmp_path / 'nothing.npy'}: landmarks file or folder not found"
+    assert one_error(capsys) == f"error: {tmp_path / 'nothing.npy'}: landmarks file or folder not found"
     with pytest.raises(SystemExit) as stop:
         demo.main(["--landmarks", str(landmark_clip["sidecar"])])
     assert stop.value.code == 2
-    assert error_line(capsys) == "error: --landmarks: needs --video (a generated clip brings its own)"
+    assert one_error(capsys) == "error: --landmarks: needs --video (a generated clip brings its own)"
 
 
 def test_landmarks_of_a_30_fps_video_follow_its_frames(tmp_path: Path) -> None:

@@ -11,7 +11,7 @@ from data_fixtures import tone_track, write_video
 from golden import TINY_CONFIG
 from scipy.io import wavfile
 
-from talkingface import cli
+from talkingface.commands import main as cli
 from talkingface.inference import InferenceError, LipSyncOptions, LipSyncPipeline, LipSyncStream, MelStats
 from talkingface.media.decode import load_audio
 from talkingface.media.errors import PreprocessError

@@ -23,7 +23,7 @@ from data_fixtures import (
     write_wav,
 )
 
-from talkingface import cli
+from talkingface.commands import main as cli
 from talkingface.media import face_search as fs
 from talkingface.media.crop import SOFT_UPSCALE, upscale_warning
 from talkingface.media.decode import iter_frames

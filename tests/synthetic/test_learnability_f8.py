@@ -109,12 +109,12 @@ def test_the_comparison_generates_each_model_as_the_benchmark_and_scores_at_the_
         "low": DiffTalkModel(load_config(F4, ["model.first_stage.ch=32"]).model).eval(),
     }
     root, split = doubled_set / DATASET_DIR, doubled_set / "data_test.txt"
-    res = compare_sharpness(models, root, split, max_frames_per_video=24, sample_steps=2, progress=False)
-    assert res.side == 128 and res.sides == {"high": 128, "low": 64} and res.frames == 24
+    res = compare_sharpness(models, root, split, max_frames_per_video=12, sample_steps=2, progress=False)
+    assert res.side == 128 and res.sides == {"high": 128, "low": 64} and res.frames == 12
     (video,) = res.videos
-    assert video.video == 2 and video.skin_tone == 1 and video.frames == 24
+    assert video.video == 2 and video.skin_tone == 1 and video.frames == 12
     for name, model in models.items():
-        ev = evaluate_heldout(model, root, split, 24, 2, progress=False)
+        ev = evaluate_heldout(model, root, split, 12, 2, progress=False)
         assert ev.correlation_per_video[0] != 0.0  # frames that vary: the equality below is not 0 == 0
         assert video.correlation[name] == pytest.approx(ev.correlation_per_video[0], abs=1e-9)
         assert res.correlation[name] == pytest.approx(ev.correlation, abs=1e-9)

@@ -13,7 +13,9 @@ from typing import Any
 import pytest
 import pytorch_lightning as pl
 import torch
-from train_support import ROOT, TINY_CONFIG, tiny_overrides
+from command_support import only_error_line
+from fs_support import tree_bytes
+from train_support import ROOT, tiny_overrides, train_argv
 
 from talkingface.commands.train import main
 from talkingface.training.run_dir import RunDirError, RunPaths, claim_run_dir
@@ -41,20 +43,6 @@ def _run_files(run: Path) -> dict[Path, bytes]:
     )
 
 
-def _tree(folder: Path) -> dict[str, bytes]:
-    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
-
-
-def _one_error_line(err: str) -> str:
-    lines = [line for line in err.splitlines() if line.strip()]
-    assert len(lines) == 1 and lines[0].startswith("error: "), err
-    return lines[0]
-
-
-def _train(run: Path, tiny_dataset: Path, *flags: str, **extra: object) -> list[str]:
-    return ["--base", str(TINY_CONFIG), "-t", "--run-dir", str(run), *flags, *tiny_overrides(tiny_dataset, **extra)]
-
-
 @pytest.fixture
 def held_lock(tmp_path: Path) -> Iterator[Path]:
     """``tmp_path/run/.lock`` held by another open file, as a run started before would hold it."""
@@ -76,16 +64,16 @@ def test_a_second_run_into_a_folder_another_run_holds_is_refused_and_touches_not
     run = held_lock
     files = _run_files(run)  # the other run's files, half-way through
     argv = {
-        "new run": _train(run, tiny_dataset, **{"train.max_steps": 1}),
-        "--overwrite-run": _train(run, tiny_dataset, "--overwrite-run", **{"train.max_steps": 1}),
+        "new run": train_argv(run, tiny_dataset, **{"train.max_steps": 1}),
+        "--overwrite-run": train_argv(run, tiny_dataset, "--overwrite-run", **{"train.max_steps": 1}),
         "--resume": ["--resume", str(run), "-t", *tiny_overrides(tiny_dataset)],
     }[how]
     capsys.readouterr()
     rc = main(argv)
-    line = _one_error_line(capsys.readouterr().err)
+    line = only_error_line(capsys.readouterr().err)
     assert rc == 2
     assert f"{run / LOCK}: another run holds this lock" in line, line
-    assert _tree(run) == {str(p.relative_to(run)): d for p, d in files.items()} | {LOCK: b""}
+    assert tree_bytes(run) == {str(p.relative_to(run)): d for p, d in files.items()} | {LOCK: b""}
 
 
 @pytest.mark.slow
@@ -155,8 +143,8 @@ def test_a_folder_that_is_not_a_run_is_never_deleted_from(
     project = tmp_path / "project"
     files = _not_a_run(project)
     capsys.readouterr()
-    rc = main(_train(project, tiny_dataset, *(["--overwrite-run"] if overwrite else []), **{"train.max_steps": 1}))
-    line = _one_error_line(capsys.readouterr().err)
+    rc = main(train_argv(project, tiny_dataset, *(["--overwrite-run"] if overwrite else []), **{"train.max_steps": 1}))
+    line = only_error_line(capsys.readouterr().err)
     assert rc == 2
     assert f"--run-dir {project}: is not a training run" in line and "nothing deleted" in line, line
     assert "--overwrite-run" not in line  # no advice to delete it
@@ -169,10 +157,10 @@ def test_overwrite_needs_both_the_config_snapshot_and_the_command_record(tmp_pat
     run = tmp_path / "run"
     _run_files(run)
     (run / without).unlink()
-    before = _tree(run)
+    before = tree_bytes(run)
     with pytest.raises(RunDirError, match="is not a training run"):
         claim_run_dir(RunPaths(run), overwrite=True)
-    assert _tree(run) == before
+    assert tree_bytes(run) == before
 
 
 def test_overwrite_deletes_a_runs_folders_and_nothing_else(tmp_path: Path) -> None:
@@ -180,7 +168,7 @@ def test_overwrite_deletes_a_runs_folders_and_nothing_else(tmp_path: Path) -> No
     _run_files(run)
     _write({run / "tensorboard" / "events.out.tfevents.1": b"curves", run / "notes.txt": b"mine"})
     claim_run_dir(RunPaths(run), overwrite=True)
-    assert _tree(run) == {"notes.txt": b"mine"}
+    assert tree_bytes(run) == {"notes.txt": b"mine"}
     claim_run_dir(RunPaths(run))  # now free
 
 
@@ -210,14 +198,14 @@ def test_a_start_that_fails_before_training_leaves_no_half_made_run(
     else:
         run = tmp_path / "run"
         _write({run / "notes.txt": b"mine", run / "images" / "keep.png": b"mine too"})
-    before = _tree(run) if run.exists() else None
+    before = tree_bytes(run) if run.exists() else None
     capsys.readouterr()
-    assert main(_train(run, tiny_dataset, *flags, **{"train.max_steps": 1, **extra})) == 2
-    _one_error_line(capsys.readouterr().err)
+    assert main(train_argv(run, tiny_dataset, *flags, **{"train.max_steps": 1, **extra})) == 2
+    only_error_line(capsys.readouterr().err)
     if before is None:
         assert not (tmp_path / "logs").exists()
     else:  # what was there stays, and nothing else but the lock file
-        assert _tree(run) == before | {LOCK: b""}
+        assert tree_bytes(run) == before | {LOCK: b""}
         claim_run_dir(RunPaths(run))  # the next try is not refused
 
 
@@ -235,7 +223,7 @@ class _FailAt(pl.Callback):
 def test_a_crash_before_the_first_step_removes_the_new_run_folder(tiny_dataset: Path, tmp_path: Path) -> None:
     run = tmp_path / "run"
     with pytest.raises(RuntimeError, match="crash at step 0"):
-        main(_train(run, tiny_dataset, **{"train.max_steps": 2}), [_FailAt(0)])
+        main(train_argv(run, tiny_dataset, **{"train.max_steps": 2}), [_FailAt(0)])
     assert not run.exists()
 
 
@@ -244,7 +232,7 @@ def test_a_crash_after_the_first_step_keeps_the_run(tiny_dataset: Path, tmp_path
 
     run = tmp_path / "run"
     with pytest.raises(RuntimeError, match="crash at step 1"):
-        main(_train(run, tiny_dataset, **{"train.max_steps": 2}), [_FailAt(1)])
+        main(train_argv(run, tiny_dataset, **{"train.max_steps": 2}), [_FailAt(1)])
     assert (run / "configs" / "config.yaml").is_file() and (run / "configs" / "command.txt").is_file()
     with run_lock(run):  # released when the run ended, even by an exception
         pass
@@ -254,6 +242,6 @@ def test_a_run_dir_that_is_a_file_is_refused_at_once(tiny_dataset: Path, tmp_pat
     notes = tmp_path / "notes.txt"
     notes.write_bytes(b"mine")
     capsys.readouterr()
-    assert main(_train(notes, tiny_dataset, **{"train.max_steps": 1})) == 2
-    assert f"--run-dir {notes}: is a file" in _one_error_line(capsys.readouterr().err)
+    assert main(train_argv(notes, tiny_dataset, **{"train.max_steps": 1})) == 2
+    assert f"--run-dir {notes}: is a file" in only_error_line(capsys.readouterr().err)
     assert notes.read_bytes() == b"mine"

@@ -13,7 +13,8 @@ from typing import Any
 import pytest
 import pytorch_lightning as pl
 import torch
-from train_support import TINY_CONFIG, tiny_overrides
+from command_support import only_error_line
+from train_support import TINY_CONFIG, tiny_overrides, train_argv
 
 from talkingface.commands.export import main as export_main
 from talkingface.commands.train import main
@@ -59,21 +60,7 @@ def test_overwrite_run_starts_over_in_an_existing_run_folder(tiny_dataset: Path,
     (run / "checkpoints" / "step-000000050.ckpt").write_bytes(b"stale")
     (run / "tensorboard").mkdir()
     (run / "tensorboard" / "events.out.tfevents.old").write_bytes(b"old curves")
-    extra = {"train.max_steps": 1}
-    assert (
-        main(
-            [
-                "--base",
-                str(TINY_CONFIG),
-                "-t",
-                "--run-dir",
-                str(run),
-                "--overwrite-run",
-                *tiny_overrides(tiny_dataset, **extra),
-            ]
-        )
-        == 0
-    )
+    assert main(train_argv(run, tiny_dataset, "--overwrite-run", **{"train.max_steps": 1})) == 0
     assert (run / "checkpoints" / "last.ckpt").read_bytes() != b"old checkpoint"
     assert not (run / "checkpoints" / "step-000000050.ckpt").exists()  # no stale checkpoint of the old run
     assert not (run / "tensorboard" / "events.out.tfevents.old").exists()
@@ -83,19 +70,7 @@ def test_overwrite_run_starts_over_in_an_existing_run_folder(tiny_dataset: Path,
 def test_an_empty_run_folder_is_fine(tiny_dataset: Path, tmp_path: Path) -> None:
     run = tmp_path / "run"
     run.mkdir()
-    assert (
-        main(
-            [
-                "--base",
-                str(TINY_CONFIG),
-                "-t",
-                "--run-dir",
-                str(run),
-                *tiny_overrides(tiny_dataset, **{"train.max_steps": 1}),
-            ]
-        )
-        == 0
-    )
+    assert main(train_argv(run, tiny_dataset, **{"train.max_steps": 1})) == 0
     assert (run / "checkpoints" / "last.ckpt").is_file()
 
 
@@ -116,8 +91,7 @@ def test_batch_larger_than_the_training_set_is_refused_at_start(
 
 @pytest.mark.slow
 def test_a_batch_as_large_as_the_training_set_trains(tiny_dataset: Path, tmp_path: Path) -> None:
-    overrides = tiny_overrides(tiny_dataset, **{"train.max_steps": 1, "data.batch_size": 11})
-    assert main(["--base", str(TINY_CONFIG), "-t", "--run-dir", str(tmp_path / "run"), *overrides]) == 0
+    assert main(train_argv(tmp_path / "run", tiny_dataset, **{"train.max_steps": 1, "data.batch_size": 11})) == 0
     assert (tmp_path / "run" / "checkpoints" / "last.ckpt").is_file()
 
 
@@ -138,9 +112,8 @@ def test_a_second_signal_exits_at_once_with_128_plus_the_signal(
     tiny_dataset: Path, tmp_path: Path, signum: int
 ) -> None:
     before = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGINT)}
-    overrides = tiny_overrides(tiny_dataset, **{"train.max_steps": 5})
     with pytest.raises(SystemExit) as exit_info:
-        main(["--base", str(TINY_CONFIG), "-t", "--run-dir", str(tmp_path / "run"), *overrides], [_SignalTwice(signum)])
+        main(train_argv(tmp_path / "run", tiny_dataset, **{"train.max_steps": 5}), [_SignalTwice(signum)])
     assert exit_info.value.code == 128 + signum  # Lightning's SIGTERMException would exit with status 0
     assert not (tmp_path / "run" / "checkpoints" / "last.ckpt").exists()  # at once: no checkpoint after the step
     assert {s: signal.getsignal(s) for s in before} == before  # handlers restored
@@ -150,15 +123,8 @@ def test_a_second_signal_exits_at_once_with_128_plus_the_signal(
 def trained_run(tiny_dataset: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A finished 2-step run with ``step-000000001.ckpt``, ``step-000000002.ckpt`` and ``last.ckpt``."""
     run = tmp_path_factory.mktemp("trained") / "run"
-    overrides = tiny_overrides(tiny_dataset, **{"train.max_steps": 2, "train.checkpoint_every_n_steps": 1})
-    assert main(["--base", str(TINY_CONFIG), "-t", "--run-dir", str(run), *overrides]) == 0
+    assert main(train_argv(run, tiny_dataset, **{"train.max_steps": 2, "train.checkpoint_every_n_steps": 1})) == 0
     return run
-
-
-def _one_error_line(err: str) -> str:
-    lines = [line for line in err.splitlines() if line.strip()]
-    assert len(lines) == 1 and lines[0].startswith("error: "), err
-    return lines[0]
 
 
 @pytest.mark.slow
@@ -173,7 +139,7 @@ def test_resume_from_a_truncated_checkpoint_names_it_and_the_newest_intact_one(
         (ckpts / name).write_bytes(data[: len(data) // 2])
     capsys.readouterr()
     assert main(["--resume", str(run), "-t"]) == 2
-    line = _one_error_line(capsys.readouterr().err)
+    line = only_error_line(capsys.readouterr().err)
     assert str(ckpts / "last.ckpt") in line and f"--resume {ckpts / 'step-000000001.ckpt'}" in line, line
 
 
@@ -186,7 +152,7 @@ def test_resume_refuses_a_checkpoint_that_needs_full_unpickling_in_one_line(
     torch.save({"state_dict": {}, "payload": argparse.Namespace(x=1)}, evil)  # not loadable with weights_only=True
     capsys.readouterr()
     assert main(["--resume", str(evil), "-t"]) == 2
-    line = _one_error_line(capsys.readouterr().err)
+    line = only_error_line(capsys.readouterr().err)
     assert str(evil) in line and "weights_only" in line, line
 
 
@@ -203,7 +169,7 @@ def test_a_yaml_python_tag_is_one_error_line_and_never_runs(tmp_path: Path, caps
     except SystemExit as exit_info:  # argparse's way out (--options)
         rc = exit_info.code
     assert rc == 2
-    line = _one_error_line(capsys.readouterr().err)
+    line = only_error_line(capsys.readouterr().err)
     assert str(evil) in line and "python/object/apply" in line, line
     assert not marker.exists()
 
@@ -218,7 +184,7 @@ def test_export_takes_the_trust_checkpoint_flag_its_refusal_suggests(
     out = tmp_path / "out" / "difftalk.safetensors"
     capsys.readouterr()
     assert export_main([str(pickled), str(out)]) == 2
-    line = _one_error_line(capsys.readouterr().err)
+    line = only_error_line(capsys.readouterr().err)
     assert str(pickled) in line and "--trust-checkpoint" in line, line
     assert not out.exists()
     assert export_main([str(pickled), str(out), "--trust-checkpoint"]) == 0
@@ -254,8 +220,8 @@ def test_disk_full_while_writing_a_checkpoint_keeps_the_previous_one(
     run = tmp_path / "run"
     extra = {"train.max_steps": 3, "train.checkpoint_every_n_steps": 1, "train.keep_last_checkpoints": 2}
     capsys.readouterr()
-    assert main(["--base", str(TINY_CONFIG), "-t", "--run-dir", str(run), *tiny_overrides(tiny_dataset, **extra)]) == 1
-    line = _one_error_line(capsys.readouterr().err)
+    assert main(train_argv(run, tiny_dataset, **extra)) == 1
+    line = only_error_line(capsys.readouterr().err)
     assert "No space left on device" in line and "intact" in line, line
     ckpts = run / "checkpoints"
     assert f"{ckpts / 'last.ckpt'}: cannot write" in line and "last.ckpt" in Path(written[4]).name, (line, written)

@@ -17,21 +17,14 @@ from pathlib import Path
 import pytest
 import torch
 import torch._dynamo
-from golden import TINY_CONFIG, fill_deterministic
+from golden import SMALL_OVERRIDES, TINY_CONFIG, fill_deterministic
 
 from talkingface.model.image_driven_talkingface.DiffTalk import DiffTalkConditions, DiffTalkModel, load_config
 from talkingface.training.config import load_training_config
 from talkingface.training.run import build_module
 from talkingface.training.speed import compile_unet, unet_blocks
 
-SMALL = [
-    "model.first_stage.resolution=64",
-    "model.unet.image_size=16",
-    "model.unet.channel_mult=[1,2]",
-    "model.unet.attention_resolutions=[2]",
-    "model.unet.num_res_blocks=1",
-    "model.first_stage.num_res_blocks=1",
-]
+SMALL = SMALL_OVERRIDES
 ROOT = Path(__file__).resolve().parents[2]
 #: torch.compile of the UNet on CPU takes over a minute (tests/benchmarks/test_device_check.py): too slow for each run.
 COMPILE_ENV = "TALKINGFACE_TEST_COMPILE"
