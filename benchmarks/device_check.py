@@ -410,7 +410,7 @@ def main(argv: list[str] | None = None) -> int:
         from golden import SMALL_OVERRIDES  # the training scripts' smoke runs: the tiny config at 64 px
 
         small = [a for o in SMALL_OVERRIDES for a in ("--set", o)]
-        tiny = ["--tiny", "--frames", "2", "--steps", "1"]
+        tiny = ["--tiny", *small, "--frames", "2", "--steps", "1"]
         inf_args = [*tiny, "--settings", "fast,student", "--student-batches", "2", *student]
         inf720_args = [*tiny, "--video-size", "480p", "--settings", "student", "--student-batches", "2", "--no-flops"]
         inf720_args += ["--no-stages", *student]

@@ -33,6 +33,7 @@ import logging
 import sys
 import tempfile
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -282,11 +283,13 @@ def flop_config(config: Path | None) -> ModelConfig | None:
     return None if config is None else load_config(config, ["model.first_stage.ckpt_path=null"]).model
 
 
-def build_model(tiny: bool, device: torch.device, config: Path | None = None) -> DiffTalkModel:
+def build_model(
+    tiny: bool, device: torch.device, config: Path | None = None, overrides: Sequence[str] = ()
+) -> DiffTalkModel:
     """The benchmark's model with random weights: ``config`` (default: the packaged paper config), with the tiny
-    config's widths on top for ``tiny``."""
+    config's widths on top for ``tiny``, then ``overrides`` (``key.sub=value``)."""
     paths = [config or default_config_path(), *([TINY_CONFIG] if tiny else [])]
-    overrides = ["model.first_stage.ckpt_path=null", f"model.conditioning.audio_feature_kind={FEATURES}"]
+    overrides = ["model.first_stage.ckpt_path=null", f"model.conditioning.audio_feature_kind={FEATURES}", *overrides]
     model = DiffTalkModel(load_config(paths, overrides).model)
     return model.eval().requires_grad_(False).to(device)
 
@@ -328,6 +331,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--tiny", action="store_true", help="tiny model (CPU smoke runs) instead of the paper config")
     p.add_argument(
         "--config", type=Path, default=None, help="model config, e.g. configs/latent-diffusion/talking-512.yaml"
+    )
+    p.add_argument(
+        "--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE", help="config override (repeatable)"
     )
     p.add_argument("--frames", type=int, default=100, help="output frames (= video frames = speech frames)")
     p.add_argument("--steps", type=int, default=None, help="override the steps of every setting (smoke runs)")
@@ -377,7 +383,8 @@ def main(argv: list[str] | None = None) -> int:
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     torch.manual_seed(0)
 
-    model = build_model(args.tiny or args.detections_only, device, args.config)  # detection needs no real model
+    tiny = args.tiny or args.detections_only  # face detection needs no real model
+    model = build_model(tiny, device, args.config, args.overrides)
     side = model.config.first_stage.resolution
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU ({torch.get_num_threads()} threads)"
     with tempfile.TemporaryDirectory() as tmp:

@@ -70,6 +70,7 @@ def train_first_stage(
     progress: bool = True,
     device: str | torch.device = "cpu",
     gamma: float | None = None,
+    recon_images: int = 512,
 ) -> FirstStageResult:
     """Train a ``VQModel`` on ``images`` ((N, 3, R, R) in [-1, 1], e.g. frames and their masked versions).
 
@@ -83,6 +84,8 @@ def train_first_stage(
     differences between dark colours up. In linear intensities a dark mouth on dark skin differs from the skin by a
     tenth of what it does on light skin, and a plain L1 + L2 autoencoder learned to smear it away (the first stage
     then erased the mouth of the darkest held-out identities before any diffusion).
+
+    ``recon_images``: how many of ``images`` (the first ones) the reported quantized L1 is measured on.
     """
     t0 = time.perf_counter()
     torch.manual_seed(seed)
@@ -123,8 +126,8 @@ def train_first_stage(
         flat = pool.permute(0, 2, 3, 1).reshape(-1, zs.shape[1])
         pick = flat[torch.randperm(len(flat), generator=gen)[:kmeans_points].to(device)].cpu()
         vq.quantize.embedding.weight.copy_(kmeans(pick, cfg.n_embed, 10, gen).to(device))
-        n = min(len(images), 512)
-        rec = torch.cat([vq.decode(zs[i : i + 128]) for i in range(0, n, 128)])[:n]
+        n = min(len(images), recon_images)
+        rec = torch.cat([vq.decode(zs[i : min(i + 128, n)]) for i in range(0, n, 128)])
         recon = float((rec - images[:n]).abs().mean())
     vq.requires_grad_(False)
     result = FirstStageResult(vq.cpu(), float(zs.std()), recon, time.perf_counter() - t0)
