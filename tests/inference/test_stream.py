@@ -24,12 +24,14 @@ FLOOR_S = LOOKAHEAD_FRAMES / FPS
 
 
 @pytest.fixture(scope="module")
-def stream_setup(tiny_model: DiffTalkModel, tiny_ckpt: Path, tmp_path_factory: pytest.TempPathFactory) -> dict:
+def stream_setup(small_model: DiffTalkModel, tiny_ckpt: Path, tmp_path_factory: pytest.TempPathFactory) -> dict:
+    """The 64 px model (the bookkeeping and the bit-exact comparison do not depend on the side); ``lipsync --stream``
+    runs the tiny model's checkpoint."""
     d = tmp_path_factory.mktemp("stream")
     options = LipSyncOptions(
         sampler="dpm++", steps=2, batch_size=2, crop_size=128, seed=7, decode_window=True, decode_margin=0
     )
-    pipe = LipSyncPipeline(tiny_model, audio_features="mel", options=options)
+    pipe = LipSyncPipeline(small_model, audio_features="mel", options=options)
     video = write_video(d / "person.mp4", seconds=0.12, fps=25)  # 3 frames: the ping-pong shows them again
     wav = write_wav(d / "speech.wav", seconds=10.3 / FPS)  # 10 frames and a partial one the offline path drops
     return {"pipe": pipe, "prepared": pipe.prepare_video(video), "video": video, "wav": wav, "ckpt": tiny_ckpt}
