@@ -32,6 +32,9 @@ if str(ROOT) not in sys.path:
 from data_fixtures import SIZE, write_video  # noqa: E402
 from golden import SMALL_OVERRIDES, TINY_CONFIG, fill_deterministic  # noqa: E402
 
+#: The config overrides of ``small_model`` on top of the tiny config.
+SMALL_MODEL_OVERRIDES = [*SMALL_OVERRIDES, "model.conditioning.audio_feature_kind=logmel29"]
+
 from talkingface.model.image_driven_talkingface.DiffTalk import DiffTalkModel, load_config  # noqa: E402
 
 torch.set_num_threads(THREADS)
@@ -92,12 +95,23 @@ def fresh_tiny_model(tiny_model_as_built: DiffTalkModel) -> DiffTalkModel:
 def small_model() -> Iterator[DiffTalkModel]:
     """The tiny config at 64 px (``golden.SMALL_OVERRIDES``: 16 x 16 latents, logmel29 features) with deterministic
     weights, in eval mode without gradients, shared by the whole run: read-only (checked at the end)."""
-    config = load_config(TINY_CONFIG, [*SMALL_OVERRIDES, "model.conditioning.audio_feature_kind=logmel29"])
+    config = load_config(TINY_CONFIG, SMALL_MODEL_OVERRIDES)
     model = DiffTalkModel(config.model).eval().requires_grad_(False)
     fill_deterministic(model)
     before = model_fingerprint(model)
     yield model
     assert model_fingerprint(model) == before, "a test changed the shared small_model"
+
+
+@pytest.fixture(scope="session")
+def small_ckpt(small_model: DiffTalkModel, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """``small_model`` saved as a trainer-style checkpoint that records its config: ``--ckpt`` alone loads it."""
+    from talkingface.model.image_driven_talkingface.DiffTalk.config import CONFIG_CKPT_KEY, config_to_dict
+
+    path = tmp_path_factory.mktemp("small_ckpt") / "small.ckpt"
+    config = config_to_dict(load_config(TINY_CONFIG, SMALL_MODEL_OVERRIDES))
+    torch.save({"state_dict": small_model.state_dict(), CONFIG_CKPT_KEY: config}, path)
+    return path
 
 
 @pytest.fixture(scope="session")

@@ -13,7 +13,6 @@ import numpy as np
 import pytest
 from command_support import one_error
 from data_fixtures import write_video
-from golden import TINY_CONFIG
 
 import demo
 from talkingface.data.layout import LANDMARK_FMT
@@ -25,7 +24,7 @@ from talkingface.media.errors import PreprocessError
 from talkingface.media.extract import analyse_landmarks, analyse_video
 from talkingface.synthetic.generate import clip_rng, render_clip, sidecar_path, write_clip_video
 
-FAST = ["--steps", "2", "--crop-size", "128", "--batch-size", "3", "--no-progress", "--config", str(TINY_CONFIG)]
+FAST = ["--steps", "2", "--crop-size", "128", "--batch-size", "3", "--no-progress"]
 CLIP_FRAMES = 5
 
 
@@ -39,11 +38,12 @@ def no_dlib(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 @pytest.fixture(scope="module")
-def landmark_clip(tiny_ckpt: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    """A synthetic clip with its ``.landmarks.npy`` sidecar (as ``python -m talkingface.synthetic`` writes it)."""
+def landmark_clip(small_ckpt: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """A synthetic clip with its ``.landmarks.npy`` sidecar (as ``python -m talkingface.synthetic`` writes it), and
+    the 64 px model's checkpoint (it records its config)."""
     d = tmp_path_factory.mktemp("landmarks")
     video = write_clip_video(render_clip(clip_rng(0, 1), CLIP_FRAMES / 25), d / "synthetic_001.mp4")
-    return {"video": video, "sidecar": sidecar_path(video), "ckpt": tiny_ckpt}
+    return {"video": video, "sidecar": sidecar_path(video), "ckpt": small_ckpt}
 
 
 def run_demo(clip: dict[str, Path], out: Path, landmarks: Path, **paths: Path) -> int:
