@@ -1,4 +1,4 @@
-"""``python -m talkingface COMMAND ...``: the ``talkingface`` command, where the console script is not on the PATH."""
+"""``python -m talkingface COMMAND ...``: an alias of the installed ``talkingface`` program."""
 
 from talkingface.cli_support import hand_over
 

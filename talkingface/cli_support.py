@@ -23,8 +23,9 @@ import argparse
 import contextlib
 import contextvars
 import functools
+import os
 import re
-import runpy
+import shutil
 import signal
 import sys
 import threading
@@ -372,13 +373,16 @@ def split_overrides(args: Sequence[str]) -> tuple[list[str], list[str]]:
 
 
 def hand_over(command: str | None = None) -> NoReturn:
-    """Run the ``talkingface`` command in this process as ``talkingface [command] ARGS`` (ARGS: this program's own).
+    """Become the installed ``talkingface`` program: ``talkingface [command] ARGS`` (ARGS: this program's own).
 
     ``python -m talkingface`` and the older module spellings (``python -m talkingface.evaluate``,
-    ``python -m talkingface.training.export``, ...) are programs that hand over to it. The command package is found
-    by name at run time, as the dispatcher finds its subcommands, so the library packages those spellings live in
-    never import the commands that sit above them.
+    ``python -m talkingface.training.export``, ...) are aliases of that program. They replace their process with
+    it (same process id, so signals and exit statuses are the program's) rather than import the commands, which
+    sit above the packages these spellings live in.
     """
-    sys.argv = ["talkingface", *([command] if command else []), *sys.argv[1:]]
-    runpy.run_module("talkingface.commands", run_name="__main__", alter_sys=True)
-    raise SystemExit(EXIT_OK)  # (the command exits itself; this only states that control never comes back)
+    program = shutil.which("talkingface")
+    if program is None:
+        sys.exit(fail("talkingface", "the program is not on the PATH; install the package (pip install -e .)"))
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.execv(program, [program, *([command] if command else []), *sys.argv[1:]])

@@ -1,12 +1,13 @@
 """The package's import graph: no cycles between files or between packages, and the layers only import downwards.
 
 Every ``import talkingface...`` / ``from talkingface... import``, relative import, and string import with a literal
-name (``importlib.import_module("talkingface...")``, ``__import__("talkingface...")``) is read from the source with
+name (``importlib.import_module("talkingface...")``, ``__import__``, ``runpy.run_module``) is read from the source with
 ``ast``; function-level imports count too: a loop hidden in a function, or behind a string, is still a loop.
 
 Entry points count too: a ``__main__`` module and the body of an ``if __name__ == "__main__":`` block (the older
 spellings such as ``python -m talkingface.evaluate``) belong to their package, so they may not import the commands
-above it; they hand over to the ``talkingface`` command at run time (``talkingface.cli_support.hand_over``).
+above it; they become the installed ``talkingface`` program (``talkingface.cli_support.hand_over``: an exec, no
+import).
 """
 
 from __future__ import annotations
@@ -47,7 +48,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("talkingface.app",),  # the web app, through the drivers
     ("talkingface.commands",),  # the commands and their dispatcher
 )
-STRING_IMPORTERS = ("import_module", "__import__")
+STRING_IMPORTERS = ("import_module", "__import__", "run_module")
 
 
 def _modules(package: Path) -> dict[str, Path]:
@@ -215,10 +216,12 @@ def test_the_checks_find_what_they_look_for() -> None:
         "def f():\n"
         "    importlib.import_module('talkingface.training.module')\n"
         "    __import__('talkingface.synthetic.export')\n"
+        "    runpy.run_module('talkingface.app.jobs')\n"
         "    from ..media import decode\n"
     )
     names = imported_names(ast.parse(snippet), "talkingface.model.sub")
     assert {"talkingface.training.module", "talkingface.synthetic.export", "talkingface.model.media"} <= set(names)
+    assert "talkingface.app.jobs" in names
     # entry-point code is read as well: a main guard's import is an edge
     guarded = "if __name__ == '__main__':\n    import talkingface.commands.main\n"
     assert imported_names(ast.parse(guarded), "talkingface") == ["talkingface.commands.main"]

@@ -62,8 +62,9 @@ SPELLINGS = {  # every program spelling -> the subcommand it hands over to ("": 
 
 @pytest.mark.parametrize("module", SPELLINGS)
 def test_module_spellings_hand_over_to_the_command(module: str) -> None:
-    """``python -m talkingface`` and the older module spellings run the ``talkingface`` command (its usage line names
-    the subcommand), from a plain checkout: the source tree on ``PYTHONPATH``."""
+    """``python -m talkingface.commands`` runs the command in-process (the source tree on ``PYTHONPATH`` is enough);
+    ``python -m talkingface`` and the older module spellings become the installed ``talkingface`` program. Each
+    usage line names the subcommand."""
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
     shown = subprocess.run(
         [sys.executable, "-m", module, "--help"], capture_output=True, text=True, cwd=ROOT, env=env, timeout=60

@@ -39,7 +39,7 @@ DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 #: dispatch (:func:`talkingface.commands.main.main`); ``python benchmarks/<x>.py`` through the script's own ``main``.
 ENTRY_POINTS: dict[tuple[str, ...], str] = {
     ("talkingface",): "",
-    ("python", "-m", "talkingface"): "",
+    ("python", "-m", "talkingface.commands"): "",
     ("python", "demo.py"): "lipsync",
     ("python", "trainer/DiffTalkTrainer.py"): "train",
     ("python", "-m", "talkingface.preprocess"): "preprocess",
