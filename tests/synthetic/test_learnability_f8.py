@@ -151,7 +151,7 @@ def test_learnability_f8_smoke_with_the_comparison(tmp_path: Path, capsys: pytes
     assert cache["latent_shape"] == [4, 16, 16] and cache["image_size"] == 128
     state = torch.load(out / "first_stage.pt", weights_only=True)["state_dict"]
     assert "encoder.down.3.block.0.conv1.weight" in state and "encoder.down.4.block.0.conv1.weight" not in state
-    assert state["encoder.conv_in.weight"].shape[0] == 32  # --set reached the first stage the benchmark trains
+    assert state["quantize.embedding.weight"].shape[0] == 256  # --set (n_embed) reached the first stage it trains
     for variant in ("real", "control"):
         snapshot = yaml.safe_load((out / variant / "run" / "configs" / "config.yaml").read_text())
         assert snapshot["model"]["first_stage"]["resolution"] == snapshot["data"]["image_size"] == 128
